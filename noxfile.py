@@ -1,0 +1,65 @@
+"""Development sessions: ``nox`` runs tests, typecheck and lint; see README for the rest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["tests", "typecheck", "lint"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+EXTRAS = ".[sql,postgres,rabbitmq,redis]"
+ROOT = Path(__file__).parent
+
+
+def _groups(*names: str) -> list[str]:
+    requirements: list[str] = []
+    for name in names:
+        requirements += nox.project.dependency_groups(PYPROJECT, name)
+    return requirements
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite (services on loopback; under CI=true none may be missing)."""
+    session.install("-e", EXTRAS, *_groups("tests"))
+    session.run(
+        "pytest",
+        "--cov",
+        "--cov-report=term",
+        *session.posargs,
+        env={"PYTHONHASHSEED": "0"} if "PYTHONHASHSEED" not in os.environ else {},
+    )
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the library, the examples and tests/typing with mypy --strict and pyright strict."""
+    session.install("-e", EXTRAS, *_groups("typing"))
+    session.run("mypy")
+    session.run("pyright")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint and check formatting with ruff."""
+    session.install(*_groups("lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the example bounded contexts' narrated scenarios."""
+    session.install("-e", EXTRAS)
+    examples = sorted(p.parent.name for p in (ROOT / "examples").glob("*/__main__.py"))
+    if not examples:
+        session.log("examples not yet available")
+        return
+    for name in examples:
+        session.run("python", "-m", f"examples.{name}")
