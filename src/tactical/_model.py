@@ -8,6 +8,8 @@ Each base turns its subclasses into dataclasses through a metaclass declared wit
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections.abc import Iterable
 from dataclasses import field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
@@ -23,6 +25,11 @@ __all__ = ["AggregateRoot", "DomainEvent", "Entity", "ValueObject"]
 IdT = TypeVar("IdT")
 
 _EVENTS = "_tactical_pending_events"
+
+# One process-wide sequence numbers every recorded event, so a unit of work that saw several
+# aggregates can publish their events in the order they were recorded across all of them.
+# next() on itertools.count is atomic under the GIL.
+_recording_sequence = itertools.count()
 
 
 def _is_rebuild(namespace: dict[str, Any]) -> bool:
@@ -176,14 +183,14 @@ class AggregateRoot(Entity[IdT]):
 
     version: int = field(default=0, kw_only=True)
 
-    def _events(self) -> list[DomainEvent]:
+    def _events(self) -> list[tuple[int, DomainEvent]]:
         # Kept out of the dataclass fields (and so out of eq, repr and storage); created on
         # first use so subclasses need no __post_init__ cooperation.
         state = vars(self)
         try:
-            return cast("list[DomainEvent]", state[_EVENTS])
+            return cast("list[tuple[int, DomainEvent]]", state[_EVENTS])
         except KeyError:
-            events: list[DomainEvent] = []
+            events: list[tuple[int, DomainEvent]] = []
             state[_EVENTS] = events
             return events
 
@@ -197,12 +204,12 @@ class AggregateRoot(Entity[IdT]):
             raise TypeError(
                 f"{type(self).__qualname__}.record() takes a DomainEvent, got {event!r}"
             )
-        self._events().append(event)
+        self._events().append((next(_recording_sequence), event))
 
     @property
     def pending_events(self) -> tuple[DomainEvent, ...]:
         """The events recorded and not yet published or cleared, oldest first."""
-        return tuple(vars(self).get(_EVENTS, ()))
+        return tuple(event for _, event in vars(self).get(_EVENTS, ()))
 
     def clear_events(self) -> None:
         """Forget the pending events."""
@@ -210,10 +217,19 @@ class AggregateRoot(Entity[IdT]):
 
     def pull_events(self) -> tuple[DomainEvent, ...]:
         """Return the pending events, oldest first, and clear them."""
-        events = self._events()
-        pulled = tuple(events)
-        events.clear()
+        pulled = self.pending_events
+        self._events().clear()
         return pulled
+
+
+def recorded_in_order(aggregates: Iterable[AggregateRoot[Any]]) -> list[DomainEvent]:
+    """The pending events of all ``aggregates``, merged in the order they were recorded.
+
+    For units of work: this is the publication order after a commit.
+    """
+    numbered = [entry for aggregate in aggregates for entry in aggregate._events()]  # pyright: ignore[reportPrivateUsage]
+    numbered.sort(key=lambda entry: entry[0])
+    return [event for _, event in numbered]
 
 
 def _utc_now() -> datetime:
