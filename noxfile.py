@@ -63,6 +63,13 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks: a table of ratios against baselines measured in the same run."""
+    session.install("-e", EXTRAS)
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Run the example bounded contexts' narrated scenarios."""
     session.install("-e", EXTRAS)

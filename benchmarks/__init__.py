@@ -1,0 +1,1 @@
+"""tactical's benchmarks: ratios against hand-written baselines measured in the same run."""

@@ -1,0 +1,21 @@
+"""Run every benchmark, print the table of ratios, write ``benchmarks/results/latest.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks import bench_model
+from benchmarks._harness import Report
+
+
+def main() -> None:
+    report = Report()
+    print(Report.header())
+    bench_model.run(report)
+    out = Path(__file__).parent / "results" / "latest.json"
+    report.write_json(out)
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
