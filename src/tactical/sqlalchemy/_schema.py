@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
+
+import sqlalchemy as sa
 
 __all__ = ["UtcDateTime", "aggregates_table", "create_schema", "metadata", "outbox_table"]
 
