@@ -3,6 +3,7 @@
 The public API is re-exported here; everything else is private.
 """
 
+from tactical._bus import EventBus, EventHandlerError
 from tactical._errors import (
     AggregateNotFound,
     ConcurrencyError,
@@ -11,6 +12,9 @@ from tactical._errors import (
     InvariantViolation,
 )
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
+from tactical._repository import Repository
+from tactical._retry import retry_on_conflict
+from tactical._uow import InMemoryStore, InMemoryUnitOfWork, UnitOfWork
 
 __all__ = [
     "AggregateNotFound",
@@ -19,7 +23,14 @@ __all__ = [
     "DomainError",
     "DomainEvent",
     "Entity",
+    "EventBus",
+    "EventHandlerError",
+    "InMemoryStore",
+    "InMemoryUnitOfWork",
     "InvalidStateError",
     "InvariantViolation",
+    "Repository",
+    "UnitOfWork",
     "ValueObject",
+    "retry_on_conflict",
 ]

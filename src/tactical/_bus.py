@@ -1,0 +1,137 @@
+"""The in-process event bus that units of work publish committed events on."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from tactical._model import DomainEvent
+
+__all__ = ["EventBus", "EventHandlerError"]
+
+E = TypeVar("E", bound=DomainEvent)
+
+_log = logging.getLogger("tactical.bus")
+
+
+class EventHandlerError(ExceptionGroup[Exception]):
+    """One or more event handlers raised while committed events were dispatched.
+
+    The transaction that produced the events was committed before dispatch began, and its
+    changes stand. Every other handler still received every event. Each contained exception
+    carries a note naming the handler and the event (type and ``event_id``); the failures are
+    also logged on the ``tactical.bus`` logger with their tracebacks.
+
+    Attributes:
+        exceptions: The handlers' exceptions, in the order they were raised.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class _Dispatch(threading.local):
+    def __init__(self) -> None:
+        self.queue: deque[DomainEvent] = deque()
+        self.active = False
+
+
+class EventBus:
+    """In-process publish/subscribe of domain events.
+
+    Handlers are subscribed per event type; a handler subscribed to a base class also
+    receives its subclasses (subscribe to :class:`~tactical.DomainEvent` to see everything).
+    Each event goes to its handlers in subscription order.
+
+    Dispatch is FIFO and never recursive: an event published while another is being
+    dispatched on the same thread (a handler committing its own unit of work, say) is queued
+    and delivered after the handlers of the current event, so a chain of handlers runs in a
+    loop, not on the stack.
+
+    A failing handler does not stop delivery: every handler still receives every queued
+    event; the failure is logged (``tactical.bus`` logger, with traceback) and, once the
+    queue is empty, all failures are raised together as :class:`EventHandlerError` from the
+    outermost :meth:`publish` (so from ``commit()``, after the commit has succeeded).
+
+    The bus is thread-safe: each thread dispatches its own events.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self) -> None:
+        self._subscriptions: list[tuple[type[DomainEvent], Callable[[Any], object]]] = []
+        self._cache: dict[type[DomainEvent], tuple[Callable[[Any], object], ...]] = {}
+        self._lock = threading.Lock()
+        self._dispatch = _Dispatch()
+
+    def subscribe(self, event_type: type[E], handler: Callable[[E], object]) -> None:
+        """Call ``handler`` with every published event that is an instance of ``event_type``.
+
+        Raises:
+            TypeError: ``event_type`` is not a :class:`~tactical.DomainEvent` subclass, or
+                ``handler`` is not callable.
+        """
+        candidate: object = event_type
+        if not (isinstance(candidate, type) and issubclass(candidate, DomainEvent)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"subscribe() takes a DomainEvent subclass, got {event_type!r}")
+        if not callable(handler):
+            raise TypeError(f"handler for {event_type.__qualname__} is not callable: {handler!r}")
+        with self._lock:
+            self._subscriptions.append((event_type, handler))
+            self._cache = {}
+
+    def handlers_for(self, event_type: type[DomainEvent]) -> tuple[Callable[[Any], object], ...]:
+        """The handlers an event of ``event_type`` is delivered to, in delivery order."""
+        cache = self._cache
+        try:
+            return cache[event_type]
+        except KeyError:
+            with self._lock:
+                handlers = tuple(h for t, h in self._subscriptions if issubclass(event_type, t))
+                self._cache[event_type] = handlers
+            return handlers
+
+    def publish(self, event: DomainEvent) -> None:
+        """Deliver ``event`` to its handlers (after those already queued on this thread).
+
+        Raises:
+            EventHandlerError: A handler raised (raised by the outermost publish only, after
+                every queued event was delivered).
+        """
+        self.publish_all((event,))
+
+    def publish_all(self, events: Iterable[DomainEvent]) -> None:
+        """Deliver ``events`` in order, as :meth:`publish` does for one."""
+        dispatch = self._dispatch
+        dispatch.queue.extend(events)
+        if dispatch.active:
+            return
+        dispatch.active = True
+        failures: list[Exception] = []
+        try:
+            while dispatch.queue:
+                event = dispatch.queue.popleft()
+                for handler in self.handlers_for(type(event)):
+                    try:
+                        handler(event)
+                    except Exception as error:
+                        failures.append(_annotated(error, handler, event))
+        finally:
+            dispatch.active = False
+            dispatch.queue.clear()
+        if failures:
+            raise EventHandlerError(
+                f"{len(failures)} event handler(s) failed after the transaction was committed "
+                "(its changes stand; every other handler ran)",
+                failures,
+            )
+
+
+def _annotated(error: Exception, handler: Callable[[Any], object], event: DomainEvent) -> Exception:
+    name = getattr(handler, "__qualname__", repr(handler))
+    note = f"in handler {name} for {type(event).__qualname__} event_id={event.event_id}"
+    error.add_note(note)
+    _log.error("event handler failed: %s", note, exc_info=error)
+    return error

@@ -1,0 +1,50 @@
+"""The Repository protocol: a collection-like view of one aggregate type."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+
+from tactical._model import AggregateRoot
+
+__all__ = ["Repository"]
+
+A = TypeVar("A", bound=AggregateRoot[Any])
+IdT_contra = TypeVar("IdT_contra", contravariant=True)
+
+
+class Repository(Protocol[A, IdT_contra]):
+    """The aggregates of one type, as a collection inside a unit of work.
+
+    Changes to aggregates obtained from or added to a repository are saved when their unit
+    of work commits; there is no ``save``. Within one transaction, ``get`` returns the same
+    object for the same id (an identity map).
+
+    A typed repository for your own unit of work::
+
+        class PolicyUnitOfWork(InMemoryUnitOfWork):
+            @property
+            def policies(self) -> Repository[InsurancePolicy, UUID]:
+                return self.repository(InsurancePolicy)
+
+    .. versionadded:: 0.1.0
+    """
+
+    def get(self, aggregate_id: IdT_contra, /) -> A | None:
+        """The aggregate with this id, or None if there is none (or it was removed)."""
+        ...
+
+    def require(self, aggregate_id: IdT_contra, /) -> A:
+        """The aggregate with this id.
+
+        Raises:
+            AggregateNotFound: There is none; the error names the type and the id.
+        """
+        ...
+
+    def add(self, aggregate: A, /) -> None:
+        """Store ``aggregate`` when the unit of work commits (a new one is inserted)."""
+        ...
+
+    def remove(self, aggregate: A, /) -> None:
+        """Delete ``aggregate`` when the unit of work commits (version-checked)."""
+        ...

@@ -1,0 +1,27 @@
+"""SQL persistence for tactical on SQLAlchemy 2 (extra ``sql``; ``postgres`` adds psycopg 3).
+
+SQLite is the embedded default; PostgreSQL is supported and tested.
+
+.. versionadded:: 0.1.0
+"""
+
+from tactical.sqlalchemy._engine import SQLITE_BUSY_TIMEOUT_MS, configure_engine
+from tactical.sqlalchemy._mapper import RelationalMapper
+from tactical.sqlalchemy._schema import (
+    UtcDateTime,
+    aggregates_table,
+    create_schema,
+    metadata,
+    outbox_table,
+)
+
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "RelationalMapper",
+    "UtcDateTime",
+    "aggregates_table",
+    "configure_engine",
+    "create_schema",
+    "metadata",
+    "outbox_table",
+]

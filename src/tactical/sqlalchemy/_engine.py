@@ -1,0 +1,59 @@
+"""Engine set-up that makes SQLite behave like a transactional database should."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "configure_engine"]
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+"""How long a SQLite writer waits for the write lock before giving up (milliseconds)."""
+
+_CONFIGURED = "tactical_configured"
+
+
+def configure_engine(engine: sa.Engine) -> sa.Engine:
+    """Prepare ``engine`` for the SQL unit of work; idempotent, returns the engine.
+
+    On SQLite (the embedded default) every connection gets foreign keys on, a busy timeout,
+    WAL journaling for file databases (readers do not block the writer), and transactions
+    that begin with ``BEGIN IMMEDIATE``: a writer takes the write lock when its transaction
+    starts, so two writers queue instead of deadlocking on a lock upgrade (the cause of raw
+    "database is locked" errors with the driver's default deferred transactions).
+
+    Other databases are left as they are (PostgreSQL runs at its default READ COMMITTED;
+    optimistic concurrency comes from version-checked updates, not from isolation).
+
+    .. versionadded:: 0.1.0
+    """
+    if engine.dialect.name == "sqlite" and not event.contains(engine, "begin", _begin_sqlite):
+        event.listen(engine, "begin", _begin_sqlite)
+    return engine
+
+
+def _begin_sqlite(connection: sa.Connection) -> None:
+    # Set up each pooled connection once, on its first transaction: this also covers
+    # connections the pool made before the engine was configured.
+    info = connection.connection.info
+    if not info.get(_CONFIGURED):
+        _configure_sqlite_connection(connection.connection.dbapi_connection)
+        info[_CONFIGURED] = True
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _configure_sqlite_connection(dbapi_connection: Any) -> None:
+    # The driver must not open transactions itself: the "begin" listener does it.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
+        cursor.execute("PRAGMA journal_mode")
+        if cursor.fetchone()[0] != "memory":
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()

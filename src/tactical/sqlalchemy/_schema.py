@@ -1,0 +1,100 @@
+"""The tables the SQL unit of work writes: aggregate documents and the outbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+import sqlalchemy as sa
+
+__all__ = ["UtcDateTime", "aggregates_table", "create_schema", "metadata", "outbox_table"]
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware datetime column that reads back aware on every database.
+
+    SQLite has no timezone type: values are stored as UTC without offset and read back with
+    UTC attached. Naive datetimes are refused on write, since their meaning is ambiguous.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} cannot be stored as UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)  # noqa: S101  (the column type guarantees it)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# JSONB on PostgreSQL (indexable, compact); JSON text elsewhere.
+Document = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# SQLite only autoincrements an INTEGER PRIMARY KEY; elsewhere positions need 64 bits.
+Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+"""All tables of the SQL unit of work, for ``create_all`` or Alembic's ``target_metadata``."""
+
+aggregates_table = sa.Table(
+    "tactical_aggregates",
+    metadata,
+    sa.Column("aggregate_type", sa.String(255), primary_key=True),
+    sa.Column("aggregate_id", sa.String(255), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("state", Document, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    comment="One JSON document per aggregate stored without a relational mapper.",
+)
+
+outbox_table = sa.Table(
+    "tactical_outbox",
+    metadata,
+    sa.Column("position", Position, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Uuid, nullable=False, unique=True),
+    sa.Column("event_type", sa.String(255), nullable=False),
+    sa.Column("event_version", sa.Integer, nullable=False),
+    sa.Column("aggregate_type", sa.String(255), nullable=False),
+    sa.Column("aggregate_id", sa.String(255), nullable=False),
+    sa.Column("aggregate_version", sa.Integer, nullable=False),
+    sa.Column("payload", Document, nullable=False),
+    sa.Column("occurred_at", UtcDateTime, nullable=False),
+    sa.Column("published_at", UtcDateTime, nullable=True),
+    comment="Events written in the transaction that produced them (transactional outbox).",
+)
+sa.Index(
+    "ix_tactical_outbox_unpublished",
+    outbox_table.c.position,
+    postgresql_where=outbox_table.c.published_at.is_(None),
+    sqlite_where=outbox_table.c.published_at.is_(None),
+)
+sa.Index(
+    "ix_tactical_outbox_aggregate",
+    outbox_table.c.aggregate_type,
+    outbox_table.c.aggregate_id,
+    outbox_table.c.aggregate_version,
+)
+
+
+def create_schema(engine: sa.Engine) -> None:
+    """Create tactical's tables (and indexes) if they do not exist yet. Idempotent.
+
+    For a quick start and tests; in production manage the schema with Alembic using
+    :data:`metadata` as (part of) its ``target_metadata``.
+
+    .. versionadded:: 0.1.0
+    """
+    from tactical.sqlalchemy._engine import configure_engine
+
+    configure_engine(engine)
+    metadata.create_all(engine, checkfirst=True)

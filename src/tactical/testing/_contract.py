@@ -1,0 +1,480 @@
+"""The unit-of-work contract suite: every tactical unit of work passes it, and so can yours."""
+
+from __future__ import annotations
+
+from dataclasses import field
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+import pytest
+
+from tactical._bus import EventBus
+from tactical._errors import AggregateNotFound, ConcurrencyError, InvariantViolation
+from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
+from tactical._uow import TransactionalUnitOfWork
+
+__all__ = [
+    "Counter",
+    "CounterRenamed",
+    "CounterTicked",
+    "Tag",
+    "Tally",
+    "UnitOfWorkContract",
+    "UnitOfWorkFactory",
+]
+
+
+class Tag(ValueObject):
+    """A value object inside the contract's sample aggregate."""
+
+    text: str
+
+    def validate(self) -> None:
+        if not self.text:
+            raise InvariantViolation("Tag text must not be empty")
+
+
+class Tally(Entity[int]):
+    """A child entity of the contract's sample aggregate."""
+
+    marks: int = 0
+
+
+class CounterTicked(DomainEvent):
+    """Recorded by :meth:`Counter.tick`."""
+
+    counter_id: UUID
+    count: int
+
+
+class CounterRenamed(DomainEvent):
+    """Recorded by :meth:`Counter.rename`."""
+
+    counter_id: UUID
+    name: str
+
+
+class Counter(AggregateRoot[UUID]):
+    """The contract suite's sample aggregate: a value object, child entities, events."""
+
+    name: str
+    count: int = 0
+    tag: Tag | None = None
+    tallies: list[Tally] = field(default_factory=list[Tally])
+
+    def tick(self) -> None:
+        """Count one, and record it."""
+        self.count += 1
+        self.record(CounterTicked(self.id, self.count))
+
+    def rename(self, name: str) -> None:
+        """Change the name, and record it."""
+        self.name = name
+        self.record(CounterRenamed(self.id, name))
+
+    def mark(self, tally_id: int) -> None:
+        """Add a mark to a child tally (creating it), without recording an event."""
+        for tally in self.tallies:
+            if tally.id == tally_id:
+                tally.marks += 1
+                return
+        self.tallies.append(Tally(tally_id, 1))
+
+
+class UnitOfWorkFactory(Protocol):
+    """Makes units of work that share one store (or database); ``bus`` may be None."""
+
+    def __call__(self, bus: EventBus | None = None) -> TransactionalUnitOfWork: ...
+
+
+class UnitOfWorkContract:
+    """The guarantees of a tactical unit of work, as a pytest suite to subclass.
+
+    Subclass it in a test module (the subclass name must start with ``Test``) and provide a
+    ``unit_of_work_factory`` fixture returning a :class:`UnitOfWorkFactory`: every unit of
+    work it makes must see the same committed state, like connections to one database::
+
+        class TestMyUnitOfWork(UnitOfWorkContract):
+            @pytest.fixture
+            def unit_of_work_factory(self, engine) -> UnitOfWorkFactory:
+                return lambda bus=None: MyUnitOfWork(engine, bus=bus)
+
+    The suite stores the sample :class:`Counter` aggregate. A unit of work whose storage
+    needs set-up for it (a relational mapper, say) does that in the fixture.
+
+    .. versionadded:: 0.1.0
+    """
+
+    @pytest.fixture
+    def unit_of_work_factory(self) -> UnitOfWorkFactory:
+        """Override: return a factory of units of work sharing one store."""
+        raise NotImplementedError("UnitOfWorkContract subclasses provide unit_of_work_factory")
+
+    @pytest.fixture
+    def new(self, unit_of_work_factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
+        return unit_of_work_factory
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def stored(new: UnitOfWorkFactory, counter_id: UUID) -> Counter | None:
+        """What a fresh unit of work reads for ``counter_id``."""
+        with new() as uow:
+            return uow.repository(Counter).get(counter_id)
+
+    @staticmethod
+    def saved_counter(new: UnitOfWorkFactory, name: str = "visits") -> Counter:
+        """A counter committed to the store (returned detached)."""
+        counter = Counter(uuid4(), name, tag=Tag("front door"))
+        with new() as uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+        return counter
+
+    # -- commit and visibility --------------------------------------------------------------
+
+    def test_added_aggregate_is_stored_on_commit(self, new: UnitOfWorkFactory) -> None:
+        """An added aggregate is readable by another unit of work after commit, at version 1."""
+        counter = self.saved_counter(new)
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert (stored.name, stored.count, stored.tag, stored.version) == (
+            "visits",
+            0,
+            Tag("front door"),
+            1,
+        )
+        assert counter.version == 1
+
+    def test_uncommitted_changes_are_invisible_to_other_units(self, new: UnitOfWorkFactory) -> None:
+        """Until commit, another unit of work sees neither additions nor changes."""
+        counter = self.saved_counter(new)
+        fresh = Counter(uuid4(), "unseen")
+        with new() as writer:
+            writer.repository(Counter).require(counter.id).tick()
+            writer.repository(Counter).add(fresh)
+            assert self.stored(new, fresh.id) is None
+            seen = self.stored(new, counter.id)
+            assert seen is not None
+            assert seen.count == 0
+            writer.commit()
+        after = self.stored(new, counter.id)
+        assert after is not None
+        assert after.count == 1
+
+    def test_leaving_without_commit_discards_in_place_changes(self, new: UnitOfWorkFactory) -> None:
+        """Mutating a loaded aggregate and leaving the block without commit stores nothing."""
+        counter = self.saved_counter(new)
+        with new() as uow:
+            loaded = uow.repository(Counter).require(counter.id)
+            loaded.tick()
+            loaded.mark(7)
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert (stored.count, stored.tallies, stored.version) == (0, [], 1)
+
+    def test_exception_rolls_back_everything(self, new: UnitOfWorkFactory) -> None:
+        """An exception leaving the block discards every change of the transaction."""
+        counter = self.saved_counter(new)
+        fresh = Counter(uuid4(), "never")
+        with pytest.raises(RuntimeError, match="boom"), new() as uow:
+            uow.repository(Counter).require(counter.id).rename("changed")
+            uow.repository(Counter).add(fresh)
+            raise RuntimeError("boom")
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert stored.name == "visits"
+        assert self.stored(new, fresh.id) is None
+
+    def test_rollback_discards_and_the_block_goes_on(self, new: UnitOfWorkFactory) -> None:
+        """rollback() forgets this transaction's changes; later work in the block can commit."""
+        counter = self.saved_counter(new)
+        with new() as uow:
+            uow.repository(Counter).require(counter.id).rename("discarded")
+            uow.rollback()
+            reloaded = uow.repository(Counter).require(counter.id)
+            assert reloaded.name == "visits"
+            reloaded.tick()
+            uow.commit()
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert (stored.name, stored.count) == ("visits", 1)
+
+    # -- repositories ------------------------------------------------------------------------
+
+    def test_get_returns_the_same_object_within_a_transaction(self, new: UnitOfWorkFactory) -> None:
+        """Within one transaction an id maps to one object (identity map)."""
+        counter = self.saved_counter(new)
+        with new() as uow:
+            first = uow.repository(Counter).get(counter.id)
+            assert first is not None
+            assert uow.repository(Counter).require(counter.id) is first
+
+    def test_get_of_a_missing_id_returns_none(self, new: UnitOfWorkFactory) -> None:
+        """get() answers None for an id that was never stored."""
+        with new() as uow:
+            assert uow.repository(Counter).get(uuid4()) is None
+
+    def test_require_of_a_missing_id_names_type_and_id(self, new: UnitOfWorkFactory) -> None:
+        """require() raises AggregateNotFound with the type and id in the message."""
+        missing = uuid4()
+        with (
+            new() as uow,
+            pytest.raises(AggregateNotFound, match=f"Counter with id {missing}") as e,
+        ):
+            uow.repository(Counter).require(missing)
+        assert (e.value.aggregate_type, e.value.aggregate_id) == (Counter, missing)
+
+    def test_child_entity_changes_are_saved(self, new: UnitOfWorkFactory) -> None:
+        """A change inside a child entity (equal by id before and after) is detected and saved."""
+        counter = self.saved_counter(new)
+        for _ in range(2):
+            with new() as uow:
+                uow.repository(Counter).require(counter.id).mark(3)
+                uow.commit()
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert [(t.id, t.marks) for t in stored.tallies] == [(3, 2)]
+        assert stored.version == 3
+
+    def test_unchanged_aggregates_are_not_written(self, new: UnitOfWorkFactory) -> None:
+        """Loading without changing leaves the version alone, so readers never conflict."""
+        counter = self.saved_counter(new)
+        with new() as uow:
+            uow.repository(Counter).require(counter.id)
+            uow.commit()
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert stored.version == 1
+
+    def test_remove_deletes_on_commit(self, new: UnitOfWorkFactory) -> None:
+        """A removed aggregate is gone after commit, and get() in the same block says so."""
+        counter = self.saved_counter(new)
+        with new() as uow:
+            repository = uow.repository(Counter)
+            repository.remove(repository.require(counter.id))
+            assert repository.get(counter.id) is None
+            uow.commit()
+        assert self.stored(new, counter.id) is None
+
+    # -- optimistic concurrency --------------------------------------------------------------
+
+    def test_stale_write_is_refused_and_nothing_of_its_commit_is_stored(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """The later of two writers of one aggregate gets ConcurrencyError; none of its writes land."""
+        counter = self.saved_counter(new)
+        bystander = self.saved_counter(new, "bystander")
+        fresh = Counter(uuid4(), "new in losing commit")
+        with new() as first, new() as second:
+            first.repository(Counter).require(counter.id).tick()
+            second.repository(Counter).require(counter.id).rename("loser")
+            second.repository(Counter).require(bystander.id).tick()
+            second.repository(Counter).add(fresh)
+            first.commit()
+            with pytest.raises(ConcurrencyError, match=str(counter.id)) as raised:
+                second.commit()
+        assert raised.value.expected_version == 1
+        assert raised.value.actual_version == 2
+        stored, other = self.stored(new, counter.id), self.stored(new, bystander.id)
+        assert stored is not None
+        assert other is not None
+        assert (stored.name, stored.count, stored.version) == ("visits", 1, 2)
+        assert (other.count, other.version) == (0, 1)
+        assert self.stored(new, fresh.id) is None
+
+    def test_adding_an_existing_id_is_a_conflict(self, new: UnitOfWorkFactory) -> None:
+        """Inserting an aggregate whose id is already stored raises ConcurrencyError."""
+        counter = self.saved_counter(new)
+        with new() as uow:
+            uow.repository(Counter).add(Counter(counter.id, "impostor"))
+            with pytest.raises(ConcurrencyError):
+                uow.commit()
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert stored.name == "visits"
+
+    def test_removing_a_concurrently_changed_aggregate_is_a_conflict(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """A remove is version-checked like any other write."""
+        counter = self.saved_counter(new)
+        with new() as remover, new() as writer:
+            repository = remover.repository(Counter)
+            repository.remove(repository.require(counter.id))
+            writer.repository(Counter).require(counter.id).tick()
+            writer.commit()
+            with pytest.raises(ConcurrencyError):
+                remover.commit()
+        assert self.stored(new, counter.id) is not None
+
+    def test_a_detached_aggregate_is_written_back_under_its_version(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """Adding an aggregate saved earlier updates it if, and only if, it is still current."""
+        counter = self.saved_counter(new)
+        counter.rename("detached edit")
+        with new() as uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+        assert counter.version == 2
+        counter.rename("stale edit")
+        counter.version = 1
+        with new() as uow:
+            uow.repository(Counter).add(counter)
+            with pytest.raises(ConcurrencyError):
+                uow.commit()
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert (stored.name, stored.version) == ("detached edit", 2)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def test_events_are_published_after_commit_in_recorded_order(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """Events of all aggregates go out after commit, interleaved as they were recorded."""
+        a, b = self.saved_counter(new, "a"), self.saved_counter(new, "b")
+        bus, seen = EventBus(), list[DomainEvent]()
+        bus.subscribe(DomainEvent, seen.append)
+        with new(bus) as uow:
+            first = uow.repository(Counter).require(a.id)
+            second = uow.repository(Counter).require(b.id)
+            first.tick()
+            second.rename("b2")
+            first.rename("a2")
+            second.tick()
+            assert seen == []
+            uow.commit()
+        assert [(type(e).__name__, getattr(e, "counter_id", None)) for e in seen] == [
+            ("CounterTicked", a.id),
+            ("CounterRenamed", b.id),
+            ("CounterRenamed", a.id),
+            ("CounterTicked", b.id),
+        ]
+        assert first.pending_events == ()
+        assert second.pending_events == ()
+
+    def test_nothing_is_published_on_rollback(self, new: UnitOfWorkFactory) -> None:
+        """Events of a transaction that did not commit are never published."""
+        counter = self.saved_counter(new)
+        bus, seen = EventBus(), list[DomainEvent]()
+        bus.subscribe(DomainEvent, seen.append)
+        with new(bus) as uow:
+            uow.repository(Counter).require(counter.id).tick()
+        with new(bus) as uow:
+            uow.repository(Counter).require(counter.id).tick()
+            uow.rollback()
+        assert seen == []
+
+    def test_nothing_is_published_when_commit_fails(self, new: UnitOfWorkFactory) -> None:
+        """A commit refused for concurrency publishes no event."""
+        counter = self.saved_counter(new)
+        bus, seen = EventBus(), list[DomainEvent]()
+        bus.subscribe(DomainEvent, seen.append)
+        with new(bus) as loser, new() as winner:
+            loser.repository(Counter).require(counter.id).tick()
+            winner.repository(Counter).require(counter.id).tick()
+            winner.commit()
+            with pytest.raises(ConcurrencyError):
+                loser.commit()
+        assert seen == []
+
+    def test_handlers_run_after_the_commit_is_visible(self, new: UnitOfWorkFactory) -> None:
+        """A handler reading through its own unit of work sees the committed state."""
+        counter = self.saved_counter(new)
+        bus, counts = EventBus(), list[int]()
+
+        def read_back(event: CounterTicked) -> None:
+            with new() as reader:
+                counts.append(reader.repository(Counter).require(event.counter_id).count)
+
+        bus.subscribe(CounterTicked, read_back)
+        with new(bus) as uow:
+            uow.repository(Counter).require(counter.id).tick()
+            uow.commit()
+        assert counts == [1]
+
+    def test_a_handler_may_commit_its_own_transaction(self, new: UnitOfWorkFactory) -> None:
+        """A handler changes another aggregate in its own unit of work; its events follow FIFO."""
+        source, target = self.saved_counter(new, "source"), self.saved_counter(new, "target")
+        bus, seen = EventBus(), list[tuple[str, UUID]]()
+
+        def propagate(event: CounterTicked) -> None:
+            if event.counter_id == source.id:
+                with new(bus) as uow:
+                    uow.repository(Counter).require(target.id).tick()
+                    uow.commit()
+
+        bus.subscribe(CounterTicked, propagate)
+        bus.subscribe(CounterTicked, lambda e: seen.append((type(e).__name__, e.counter_id)))
+        bus.subscribe(CounterRenamed, lambda e: seen.append((type(e).__name__, e.counter_id)))
+        with new(bus) as uow:
+            counter = uow.repository(Counter).require(source.id)
+            counter.tick()
+            counter.rename("source2")
+            uow.commit()
+        assert seen == [
+            ("CounterTicked", source.id),
+            ("CounterRenamed", source.id),
+            ("CounterTicked", target.id),
+        ]
+        stored = self.stored(new, target.id)
+        assert stored is not None
+        assert stored.count == 1
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def test_committing_twice_is_refused(self, new: UnitOfWorkFactory) -> None:
+        """A transaction commits once; a second commit() raises."""
+        with new() as uow:
+            uow.repository(Counter).add(Counter(uuid4(), "once"))
+            uow.commit()
+            with pytest.raises(RuntimeError, match="already ended"):
+                uow.commit()
+
+    def test_use_outside_a_block_is_refused(self, new: UnitOfWorkFactory) -> None:
+        """Repositories and commit need an open `with` block."""
+        uow = new()
+        with pytest.raises(RuntimeError, match="not in a transaction"):
+            uow.repository(Counter)
+        with pytest.raises(RuntimeError, match="not in a transaction"):
+            uow.commit()
+
+    def test_entering_an_active_unit_of_work_is_refused(self, new: UnitOfWorkFactory) -> None:
+        """Nested `with` on the same unit of work raises; the outer block still works."""
+        with new() as uow:
+            with pytest.raises(RuntimeError, match="already in a transaction"), uow:
+                pass
+            uow.repository(Counter).add(Counter(uuid4(), "outer"))
+            uow.commit()
+
+    def test_a_unit_of_work_is_reusable_block_after_block(self, new: UnitOfWorkFactory) -> None:
+        """Each `with` block is a new transaction on the same object."""
+        uow = new()
+        counter = Counter(uuid4(), "reused")
+        with uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+        with uow:
+            uow.repository(Counter).require(counter.id).tick()
+            uow.commit()
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert (stored.count, stored.version) == (1, 2)
+
+    def test_repository_refuses_a_non_aggregate_type(self, new: UnitOfWorkFactory) -> None:
+        """repository() takes AggregateRoot subclasses only."""
+        any_type: Any = Tag
+        with new() as uow, pytest.raises(TypeError, match="AggregateRoot subclass"):
+            uow.repository(any_type)
+
+    def test_add_refuses_another_type(self, new: UnitOfWorkFactory) -> None:
+        """A repository stores only its own aggregate type."""
+
+        class Other(AggregateRoot[UUID]):
+            pass
+
+        wrong: Any = Other(uuid4())
+        with new() as uow, pytest.raises(TypeError, match="Other"):
+            uow.repository(Counter).add(wrong)

@@ -1,0 +1,51 @@
+"""Engines for the SQL tests: a SQLite file per test, and the real PostgreSQL on loopback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import require_server
+
+import sqlalchemy as sa
+from tactical.sqlalchemy import create_schema, metadata
+
+POSTGRES_URL = os.environ.get(
+    "TACTICAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    """A fresh SQLite database file with tactical's schema."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'tactical.sqlite3'}")
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def _postgres_engine() -> Iterator[sa.Engine]:
+    require_server("PostgreSQL", 5432)
+    engine = sa.create_engine(POSTGRES_URL, pool_size=10, max_overflow=10)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_engine(_postgres_engine: sa.Engine) -> sa.Engine:
+    """The PostgreSQL test database with tactical's tables emptied before the test."""
+    names = ", ".join(table.name for table in metadata.sorted_tables)
+    with _postgres_engine.begin() as connection:
+        connection.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    return _postgres_engine
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest) -> sa.Engine:
+    """Each SQL test that takes ``engine`` runs on SQLite (file) and on PostgreSQL."""
+    name = "sqlite_engine" if request.param == "sqlite" else "postgres_engine"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]

@@ -1,0 +1,74 @@
+"""retry_on_conflict: bounded re-runs of a transaction refused by optimistic concurrency."""
+
+from __future__ import annotations
+
+import pytest
+
+from tactical import ConcurrencyError, InvalidStateError
+from tactical._retry import retry_on_conflict
+
+
+class Flaky:
+    """An operation that conflicts a given number of times, then returns its call count."""
+
+    def __init__(self, conflicts: int) -> None:
+        self.conflicts = conflicts
+        self.calls = 0
+
+    def __call__(self) -> int:
+        self.calls += 1
+        if self.calls <= self.conflicts:
+            raise ConcurrencyError(f"conflict {self.calls}")
+        return self.calls
+
+
+class TestRetryOnConflict:
+    def test_returns_the_first_successful_result(self) -> None:
+        """Two conflicts then success: the third run's result comes back."""
+        pauses: list[float] = []
+        assert retry_on_conflict(Flaky(2), attempts=3, sleep=pauses.append) == 3
+        assert len(pauses) == 2
+
+    def test_pauses_grow_but_stay_bounded(self) -> None:
+        """Each pause is at most base_delay doubled per retry, capped at max_delay."""
+        pauses: list[float] = []
+        retry_on_conflict(
+            Flaky(6), attempts=7, base_delay=0.01, max_delay=0.05, sleep=pauses.append
+        )
+        bounds = [0.01, 0.02, 0.04, 0.05, 0.05, 0.05]
+        assert all(0 <= p <= b for p, b in zip(pauses, bounds, strict=True))
+
+    def test_gives_up_after_the_last_attempt_with_a_note(self) -> None:
+        """When every attempt conflicts, the last ConcurrencyError propagates, saying so."""
+        operation = Flaky(10)
+        with pytest.raises(ConcurrencyError, match="conflict 4") as raised:
+            retry_on_conflict(operation, attempts=4, sleep=lambda _: None)
+        assert operation.calls == 4
+        assert "gave up after 4 attempts" in "".join(raised.value.__notes__)
+
+    def test_domain_errors_are_not_retried(self) -> None:
+        """A business-rule refusal propagates on the first run."""
+        calls: list[int] = []
+
+        def refuse() -> None:
+            calls.append(1)
+            raise InvalidStateError("Policy is cancelled")
+
+        with pytest.raises(InvalidStateError):
+            retry_on_conflict(refuse, sleep=lambda _: None)
+        assert calls == [1]
+
+    @pytest.mark.parametrize(
+        ("attempts", "base_delay", "max_delay", "message"),
+        [(0, 0.1, 0.1, "attempts must be at least 1, got 0"), (1, -1.0, 0.1, "negative")],
+    )
+    def test_bad_arguments_are_refused(
+        self, attempts: int, base_delay: float, max_delay: float, message: str
+    ) -> None:
+        """Nonsensical bounds are refused before anything runs."""
+        operation = Flaky(0)
+        with pytest.raises(ValueError, match=message):
+            retry_on_conflict(
+                operation, attempts=attempts, base_delay=base_delay, max_delay=max_delay
+            )
+        assert operation.calls == 0

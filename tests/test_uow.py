@@ -1,0 +1,184 @@
+"""The in-memory unit of work passes the unit-of-work contract, plus its own specifics."""
+
+from __future__ import annotations
+
+import threading
+from uuid import uuid4
+
+import pytest
+
+from tactical import ConcurrencyError, EventBus, InMemoryStore, InMemoryUnitOfWork
+from tactical._uow import structural_state
+from tactical.testing import UnitOfWorkContract, UnitOfWorkFactory
+from tactical.testing._contract import Counter, Tag, Tally
+
+
+class TestInMemoryUnitOfWork(UnitOfWorkContract):
+    @pytest.fixture
+    def unit_of_work_factory(self) -> UnitOfWorkFactory:
+        store = InMemoryStore()
+
+        def factory(bus: EventBus | None = None) -> InMemoryUnitOfWork:
+            return InMemoryUnitOfWork(bus, store=store)
+
+        return factory
+
+    def test_separate_stores_share_nothing(self) -> None:
+        """Units of work without a shared store do not see each other's commits."""
+        counter = Counter(uuid4(), "private")
+        with InMemoryUnitOfWork() as first:
+            first.repository(Counter).add(counter)
+            first.commit()
+        assert len(first.store) == 1
+        with InMemoryUnitOfWork() as second:
+            assert second.repository(Counter).get(counter.id) is None
+
+    def test_objects_handed_out_are_private_copies(self) -> None:
+        """Mutating an aggregate after commit does not reach into the store."""
+        store = InMemoryStore()
+        counter = Counter(uuid4(), "copy")
+        with InMemoryUnitOfWork(store=store) as uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+        counter.tallies.append(Tally(1))
+        with InMemoryUnitOfWork(store=store) as uow:
+            assert uow.repository(Counter).require(counter.id).tallies == []
+
+    def test_the_default_bus_is_exposed(self) -> None:
+        """Without a bus argument the unit of work makes its own, reachable as .bus."""
+        uow = InMemoryUnitOfWork()
+        assert isinstance(uow.bus, EventBus)
+        shared = EventBus()
+        assert InMemoryUnitOfWork(shared).bus is shared
+
+    def test_concurrent_threads_never_lose_an_update(self) -> None:
+        """Threads incrementing one counter with retries end at exactly the number of increments."""
+        from tactical import retry_on_conflict
+
+        store = InMemoryStore()
+        counter = Counter(uuid4(), "shared")
+        with InMemoryUnitOfWork(store=store) as uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+
+        def increment() -> None:
+            uow = InMemoryUnitOfWork(store=store)
+            with uow:
+                uow.repository(Counter).require(counter.id).tick()
+                uow.commit()
+
+        def worker() -> None:
+            for _ in range(25):
+                retry_on_conflict(increment, attempts=200, base_delay=0.0005)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with InMemoryUnitOfWork(store=store) as uow:
+            stored = uow.repository(Counter).require(counter.id)
+        assert (stored.count, stored.version) == (100, 101)
+
+    def test_rollback_outside_a_block_is_refused(self) -> None:
+        """rollback() needs an open transaction."""
+        with pytest.raises(RuntimeError, match="not in a transaction"):
+            InMemoryUnitOfWork().rollback()
+
+    def test_rollback_after_commit_is_a_no_op(self) -> None:
+        """Once committed, rollback() changes nothing."""
+        store = InMemoryStore()
+        counter = Counter(uuid4(), "kept")
+        with InMemoryUnitOfWork(store=store) as uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+            uow.rollback()
+        assert len(store) == 1
+
+    def test_another_instance_with_the_same_id_is_refused(self) -> None:
+        """One transaction holds one object per id."""
+        counter = Counter(uuid4(), "one")
+        with InMemoryUnitOfWork() as uow:
+            uow.repository(Counter).add(counter)
+            uow.repository(Counter).add(counter)
+            with pytest.raises(ValueError, match="already in this unit of work"):
+                uow.repository(Counter).add(Counter(counter.id, "two"))
+            with pytest.raises(ValueError, match="not the instance"):
+                uow.repository(Counter).remove(Counter(counter.id, "two"))
+
+    def test_removing_a_new_aggregate_stores_nothing(self) -> None:
+        """Add then remove in one transaction leaves the store untouched."""
+        store = InMemoryStore()
+        counter = Counter(uuid4(), "fleeting")
+        with InMemoryUnitOfWork(store=store) as uow:
+            uow.repository(Counter).add(counter)
+            uow.repository(Counter).remove(counter)
+            uow.commit()
+        assert len(store) == 0
+
+    def test_removing_a_detached_aggregate_is_version_checked(self) -> None:
+        """remove() of an aggregate from an earlier transaction checks its version."""
+        store = InMemoryStore()
+        counter = Counter(uuid4(), "detached")
+        with InMemoryUnitOfWork(store=store) as uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+        with InMemoryUnitOfWork(store=store) as uow:
+            uow.repository(Counter).remove(counter)
+            uow.commit()
+        assert len(store) == 0
+        with InMemoryUnitOfWork(store=store) as uow:
+            uow.repository(Counter).remove(counter)
+            with pytest.raises(ConcurrencyError, match="removed"):
+                uow.commit()
+
+    def test_re_adding_a_removed_aggregate_keeps_it(self) -> None:
+        """remove() then add() of the same object in one transaction cancels the removal."""
+        store = InMemoryStore()
+        counter = Counter(uuid4(), "back")
+        with InMemoryUnitOfWork(store=store) as uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+        with InMemoryUnitOfWork(store=store) as uow:
+            loaded = uow.repository(Counter).require(counter.id)
+            uow.repository(Counter).remove(loaded)
+            uow.repository(Counter).add(loaded)
+            uow.commit()
+        assert len(store) == 1
+
+    def test_repository_repr_names_the_type(self) -> None:
+        """A repository's repr says which aggregate type it holds."""
+        with InMemoryUnitOfWork() as uow:
+            assert "Repository[Counter]" in repr(uow.repository(Counter))
+
+
+class TestStructuralState:
+    def test_sees_inside_child_entities(self) -> None:
+        """Entities equal by id still differ structurally when their fields differ."""
+        assert Tally(1, 0) == Tally(1, 5)
+        assert structural_state(Tally(1, 0)) != structural_state(Tally(1, 5))
+
+    def test_covers_containers_and_values(self) -> None:
+        """Lists, dicts, sets and value objects are compared by content."""
+        value = {"a": [Tag("x")], "b": {1, 2}, "c": (None, 1.5)}
+        same = {"a": [Tag("x")], "b": {2, 1}, "c": (None, 1.5)}
+        other = {"a": [Tag("y")], "b": {1, 2}, "c": (None, 1.5)}
+        assert structural_state(value) == structural_state(same)
+        assert structural_state(value) != structural_state(other)
+
+    def test_copies_unknown_mutable_values(self) -> None:
+        """A mutable value of an unknown type is snapshotted, so later in-place edits show."""
+
+        class Box:
+            def __init__(self) -> None:
+                self.items: list[int] = []
+
+            def __eq__(self, other: object) -> bool:
+                return isinstance(other, Box) and self.items == other.items
+
+            __hash__ = None  # type: ignore[assignment]
+
+        box = Box()
+        before = structural_state(box)
+        box.items.append(1)
+        assert structural_state(box) != before
