@@ -4,6 +4,7 @@ The public API is re-exported here; everything else is private.
 """
 
 from tactical._bus import EventBus, EventHandlerError
+from tactical._codec import DeserializationError, EventRecord, JsonCodec, UnknownTypeError
 from tactical._errors import (
     AggregateNotFound,
     ConcurrencyError,
@@ -20,17 +21,21 @@ __all__ = [
     "AggregateNotFound",
     "AggregateRoot",
     "ConcurrencyError",
+    "DeserializationError",
     "DomainError",
     "DomainEvent",
     "Entity",
     "EventBus",
     "EventHandlerError",
+    "EventRecord",
     "InMemoryStore",
     "InMemoryUnitOfWork",
     "InvalidStateError",
     "InvariantViolation",
+    "JsonCodec",
     "Repository",
     "UnitOfWork",
+    "UnknownTypeError",
     "ValueObject",
     "retry_on_conflict",
 ]

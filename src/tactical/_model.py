@@ -25,6 +25,7 @@ __all__ = ["AggregateRoot", "DomainEvent", "Entity", "ValueObject"]
 IdT = TypeVar("IdT")
 
 _EVENTS = "_tactical_pending_events"
+SUPERSEDED = "__tactical_superseded__"
 
 # One process-wide sequence numbers every recorded event, so a unit of work that saw several
 # aggregates can publish their events in the order they were recorded across all of them.
@@ -61,7 +62,11 @@ class _FrozenMeta(type):
         if _is_base(mcls, bases) or _is_rebuild(namespace):
             return cls
         make = dataclasses.dataclass(frozen=True, slots=True, order=order, kw_only=kw_only)
-        return cast("_FrozenMeta", make(cast("type[Any]", cls)))
+        built = make(cast("type[Any]", cls))
+        # The slotted class replaces cls, which lingers in __subclasses__() until collected:
+        # mark it so that class discovery (the codec's) never mistakes it for the real one.
+        type.__setattr__(cls, SUPERSEDED, True)
+        return cast("_FrozenMeta", built)
 
 
 @dataclass_transform(eq_default=False, field_specifiers=(dataclasses.field,))

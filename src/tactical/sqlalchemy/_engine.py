@@ -19,10 +19,12 @@ def configure_engine(engine: sa.Engine) -> sa.Engine:
     """Prepare ``engine`` for the SQL unit of work; idempotent, returns the engine.
 
     On SQLite (the embedded default) every connection gets foreign keys on, a busy timeout,
-    WAL journaling for file databases (readers do not block the writer), and transactions
-    that begin with ``BEGIN IMMEDIATE``: a writer takes the write lock when its transaction
-    starts, so two writers queue instead of deadlocking on a lock upgrade (the cause of raw
-    "database is locked" errors with the driver's default deferred transactions).
+    WAL journaling for file databases (readers do not block the writer), and a real
+    ``BEGIN`` when SQLAlchemy begins a transaction (the driver's legacy mode would run
+    reads outside any transaction, so two reads in one unit of work could see different
+    data). A writer whose snapshot went stale because another committed first gets
+    SQLITE_BUSY at once; the unit of work reports that as a
+    :class:`~tactical.ConcurrencyError`, never as a raw "database is locked".
 
     Other databases are left as they are (PostgreSQL runs at its default READ COMMITTED;
     optimistic concurrency comes from version-checked updates, not from isolation).
@@ -41,7 +43,7 @@ def _begin_sqlite(connection: sa.Connection) -> None:
     if not info.get(_CONFIGURED):
         _configure_sqlite_connection(connection.connection.dbapi_connection)
         info[_CONFIGURED] = True
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    connection.exec_driver_sql("BEGIN")
 
 
 def _configure_sqlite_connection(dbapi_connection: Any) -> None:

@@ -1,0 +1,612 @@
+"""JSON serialization of the domain model, driven by the classes' type annotations."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import threading
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, NamedTuple, TypeVar, cast
+from uuid import UUID
+
+from tactical._model import SUPERSEDED, AggregateRoot, DomainEvent
+
+__all__ = ["DeserializationError", "EventRecord", "JsonCodec", "UnknownTypeError", "Upcaster"]
+
+T = TypeVar("T")
+A = TypeVar("A", bound=AggregateRoot[Any])
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns an event payload of one schema version into the next version's."""
+
+_Encode = Callable[[Any], Any]
+_Decode = Callable[[Any], Any]
+
+
+class DeserializationError(ValueError):
+    """Stored data could not be turned back into domain objects.
+
+    The message names what was being read (the ``context`` the caller gave, such as the
+    table, aggregate type and id) and what was wrong with it.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class UnknownTypeError(DeserializationError, LookupError):
+    """A stored type name matches no registered or discoverable class.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class EventRecord(NamedTuple):
+    """An event as stored: its type name, schema version and JSON payload."""
+
+    type_name: str
+    schema_version: int
+    payload: dict[str, Any]
+
+
+class _Malformed(Exception):
+    """Raised inside decoders; turned into DeserializationError with the field path."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path: list[str] = []
+
+    def describe(self) -> str:
+        where = ""
+        for step in self.path:
+            where += step if step.startswith("[") or not where else f".{step}"
+        return f"{where}: {self.message}" if where else self.message
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    init: bool
+    encode: _Encode
+    decode: _Decode
+
+
+class JsonCodec:
+    """Converts value objects, entities, aggregates and events to JSON and back.
+
+    Reconstruction follows the classes' type annotations: ``Decimal`` (as an exact string),
+    ``UUID``, ``date``, ``datetime`` (aware ones keep their offset), ``Enum`` (by value),
+    ``bool``/``int``/``float``/``str``, ``Literal``, ``NewType``, ``X | None``, ``list``,
+    ``tuple`` (variadic or fixed), ``set``/``frozenset``, ``dict`` (keys of any of the scalar
+    types above), and nested dataclasses: value objects, child entities, other events.
+    Type parameters are resolved from generic bases, so ``class Policy(AggregateRoot[UUID])``
+    stores its ``id`` as a UUID. Never pickles.
+
+    Events and aggregates are stored under a type name: by default the class's
+    ``module.QualifiedName``; :meth:`register` sets a stable name of your own (do this for
+    anything stored long-term, so moving a class does not orphan its data), a schema version,
+    and aliases for names used before. Unregistered event and aggregate classes are found by
+    their default name. :meth:`add_upcaster` migrates old event payloads on read.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._name_of: dict[type, str] = {}
+        self._version_of: dict[type, int] = {}
+        self._class_of: dict[str, type] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._plans: dict[type, tuple[_Field, ...]] = {}
+
+    # -- type names ------------------------------------------------------------------------
+
+    def register(
+        self,
+        cls: type,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        aliases: tuple[str, ...] = (),
+    ) -> None:
+        """Store ``cls`` under ``name`` (default ``module.QualifiedName``) at schema ``version``.
+
+        Args:
+            cls: An event, aggregate or other dataclass type.
+            name: The stable type name written to storage.
+            version: The current schema version of its payload (events), starting at 1.
+            aliases: Earlier names whose stored data should be read as ``cls``.
+
+        Raises:
+            ValueError: The name or an alias is already taken by another class, or the
+                version is below 1.
+        """
+        if version < 1:
+            raise ValueError(f"schema version of {cls.__qualname__} must be >= 1, got {version}")
+        canonical = name or _default_name(cls)
+        with self._lock:
+            for taken in (canonical, *aliases):
+                owner = self._class_of.get(taken)
+                if owner is not None and owner is not cls:
+                    raise ValueError(
+                        f"type name {taken!r} is already registered for {owner.__module__}."
+                        f"{owner.__qualname__}; cannot register {cls.__module__}.{cls.__qualname__}"
+                    )
+            self._name_of[cls] = canonical
+            self._version_of[cls] = version
+            for taken in (canonical, *aliases):
+                self._class_of[taken] = cls
+
+    def type_name(self, cls: type) -> str:
+        """The name ``cls`` is stored under."""
+        return self._name_of.get(cls) or _default_name(cls)
+
+    def schema_version(self, cls: type) -> int:
+        """The current schema version of ``cls`` (1 unless registered otherwise)."""
+        return self._version_of.get(cls, 1)
+
+    def resolve(self, type_name: str) -> type:
+        """The class stored under ``type_name``.
+
+        Raises:
+            UnknownTypeError: No registered class has this name or alias, and no event or
+                aggregate class has it as its default name.
+        """
+        found = self._class_of.get(type_name)
+        if found is not None:
+            return found
+        for candidate in _subclasses(DomainEvent, AggregateRoot):
+            if candidate not in self._name_of and _default_name(candidate) == type_name:
+                with self._lock:
+                    self._class_of.setdefault(type_name, candidate)
+                return candidate
+        raise UnknownTypeError(
+            f"unknown type name {type_name!r}: no class is registered under it and no "
+            "imported event or aggregate class has it as its default name "
+            "(import the module that defines it, or register it with an alias)"
+        )
+
+    def add_upcaster(self, type_name: str, from_version: int, upcaster: Upcaster) -> None:
+        """Register how to turn a ``type_name`` payload of ``from_version`` into the next version.
+
+        Raises:
+            ValueError: An upcaster for that name and version already exists.
+        """
+        key = (type_name, from_version)
+        with self._lock:
+            if key in self._upcasters:
+                raise ValueError(f"an upcaster for {type_name!r} version {from_version} exists")
+            self._upcasters[key] = upcaster
+
+    # -- events ------------------------------------------------------------------------------
+
+    def event_to_record(self, event: DomainEvent) -> EventRecord:
+        """The stored form of ``event``: type name, schema version, payload (all fields)."""
+        cls = type(event)
+        return EventRecord(self.type_name(cls), self.schema_version(cls), self.encode(event))
+
+    def event_from_record(
+        self, type_name: str, schema_version: int, payload: Any, *, context: str = ""
+    ) -> DomainEvent:
+        """Rebuild an event from its stored form, upcasting old schema versions first.
+
+        Raises:
+            UnknownTypeError: ``type_name`` is not known.
+            DeserializationError: The payload is malformed, newer than the code, or an
+                upcaster step is missing; the message includes ``context``.
+        """
+        where = f" ({context})" if context else ""
+        cls = self.resolve(type_name)
+        canonical = self.type_name(cls)
+        current = self.schema_version(cls)
+        if schema_version > current:
+            raise DeserializationError(
+                f"{canonical} payload has schema version {schema_version}, newer than the "
+                f"code's version {current}{where}"
+            )
+        if not isinstance(payload, dict):
+            raise DeserializationError(f"{canonical} payload is not a JSON object{where}")
+        data = cast("dict[str, Any]", payload)
+        for version in range(schema_version, current):
+            upcaster = self._upcasters.get((canonical, version))
+            if upcaster is None:
+                raise DeserializationError(
+                    f"no upcaster from version {version} to {version + 1} of {canonical}{where}"
+                )
+            data = upcaster(dict(data))
+        return cast("DomainEvent", self.decode(cls, data, context=context))
+
+    # -- aggregates --------------------------------------------------------------------------
+
+    def aggregate_to_state(self, aggregate: AggregateRoot[Any]) -> dict[str, Any]:
+        """The JSON state of ``aggregate``: every field except ``version`` (stored apart)."""
+        state = self.encode(aggregate)
+        del state["version"]
+        return state
+
+    def aggregate_from_state(
+        self, cls: type[A], state: Any, *, version: int, context: str = ""
+    ) -> A:
+        """Rebuild an aggregate of ``cls`` from its JSON state, at ``version``.
+
+        Raises:
+            DeserializationError: The state is malformed; the message includes ``context``.
+        """
+        if not isinstance(state, dict):
+            raise DeserializationError(
+                f"{cls.__qualname__} state is not a JSON object"
+                + (f" ({context})" if context else "")
+            )
+        return self.decode(
+            cls, {**cast("dict[str, Any]", state), "version": version}, context=context
+        )
+
+    # -- any dataclass -----------------------------------------------------------------------
+
+    def encode(self, obj: object) -> dict[str, Any]:
+        """The JSON object of a dataclass instance (value object, entity, event...)."""
+        return {f.name: f.encode(getattr(obj, f.name)) for f in self._plan(type(obj))}
+
+    def decode(self, cls: type[T], data: Any, *, context: str = "") -> T:
+        """Rebuild an instance of ``cls`` from :meth:`encode`'s output.
+
+        Raises:
+            DeserializationError: ``data`` does not fit ``cls``, or constructing it failed
+                validation; the message names the field path and includes ``context``.
+        """
+        try:
+            return cast("T", self._decoder_for_class(cls)(data))
+        except _Malformed as error:
+            where = f" ({context})" if context else ""
+            raise DeserializationError(
+                f"cannot read {cls.__qualname__}{where}: {error.describe()}"
+            ) from None
+
+    def dumps(self, obj: object) -> str:
+        """:meth:`encode` as JSON text."""
+        return json.dumps(self.encode(obj), separators=(",", ":"), ensure_ascii=False)
+
+    def loads(self, cls: type[T], text: str | bytes, *, context: str = "") -> T:
+        """:meth:`decode` from JSON text."""
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise DeserializationError(f"invalid JSON for {cls.__qualname__}: {error}") from None
+        return self.decode(cls, data, context=context)
+
+    # -- plans -------------------------------------------------------------------------------
+
+    def _plan(self, cls: type) -> tuple[_Field, ...]:
+        plan = self._plans.get(cls)
+        if plan is None:
+            plan = self._build_plan(cls)
+            self._plans[cls] = plan
+        return plan
+
+    def _build_plan(self, cls: type) -> tuple[_Field, ...]:
+        name = cls.__qualname__
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{name} is not a dataclass: cannot serialize it")
+        try:
+            hints = typing.get_type_hints(cls)
+        except NameError as error:
+            raise TypeError(
+                f"cannot resolve the annotations of {cls.__qualname__}: {error} "
+                "(define the class at module level)"
+            ) from error
+        bindings = _type_bindings(cls)
+        fields: list[_Field] = []
+        for f in dataclasses.fields(cls):
+            annotation = _substitute(hints[f.name], bindings)
+            try:
+                encode, decode = self._converters(annotation)
+            except TypeError as error:
+                raise TypeError(f"{cls.__qualname__}.{f.name}: {error}") from None
+            fields.append(_Field(f.name, f.init, encode, decode))
+        return tuple(fields)
+
+    def _decoder_for_class(self, cls: type) -> _Decode:
+        plan = self._plan(cls)
+
+        def decode(data: Any) -> Any:
+            if not isinstance(data, dict):
+                raise _Malformed(
+                    f"expected a JSON object for {cls.__qualname__}, got {_show(data)}"
+                )
+            mapping = cast("dict[str, Any]", data)
+            init: dict[str, Any] = {}
+            later: dict[str, Any] = {}
+            for f in plan:
+                if f.name not in mapping:
+                    if f.init:
+                        missing = _Malformed("missing")
+                        missing.path.append(f.name)
+                        raise missing
+                    continue
+                try:
+                    value = f.decode(mapping[f.name])
+                except _Malformed as error:
+                    error.path.insert(0, f.name)
+                    raise
+                (init if f.init else later)[f.name] = value
+            unknown = mapping.keys() - {f.name for f in plan}
+            if unknown:
+                raise _Malformed(f"unexpected field(s) {', '.join(sorted(unknown))}")
+            try:
+                instance = cls(**init)
+            except (ValueError, TypeError) as error:
+                raise _Malformed(f"{cls.__qualname__} refused the stored values: {error}") from None
+            for name, value in later.items():
+                object.__setattr__(instance, name, value)
+            return instance
+
+        return decode
+
+    def _converters(self, annotation: Any) -> tuple[_Encode, _Decode]:
+        origin = typing.get_origin(annotation)
+        args = typing.get_args(annotation)
+        if origin is typing.Annotated:
+            return self._converters(args[0])
+        supertype = getattr(annotation, "__supertype__", None)
+        if supertype is not None:  # NewType
+            return self._converters(supertype)
+        if annotation is Any or annotation is object:
+            return _identity, _json_native
+        if annotation is type(None) or annotation is None:
+            return _identity, _expect(type(None), "null")
+        if origin in (typing.Union, types.UnionType):
+            members = [a for a in args if a is not type(None)]
+            if len(members) != 1 or len(args) != 2:
+                raise TypeError(f"only `X | None` unions are supported, not {annotation}")
+            inner_encode, inner_decode = self._converters(members[0])
+            return (
+                lambda v: None if v is None else inner_encode(v),
+                lambda v: None if v is None else inner_decode(v),
+            )
+        if origin is typing.Literal:
+            allowed = set(args)
+            return (
+                _identity,
+                lambda v: (
+                    v
+                    if v in allowed
+                    else _fail(f"{_show(v)} is not one of {sorted(map(repr, args))}")
+                ),
+            )
+        if isinstance(annotation, type):
+            scalar = _scalar(annotation)
+            if scalar is not None:
+                return scalar
+            if dataclasses.is_dataclass(annotation):
+                return self._nested(annotation)
+        if origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set, frozenset):
+            return self._sequence(origin or annotation, args)
+        if origin is dict or annotation is dict:
+            key_args = args or (str, Any)
+            key_encode, key_decode = _key_converters(key_args[0])
+            value_encode, value_decode = self._converters(key_args[1])
+            return (
+                lambda v: {key_encode(k): value_encode(x) for k, x in v.items()},
+                lambda v: {
+                    key_decode(k): value_decode(x) for k, x in _expect(dict, "object")(v).items()
+                },
+            )
+        raise TypeError(f"unsupported annotation {annotation!r} for JSON serialization")
+
+    def _nested(self, cls: type) -> tuple[_Encode, _Decode]:
+        def encode(value: Any) -> Any:
+            if type(value) is not cls:
+                raise TypeError(
+                    f"expected exactly {cls.__qualname__}, got {type(value).__qualname__}: "
+                    "fields are stored by their declared type (no subclass polymorphism)"
+                )
+            return self.encode(value)
+
+        decode_holder: list[_Decode] = []
+
+        def decode(value: Any) -> Any:
+            if not decode_holder:
+                decode_holder.append(self._decoder_for_class(cls))
+            return decode_holder[0](value)
+
+        return encode, decode
+
+    def _sequence(self, kind: Any, args: tuple[Any, ...]) -> tuple[_Encode, _Decode]:
+        if kind is tuple and args and args[-1] is not Ellipsis:
+            converters = [self._converters(a) for a in args]
+
+            def decode_fixed(v: Any) -> Any:
+                items = _expect(list, "array")(v)
+                if len(items) != len(converters):
+                    raise _Malformed(f"expected {len(converters)} items, got {len(items)}")
+                return tuple(
+                    _at(i, d, x)
+                    for i, ((_, d), x) in enumerate(zip(converters, items, strict=True))
+                )
+
+            return (
+                lambda v: [e(x) for (e, _), x in zip(converters, v, strict=True)],
+                decode_fixed,
+            )
+        item_encode, item_decode = self._converters(args[0] if args else Any)
+        builders: dict[Any, Callable[[Iterator[Any]], Any]] = {
+            list: list[Any],
+            tuple: tuple[Any, ...],
+            set: set[Any],
+            frozenset: frozenset[Any],
+        }
+        build = builders[kind]
+        if kind in (set, frozenset):
+
+            def encode_set(v: Any) -> Any:
+                items = [item_encode(x) for x in v]
+                return sorted(items, key=lambda x: json.dumps(x, sort_keys=True))
+
+            encode: _Encode = encode_set
+        else:
+            encode = lambda v: [item_encode(x) for x in v]  # noqa: E731
+
+        def decode(v: Any) -> Any:
+            items: list[Any] = _expect(list, "array")(v)
+            return build(_at(i, item_decode, x) for i, x in enumerate(items))
+
+        return (
+            encode,
+            decode,
+        )
+
+
+# -- scalar conversions ----------------------------------------------------------------------
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _json_native(value: Any) -> Any:
+    return value
+
+
+def _fail(message: str) -> Any:
+    raise _Malformed(message)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _expect(kind: type, json_name: str) -> _Decode:
+    def check(value: Any) -> Any:
+        if type(value) is not kind:
+            raise _Malformed(f"expected {json_name}, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _at(index: int, decode: _Decode, value: Any) -> Any:
+    try:
+        return decode(value)
+    except _Malformed as error:
+        error.path.insert(0, f"[{index}]")
+        raise
+
+
+def _parse(kind: Callable[[str], T], json_name: str) -> _Decode:
+    def parse(value: Any) -> Any:
+        if type(value) is not str:
+            raise _Malformed(f"expected {json_name} as a string, got {_show(value)}")
+        try:
+            return kind(value)
+        except (ValueError, InvalidOperation):
+            raise _Malformed(f"invalid {json_name} {value!r}") from None
+
+    return parse
+
+
+def _decode_float(value: Any) -> float:
+    if type(value) not in (float, int):
+        raise _Malformed(f"expected a number, got {_show(value)}")
+    return float(value)
+
+
+def _enum(cls: type[enum.Enum]) -> tuple[_Encode, _Decode]:
+    def decode(value: Any) -> Any:
+        try:
+            return cls(value)
+        except ValueError:
+            raise _Malformed(f"{_show(value)} is not a {cls.__qualname__} value") from None
+
+    return (lambda v: v.value), decode
+
+
+def _scalar(cls: type) -> tuple[_Encode, _Decode] | None:
+    if cls is bool:
+        return _identity, _expect(bool, "a boolean")
+    if issubclass(cls, enum.Enum):
+        return _enum(cls)
+    if cls is int:
+        return _identity, _expect(int, "an integer")
+    if cls is float:
+        return _identity, _decode_float
+    if cls is str:
+        return _identity, _expect(str, "a string")
+    if cls is Decimal:
+        return str, _parse(Decimal, "decimal")
+    if cls is UUID:
+        return str, _parse(UUID, "UUID")
+    if cls is dt.datetime:
+        return dt.datetime.isoformat, _parse(dt.datetime.fromisoformat, "datetime")
+    if cls is dt.date:
+        return dt.date.isoformat, _parse(dt.date.fromisoformat, "date")
+    return None
+
+
+def _key_converters(annotation: Any) -> tuple[_Encode, _Decode]:
+    if annotation is str or annotation is Any:
+        return _identity, _identity
+    if annotation is int:
+        return str, _parse(int, "integer key")
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        enum_encode, enum_decode = _enum(annotation)
+        if all(isinstance(m.value, str) for m in annotation):
+            return enum_encode, enum_decode
+        return (lambda k: json.dumps(enum_encode(k))), (lambda k: enum_decode(json.loads(k)))
+    if isinstance(annotation, type):
+        scalar = _scalar(annotation)
+        if scalar is not None and annotation not in (bool, float):
+            return scalar
+    raise TypeError(f"unsupported dict key type {annotation!r}")
+
+
+# -- type resolution -------------------------------------------------------------------------
+
+
+def _default_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _subclasses(*roots: type) -> Iterator[type]:
+    seen: set[type] = set()
+    stack = list(roots)
+    while stack:
+        cls = stack.pop()
+        subclasses: list[type] = cls.__subclasses__()
+        for sub in subclasses:
+            if sub not in seen:
+                seen.add(sub)
+                stack.append(sub)
+                if SUPERSEDED not in vars(sub):
+                    yield sub
+
+
+def _type_bindings(cls: type) -> dict[Any, Any]:
+    """TypeVar -> concrete type, from ``class X(Base[int])``-style generic bases."""
+    bindings: dict[Any, Any] = {}
+    for klass in reversed(cls.__mro__):
+        for base in getattr(klass, "__orig_bases__", ()):
+            origin = typing.get_origin(base)
+            parameters = getattr(origin, "__parameters__", ())
+            for parameter, argument in zip(parameters, typing.get_args(base), strict=False):
+                bindings[parameter] = _substitute(argument, bindings)
+    return bindings
+
+
+def _substitute(annotation: Any, bindings: Mapping[Any, Any]) -> Any:
+    if isinstance(annotation, TypeVar):
+        return bindings.get(annotation, annotation.__bound__ or Any)
+    args = typing.get_args(annotation)
+    if not args or not any(isinstance(a, TypeVar) for a in args):
+        return annotation
+    origin = typing.get_origin(annotation)
+    substituted = tuple(_substitute(a, bindings) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[substituted]  # noqa: UP007  (built from a tuple at run time)
+    return origin[substituted]
