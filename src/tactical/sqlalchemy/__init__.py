@@ -14,10 +14,12 @@ from tactical.sqlalchemy._schema import (
     metadata,
     outbox_table,
 )
+from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "RelationalMapper",
+    "SqlAlchemyUnitOfWork",
     "UtcDateTime",
     "aggregates_table",
     "configure_engine",

@@ -1,0 +1,326 @@
+"""SqlAlchemyUnitOfWork: the unit of work over SQLAlchemy 2 (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from tactical._bus import EventBus
+from tactical._codec import JsonCodec
+from tactical._errors import ConcurrencyError
+from tactical._model import AggregateRoot, DomainEvent, recorded_in_order
+from tactical._uow import Change, TransactionalUnitOfWork
+from tactical.sqlalchemy._engine import configure_engine
+from tactical.sqlalchemy._mapper import RelationalMapper
+from tactical.sqlalchemy._schema import aggregates_table, outbox_table
+
+__all__ = ["SqlAlchemyUnitOfWork"]
+
+A = TypeVar("A", bound=AggregateRoot[Any])
+
+_default_codec = JsonCodec()
+
+
+class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
+    """A unit of work over a SQLAlchemy 2 :class:`~sqlalchemy.engine.Engine`.
+
+    Each ``with`` block runs in one database transaction on its own connection. By default
+    an aggregate is stored as one JSON document row (type, id, version, state) in
+    ``tactical_aggregates``, with no mapping code; register a :class:`RelationalMapper` to
+    store a type in tables of your own. Every write is version-checked
+    (``UPDATE ... WHERE id = :id AND version = :loaded``); a mismatch raises
+    :class:`~tactical.ConcurrencyError` and the whole transaction rolls back.
+
+    The events of every saved aggregate are inserted into ``tactical_outbox`` in the same
+    transaction (position order = recorded order), then published on the bus after commit.
+
+    Units of work over one engine see each other's committed state. Create the tables with
+    :func:`create_schema` or with Alembic over :data:`metadata`. SQLite needs a file database
+    (``sqlite:///path``) for more than one unit of work at a time: an in-memory database is
+    private to one connection.
+
+    Args:
+        engine: The engine to use; it is prepared with :func:`configure_engine`.
+        bus: Where committed events are published; a new :class:`~tactical.EventBus` if
+            omitted.
+        codec: How aggregates and events become JSON; a shared default :class:`JsonCodec`
+            if omitted (register stable type names on the one you pass).
+        mappers: Relational mappers, one per aggregate type they store.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        bus: EventBus | None = None,
+        *,
+        codec: JsonCodec | None = None,
+        mappers: Iterable[RelationalMapper[Any, Any]] = (),
+    ) -> None:
+        super().__init__(bus)
+        self._engine = configure_engine(engine)
+        self._codec = codec if codec is not None else _default_codec
+        self._mappers: dict[type[AggregateRoot[Any]], RelationalMapper[Any, Any]] = {}
+        for mapper in mappers:
+            if mapper.aggregate_type in self._mappers:
+                raise ValueError(f"two relational mappers for {mapper.aggregate_type.__qualname__}")
+            self._mappers[mapper.aggregate_type] = mapper
+        self._connection: sa.Connection | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The engine this unit of work connects through."""
+        return self._engine
+
+    @property
+    def codec(self) -> JsonCodec:
+        """The codec that turns aggregates and events into JSON."""
+        return self._codec
+
+    @property
+    def connection(self) -> sa.Connection:
+        """The current transaction's connection, for queries (read models, reports).
+
+        Write aggregates through repositories, not through this connection: only
+        repository writes are version-checked and produce outbox rows.
+
+        Raises:
+            RuntimeError: Not inside a ``with`` block.
+        """
+        if self._connection is None:
+            raise RuntimeError(f"{type(self).__name__} is not in a transaction")
+        return self._connection
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        self._connection = self._engine.connect()
+        self._connection.begin()
+
+    def _end(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _rollback(self) -> None:
+        if self._connection is not None and self._connection.in_transaction():
+            self._connection.rollback()
+
+    def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
+        connection = self.connection
+        mapper = self._mappers.get(aggregate_type)
+        try:
+            if mapper is not None:
+                return cast("A | None", mapper.load(connection, aggregate_id))
+            row = connection.execute(
+                sa.select(aggregates_table.c.version, aggregates_table.c.state).where(
+                    aggregates_table.c.aggregate_type == self._codec.type_name(aggregate_type),
+                    aggregates_table.c.aggregate_id == _key(aggregate_id),
+                )
+            ).one_or_none()
+        except exc.OperationalError as error:
+            raise _busy(error, aggregate_type, aggregate_id) from error
+        if row is None:
+            return None
+        return self._codec.aggregate_from_state(
+            aggregate_type,
+            row.state,
+            version=row.version,
+            context=(
+                f"row {aggregates_table.name}(aggregate_type="
+                f"{self._codec.type_name(aggregate_type)!r}, aggregate_id={_key(aggregate_id)!r})"
+            ),
+        )
+
+    def _store(self, changes: Sequence[Change]) -> None:
+        connection = self.connection
+        versions = {id(c.aggregate): c.aggregate.version for c in changes}
+        try:
+            now = datetime.now(UTC)
+            for change in changes:
+                self._write(connection, change, now)
+            self._write_outbox(connection, changes)
+            connection.commit()
+        except BaseException as error:
+            for change in changes:
+                change.aggregate.version = versions[id(change.aggregate)]
+            self._rollback()
+            if isinstance(error, exc.OperationalError) and _is_busy(error):
+                raise self._conflict_after_busy(changes) from error
+            raise
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _write(self, connection: sa.Connection, change: Change, now: datetime) -> None:
+        mapper = self._mappers.get(change.aggregate_type)
+        if mapper is not None:
+            self._write_mapped(connection, mapper, change)
+            return
+        table = aggregates_table
+        type_name = self._codec.type_name(change.aggregate_type)
+        key = _key(change.aggregate.id)
+        where = (table.c.aggregate_type == type_name, table.c.aggregate_id == key)
+        if change.kind == "insert":
+            state = self._codec.aggregate_to_state(change.aggregate)
+            try:
+                with connection.begin_nested():
+                    connection.execute(
+                        table.insert().values(
+                            aggregate_type=type_name,
+                            aggregate_id=key,
+                            version=change.new_version,
+                            state=state,
+                            updated_at=now,
+                        )
+                    )
+            except exc.IntegrityError as error:
+                raise self._stale(connection, change, error) from error
+            return
+        statement: sa.Update | sa.Delete
+        if change.kind == "update":
+            statement = (
+                table.update()
+                .where(*where, table.c.version == change.expected_version)
+                .values(
+                    version=change.new_version,
+                    state=self._codec.aggregate_to_state(change.aggregate),
+                    updated_at=now,
+                )
+            )
+        else:
+            statement = table.delete().where(*where, table.c.version == change.expected_version)
+        if connection.execute(statement).rowcount != 1:
+            raise self._stale(connection, change)
+
+    def _write_mapped(
+        self, connection: sa.Connection, mapper: RelationalMapper[Any, Any], change: Change
+    ) -> None:
+        table = mapper.table
+        id_column, version_column = table.c[mapper.id_column], table.c[mapper.version_column]
+        aggregate = change.aggregate
+        if change.kind == "insert":
+            aggregate.version = cast("int", change.new_version)
+            try:
+                with connection.begin_nested():
+                    mapper.insert(connection, aggregate)
+            except exc.IntegrityError as error:
+                raise self._stale(connection, change, error) from error
+            return
+        # Check and bump the root's version first: this also locks the row (PostgreSQL) so
+        # the mapper's writes below cannot interleave with another writer's.
+        bumped = connection.execute(
+            table.update()
+            .where(id_column == aggregate.id, version_column == change.expected_version)
+            .values({version_column: cast("int", change.expected_version) + 1})
+        ).rowcount
+        if bumped != 1:
+            raise self._stale(connection, change)
+        if change.kind == "update":
+            aggregate.version = cast("int", change.new_version)
+            mapper.update(connection, aggregate)
+        else:
+            mapper.delete(connection, aggregate)
+
+    def _write_outbox(self, connection: sa.Connection, changes: Sequence[Change]) -> None:
+        owner: dict[int, Change] = {id(e): c for c in changes for e in c.events}
+        if not owner:
+            return
+        rows: list[dict[str, Any]] = []
+        for event in recorded_in_order(c.aggregate for c in changes):
+            change = owner.get(id(event))
+            if change is None:  # recorded after the snapshot of pending events was taken
+                continue
+            rows.append(self._outbox_row(change, event))
+        connection.execute(outbox_table.insert(), rows)
+
+    def _outbox_row(self, change: Change, event: DomainEvent) -> dict[str, Any]:
+        record = self._codec.event_to_record(event)
+        return {
+            "event_id": event.event_id,
+            "event_type": record.type_name,
+            "event_version": record.schema_version,
+            "aggregate_type": self._codec.type_name(change.aggregate_type),
+            "aggregate_id": _key(change.aggregate.id),
+            "aggregate_version": change.new_version
+            if change.new_version is not None
+            else cast("int", change.expected_version) + 1,
+            "payload": record.payload,
+            "occurred_at": event.occurred_at,
+            "published_at": None,
+        }
+
+    # -- conflicts ---------------------------------------------------------------------------
+
+    def _stored_version(self, connection: sa.Connection, change: Change) -> int | None:
+        mapper = self._mappers.get(change.aggregate_type)
+        if mapper is not None:
+            table = mapper.table
+            query = sa.select(table.c[mapper.version_column]).where(
+                table.c[mapper.id_column] == change.aggregate.id
+            )
+        else:
+            query = sa.select(aggregates_table.c.version).where(
+                aggregates_table.c.aggregate_type == self._codec.type_name(change.aggregate_type),
+                aggregates_table.c.aggregate_id == _key(change.aggregate.id),
+            )
+        try:
+            return cast("int | None", connection.execute(query).scalar_one_or_none())
+        except exc.DBAPIError:
+            return None
+
+    def _stale(
+        self, connection: sa.Connection, change: Change, cause: Exception | None = None
+    ) -> ConcurrencyError:
+        actual = self._stored_version(connection, change)
+        error = ConcurrencyError.stale(
+            change.aggregate_type,
+            change.aggregate.id,
+            expected_version=change.expected_version or 0,
+            actual_version=actual,
+        )
+        if cause is not None:
+            error.add_note(f"the database refused the insert: {getattr(cause, 'orig', cause)}")
+        return error
+
+    def _conflict_after_busy(self, changes: Sequence[Change]) -> ConcurrencyError:
+        """SQLite refuses a write from a stale snapshot with SQLITE_BUSY: find who changed what."""
+        with self._engine.connect() as connection:
+            for change in changes:
+                actual = self._stored_version(connection, change)
+                if actual != change.expected_version:
+                    return ConcurrencyError.stale(
+                        change.aggregate_type,
+                        change.aggregate.id,
+                        expected_version=change.expected_version or 0,
+                        actual_version=actual,
+                    )
+        return ConcurrencyError(
+            "the database was busy with another writer for longer than its busy timeout; "
+            "nothing was stored (retry the transaction)"
+        )
+
+
+def _key(aggregate_id: object) -> str:
+    # Ids are stored as text: UUIDs, ints and strings all have an unambiguous str().
+    return str(aggregate_id)
+
+
+def _is_busy(error: exc.OperationalError) -> bool:
+    return "database is locked" in str(error.orig) or "database is busy" in str(error.orig)
+
+
+def _busy(
+    error: exc.OperationalError, aggregate_type: type[Any], aggregate_id: object
+) -> BaseException:
+    if not _is_busy(error):
+        return error
+    return ConcurrencyError(
+        f"could not read {aggregate_type.__qualname__} {aggregate_id}: the database was busy "
+        "for longer than its busy timeout (retry the transaction)",
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+    )
