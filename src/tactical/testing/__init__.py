@@ -1,13 +1,41 @@
-"""What users import to test their own domain with tactical.
+"""What users import to test their own domain with tactical (needs pytest and Hypothesis).
+
+- :func:`given` starts a given/when/then :class:`Scenario` for an aggregate.
+- :func:`value_objects`, :func:`aggregates` and :func:`strategy_for` are Hypothesis
+  strategies that build valid instances from type annotations.
+- :class:`UnitOfWorkContract` is the contract suite every tactical unit of work passes;
+  subclass it to prove your own unit of work, repository or mapper honours the contract.
+- :func:`assert_no_infrastructure_imports`, :func:`assert_aggregates_reference_by_id` and
+  :func:`assert_value_objects_hold_no_entities` are architecture rules for your domain.
 
 .. versionadded:: 0.1.0
 """
 
 import pytest
 
-# Users run these suites under pytest: give their assertions pytest's detailed messages.
+# Users run these under pytest: give their assertions pytest's detailed messages.
 pytest.register_assert_rewrite("tactical.testing._contract")
 
+from tactical.testing._architecture import (  # noqa: E402
+    INFRASTRUCTURE,
+    assert_aggregates_reference_by_id,
+    assert_no_infrastructure_imports,
+    assert_value_objects_hold_no_entities,
+)
 from tactical.testing._contract import UnitOfWorkContract, UnitOfWorkFactory  # noqa: E402
+from tactical.testing._scenario import Scenario, given  # noqa: E402
+from tactical.testing._strategies import aggregates, strategy_for, value_objects  # noqa: E402
 
-__all__ = ["UnitOfWorkContract", "UnitOfWorkFactory"]
+__all__ = [
+    "INFRASTRUCTURE",
+    "Scenario",
+    "UnitOfWorkContract",
+    "UnitOfWorkFactory",
+    "aggregates",
+    "assert_aggregates_reference_by_id",
+    "assert_no_infrastructure_imports",
+    "assert_value_objects_hold_no_entities",
+    "given",
+    "strategy_for",
+    "value_objects",
+]

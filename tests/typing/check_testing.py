@@ -1,0 +1,70 @@
+"""Type-checked, never run: tactical.testing as a downstream user's tests see it."""
+
+from __future__ import annotations
+
+from typing import Any, assert_type
+from uuid import UUID, uuid4
+
+from hypothesis import strategies as st
+
+from tactical import AggregateRoot, DomainEvent, InvalidStateError, ValueObject
+from tactical.testing import (
+    INFRASTRUCTURE,
+    Scenario,
+    aggregates,
+    assert_aggregates_reference_by_id,
+    assert_no_infrastructure_imports,
+    assert_value_objects_hold_no_entities,
+    given,
+    strategy_for,
+    value_objects,
+)
+
+
+class Weight(ValueObject):
+    grams: int
+
+
+class Weighed(DomainEvent):
+    parcel_id: UUID
+    weight: Weight
+
+
+class Parcel(AggregateRoot[UUID]):
+    weight: Weight | None = None
+
+    def weigh(self, weight: Weight) -> None:
+        self.weight = weight
+        self.record(Weighed(self.id, weight))
+
+    @classmethod
+    def receive(cls, parcel_id: UUID) -> Parcel:
+        return cls(parcel_id)
+
+
+def scenarios() -> None:
+    scenario = given(lambda: Parcel(uuid4()))
+    assert_type(scenario, Scenario[Parcel])
+    assert_type(scenario.when(lambda p: p.weigh(Weight(5))), Scenario[Parcel])
+    assert_type(scenario.then(Weighed), Parcel)
+    assert_type(scenario.then_no_events(), Parcel)
+    assert_type(scenario.then_raises(InvalidStateError, match="x"), InvalidStateError)
+    assert_type(given(Parcel(uuid4()), Parcel.clear_events).aggregate, Parcel)
+    scenario.when(lambda p: p.fly())  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType, reportUnknownLambdaType]
+    scenario.then(Weight(1))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
+def strategies() -> None:
+    assert_type(value_objects(Weight), st.SearchStrategy[Weight])
+    assert_type(value_objects(Weight, grams=st.integers(1)), st.SearchStrategy[Weight])
+    assert_type(aggregates(Parcel.receive), st.SearchStrategy[Parcel])
+    assert_type(aggregates(Parcel), st.SearchStrategy[Parcel])
+    assert_type(strategy_for(int), st.SearchStrategy[Any])
+    value_objects(Parcel)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
+
+
+def architecture() -> None:
+    assert_type(INFRASTRUCTURE, tuple[str, ...])
+    assert_no_infrastructure_imports("myapp.domain", forbidden=(*INFRASTRUCTURE, "myapp.web"))
+    assert_aggregates_reference_by_id("myapp.domain")
+    assert_value_objects_hold_no_entities("myapp.domain")
