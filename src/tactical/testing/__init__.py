@@ -5,6 +5,8 @@
   strategies that build valid instances from type annotations.
 - :class:`UnitOfWorkContract` is the contract suite every tactical unit of work passes;
   subclass it to prove your own unit of work, repository or mapper honours the contract.
+- :func:`structural_state` gives a comparable picture of an aggregate that looks inside
+  its entities (whose ``==`` compares ids only): compare it to test a mapper's round trip.
 - :func:`assert_no_infrastructure_imports`, :func:`assert_aggregates_reference_by_id` and
   :func:`assert_value_objects_hold_no_entities` are architecture rules for your domain.
 
@@ -16,6 +18,7 @@ import pytest
 # Users run these under pytest: give their assertions pytest's detailed messages.
 pytest.register_assert_rewrite("tactical.testing._contract")
 
+from tactical._uow import structural_state  # noqa: E402
 from tactical.testing._architecture import (  # noqa: E402
     INFRASTRUCTURE,
     assert_aggregates_reference_by_id,
@@ -37,5 +40,6 @@ __all__ = [
     "assert_value_objects_hold_no_entities",
     "given",
     "strategy_for",
+    "structural_state",
     "value_objects",
 ]

@@ -1,0 +1,128 @@
+"""``python -m examples.insurance``: a narrated scenario on a SQLite file.
+
+Issues and activates a policy, files claims (one refused, with its error), approves and denies
+them, cancels the policy, and shows the billing schedule that the policy events drove.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from uuid import uuid4
+
+import sqlalchemy as sa
+from examples.insurance import app
+from examples.insurance.billing.acl import policy_reference
+from examples.insurance.policy.clock import FixedClock
+from examples.insurance.policy.values import Address, DateRange, Money
+from tactical import DomainError, DomainEvent
+
+
+def say(text: str) -> None:
+    """Narrate one step."""
+    print(text)
+
+
+def main() -> int:
+    """Run the scenario; returns the exit status."""
+    with tempfile.TemporaryDirectory() as directory:
+        database = Path(directory) / "insurance.sqlite3"
+        engine = sa.create_engine(f"sqlite:///{database}")
+        try:
+            run(engine)
+        finally:
+            engine.dispose()
+    return 0
+
+
+def run(engine: sa.Engine) -> None:
+    """The scenario itself, on any engine."""
+    clock = FixedClock(datetime(2026, 3, 15, 9, 30, tzinfo=UTC))
+    insurance = app.on_database(engine, clock)
+    published: list[str] = []
+    insurance.bus.subscribe(DomainEvent, lambda e: published.append(type(e).__name__))
+    say(f"Insurance example on {engine.url.render_as_string(hide_password=True)}")
+    say(f"Today is {clock.now():%Y-%m-%d} (a fixed clock: the scenario never depends on the date).")
+
+    holder_id = uuid4()
+    policy_id = insurance.policies.issue_policy(
+        holder_id=holder_id,
+        holder_name="Ada Lovelace",
+        holder_address=Address("12 St James's Square", "London", "LDN", "SW1Y 4JH", "GB"),
+        holder_date_of_birth=date(1990, 12, 10),
+        premium=Money(Decimal("42.50"), "GBP"),
+        coverage_period=DateRange(date(2026, 3, 1), date(2027, 3, 1)),
+        max_claim_amount=Money(Decimal("1000.00"), "GBP"),
+    )
+    say(f"\n1. Issued policy {policy_id} in draft for Ada Lovelace, 42.50 GBP a month.")
+
+    insurance.policies.activate_policy(policy_id)
+    say("2. Activated it: PolicyIssued was committed to the outbox and published.")
+    schedule = insurance.billing.schedule_for(policy_reference(policy_id))
+    assert schedule is not None  # noqa: S101  (the narrated flow guarantees it)
+    first = schedule.installments()[:3]
+    say(
+        f"   Billing (its own context, fed by the event) started a {schedule.frequency.value} "
+        f"schedule of {len(schedule.installments())} installments of {schedule.installment}: "
+        + ", ".join(str(i.due_on) for i in first)
+        + ", ..."
+    )
+    active = insurance.queries.find_active_by_holder(holder_id)
+    say(f"   find_active_by_holder: {[str(p.policy_id) for p in active]}")
+
+    water = insurance.policies.file_claim(
+        policy_id, Money(Decimal("800.00"), "GBP"), "Water damage in the kitchen", date(2026, 3, 10)
+    )
+    say(f"\n3. Filed claim {water} for 800.00 GBP (water damage).")
+    say("4. Tried to file a second claim for 300.00 GBP while the first is pending:")
+    try:
+        insurance.policies.file_claim(
+            policy_id, Money(Decimal("300.00"), "GBP"), "Broken window", date(2026, 3, 12)
+        )
+    except DomainError as error:
+        say(f"   refused: {type(error).__name__}: {error}")
+    say("   The refused command changed nothing: the transaction was rolled back.")
+
+    insurance.policies.approve_claim(policy_id, water)
+    say(f"5. Approved claim {water}.")
+    theft = insurance.policies.file_claim(
+        policy_id, Money(Decimal("300.00"), "GBP"), "Stolen bicycle", date(2026, 3, 14)
+    )
+    insurance.policies.deny_claim(policy_id, theft, "Bicycles are excluded from this cover")
+    say(f"6. Filed claim {theft} (stolen bicycle) and denied it: not covered.")
+
+    say("7. Tried to cancel while a claim is pending:")
+    pending = insurance.policies.file_claim(
+        policy_id, Money(Decimal("120.00"), "GBP"), "Cracked tile", date(2026, 3, 15)
+    )
+    try:
+        insurance.policies.cancel_policy(policy_id, "Moving abroad")
+    except DomainError as error:
+        say(f"   refused: {type(error).__name__}: {error}")
+    insurance.policies.approve_claim(policy_id, pending)
+
+    clock.advance_to(datetime(2026, 6, 20, 17, 0, tzinfo=UTC))
+    insurance.policies.cancel_policy(policy_id, "Moving abroad")
+    say(f"8. On {clock.now():%Y-%m-%d}, with no claim pending, cancelled the policy.")
+    schedule = insurance.billing.schedule_for(policy_reference(policy_id))
+    assert schedule is not None  # noqa: S101
+    say(
+        f"   Billing stopped the schedule from {schedule.stopped_from}: "
+        f"{len(schedule.installments())} installments billed, {schedule.total_due()} in total."
+    )
+    policy = insurance.policies.get_policy(policy_id)
+    say(
+        f"\nPolicy {policy.id} is {policy.status.value} (version {policy.version}); claims: "
+        + ", ".join(f"{c.amount} {c.status.value}" for c in policy.claims)
+    )
+    say("Events published, in order: " + ", ".join(published))
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT count(*) FROM tactical_outbox")).scalar_one()
+    say(f"Outbox rows written in the same transactions as the changes: {rows}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

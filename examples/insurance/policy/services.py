@@ -1,0 +1,179 @@
+"""Application services of the policy context: one transaction, one aggregate, one command.
+
+Each service method opens the unit of work, loads one policy, runs one command and commits;
+the unit of work then publishes the recorded events. Commands on an existing policy are
+re-run on a fresh copy if another transaction changed it meanwhile
+(:func:`tactical.retry_on_conflict`), so the rules are always checked against current state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Protocol, TypeVar
+from uuid import UUID, uuid4
+
+from examples.insurance.policy.clock import SYSTEM_CLOCK, Clock
+from examples.insurance.policy.events import (
+    PolicyCancelled,
+    PolicyExpired,
+    PolicyIssued,
+    PolicyReinstated,
+    PolicySuspended,
+)
+from examples.insurance.policy.model import InsurancePolicy, Policyholder
+from examples.insurance.policy.values import Address, DateRange, Money
+from tactical import EventBus, UnitOfWork, ValueObject, retry_on_conflict
+
+T = TypeVar("T")
+
+
+class ActivePolicy(ValueObject):
+    """A row of the ``find_active_by_holder`` query: what a call-centre screen shows."""
+
+    policy_id: UUID
+    holder_id: UUID
+    premium: Money
+    coverage_period: DateRange
+
+
+class PolicyQueries(Protocol):
+    """Read-side queries of the policy context (they never return aggregates to change)."""
+
+    def find_active_by_holder(self, holder_id: UUID) -> list[ActivePolicy]:
+        """The policies in force for this holder, by coverage start."""
+        ...
+
+
+class PolicyService:
+    """Issue policies and run their commands, each in its own transaction.
+
+    Args:
+        uow: The unit of work (in memory in unit tests, SQL in production).
+        clock: Where "today" comes from.
+        new_id: Makes ids for new policies and claims (uuid4 by default).
+    """
+
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        clock: Clock = SYSTEM_CLOCK,
+        new_id: Callable[[], UUID] = uuid4,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._new_id = new_id
+
+    def issue_policy(
+        self,
+        *,
+        holder_id: UUID,
+        holder_name: str,
+        holder_address: Address,
+        holder_date_of_birth: date,
+        premium: Money,
+        coverage_period: DateRange,
+        max_claim_amount: Money,
+    ) -> UUID:
+        """Issue a new policy, in draft until :meth:`activate_policy`; returns its id."""
+        holder = Policyholder(holder_id, holder_name, holder_address, holder_date_of_birth)
+        policy = InsurancePolicy.draft(
+            self._new_id(), holder, premium, coverage_period, max_claim_amount
+        )
+        with self._uow:
+            self._uow.repository(InsurancePolicy).add(policy)
+            self._uow.commit()
+        return policy.id
+
+    def activate_policy(self, policy_id: UUID) -> None:
+        """Put a draft policy in force (publishes ``PolicyIssued``)."""
+        self._change(policy_id, lambda p: p.activate(self._clock))
+
+    def file_claim(
+        self, policy_id: UUID, amount: Money, description: str, incident_date: date
+    ) -> UUID:
+        """File a claim on a policy; returns the new claim's id."""
+        claim_id = self._new_id()
+        self._change(
+            policy_id,
+            lambda p: p.file_claim(claim_id, amount, description, incident_date, clock=self._clock),
+        )
+        return claim_id
+
+    def approve_claim(self, policy_id: UUID, claim_id: UUID) -> None:
+        """Approve a pending claim."""
+        self._change(policy_id, lambda p: p.approve_claim(claim_id, clock=self._clock))
+
+    def deny_claim(self, policy_id: UUID, claim_id: UUID, reason: str) -> None:
+        """Deny a pending claim."""
+        self._change(policy_id, lambda p: p.deny_claim(claim_id, reason, clock=self._clock))
+
+    def suspend_policy(self, policy_id: UUID, reason: str) -> None:
+        """Suspend an active policy."""
+        self._change(policy_id, lambda p: p.suspend(reason, clock=self._clock))
+
+    def reinstate_policy(self, policy_id: UUID) -> None:
+        """Reinstate a suspended policy."""
+        self._change(policy_id, lambda p: p.reinstate(clock=self._clock))
+
+    def expire_policy(self, policy_id: UUID) -> None:
+        """Expire a policy whose coverage has ended."""
+        self._change(policy_id, lambda p: p.expire(clock=self._clock))
+
+    def cancel_policy(self, policy_id: UUID, reason: str) -> None:
+        """Cancel a policy (publishes ``PolicyCancelled``)."""
+        self._change(policy_id, lambda p: p.cancel(reason, clock=self._clock))
+
+    def get_policy(self, policy_id: UUID) -> InsurancePolicy:
+        """A detached copy of the policy, for display (changes to it are not saved).
+
+        Raises:
+            tactical.AggregateNotFound: No policy has this id.
+        """
+        with self._uow:
+            return self._uow.repository(InsurancePolicy).require(policy_id)
+
+    def _change(self, policy_id: UUID, command: Callable[[InsurancePolicy], T]) -> T:
+        def transaction() -> T:
+            with self._uow:
+                result = command(self._uow.repository(InsurancePolicy).require(policy_id))
+                self._uow.commit()
+                return result
+
+        return retry_on_conflict(transaction)
+
+
+class ActivePoliciesProjection:
+    """An in-memory :class:`PolicyQueries` kept up to date from the published events.
+
+    Subscribe it with :meth:`subscribe_to`; it is how a read model follows the domain
+    without reading the aggregates' storage (the SQL adapter queries its tables instead).
+    """
+
+    def __init__(self) -> None:
+        self._issued: dict[UUID, ActivePolicy] = {}
+        self._active: set[UUID] = set()
+
+    def subscribe_to(self, bus: EventBus) -> None:
+        """Follow the policy events published on ``bus``."""
+        bus.subscribe(PolicyIssued, self.on_issued)
+        bus.subscribe(PolicySuspended, lambda e: self._active.discard(e.policy_id))
+        bus.subscribe(PolicyReinstated, lambda e: self._active.add(e.policy_id))
+        bus.subscribe(PolicyExpired, lambda e: self._active.discard(e.policy_id))
+        bus.subscribe(PolicyCancelled, lambda e: self._active.discard(e.policy_id))
+
+    def on_issued(self, event: PolicyIssued) -> None:
+        """A policy came into force."""
+        self._issued[event.policy_id] = ActivePolicy(
+            event.policy_id, event.holder_id, event.premium, event.coverage_period
+        )
+        self._active.add(event.policy_id)
+
+    def find_active_by_holder(self, holder_id: UUID) -> list[ActivePolicy]:
+        """The policies in force for this holder, by coverage start."""
+        found = [
+            self._issued[policy_id]
+            for policy_id in self._active
+            if self._issued[policy_id].holder_id == holder_id
+        ]
+        return sorted(found, key=lambda p: (p.coverage_period.start, str(p.policy_id)))
