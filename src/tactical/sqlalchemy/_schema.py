@@ -90,7 +90,7 @@ def create_schema(engine: sa.Engine) -> None:
     """Create tactical's tables (and indexes) if they do not exist yet. Idempotent.
 
     For a quick start and tests; in production manage the schema with Alembic using
-    :data:`metadata` as (part of) its ``target_metadata``.
+    :data:`~tactical.sqlalchemy.metadata` as (part of) its ``target_metadata``.
 
     .. versionadded:: 0.1.0
     """

@@ -38,7 +38,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     transaction (position order = recorded order), then published on the bus after commit.
 
     Units of work over one engine see each other's committed state. Create the tables with
-    :func:`create_schema` or with Alembic over :data:`metadata`. SQLite needs a file database
+    :func:`create_schema` or with Alembic over :data:`~tactical.sqlalchemy.metadata`. SQLite needs a file database
     (``sqlite:///path``) for more than one unit of work at a time: an in-memory database is
     private to one connection.
 
@@ -46,7 +46,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         engine: The engine to use; it is prepared with :func:`configure_engine`.
         bus: Where committed events are published; a new :class:`~tactical.EventBus` if
             omitted.
-        codec: How aggregates and events become JSON; a shared default :class:`JsonCodec`
+        codec: How aggregates and events become JSON; a shared default :class:`~tactical.JsonCodec`
             if omitted (register stable type names on the one you pass).
         mappers: Relational mappers, one per aggregate type they store.
 
