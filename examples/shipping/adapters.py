@@ -131,14 +131,16 @@ def sql_application(
     *,
     clock: Clock,
     next_shipment_id: AwbSequence,
+    bus: EventBus | None = None,
 ) -> ShippingApplication:
     """Both contexts on a SQL database (its tables are created if missing).
 
     Every command gets a new :class:`~tactical.sqlalchemy.SqlAlchemyUnitOfWork` over
-    ``engine`` with the default JSON document storage.
+    ``engine`` with the default JSON document storage. Events are published on ``bus`` (a
+    new one if omitted); its earlier subscribers see each event before the label handler.
     """
     create_schema(engine)
-    bus = EventBus()
+    bus = bus if bus is not None else EventBus()
     return _wire(bus, lambda: SqlAlchemyUnitOfWork(engine, bus), carriers, clock, next_shipment_id)
 
 
@@ -148,10 +150,11 @@ def in_memory_application(
     clock: Clock,
     next_shipment_id: AwbSequence,
     store: InMemoryStore | None = None,
+    bus: EventBus | None = None,
 ) -> ShippingApplication:
-    """Both contexts in memory, sharing ``store`` (a new one if omitted)."""
+    """Both contexts in memory, sharing ``store`` and ``bus`` (new ones if omitted)."""
     shared = store if store is not None else InMemoryStore()
-    bus = EventBus()
+    bus = bus if bus is not None else EventBus()
     return _wire(
         bus, lambda: InMemoryUnitOfWork(bus, store=shared), carriers, clock, next_shipment_id
     )
