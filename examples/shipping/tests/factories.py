@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from examples.shipping.adapters import AwbSequence, InMemoryCarrierDirectory, SteppingClock
+from examples.shipping.adapters import (
+    AwbSequence,
+    InMemoryCarrierDirectory,
+    ShippingApplication,
+    SteppingClock,
+)
 from examples.shipping.domain import (
     Address,
     CarrierScan,
@@ -20,6 +26,10 @@ from examples.shipping.domain import (
     awb,
 )
 from examples.shipping.ids import CarrierId, CustomerId, ParcelId, RateSnapshotId, ShipmentId
+from tactical import EventBus
+
+Build = Callable[[EventBus], ShippingApplication]
+"""Wires both contexts around a bus (the ``build`` fixture)."""
 
 T0 = datetime(2026, 7, 6, 8, 0, tzinfo=UTC)
 SHIPMENT_ID = awb(176, 1234567)
