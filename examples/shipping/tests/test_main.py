@@ -1,0 +1,38 @@
+"""``python -m examples.shipping`` runs its narrated scenario to the end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+class TestNarratedScenario:
+    """The demo program, run as a user would."""
+
+    def test_the_scenario_runs_and_narrates_the_refused_commands(self) -> None:
+        """Exit status 0, nothing on stderr, and the refusals are told with their messages."""
+        paths = [str(PROJECT_ROOT / "src"), str(PROJECT_ROOT)]
+        if os.environ.get("PYTHONPATH"):
+            paths.append(os.environ["PYTHONPATH"])
+        result = subprocess.run(
+            [sys.executable, "-m", "examples.shipping"],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        out = result.stdout
+        assert "REFUSED cancel: InvariantViolation: Shipment 17612345675 cannot be cancelled" in out
+        assert "REFUSED take 2 labels from the stock: InsufficientLabelStock" in out
+        assert "label stock of PARCEL-POST: 3 -> 1" in out
+        assert "17612345675 is DELIVERED" in out
+        assert "17612345690 is LABEL_PRINTED" in out
+        assert "no mapping code" in out
