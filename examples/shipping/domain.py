@@ -26,7 +26,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from examples.shipping.events import (
     CarrierAssigned,
@@ -376,15 +376,19 @@ class Shipment(AggregateRoot[ShipmentId]):
     cancelled_at: datetime | None = None
     cancellation_reason: str | None = None
 
-    def __setattr__(self, name: str, value: object) -> None:
-        # Invariant 5 lives in the root: the first assignment (by __init__, also when the
-        # codec rebuilds a stored shipment) sets the class; any later one is refused.
-        if name == "service_class" and "service_class" in vars(self):
-            raise InvariantViolation(
-                f"Shipment {self.id} was booked as {self.service_class}; its service class "
-                f"cannot become {value} (book a new shipment instead)"
-            )
-        super().__setattr__(name, value)
+    if not TYPE_CHECKING:
+        # Hidden from type checkers: a visible __setattr__ would make them accept assignments
+        # to any attribute name, typos included.
+
+        def __setattr__(self, name: str, value: object) -> None:
+            # Invariant 5 lives in the root: the first assignment (by __init__, also when the
+            # codec rebuilds a stored shipment) sets the class; any later one is refused.
+            if name == "service_class" and "service_class" in vars(self):
+                raise InvariantViolation(
+                    f"Shipment {self.id} was booked as {self.service_class}; its service "
+                    f"class cannot become {value} (book a new shipment instead)"
+                )
+            super().__setattr__(name, value)
 
     # -- queries ------------------------------------------------------------------------------
 
