@@ -4,9 +4,9 @@ Built only on tactical's public API, in layers:
 
 - :mod:`~examples.shipping.ids`, :mod:`~examples.shipping.domain`,
   :mod:`~examples.shipping.events`, :mod:`~examples.shipping.ports`: the shipping context's
-  model. A ``Shipment`` (root) holds
-  its ``Parcel`` child entities and value objects, refers to customer, rate snapshot, carrier
-  and invoice by id only, and enforces five invariants itself.
+  model. A ``Shipment`` (root) holds its ``Parcel`` child entities and value objects, refers
+  to customer, rate snapshot, carrier and invoice by id only, and enforces five invariants
+  itself.
 - :mod:`~examples.shipping.inventory`: a separate bounded context whose ``LabelStock``
   aggregate counts the thermal labels left for one carrier. It never goes negative: a
   request for more labels than remain is refused, and the refusal is committed as an event
