@@ -1,0 +1,672 @@
+"""The shipping context's model: value objects, the ``Parcel`` entity, the ``Shipment`` root.
+
+A ``Shipment`` is the consistency boundary. It holds its parcels and value objects, refers
+to the customer, the rate snapshot, the carrier and the invoice by id only, and enforces
+every rule itself:
+
+1. the total parcel weight never exceeds the service class's limit;
+2. the assigned carrier serves the origin country (asked through a
+   :class:`~examples.shipping.ports.CarrierDirectory`);
+3. a shipment is delivered only after at least one carrier scan;
+4. a shipment cannot be cancelled once its label is printed;
+5. the service class never changes after booking.
+
+Beyond the five, status changes follow :data:`TRANSITIONS` (so ``record_delivered`` checks
+the current status, unlike the design sketch it comes from), every time is timezone-aware
+and given by the caller (no hidden ``now()``: tests are deterministic), and time never runs
+backwards within one shipment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
+
+from examples.shipping.events import (
+    CarrierAssigned,
+    InvoiceAttached,
+    LabelPrinted,
+    ParcelAdded,
+    ShipmentBooked,
+    ShipmentCancelled,
+    ShipmentDelivered,
+    ShipmentExceptionRecorded,
+    ShipmentInTransit,
+    ShipmentPickedUp,
+)
+from examples.shipping.ids import (
+    CarrierId,
+    CustomerId,
+    InvoiceId,
+    ParcelId,
+    RateSnapshotId,
+    ShipmentId,
+)
+from examples.shipping.ports import CarrierDirectory
+from tactical import AggregateRoot, Entity, InvalidStateError, InvariantViolation, ValueObject
+
+__all__ = [
+    "TRANSITIONS",
+    "Address",
+    "CarrierScan",
+    "Dimensions",
+    "Money",
+    "Parcel",
+    "PickupWindow",
+    "ScanKind",
+    "ServiceClass",
+    "Shipment",
+    "ShipmentStatus",
+    "Weight",
+    "awb",
+    "require_aware",
+]
+
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_AWB = re.compile(r"[0-9]{11}")
+
+
+def require_aware(moment: datetime, what: str) -> None:
+    """Refuse a naive datetime: every time in this context is timezone-aware.
+
+    Raises:
+        InvariantViolation: ``moment`` has no UTC offset; the message names ``what``.
+    """
+    if moment.utcoffset() is None:
+        raise InvariantViolation(f"{what} must be timezone-aware, got naive {moment.isoformat()}")
+
+
+def awb(prefix: int, serial: int) -> ShipmentId:
+    """The air waybill number for a carrier ``prefix`` (3 digits) and ``serial`` (7 digits).
+
+    The 11th digit is the serial modulo 7, as on real air waybills.
+
+    Raises:
+        ValueError: ``prefix`` or ``serial`` is out of range.
+    """
+    if not 0 <= prefix <= 999:
+        raise ValueError(f"AWB prefix {prefix} is not 3 digits")
+    if not 0 <= serial <= 9_999_999:
+        raise ValueError(f"AWB serial {serial} is not 7 digits")
+    return ShipmentId(f"{prefix:03d}{serial:07d}{serial % 7}")
+
+
+def _check_awb(shipment_id: str) -> None:
+    if not _AWB.fullmatch(shipment_id) or int(shipment_id[3:10]) % 7 != int(shipment_id[10]):
+        raise InvariantViolation(
+            f"Shipment id {shipment_id!r} is not an air waybill number "
+            "(11 digits, the last being the 7-digit serial modulo 7)"
+        )
+
+
+def _require_text(value: str, what: str) -> None:
+    if not value.strip():
+        raise InvariantViolation(f"{what} must not be blank, got {value!r}")
+
+
+# -- value objects ----------------------------------------------------------------------------
+
+
+class Money(ValueObject):
+    """An amount of money in integer cents (never floats) and an ISO 4217 currency code.
+
+    In this context money is a price, so it is never negative.
+
+    Raises:
+        InvariantViolation: ``amount_cents`` is not a non-negative int, or ``currency`` is
+            not three upper-case letters.
+    """
+
+    amount_cents: int
+    currency: str
+
+    def validate(self) -> None:
+        """Check the amount and the currency code."""
+        # Refuses floats, Decimals and bools, which the annotation alone does not stop.
+        if type(self.amount_cents) is not int:
+            raise InvariantViolation(
+                f"Money amount must be integer cents, got {self.amount_cents!r}"
+            )
+        if self.amount_cents < 0:
+            raise InvariantViolation(f"Money amount {self.amount_cents} cents is negative")
+        if not _CURRENCY.fullmatch(self.currency):
+            raise InvariantViolation(
+                f"Money currency {self.currency!r} is not an ISO 4217 code (three letters A-Z)"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.amount_cents // 100}.{self.amount_cents % 100:02d} {self.currency}"
+
+
+class Weight(ValueObject, order=True):
+    """A positive weight in kilograms.
+
+    Raises:
+        InvariantViolation: ``kg`` is not a finite, positive Decimal.
+    """
+
+    kg: Decimal
+
+    def validate(self) -> None:
+        """Check that the weight is finite and positive."""
+        if not self.kg.is_finite() or self.kg <= 0:
+            raise InvariantViolation(f"Weight must be positive, got {self.kg} kg")
+
+    def __str__(self) -> str:
+        return f"{self.kg} kg"
+
+
+class Dimensions(ValueObject):
+    """A parcel's outer size in centimetres; every side is positive.
+
+    Raises:
+        InvariantViolation: A side is not a finite, positive Decimal.
+    """
+
+    length_cm: Decimal
+    width_cm: Decimal
+    height_cm: Decimal
+
+    def validate(self) -> None:
+        """Check that every side is finite and positive."""
+        for name in ("length_cm", "width_cm", "height_cm"):
+            side: Decimal = getattr(self, name)
+            if not side.is_finite() or side <= 0:
+                raise InvariantViolation(f"Dimensions {name} must be positive, got {side}")
+
+
+class Address(ValueObject):
+    """A postal address; ``iso_country`` is an ISO 3166-1 alpha-2 code such as ``DE``.
+
+    Raises:
+        InvariantViolation: A part is blank, or the country is not two letters A-Z.
+    """
+
+    street: str
+    city: str
+    postal_code: str
+    iso_country: str
+
+    def validate(self) -> None:
+        """Check that no part is blank and that the country code is well formed."""
+        _require_text(self.street, "Address street")
+        _require_text(self.city, "Address city")
+        _require_text(self.postal_code, "Address postal code")
+        if not _COUNTRY.fullmatch(self.iso_country):
+            raise InvariantViolation(
+                f"Address country {self.iso_country!r} is not an ISO 3166-1 alpha-2 code"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.street}, {self.postal_code} {self.city}, {self.iso_country}"
+
+
+class PickupWindow(ValueObject):
+    """When the carrier may collect the parcels: ``start`` before ``end``, both aware.
+
+    Raises:
+        InvariantViolation: A bound is naive, or ``start`` is not before ``end``.
+    """
+
+    start: datetime
+    end: datetime
+
+    def validate(self) -> None:
+        """Check awareness and order of the bounds."""
+        require_aware(self.start, "Pickup window start")
+        require_aware(self.end, "Pickup window end")
+        if self.start >= self.end:
+            raise InvariantViolation(
+                f"Pickup window start {self.start.isoformat()} is not before "
+                f"its end {self.end.isoformat()}"
+            )
+
+
+class ServiceClass(StrEnum):
+    """How fast the shipment travels; each class carries a total weight limit."""
+
+    GROUND = "GROUND"
+    EXPRESS = "EXPRESS"
+    SAMEDAY = "SAMEDAY"
+
+    @property
+    def max_total_weight(self) -> Weight:
+        """The heaviest total a shipment of this class may weigh (invariant 1)."""
+        return _MAX_TOTAL_WEIGHT[self]
+
+
+_MAX_TOTAL_WEIGHT: Final[Mapping[ServiceClass, Weight]] = MappingProxyType(
+    {
+        ServiceClass.GROUND: Weight(Decimal(1000)),
+        ServiceClass.EXPRESS: Weight(Decimal(150)),
+        ServiceClass.SAMEDAY: Weight(Decimal(30)),
+    }
+)
+
+
+class ShipmentStatus(StrEnum):
+    """Where a shipment is in its life; :data:`TRANSITIONS` lists the allowed moves."""
+
+    BOOKED = "BOOKED"
+    LABEL_PRINTED = "LABEL_PRINTED"
+    PICKED_UP = "PICKED_UP"
+    IN_TRANSIT = "IN_TRANSIT"
+    EXCEPTION = "EXCEPTION"
+    DELIVERED = "DELIVERED"
+    CANCELLED = "CANCELLED"
+
+    def can_become(self, target: ShipmentStatus) -> bool:
+        """Whether a shipment in this status may move to ``target``."""
+        return target in TRANSITIONS[self]
+
+
+_S = ShipmentStatus
+
+TRANSITIONS: Final[Mapping[ShipmentStatus, frozenset[ShipmentStatus]]] = MappingProxyType(
+    {
+        _S.BOOKED: frozenset({_S.LABEL_PRINTED, _S.CANCELLED}),
+        _S.LABEL_PRINTED: frozenset({_S.PICKED_UP, _S.EXCEPTION}),
+        _S.PICKED_UP: frozenset({_S.IN_TRANSIT, _S.EXCEPTION, _S.DELIVERED}),
+        _S.IN_TRANSIT: frozenset({_S.IN_TRANSIT, _S.EXCEPTION, _S.DELIVERED}),
+        _S.EXCEPTION: frozenset({_S.PICKED_UP, _S.IN_TRANSIT, _S.DELIVERED}),
+        _S.DELIVERED: frozenset(),
+        _S.CANCELLED: frozenset(),
+    }
+)
+"""Each status and the statuses it may move to; ``DELIVERED`` and ``CANCELLED`` are final.
+
+An ``EXCEPTION`` may be recorded without a carrier scan (by operations), which is why
+delivery from ``EXCEPTION`` still checks that a scan exists (invariant 3).
+"""
+
+
+class ScanKind(StrEnum):
+    """What a carrier scan reports, and so which status it moves the shipment to."""
+
+    PICKUP = "PICKUP"
+    IN_TRANSIT = "IN_TRANSIT"
+    EXCEPTION = "EXCEPTION"
+
+
+class CarrierScan(ValueObject):
+    """One scan of the shipment's barcode by a carrier, as its tracking feed reports it.
+
+    Raises:
+        InvariantViolation: ``scanned_at`` is naive, ``location`` is blank, or an exception
+            scan has no ``note`` saying what went wrong.
+    """
+
+    kind: ScanKind
+    carrier_id: CarrierId
+    location: str
+    scanned_at: datetime
+    note: str = ""
+
+    def validate(self) -> None:
+        """Check the time, the location and, for an exception, the note."""
+        require_aware(self.scanned_at, "Scan time")
+        _require_text(self.location, "Scan location")
+        if self.kind is ScanKind.EXCEPTION:
+            _require_text(self.note, "Exception scan note")
+
+
+_SCAN_TARGET: Final[Mapping[ScanKind, ShipmentStatus]] = MappingProxyType(
+    {
+        ScanKind.PICKUP: ShipmentStatus.PICKED_UP,
+        ScanKind.IN_TRANSIT: ShipmentStatus.IN_TRANSIT,
+        ScanKind.EXCEPTION: ShipmentStatus.EXCEPTION,
+    }
+)
+
+
+# -- entities ---------------------------------------------------------------------------------
+
+
+class Parcel(Entity[ParcelId]):
+    """One box of a shipment: a child entity, reachable only through its ``Shipment``.
+
+    Raises:
+        InvariantViolation: ``contents_description`` is blank (customs needs it).
+    """
+
+    weight: Weight
+    dimensions: Dimensions
+    contents_description: str
+
+    def __post_init__(self) -> None:
+        _require_text(self.contents_description, f"Parcel {self.id} contents description")
+
+
+class Shipment(AggregateRoot[ShipmentId]):
+    """A booked shipment of parcels from ``origin`` to ``destination``: the aggregate root.
+
+    Create one with :meth:`book`; the constructor is for persistence. Every change goes
+    through a command, which checks the rules and records one event. Other aggregates are
+    referenced by id only: ``customer_id``, ``rate_snapshot_id`` (the pricing context's
+    frozen quote; ``quoted_price`` is a copy of its amount), ``carrier_id`` and
+    ``invoice_id``.
+
+    Assigning ``service_class`` after construction raises :class:`InvariantViolation`
+    (invariant 5): there is no command that changes it, and the field refuses to be set.
+    """
+
+    customer_id: CustomerId
+    service_class: ServiceClass
+    origin: Address
+    destination: Address
+    pickup_window: PickupWindow
+    parcels: list[Parcel]
+    rate_snapshot_id: RateSnapshotId
+    quoted_price: Money
+    booked_at: datetime
+    status: ShipmentStatus = ShipmentStatus.BOOKED
+    carrier_id: CarrierId | None = None
+    invoice_id: InvoiceId | None = None
+    label_printed_at: datetime | None = None
+    scans: list[CarrierScan] = field(default_factory=list[CarrierScan])
+    delivered_at: datetime | None = None
+    received_by: str | None = None
+    cancelled_at: datetime | None = None
+    cancellation_reason: str | None = None
+
+    if not TYPE_CHECKING:
+        # Hidden from type checkers: a visible __setattr__ would make them accept assignments
+        # to any attribute name, typos included.
+
+        def __setattr__(self, name: str, value: object) -> None:
+            # Invariant 5 lives in the root: the first assignment (by __init__, also when the
+            # codec rebuilds a stored shipment) sets the class; any later one is refused.
+            if name == "service_class" and "service_class" in vars(self):
+                raise InvariantViolation(
+                    f"Shipment {self.id} was booked as {self.service_class}; its service "
+                    f"class cannot become {value} (book a new shipment instead)"
+                )
+            super().__setattr__(name, value)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def total_weight(self) -> Decimal:
+        """The weight of all parcels together, in kilograms."""
+        return sum((parcel.weight.kg for parcel in self.parcels), Decimal(0))
+
+    # -- commands -----------------------------------------------------------------------------
+
+    @classmethod
+    def book(
+        cls,
+        shipment_id: ShipmentId,
+        *,
+        customer_id: CustomerId,
+        service_class: ServiceClass,
+        origin: Address,
+        destination: Address,
+        pickup_window: PickupWindow,
+        parcels: Iterable[Parcel],
+        rate_snapshot_id: RateSnapshotId,
+        quoted_price: Money,
+        at: datetime,
+    ) -> Shipment:
+        """Book a new shipment; records :class:`~examples.shipping.events.ShipmentBooked`.
+
+        Raises:
+            InvariantViolation: The id is not an air waybill number, ``at`` is naive, there
+                are no parcels or two share an id, the pickup window ends before ``at``, or
+                the parcels weigh more than ``service_class`` allows (invariant 1).
+        """
+        _check_awb(shipment_id)
+        require_aware(at, "Booking time")
+        parcel_list = list(parcels)
+        if not parcel_list:
+            raise InvariantViolation(f"Shipment {shipment_id} must have at least one parcel")
+        ids = [parcel.id for parcel in parcel_list]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise InvariantViolation(
+                f"Shipment {shipment_id} has duplicate parcel ids: {', '.join(duplicates)}"
+            )
+        if pickup_window.end <= at:
+            raise InvariantViolation(
+                f"Shipment {shipment_id} pickup window ends {pickup_window.end.isoformat()}, "
+                f"not after the booking time {at.isoformat()}"
+            )
+        shipment = cls(
+            shipment_id,
+            customer_id=customer_id,
+            service_class=service_class,
+            origin=origin,
+            destination=destination,
+            pickup_window=pickup_window,
+            parcels=parcel_list,
+            rate_snapshot_id=rate_snapshot_id,
+            quoted_price=quoted_price,
+            booked_at=at,
+        )
+        shipment._check_weight(shipment.total_weight)
+        shipment.record(
+            ShipmentBooked(
+                shipment_id,
+                customer_id,
+                service_class.value,
+                len(parcel_list),
+                shipment.total_weight,
+                quoted_price.amount_cents,
+                quoted_price.currency,
+                occurred_at=at,
+            )
+        )
+        return shipment
+
+    def add_parcel(self, parcel: Parcel, *, at: datetime) -> None:
+        """Add a parcel before the labels are printed; records ``ParcelAdded``.
+
+        Raises:
+            InvalidStateError: The shipment is no longer ``BOOKED``.
+            InvariantViolation: A parcel with this id is already in the shipment, or the new
+                total would exceed the service class's limit (invariant 1).
+        """
+        self._check_time(at, "Adding a parcel")
+        self._require_status(ShipmentStatus.BOOKED, "add a parcel to")
+        if any(existing.id == parcel.id for existing in self.parcels):
+            raise InvariantViolation(f"Shipment {self.id} already has a parcel {parcel.id}")
+        new_total = self.total_weight + parcel.weight.kg
+        self._check_weight(new_total)
+        self.parcels.append(parcel)
+        self.record(ParcelAdded(self.id, parcel.id, new_total, occurred_at=at))
+
+    def assign_carrier(
+        self, carrier_id: CarrierId, carriers: CarrierDirectory, *, at: datetime
+    ) -> None:
+        """Give the shipment to a carrier that serves its origin country.
+
+        Records ``CarrierAssigned``; assigning the carrier already assigned changes nothing.
+        A different carrier may replace the first until the label is printed.
+
+        Raises:
+            InvalidStateError: The shipment is no longer ``BOOKED``.
+            InvariantViolation: ``carriers`` says the carrier does not serve the origin
+                country (invariant 2).
+        """
+        self._check_time(at, "Assigning a carrier")
+        self._require_status(ShipmentStatus.BOOKED, "assign a carrier to")
+        if carrier_id == self.carrier_id:
+            return
+        if not carriers.serves(carrier_id, self.origin.iso_country):
+            raise InvariantViolation(
+                f"Carrier {carrier_id} does not serve the origin country "
+                f"{self.origin.iso_country} of shipment {self.id}"
+            )
+        self.carrier_id = carrier_id
+        self.record(CarrierAssigned(self.id, carrier_id, occurred_at=at))
+
+    def attach_invoice(self, invoice_id: InvoiceId, *, at: datetime) -> None:
+        """Note the billing context's invoice; records ``InvoiceAttached`` (once).
+
+        Attaching the same invoice again changes nothing.
+
+        Raises:
+            InvalidStateError: The shipment is cancelled, or another invoice is attached.
+        """
+        self._check_time(at, "Attaching an invoice")
+        if self.status is ShipmentStatus.CANCELLED:
+            raise InvalidStateError(
+                f"Cannot attach invoice {invoice_id}: shipment {self.id} is CANCELLED"
+            )
+        if self.invoice_id == invoice_id:
+            return
+        if self.invoice_id is not None:
+            raise InvalidStateError(
+                f"Shipment {self.id} is already billed by invoice {self.invoice_id}, "
+                f"not {invoice_id}"
+            )
+        self.invoice_id = invoice_id
+        self.record(InvoiceAttached(self.id, invoice_id, occurred_at=at))
+
+    def print_label(self, *, at: datetime) -> None:
+        """Print one label per parcel; records ``LabelPrinted``. From now on the shipment
+        cannot be cancelled (invariant 4).
+
+        Raises:
+            InvalidStateError: No carrier is assigned, or the shipment is not ``BOOKED``.
+        """
+        self._check_time(at, "Printing the label")
+        if self.carrier_id is None:
+            raise InvalidStateError(
+                f"Cannot print the label of shipment {self.id}: no carrier is assigned"
+            )
+        self._move_to(ShipmentStatus.LABEL_PRINTED, "print the label of")
+        self.label_printed_at = at
+        self.record(LabelPrinted(self.id, self.carrier_id, len(self.parcels), occurred_at=at))
+
+    def record_scan(self, scan: CarrierScan) -> None:
+        """Record a scan from the assigned carrier's tracking feed.
+
+        A ``PICKUP`` scan records ``ShipmentPickedUp``, ``IN_TRANSIT`` records
+        ``ShipmentInTransit``, ``EXCEPTION`` records ``ShipmentExceptionRecorded``.
+
+        Raises:
+            InvalidStateError: The scan's status change is not allowed (see
+                :data:`TRANSITIONS`), or it comes from a carrier other than the assigned one.
+            InvariantViolation: The scan is older than the shipment's last recorded activity.
+        """
+        self._check_time(scan.scanned_at, f"{scan.kind} scan")
+        target = _SCAN_TARGET[scan.kind]
+        self._require_transition(target, f"record a {scan.kind} scan of")
+        if scan.carrier_id != self.carrier_id:
+            raise InvalidStateError(
+                f"Shipment {self.id} is carried by {self.carrier_id}, "
+                f"not by {scan.carrier_id} who scanned it"
+            )
+        self.status = target
+        carrier_id, at = scan.carrier_id, scan.scanned_at
+        event: ShipmentPickedUp | ShipmentInTransit | ShipmentExceptionRecorded
+        if scan.kind is ScanKind.PICKUP:
+            event = ShipmentPickedUp(self.id, carrier_id, scan.location, at, occurred_at=at)
+        elif scan.kind is ScanKind.IN_TRANSIT:
+            event = ShipmentInTransit(self.id, carrier_id, scan.location, at, occurred_at=at)
+        else:
+            event = ShipmentExceptionRecorded(self.id, scan.note, True, occurred_at=at)
+        self.scans.append(scan)
+        self.record(event)
+
+    def record_exception(self, reason: str, *, at: datetime) -> None:
+        """Record a problem reported without a carrier scan (by operations, a customer).
+
+        Records ``ShipmentExceptionRecorded`` with ``scanned=False``; it adds no scan, so it
+        does not make the shipment deliverable (invariant 3).
+
+        Raises:
+            InvalidStateError: The shipment cannot move to ``EXCEPTION`` from its status.
+            InvariantViolation: ``reason`` is blank, or ``at`` precedes the last activity.
+        """
+        self._check_time(at, "Recording an exception")
+        _require_text(reason, "Exception reason")
+        self._move_to(ShipmentStatus.EXCEPTION, "record an exception for")
+        self.record(ShipmentExceptionRecorded(self.id, reason, False, occurred_at=at))
+
+    def record_delivered(self, received_by: str, *, at: datetime) -> None:
+        """Record the hand-over to ``received_by``; records ``ShipmentDelivered``.
+
+        Raises:
+            InvalidStateError: The current status cannot become ``DELIVERED`` (it is
+                ``BOOKED``, ``LABEL_PRINTED``, already ``DELIVERED`` or ``CANCELLED``).
+            InvariantViolation: No carrier scan was ever recorded (invariant 3),
+                ``received_by`` is blank, or ``at`` precedes the last activity.
+        """
+        self._check_time(at, "Delivery")
+        _require_text(received_by, "Recipient name")
+        self._require_transition(ShipmentStatus.DELIVERED, "record the delivery of")
+        if not self.scans:
+            raise InvariantViolation(
+                f"Shipment {self.id} cannot be delivered: no carrier scan was recorded"
+            )
+        self.status = ShipmentStatus.DELIVERED
+        self.delivered_at = at
+        self.received_by = received_by
+        self.record(ShipmentDelivered(self.id, received_by, occurred_at=at))
+
+    def cancel(self, reason: str, *, at: datetime) -> None:
+        """Cancel the shipment before its label is printed; records ``ShipmentCancelled``.
+
+        Raises:
+            InvariantViolation: The label was printed (invariant 4), ``reason`` is blank, or
+                ``at`` precedes the last activity.
+            InvalidStateError: The shipment is already cancelled.
+        """
+        self._check_time(at, "Cancellation")
+        _require_text(reason, "Cancellation reason")
+        if self.label_printed_at is not None:
+            raise InvariantViolation(
+                f"Shipment {self.id} cannot be cancelled: its label was printed at "
+                f"{self.label_printed_at.isoformat()} (status {self.status})"
+            )
+        self._move_to(ShipmentStatus.CANCELLED, "cancel")
+        self.cancelled_at = at
+        self.cancellation_reason = reason
+        self.record(ShipmentCancelled(self.id, reason, occurred_at=at))
+
+    # -- rules --------------------------------------------------------------------------------
+
+    def _check_weight(self, total_kg: Decimal) -> None:
+        limit = self.service_class.max_total_weight
+        if total_kg > limit.kg:
+            raise InvariantViolation(
+                f"Shipment {self.id} would weigh {total_kg} kg, over the "
+                f"{self.service_class} limit of {limit}"
+            )
+
+    def _require_status(self, expected: ShipmentStatus, action: str) -> None:
+        if self.status is not expected:
+            raise InvalidStateError(
+                f"Cannot {action} shipment {self.id} in status {self.status}: only while {expected}"
+            )
+
+    def _require_transition(self, target: ShipmentStatus, action: str) -> None:
+        if not self.status.can_become(target):
+            allowed = ", ".join(sorted(TRANSITIONS[self.status])) or "nothing (it is final)"
+            raise InvalidStateError(
+                f"Cannot {action} shipment {self.id} in status {self.status}: "
+                f"{self.status} may only become {allowed}"
+            )
+
+    def _move_to(self, target: ShipmentStatus, action: str) -> None:
+        self._require_transition(target, action)
+        self.status = target
+
+    def _check_time(self, at: datetime, what: str) -> None:
+        require_aware(at, what)
+        moments = [self.booked_at, *(scan.scanned_at for scan in self.scans)]
+        moments += [m for m in (self.label_printed_at, self.delivered_at, self.cancelled_at) if m]
+        latest = max(moments)
+        if at < latest:
+            raise InvariantViolation(
+                f"{what} at {at.isoformat()} precedes the last activity of shipment "
+                f"{self.id} at {latest.isoformat()}"
+            )
