@@ -371,7 +371,7 @@ class JsonCodec:
             )
         if origin is typing.Literal:
             # Compared with their types: `true` must not pass for Literal[1], nor 1.0.
-            allowed = {(type(a), a) for a in args}
+            allowed: set[tuple[type, Any]] = {(type(a), a) for a in args}
             return (
                 _identity,
                 lambda v: (
