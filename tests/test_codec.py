@@ -133,6 +133,22 @@ class Shelf(Keyed[int]):
     label: str = ""
 
 
+class NumberedShelf(Keyed[Annotated[int, "shelf number"]]):
+    """The type argument carries Annotated metadata, which the codec looks through."""
+
+
+class Audited(AggregateRoot[str]):
+    auditor: str = ""
+
+
+class Archived(AggregateRoot[str]):
+    archive: str = ""
+
+
+class AuditedArchive(Audited, Archived):
+    """Reachable from two aggregate bases: discovery must still find it (once)."""
+
+
 class Derived(ValueObject):
     base: int
     doubled: int = field(init=False, default=0)
@@ -378,6 +394,15 @@ class TestRoundTrip:
         loaded = codec.aggregate_from_state(Shelf, codec.aggregate_to_state(shelf), version=0)
         assert exact(loaded) == exact(shelf)
 
+    def test_annotated_type_arguments_are_read_as_their_type(self) -> None:
+        """Keyed[Annotated[int, ...]] stores and reads its ids as plain integers."""
+        codec = JsonCodec()
+        shelf = NumberedShelf(3, 1, [2])
+        state = codec.aggregate_to_state(shelf)
+        assert state == {"id": 3, "parent": 1, "related": [2]}
+        with pytest.raises(DeserializationError, match=r"related\[0\]: expected an integer"):
+            codec.aggregate_from_state(NumberedShelf, {**state, "related": ["2"]}, version=0)
+
     def test_unbound_type_parameters_are_stored_as_json_values(self) -> None:
         """A generic aggregate used without an argument stores its id as any JSON value."""
         codec = JsonCodec()
@@ -484,6 +509,17 @@ class TestTypeNames:
         assert codec.schema_version(PremiumChanged) == 1
         assert codec.resolve("tests.test_codec.PremiumChanged") is PremiumChanged
         assert codec.resolve("tests.test_codec.Policy") is Policy
+
+    def test_an_aggregate_with_two_aggregate_bases_is_found_by_default_name(self) -> None:
+        """Discovery walks a class hierarchy with diamonds and still finds the class."""
+        codec = JsonCodec()
+        assert codec.resolve("tests.test_codec.AuditedArchive") is AuditedArchive
+        loaded = codec.aggregate_from_state(
+            AuditedArchive,
+            codec.aggregate_to_state(AuditedArchive("a", auditor="x", archive="y")),
+            version=2,
+        )
+        assert (loaded.auditor, loaded.archive, loaded.version) == ("x", "y", 2)
 
     def test_registered_name_overrides_the_default(self) -> None:
         """register(name=...) sets the stored name; the class resolves from it."""
