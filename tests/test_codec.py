@@ -207,7 +207,7 @@ periods = st.tuples(st.dates(), st.dates()).map(sorted).map(lambda p: Period(p[0
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | finite_floats | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-    max_leaves=8,
+    max_leaves=4,
 )
 claims = st.builds(
     Claim,
@@ -244,27 +244,27 @@ everything = st.builds(
     grams=st.integers(),
     kind=st.sampled_from(["a", "b", 3]),
     pair=st.tuples(st.integers(), st.text()),
-    many=st.lists(money, max_size=3).map(tuple),
-    members=st.frozensets(st.integers(), max_size=5),
-    unique=st.sets(st.text(), max_size=5),
-    periods=st.lists(periods, max_size=3),
-    by_name=st.dictionaries(st.text(), st.integers(), max_size=3),
+    many=st.lists(money, max_size=2).map(tuple),
+    members=st.frozensets(st.integers(), max_size=3),
+    unique=st.sets(st.text(), max_size=3),
+    periods=st.lists(periods, max_size=2),
+    by_name=st.dictionaries(st.text(), st.integers(), max_size=2),
     by_currency=st.dictionaries(st.sampled_from(Currency), decimals, max_size=2),
     by_priority=st.dictionaries(st.sampled_from(Priority), st.text(), max_size=2),
-    by_number=st.dictionaries(st.integers(), st.text(), max_size=3),
-    by_day=st.dictionaries(st.dates(), st.integers(), max_size=3),
-    by_time=st.dictionaries(aware_datetimes, st.text(), max_size=3),
-    by_ref=st.dictionaries(st.uuids(), st.booleans(), max_size=3),
-    by_amount=st.dictionaries(st.decimals(allow_nan=False), st.text(), max_size=3),
+    by_number=st.dictionaries(st.integers(), st.text(), max_size=2),
+    by_day=st.dictionaries(st.dates(), st.integers(), max_size=2),
+    by_time=st.dictionaries(aware_datetimes, st.text(), max_size=2),
+    by_ref=st.dictionaries(st.uuids(), st.booleans(), max_size=2),
+    by_amount=st.dictionaries(st.decimals(allow_nan=False), st.text(), max_size=2),
     nested=st.dictionaries(st.text(), st.lists(money, max_size=2), max_size=2),
     maybe=st.none() | money,
     optional=st.none() | st.integers(),
     either=st.none() | st.text(),
     anything=json_values,
     nothing=st.none(),
-    bare_list=st.lists(json_values, max_size=3),
-    bare_tuple=st.lists(json_values, max_size=3).map(tuple),
-    bare_dict=st.dictionaries(st.text(), json_values, max_size=3),
+    bare_list=st.lists(json_values, max_size=2),
+    bare_tuple=st.lists(json_values, max_size=2).map(tuple),
+    bare_dict=st.dictionaries(st.text(), json_values, max_size=2),
 )
 trees = st.recursive(
     st.builds(Node, st.text(max_size=3)),
@@ -891,6 +891,15 @@ class TestErrors:
         ):
             with pytest.raises(TypeError, match=pattern):
                 JsonCodec().encode(cls.__new__(cls))
+
+    @pytest.mark.parametrize("ratio", [math.nan, math.inf, -math.inf])
+    def test_non_finite_floats_are_refused_on_write(self, ratio: float) -> None:
+        """NaN and infinities have no JSON form: writing one raises, naming the value."""
+        value = dataclasses.replace(_sample(), ratio=ratio)
+        with pytest.raises(ValueError, match=f"non-finite float {ratio!r}"):
+            JsonCodec().encode(value)
+        with pytest.raises(ValueError, match="non-finite"):
+            JsonCodec().dumps(value)
 
     def test_non_dataclasses_are_refused(self) -> None:
         """Only dataclass instances can be encoded or decoded."""

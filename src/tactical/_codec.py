@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import math
 import threading
 import types
 import typing
@@ -525,6 +526,14 @@ def _decode_int_key(value: Any) -> int:
     return number
 
 
+def _encode_float(value: float) -> float:
+    # json.dumps would write NaN/Infinity, which is not JSON: PostgreSQL's JSONB and other
+    # readers refuse it. Use Decimal for values that may be non-finite.
+    if not math.isfinite(value):
+        raise ValueError(f"cannot store the non-finite float {value!r} as JSON")
+    return value
+
+
 def _decode_float(value: Any) -> float:
     if type(value) not in (float, int):
         raise _Malformed(f"expected a number, got {_show(value)}")
@@ -549,7 +558,7 @@ def _scalar(cls: type) -> tuple[_Encode, _Decode] | None:
     if cls is int:
         return _identity, _expect(int, "an integer")
     if cls is float:
-        return _identity, _decode_float
+        return _encode_float, _decode_float
     if cls is str:
         return _identity, _expect(str, "a string")
     if cls is Decimal:
