@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import math
 import threading
 import types
 import typing
@@ -370,12 +371,13 @@ class JsonCodec:
                 lambda v: None if v is None else inner_decode(v),
             )
         if origin is typing.Literal:
-            allowed = set(args)
+            # Compared with their types: `true` must not pass for Literal[1], nor 1.0.
+            allowed: set[tuple[type, Any]] = {(type(a), a) for a in args}
             return (
                 _identity,
                 lambda v: (
                     v
-                    if v in allowed
+                    if (type(v), v) in allowed
                     else _fail(f"{_show(v)} is not one of {sorted(map(repr, args))}")
                 ),
             )
@@ -394,7 +396,8 @@ class JsonCodec:
             return (
                 lambda v: {key_encode(k): value_encode(x) for k, x in v.items()},
                 lambda v: {
-                    key_decode(k): value_decode(x) for k, x in _expect(dict, "object")(v).items()
+                    key_decode(k): _at(repr(k), value_decode, x)
+                    for k, x in _expect(dict, "object")(v).items()
                 },
             )
         raise TypeError(f"unsupported annotation {annotation!r} for JSON serialization")
@@ -491,7 +494,7 @@ def _expect(kind: type, json_name: str) -> _Decode:
     return check
 
 
-def _at(index: int, decode: _Decode, value: Any) -> Any:
+def _at(index: int | str, decode: _Decode, value: Any) -> Any:
     try:
         return decode(value)
     except _Malformed as error:
@@ -509,6 +512,26 @@ def _parse(kind: Callable[[str], T], json_name: str) -> _Decode:
             raise _Malformed(f"invalid {json_name} {value!r}") from None
 
     return parse
+
+
+def _decode_int_key(value: Any) -> int:
+    # Only the form str(int) writes: int() would also take " 1", "01" and "1_0", so two
+    # different stored keys could silently collapse into one.
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or str(number) != value:
+        raise _Malformed(f"invalid integer key {value!r}")
+    return number
+
+
+def _encode_float(value: float) -> float:
+    # json.dumps would write NaN/Infinity, which is not JSON: PostgreSQL's JSONB and other
+    # readers refuse it. Use Decimal for values that may be non-finite.
+    if not math.isfinite(value):
+        raise ValueError(f"cannot store the non-finite float {value!r} as JSON")
+    return value
 
 
 def _decode_float(value: Any) -> float:
@@ -535,7 +558,7 @@ def _scalar(cls: type) -> tuple[_Encode, _Decode] | None:
     if cls is int:
         return _identity, _expect(int, "an integer")
     if cls is float:
-        return _identity, _decode_float
+        return _encode_float, _decode_float
     if cls is str:
         return _identity, _expect(str, "a string")
     if cls is Decimal:
@@ -553,7 +576,7 @@ def _key_converters(annotation: Any) -> tuple[_Encode, _Decode]:
     if annotation is str or annotation is Any:
         return _identity, _identity
     if annotation is int:
-        return str, _parse(int, "integer key")
+        return str, _decode_int_key
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         enum_encode, enum_decode = _enum(annotation)
         if all(isinstance(m.value, str) for m in annotation):

@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import field
 from datetime import UTC, datetime
+from types import CellType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 from uuid import UUID, uuid4
 
@@ -63,6 +64,22 @@ class _FrozenMeta(type):
             return cls
         make = dataclasses.dataclass(frozen=True, slots=True, order=order, kw_only=kw_only)
         built = make(cast("type[Any]", cls))
+        # Methods using zero-argument super() share a __class__ cell that type.__new__ set
+        # to cls; point it at the slotted class, or class creation fails ("__class__ set
+        # to ...") and super() would look in the wrong class.
+        classcell = namespace.get("__classcell__")
+        if classcell is not None:
+            classcell.cell_contents = built
+        # The generated __setattr__/__delattr__ test `type(self) is cls` and call
+        # super(cls, self) with the replaced class, so setting an undeclared attribute raised
+        # a TypeError from super(); retarget them (as Python 3.14's dataclasses does) so
+        # it raises FrozenInstanceError like assigning a field.
+        for method in ("__setattr__", "__delattr__"):
+            generated = getattr(built, method)
+            closure: tuple[CellType, ...] | None = getattr(generated, "__closure__", None)
+            for cell in closure or ():
+                if cell.cell_contents is cls:
+                    cell.cell_contents = built
         # The slotted class replaces cls, which lingers in __subclasses__() until collected:
         # mark it so that class discovery (the codec's) never mistakes it for the real one.
         type.__setattr__(cls, SUPERSEDED, True)
@@ -129,7 +146,7 @@ class ValueObject(metaclass=_FrozenMeta):
         Runs after every construction. The default accepts every value.
         """
 
-    def replace(self, **changes: Any) -> Self:
+    def replace(self, /, **changes: Any) -> Self:
         """Return a copy with some fields changed, validated like any new value.
 
         Raises:
