@@ -5,18 +5,29 @@ from __future__ import annotations
 from typing import Any, assert_type
 from uuid import UUID, uuid4
 
+import pytest
 from hypothesis import strategies as st
 
-from tactical import AggregateRoot, DomainEvent, InvalidStateError, ValueObject
+from tactical import (
+    AggregateRoot,
+    DomainEvent,
+    EventBus,
+    InMemoryUnitOfWork,
+    InvalidStateError,
+    ValueObject,
+)
 from tactical.testing import (
     INFRASTRUCTURE,
     Scenario,
+    UnitOfWorkContract,
+    UnitOfWorkFactory,
     aggregates,
     assert_aggregates_reference_by_id,
     assert_no_infrastructure_imports,
     assert_value_objects_hold_no_entities,
     given,
     strategy_for,
+    structural_state,
     value_objects,
 )
 
@@ -68,3 +79,16 @@ def architecture() -> None:
     assert_no_infrastructure_imports("myapp.domain", forbidden=(*INFRASTRUCTURE, "myapp.web"))
     assert_aggregates_reference_by_id("myapp.domain")
     assert_value_objects_hold_no_entities("myapp.domain")
+
+
+class TestMyUnitOfWork(UnitOfWorkContract):
+    @pytest.fixture
+    def unit_of_work_factory(self) -> UnitOfWorkFactory:
+        def factory(bus: EventBus | None = None) -> InMemoryUnitOfWork:
+            return InMemoryUnitOfWork(bus)
+
+        return factory
+
+
+def states() -> None:
+    assert_type(structural_state(Parcel(uuid4())), object)
