@@ -76,6 +76,8 @@ class _Field:
     init: bool
     encode: _Encode
     decode: _Decode
+    # A stored state written before this field existed may omit it; the default fills it.
+    optional: bool = False
 
 
 class JsonCodec:
@@ -94,6 +96,12 @@ class JsonCodec:
     anything stored long-term, so moving a class does not orphan its data), a schema version,
     and aliases for names used before. Unregistered event and aggregate classes are found by
     their default name. :meth:`add_upcaster` migrates old event payloads on read.
+
+    Aggregates, entities and value objects may gain fields: a stored state without a field
+    that has a default is read with the default, so adding ``notes: str = ""`` to an
+    aggregate needs no migration of its stored documents. An event's payload must have
+    every field (events are immutable records; change them with a version and an upcaster).
+    Fields absent from the class, and fields without a default, are errors.
 
     .. versionadded:: 0.1.0
     """
@@ -309,7 +317,12 @@ class JsonCodec:
                 encode, decode = self._converters(annotation)
             except TypeError as error:
                 raise TypeError(f"{cls.__qualname__}.{f.name}: {error}") from None
-            fields.append(_Field(f.name, f.init, encode, decode))
+            # Events are immutable records: a missing field is damage, never "use the default"
+            # (that would give a stored event a fresh event_id). Other state may gain fields.
+            optional = not issubclass(cls, DomainEvent) and (
+                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            )
+            fields.append(_Field(f.name, f.init, encode, decode, optional))
         return tuple(fields)
 
     def _decoder_for_class(self, cls: type) -> _Decode:
@@ -325,7 +338,7 @@ class JsonCodec:
             later: dict[str, Any] = {}
             for f in plan:
                 if f.name not in mapping:
-                    if f.init:
+                    if f.init and not f.optional:
                         missing = _Malformed("missing")
                         missing.path.append(f.name)
                         raise missing
