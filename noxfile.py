@@ -13,7 +13,7 @@ nox.options.reuse_venv = "yes"
 nox.options.sessions = ["tests", "typecheck", "lint", "docs"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-EXTRAS = ".[sql,postgres,rabbitmq,redis]"
+EXTRAS = ".[sql,postgres,rabbitmq,redis,testing]"
 ROOT = Path(__file__).parent
 
 
