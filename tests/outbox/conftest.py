@@ -1,0 +1,12 @@
+"""Engines for the outbox tests (the SQL tests' fixtures) and helpers to fill the outbox."""
+
+from __future__ import annotations
+
+from tests.sqlalchemy.conftest import (
+    _postgres_engine,  # pyright: ignore[reportPrivateUsage]
+    engine,
+    postgres_engine,
+    sqlite_engine,
+)
+
+__all__ = ["_postgres_engine", "engine", "postgres_engine", "sqlite_engine"]
