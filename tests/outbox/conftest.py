@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.outbox.brokers import rabbit, redis_client, stream_name
 from tests.sqlalchemy.conftest import (
     _postgres_engine,  # pyright: ignore[reportPrivateUsage]
     engine,
@@ -9,4 +10,12 @@ from tests.sqlalchemy.conftest import (
     sqlite_engine,
 )
 
-__all__ = ["_postgres_engine", "engine", "postgres_engine", "sqlite_engine"]
+__all__ = [
+    "_postgres_engine",
+    "engine",
+    "postgres_engine",
+    "rabbit",
+    "redis_client",
+    "sqlite_engine",
+    "stream_name",
+]
