@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import field
+from typing import Any
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
-from tactical.outbox import OutboxMessage
-from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
-from tactical.testing._contract import Counter
+from tactical import AggregateRoot, DomainEvent, JsonCodec
+from tactical.outbox import InboxConsumer, OutboxMessage, OutboxRelay
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, outbox_table
+from tactical.testing._contract import Counter, CounterTicked
 
 
 def commit_ticks(engine: sa.Engine, counters: int, ticks: int) -> list[UUID]:
@@ -73,3 +76,60 @@ class RecordingPublisher:
                 self.failures -= 1
                 raise ConnectionError("broker unreachable (injected)")
             self.published.extend(messages)
+
+
+class CounterMirrored(DomainEvent):
+    """Recorded by the consumer side when it has taken a counter's tick into account."""
+
+    mirror_id: UUID
+    count: int
+
+
+class Mirror(AggregateRoot[UUID]):
+    """The consumer side's copy of a counter: every count it was told about, in order."""
+
+    seen: list[int] = field(default_factory=list[int])
+
+    def observe(self, count: int) -> None:
+        """Take a tick into account, and record it."""
+        self.seen.append(count)
+        self.record(CounterMirrored(self.id, count))
+
+
+def mirror_tick(event: CounterTicked, uow: SqlAlchemyUnitOfWork) -> None:
+    """The consumer's handler: add the tick to the counter's mirror (created on first use)."""
+    mirrors = uow.repository(Mirror)
+    mirror = mirrors.get(event.counter_id)
+    if mirror is None:
+        mirror = Mirror(event.counter_id)
+        mirrors.add(mirror)
+    mirror.observe(event.count)
+
+
+def mirrors(engine: sa.Engine) -> dict[UUID, list[int]]:
+    """Every mirror's seen counts, by counter id."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(aggregates_table.c.aggregate_id, aggregates_table.c.state).where(
+                aggregates_table.c.aggregate_type == JsonCodec().type_name(Mirror)
+            )
+        ).all()
+    return {UUID(row.aggregate_id): list(row.state["seen"]) for row in rows}
+
+
+def relayed(engine: sa.Engine) -> list[OutboxMessage]:
+    """Every pending outbox message, published to memory (and marked)."""
+    publisher = RecordingPublisher()
+    relay = OutboxRelay(engine, publisher)
+    while relay.relay_once():
+        pass
+    return publisher.published
+
+
+def make_consumer(
+    engine: sa.Engine, name: str = "mirror", **options: Any
+) -> InboxConsumer[SqlAlchemyUnitOfWork]:
+    """An inbox consumer on ``engine`` with :func:`mirror_tick` subscribed to CounterTicked."""
+    consumer = InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine), name, **options)
+    consumer.subscribe(CounterTicked, mirror_tick)
+    return consumer

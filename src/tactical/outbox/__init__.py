@@ -9,15 +9,23 @@ a :class:`Publisher`: the in-process :class:`EventBusPublisher` here, RabbitMQ i
 """
 
 from tactical.outbox._bus_publisher import EventBusPublisher
+from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox
 from tactical.outbox._message import HEADER_NAMES, OutboxMessage, Publisher, PublishError
 from tactical.outbox._relay import RELAY_LOCK_KEY, OutboxRelay
+from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
 
 __all__ = [
+    "DEFAULT_INBOX_RETENTION",
     "HEADER_NAMES",
     "RELAY_LOCK_KEY",
     "EventBusPublisher",
+    "InboxConsumer",
     "OutboxMessage",
     "OutboxRelay",
+    "Outcome",
     "PublishError",
     "Publisher",
+    "dead_letters_table",
+    "inbox_table",
+    "purge_inbox",
 ]

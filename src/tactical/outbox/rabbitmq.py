@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import importlib
 import logging
+import random
+import threading
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import OutboxMessage, PublishError
 
-__all__ = ["DEFAULT_EXCHANGE", "RabbitMQPublisher"]
+__all__ = ["DEFAULT_EXCHANGE", "RabbitMQConsumer", "RabbitMQPublisher"]
 
 # pika ships no type information (no py.typed, no stubs): it is used through Any here, and
 # only this module touches it.
@@ -179,3 +182,174 @@ def _properties(message: OutboxMessage) -> Any:
         timestamp=int(message.occurred_at.timestamp()),
         headers=message.headers,
     )
+
+
+class RabbitMQConsumer:
+    """Feeds a durable RabbitMQ queue to an :class:`InboxConsumer`, acknowledging after commit.
+
+    The queue is declared durable and bound to the (durable topic) exchange for each of
+    ``routing_keys`` (event type names; ``#`` for all, ``billing.#`` for a prefix). Each
+    delivery is rebuilt with :meth:`OutboxMessage.from_wire` and handled; it is
+    acknowledged (``basic_ack``) only after :meth:`InboxConsumer.handle` returned, that is
+    after the handler's unit of work committed with its inbox row (or the message was
+    parked). A crash before the ack makes RabbitMQ redeliver, and the inbox skips it.
+    If handling raises (the database is down) the message is requeued and the consumer
+    reconnects with backoff. A delivery that is not a tactical message (missing headers)
+    is rejected without requeue (to the queue's dead-letter exchange if it has one) and
+    logged.
+
+    Per-aggregate order holds with one consumer per queue (messages are handled one at a
+    time in queue order); several consumers on one queue share the load but may handle
+    two events of one aggregate at once.
+
+    Args:
+        inbox: Handles the events.
+        url: An AMQP URL.
+        queue: The queue's name (one per consumer, e.g. the inbox consumer's name).
+        exchange: The topic exchange the relay publishes to.
+        routing_keys: Binding keys of the queue.
+        prefetch: How many unacknowledged messages the broker sends ahead.
+        timeout: Seconds to wait for connecting and for each socket operation.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        inbox: InboxConsumer[Any],
+        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
+        *,
+        queue: str,
+        exchange: str = DEFAULT_EXCHANGE,
+        routing_keys: Sequence[str] = ("#",),
+        prefetch: int = 10,
+        timeout: float = 5.0,
+    ) -> None:
+        self._inbox = inbox
+        self._url = url
+        self._queue = queue
+        self._exchange = exchange
+        self._routing_keys = tuple(routing_keys)
+        self._prefetch = prefetch
+        self._timeout = timeout
+        self._connection: Any = None
+        self._channel: Any = None
+
+    @property
+    def queue(self) -> str:
+        """The queue consumed."""
+        return self._queue
+
+    def consume_available(self, *, idle_timeout: float = 0.5) -> int:
+        """Handle messages until none arrived for ``idle_timeout`` seconds; return how many.
+
+        Raises:
+            Exception: Connecting failed, or handling a message raised (it was requeued).
+        """
+        return self._consume(None, idle_timeout)
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        poll_interval: float = 0.5,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """Handle messages until ``stop`` is set; reconnect with bounded backoff on failures.
+
+        Args:
+            stop: Set it to end the loop (checked at least every ``poll_interval`` s).
+            poll_interval: Seconds to wait for a message before checking ``stop``.
+            initial_backoff: Seconds to wait after the first failure, doubling after each.
+            max_backoff: The longest wait between attempts.
+        """
+        failures = 0
+        _log.info("RabbitMQ consumer %s started on queue %r", self._inbox.name, self._queue)
+        while not stop.is_set():
+            try:
+                self._consume(stop, poll_interval)
+                failures = 0
+            except Exception as error:
+                failures += 1
+                self.close()
+                delay = min(max_backoff, initial_backoff * 2 ** min(failures - 1, 30))
+                delay *= random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
+                _log.warning(
+                    "RabbitMQ consumer %s: %s: %s; retrying in %.1fs",
+                    self._inbox.name,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
+                stop.wait(delay)
+        self.close()
+        _log.info("RabbitMQ consumer %s stopped", self._inbox.name)
+
+    def close(self) -> None:
+        """Close the connection (unacknowledged messages go back to the queue)."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:
+                _log.debug("closing a broken RabbitMQ connection failed", exc_info=True)
+
+    def _open_channel(self) -> Any:
+        if self._channel is not None and self._channel.is_open:
+            return self._channel
+        connection = pika.BlockingConnection(
+            connection_parameters(self._url, timeout=self._timeout)
+        )
+        try:
+            channel = connection.channel()
+            channel.exchange_declare(exchange=self._exchange, exchange_type="topic", durable=True)
+            channel.queue_declare(queue=self._queue, durable=True)
+            for key in self._routing_keys:
+                channel.queue_bind(queue=self._queue, exchange=self._exchange, routing_key=key)
+            channel.basic_qos(prefetch_count=self._prefetch)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection, self._channel = connection, channel
+        return channel
+
+    def _consume(self, stop: threading.Event | None, idle_timeout: float) -> int:
+        channel = self._open_channel()
+        count = 0
+        try:
+            for method, properties, body in channel.consume(
+                self._queue, inactivity_timeout=idle_timeout
+            ):
+                if method is not None:
+                    self._deliver(channel, method, properties, body)
+                    count += 1
+                elif stop is None:
+                    break
+                if stop is not None and stop.is_set():
+                    break
+        finally:
+            if channel.is_open:
+                channel.cancel()
+        return count
+
+    def _deliver(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        try:
+            message = OutboxMessage.from_wire(body, properties.headers or {})
+        except ValueError as error:
+            _log.error(
+                "RabbitMQ consumer %s rejected a message from queue %r that is not a tactical "
+                "event: %s",
+                self._inbox.name,
+                self._queue,
+                error,
+            )
+            channel.basic_nack(delivery_tag=method.delivery_tag, requeue=False)
+            return
+        try:
+            self._inbox.handle(message)
+        except BaseException:
+            if channel.is_open:
+                channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
+            raise
+        channel.basic_ack(delivery_tag=method.delivery_tag)
