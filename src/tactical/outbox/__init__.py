@@ -8,6 +8,7 @@ a :class:`Publisher`: the in-process :class:`EventBusPublisher` here, RabbitMQ i
 .. versionadded:: 0.1.0
 """
 
+from tactical._tracing import Trace, current_trace
 from tactical.outbox._bus_publisher import EventBusPublisher
 from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox
 from tactical.outbox._message import HEADER_NAMES, OutboxMessage, Publisher, PublishError
@@ -25,6 +26,8 @@ __all__ = [
     "Outcome",
     "PublishError",
     "Publisher",
+    "Trace",
+    "current_trace",
     "dead_letters_table",
     "inbox_table",
     "purge_inbox",

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from tactical._bus import EventBus
 from tactical._codec import JsonCodec
 from tactical._model import DomainEvent
+from tactical._tracing import Trace, recorded_traces
 from tactical.outbox._message import OutboxMessage
 
 __all__ = ["EventBusPublisher"]
@@ -17,7 +18,8 @@ class EventBusPublisher:
 
     For a process that runs the relay and its subscribers together, or for tests. Events
     are decoded with ``codec`` (upcasting old schema versions) and published in order;
-    ``publish`` returns once every handler ran.
+    ``publish`` returns once every handler ran. Handlers run in the message's trace, so
+    the events they record carry its correlation id and its id as causation.
 
     A failing handler makes ``publish`` raise :class:`~tactical.EventHandlerError` after
     every handler received every event of the batch, so the relay marks nothing and sends
@@ -52,4 +54,8 @@ class EventBusPublisher:
             )
             for m in messages
         ]
-        self._bus.publish_all(events)
+        traces = {
+            m.event_id: Trace(m.correlation_id or m.event_id, m.causation_id) for m in messages
+        }
+        with recorded_traces(traces):
+            self._bus.publish_all(events)

@@ -16,6 +16,7 @@ from sqlalchemy import exc
 from tactical._bus import EventHandlerError
 from tactical._codec import DeserializationError, JsonCodec
 from tactical._model import DomainEvent
+from tactical._tracing import handling
 from tactical.outbox._message import OutboxMessage
 from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
 from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
@@ -211,12 +212,13 @@ class InboxConsumer(Generic[U]):
                 )
             except exc.IntegrityError:
                 return Outcome.DUPLICATE
-            for handler in handlers:
-                handler(event, uow)
-            # EventHandlerError means committed: only in-process subscribers of the unit of
-            # work's bus failed, and the bus has logged them.
-            with contextlib.suppress(EventHandlerError):
-                uow.commit()
+            with handling(message.correlation_id or message.event_id, message.event_id):
+                for handler in handlers:
+                    handler(event, uow)
+                # EventHandlerError means committed: only in-process subscribers of the unit
+                # of work's bus failed, and the bus has logged them.
+                with contextlib.suppress(EventHandlerError):
+                    uow.commit()
         return Outcome.HANDLED
 
     def _parked_before(self, connection: sa.Connection, message: OutboxMessage) -> Any:

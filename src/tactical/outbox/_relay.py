@@ -176,6 +176,8 @@ class OutboxRelay:
                 t.c.aggregate_version,
                 t.c.payload,
                 t.c.occurred_at,
+                t.c.correlation_id,
+                t.c.causation_id,
             )
             .where(t.c.published_at.is_(None))
             .order_by(t.c.position)
@@ -192,6 +194,8 @@ class OutboxRelay:
                 aggregate_version=row.aggregate_version,
                 payload=row.payload,
                 occurred_at=row.occurred_at,
+                correlation_id=row.correlation_id,
+                causation_id=row.causation_id,
             )
             for row in rows
         ]

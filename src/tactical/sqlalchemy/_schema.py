@@ -78,6 +78,10 @@ outbox_table = sa.Table(
     sa.Column("payload", Document, nullable=False),
     sa.Column("occurred_at", UtcDateTime, nullable=False),
     sa.Column("published_at", UtcDateTime, nullable=True),
+    # The flow an event belongs to (its first event's id) and the event whose handling
+    # recorded it (NULL outside handlers). Nullable, so that existing outboxes can add them.
+    sa.Column("correlation_id", sa.Uuid, nullable=True),
+    sa.Column("causation_id", sa.Uuid, nullable=True),
     comment="Events written in the transaction that produced them (transactional outbox).",
 )
 sa.Index(
@@ -86,6 +90,7 @@ sa.Index(
     postgresql_where=outbox_table.c.published_at.is_(None),
     sqlite_where=outbox_table.c.published_at.is_(None),
 )
+sa.Index("ix_tactical_outbox_correlation", outbox_table.c.correlation_id)
 sa.Index(
     "ix_tactical_outbox_aggregate",
     outbox_table.c.aggregate_type,
