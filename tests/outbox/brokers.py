@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -80,3 +82,90 @@ def stream_name(redis_client: redis.Redis) -> Iterator[str]:
     name = f"tactical-test-{uuid4().hex[:12]}"
     yield name
     redis_client.delete(name)
+
+
+class TcpProxy:
+    """A loopback TCP forwarder to a real server, to cut the network under a client.
+
+    ``drop()`` closes every open connection (a network failure or a broker restart, as
+    the client sees it); ``stop()`` also stops listening (the broker is down: connection
+    refused) and ``start()`` listens again on the same port.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = closed_port()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> TcpProxy:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            for source, target in ((client, server), (server, client)):
+                pump = threading.Thread(target=self._pump, args=(source, target), daemon=True)
+                pump.start()
+                self._threads.append(pump)
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def drop(self) -> None:
+        """Cut every open connection."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def stop(self) -> None:
+        """Stop listening and cut every open connection."""
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        self.drop()
+        for thread in self._threads:
+            thread.join(2)
+        self._threads = []
+
+
+@pytest.fixture
+def rabbit_proxy() -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the real RabbitMQ, stopped after the test."""
+    require_server("RabbitMQ", 5672)
+    proxy = TcpProxy(5672).start()
+    yield proxy
+    proxy.stop()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.outbox.brokers import rabbit, redis_client, stream_name
+from tests.outbox.brokers import rabbit, rabbit_proxy, redis_client, stream_name
 from tests.sqlalchemy.conftest import (
     _postgres_engine,  # pyright: ignore[reportPrivateUsage]
     engine,
@@ -32,6 +32,7 @@ __all__ = [
     "engine",
     "postgres_engine",
     "rabbit",
+    "rabbit_proxy",
     "redis_client",
     "sqlite_engine",
     "stream_name",

@@ -9,7 +9,7 @@ import importlib
 import logging
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -52,24 +52,26 @@ class RabbitMQPublisher:
     Each message is sent persistent (``delivery_mode=2``) with routing key = event type
     name, ``content_type`` ``application/json``, ``message_id`` = event id,
     ``correlation_id``, ``type`` and the :attr:`OutboxMessage.headers` as AMQP headers. The
-    channel is in confirm mode, so :meth:`publish` returns only after the broker confirmed
-    every message (for a persistent message to a durable queue: written to disk). A nack,
-    a lost connection or an unreachable broker raises :class:`PublishError` and the relay
-    marks nothing.
+    channel is in confirm mode (``confirm_delivery``): a batch is sent in one go and
+    :meth:`publish` returns only after the broker confirmed every message of it (for a
+    persistent message to a durable queue: written to disk). A nack, a lost connection, a
+    timeout or an unreachable broker raises :class:`PublishError` and the relay marks
+    nothing.
 
     Bind your queues before publishing: a topic exchange drops messages no queue is bound
     for (unless ``mandatory=True``, which turns them into a :class:`PublishError` and so
     holds the relay back until a queue exists).
 
-    The connection is opened on first use and reopened after a failure. Like every pika
-    connection it belongs to one thread: give each relay its own publisher.
+    The connection is opened on first use and reopened after a failure or after the broker
+    dropped it while idle. Like every pika connection it belongs to one thread: give each
+    relay its own publisher.
 
     Args:
         url: An AMQP URL (``amqp://user:password@host:port/vhost``).
         exchange: The topic exchange's name; declared durable unless ``declare=False``.
         declare: Declare the exchange (idempotent) when connecting.
         mandatory: Refuse messages that no queue receives.
-        timeout: Seconds to wait for connecting and for each socket operation.
+        timeout: Seconds to wait for connecting, and for a batch to be confirmed.
 
     .. versionadded:: 0.1.0
     """
@@ -81,15 +83,14 @@ class RabbitMQPublisher:
         exchange: str = DEFAULT_EXCHANGE,
         declare: bool = True,
         mandatory: bool = False,
-        timeout: float = 5.0,
+        timeout: float = 10.0,
     ) -> None:
         self._url = url
         self._exchange = exchange
         self._declare = declare
         self._mandatory = mandatory
         self._timeout = timeout
-        self._connection: Any = None
-        self._channel: Any = None
+        self._link: _ConfirmedChannel | None = None
 
     @property
     def exchange(self) -> str:
@@ -97,42 +98,57 @@ class RabbitMQPublisher:
         return self._exchange
 
     def publish(self, messages: Sequence[OutboxMessage], /) -> None:
-        """Send ``messages`` in order, each confirmed by the broker before the next.
+        """Send ``messages`` in order and wait until the broker confirmed all of them.
 
         Raises:
             PublishError: The broker is unreachable, refused (nacked) a message, returned
-                an unroutable one (``mandatory``), or the connection was lost; the error
-                names the broker's host and port and the first unconfirmed event.
+                an unroutable one (``mandatory``), did not confirm within ``timeout``, or
+                the connection was lost; the error names the broker's host and port and the
+                batch's first event.
         """
         if not messages:
             return
-        current = messages[0]
-        try:
-            channel = self._open_channel()
-            for current in messages:
-                channel.basic_publish(
-                    exchange=self._exchange,
-                    routing_key=current.event_type,
-                    body=current.body,
-                    properties=_properties(current),
-                    mandatory=self._mandatory,
-                )
-        except Exception as error:
+        while True:
+            reused = self._link is not None
+            try:
+                self._connected().publish(messages, mandatory=self._mandatory)
+                return
+            except Exception as error:
+                self.close()
+                if reused and isinstance(error, _pika_exceptions.AMQPConnectionError):
+                    # An idle connection the broker or the network dropped: the loss may
+                    # only show once used. Send the batch again on a new connection (the
+                    # broker may have some of it twice; consumers deduplicate).
+                    _log.info("RabbitMQ connection lost (%s): reconnecting", error)
+                    continue
+                first = messages[0]
+                raise PublishError(
+                    f"RabbitMQ at {_where(self._url)} did not confirm {len(messages)} event(s) "
+                    f"from {first.event_id} ({first.event_type}, outbox position "
+                    f"{first.position}) on exchange {self._exchange!r}: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+
+    def _connected(self) -> _ConfirmedChannel:
+        link = self._link
+        if link is None or not link.is_usable():
             self.close()
-            raise PublishError(
-                f"RabbitMQ at {_where(self._url)} did not confirm event {current.event_id} "
-                f"({current.event_type}, outbox position {current.position}) on exchange "
-                f"{self._exchange!r}: {type(error).__name__}: {error}"
-            ) from error
+            link = self._link = _ConfirmedChannel(
+                connection_parameters(self._url, timeout=self._timeout),
+                exchange=self._exchange,
+                declare=self._declare,
+                timeout=self._timeout,
+            )
+            _log.info(
+                "connected to RabbitMQ at %s (exchange %r)", _where(self._url), self._exchange
+            )
+        return link
 
     def close(self) -> None:
         """Close the connection (a later :meth:`publish` opens a new one)."""
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except Exception:
-                _log.debug("closing a broken RabbitMQ connection failed", exc_info=True)
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
 
     def __enter__(self) -> Self:
         return self
@@ -145,31 +161,167 @@ class RabbitMQPublisher:
     ) -> None:
         self.close()
 
-    def _open_channel(self) -> Any:
-        if self._channel is not None and self._channel.is_open:
-            try:
-                # Services heartbeats after an idle spell and reveals a connection the
-                # broker dropped meanwhile, which is then replaced instead of failing.
-                self._connection.process_data_events(time_limit=0)
-                return self._channel
-            except _pika_exceptions.AMQPError:
-                self.close()
-        connection = pika.BlockingConnection(
-            connection_parameters(self._url, timeout=self._timeout)
+
+class _Refused(Exception):
+    """The broker nacked or returned messages, or did not answer in time."""
+
+
+class _ConfirmedChannel:
+    """A pika SelectConnection with one confirm-mode channel, driven synchronously.
+
+    pika's BlockingChannel waits for each confirm before sending the next message (one
+    round trip, and one disk sync of the broker, per message); driving the asynchronous
+    connection's I/O loop until every outstanding delivery tag is confirmed sends a whole
+    batch first and waits once, through pika's public callback API only.
+    """
+
+    def __init__(self, parameters: Any, *, exchange: str, declare: bool, timeout: float) -> None:
+        self._exchange = exchange
+        self._declare = declare
+        self._timeout = timeout
+        self._failure: BaseException | str | None = None
+        self._channel: Any = None
+        self._ready = False
+        self._next_tag = 1
+        self._outstanding: set[int] = set()
+        self._nacked: list[int] = []
+        self._returned: list[str] = []
+        self._connection: Any = pika.SelectConnection(
+            parameters,
+            on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_connection_closed,
         )
         try:
-            channel = connection.channel()
-            if self._declare:
-                channel.exchange_declare(
-                    exchange=self._exchange, exchange_type="topic", durable=True
-                )
-            channel.confirm_delivery()
+            self._run(lambda: self._ready, "connecting")
         except BaseException:
-            connection.close()
+            self.close()
             raise
-        self._connection, self._channel = connection, channel
-        _log.info("connected to RabbitMQ at %s (exchange %r)", _where(self._url), self._exchange)
-        return channel
+
+    def _healthy(self) -> bool:
+        return self._failure is None and bool(self._connection.is_open)
+
+    def is_usable(self) -> bool:
+        if not self._healthy():
+            return False
+        # Take in whatever arrived while idle (heartbeats, or the broker closing an idle
+        # connection), so that a dropped connection is replaced before anything is sent.
+        self._connection.ioloop.call_later(0, self._connection.ioloop.stop)
+        self._connection.ioloop.start()
+        return self._healthy()
+
+    def publish(self, messages: Sequence[OutboxMessage], *, mandatory: bool) -> None:
+        self._nacked, self._returned = [], []
+        for message in messages:
+            self._channel.basic_publish(
+                exchange=self._exchange,
+                routing_key=message.event_type,
+                body=message.body,
+                properties=_properties(message),
+                mandatory=mandatory,
+            )
+            self._outstanding.add(self._next_tag)
+            self._next_tag += 1
+        self._run(lambda: not self._outstanding, f"confirming {len(messages)} message(s)")
+        if self._nacked:
+            raise _Refused(f"the broker nacked {len(self._nacked)} message(s)")
+        if self._returned:
+            raise _Refused(
+                f"UnroutableError: no queue is bound for {len(self._returned)} message(s) "
+                f"(event ids {', '.join(self._returned[:3])})"
+            )
+
+    def close(self) -> None:
+        connection = self._connection
+        try:
+            if not connection.is_closed and not connection.is_closing:
+                connection.close()
+            if not connection.is_closed:
+                self._run(lambda: connection.is_closed, "closing", closing=True)
+        except Exception:
+            _log.debug("closing a broken RabbitMQ connection failed", exc_info=True)
+        finally:
+            connection.ioloop.close()
+
+    def _run(self, done: Callable[[], bool], what: str, *, closing: bool = False) -> None:
+        loop = self._connection.ioloop
+        timed_out: list[bool] = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            loop.stop()
+
+        timer = loop.call_later(self._timeout, expire)
+        try:
+            while not done() and (closing or self._failure is None) and not timed_out:
+                loop.start()
+        finally:
+            loop.remove_timeout(timer)
+        if closing:
+            return
+        if self._failure is not None:
+            failure = self._failure
+            if isinstance(failure, BaseException):
+                raise failure
+            raise _Refused(f"{what} failed: {failure}")
+        if timed_out and not done():
+            self._failure = f"no answer while {what} within {self._timeout}s"
+            raise _Refused(f"no answer from the broker while {what} within {self._timeout}s")
+
+    # -- callbacks (run inside the I/O loop) -----------------------------------------------
+
+    def _on_open(self, connection: Any) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_open_error(self, connection: Any, error: BaseException | str) -> None:
+        self._failure = error
+        connection.ioloop.stop()
+
+    def _on_connection_closed(self, connection: Any, reason: BaseException) -> None:
+        if self._failure is None:
+            self._failure = reason
+        connection.ioloop.stop()
+
+    def _on_channel_open(self, channel: Any) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        if self._declare:
+            channel.exchange_declare(
+                exchange=self._exchange,
+                exchange_type="topic",
+                durable=True,
+                callback=self._select_confirms,
+            )
+        else:
+            self._select_confirms()
+
+    def _select_confirms(self, _frame: Any = None) -> None:
+        self._channel.confirm_delivery(
+            ack_nack_callback=self._on_confirm, callback=self._on_confirms_selected
+        )
+
+    def _on_confirms_selected(self, _frame: Any) -> None:
+        self._ready = True
+        self._connection.ioloop.stop()
+
+    def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
+        if self._failure is None:
+            self._failure = reason
+        self._connection.ioloop.stop()
+
+    def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
+        self._returned.append(str(properties.message_id))
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tag: int = method.delivery_tag
+        confirmed = {t for t in self._outstanding if t <= tag} if method.multiple else {tag}
+        self._outstanding -= confirmed
+        if method.NAME == "Basic.Nack":
+            self._nacked.extend(sorted(confirmed))
+        if not self._outstanding:
+            self._connection.ioloop.stop()
 
 
 def _properties(message: OutboxMessage) -> Any:
