@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -13,9 +14,16 @@ from uuid import uuid4
 import pika
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from tests.conftest import require_server
 
+from tactical.outbox import InboxConsumer, OutboxMessage, Publisher
+from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
+from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
+
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+NO_RETRY = Retry(NoBackoff(), 0)
 
 
 def closed_port() -> int:
@@ -167,5 +175,118 @@ def rabbit_proxy() -> Iterator[TcpProxy]:
     """A TCP proxy in front of the real RabbitMQ, stopped after the test."""
     require_server("RabbitMQ", 5672)
     proxy = TcpProxy(5672).start()
+    yield proxy
+    proxy.stop()
+
+
+@dataclass
+class Broker:
+    """One real broker behind a uniform face, for the proofs that hold for every broker."""
+
+    name: str
+    port: int
+    make_publisher: Callable[[int], Publisher]
+    consumer: Callable[[InboxConsumer[Any]], Callable[[], int]]
+    read_all: Callable[[], list[OutboxMessage]]
+    unacknowledged: Callable[[str], int]
+    closers: list[Callable[[], object]]
+
+    def publisher(self, port: int) -> Publisher:
+        """A new publisher to the broker on ``port`` (the real one, or a proxy's)."""
+        return self.make_publisher(port)
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+
+    def url_port(self, proxy: TcpProxy | None) -> int:
+        return self.port if proxy is None else proxy.port
+
+
+def _rabbit_broker(rabbit: Rabbit) -> Broker:
+    closers: list[Callable[[], object]] = []
+
+    def publisher(port: int) -> Publisher:
+        url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+        made = RabbitMQPublisher(url, exchange=rabbit.exchange, timeout=2.0)
+        closers.append(made.close)
+        return made
+
+    def consumer(inbox: InboxConsumer[Any]) -> Callable[[], int]:
+        loop = RabbitMQConsumer(inbox, AMQP_URL, queue=rabbit.queue, exchange=rabbit.exchange)
+
+        def consume() -> int:
+            try:
+                return loop.consume_available(idle_timeout=0.3)
+            finally:
+                loop.close()
+
+        return consume
+
+    def read_all() -> list[OutboxMessage]:
+        messages: list[OutboxMessage] = []
+        for method, properties, body in rabbit.channel.consume(
+            rabbit.queue, auto_ack=True, inactivity_timeout=0.3
+        ):
+            if method is None:
+                break
+            messages.append(OutboxMessage.from_wire(body, properties.headers))
+        rabbit.channel.cancel()
+        return messages
+
+    def unacknowledged(consumer_name: str) -> int:
+        return len(read_all())
+
+    return Broker("rabbitmq", 5672, publisher, consumer, read_all, unacknowledged, closers)
+
+
+def _redis_broker(client: redis.Redis, stream: str) -> Broker:
+    closers: list[Callable[[], object]] = []
+
+    def publisher(port: int) -> Publisher:
+        target = redis.Redis(
+            host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2, retry=NO_RETRY
+        )
+        closers.append(target.close)
+        return RedisStreamPublisher(target, stream)
+
+    def consumer(inbox: InboxConsumer[Any]) -> Callable[[], int]:
+        return RedisStreamConsumer(inbox, client, stream=stream).consume_available
+
+    def read_all() -> list[OutboxMessage]:
+        return [
+            OutboxMessage.from_wire(fields[b"body"], json.loads(fields[b"headers"]))
+            for _, fields in client.xrange(stream)
+        ]
+
+    def unacknowledged(group: str) -> int:
+        (info,) = (g for g in client.xinfo_groups(stream) if g["name"].decode() == group)
+        return int(info["pending"]) + int(info["lag"] or 0)
+
+    return Broker("redis", 6379, publisher, consumer, read_all, unacknowledged, closers)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """Each proof that takes ``broker`` runs against the real RabbitMQ and the real Redis."""
+    if request.param == "rabbitmq":
+        made = _rabbit_broker(request.getfixturevalue("rabbit"))
+    else:
+        made = _redis_broker(
+            request.getfixturevalue("redis_client"), request.getfixturevalue("stream_name")
+        )
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def broker_proxy(broker: Broker) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the broker under test, stopped after the test."""
+    proxy = TcpProxy(broker.port).start()
     yield proxy
     proxy.stop()

@@ -6,7 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.outbox.brokers import rabbit, rabbit_proxy, redis_client, stream_name
+from tests.outbox.brokers import (
+    broker,
+    broker_proxy,
+    rabbit,
+    rabbit_proxy,
+    redis_client,
+    stream_name,
+)
 from tests.sqlalchemy.conftest import (
     _postgres_engine,  # pyright: ignore[reportPrivateUsage]
     engine,
@@ -29,6 +36,8 @@ def consumer_engine(tmp_path: Path) -> Iterator[sa.Engine]:
 
 __all__ = [
     "_postgres_engine",
+    "broker",
+    "broker_proxy",
     "engine",
     "postgres_engine",
     "rabbit",

@@ -50,6 +50,14 @@ def pending_positions(engine: sa.Engine) -> list[int]:
         )
 
 
+def pending_count(engine: sa.Engine) -> int:
+    """How many outbox rows are not yet marked published."""
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(sa.func.count()).where(outbox_table.c.published_at.is_(None))
+        ).scalar_one()
+
+
 def all_positions(engine: sa.Engine) -> list[int]:
     """Positions of every outbox row, in order."""
     with engine.connect() as connection:
@@ -133,3 +141,21 @@ def make_consumer(
     consumer = InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine), name, **options)
     consumer.subscribe(CounterTicked, mirror_tick)
     return consumer
+
+
+class Flaky:
+    """A handler that fails a number of times, or always for some counters, else mirrors."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.fail_for: set[UUID] = set()
+        self.calls = 0
+
+    def __call__(self, event: CounterTicked, uow: SqlAlchemyUnitOfWork) -> None:
+        self.calls += 1
+        if event.counter_id in self.fail_for:
+            raise RuntimeError(f"refusing counter {event.counter_id}")
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError(f"ledger unavailable while handling count {event.count}")
+        mirror_tick(event, uow)

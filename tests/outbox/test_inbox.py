@@ -8,9 +8,9 @@ from uuid import uuid4
 
 import pytest
 from tests.outbox.helpers import (
+    Flaky,
     commit_ticks,
     make_consumer,
-    mirror_tick,
     mirrors,
     relayed,
     tick,
@@ -43,21 +43,6 @@ def dead_letters(engine: sa.Engine) -> list[sa.Row[tuple[object, ...]]]:
                 sa.select(dead_letters_table).order_by(dead_letters_table.c.position)
             ).all()
         )
-
-
-class Flaky:
-    """A handler that fails a given number of times before it delegates to mirror_tick."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.calls = 0
-
-    def __call__(self, event: CounterTicked, uow: SqlAlchemyUnitOfWork) -> None:
-        self.calls += 1
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError(f"ledger unavailable while handling count {event.count}")
-        mirror_tick(event, uow)
 
 
 def flaky_consumer(
