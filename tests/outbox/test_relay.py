@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -233,3 +236,21 @@ class TestOutboxMessage:
         event_id = uuid4()
         with pytest.raises(ValueError, match=f"body of event {event_id} is not a JSON object"):
             OutboxMessage.from_wire(b"[1]", {"event_id": str(event_id)})
+
+
+class TestImports:
+    def test_broker_clients_are_imported_only_by_their_modules(self) -> None:
+        """tactical imports no SQL or broker client; tactical.outbox imports neither pika nor redis."""
+        script = (
+            "import sys, tactical; a = {m for m in ('sqlalchemy', 'pika', 'redis') if m in sys.modules}; "
+            "import tactical.outbox; b = {m for m in ('pika', 'redis') if m in sys.modules}; "
+            "print(sorted(a), sorted(b))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert result.stdout.strip() == "[] []"

@@ -11,7 +11,7 @@ from uuid import UUID
 
 __all__ = ["HEADER_NAMES", "OutboxMessage", "PublishError", "Publisher"]
 
-HEADER_NAMES = (
+HEADER_NAMES: tuple[str, ...] = (
     "type",
     "version",
     "event_id",

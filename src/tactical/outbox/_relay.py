@@ -17,7 +17,7 @@ __all__ = ["RELAY_LOCK_KEY", "OutboxRelay"]
 
 _log = logging.getLogger("tactical.outbox")
 
-RELAY_LOCK_KEY = 0x7461_6374_6F75_7462  # "tactoutb": the PostgreSQL advisory lock of relays
+RELAY_LOCK_KEY: int = 0x7461_6374_6F75_7462  # "tactoutb": the PostgreSQL advisory lock of relays
 """The PostgreSQL advisory lock key relays take, one at a time, for each batch."""
 
 
