@@ -214,7 +214,7 @@ class TestRetriesAndParking:
         first, second = dead_letters(consumer_engine)
         assert (first.event_id, second.event_id) == (x1.event_id, x2.event_id)
         assert f"held back: event {x1.event_id}" in second.error
-        assert second.attempts == 1
+        assert (first.attempts, second.attempts) == (1, 0)
 
     def test_retry_parked_handles_them_in_order_once_the_cause_is_fixed(
         self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine

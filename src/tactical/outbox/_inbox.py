@@ -51,6 +51,10 @@ class Outcome(enum.Enum):
 class _Unprocessable(Exception):
     """Retrying cannot help: park at once (the message's cause is attached)."""
 
+    def __init__(self, reason: str, *, tried: bool) -> None:
+        super().__init__(reason)
+        self.tried = tried
+
 
 class InboxConsumer(Generic[U]):
     """Runs event handlers in a unit of work with an inbox record, so each event counts once.
@@ -71,7 +75,8 @@ class InboxConsumer(Generic[U]):
     after the last failure the message is *parked*: written to ``tactical_dead_letters``
     with its body, headers, error and attempt count, and reported as handled so the broker
     moves on. A message that cannot be decoded (unknown type, malformed payload) is parked
-    at once. Later messages of the same aggregate are parked behind it ("held back"),
+    at once. Later messages of the same aggregate are parked behind it ("held back",
+    with 0 attempts),
     keeping per-aggregate order for :meth:`retry_parked`; other aggregates' messages are
     not blocked. If parking itself fails (the database is down), :meth:`handle` raises and
     the broker should redeliver.
@@ -160,7 +165,8 @@ class InboxConsumer(Generic[U]):
             except _Unprocessable as unprocessable:
                 cause = unprocessable.__cause__
                 reason = str(unprocessable) if cause is None else f"{unprocessable}: {cause}"
-                return self._park(uow.engine, message, reason, attempt)
+                attempts = attempt if unprocessable.tried else attempt - 1
+                return self._park(uow.engine, message, reason, attempts)
             except Exception as failure:
                 _log.warning(
                     "consumer %s: attempt %d/%d at %s event %s failed: %s",
@@ -185,7 +191,8 @@ class InboxConsumer(Generic[U]):
                     return Outcome.PARKED
                 raise _Unprocessable(
                     f"held back: event {parked} of {message.aggregate_type} "
-                    f"{message.aggregate_id}, delivered before it, is parked"
+                    f"{message.aggregate_id}, delivered before it, is parked",
+                    tried=False,
                 )
             codec = self._codec if self._codec is not None else uow.codec
             try:
@@ -196,7 +203,7 @@ class InboxConsumer(Generic[U]):
                     context=f"message event_id={message.event_id} for consumer {self._name}",
                 )
             except DeserializationError as error:
-                raise _Unprocessable("cannot decode the event") from error
+                raise _Unprocessable("cannot decode the event", tried=True) from error
             handlers = self._handlers_for(type(event))
             if not handlers:
                 return Outcome.IGNORED
