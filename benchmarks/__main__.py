@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import bench_model
+from benchmarks import bench_model, bench_relay
 from benchmarks._harness import Report
 
 
@@ -12,6 +12,7 @@ def main() -> None:
     report = Report()
     print(Report.header())
     bench_model.run(report)
+    bench_relay.run(report)
     out = Path(__file__).parent / "results" / "latest.json"
     report.write_json(out)
     print(f"\nwrote {out}")

@@ -48,7 +48,13 @@ class UnitOfWorkMachine(RuleBasedStateMachine):
     @rule(w=writer, i=which)
     def add(self, w: int, i: int) -> None:
         uow, cid = self._ensure_open(w), self.ids[i]
-        if cid in self.touched[w] or uow.repository(Counter).get(cid) is not None:
+        if cid in self.touched[w]:
+            return
+        existing = uow.repository(Counter).get(cid)
+        if existing is not None:
+            # The get loaded it into this transaction: later ticks start from this state.
+            assert (existing.count, existing.version) == self.model[cid]
+            self.touched[w][cid] = (existing.count, existing.version, 0)
             return
         uow.repository(Counter).add(Counter(cid, "c"))
         self.touched[w][cid] = (0, 0, 0)

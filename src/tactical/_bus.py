@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from tactical._model import DomainEvent
+from tactical._tracing import Trace, handling, trace_of
 
 __all__ = ["EventBus", "EventHandlerError"]
 
@@ -34,7 +35,7 @@ class EventHandlerError(ExceptionGroup[Exception]):
 
 class _Dispatch(threading.local):
     def __init__(self) -> None:
-        self.queue: deque[DomainEvent] = deque()
+        self.queue: deque[tuple[DomainEvent, Trace]] = deque()
         self.active = False
 
 
@@ -54,6 +55,10 @@ class EventBus:
     event; the failure is logged (``tactical.bus`` logger, with traceback) and, once the
     queue is empty, all failures are raised together as :class:`EventHandlerError` from the
     outermost :meth:`publish` (so from ``commit()``, after the commit has succeeded).
+
+    While a handler runs, events recorded (or published) by it carry the handled event's
+    correlation id and, as causation id, the handled event's id (see
+    :func:`tactical.outbox.current_trace`).
 
     The bus is thread-safe: each thread dispatches its own events.
 
@@ -105,19 +110,22 @@ class EventBus:
     def publish_all(self, events: Iterable[DomainEvent]) -> None:
         """Deliver ``events`` in order, as :meth:`publish` does for one."""
         dispatch = self._dispatch
-        dispatch.queue.extend(events)
+        # Each event's trace is fixed now, in the publisher's context (a handler's, or the
+        # unit of work's that knows how its events were recorded), not when it is dispatched.
+        dispatch.queue.extend((event, trace_of(event.event_id)) for event in events)
         if dispatch.active:
             return
         dispatch.active = True
         failures: list[Exception] = []
         try:
             while dispatch.queue:
-                event = dispatch.queue.popleft()
-                for handler in self.handlers_for(type(event)):
-                    try:
-                        handler(event)
-                    except Exception as error:
-                        failures.append(_annotated(error, handler, event))
+                event, trace = dispatch.queue.popleft()
+                with handling(trace.correlation_id, event.event_id):
+                    for handler in self.handlers_for(type(event)):
+                        try:
+                            handler(event)
+                        except Exception as error:
+                            failures.append(_annotated(error, handler, event))
         finally:
             dispatch.active = False
             dispatch.queue.clear()

@@ -18,6 +18,8 @@ from uuid import UUID, uuid4
 
 from typing_extensions import dataclass_transform
 
+from tactical._tracing import Trace, current_trace
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
@@ -26,6 +28,7 @@ __all__ = ["AggregateRoot", "DomainEvent", "Entity", "ValueObject"]
 IdT = TypeVar("IdT")
 
 _EVENTS = "_tactical_pending_events"
+_TRACES = "_tactical_event_traces"
 SUPERSEDED = "__tactical_superseded__"
 
 # One process-wide sequence numbers every recorded event, so a unit of work that saw several
@@ -227,6 +230,9 @@ class AggregateRoot(Entity[IdT]):
                 f"{type(self).__qualname__}.record() takes a DomainEvent, got {event!r}"
             )
         self._events().append((next(_recording_sequence), event))
+        trace = current_trace()
+        if trace is not None:
+            vars(self).setdefault(_TRACES, {})[event.event_id] = trace
 
     @property
     def pending_events(self) -> tuple[DomainEvent, ...]:
@@ -236,11 +242,13 @@ class AggregateRoot(Entity[IdT]):
     def clear_events(self) -> None:
         """Forget the pending events."""
         self._events().clear()
+        vars(self).pop(_TRACES, None)
 
     def pull_events(self) -> tuple[DomainEvent, ...]:
         """Return the pending events, oldest first, and clear them."""
         pulled = self.pending_events
         self._events().clear()
+        vars(self).pop(_TRACES, None)
         return pulled
 
 
@@ -252,6 +260,12 @@ def recorded_in_order(aggregates: Iterable[AggregateRoot[Any]]) -> list[DomainEv
     numbered = [entry for aggregate in aggregates for entry in aggregate._events()]  # pyright: ignore[reportPrivateUsage]
     numbered.sort(key=lambda entry: entry[0])
     return [event for _, event in numbered]
+
+
+def recorded_trace(aggregate: AggregateRoot[Any], event: DomainEvent) -> Trace | None:
+    """The trace that was current when ``aggregate`` recorded ``event`` (None: outside handlers)."""
+    traces: dict[UUID, Trace] | None = vars(aggregate).get(_TRACES)
+    return None if traces is None else traces.get(event.event_id)
 
 
 def _utc_now() -> datetime:

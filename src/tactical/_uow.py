@@ -14,8 +14,9 @@ from typing import Any, Literal, Protocol, Self, TypeVar, cast
 
 from tactical._bus import EventBus
 from tactical._errors import AggregateNotFound, ConcurrencyError
-from tactical._model import AggregateRoot, DomainEvent, recorded_in_order
+from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
 from tactical._repository import Repository
+from tactical._tracing import recorded_traces
 
 __all__ = ["InMemoryStore", "InMemoryUnitOfWork", "UnitOfWork"]
 
@@ -275,9 +276,16 @@ class TransactionalUnitOfWork(ABC):
                 change.aggregate.version = change.new_version
         trackeds = [t.aggregate for t in self._tracked.values()]
         events = recorded_in_order(trackeds)
+        traces = {
+            e.event_id: trace
+            for aggregate in trackeds
+            for e in aggregate.pending_events
+            if (trace := recorded_trace(aggregate, e)) is not None
+        }
         for aggregate in trackeds:
             aggregate.clear_events()
-        self._bus.publish_all(events)
+        with recorded_traces(traces):
+            self._bus.publish_all(events)
 
     def _changes(self) -> list[Change]:
         changes: list[Change] = []

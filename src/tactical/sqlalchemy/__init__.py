@@ -11,6 +11,8 @@ from tactical.sqlalchemy._schema import (
     UtcDateTime,
     aggregates_table,
     create_schema,
+    dead_letters_table,
+    inbox_table,
     metadata,
     outbox_table,
 )
@@ -24,6 +26,8 @@ __all__ = [
     "aggregates_table",
     "configure_engine",
     "create_schema",
+    "dead_letters_table",
+    "inbox_table",
     "metadata",
     "outbox_table",
 ]

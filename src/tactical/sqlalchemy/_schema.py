@@ -10,7 +10,15 @@ from sqlalchemy.engine import Dialect
 
 import sqlalchemy as sa
 
-__all__ = ["UtcDateTime", "aggregates_table", "create_schema", "metadata", "outbox_table"]
+__all__ = [
+    "UtcDateTime",
+    "aggregates_table",
+    "create_schema",
+    "dead_letters_table",
+    "inbox_table",
+    "metadata",
+    "outbox_table",
+]
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -70,6 +78,10 @@ outbox_table = sa.Table(
     sa.Column("payload", Document, nullable=False),
     sa.Column("occurred_at", UtcDateTime, nullable=False),
     sa.Column("published_at", UtcDateTime, nullable=True),
+    # The flow an event belongs to (its first event's id) and the event whose handling
+    # recorded it (NULL outside handlers). Nullable, so that existing outboxes can add them.
+    sa.Column("correlation_id", sa.Uuid, nullable=True),
+    sa.Column("causation_id", sa.Uuid, nullable=True),
     comment="Events written in the transaction that produced them (transactional outbox).",
 )
 sa.Index(
@@ -78,11 +90,46 @@ sa.Index(
     postgresql_where=outbox_table.c.published_at.is_(None),
     sqlite_where=outbox_table.c.published_at.is_(None),
 )
+sa.Index("ix_tactical_outbox_correlation", outbox_table.c.correlation_id)
 sa.Index(
     "ix_tactical_outbox_aggregate",
     outbox_table.c.aggregate_type,
     outbox_table.c.aggregate_id,
     outbox_table.c.aggregate_version,
+)
+
+inbox_table = sa.Table(
+    "tactical_inbox",
+    metadata,
+    sa.Column("consumer", sa.String(255), primary_key=True),
+    sa.Column("event_id", sa.Uuid, primary_key=True),
+    sa.Column("processed_at", UtcDateTime, nullable=False),
+    comment="Events each consumer has handled, written in the handler's transaction (inbox).",
+)
+sa.Index("ix_tactical_inbox_processed_at", inbox_table.c.processed_at)
+
+dead_letters_table = sa.Table(
+    "tactical_dead_letters",
+    metadata,
+    sa.Column("consumer", sa.String(255), primary_key=True),
+    sa.Column("event_id", sa.Uuid, primary_key=True),
+    sa.Column("event_type", sa.String(255), nullable=False),
+    sa.Column("aggregate_type", sa.String(255), nullable=False),
+    sa.Column("aggregate_id", sa.String(255), nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("headers", Document, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("failed_at", UtcDateTime, nullable=False),
+    comment="Messages a consumer gave up on (parked), with the error, for inspection and retry.",
+)
+sa.Index(
+    "ix_tactical_dead_letters_aggregate",
+    dead_letters_table.c.consumer,
+    dead_letters_table.c.aggregate_type,
+    dead_letters_table.c.aggregate_id,
+    dead_letters_table.c.position,
 )
 
 

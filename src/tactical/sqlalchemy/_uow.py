@@ -11,7 +11,8 @@ from sqlalchemy import exc
 from tactical._bus import EventBus
 from tactical._codec import JsonCodec
 from tactical._errors import ConcurrencyError
-from tactical._model import AggregateRoot, DomainEvent, recorded_in_order
+from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
+from tactical._tracing import trace_of
 from tactical._uow import Change, TransactionalUnitOfWork
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._mapper import RelationalMapper
@@ -239,6 +240,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
 
     def _outbox_row(self, change: Change, event: DomainEvent) -> dict[str, Any]:
         record = self._codec.event_to_record(event)
+        trace = trace_of(event.event_id, recorded_trace(change.aggregate, event))
         return {
             "event_id": event.event_id,
             "event_type": record.type_name,
@@ -251,6 +253,8 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             "payload": record.payload,
             "occurred_at": event.occurred_at,
             "published_at": None,
+            "correlation_id": trace.correlation_id,
+            "causation_id": trace.causation_id,
         }
 
     # -- conflicts ---------------------------------------------------------------------------

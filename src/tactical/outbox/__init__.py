@@ -1,0 +1,34 @@
+"""Transactional outbox relay and idempotent consumers (extra ``sql``; brokers are extras).
+
+:class:`OutboxRelay` moves the events the SQL unit of work wrote to ``tactical_outbox`` to
+a :class:`Publisher`: the in-process :class:`EventBusPublisher` here, RabbitMQ in
+:mod:`tactical.outbox.rabbitmq` (extra ``rabbitmq``) and Redis Streams in
+:mod:`tactical.outbox.redis_streams` (extra ``redis``).
+
+.. versionadded:: 0.1.0
+"""
+
+from tactical._tracing import Trace, current_trace
+from tactical.outbox._bus_publisher import EventBusPublisher
+from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox
+from tactical.outbox._message import HEADER_NAMES, OutboxMessage, Publisher, PublishError
+from tactical.outbox._relay import RELAY_LOCK_KEY, OutboxRelay
+from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
+
+__all__ = [
+    "DEFAULT_INBOX_RETENTION",
+    "HEADER_NAMES",
+    "RELAY_LOCK_KEY",
+    "EventBusPublisher",
+    "InboxConsumer",
+    "OutboxMessage",
+    "OutboxRelay",
+    "Outcome",
+    "PublishError",
+    "Publisher",
+    "Trace",
+    "current_trace",
+    "dead_letters_table",
+    "inbox_table",
+    "purge_inbox",
+]

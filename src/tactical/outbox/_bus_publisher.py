@@ -1,0 +1,61 @@
+"""EventBusPublisher: relays outbox messages to an in-process EventBus."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tactical._bus import EventBus
+from tactical._codec import JsonCodec
+from tactical._model import DomainEvent
+from tactical._tracing import Trace, recorded_traces
+from tactical.outbox._message import OutboxMessage
+
+__all__ = ["EventBusPublisher"]
+
+
+class EventBusPublisher:
+    """A :class:`Publisher` that decodes each message and publishes it on an :class:`EventBus`.
+
+    For a process that runs the relay and its subscribers together, or for tests. Events
+    are decoded with ``codec`` (upcasting old schema versions) and published in order;
+    ``publish`` returns once every handler ran. Handlers run in the message's trace, so
+    the events they record carry its correlation id and its id as causation.
+
+    A failing handler makes ``publish`` raise :class:`~tactical.EventHandlerError` after
+    every handler received every event of the batch, so the relay marks nothing and sends
+    the batch again later: handlers see a message at least once and must tolerate
+    duplicates, and one that keeps failing holds the relay back (use an
+    :class:`InboxConsumer` behind a broker to park such messages instead).
+
+    Args:
+        bus: The bus to publish on.
+        codec: The codec the outbox was written with (register the same type names).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, bus: EventBus, codec: JsonCodec) -> None:
+        self._bus = bus
+        self._codec = codec
+
+    def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        """Decode ``messages`` and publish them on the bus, in order.
+
+        Raises:
+            DeserializationError: A message could not be decoded (nothing was published).
+            EventHandlerError: Handlers failed (every handler still received every event).
+        """
+        events: list[DomainEvent] = [
+            self._codec.event_from_record(
+                m.event_type,
+                m.event_version,
+                m.payload,
+                context=f"outbox position {m.position}, event_id={m.event_id}",
+            )
+            for m in messages
+        ]
+        traces = {
+            m.event_id: Trace(m.correlation_id or m.event_id, m.causation_id) for m in messages
+        }
+        with recorded_traces(traces):
+            self._bus.publish_all(events)

@@ -1,0 +1,362 @@
+"""InboxConsumer: handles each delivered event exactly once, parking those that keep failing."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from tactical._bus import EventHandlerError
+from tactical._codec import DeserializationError, JsonCodec
+from tactical._model import DomainEvent
+from tactical._tracing import handling
+from tactical.outbox._message import OutboxMessage
+from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
+from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
+
+__all__ = ["DEFAULT_INBOX_RETENTION", "InboxConsumer", "Outcome", "purge_inbox"]
+
+_log = logging.getLogger("tactical.outbox")
+
+U = TypeVar("U", bound=SqlAlchemyUnitOfWork)
+E = TypeVar("E", bound=DomainEvent)
+
+DEFAULT_INBOX_RETENTION = timedelta(days=7)
+"""How long inbox rows are worth keeping by default (see :func:`purge_inbox`)."""
+
+
+class Outcome(enum.Enum):
+    """What :meth:`InboxConsumer.handle` did with a message; every outcome may be acknowledged.
+
+    .. versionadded:: 0.1.0
+    """
+
+    HANDLED = "handled"
+    """The handlers ran and their changes were committed with the inbox record."""
+    DUPLICATE = "duplicate"
+    """This consumer had already handled the event: nothing was done again."""
+    IGNORED = "ignored"
+    """No handler is subscribed to the event's type: nothing was done."""
+    PARKED = "parked"
+    """The message is (now, or already) in the dead letters, with its error."""
+
+
+class _Unprocessable(Exception):
+    """Retrying cannot help: park at once (the message's cause is attached)."""
+
+    def __init__(self, reason: str, *, tried: bool) -> None:
+        super().__init__(reason)
+        self.tried = tried
+
+
+class InboxConsumer(Generic[U]):
+    """Runs event handlers in a unit of work with an inbox record, so each event counts once.
+
+    :meth:`handle` takes a delivered :class:`OutboxMessage`, decodes its event with the
+    codec, and runs every handler subscribed to its type inside one unit of work from
+    ``unit_of_work``, together with an insert of ``(consumer_name, event_id)`` into
+    ``tactical_inbox``; then it commits. A redelivered event finds its inbox row and is
+    skipped, so its effect happens exactly once per consumer, however often the broker or
+    the relay delivers it. (On PostgreSQL a copy handled concurrently by a second
+    instance waits on the first's inbox row and is then skipped.)
+
+    A handler receives the event and the unit of work; it changes aggregates through
+    ``uow.repository(...)`` and must not commit (the consumer does). Events its aggregates
+    record carry the handled event's correlation id, and its id as causation id.
+
+    A failing handler is retried (``max_attempts`` in all, with a short growing delay);
+    after the last failure the message is *parked*: written to ``tactical_dead_letters``
+    with its body, headers, error and attempt count, and reported as handled so the broker
+    moves on. A message that cannot be decoded (unknown type, malformed payload) is parked
+    at once. Later messages of the same aggregate are parked behind it ("held back",
+    with 0 attempts),
+    keeping per-aggregate order for :meth:`retry_parked`; other aggregates' messages are
+    not blocked. If parking itself fails (the database is down), :meth:`handle` raises and
+    the broker should redeliver.
+
+    Args:
+        unit_of_work: Makes a fresh unit of work (one per attempt), e.g.
+            ``lambda: SqlAlchemyUnitOfWork(engine, codec=codec)``.
+        consumer_name: A stable name for this consumer (one per subscribing service or
+            read model); inbox and dead-letter rows are kept per name.
+        codec: Decodes the events; the unit of work's codec if omitted.
+        max_attempts: Tries before a failing message is parked (at least 1).
+        retry_delay: Seconds before the second attempt; doubled for each further one.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        unit_of_work: Callable[[], U],
+        consumer_name: str,
+        *,
+        codec: JsonCodec | None = None,
+        max_attempts: int = 3,
+        retry_delay: float = 0.05,
+    ) -> None:
+        if not consumer_name or len(consumer_name) > 255:
+            raise ValueError(f"consumer_name must be 1 to 255 characters, got {consumer_name!r}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self._unit_of_work = unit_of_work
+        self._name = consumer_name
+        self._codec = codec
+        self._max_attempts = max_attempts
+        self._retry_delay = retry_delay
+        self._subscriptions: list[tuple[type[DomainEvent], Callable[[Any, U], object]]] = []
+        self._cache: dict[type[DomainEvent], tuple[Callable[[Any, U], object], ...]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The consumer's name, the key of its inbox and dead-letter rows."""
+        return self._name
+
+    def subscribe(self, event_type: type[E], handler: Callable[[E, U], object]) -> None:
+        """Run ``handler(event, uow)`` for every delivered event that is an ``event_type``.
+
+        Raises:
+            TypeError: ``event_type`` is not a :class:`~tactical.DomainEvent` subclass.
+        """
+        candidate: object = event_type
+        if not (isinstance(candidate, type) and issubclass(candidate, DomainEvent)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"subscribe() takes a DomainEvent subclass, got {event_type!r}")
+        with self._lock:
+            self._subscriptions.append((event_type, handler))
+            self._cache = {}
+
+    def _handlers_for(
+        self, event_type: type[DomainEvent]
+    ) -> tuple[Callable[[Any, U], object], ...]:
+        cache = self._cache
+        found = cache.get(event_type)
+        if found is None:
+            with self._lock:
+                found = tuple(h for t, h in self._subscriptions if issubclass(event_type, t))
+                self._cache[event_type] = found
+        return found
+
+    # -- handling --------------------------------------------------------------------------
+
+    def handle(self, message: OutboxMessage) -> Outcome:
+        """Handle ``message`` once: run its handlers with the inbox record, or park it.
+
+        Returns:
+            What was done; after any outcome the broker may be told the message is done.
+
+        Raises:
+            Exception: The message could be neither handled nor parked (the database is
+                unreachable, say): leave it with the broker for redelivery.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            uow = self._unit_of_work()
+            try:
+                return self._attempt(uow, message)
+            except _Unprocessable as unprocessable:
+                cause = unprocessable.__cause__
+                reason = str(unprocessable) if cause is None else f"{unprocessable}: {cause}"
+                attempts = attempt if unprocessable.tried else attempt - 1
+                return self._park(uow.engine, message, reason, attempts)
+            except Exception as failure:
+                _log.warning(
+                    "consumer %s: attempt %d/%d at %s event %s failed: %s",
+                    self._name,
+                    attempt,
+                    self._max_attempts,
+                    message.event_type,
+                    message.event_id,
+                    failure,
+                    exc_info=True,
+                )
+                if attempt >= self._max_attempts:
+                    return self._park(uow.engine, message, _describe(failure), attempt)
+                time.sleep(self._retry_delay * 2 ** (attempt - 1))
+
+    def _attempt(self, uow: U, message: OutboxMessage) -> Outcome:
+        with uow:
+            connection = uow.connection
+            parked = self._parked_before(connection, message)
+            if parked is not None:
+                if parked == message.event_id:
+                    return Outcome.PARKED
+                raise _Unprocessable(
+                    f"held back: event {parked} of {message.aggregate_type} "
+                    f"{message.aggregate_id}, delivered before it, is parked",
+                    tried=False,
+                )
+            codec = self._codec if self._codec is not None else uow.codec
+            try:
+                event = codec.event_from_record(
+                    message.event_type,
+                    message.event_version,
+                    message.payload,
+                    context=f"message event_id={message.event_id} for consumer {self._name}",
+                )
+            except DeserializationError as error:
+                raise _Unprocessable("cannot decode the event", tried=True) from error
+            handlers = self._handlers_for(type(event))
+            if not handlers:
+                return Outcome.IGNORED
+            try:
+                # First, so that a copy handled concurrently waits here (PostgreSQL) and
+                # then finds the row; the unit of work rolls back on the early return.
+                connection.execute(
+                    inbox_table.insert().values(
+                        consumer=self._name,
+                        event_id=message.event_id,
+                        processed_at=datetime.now(UTC),
+                    )
+                )
+            except exc.IntegrityError:
+                return Outcome.DUPLICATE
+            with handling(message.correlation_id or message.event_id, message.event_id):
+                for handler in handlers:
+                    handler(event, uow)
+                # EventHandlerError means committed: only in-process subscribers of the unit
+                # of work's bus failed, and the bus has logged them.
+                with contextlib.suppress(EventHandlerError):
+                    uow.commit()
+        return Outcome.HANDLED
+
+    def _parked_before(self, connection: sa.Connection, message: OutboxMessage) -> Any:
+        """The event id of a parked message of this aggregate at or before this one, if any."""
+        t = dead_letters_table
+        return connection.execute(
+            sa.select(t.c.event_id)
+            .where(
+                t.c.consumer == self._name,
+                t.c.aggregate_type == message.aggregate_type,
+                t.c.aggregate_id == message.aggregate_id,
+                t.c.position <= message.position,
+            )
+            .order_by(t.c.position)
+            .limit(1)
+        ).scalar_one_or_none()
+
+    def _park(
+        self, engine: sa.Engine, message: OutboxMessage, error: str, attempts: int
+    ) -> Outcome:
+        t = dead_letters_table
+        with engine.begin() as connection:
+            exists = connection.execute(
+                sa.select(t.c.event_id).where(
+                    t.c.consumer == self._name, t.c.event_id == message.event_id
+                )
+            ).first()
+            if exists is None:
+                connection.execute(
+                    t.insert().values(
+                        consumer=self._name,
+                        event_id=message.event_id,
+                        event_type=message.event_type,
+                        aggregate_type=message.aggregate_type,
+                        aggregate_id=message.aggregate_id,
+                        position=message.position,
+                        body=message.body.decode(),
+                        headers=message.headers,
+                        error=error,
+                        attempts=attempts,
+                        failed_at=datetime.now(UTC),
+                    )
+                )
+        _log.error(
+            "consumer %s parked %s event %s (%s %s) after %d attempt(s): %s",
+            self._name,
+            message.event_type,
+            message.event_id,
+            message.aggregate_type,
+            message.aggregate_id,
+            attempts,
+            error,
+        )
+        return Outcome.PARKED
+
+    # -- dead letters and retention --------------------------------------------------------
+
+    def parked(self) -> list[tuple[OutboxMessage, str]]:
+        """This consumer's parked messages with their errors, in outbox position order."""
+        t = dead_letters_table
+        with self._unit_of_work().engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(t.c.body, t.c.headers, t.c.error)
+                .where(t.c.consumer == self._name)
+                .order_by(t.c.position)
+            ).all()
+        return [(OutboxMessage.from_wire(row.body, row.headers), row.error) for row in rows]
+
+    def retry_parked(self) -> dict[Outcome, int]:
+        """Take every parked message of this consumer out of the dead letters and handle it again.
+
+        Messages are retried in outbox position order, so an aggregate's held-back messages
+        follow the one that held them back; those that fail again are parked again.
+
+        Returns:
+            How many messages had each outcome.
+        """
+        counts: dict[Outcome, int] = {}
+        engine = self._unit_of_work().engine
+        t = dead_letters_table
+        for message, _ in self.parked():
+            with engine.begin() as connection:
+                connection.execute(
+                    t.delete().where(t.c.consumer == self._name, t.c.event_id == message.event_id)
+                )
+            outcome = self.handle(message)
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return counts
+
+    def purge_inbox(self, older_than: timedelta = DEFAULT_INBOX_RETENTION) -> int:
+        """Delete this consumer's inbox rows older than ``older_than``; see :func:`purge_inbox`."""
+        return purge_inbox(self._unit_of_work().engine, older_than, consumer=self._name)
+
+
+def purge_inbox(
+    engine: sa.Engine,
+    older_than: timedelta = DEFAULT_INBOX_RETENTION,
+    *,
+    consumer: str | None = None,
+) -> int:
+    """Delete inbox rows processed more than ``older_than`` ago; return how many.
+
+    The inbox only has to remember an event for as long as a copy of it can still arrive:
+    a relay that crashed between publish and mark sends its batch again within moments,
+    and a broker redelivers unacknowledged messages when their consumer reconnects. So the
+    retention window must exceed the longest time a copy can wait in a queue behind the
+    first one (the consumer's worst backlog or outage); the default, 7 days
+    (:data:`DEFAULT_INBOX_RETENTION`), is generous. A copy arriving after its row was
+    purged is handled again. Run this periodically (say daily).
+
+    Args:
+        engine: The database of the inbox.
+        older_than: The retention window.
+        consumer: Purge only this consumer's rows; all consumers' if None.
+
+    Raises:
+        ValueError: ``older_than`` is negative.
+
+    .. versionadded:: 0.1.0
+    """
+    if older_than < timedelta(0):
+        raise ValueError(f"older_than must not be negative, got {older_than}")
+    t = inbox_table
+    statement = t.delete().where(t.c.processed_at < datetime.now(UTC) - older_than)
+    if consumer is not None:
+        statement = statement.where(t.c.consumer == consumer)
+    with engine.begin() as connection:
+        return connection.execute(statement).rowcount
+
+
+def _describe(error: BaseException) -> str:
+    notes = getattr(error, "__notes__", ())
+    text = f"{type(error).__module__}.{type(error).__qualname__}: {error}"
+    return "\n".join([text, *notes])

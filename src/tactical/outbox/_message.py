@@ -1,0 +1,167 @@
+"""The message a relay publishes: one outbox row, with its wire form (body and headers)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, cast
+from uuid import UUID
+
+__all__ = ["HEADER_NAMES", "OutboxMessage", "PublishError", "Publisher"]
+
+HEADER_NAMES: tuple[str, ...] = (
+    "type",
+    "version",
+    "event_id",
+    "position",
+    "aggregate_type",
+    "aggregate_id",
+    "aggregate_version",
+    "occurred_at",
+    "correlation_id",
+    "causation_id",
+)
+"""The header names of a message on the wire, in order (values are strings)."""
+
+
+class PublishError(RuntimeError):
+    """A publisher could not get every message of a batch confirmed by its broker.
+
+    None of the batch is marked published: the relay sends it again later (so some of its
+    messages may be delivered twice; consumers deduplicate by event id).
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One committed domain event as read from the outbox, ready to cross a process boundary.
+
+    The wire form is :attr:`body` (the event's JSON payload, as stored in the outbox) and
+    :attr:`headers` (type name, schema version, event id, aggregate, position, time and
+    tracing ids, all as strings); :meth:`from_wire` reads it back on the consumer side.
+
+    Attributes:
+        position: The outbox position (increasing in commit order per aggregate).
+        event_id: The event's unique id: consumers deduplicate on it.
+        event_type: The codec's type name of the event.
+        event_version: The schema version of ``payload``.
+        aggregate_type: The codec's type name of the aggregate that recorded the event.
+        aggregate_id: The aggregate's id, as text.
+        aggregate_version: The aggregate's version after the change that recorded the event.
+        payload: The event's fields as JSON (what ``JsonCodec.event_to_record`` produced).
+        occurred_at: When the event happened (timezone-aware).
+        correlation_id: The id shared by every event of one flow: the first event's own id.
+            None only for rows written before the outbox had this column.
+        causation_id: The id of the event whose handling recorded this one; None for an
+            event recorded outside any event handler.
+
+    .. versionadded:: 0.1.0
+    """
+
+    position: int
+    event_id: UUID
+    event_type: str
+    event_version: int
+    aggregate_type: str
+    aggregate_id: str
+    aggregate_version: int
+    payload: dict[str, Any]
+    occurred_at: datetime
+    correlation_id: UUID | None = None
+    causation_id: UUID | None = None
+
+    @property
+    def body(self) -> bytes:
+        """The payload as compact UTF-8 JSON: the same JSON document as the outbox row."""
+        return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Type, version, event id, position, aggregate, time and tracing ids, as strings.
+
+        ``correlation_id`` and ``causation_id`` are left out when they are None.
+        """
+        headers = {
+            "type": self.event_type,
+            "version": str(self.event_version),
+            "event_id": str(self.event_id),
+            "position": str(self.position),
+            "aggregate_type": self.aggregate_type,
+            "aggregate_id": self.aggregate_id,
+            "aggregate_version": str(self.aggregate_version),
+            "occurred_at": self.occurred_at.isoformat(),
+        }
+        if self.correlation_id is not None:
+            headers["correlation_id"] = str(self.correlation_id)
+        if self.causation_id is not None:
+            headers["causation_id"] = str(self.causation_id)
+        return headers
+
+    @classmethod
+    def from_wire(cls, body: bytes | str, headers: Mapping[str, object]) -> OutboxMessage:
+        """Rebuild a message from the :attr:`body` and :attr:`headers` a broker delivered.
+
+        Header values may be strings, bytes or (for numbers) ints, as brokers return them.
+
+        Raises:
+            ValueError: A required header is missing or malformed, or the body is not a
+                JSON object; the message names the header or the event id.
+        """
+        text: dict[str, str] = {}
+        for name in HEADER_NAMES:
+            value = headers.get(name)
+            if value is None:
+                continue
+            text[name] = value.decode() if isinstance(value, bytes) else str(value)
+        try:
+            event_id = UUID(_required(text, "event_id"))
+            payload: object = json.loads(body)
+            if not isinstance(payload, dict):
+                raise ValueError(f"body of event {event_id} is not a JSON object")
+            return cls(
+                position=int(_required(text, "position")),
+                event_id=event_id,
+                event_type=_required(text, "type"),
+                event_version=int(_required(text, "version")),
+                aggregate_type=_required(text, "aggregate_type"),
+                aggregate_id=_required(text, "aggregate_id"),
+                aggregate_version=int(_required(text, "aggregate_version")),
+                payload=cast("dict[str, Any]", payload),
+                occurred_at=datetime.fromisoformat(_required(text, "occurred_at")),
+                correlation_id=_optional_uuid(text, "correlation_id"),
+                causation_id=_optional_uuid(text, "causation_id"),
+            )
+        except ValueError as error:
+            raise ValueError(f"malformed tactical message {dict(text)!r}: {error}") from None
+
+
+def _required(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name)
+    if value is None:
+        raise ValueError(f"header {name!r} is missing")
+    return value
+
+
+def _optional_uuid(headers: Mapping[str, str], name: str) -> UUID | None:
+    value = headers.get(name)
+    return None if value is None else UUID(value)
+
+
+class Publisher(Protocol):
+    """Sends outbox messages to a broker (or anywhere else) for :class:`OutboxRelay`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        """Send ``messages`` in order; return only once the broker confirmed every one.
+
+        Raises:
+            Exception: Any failure (:class:`PublishError` by convention): the relay then
+                marks none of them published and sends them again later.
+        """
+        ...

@@ -1,0 +1,209 @@
+"""OutboxRelay: moves committed outbox rows to a publisher, at least once, in order."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from tactical.outbox._message import OutboxMessage, Publisher
+from tactical.sqlalchemy._engine import configure_engine
+from tactical.sqlalchemy._schema import outbox_table
+
+__all__ = ["RELAY_LOCK_KEY", "OutboxRelay"]
+
+_log = logging.getLogger("tactical.outbox")
+
+RELAY_LOCK_KEY: int = 0x7461_6374_6F75_7462  # "tactoutb": the PostgreSQL advisory lock of relays
+"""The PostgreSQL advisory lock key relays take, one at a time, for each batch."""
+
+
+class OutboxRelay:
+    """Publishes the outbox's unpublished rows through a :class:`Publisher`, oldest first.
+
+    Each :meth:`relay_once` reads up to ``batch_size`` rows whose ``published_at`` is NULL,
+    in position order, hands them to the publisher, and marks them published only after
+    ``publish`` returned (the broker confirmed every message). A failed publish marks
+    nothing; a crash between publish and mark makes the relay send the batch again: delivery
+    is *at least once*, and consumers deduplicate by event id (see :class:`InboxConsumer`).
+    Nothing is held in memory between batches, so a restarted relay resumes where the
+    outbox says it is.
+
+    **Several relays on PostgreSQL.** Each batch runs in one transaction that first takes a
+    transaction-scoped advisory lock (``pg_try_advisory_xact_lock(lock_key)``); a relay that
+    does not get it publishes nothing this round and tries again later. So at most one relay
+    publishes at any moment, the others are hot standbys, and a crashed relay's lock is
+    released with its connection. Row-level ``FOR UPDATE SKIP LOCKED`` alone is not enough:
+    relay B would skip row 1 of aggregate X that relay A holds and publish X's row 2 before
+    it, breaking per-aggregate order. Selecting only each aggregate's first unpublished row
+    would keep order but publish one event per aggregate per batch, which collapses
+    throughput for busy aggregates. One publisher at a time keeps the proof simple: rows go
+    out in position order, and every row of an aggregate has a larger position than its
+    predecessors, since a writer of an aggregate waits for (and is then refused by) the
+    version check of any concurrent writer of it, so its outbox row is inserted after the
+    earlier one committed. A relay reading after the lock was handed over sees the previous
+    holder's marks (the lock is released after its commit is visible), so no row is
+    published twice by relays that did not crash. Scale out by running a second relay for
+    availability, not throughput (see ``benchmarks/bench_relay.py`` for what one achieves).
+
+    **SQLite.** Run a single relay per database file: the read and the mark are two short
+    transactions around the publish, so application writers are never blocked by a slow
+    broker, but two relays would publish the same rows.
+
+    Args:
+        engine: The engine of the database holding ``tactical_outbox``.
+        publisher: Where the messages go.
+        batch_size: The most rows published (and confirmed) per batch.
+        lock_key: The PostgreSQL advisory lock key; relays of one outbox must share it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        publisher: Publisher,
+        *,
+        batch_size: int = 100,
+        lock_key: int = RELAY_LOCK_KEY,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self._engine = configure_engine(engine)
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._lock_key = lock_key
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @property
+    def batch_size(self) -> int:
+        """The most rows published per batch."""
+        return self._batch_size
+
+    def relay_once(self) -> int:
+        """Publish one batch of unpublished rows and mark them; return how many.
+
+        Returns 0 when there is nothing to publish, or (PostgreSQL) when another relay is
+        publishing right now.
+
+        Raises:
+            Exception: Whatever the publisher raised; no row of the batch was marked.
+        """
+        with self._engine.connect() as connection:
+            if self._postgres:
+                with connection.begin():
+                    locked = connection.execute(
+                        sa.select(sa.func.pg_try_advisory_xact_lock(self._lock_key))
+                    ).scalar_one()
+                    if not locked:
+                        return 0
+                    messages = self._read(connection)
+                    if messages:
+                        self._publisher.publish(messages)
+                        self._mark(connection, messages)
+                return len(messages)
+            with connection.begin():
+                messages = self._read(connection)
+            if not messages:
+                return 0
+            self._publisher.publish(messages)
+            with connection.begin():
+                self._mark(connection, messages)
+            return len(messages)
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        idle_interval: float = 0.5,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """Relay batches until ``stop`` is set; never raises for publisher or database errors.
+
+        A full batch is followed at once by the next; otherwise the relay waits
+        ``idle_interval`` seconds. While publishing (or the database) fails, it waits with
+        bounded exponential backoff (``initial_backoff`` doubling up to ``max_backoff``,
+        with jitter) and logs each failure on the ``tactical.outbox`` logger; the first
+        success after failures is logged too.
+
+        Args:
+            stop: Set it (from another thread or a signal handler) to end the loop.
+            idle_interval: Seconds to wait when the outbox had less than a full batch.
+            initial_backoff: Seconds to wait after the first failure.
+            max_backoff: The longest wait between attempts while failures continue.
+        """
+        failures = 0
+        _log.info("outbox relay started (batch size %d)", self._batch_size)
+        while not stop.is_set():
+            try:
+                count = self.relay_once()
+            except Exception as error:
+                failures += 1
+                delay = min(max_backoff, initial_backoff * 2 ** min(failures - 1, 30))
+                delay *= random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
+                _log.warning(
+                    "outbox relay: publishing failed (attempt %d), retrying in %.1fs: %s",
+                    failures,
+                    delay,
+                    error,
+                    exc_info=_log.isEnabledFor(logging.DEBUG),
+                )
+                stop.wait(delay)
+                continue
+            if failures:
+                _log.info("outbox relay: publishing again after %d failed attempt(s)", failures)
+                failures = 0
+            if count:
+                _log.debug("outbox relay: published %d message(s)", count)
+            if count < self._batch_size:
+                stop.wait(idle_interval)
+        _log.info("outbox relay stopped")
+
+    def _read(self, connection: sa.Connection) -> list[OutboxMessage]:
+        t = outbox_table
+        rows = connection.execute(
+            sa.select(
+                t.c.position,
+                t.c.event_id,
+                t.c.event_type,
+                t.c.event_version,
+                t.c.aggregate_type,
+                t.c.aggregate_id,
+                t.c.aggregate_version,
+                t.c.payload,
+                t.c.occurred_at,
+                t.c.correlation_id,
+                t.c.causation_id,
+            )
+            .where(t.c.published_at.is_(None))
+            .order_by(t.c.position)
+            .limit(self._batch_size)
+        ).all()
+        return [
+            OutboxMessage(
+                position=row.position,
+                event_id=row.event_id,
+                event_type=row.event_type,
+                event_version=row.event_version,
+                aggregate_type=row.aggregate_type,
+                aggregate_id=row.aggregate_id,
+                aggregate_version=row.aggregate_version,
+                payload=row.payload,
+                occurred_at=row.occurred_at,
+                correlation_id=row.correlation_id,
+                causation_id=row.causation_id,
+            )
+            for row in rows
+        ]
+
+    def _mark(self, connection: sa.Connection, messages: Sequence[OutboxMessage]) -> None:
+        t = outbox_table
+        connection.execute(
+            t.update()
+            .where(t.c.position.in_([m.position for m in messages]))
+            .values(published_at=datetime.now(UTC))
+        )

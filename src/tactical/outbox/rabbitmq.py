@@ -1,0 +1,507 @@
+"""RabbitMQ for the outbox (extra ``rabbitmq``, pika): a confirming publisher and a consumer loop.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from tactical.outbox._inbox import InboxConsumer
+from tactical.outbox._message import OutboxMessage, PublishError
+
+__all__ = ["DEFAULT_EXCHANGE", "RabbitMQConsumer", "RabbitMQPublisher"]
+
+# pika ships no type information (no py.typed, no stubs): it is used through Any here, and
+# only this module touches it.
+pika: Any = importlib.import_module("pika")
+_pika_exceptions: Any = importlib.import_module("pika.exceptions")
+
+_log = logging.getLogger("tactical.outbox")
+
+DEFAULT_EXCHANGE = "tactical.events"
+"""The topic exchange events are published to unless another is named."""
+
+
+def _where(url: str) -> str:
+    # host:port only: the URL may hold a password.
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+
+
+def connection_parameters(url: str, *, timeout: float) -> Any:
+    """pika connection parameters for ``url``, failing fast (one attempt, ``timeout`` s)."""
+    parameters = pika.URLParameters(url)
+    parameters.connection_attempts = 1
+    parameters.socket_timeout = timeout
+    parameters.stack_timeout = timeout
+    parameters.blocked_connection_timeout = timeout * 6
+    return parameters
+
+
+class RabbitMQPublisher:
+    """Publishes outbox messages to a durable RabbitMQ topic exchange, with publisher confirms.
+
+    Each message is sent persistent (``delivery_mode=2``) with routing key = event type
+    name, ``content_type`` ``application/json``, ``message_id`` = event id,
+    ``correlation_id``, ``type`` and the :attr:`OutboxMessage.headers` as AMQP headers. The
+    channel is in confirm mode (``confirm_delivery``): a batch is sent in one go and
+    :meth:`publish` returns only after the broker confirmed every message of it (for a
+    persistent message to a durable queue: written to disk). A nack, a lost connection, a
+    timeout or an unreachable broker raises :class:`PublishError` and the relay marks
+    nothing.
+
+    Bind your queues before publishing: a topic exchange drops messages no queue is bound
+    for (unless ``mandatory=True``, which turns them into a :class:`PublishError` and so
+    holds the relay back until a queue exists).
+
+    The connection is opened on first use and reopened after a failure or after the broker
+    dropped it while idle. Like every pika connection it belongs to one thread: give each
+    relay its own publisher.
+
+    Args:
+        url: An AMQP URL (``amqp://user:password@host:port/vhost``).
+        exchange: The topic exchange's name; declared durable unless ``declare=False``.
+        declare: Declare the exchange (idempotent) when connecting.
+        mandatory: Refuse messages that no queue receives.
+        timeout: Seconds to wait for connecting, and for a batch to be confirmed.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
+        *,
+        exchange: str = DEFAULT_EXCHANGE,
+        declare: bool = True,
+        mandatory: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        self._url = url
+        self._exchange = exchange
+        self._declare = declare
+        self._mandatory = mandatory
+        self._timeout = timeout
+        self._link: _ConfirmedChannel | None = None
+
+    @property
+    def exchange(self) -> str:
+        """The exchange messages are published to."""
+        return self._exchange
+
+    def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        """Send ``messages`` in order and wait until the broker confirmed all of them.
+
+        Raises:
+            PublishError: The broker is unreachable, refused (nacked) a message, returned
+                an unroutable one (``mandatory``), did not confirm within ``timeout``, or
+                the connection was lost; the error names the broker's host and port and the
+                batch's first event.
+        """
+        if not messages:
+            return
+        while True:
+            reused = self._link is not None
+            try:
+                self._connected().publish(messages, mandatory=self._mandatory)
+                return
+            except Exception as error:
+                self.close()
+                if reused and isinstance(error, _pika_exceptions.AMQPConnectionError):
+                    # An idle connection the broker or the network dropped: the loss may
+                    # only show once used. Send the batch again on a new connection (the
+                    # broker may have some of it twice; consumers deduplicate).
+                    _log.info("RabbitMQ connection lost (%s): reconnecting", error)
+                    continue
+                first = messages[0]
+                raise PublishError(
+                    f"RabbitMQ at {_where(self._url)} did not confirm {len(messages)} event(s) "
+                    f"from {first.event_id} ({first.event_type}, outbox position "
+                    f"{first.position}) on exchange {self._exchange!r}: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+
+    def _connected(self) -> _ConfirmedChannel:
+        link = self._link
+        if link is None or not link.is_usable():
+            self.close()
+            link = self._link = _ConfirmedChannel(
+                connection_parameters(self._url, timeout=self._timeout),
+                exchange=self._exchange,
+                declare=self._declare,
+                timeout=self._timeout,
+            )
+            _log.info(
+                "connected to RabbitMQ at %s (exchange %r)", _where(self._url), self._exchange
+            )
+        return link
+
+    def close(self) -> None:
+        """Close the connection (a later :meth:`publish` opens a new one)."""
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Refused(Exception):
+    """The broker nacked or returned messages, or did not answer in time."""
+
+
+class _ConfirmedChannel:
+    """A pika SelectConnection with one confirm-mode channel, driven synchronously.
+
+    pika's BlockingChannel waits for each confirm before sending the next message (one
+    round trip, and one disk sync of the broker, per message); driving the asynchronous
+    connection's I/O loop until every outstanding delivery tag is confirmed sends a whole
+    batch first and waits once, through pika's public callback API only.
+    """
+
+    def __init__(self, parameters: Any, *, exchange: str, declare: bool, timeout: float) -> None:
+        self._exchange = exchange
+        self._declare = declare
+        self._timeout = timeout
+        self._failure: BaseException | str | None = None
+        self._channel: Any = None
+        self._ready = False
+        self._next_tag = 1
+        self._outstanding: set[int] = set()
+        self._nacked: list[int] = []
+        self._returned: list[str] = []
+        self._connection: Any = pika.SelectConnection(
+            parameters,
+            on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_connection_closed,
+        )
+        try:
+            self._run(lambda: self._ready, "connecting")
+        except BaseException:
+            self.close()
+            raise
+
+    def _healthy(self) -> bool:
+        return self._failure is None and bool(self._connection.is_open)
+
+    def is_usable(self) -> bool:
+        if not self._healthy():
+            return False
+        # Take in whatever arrived while idle (heartbeats, or the broker closing an idle
+        # connection), so that a dropped connection is replaced before anything is sent.
+        self._connection.ioloop.call_later(0, self._connection.ioloop.stop)
+        self._connection.ioloop.start()
+        return self._healthy()
+
+    def publish(self, messages: Sequence[OutboxMessage], *, mandatory: bool) -> None:
+        self._nacked, self._returned = [], []
+        for message in messages:
+            self._channel.basic_publish(
+                exchange=self._exchange,
+                routing_key=message.event_type,
+                body=message.body,
+                properties=_properties(message),
+                mandatory=mandatory,
+            )
+            self._outstanding.add(self._next_tag)
+            self._next_tag += 1
+        self._run(lambda: not self._outstanding, f"confirming {len(messages)} message(s)")
+        if self._nacked:
+            raise _Refused(f"the broker nacked {len(self._nacked)} message(s)")
+        if self._returned:
+            raise _Refused(
+                f"UnroutableError: no queue is bound for {len(self._returned)} message(s) "
+                f"(event ids {', '.join(self._returned[:3])})"
+            )
+
+    def close(self) -> None:
+        connection = self._connection
+        try:
+            if not connection.is_closed and not connection.is_closing:
+                connection.close()
+            if not connection.is_closed:
+                self._run(lambda: connection.is_closed, "closing", closing=True)
+        except Exception:
+            _log.debug("closing a broken RabbitMQ connection failed", exc_info=True)
+        finally:
+            connection.ioloop.close()
+
+    def _run(self, done: Callable[[], bool], what: str, *, closing: bool = False) -> None:
+        loop = self._connection.ioloop
+        timed_out: list[bool] = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            loop.stop()
+
+        timer = loop.call_later(self._timeout, expire)
+        try:
+            while not done() and (closing or self._failure is None) and not timed_out:
+                loop.start()
+        finally:
+            loop.remove_timeout(timer)
+        if closing:
+            return
+        if self._failure is not None:
+            failure = self._failure
+            if isinstance(failure, BaseException):
+                raise failure
+            raise _Refused(f"{what} failed: {failure}")
+        if timed_out and not done():
+            self._failure = f"no answer while {what} within {self._timeout}s"
+            raise _Refused(f"no answer from the broker while {what} within {self._timeout}s")
+
+    # -- callbacks (run inside the I/O loop) -----------------------------------------------
+
+    def _on_open(self, connection: Any) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_open_error(self, connection: Any, error: BaseException | str) -> None:
+        self._failure = error
+        connection.ioloop.stop()
+
+    def _on_connection_closed(self, connection: Any, reason: BaseException) -> None:
+        if self._failure is None:
+            self._failure = reason
+        connection.ioloop.stop()
+
+    def _on_channel_open(self, channel: Any) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        if self._declare:
+            channel.exchange_declare(
+                exchange=self._exchange,
+                exchange_type="topic",
+                durable=True,
+                callback=self._select_confirms,
+            )
+        else:
+            self._select_confirms()
+
+    def _select_confirms(self, _frame: Any = None) -> None:
+        self._channel.confirm_delivery(
+            ack_nack_callback=self._on_confirm, callback=self._on_confirms_selected
+        )
+
+    def _on_confirms_selected(self, _frame: Any) -> None:
+        self._ready = True
+        self._connection.ioloop.stop()
+
+    def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
+        if self._failure is None:
+            self._failure = reason
+        self._connection.ioloop.stop()
+
+    def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
+        self._returned.append(str(properties.message_id))
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tag: int = method.delivery_tag
+        confirmed = {t for t in self._outstanding if t <= tag} if method.multiple else {tag}
+        self._outstanding -= confirmed
+        if method.NAME == "Basic.Nack":
+            self._nacked.extend(sorted(confirmed))
+        if not self._outstanding:
+            self._connection.ioloop.stop()
+
+
+def _properties(message: OutboxMessage) -> Any:
+    return pika.BasicProperties(
+        content_type="application/json",
+        delivery_mode=2,
+        message_id=str(message.event_id),
+        correlation_id=None if message.correlation_id is None else str(message.correlation_id),
+        type=message.event_type,
+        timestamp=int(message.occurred_at.timestamp()),
+        headers=message.headers,
+    )
+
+
+class RabbitMQConsumer:
+    """Feeds a durable RabbitMQ queue to an :class:`InboxConsumer`, acknowledging after commit.
+
+    The queue is declared durable and bound to the (durable topic) exchange for each of
+    ``routing_keys`` (event type names; ``#`` for all, ``billing.#`` for a prefix). Each
+    delivery is rebuilt with :meth:`OutboxMessage.from_wire` and handled; it is
+    acknowledged (``basic_ack``) only after :meth:`InboxConsumer.handle` returned, that is
+    after the handler's unit of work committed with its inbox row (or the message was
+    parked). A crash before the ack makes RabbitMQ redeliver, and the inbox skips it.
+    If handling raises (the database is down) the message is requeued and the consumer
+    reconnects with backoff. A delivery that is not a tactical message (missing headers)
+    is rejected without requeue (to the queue's dead-letter exchange if it has one) and
+    logged.
+
+    Per-aggregate order holds with one consumer per queue (messages are handled one at a
+    time in queue order); several consumers on one queue share the load but may handle
+    two events of one aggregate at once.
+
+    Args:
+        inbox: Handles the events.
+        url: An AMQP URL.
+        queue: The queue's name (one per consumer, e.g. the inbox consumer's name).
+        exchange: The topic exchange the relay publishes to.
+        routing_keys: Binding keys of the queue.
+        prefetch: How many unacknowledged messages the broker sends ahead.
+        timeout: Seconds to wait for connecting and for each socket operation.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        inbox: InboxConsumer[Any],
+        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
+        *,
+        queue: str,
+        exchange: str = DEFAULT_EXCHANGE,
+        routing_keys: Sequence[str] = ("#",),
+        prefetch: int = 10,
+        timeout: float = 5.0,
+    ) -> None:
+        self._inbox = inbox
+        self._url = url
+        self._queue = queue
+        self._exchange = exchange
+        self._routing_keys = tuple(routing_keys)
+        self._prefetch = prefetch
+        self._timeout = timeout
+        self._connection: Any = None
+        self._channel: Any = None
+
+    @property
+    def queue(self) -> str:
+        """The queue consumed."""
+        return self._queue
+
+    def consume_available(self, *, idle_timeout: float = 0.5) -> int:
+        """Handle messages until none arrived for ``idle_timeout`` seconds; return how many.
+
+        Raises:
+            Exception: Connecting failed, or handling a message raised (it was requeued).
+        """
+        return self._consume(None, idle_timeout)
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        poll_interval: float = 0.5,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """Handle messages until ``stop`` is set; reconnect with bounded backoff on failures.
+
+        Args:
+            stop: Set it to end the loop (checked at least every ``poll_interval`` s).
+            poll_interval: Seconds to wait for a message before checking ``stop``.
+            initial_backoff: Seconds to wait after the first failure, doubling after each.
+            max_backoff: The longest wait between attempts.
+        """
+        failures = 0
+        _log.info("RabbitMQ consumer %s started on queue %r", self._inbox.name, self._queue)
+        while not stop.is_set():
+            try:
+                self._consume(stop, poll_interval)
+                failures = 0
+            except Exception as error:
+                failures += 1
+                self.close()
+                delay = min(max_backoff, initial_backoff * 2 ** min(failures - 1, 30))
+                delay *= random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
+                _log.warning(
+                    "RabbitMQ consumer %s: %s: %s; retrying in %.1fs",
+                    self._inbox.name,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
+                stop.wait(delay)
+        self.close()
+        _log.info("RabbitMQ consumer %s stopped", self._inbox.name)
+
+    def close(self) -> None:
+        """Close the connection (unacknowledged messages go back to the queue)."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:
+                _log.debug("closing a broken RabbitMQ connection failed", exc_info=True)
+
+    def _open_channel(self) -> Any:
+        if self._channel is not None and self._channel.is_open:
+            return self._channel
+        connection = pika.BlockingConnection(
+            connection_parameters(self._url, timeout=self._timeout)
+        )
+        try:
+            channel = connection.channel()
+            channel.exchange_declare(exchange=self._exchange, exchange_type="topic", durable=True)
+            channel.queue_declare(queue=self._queue, durable=True)
+            for key in self._routing_keys:
+                channel.queue_bind(queue=self._queue, exchange=self._exchange, routing_key=key)
+            channel.basic_qos(prefetch_count=self._prefetch)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection, self._channel = connection, channel
+        return channel
+
+    def _consume(self, stop: threading.Event | None, idle_timeout: float) -> int:
+        channel = self._open_channel()
+        count = 0
+        try:
+            for method, properties, body in channel.consume(
+                self._queue, inactivity_timeout=idle_timeout
+            ):
+                if method is not None:
+                    self._deliver(channel, method, properties, body)
+                    count += 1
+                elif stop is None:
+                    break
+                if stop is not None and stop.is_set():
+                    break
+        finally:
+            if channel.is_open:
+                channel.cancel()
+        return count
+
+    def _deliver(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        try:
+            message = OutboxMessage.from_wire(body, properties.headers or {})
+        except ValueError as error:
+            _log.error(
+                "RabbitMQ consumer %s rejected a message from queue %r that is not a tactical "
+                "event: %s",
+                self._inbox.name,
+                self._queue,
+                error,
+            )
+            channel.basic_nack(delivery_tag=method.delivery_tag, requeue=False)
+            return
+        try:
+            self._inbox.handle(message)
+        except BaseException:
+            if channel.is_open:
+                channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
+            raise
+        channel.basic_ack(delivery_tag=method.delivery_tag)

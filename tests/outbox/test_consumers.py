@@ -1,0 +1,167 @@
+"""The RabbitMQ and Redis Streams consumer loops against the real brokers on loopback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import pika
+import pytest
+import redis
+from tests.outbox.brokers import AMQP_URL, Rabbit
+from tests.outbox.helpers import commit_ticks, make_consumer, mirrors
+
+import sqlalchemy as sa
+from tactical.outbox import OutboxRelay
+from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
+from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
+
+
+@pytest.mark.rabbitmq
+class TestRabbitMQConsumer:
+    def test_relayed_events_are_handled_and_acknowledged(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine, rabbit: Rabbit
+    ) -> None:
+        """Every relayed event reaches the handler once, in order, and leaves the queue."""
+        ids = commit_ticks(sqlite_engine, counters=3, ticks=5)
+        with RabbitMQPublisher(AMQP_URL, exchange=rabbit.exchange) as publisher:
+            OutboxRelay(sqlite_engine, publisher).relay_once()
+        consumer = RabbitMQConsumer(
+            make_consumer(consumer_engine), AMQP_URL, queue=rabbit.queue, exchange=rabbit.exchange
+        )
+        try:
+            assert consumer.consume_available(idle_timeout=0.2) == 15
+        finally:
+            consumer.close()
+        assert mirrors(consumer_engine) == {i: [1, 2, 3, 4, 5] for i in ids}
+        assert rabbit.drain() == []
+
+    def test_foreign_message_is_rejected_and_logged(
+        self, consumer_engine: sa.Engine, rabbit: Rabbit, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A message without tactical headers is rejected (not requeued) with an error log."""
+        rabbit.channel.basic_publish(
+            exchange=rabbit.exchange,
+            routing_key="other.thing",
+            body=b"{}",
+            properties=pika.BasicProperties(headers={"kind": "legacy"}),
+        )
+        consumer = RabbitMQConsumer(
+            make_consumer(consumer_engine), AMQP_URL, queue=rabbit.queue, exchange=rabbit.exchange
+        )
+        with caplog.at_level(logging.ERROR, logger="tactical.outbox"):
+            try:
+                assert consumer.consume_available(idle_timeout=0.2) == 1
+            finally:
+                consumer.close()
+        assert "not a tactical event" in caplog.text
+        assert "header 'event_id' is missing" in caplog.text
+        assert rabbit.drain() == []
+
+    def test_run_handles_events_until_stopped(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine, rabbit: Rabbit
+    ) -> None:
+        """run() keeps consuming as events arrive and returns once stop is set."""
+        consumer = RabbitMQConsumer(
+            make_consumer(consumer_engine), AMQP_URL, queue=rabbit.queue, exchange=rabbit.exchange
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=consumer.run, args=(stop,), kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=4)
+            with RabbitMQPublisher(AMQP_URL, exchange=rabbit.exchange) as publisher:
+                OutboxRelay(sqlite_engine, publisher).relay_once()
+            deadline = time.monotonic() + 5
+            while mirrors(consumer_engine) != {counter_id: [1, 2, 3, 4]}:
+                assert time.monotonic() < deadline, mirrors(consumer_engine)
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            thread.join(5)
+        assert not thread.is_alive()
+
+
+@pytest.mark.redis
+class TestRedisStreamConsumer:
+    def test_relayed_events_are_handled_and_acknowledged(
+        self,
+        sqlite_engine: sa.Engine,
+        consumer_engine: sa.Engine,
+        redis_client: redis.Redis,
+        stream_name: str,
+    ) -> None:
+        """Every relayed entry reaches the handler once, in order, and is acknowledged."""
+        ids = commit_ticks(sqlite_engine, counters=2, ticks=3)
+        OutboxRelay(sqlite_engine, RedisStreamPublisher(redis_client, stream_name)).relay_once()
+        consumer = RedisStreamConsumer(
+            make_consumer(consumer_engine), redis_client, stream=stream_name
+        )
+        assert consumer.consume_available() == 6
+        assert consumer.consume_available() == 0
+        assert mirrors(consumer_engine) == {i: [1, 2, 3] for i in ids}
+        assert redis_client.xpending(stream_name, consumer.group)["pending"] == 0
+
+    def test_entries_read_but_not_acknowledged_are_handled_first(
+        self,
+        sqlite_engine: sa.Engine,
+        consumer_engine: sa.Engine,
+        redis_client: redis.Redis,
+        stream_name: str,
+    ) -> None:
+        """Entries a crashed reader took without XACK are handled again before new ones."""
+        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=3)
+        OutboxRelay(sqlite_engine, RedisStreamPublisher(redis_client, stream_name)).relay_once()
+        inbox = make_consumer(consumer_engine)
+        redis_client.xgroup_create(stream_name, inbox.name, id="0")
+        taken = redis_client.xreadgroup(inbox.name, "consumer-1", {stream_name: ">"}, count=2)
+        assert len(taken[0][1]) == 2  # read, then the reader "crashed" before handling
+        consumer = RedisStreamConsumer(inbox, redis_client, stream=stream_name)
+        assert consumer.consume_available() == 3
+        assert mirrors(consumer_engine) == {counter_id: [1, 2, 3]}
+        assert redis_client.xpending(stream_name, inbox.name)["pending"] == 0
+
+    def test_foreign_entry_is_acknowledged_and_logged(
+        self,
+        consumer_engine: sa.Engine,
+        redis_client: redis.Redis,
+        stream_name: str,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """An entry that is not a tactical message is logged and acknowledged, not retried forever."""
+        redis_client.xadd(stream_name, {"something": json.dumps({"else": 1})})
+        consumer = RedisStreamConsumer(
+            make_consumer(consumer_engine), redis_client, stream=stream_name
+        )
+        with caplog.at_level(logging.ERROR, logger="tactical.outbox"):
+            assert consumer.consume_available() == 1
+        assert "not a tactical event" in caplog.text
+        assert redis_client.xpending(stream_name, consumer.group)["pending"] == 0
+
+    def test_run_handles_entries_until_stopped(
+        self,
+        sqlite_engine: sa.Engine,
+        consumer_engine: sa.Engine,
+        redis_client: redis.Redis,
+        stream_name: str,
+    ) -> None:
+        """run() blocks on the stream, handles entries as they come, and stops when told."""
+        consumer = RedisStreamConsumer(
+            make_consumer(consumer_engine), redis_client, stream=stream_name
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=consumer.run, args=(stop,), kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=2)
+            OutboxRelay(sqlite_engine, RedisStreamPublisher(redis_client, stream_name)).relay_once()
+            deadline = time.monotonic() + 5
+            while mirrors(consumer_engine) != {counter_id: [1, 2]}:
+                assert time.monotonic() < deadline, mirrors(consumer_engine)
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            thread.join(5)
+        assert not thread.is_alive()

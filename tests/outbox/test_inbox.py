@@ -1,0 +1,291 @@
+"""InboxConsumer: exactly-once effect per consumer, retries, parking, retention."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+from tests.outbox.helpers import (
+    Flaky,
+    commit_ticks,
+    make_consumer,
+    mirrors,
+    relayed,
+    tick,
+)
+
+import sqlalchemy as sa
+from tactical.outbox import (
+    InboxConsumer,
+    OutboxMessage,
+    Outcome,
+    dead_letters_table,
+    inbox_table,
+    purge_inbox,
+)
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork
+from tactical.testing._contract import Counter, CounterRenamed, CounterTicked
+
+
+def inbox_rows(engine: sa.Engine) -> list[tuple[str, object]]:
+    with engine.connect() as connection:
+        return [
+            (row.consumer, row.event_id) for row in connection.execute(sa.select(inbox_table)).all()
+        ]
+
+
+def dead_letters(engine: sa.Engine) -> list[sa.Row[tuple[object, ...]]]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.select(dead_letters_table).order_by(dead_letters_table.c.position)
+            ).all()
+        )
+
+
+def flaky_consumer(
+    engine: sa.Engine, failures: int, **options: object
+) -> tuple[InboxConsumer[SqlAlchemyUnitOfWork], Flaky]:
+    handler = Flaky(failures)
+    consumer = InboxConsumer(
+        lambda: SqlAlchemyUnitOfWork(engine),
+        "mirror",
+        retry_delay=0.001,
+        **options,  # type: ignore[arg-type]
+    )
+    consumer.subscribe(CounterTicked, handler)
+    return consumer, handler
+
+
+class TestExactlyOnce:
+    def test_redelivered_event_has_its_effect_once(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """The second delivery of an event finds its inbox row and changes nothing."""
+        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=2)
+        first, second = relayed(sqlite_engine)
+        consumer = make_consumer(consumer_engine)
+        assert [consumer.handle(m) for m in (first, first, second, first, second)] == [
+            Outcome.HANDLED,
+            Outcome.DUPLICATE,
+            Outcome.HANDLED,
+            Outcome.DUPLICATE,
+            Outcome.DUPLICATE,
+        ]
+        assert mirrors(consumer_engine) == {counter_id: [1, 2]}
+        assert sorted(str(e) for _, e in inbox_rows(consumer_engine)) == sorted(
+            str(m.event_id) for m in (first, second)
+        )
+
+    def test_each_consumer_name_handles_the_event_once(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """Inbox rows are per consumer: two consumers each handle the same event once."""
+        commit_ticks(sqlite_engine, counters=1, ticks=1)
+        (message,) = relayed(sqlite_engine)
+        seen: list[str] = []
+        for name in ("billing", "audit"):
+            consumer = InboxConsumer(lambda: SqlAlchemyUnitOfWork(consumer_engine), name)
+            consumer.subscribe(CounterTicked, lambda e, uow, n=name: seen.append(n))
+            assert consumer.handle(message) is Outcome.HANDLED
+            assert consumer.handle(message) is Outcome.DUPLICATE
+        assert seen == ["billing", "audit"]
+
+    def test_event_without_a_handler_is_ignored(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """A known event type nobody subscribed to is acknowledged with nothing written."""
+        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=0)
+        with SqlAlchemyUnitOfWork(sqlite_engine) as uow:
+            uow.repository(Counter).require(counter_id).rename("renamed")
+            uow.commit()
+        tick(sqlite_engine, counter_id)
+        renamed, ticked = relayed(sqlite_engine)
+        assert renamed.event_type.endswith(CounterRenamed.__qualname__)
+        consumer = make_consumer(consumer_engine)
+        assert consumer.handle(renamed) is Outcome.IGNORED
+        assert consumer.handle(ticked) is Outcome.HANDLED
+        assert [e for _, e in inbox_rows(consumer_engine)] == [ticked.event_id]
+
+    @pytest.mark.postgres
+    def test_concurrent_copies_on_postgres_take_effect_once(
+        self, postgres_engine: sa.Engine
+    ) -> None:
+        """Eight threads handling the same event at once: one handles it, seven see a duplicate."""
+        (counter_id,) = commit_ticks(postgres_engine, counters=1, ticks=1)
+        (message,) = relayed(postgres_engine)
+        consumer = make_consumer(postgres_engine)
+        barrier = threading.Barrier(8)
+        outcomes: list[Outcome] = []
+
+        def deliver() -> None:
+            barrier.wait()
+            outcomes.append(consumer.handle(message))
+
+        threads = [threading.Thread(target=deliver) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert sorted(o.value for o in outcomes) == ["duplicate"] * 7 + ["handled"]
+        assert mirrors(postgres_engine) == {counter_id: [1]}
+
+
+class TestRetriesAndParking:
+    def test_transient_failure_is_retried_within_handle(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """A handler that fails fewer than max_attempts times ends up handled, once."""
+        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
+        (message,) = relayed(sqlite_engine)
+        consumer, handler = flaky_consumer(consumer_engine, failures=2, max_attempts=3)
+        assert consumer.handle(message) is Outcome.HANDLED
+        assert handler.calls == 3
+        assert mirrors(consumer_engine) == {counter_id: [1]}
+        assert dead_letters(consumer_engine) == []
+
+    def test_message_failing_every_attempt_is_parked_with_its_error(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """After max_attempts failures the message is a dead letter; the handler's writes are undone."""
+        commit_ticks(sqlite_engine, counters=1, ticks=1)
+        (message,) = relayed(sqlite_engine)
+        consumer, handler = flaky_consumer(consumer_engine, failures=99, max_attempts=3)
+        assert consumer.handle(message) is Outcome.PARKED
+        assert handler.calls == 3
+        assert mirrors(consumer_engine) == {}
+        assert inbox_rows(consumer_engine) == []
+        (row,) = dead_letters(consumer_engine)
+        assert (row.consumer, row.event_id, row.attempts) == ("mirror", message.event_id, 3)
+        assert "RuntimeError: ledger unavailable while handling count 1" in row.error
+        assert OutboxMessage.from_wire(row.body, row.headers) == message
+        assert consumer.parked()[0][0] == message
+
+    def test_parked_message_redelivered_stays_parked(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """A redelivered parked message is reported parked again, without trying it or a second row."""
+        commit_ticks(sqlite_engine, counters=1, ticks=1)
+        (message,) = relayed(sqlite_engine)
+        consumer, handler = flaky_consumer(consumer_engine, failures=99, max_attempts=2)
+        consumer.handle(message)
+        assert consumer.handle(message) is Outcome.PARKED
+        assert handler.calls == 2
+        assert len(dead_letters(consumer_engine)) == 1
+
+    def test_undecodable_message_is_parked_at_once(self, consumer_engine: sa.Engine) -> None:
+        """An unknown event type is parked on the first attempt with an error naming the type."""
+        message = OutboxMessage(
+            position=1,
+            event_id=uuid4(),
+            event_type="nowhere.Vanished",
+            event_version=1,
+            aggregate_type="nowhere.Thing",
+            aggregate_id="t-1",
+            aggregate_version=1,
+            payload={},
+            occurred_at=datetime.now(UTC),
+        )
+        consumer = make_consumer(consumer_engine)
+        assert consumer.handle(message) is Outcome.PARKED
+        (row,) = dead_letters(consumer_engine)
+        assert row.attempts == 1
+        assert "cannot decode the event" in row.error
+        assert "unknown type name 'nowhere.Vanished'" in row.error
+
+    def test_later_events_of_a_parked_aggregate_are_held_back_not_others(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """Once X's event is parked, X's later events are parked behind it; Y's are handled."""
+        x, y = commit_ticks(sqlite_engine, counters=2, ticks=2)
+        messages = relayed(sqlite_engine)
+        x1, x2 = (m for m in messages if m.aggregate_id == str(x))
+        y1, y2 = (m for m in messages if m.aggregate_id == str(y))
+        consumer, _ = flaky_consumer(consumer_engine, failures=1, max_attempts=1)
+        assert [consumer.handle(m) for m in (x1, y1, x2, y2)] == [
+            Outcome.PARKED,
+            Outcome.HANDLED,
+            Outcome.PARKED,
+            Outcome.HANDLED,
+        ]
+        assert mirrors(consumer_engine) == {y: [1, 2]}
+        first, second = dead_letters(consumer_engine)
+        assert (first.event_id, second.event_id) == (x1.event_id, x2.event_id)
+        assert f"held back: event {x1.event_id}" in second.error
+        assert (first.attempts, second.attempts) == (1, 0)
+
+    def test_retry_parked_handles_them_in_order_once_the_cause_is_fixed(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """retry_parked re-handles dead letters in position order and empties the table."""
+        (x,) = commit_ticks(sqlite_engine, counters=1, ticks=3)
+        messages = relayed(sqlite_engine)
+        consumer, _ = flaky_consumer(consumer_engine, failures=1, max_attempts=1)
+        assert [consumer.handle(m) for m in messages] == [Outcome.PARKED] * 3
+        assert consumer.retry_parked() == {Outcome.HANDLED: 3}
+        assert mirrors(consumer_engine) == {x: [1, 2, 3]}
+        assert dead_letters(consumer_engine) == []
+
+    def test_retry_parked_parks_again_what_still_fails(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """A dead letter that fails again is parked again, and so are the ones it holds back."""
+        commit_ticks(sqlite_engine, counters=1, ticks=2)
+        messages = relayed(sqlite_engine)
+        consumer, _ = flaky_consumer(consumer_engine, failures=99, max_attempts=1)
+        for message in messages:
+            consumer.handle(message)
+        assert consumer.retry_parked() == {Outcome.PARKED: 2}
+        assert [row.event_id for row in dead_letters(consumer_engine)] == [
+            m.event_id for m in messages
+        ]
+
+    def test_invalid_settings_are_refused(self, consumer_engine: sa.Engine) -> None:
+        """A consumer needs a name and at least one attempt; subscribe takes event classes."""
+        factory = lambda: SqlAlchemyUnitOfWork(consumer_engine)  # noqa: E731
+        with pytest.raises(ValueError, match="max_attempts must be at least 1, got 0"):
+            InboxConsumer(factory, "c", max_attempts=0)
+        with pytest.raises(ValueError, match="consumer_name must be 1 to 255 characters"):
+            InboxConsumer(factory, "")
+        with pytest.raises(TypeError, match="takes a DomainEvent subclass, got <class 'int'>"):
+            InboxConsumer(factory, "c").subscribe(int, print)  # type: ignore[type-var]
+
+
+class TestRetention:
+    def test_purge_deletes_only_rows_older_than_the_window(
+        self, consumer_engine: sa.Engine
+    ) -> None:
+        """purge_inbox removes rows past the retention window, for one consumer or all."""
+        now = datetime.now(UTC)
+        rows = [
+            ("billing", uuid4(), now - timedelta(days=8)),
+            ("billing", uuid4(), now - timedelta(days=1)),
+            ("audit", uuid4(), now - timedelta(days=30)),
+            ("audit", uuid4(), now),
+        ]
+        with consumer_engine.begin() as connection:
+            connection.execute(
+                inbox_table.insert(),
+                [{"consumer": c, "event_id": e, "processed_at": t} for c, e, t in rows],
+            )
+        billing = make_consumer(consumer_engine, "billing")
+        assert billing.purge_inbox() == 1
+        assert sorted(inbox_rows(consumer_engine)) == sorted([(c, e) for c, e, _ in rows[1:]])
+        assert purge_inbox(consumer_engine, timedelta(hours=1)) == 2
+        assert inbox_rows(consumer_engine) == [("audit", rows[3][1])]
+        with pytest.raises(ValueError, match="older_than must not be negative"):
+            purge_inbox(consumer_engine, timedelta(days=-1))
+
+    def test_purged_event_would_be_handled_again(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """Retention is a real window: after purging, a late copy takes effect a second time."""
+        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
+        (message,) = relayed(sqlite_engine)
+        consumer = make_consumer(consumer_engine)
+        consumer.handle(message)
+        assert consumer.purge_inbox(timedelta(0)) == 1
+        assert consumer.handle(message) is Outcome.HANDLED
+        assert mirrors(consumer_engine) == {counter_id: [1, 1]}

@@ -1,0 +1,109 @@
+"""Type-checked, never run: what a downstream user's checker sees of tactical.outbox."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import assert_type
+from uuid import UUID
+
+import redis
+
+import sqlalchemy as sa
+from tactical import AggregateRoot, DomainEvent, EventBus, JsonCodec
+from tactical.outbox import (
+    DEFAULT_INBOX_RETENTION,
+    HEADER_NAMES,
+    RELAY_LOCK_KEY,
+    EventBusPublisher,
+    InboxConsumer,
+    OutboxMessage,
+    OutboxRelay,
+    Outcome,
+    Publisher,
+    PublishError,
+    Trace,
+    current_trace,
+    dead_letters_table,
+    inbox_table,
+    purge_inbox,
+)
+from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
+from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork
+
+
+class PolicyIssued(DomainEvent):
+    policy_id: UUID
+
+
+class Account(AggregateRoot[UUID]):
+    holder: str
+
+
+class BillingUnitOfWork(SqlAlchemyUnitOfWork):
+    pass
+
+
+class ListPublisher:
+    def __init__(self) -> None:
+        self.sent: list[OutboxMessage] = []
+
+    def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        self.sent.extend(messages)
+
+
+engine = sa.create_engine("sqlite://")
+codec = JsonCodec()
+
+publisher: Publisher = ListPublisher()  # any class with a matching publish() is a Publisher
+relay = OutboxRelay(engine, publisher, batch_size=50)
+assert_type(relay.relay_once(), int)
+assert_type(relay.run(threading.Event(), idle_interval=1.0, max_backoff=10.0), None)
+assert_type(RELAY_LOCK_KEY, int)
+OutboxRelay(engine, EventBusPublisher(EventBus(), codec))
+OutboxRelay(engine, RabbitMQPublisher("amqp://guest:guest@localhost/%2F", exchange="billing"))
+OutboxRelay(engine, RedisStreamPublisher(redis.Redis(), "billing:events"))
+OutboxRelay(engine, object())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+message = OutboxMessage.from_wire(b"{}", {"type": "x"})
+assert_type(message.body, bytes)
+assert_type(message.headers, dict[str, str])
+assert_type(message.position, int)
+assert_type(message.event_id, UUID)
+assert_type(message.correlation_id, UUID | None)
+assert_type(HEADER_NAMES, tuple[str, ...])
+message.position = 2  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
+assert_type(PublishError("x"), PublishError)
+
+
+def open_account(event: PolicyIssued, uow: BillingUnitOfWork) -> None:
+    uow.repository(Account).add(Account(event.policy_id, "holder"))
+
+
+def wrong_handler(event: PolicyIssued, uow: int) -> None: ...
+
+
+consumer = InboxConsumer(lambda: BillingUnitOfWork(engine), "billing", codec=codec)
+assert_type(consumer, InboxConsumer[BillingUnitOfWork])
+consumer.subscribe(PolicyIssued, open_account)
+consumer.subscribe(PolicyIssued, wrong_handler)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+assert_type(consumer.handle(message), Outcome)
+assert_type(consumer.parked(), list[tuple[OutboxMessage, str]])
+assert_type(consumer.retry_parked(), dict[Outcome, int])
+assert_type(consumer.purge_inbox(timedelta(days=1)), int)
+assert_type(purge_inbox(engine, DEFAULT_INBOX_RETENTION, consumer="billing"), int)
+assert_type(inbox_table, sa.Table)
+assert_type(dead_letters_table, sa.Table)
+
+rabbit = RabbitMQConsumer(consumer, queue="billing", routing_keys=["policy.#"])
+assert_type(rabbit.consume_available(idle_timeout=0.5), int)
+assert_type(rabbit.run(threading.Event()), None)
+stream = RedisStreamConsumer(consumer, redis.Redis(), stream="billing:events")
+assert_type(stream.consume_available(), int)
+
+assert_type(current_trace(), Trace | None)
+trace = Trace(UUID(int=1), None)
+assert_type(trace.correlation_id, UUID)
+assert_type(trace.causation_id, UUID | None)
