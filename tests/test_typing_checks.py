@@ -29,7 +29,9 @@ def imported_names(module: str) -> set[str]:
 
 
 class TestTypingChecks:
-    @pytest.mark.parametrize("module", ["tactical", "tactical.sqlalchemy", "tactical.testing"])
+    @pytest.mark.parametrize(
+        "module", ["tactical", "tactical.sqlalchemy", "tactical.testing", "tactical.outbox"]
+    )
     def test_every_public_name_is_type_checked(self, module: str) -> None:
         """Each name in a public module's __all__ is imported by some tests/typing module."""
         public = set(importlib.import_module(module).__all__)

@@ -16,6 +16,8 @@ from tactical.sqlalchemy import (
     aggregates_table,
     configure_engine,
     create_schema,
+    dead_letters_table,
+    inbox_table,
     metadata,
     outbox_table,
 )
@@ -83,6 +85,8 @@ assert_type(create_schema(engine), None)
 assert_type(metadata, sa.MetaData)
 assert_type(aggregates_table, sa.Table)
 assert_type(outbox_table, sa.Table)
+assert_type(inbox_table, sa.Table)
+assert_type(dead_letters_table, sa.Table)
 busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
 assert_type(UtcDateTime().process_bind_param(None, engine.dialect), datetime | None)
 assert_type(PolicyMapper().table, sa.Table)
