@@ -14,6 +14,16 @@ import sqlalchemy as sa
 from examples.insurance.billing.acl import PolicyEventsTranslator
 from examples.insurance.billing.services import BillingService
 from examples.insurance.policy.clock import SYSTEM_CLOCK, Clock
+from examples.insurance.policy.events import (
+    ClaimApproved,
+    ClaimDenied,
+    ClaimFiled,
+    PolicyCancelled,
+    PolicyExpired,
+    PolicyIssued,
+    PolicyReinstated,
+    PolicySuspended,
+)
 from examples.insurance.policy.services import (
     ActivePoliciesProjection,
     PolicyQueries,
@@ -21,7 +31,7 @@ from examples.insurance.policy.services import (
 )
 from examples.insurance.policy.sql import PolicyMapper, SqlPolicyQueries
 from examples.insurance.policy.sql import metadata as policy_metadata
-from tactical import EventBus, InMemoryStore, InMemoryUnitOfWork
+from tactical import DomainEvent, EventBus, InMemoryStore, InMemoryUnitOfWork, JsonCodec
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, create_schema
 
 
@@ -46,12 +56,45 @@ def in_memory(clock: Clock = SYSTEM_CLOCK) -> Insurance:
     return Insurance(policies, projection, billing, bus)
 
 
-def on_database(engine: sa.Engine, clock: Clock = SYSTEM_CLOCK) -> Insurance:
-    """Both contexts on ``engine`` (SQLite or PostgreSQL); creates missing tables."""
+def insurance_codec() -> JsonCodec:
+    """The codec of both contexts: stable names for the events other processes read.
+
+    The outbox, the broker's routing keys and the consumers use these names, so moving or
+    renaming an event class does not break stored or in-flight messages.
+    """
+    codec = JsonCodec()
+    for event_type in PUBLISHED_EVENTS:
+        codec.register(event_type, name=f"insurance.{event_type.__name__}")
+    return codec
+
+
+PUBLISHED_EVENTS: tuple[type[DomainEvent], ...] = (
+    PolicyIssued,
+    PolicyCancelled,
+    ClaimFiled,
+    ClaimApproved,
+    ClaimDenied,
+    PolicySuspended,
+    PolicyReinstated,
+    PolicyExpired,
+)
+
+
+def on_database(
+    engine: sa.Engine, clock: Clock = SYSTEM_CLOCK, *, billing_in_process: bool = True
+) -> Insurance:
+    """Both contexts on ``engine`` (SQLite or PostgreSQL); creates missing tables.
+
+    With ``billing_in_process=False`` the policy events reach billing only through the
+    outbox, a broker and the billing worker (``python -m examples.insurance.worker``).
+    """
     create_schema(engine)
     policy_metadata.create_all(engine, checkfirst=True)
-    bus = EventBus()
-    billing = BillingService(SqlAlchemyUnitOfWork(engine, bus))
-    PolicyEventsTranslator(billing).subscribe_to(bus)
-    policies = PolicyService(SqlAlchemyUnitOfWork(engine, bus, mappers=[PolicyMapper()]), clock)
+    bus, codec = EventBus(), insurance_codec()
+    billing = BillingService(SqlAlchemyUnitOfWork(engine, bus, codec=codec))
+    if billing_in_process:
+        PolicyEventsTranslator(billing).subscribe_to(bus)
+    policies = PolicyService(
+        SqlAlchemyUnitOfWork(engine, bus, codec=codec, mappers=[PolicyMapper()]), clock
+    )
     return Insurance(policies, SqlPolicyQueries(engine), billing, bus)

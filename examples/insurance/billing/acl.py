@@ -4,16 +4,27 @@ This module is the only place where billing reads the policy context, and it rea
 policy context's published events (:mod:`examples.insurance.policy.events`), never its
 aggregate or tables. Policy premiums are quoted per month; billing wants whole cents and a
 contract reference, so the translation happens here and nowhere else.
+
+Two deliveries use the same translation: in process, :class:`PolicyEventsTranslator`
+handles events published on the bus after the policy's commit; across processes,
+:func:`start_billing` and :func:`stop_billing` run in a message consumer's unit of work
+(see :mod:`examples.insurance.worker`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 
 from examples.insurance.billing.model import Amount, Frequency
-from examples.insurance.billing.services import BillingService
+from examples.insurance.billing.services import (
+    BillingService,
+    start_payment_schedule,
+    stop_payment_schedule,
+)
 from examples.insurance.policy.events import PolicyCancelled, PolicyIssued
-from tactical import EventBus
+from tactical import EventBus, UnitOfWork
 
 
 def policy_reference(policy_id: object) -> str:
@@ -21,8 +32,54 @@ def policy_reference(policy_id: object) -> str:
     return f"policy:{policy_id}"
 
 
+@dataclass(frozen=True)
+class ScheduleTerms:
+    """What billing needs to start a schedule, in billing's terms."""
+
+    reference: str
+    installment: Amount
+    first_due: date
+    ends_before: date
+    frequency: Frequency = Frequency.MONTHLY
+
+
+def terms_of(event: PolicyIssued) -> ScheduleTerms:
+    """Translate an issued policy into billing terms: monthly, in whole cents.
+
+    Raises:
+        ValueError: The premium is not a whole number of cents.
+    """
+    cents = event.premium.amount * 100
+    if cents != cents.to_integral_value():
+        raise ValueError(f"premium {event.premium} is not a whole number of cents")
+    return ScheduleTerms(
+        reference=policy_reference(event.policy_id),
+        installment=Amount(int(cents.quantize(Decimal(1))), event.premium.currency),
+        first_due=event.coverage_period.start,
+        ends_before=event.coverage_period.end,
+    )
+
+
+def start_billing(event: PolicyIssued, uow: UnitOfWork) -> None:
+    """In the consumer's unit of work: start the schedule of an issued policy."""
+    terms = terms_of(event)
+    start_payment_schedule(
+        uow,
+        reference=terms.reference,
+        installment=terms.installment,
+        first_due=terms.first_due,
+        ends_before=terms.ends_before,
+        frequency=terms.frequency,
+    )
+
+
+def stop_billing(event: PolicyCancelled, uow: UnitOfWork) -> None:
+    """In the consumer's unit of work: stop billing a cancelled policy."""
+    stop_payment_schedule(uow, policy_reference(event.policy_id), event.effective_date)
+
+
 class PolicyEventsTranslator:
-    """Creates a monthly schedule when a policy is issued; stops it when it is cancelled."""
+    """In process: creates a monthly schedule when a policy is issued, stops it on cancel."""
 
     def __init__(self, billing: BillingService) -> None:
         self._billing = billing
@@ -34,15 +91,13 @@ class PolicyEventsTranslator:
 
     def on_policy_issued(self, event: PolicyIssued) -> None:
         """Start monthly billing of the premium over the coverage period."""
-        cents = event.premium.amount * 100
-        if cents != cents.to_integral_value():
-            raise ValueError(f"premium {event.premium} is not a whole number of cents")
+        terms = terms_of(event)
         self._billing.create_payment_schedule(
-            reference=policy_reference(event.policy_id),
-            installment=Amount(int(cents.quantize(Decimal(1))), event.premium.currency),
-            first_due=event.coverage_period.start,
-            ends_before=event.coverage_period.end,
-            frequency=Frequency.MONTHLY,
+            reference=terms.reference,
+            installment=terms.installment,
+            first_due=terms.first_due,
+            ends_before=terms.ends_before,
+            frequency=terms.frequency,
         )
 
     def on_policy_cancelled(self, event: PolicyCancelled) -> None:

@@ -14,6 +14,36 @@ from examples.insurance.billing.model import (
 from tactical import UnitOfWork, retry_on_conflict
 
 
+def start_payment_schedule(
+    uow: UnitOfWork,
+    *,
+    reference: str,
+    installment: Amount,
+    first_due: date,
+    ends_before: date,
+    frequency: Frequency = Frequency.MONTHLY,
+) -> bool:
+    """In the open ``uow``: start billing ``reference`` unless it has a schedule already.
+
+    Returns whether a schedule was started. The caller commits (or, for a message
+    consumer, the consumer does, together with its inbox record).
+    """
+    schedules = uow.repository(PaymentSchedule)
+    if schedules.get(PaymentSchedule.id_for(reference)) is not None:
+        return False
+    schedules.add(PaymentSchedule.start(reference, installment, first_due, ends_before, frequency))
+    return True
+
+
+def stop_payment_schedule(uow: UnitOfWork, reference: str, stopped_from: date) -> bool:
+    """In the open ``uow``: stop billing ``reference``; False if absent or stopped already."""
+    schedule = uow.repository(PaymentSchedule).get(PaymentSchedule.id_for(reference))
+    if schedule is None or schedule.status is ScheduleStatus.STOPPED:
+        return False
+    schedule.stop(stopped_from)
+    return True
+
+
 class BillingService:
     """Start and stop payment schedules, each in its own transaction."""
 
@@ -30,29 +60,27 @@ class BillingService:
         frequency: Frequency = Frequency.MONTHLY,
     ) -> UUID:
         """Start billing ``reference``; if its schedule exists already, leave it as it is."""
-        schedule_id = PaymentSchedule.id_for(reference)
         with self._uow:
-            schedules = self._uow.repository(PaymentSchedule)
-            if schedules.get(schedule_id) is None:
-                schedules.add(
-                    PaymentSchedule.start(reference, installment, first_due, ends_before, frequency)
-                )
+            if start_payment_schedule(
+                self._uow,
+                reference=reference,
+                installment=installment,
+                first_due=first_due,
+                ends_before=ends_before,
+                frequency=frequency,
+            ):
                 self._uow.commit()
-        return schedule_id
+        return PaymentSchedule.id_for(reference)
 
     def stop_payment_schedule(self, reference: str, stopped_from: date) -> bool:
         """Stop billing ``reference``; False if it has no schedule or is stopped already."""
 
         def transaction() -> bool:
             with self._uow:
-                schedule = self._uow.repository(PaymentSchedule).get(
-                    PaymentSchedule.id_for(reference)
-                )
-                if schedule is None or schedule.status is ScheduleStatus.STOPPED:
-                    return False
-                schedule.stop(stopped_from)
-                self._uow.commit()
-                return True
+                stopped = stop_payment_schedule(self._uow, reference, stopped_from)
+                if stopped:
+                    self._uow.commit()
+                return stopped
 
         return retry_on_conflict(transaction)
 
