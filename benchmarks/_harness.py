@@ -68,10 +68,16 @@ class Report:
     """Collected comparisons, printed as a table and written as JSON."""
 
     comparisons: list[Comparison] = field(default_factory=list[Comparison])
+    notes: list[str] = field(default_factory=list[str])
 
     def add(self, comparison: Comparison) -> None:
         self.comparisons.append(comparison)
         print(self._row(comparison), flush=True)
+
+    def note(self, text: str) -> None:
+        """Record a remark for the reader (a skipped row, a setting that matters)."""
+        self.notes.append(text)
+        print(f"  note: {text}", flush=True)
 
     @staticmethod
     def header() -> str:
@@ -92,5 +98,6 @@ class Report:
             "python": sys.version,
             "platform": platform.platform(),
             "comparisons": [asdict(c) | {"ratio": c.ratio} for c in self.comparisons],
+            "notes": self.notes,
         }
         path.write_text(json.dumps(document, indent=2) + "\n")
