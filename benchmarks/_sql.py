@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -43,7 +44,7 @@ def postgres_engine() -> sa.Engine | str:
             connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {POSTGRES_SCHEMA} CASCADE")
             connection.exec_driver_sql(f"CREATE SCHEMA {POSTGRES_SCHEMA}")
         admin.dispose()
-    except Exception as error:  # noqa: BLE001  (any failure means: no PostgreSQL here)
+    except Exception as error:  # any failure means: no PostgreSQL here
         return f"PostgreSQL at {POSTGRES_URL} unreachable ({type(error).__name__})"
     engine = sa.create_engine(
         POSTGRES_URL,
@@ -71,7 +72,9 @@ def saved_account(engine: sa.Engine, codec: JsonCodec) -> UUID:
     return account_id
 
 
-def tactical_deposit(engine: sa.Engine, codec: JsonCodec, bus: EventBus, account_id: UUID):  # type: ignore[no-untyped-def]
+def tactical_deposit(
+    engine: sa.Engine, codec: JsonCodec, bus: EventBus, account_id: UUID
+) -> Callable[[], None]:
     """The candidate: load, command, commit through SqlAlchemyUnitOfWork."""
     uow = SqlAlchemyUnitOfWork(engine, bus, codec=codec)
     amount = Decimal("1.25")
@@ -84,47 +87,74 @@ def tactical_deposit(engine: sa.Engine, codec: JsonCodec, bus: EventBus, account
     return call
 
 
-def core_deposit(engine: sa.Engine, codec: JsonCodec, account_id: UUID):  # type: ignore[no-untyped-def]
+def core_deposit(
+    engine: sa.Engine, codec: JsonCodec, account_id: UUID, *, prebuilt: bool = False
+) -> Callable[[], None]:
     """The baseline: the same statements written by hand with SQLAlchemy Core.
 
     Select the document row, update it under a version check, insert the outbox row, commit;
-    state and payload are built as plain dicts (what the codec would produce).
+    state and payload are built as plain dicts (what the codec would produce). With
+    ``prebuilt`` the statements are built once with bound parameters (as tactical does),
+    otherwise on every call, as most hand-written code does.
     """
     table, outbox = aggregates_table, outbox_table
     type_name = codec.type_name(Account)
     event_type = codec.type_name(Deposited)
     key = str(account_id)
     amount = Decimal("1.25")
+    is_row = (table.c.aggregate_type == type_name, table.c.aggregate_id == key)
+    select_once = sa.select(table.c.version, table.c.state).where(*is_row)
+    update_once = (
+        table.update()
+        .where(*is_row, table.c.version == sa.bindparam("expected", type_=sa.Integer()))
+        .values(
+            version=sa.bindparam("new_version", type_=sa.Integer()),
+            state=sa.bindparam("new_state", type_=table.c.state.type),
+            updated_at=sa.bindparam("now", type_=table.c.updated_at.type),
+        )
+    )
+    insert_once = outbox.insert()
 
     def call() -> None:
         with engine.connect() as connection:
             connection.begin()
-            row = connection.execute(
-                sa.select(table.c.version, table.c.state).where(
-                    table.c.aggregate_type == type_name, table.c.aggregate_id == key
-                )
-            ).one()
+            if prebuilt:
+                row = connection.execute(select_once).one()
+            else:
+                row = connection.execute(
+                    sa.select(table.c.version, table.c.state).where(
+                        table.c.aggregate_type == type_name, table.c.aggregate_id == key
+                    )
+                ).one()
             state: dict[str, Any] = row.state
             balance = Decimal(state["balance"]) + amount
             now = datetime.now(UTC)
             event_id = uuid4()
-            updated = connection.execute(
-                table.update()
-                .where(
-                    table.c.aggregate_type == type_name,
-                    table.c.aggregate_id == key,
-                    table.c.version == row.version,
+            new_state = {**state, "balance": str(balance)}
+            if prebuilt:
+                updated = connection.execute(
+                    update_once,
+                    {
+                        "expected": row.version,
+                        "new_version": row.version + 1,
+                        "new_state": new_state,
+                        "now": now,
+                    },
                 )
-                .values(
-                    version=row.version + 1,
-                    state={**state, "balance": str(balance)},
-                    updated_at=now,
+            else:
+                updated = connection.execute(
+                    table.update()
+                    .where(
+                        table.c.aggregate_type == type_name,
+                        table.c.aggregate_id == key,
+                        table.c.version == row.version,
+                    )
+                    .values(version=row.version + 1, state=new_state, updated_at=now)
                 )
-            )
             if updated.rowcount != 1:
                 raise RuntimeError(f"account {key} changed since it was read")
             connection.execute(
-                outbox.insert(),
+                insert_once if prebuilt else outbox.insert(),
                 [
                     {
                         "event_id": event_id,
