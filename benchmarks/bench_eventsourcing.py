@@ -35,18 +35,18 @@ def _patch_eventsourcing_pool() -> None:
     """Let chosen eventsourcing databases open their connections with synchronous=NORMAL."""
     from eventsourcing.sqlite import SQLiteConnectionPool
 
-    original: Any = SQLiteConnectionPool._create_connection  # noqa: SLF001
+    original: Any = SQLiteConnectionPool._create_connection
     if getattr(original, "bench_patched", False):
         return
 
     def create_connection(self: Any) -> Any:
         connection = original(self)
         if self.db_name in _NORMAL_SYNC_DATABASES:
-            connection._sqlite_conn.execute("PRAGMA synchronous = NORMAL")  # noqa: SLF001
+            connection._sqlite_conn.execute("PRAGMA synchronous = NORMAL")
         return connection
 
     create_connection.bench_patched = True  # type: ignore[attr-defined]
-    SQLiteConnectionPool._create_connection = create_connection  # type: ignore[method-assign]  # noqa: SLF001
+    SQLiteConnectionPool._create_connection = create_connection  # type: ignore[method-assign]
 
 
 def _eventsourcing_deposit(
