@@ -3,7 +3,8 @@
 Workload, one call, both on a SQLite file database in WAL mode: load an account, deposit,
 save. tactical stores the account as one JSON document and writes the event to its outbox;
 eventsourcing stores the event and rebuilds the account by replaying its events. Each side
-rotates over a pool of accounts, so an eventsourcing account has a short history (reported).
+rotates over a pool of accounts, so an eventsourcing account is loaded with a short history
+(the range is reported): the comparison is at eventsourcing's best case, without snapshots.
 
 tactical's ``configure_engine`` sets ``synchronous = NORMAL`` (no fsync per commit in WAL
 mode); eventsourcing leaves SQLite's default ``FULL``. The row with the goal gives
@@ -17,7 +18,6 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import sqlalchemy as sa
 from benchmarks import _sql
@@ -27,6 +27,9 @@ from tactical._codec import JsonCodec
 
 GOAL = 1.0  # tactical must be faster
 POOL = 100
+# Enough eventsourcing accounts that each is loaded with a short history (1 to ~4 events)
+# however many calls the harness makes: replay cost grows with history, row loads do not.
+ES_POOL = 4000
 
 _NORMAL_SYNC_DATABASES: set[str] = set()
 
@@ -61,16 +64,15 @@ def _eventsourcing_deposit(
     app: Application = Application(
         env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
     )
-    ids: list[UUID] = []
-    for _ in range(POOL):
-        account = EsAccount("ada")
-        app.save(account)
-        ids.append(account.id)
+    accounts = [EsAccount("ada") for _ in range(ES_POOL)]
+    for start in range(0, ES_POOL, 500):
+        app.save(*accounts[start : start + 500])
+    ids = [account.id for account in accounts]
     amount = Decimal("1.25")
     turn = [0]
 
     def call() -> None:
-        account_id = ids[turn[0] % POOL]
+        account_id = ids[turn[0] % ES_POOL]
         turn[0] += 1
         account: EsAccount = app.repository.get(account_id)
         account.deposit(amount)
@@ -131,12 +133,14 @@ def run(report: Report) -> None:
                     candidate,
                     goal=GOAL if normal_sync else None,
                     rounds=20,
+                    target_seconds=0.1,
                 )
             )
             shortest, longest, mode = state()
             report.note(
                 f"eventsourcing {version('eventsourcing')} ({label}, journal_mode={mode}): "
-                f"accounts replayed {shortest - 1}..{longest - 1} deposits when loaded"
+                f"its accounts held {shortest}..{longest} events at the end "
+                "(replayed on every load)"
             )
         engine.dispose()
     _NORMAL_SYNC_DATABASES.clear()

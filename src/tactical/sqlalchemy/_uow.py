@@ -200,7 +200,11 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             except exc.IntegrityError as error:
                 raise self._stale(connection, change, error) from error
             return
-        row = {"b_type": type_name, "b_id": key, "b_expected": change.expected_version}
+        row: dict[str, Any] = {
+            "b_type": type_name,
+            "b_id": key,
+            "b_expected": change.expected_version,
+        }
         if change.kind == "update":
             statement: sa.Update | sa.Delete = _UPDATE_DOCUMENT
             row |= {
