@@ -13,8 +13,10 @@ eventsourcing the same setting; the other shows it as installed.
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from collections.abc import Callable
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,8 +55,9 @@ def _patch_eventsourcing_pool() -> None:
 
 
 def _eventsourcing_deposit(
-    path: Path, *, normal_sync: bool
+    path: Path, *, normal_sync: bool, history: int, pool: int
 ) -> tuple[Callable[[], None], Callable[[], tuple[int, int, str]]]:
+    """eventsourcing's side: ``pool`` accounts, each saved with ``history`` deposits first."""
     from eventsourcing.application import Application
 
     from benchmarks._es_domain import EsAccount
@@ -64,15 +67,18 @@ def _eventsourcing_deposit(
     app: Application = Application(
         env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
     )
-    accounts = [EsAccount("ada") for _ in range(ES_POOL)]
-    for start in range(0, ES_POOL, 500):
+    amount = Decimal("1.25")
+    accounts = [EsAccount("ada") for _ in range(pool)]
+    for account in accounts:
+        for _ in range(history):
+            account.deposit(amount)
+    for start in range(0, pool, 500):
         app.save(*accounts[start : start + 500])
     ids = [account.id for account in accounts]
-    amount = Decimal("1.25")
     turn = [0]
 
     def call() -> None:
-        account_id = ids[turn[0] % ES_POOL]
+        account_id = ids[turn[0] % pool]
         turn[0] += 1
         account: EsAccount = app.repository.get(account_id)
         account.deposit(amount)
@@ -80,15 +86,11 @@ def _eventsourcing_deposit(
 
     def state() -> tuple[int, int, str]:
         versions = [app.repository.get(i).version for i in ids]
-        with sqlite_connection(path) as connection:
-            mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar_one()
+        with closing(sqlite3.connect(path)) as connection:
+            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
         return min(versions), max(versions), str(mode)
 
     return call, state
-
-
-def sqlite_connection(path: Path) -> sa.Connection:
-    return sa.create_engine(f"sqlite:///{path}").connect()
 
 
 def _tactical_deposit(engine: sa.Engine) -> Callable[[], None]:
@@ -116,31 +118,40 @@ def run(report: Report) -> None:
     from importlib.metadata import version
 
     _patch_eventsourcing_pool()
+    variants = [
+        # (synchronous=NORMAL as tactical, events saved before, accounts, goal)
+        (True, 0, ES_POOL, GOAL),
+        (True, 20, ES_POOL // 4, None),
+        (False, 0, ES_POOL, None),
+    ]
     with tempfile.TemporaryDirectory(prefix="tactical-bench-") as directory:
         engine = _sql.sqlite_engine(Path(directory))
         tactical = _tactical_deposit(engine)
-        for normal_sync in (True, False):
-            name = "es-normal.sqlite3" if normal_sync else "es-full.sqlite3"
+        for number, (normal_sync, history, pool, goal) in enumerate(variants):
             candidate, state = _eventsourcing_deposit(
-                Path(directory) / name, normal_sync=normal_sync
+                Path(directory) / f"es-{number}.sqlite3",
+                normal_sync=normal_sync,
+                history=history,
+                pool=pool,
             )
-            label = "synchronous=NORMAL, as tactical" if normal_sync else "its defaults"
+            sync = "sync NORMAL (as tactical)" if normal_sync else "sync FULL (its default)"
+            label = f"{'new' if history == 0 else f'{history}-deposit'} accounts, {sync}"
             report.add(
                 compare(
-                    "vs eventsourcing",
-                    f"SQLite: load + command + save ({label})",
+                    "vs eventsourcing (SQLite)",
+                    label,
                     tactical,
                     candidate,
-                    goal=GOAL if normal_sync else None,
+                    goal=goal,
                     rounds=20,
                     target_seconds=0.1,
                 )
             )
             shortest, longest, mode = state()
             report.note(
-                f"eventsourcing {version('eventsourcing')} ({label}, journal_mode={mode}): "
-                f"its accounts held {shortest}..{longest} events at the end "
-                "(replayed on every load)"
+                f"eventsourcing {version('eventsourcing')} ({label}; journal_mode={mode}): "
+                f"its accounts held {shortest}..{longest} events at the end, "
+                "all replayed on every load"
             )
         engine.dispose()
     _NORMAL_SYNC_DATABASES.clear()

@@ -36,7 +36,7 @@ def _compare(report: Report, database: str, engine: sa.Engine) -> None:
         report.add(
             compare(
                 "sql uow",
-                f"{database}: vs Core, statements built {'once' if prebuilt else 'per call'}",
+                f"{database}: vs Core built {'once' if prebuilt else 'per call'}",
                 candidate,
                 baseline,
                 goal=GOAL,
@@ -53,7 +53,7 @@ def run(report: Report) -> None:
     with tempfile.TemporaryDirectory(prefix="tactical-bench-") as directory:
         engine = _sql.sqlite_engine(Path(directory))
         try:
-            _compare(report, "SQLite file (WAL)", engine)
+            _compare(report, "SQLite WAL", engine)
         finally:
             engine.dispose()
     postgres = _sql.postgres_engine()
