@@ -48,6 +48,11 @@ def _bulk_accounts(engine: sa.Engine, codec: JsonCodec, count: int) -> list[UUID
                     for n, account_id in enumerate(ids[start : start + batch], start)
                 ],
             )
+    # Copy the bulk load from the write-ahead log into the database file and empty the log,
+    # as SQLite's checkpoints do in a database that has been running for a while: a log still
+    # holding 100k fresh rows slows every page lookup (its index is searched first).
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return ids
 
 
