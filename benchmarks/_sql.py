@@ -22,6 +22,12 @@ from tactical.sqlalchemy import (
     outbox_table,
 )
 
+# Rounds of transactions: short enough (tens of commits) that most rounds hold no WAL
+# checkpoint, which SQLite runs every ~1,000 pages written and which costs milliseconds; many
+# enough that the minimum over rounds is a steady per-transaction figure for both sides.
+ROUNDS = 40
+TARGET_SECONDS = 0.02
+
 POSTGRES_URL = os.environ.get(
     "TACTICAL_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

@@ -143,8 +143,8 @@ def run(report: Report) -> None:
                     tactical,
                     candidate,
                     goal=goal,
-                    rounds=20,
-                    target_seconds=0.1,
+                    rounds=_sql.ROUNDS,
+                    target_seconds=_sql.TARGET_SECONDS,
                 )
             )
             shortest, longest, mode = state()

@@ -108,8 +108,8 @@ def run(report: Report) -> None:
                 calls[100_000],
                 calls[1_000],
                 goal=1.10,
-                rounds=20,
-                target_seconds=0.1,
+                rounds=_sql.ROUNDS,
+                target_seconds=_sql.TARGET_SECONDS,
             )
         )
         for engine in engines.values():

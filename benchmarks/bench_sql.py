@@ -19,8 +19,6 @@ from tactical import EventBus
 from tactical._codec import JsonCodec
 
 GOAL = 1.3
-ROUNDS = 20
-TARGET_SECONDS = 0.1  # per round and side: ~50-200 transactions
 
 
 def _compare(report: Report, database: str, engine: sa.Engine) -> None:
@@ -40,8 +38,8 @@ def _compare(report: Report, database: str, engine: sa.Engine) -> None:
                 candidate,
                 baseline,
                 goal=GOAL,
-                rounds=ROUNDS,
-                target_seconds=TARGET_SECONDS,
+                rounds=_sql.ROUNDS,
+                target_seconds=_sql.TARGET_SECONDS,
             )
         )
     if not published:

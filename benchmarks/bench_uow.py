@@ -100,6 +100,8 @@ def run(report: Report) -> None:
         account.deposit(amount)
         plain.commit(account)
 
-    report.add(compare("in-memory uow", "load + command + commit", tactical_call, plain_call))
+    report.add(
+        compare("in-memory uow", "load + command + commit", tactical_call, plain_call, rounds=20)
+    )
     if seen[0] == 0 or seen[1] == 0:
         raise RuntimeError("a unit of work benchmark published no event")
