@@ -139,9 +139,9 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         try:
             if mapper is not None:
                 return cast("A | None", mapper.load(connection, aggregate_id))
+            type_name, key = self._codec.type_name(aggregate_type), _key(aggregate_id)
             row = connection.execute(
-                _SELECT_DOCUMENT,
-                {"b_type": self._codec.type_name(aggregate_type), "b_id": _key(aggregate_id)},
+                _SELECT_DOCUMENT, {"b_type": type_name, "b_id": key}
             ).one_or_none()
         except exc.OperationalError as error:
             raise _busy(error, aggregate_type, aggregate_id) from error
@@ -152,8 +152,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             row.state,
             version=row.version,
             context=(
-                f"row {aggregates_table.name}(aggregate_type="
-                f"{self._codec.type_name(aggregate_type)!r}, aggregate_id={_key(aggregate_id)!r})"
+                f"row {aggregates_table.name}(aggregate_type={type_name!r}, aggregate_id={key!r})"
             ),
         )
 
