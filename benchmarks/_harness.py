@@ -82,13 +82,13 @@ class Report:
     @staticmethod
     def header() -> str:
         return (
-            f"{'group':<22} {'benchmark':<44} {'candidate':>12} {'baseline':>12} {'ratio':>7}  goal"
+            f"{'group':<25} {'benchmark':<48} {'candidate':>12} {'baseline':>12} {'ratio':>7}  goal"
         )
 
     @staticmethod
     def _row(c: Comparison) -> str:
         return (
-            f"{c.group:<22} {c.name:<44} {c.candidate_ns:>10.0f}ns {c.baseline_ns:>10.0f}ns "
+            f"{c.group:<25} {c.name:<48} {c.candidate_ns:>10.0f}ns {c.baseline_ns:>10.0f}ns "
             f"{c.ratio:>6.2f}x  {c.verdict}"
         )
 

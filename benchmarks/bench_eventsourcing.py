@@ -20,6 +20,7 @@ from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import sqlalchemy as sa
 from benchmarks import _sql
@@ -64,7 +65,7 @@ def _eventsourcing_deposit(
 
     if normal_sync:
         _NORMAL_SYNC_DATABASES.add(str(path))
-    app: Application = Application(
+    app: Application[UUID] = Application(
         env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
     )
     amount = Decimal("1.25")
@@ -85,7 +86,7 @@ def _eventsourcing_deposit(
         app.save(account)
 
     def state() -> tuple[int, int, str]:
-        versions = [app.repository.get(i).version for i in ids]
+        versions: list[int] = [app.repository.get(i).version for i in ids]
         with closing(sqlite3.connect(path)) as connection:
             mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
         return min(versions), max(versions), str(mode)

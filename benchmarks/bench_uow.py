@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID, uuid4
 
 from benchmarks._domain import Account, Deposited
@@ -44,17 +45,12 @@ class DictRepository:
     """Rows of (version, state) in a dict; objects rebuilt on load, so callers get copies."""
 
     def __init__(self) -> None:
-        self.rows: dict[UUID, tuple[int, dict[str, object]]] = {}
+        self.rows: dict[UUID, tuple[int, dict[str, Any]]] = {}
         self.handlers: list[Callable[[PlainDeposited], object]] = []
 
     def load(self, account_id: UUID) -> PlainAccount:
         version, state = self.rows[account_id]
-        return PlainAccount(
-            account_id,
-            state["owner"],
-            state["balance"],
-            version,  # type: ignore[arg-type]
-        )
+        return PlainAccount(account_id, state["owner"], state["balance"], version)
 
     def commit(self, account: PlainAccount) -> None:
         stored, _ = self.rows[account.id]
