@@ -64,8 +64,12 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks: a table of ratios against baselines measured in the same run."""
-    session.install("-e", EXTRAS)
+    """Run the benchmarks: a table of ratios against baselines measured in the same run.
+
+    ``nox -s bench -- model sql`` runs only the groups named. The peer library compared
+    against is installed here only, never as a dependency of tactical.
+    """
+    session.install("-e", EXTRAS, "eventsourcing>=9.4,<10")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

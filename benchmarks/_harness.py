@@ -68,21 +68,27 @@ class Report:
     """Collected comparisons, printed as a table and written as JSON."""
 
     comparisons: list[Comparison] = field(default_factory=list[Comparison])
+    notes: list[str] = field(default_factory=list[str])
 
     def add(self, comparison: Comparison) -> None:
         self.comparisons.append(comparison)
         print(self._row(comparison), flush=True)
 
+    def note(self, text: str) -> None:
+        """Record a remark for the reader (a skipped row, a setting that matters)."""
+        self.notes.append(text)
+        print(f"  note: {text}", flush=True)
+
     @staticmethod
     def header() -> str:
         return (
-            f"{'group':<22} {'benchmark':<44} {'candidate':>12} {'baseline':>12} {'ratio':>7}  goal"
+            f"{'group':<25} {'benchmark':<48} {'candidate':>12} {'baseline':>12} {'ratio':>7}  goal"
         )
 
     @staticmethod
     def _row(c: Comparison) -> str:
         return (
-            f"{c.group:<22} {c.name:<44} {c.candidate_ns:>10.0f}ns {c.baseline_ns:>10.0f}ns "
+            f"{c.group:<25} {c.name:<48} {c.candidate_ns:>10.0f}ns {c.baseline_ns:>10.0f}ns "
             f"{c.ratio:>6.2f}x  {c.verdict}"
         )
 
@@ -92,5 +98,6 @@ class Report:
             "python": sys.version,
             "platform": platform.platform(),
             "comparisons": [asdict(c) | {"ratio": c.ratio} for c in self.comparisons],
+            "notes": self.notes,
         }
         path.write_text(json.dumps(document, indent=2) + "\n")

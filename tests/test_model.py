@@ -20,6 +20,23 @@ class Money(ValueObject):
             raise InvariantViolation(f"Money amount {self.amount} is negative")
 
 
+class StampedMoney(Money):
+    stamp: str
+
+
+class Labelled(ValueObject):
+    name: str
+    upper: str = dataclasses.field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "upper", self.name.upper())
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if not self.name:
+            raise InvariantViolation("Labelled name '' is empty")
+
+
 class OrderPlaced(DomainEvent):
     order_id: UUID
 
@@ -48,6 +65,38 @@ class TestValueObject:
         """A copy made by replace() is validated like a new value."""
         with pytest.raises(InvariantViolation, match="-1"):
             Money(Decimal(1), "USD").replace(amount=Decimal(-1))
+
+    def test_post_init_override_calling_super_still_validates(self) -> None:
+        """A __post_init__ override that calls super().__post_init__() keeps validate() running."""
+        assert Labelled("a").upper == "A"
+        with pytest.raises(InvariantViolation, match="empty"):
+            Labelled("")
+
+    def test_replace_keeps_unchanged_fields(self) -> None:
+        """replace() copies every field it is not told to change."""
+        money = Money(Decimal(1), "USD")
+        assert money.replace(currency="EUR") == Money(Decimal(1), "EUR")
+        assert money.replace() == money
+
+    def test_replace_refuses_unknown_field(self) -> None:
+        """replace() names the unknown field and the class's fields."""
+        with pytest.raises(TypeError, match=r"Money.replace\(\) got unknown field\(s\) colour; "):
+            Money(Decimal(1), "USD").replace(colour="red")
+
+    def test_replace_refuses_non_init_field_and_recomputes_it(self) -> None:
+        """A field with init=False cannot be replaced; the copy's __post_init__ sets it anew."""
+        copy = Labelled("a").replace(name="b")
+        assert copy.upper == "B"
+        with pytest.raises(TypeError, match=r"unknown field.*upper; fields are name, upper"):
+            Labelled("a").replace(upper="X")
+
+    def test_replace_on_subclass_uses_its_own_fields(self) -> None:
+        """A subclass of a value object replaces its own fields too and stays its own type."""
+        stamped = StampedMoney(Decimal(1), "USD", "today")
+        copy = stamped.replace(stamp="tomorrow", amount=Decimal(2))
+        assert copy == StampedMoney(Decimal(2), "USD", "tomorrow")
+        with pytest.raises(InvariantViolation):
+            stamped.replace(amount=Decimal(-2))
 
 
 class TestAggregateRoot:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from uuid import uuid4
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from tactical import ConcurrencyError, EventBus, InMemoryStore, InMemoryUnitOfWork
 from tactical._uow import structural_state
 from tactical.testing import UnitOfWorkContract, UnitOfWorkFactory
-from tactical.testing._contract import Counter, Tag, Tally
+from tactical.testing._contract import Counter, CounterTicked, Tag, Tally
 
 
 class TestInMemoryUnitOfWork(UnitOfWorkContract):
@@ -43,6 +45,27 @@ class TestInMemoryUnitOfWork(UnitOfWorkContract):
         counter.tallies.append(Tally(1))
         with InMemoryUnitOfWork(store=store) as uow:
             assert uow.repository(Counter).require(counter.id).tallies == []
+
+    def test_stored_copies_hold_no_events_and_the_committer_publishes_them(self) -> None:
+        """Events recorded before commit are published once; a later load carries none."""
+        store = InMemoryStore()
+        counter = Counter(uuid4(), "events")
+        with InMemoryUnitOfWork(store=store) as uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+        bus = EventBus()
+        seen: list[CounterTicked] = []
+        bus.subscribe(CounterTicked, seen.append)
+        with InMemoryUnitOfWork(bus, store=store) as uow:
+            loaded = uow.repository(Counter).require(counter.id)
+            loaded.tick()
+            loaded.tick()
+            uow.commit()
+        assert [e.count for e in seen] == [1, 2]
+        with InMemoryUnitOfWork(store=store) as uow:
+            again = uow.repository(Counter).require(counter.id)
+            assert again.count == 2
+            assert again.pending_events == ()
 
     def test_the_default_bus_is_exposed(self) -> None:
         """Without a bus argument the unit of work makes its own, reachable as .bus."""
@@ -165,6 +188,15 @@ class TestStructuralState:
         other = {"a": [Tag("y")], "b": {1, 2}, "c": (None, 1.5)}
         assert structural_state(value) == structural_state(same)
         assert structural_state(value) != structural_state(other)
+
+    def test_compares_immutable_scalars_by_value(self) -> None:
+        """Decimals, UUIDs and datetimes in a structure are compared by value."""
+        moment = datetime(2024, 1, 2, tzinfo=UTC)
+        key = uuid4()
+        value = [Decimal("1.50"), key, moment, date(2024, 1, 2), b"x"]
+        assert structural_state(value) == structural_state(list(value))
+        changed = [Decimal("1.51"), key, moment, date(2024, 1, 2), b"x"]
+        assert structural_state(value) != structural_state(changed)
 
     def test_copies_unknown_mutable_values(self) -> None:
         """A mutable value of an unknown type is snapshotted, so later in-place edits show."""

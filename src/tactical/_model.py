@@ -30,6 +30,10 @@ IdT = TypeVar("IdT")
 _EVENTS = "_tactical_pending_events"
 _TRACES = "_tactical_event_traces"
 SUPERSEDED = "__tactical_superseded__"
+# Per value-object class: the names of its ``__init__`` fields, computed once when the class is
+# built, so that replace() need not walk dataclasses.fields() on every call. None when the
+# class has an InitVar, whose rules dataclasses.replace() alone applies.
+_REPLACEABLE = "__tactical_replaceable__"
 
 # One process-wide sequence numbers every recorded event, so a unit of work that saw several
 # aggregates can publish their events in the order they were recorded across all of them.
@@ -62,15 +66,16 @@ class _FrozenMeta(type):
         order: bool = False,
         kw_only: bool = False,
     ) -> _FrozenMeta:
+        # A method using zero-argument super() (or __class__) makes Python pass a cell that
+        # must end up holding the class returned here: the slotted rebuild, not cls.
+        classcell = namespace.pop("__classcell__", None)
         cls = super().__new__(mcls, name, bases, namespace)
         if _is_base(mcls, bases) or _is_rebuild(namespace):
+            if classcell is not None:
+                classcell.cell_contents = cls
             return cls
         make = dataclasses.dataclass(frozen=True, slots=True, order=order, kw_only=kw_only)
         built = make(cast("type[Any]", cls))
-        # Methods using zero-argument super() share a __class__ cell that type.__new__ set
-        # to cls; point it at the slotted class, or class creation fails ("__class__ set
-        # to ...") and super() would look in the wrong class.
-        classcell = namespace.get("__classcell__")
         if classcell is not None:
             classcell.cell_contents = built
         # The generated __setattr__/__delattr__ test `type(self) is cls` and call
@@ -86,7 +91,16 @@ class _FrozenMeta(type):
         # The slotted class replaces cls, which lingers in __subclasses__() until collected:
         # mark it so that class discovery (the codec's) never mistakes it for the real one.
         type.__setattr__(cls, SUPERSEDED, True)
+        type.__setattr__(built, _REPLACEABLE, _replaceable_fields(built))
         return cast("_FrozenMeta", built)
+
+
+def _replaceable_fields(cls: type[Any]) -> frozenset[str] | None:
+    declared: dict[str, dataclasses.Field[Any]] = cls.__dataclass_fields__
+    initvar = getattr(dataclasses, "_FIELD_INITVAR", None)
+    if any(getattr(f, "_field_type", initvar) is initvar for f in declared.values()):
+        return None
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.init)
 
 
 @dataclass_transform(eq_default=False, field_specifiers=(dataclasses.field,))
@@ -156,6 +170,14 @@ class ValueObject(metaclass=_FrozenMeta):
             TypeError: A name in ``changes`` is not a field of this class.
             DomainError: The changed value would be invalid (whatever :meth:`validate` raises).
         """
+        cls = type(self)
+        names: frozenset[str] | None = getattr(cls, _REPLACEABLE, None)
+        if names is not None and names.issuperset(changes):
+            # The fast path of dataclasses.replace(): the unchanged init fields, then __init__.
+            for name in names:
+                if name not in changes:
+                    changes[name] = getattr(self, name)
+            return cls(**changes)
         fields = dataclasses.fields(cast("DataclassInstance", self))
         unknown = changes.keys() - {f.name for f in fields if f.init}
         if unknown:

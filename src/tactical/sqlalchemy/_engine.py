@@ -39,11 +39,17 @@ def configure_engine(engine: sa.Engine) -> sa.Engine:
 def _begin_sqlite(connection: sa.Connection) -> None:
     # Set up each pooled connection once, on its first transaction: this also covers
     # connections the pool made before the engine was configured.
-    info = connection.connection.info
-    if not info.get(_CONFIGURED):
-        _configure_sqlite_connection(connection.connection.dbapi_connection)
-        info[_CONFIGURED] = True
-    connection.exec_driver_sql("BEGIN")
+    pooled = connection.connection
+    if not pooled.info.get(_CONFIGURED):
+        _configure_sqlite_connection(pooled.dbapi_connection)
+        pooled.info[_CONFIGURED] = True
+    # Straight to the driver, as the PRAGMAs: a statement through SQLAlchemy's execution
+    # machinery cost as much as the BEGIN itself, on every transaction.
+    _execute_on_driver(pooled.dbapi_connection, "BEGIN")
+
+
+def _execute_on_driver(dbapi_connection: Any, sql: str) -> None:
+    dbapi_connection.execute(sql)  # sqlite3.Connection.execute: a cursor of its own
 
 
 def _configure_sqlite_connection(dbapi_connection: Any) -> None:

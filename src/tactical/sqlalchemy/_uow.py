@@ -24,6 +24,29 @@ A = TypeVar("A", bound=AggregateRoot[Any])
 
 _default_codec = JsonCodec()
 
+# The document-storage statements, built once: constructing a SQLAlchemy statement (and
+# coercing its expressions) on every call cost more than executing it on SQLite. Values come
+# as bound parameters, named apart from the columns (UPDATE reserves the column names).
+_doc = aggregates_table.c
+_is_row = (
+    _doc.aggregate_type == sa.bindparam("b_type", type_=_doc.aggregate_type.type),
+    _doc.aggregate_id == sa.bindparam("b_id", type_=_doc.aggregate_id.type),
+)
+_is_version = _doc.version == sa.bindparam("b_expected", type_=_doc.version.type)
+_SELECT_DOCUMENT = sa.select(_doc.version, _doc.state).where(*_is_row)
+_INSERT_DOCUMENT = aggregates_table.insert()
+_UPDATE_DOCUMENT = (
+    aggregates_table.update()
+    .where(*_is_row, _is_version)
+    .values(
+        version=sa.bindparam("b_version", type_=_doc.version.type),
+        state=sa.bindparam("b_state", type_=_doc.state.type),
+        updated_at=sa.bindparam("b_now", type_=_doc.updated_at.type),
+    )
+)
+_DELETE_DOCUMENT = aggregates_table.delete().where(*_is_row, _is_version)
+_INSERT_OUTBOX = outbox_table.insert()
+
 
 class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     """A unit of work over a SQLAlchemy 2 :class:`~sqlalchemy.engine.Engine`.
@@ -117,11 +140,9 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         try:
             if mapper is not None:
                 return cast("A | None", mapper.load(connection, aggregate_id))
+            type_name, key = self._codec.type_name(aggregate_type), _key(aggregate_id)
             row = connection.execute(
-                sa.select(aggregates_table.c.version, aggregates_table.c.state).where(
-                    aggregates_table.c.aggregate_type == self._codec.type_name(aggregate_type),
-                    aggregates_table.c.aggregate_id == _key(aggregate_id),
-                )
+                _SELECT_DOCUMENT, {"b_type": type_name, "b_id": key}
             ).one_or_none()
         except exc.OperationalError as error:
             raise _busy(error, aggregate_type, aggregate_id) from error
@@ -132,8 +153,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             row.state,
             version=row.version,
             context=(
-                f"row {aggregates_table.name}(aggregate_type="
-                f"{self._codec.type_name(aggregate_type)!r}, aggregate_id={_key(aggregate_id)!r})"
+                f"row {aggregates_table.name}(aggregate_type={type_name!r}, aggregate_id={key!r})"
             ),
         )
 
@@ -161,40 +181,40 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         if mapper is not None:
             self._write_mapped(connection, mapper, change)
             return
-        table = aggregates_table
         type_name = self._codec.type_name(change.aggregate_type)
         key = _key(change.aggregate.id)
-        where = (table.c.aggregate_type == type_name, table.c.aggregate_id == key)
         if change.kind == "insert":
             state = self._codec.aggregate_to_state(change.aggregate)
             try:
                 with connection.begin_nested():
                     connection.execute(
-                        table.insert().values(
-                            aggregate_type=type_name,
-                            aggregate_id=key,
-                            version=change.new_version,
-                            state=state,
-                            updated_at=now,
-                        )
+                        _INSERT_DOCUMENT,
+                        {
+                            "aggregate_type": type_name,
+                            "aggregate_id": key,
+                            "version": change.new_version,
+                            "state": state,
+                            "updated_at": now,
+                        },
                     )
             except exc.IntegrityError as error:
                 raise self._stale(connection, change, error) from error
             return
-        statement: sa.Update | sa.Delete
+        row: dict[str, Any] = {
+            "b_type": type_name,
+            "b_id": key,
+            "b_expected": change.expected_version,
+        }
         if change.kind == "update":
-            statement = (
-                table.update()
-                .where(*where, table.c.version == change.expected_version)
-                .values(
-                    version=change.new_version,
-                    state=self._codec.aggregate_to_state(change.aggregate),
-                    updated_at=now,
-                )
-            )
+            statement: sa.Update | sa.Delete = _UPDATE_DOCUMENT
+            row |= {
+                "b_version": change.new_version,
+                "b_state": self._codec.aggregate_to_state(change.aggregate),
+                "b_now": now,
+            }
         else:
-            statement = table.delete().where(*where, table.c.version == change.expected_version)
-        if connection.execute(statement).rowcount != 1:
+            statement = _DELETE_DOCUMENT
+        if connection.execute(statement, row).rowcount != 1:
             raise self._stale(connection, change)
 
     def _write_mapped(
@@ -236,7 +256,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             if change is None:  # recorded after the snapshot of pending events was taken
                 continue
             rows.append(self._outbox_row(change, event))
-        connection.execute(outbox_table.insert(), rows)
+        connection.execute(_INSERT_OUTBOX, rows)
 
     def _outbox_row(self, change: Change, event: DomainEvent) -> dict[str, Any]:
         record = self._codec.event_to_record(event)

@@ -1,0 +1,185 @@
+"""Databases for the SQL benchmarks, and the hand-written Core transaction they compare with."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import sqlalchemy as sa
+from benchmarks._domain import Account, Deposited
+from tactical import EventBus
+from tactical._codec import JsonCodec
+from tactical.sqlalchemy import (
+    SqlAlchemyUnitOfWork,
+    aggregates_table,
+    configure_engine,
+    create_schema,
+    outbox_table,
+)
+
+# Rounds of transactions: short enough (tens of commits) that most rounds hold no WAL
+# checkpoint, which SQLite runs every ~1,000 pages written and which costs milliseconds; many
+# enough that the minimum over rounds is a steady per-transaction figure for both sides.
+ROUNDS = 40
+TARGET_SECONDS = 0.02
+
+POSTGRES_URL = os.environ.get(
+    "TACTICAL_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+# A schema of its own: the test suite empties tactical's tables in `public` at any time.
+POSTGRES_SCHEMA = "tactical_bench"
+
+
+def sqlite_engine(directory: Path, name: str = "bench.sqlite3") -> sa.Engine:
+    """A SQLite file database (WAL, via configure_engine) with tactical's schema."""
+    engine = configure_engine(sa.create_engine(f"sqlite:///{directory / name}"))
+    create_schema(engine)
+    return engine
+
+
+def postgres_engine() -> sa.Engine | str:
+    """The PostgreSQL database with tactical's schema in a private schema, or why not."""
+    try:
+        admin = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {POSTGRES_SCHEMA} CASCADE")
+            connection.exec_driver_sql(f"CREATE SCHEMA {POSTGRES_SCHEMA}")
+        admin.dispose()
+    except Exception as error:  # any failure means: no PostgreSQL here
+        return f"PostgreSQL at {POSTGRES_URL} unreachable ({type(error).__name__})"
+    engine = sa.create_engine(
+        POSTGRES_URL,
+        connect_args={"connect_timeout": 3, "options": f"-csearch_path={POSTGRES_SCHEMA}"},
+    )
+    create_schema(engine)
+    return engine
+
+
+def drop_postgres_schema(engine: sa.Engine) -> None:
+    engine.dispose()
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {POSTGRES_SCHEMA} CASCADE")
+    admin.dispose()
+
+
+def saved_account(engine: sa.Engine, codec: JsonCodec) -> UUID:
+    """Store a new account through the unit of work; return its id."""
+    account_id = uuid4()
+    uow = SqlAlchemyUnitOfWork(engine, codec=codec)
+    with uow:
+        uow.repository(Account).add(Account(account_id, "ada"))
+        uow.commit()
+    return account_id
+
+
+def tactical_deposit(
+    engine: sa.Engine, codec: JsonCodec, bus: EventBus, account_id: UUID
+) -> Callable[[], None]:
+    """The candidate: load, command, commit through SqlAlchemyUnitOfWork."""
+    uow = SqlAlchemyUnitOfWork(engine, bus, codec=codec)
+    amount = Decimal("1.25")
+
+    def call() -> None:
+        with uow:
+            uow.repository(Account).require(account_id).deposit(amount)
+            uow.commit()
+
+    return call
+
+
+def core_deposit(
+    engine: sa.Engine, codec: JsonCodec, account_id: UUID, *, prebuilt: bool = False
+) -> Callable[[], None]:
+    """The baseline: the same statements written by hand with SQLAlchemy Core.
+
+    Select the document row, update it under a version check, insert the outbox row, commit;
+    state and payload are built as plain dicts (what the codec would produce). With
+    ``prebuilt`` the statements are built once with bound parameters (as tactical does),
+    otherwise on every call, as most hand-written code does.
+    """
+    table, outbox = aggregates_table, outbox_table
+    type_name = codec.type_name(Account)
+    event_type = codec.type_name(Deposited)
+    key = str(account_id)
+    amount = Decimal("1.25")
+    is_row = (table.c.aggregate_type == type_name, table.c.aggregate_id == key)
+    select_once = sa.select(table.c.version, table.c.state).where(*is_row)
+    update_once = (
+        table.update()
+        .where(*is_row, table.c.version == sa.bindparam("expected", type_=sa.Integer()))
+        .values(
+            version=sa.bindparam("new_version", type_=sa.Integer()),
+            state=sa.bindparam("new_state", type_=table.c.state.type),
+            updated_at=sa.bindparam("now", type_=table.c.updated_at.type),
+        )
+    )
+    insert_once = outbox.insert()
+
+    def call() -> None:
+        with engine.connect() as connection:
+            connection.begin()
+            if prebuilt:
+                row = connection.execute(select_once).one()
+            else:
+                row = connection.execute(
+                    sa.select(table.c.version, table.c.state).where(
+                        table.c.aggregate_type == type_name, table.c.aggregate_id == key
+                    )
+                ).one()
+            state: dict[str, Any] = row.state
+            balance = Decimal(state["balance"]) + amount
+            now = datetime.now(UTC)
+            event_id = uuid4()
+            new_state = {**state, "balance": str(balance)}
+            if prebuilt:
+                updated = connection.execute(
+                    update_once,
+                    {
+                        "expected": row.version,
+                        "new_version": row.version + 1,
+                        "new_state": new_state,
+                        "now": now,
+                    },
+                )
+            else:
+                updated = connection.execute(
+                    table.update()
+                    .where(
+                        table.c.aggregate_type == type_name,
+                        table.c.aggregate_id == key,
+                        table.c.version == row.version,
+                    )
+                    .values(version=row.version + 1, state=new_state, updated_at=now)
+                )
+            if updated.rowcount != 1:
+                raise RuntimeError(f"account {key} changed since it was read")
+            connection.execute(
+                insert_once if prebuilt else outbox.insert(),
+                [
+                    {
+                        "event_id": event_id,
+                        "event_type": event_type,
+                        "event_version": 1,
+                        "aggregate_type": type_name,
+                        "aggregate_id": key,
+                        "aggregate_version": row.version + 1,
+                        "payload": {
+                            "account_id": key,
+                            "amount": str(amount),
+                            "event_id": str(event_id),
+                            "occurred_at": now.isoformat(),
+                        },
+                        "occurred_at": now,
+                        "published_at": None,
+                    }
+                ],
+            )
+            connection.commit()
+
+    return call

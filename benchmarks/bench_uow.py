@@ -1,0 +1,103 @@
+"""The in-memory unit of work against a hand-written dict-based repository.
+
+Workload, one call: load one account, deposit (recording an event), commit with a version
+check, publish the event to one subscriber.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+from benchmarks._domain import Account, Deposited
+from benchmarks._harness import Report, compare
+from tactical import EventBus, InMemoryStore, InMemoryUnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class PlainDeposited:
+    account_id: UUID
+    amount: Decimal
+    event_id: UUID
+    occurred_at: datetime
+
+
+class PlainAccount:
+    """What a hand-written aggregate looks like: a plain class with a list of events."""
+
+    def __init__(self, account_id: UUID, owner: str, balance: Decimal, version: int) -> None:
+        self.id = account_id
+        self.owner = owner
+        self.balance = balance
+        self.version = version
+        self.events: list[PlainDeposited] = []
+
+    def deposit(self, amount: Decimal) -> None:
+        self.balance += amount
+        self.events.append(PlainDeposited(self.id, amount, uuid4(), datetime.now(UTC)))
+
+
+class DictRepository:
+    """Rows of (version, state) in a dict; objects rebuilt on load, so callers get copies."""
+
+    def __init__(self) -> None:
+        self.rows: dict[UUID, tuple[int, dict[str, Any]]] = {}
+        self.handlers: list[Callable[[PlainDeposited], object]] = []
+
+    def load(self, account_id: UUID) -> PlainAccount:
+        version, state = self.rows[account_id]
+        return PlainAccount(account_id, state["owner"], state["balance"], version)
+
+    def commit(self, account: PlainAccount) -> None:
+        stored, _ = self.rows[account.id]
+        if stored != account.version:
+            raise RuntimeError(f"account {account.id} changed: version {stored}")
+        account.version += 1
+        self.rows[account.id] = (
+            account.version,
+            {"owner": account.owner, "balance": account.balance},
+        )
+        events, account.events = account.events, []
+        for event in events:
+            for handler in self.handlers:
+                handler(event)
+
+
+def run(report: Report) -> None:
+    """Run the in-memory unit of work benchmark into ``report``."""
+    amount = Decimal("1.25")
+    seen = [0, 0]
+
+    bus = EventBus()
+    bus.subscribe(Deposited, lambda _: seen.__setitem__(0, seen[0] + 1))
+    store = InMemoryStore()
+    uow = InMemoryUnitOfWork(bus, store=store)
+    account_id = uuid4()
+    with uow:
+        uow.repository(Account).add(Account(account_id, "ada"))
+        uow.commit()
+
+    def tactical_call() -> None:
+        with uow:
+            uow.repository(Account).require(account_id).deposit(amount)
+            uow.commit()
+
+    plain = DictRepository()
+    plain.handlers.append(lambda _: seen.__setitem__(1, seen[1] + 1))
+    plain_id = uuid4()
+    plain.rows[plain_id] = (1, {"owner": "ada", "balance": Decimal(0)})
+
+    def plain_call() -> None:
+        account = plain.load(plain_id)
+        account.deposit(amount)
+        plain.commit(account)
+
+    report.add(
+        compare("in-memory uow", "load + command + commit", tactical_call, plain_call, rounds=20)
+    )
+    if seen[0] == 0 or seen[1] == 0:
+        raise RuntimeError("a unit of work benchmark published no event")
