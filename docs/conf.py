@@ -45,6 +45,8 @@ nitpick_ignore_regex = [
     ("py:class", r"sa\.\w+"),
     # Hypothesis publishes no inventory we vendor; its names are plain text here.
     ("py:.*", r"hypothesis\..*"),
+    # Nor do redis-py and pika.
+    ("py:.*", r"(redis|pika)\..*"),
     # The contract suite's sample model, documented in the suite's own docstring.
     ("py:class", r"tactical\.testing\._contract\.\w+"),
 ]

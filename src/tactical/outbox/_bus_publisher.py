@@ -14,7 +14,7 @@ __all__ = ["EventBusPublisher"]
 
 
 class EventBusPublisher:
-    """A :class:`Publisher` that decodes each message and publishes it on an :class:`EventBus`.
+    """A :class:`Publisher` that decodes each message and publishes it on an :class:`~tactical.EventBus`.
 
     For a process that runs the relay and its subscribers together, or for tests. Events
     are decoded with ``codec`` (upcasting old schema versions) and published in order;

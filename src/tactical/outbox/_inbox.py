@@ -41,9 +41,9 @@ class Outcome(enum.Enum):
     HANDLED = "handled"
     """The handlers ran and their changes were committed with the inbox record."""
     DUPLICATE = "duplicate"
-    """This consumer had already handled the event: nothing was done again."""
+    """This consumer had already handled the event, so nothing was done again."""
     IGNORED = "ignored"
-    """No handler is subscribed to the event's type: nothing was done."""
+    """No handler is subscribed to the event's type, so nothing was done."""
     PARKED = "parked"
     """The message is (now, or already) in the dead letters, with its error."""
 
@@ -333,7 +333,7 @@ def purge_inbox(
     and a broker redelivers unacknowledged messages when their consumer reconnects. So the
     retention window must exceed the longest time a copy can wait in a queue behind the
     first one (the consumer's worst backlog or outage); the default, 7 days
-    (:data:`DEFAULT_INBOX_RETENTION`), is generous. A copy arriving after its row was
+    (:data:`~tactical.outbox.DEFAULT_INBOX_RETENTION`), is generous. A copy arriving after its row was
     purged is handled again. Run this periodically (say daily).
 
     Args:

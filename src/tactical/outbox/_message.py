@@ -76,7 +76,7 @@ class OutboxMessage:
 
     @property
     def body(self) -> bytes:
-        """The payload as compact UTF-8 JSON: the same JSON document as the outbox row."""
+        """The payload as compact UTF-8 JSON (the same JSON document as the outbox row)."""
         return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False).encode()
 
     @property

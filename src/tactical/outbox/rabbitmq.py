@@ -51,15 +51,15 @@ class RabbitMQPublisher:
 
     Each message is sent persistent (``delivery_mode=2``) with routing key = event type
     name, ``content_type`` ``application/json``, ``message_id`` = event id,
-    ``correlation_id``, ``type`` and the :attr:`OutboxMessage.headers` as AMQP headers. The
+    ``correlation_id``, ``type`` and the :attr:`~tactical.outbox.OutboxMessage.headers` as AMQP headers. The
     channel is in confirm mode (``confirm_delivery``): a batch is sent in one go and
     :meth:`publish` returns only after the broker confirmed every message of it (for a
     persistent message to a durable queue: written to disk). A nack, a lost connection, a
-    timeout or an unreachable broker raises :class:`PublishError` and the relay marks
+    timeout or an unreachable broker raises :class:`~tactical.outbox.PublishError` and the relay marks
     nothing.
 
     Bind your queues before publishing: a topic exchange drops messages no queue is bound
-    for (unless ``mandatory=True``, which turns them into a :class:`PublishError` and so
+    for (unless ``mandatory=True``, which turns them into a :class:`~tactical.outbox.PublishError` and so
     holds the relay back until a queue exists).
 
     The connection is opened on first use and reopened after a failure or after the broker
@@ -337,12 +337,12 @@ def _properties(message: OutboxMessage) -> Any:
 
 
 class RabbitMQConsumer:
-    """Feeds a durable RabbitMQ queue to an :class:`InboxConsumer`, acknowledging after commit.
+    """Feeds a durable RabbitMQ queue to an :class:`~tactical.outbox.InboxConsumer`, acknowledging after commit.
 
     The queue is declared durable and bound to the (durable topic) exchange for each of
     ``routing_keys`` (event type names; ``#`` for all, ``billing.#`` for a prefix). Each
-    delivery is rebuilt with :meth:`OutboxMessage.from_wire` and handled; it is
-    acknowledged (``basic_ack``) only after :meth:`InboxConsumer.handle` returned, that is
+    delivery is rebuilt with :meth:`~tactical.outbox.OutboxMessage.from_wire` and handled; it is
+    acknowledged (``basic_ack``) only after :meth:`~tactical.outbox.InboxConsumer.handle` returned, that is
     after the handler's unit of work committed with its inbox row (or the message was
     parked). A crash before the ack makes RabbitMQ redeliver, and the inbox skips it.
     If handling raises (the database is down) the message is requeued and the consumer

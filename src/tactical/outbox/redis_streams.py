@@ -29,7 +29,7 @@ class RedisStreamPublisher:
     """Appends outbox messages to a Redis stream (``XADD``), one entry per event, in order.
 
     Each entry has two fields: ``body`` (the event's JSON, as in the outbox) and ``headers``
-    (:attr:`OutboxMessage.headers` as a JSON object). A batch is sent as one pipeline;
+    (:attr:`~tactical.outbox.OutboxMessage.headers` as a JSON object). A batch is sent as one pipeline;
     :meth:`publish` returns once Redis replied to every ``XADD``. How durable an entry is
     then depends on the server's persistence settings (``appendonly yes`` with
     ``appendfsync everysec`` or ``always`` for an outbox worth the name).
@@ -84,11 +84,11 @@ class RedisStreamPublisher:
 
 
 class RedisStreamConsumer:
-    """Feeds a Redis stream, through a consumer group, to an :class:`InboxConsumer`.
+    """Feeds a Redis stream, through a consumer group, to an :class:`~tactical.outbox.InboxConsumer`.
 
     The group (default: the inbox consumer's name) is created at the stream's start if it
-    does not exist. Each entry is rebuilt with :meth:`OutboxMessage.from_wire` and handled;
-    ``XACK`` follows only after :meth:`InboxConsumer.handle` returned, that is after the
+    does not exist. Each entry is rebuilt with :meth:`~tactical.outbox.OutboxMessage.from_wire` and handled;
+    ``XACK`` follows only after :meth:`~tactical.outbox.InboxConsumer.handle` returned, that is after the
     handler's unit of work committed with its inbox row (or the message was parked).
     Entries delivered to this consumer but not acknowledged (a crash, or handling that
     raised) are read again first, in order, before new ones, and the inbox skips those
