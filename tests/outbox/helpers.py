@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
-from tactical import AggregateRoot, DomainEvent, JsonCodec
+from tactical import AggregateRoot, DomainEvent, JsonCodec, retry_on_conflict
 from tactical.outbox import InboxConsumer, OutboxMessage, OutboxRelay
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, outbox_table
 from tactical.testing._contract import Counter, CounterTicked
@@ -18,24 +18,36 @@ from tactical.testing._contract import Counter, CounterTicked
 def commit_ticks(engine: sa.Engine, counters: int, ticks: int) -> list[UUID]:
     """Create ``counters`` counters and tick each ``ticks`` times, in one commit per counter batch."""
     ids = [uuid4() for _ in range(counters)]
-    with SqlAlchemyUnitOfWork(engine) as uow:
-        repository = uow.repository(Counter)
-        for counter_id in ids:
-            counter = Counter(counter_id, "c")
-            for _ in range(ticks):
-                counter.tick()
-            repository.add(counter)
-        uow.commit()
+
+    def transaction() -> None:
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            repository = uow.repository(Counter)
+            for counter_id in ids:
+                counter = Counter(counter_id, "c")
+                for _ in range(ticks):
+                    counter.tick()
+                repository.add(counter)
+            uow.commit()
+
+    retry_on_conflict(transaction, attempts=10)  # see tick() for why
     return ids
 
 
 def tick(engine: sa.Engine, counter_id: UUID, times: int = 1) -> None:
-    """Tick an existing counter ``times`` times in one unit of work."""
-    with SqlAlchemyUnitOfWork(engine) as uow:
-        counter = uow.repository(Counter).require(counter_id)
-        for _ in range(times):
-            counter.tick()
-        uow.commit()
+    """Tick an existing counter ``times`` times in one unit of work, as a service would.
+
+    Through ``retry_on_conflict``: on SQLite a relay marking rows is a concurrent writer, and
+    SQLite refuses a write from a transaction that read before another writer committed.
+    """
+
+    def transaction() -> None:
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            counter = uow.repository(Counter).require(counter_id)
+            for _ in range(times):
+                counter.tick()
+            uow.commit()
+
+    retry_on_conflict(transaction, attempts=10)
 
 
 def pending_positions(engine: sa.Engine) -> list[int]:

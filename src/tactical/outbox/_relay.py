@@ -52,6 +52,11 @@ class OutboxRelay:
     **SQLite.** Run a single relay per database file: the read and the mark are two short
     transactions around the publish, so application writers are never blocked by a slow
     broker, but two relays would publish the same rows.
+    SQLite has one writer at a time and refuses the write of a transaction that read before
+    another writer committed, so the relay's marks (like any other writer) can make a
+    concurrent unit of work's commit fail with :class:`~tactical.ConcurrencyError`: run
+    application services through :func:`~tactical.retry_on_conflict`, as you should on SQLite
+    anyway.
 
     Args:
         engine: The engine of the database holding ``tactical_outbox``.
