@@ -55,8 +55,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the documentation with warnings as errors (code samples run in ``tests``)."""
-    session.install("-e", EXTRAS, *_groups("docs"))
+    """Run every code sample of the docs and README (Sybil), then build with warnings as errors."""
+    session.install("-e", EXTRAS, *_groups("docs", "tests"))
+    session.run("pytest", "-p", "no:cacheprovider", "docs", "README.md")
     session.run(
         "sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )
@@ -75,7 +76,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Run the example bounded contexts' narrated scenarios."""
+    """Run the example bounded contexts' narrated scenarios (also ``nox -s examples``)."""
     session.install("-e", EXTRAS)
     examples = sorted(p.parent.name for p in (ROOT / "examples").glob("*/__main__.py"))
     if not examples:
@@ -83,3 +84,9 @@ def demo(session: nox.Session) -> None:
         return
     for name in examples:
         session.run("python", "-m", f"examples.{name}")
+
+
+@nox.session(name="examples")
+def examples_session(session: nox.Session) -> None:
+    """The same as ``demo``: run the example bounded contexts' narrated scenarios."""
+    demo(session)
