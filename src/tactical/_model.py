@@ -66,14 +66,12 @@ class _FrozenMeta(type):
         order: bool = False,
         kw_only: bool = False,
     ) -> _FrozenMeta:
+        if _is_base(mcls, bases) or _is_rebuild(namespace):
+            return super().__new__(mcls, name, bases, namespace)
         # A method using zero-argument super() (or __class__) makes Python pass a cell that
         # must end up holding the class returned here: the slotted rebuild, not cls.
         classcell = namespace.pop("__classcell__", None)
         cls = super().__new__(mcls, name, bases, namespace)
-        if _is_base(mcls, bases) or _is_rebuild(namespace):
-            if classcell is not None:
-                classcell.cell_contents = cls
-            return cls
         make = dataclasses.dataclass(frozen=True, slots=True, order=order, kw_only=kw_only)
         built = make(cast("type[Any]", cls))
         if classcell is not None:
@@ -178,12 +176,14 @@ class ValueObject(metaclass=_FrozenMeta):
                 if name not in changes:
                     changes[name] = getattr(self, name)
             return cls(**changes)
-        fields = dataclasses.fields(cast("DataclassInstance", self))
-        unknown = changes.keys() - {f.name for f in fields if f.init}
+        # InitVar pseudo-fields are absent from dataclasses.fields() but may be replaced.
+        declared: dict[str, dataclasses.Field[Any]] = cls.__dataclass_fields__
+        accepted = [name for name, f in declared.items() if f.init]
+        unknown = changes.keys() - set(accepted)
         if unknown:
             raise TypeError(
                 f"{type(self).__qualname__}.replace() got unknown field(s) "
-                f"{', '.join(sorted(unknown))}; fields are {', '.join(f.name for f in fields)}"
+                f"{', '.join(sorted(unknown))}; it accepts {', '.join(accepted)}"
             )
         return cast("Self", dataclasses.replace(cast("DataclassInstance", self), **changes))
 

@@ -1,0 +1,70 @@
+"""Engine preparation, the UTC datetime column, and errors that are not conflicts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from tactical import ConcurrencyError
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork, UtcDateTime, configure_engine
+from tactical.testing._contract import Counter
+
+
+class TestConfigureEngine:
+    def test_in_memory_sqlite_keeps_its_journal_and_gets_foreign_keys(self) -> None:
+        """An in-memory database cannot use WAL; it still gets foreign keys and a busy timeout."""
+        engine = configure_engine(sa.create_engine("sqlite://"))
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "memory"
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 10_000
+        engine.dispose()
+
+    def test_file_sqlite_uses_wal(self, tmp_path: Path) -> None:
+        """A file database is switched to WAL with synchronous=NORMAL."""
+        engine = configure_engine(sa.create_engine(f"sqlite:///{tmp_path / 'wal.db'}"))
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1
+        engine.dispose()
+
+
+class TestUtcDateTime:
+    def test_null_aware_and_naive_values(self, tmp_path: Path) -> None:
+        """NULL stays NULL, aware values come back in UTC, naive values are refused."""
+        metadata = sa.MetaData()
+        table = sa.Table(
+            "stamps",
+            metadata,
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("at", UtcDateTime, nullable=True),
+        )
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'stamps.db'}")
+        metadata.create_all(engine)
+        moment = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+        with engine.begin() as connection:
+            connection.execute(table.insert(), [{"id": 1, "at": None}, {"id": 2, "at": moment}])
+        with engine.connect() as connection:
+            rows = {r.id: r.at for r in connection.execute(sa.select(table.c.id, table.c.at))}
+        assert rows == {1: None, 2: moment}
+        assert rows[2] is not None
+        assert rows[2].tzinfo is UTC
+        with pytest.raises(exc.StatementError, match="naive datetime"), engine.begin() as c:
+            c.execute(table.insert(), {"id": 3, "at": datetime(2026, 3, 1)})
+        engine.dispose()
+
+
+class TestErrorsThatAreNotConflicts:
+    def test_a_missing_schema_is_the_database_s_error_not_a_conflict(self, tmp_path: Path) -> None:
+        """Reading before create_schema() raises the driver's error, never ConcurrencyError."""
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+        uow = SqlAlchemyUnitOfWork(engine)
+        with uow, pytest.raises(exc.OperationalError, match="no such table") as raised:
+            uow.repository(Counter).get(uuid4())
+        assert not isinstance(raised.value, ConcurrencyError)
+        engine.dispose()
