@@ -6,11 +6,12 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import pika
 import pytest
 import redis
-from tests.outbox.brokers import AMQP_URL, Rabbit
+from tests.outbox.brokers import AMQP_URL, NO_RETRY, Rabbit, closed_port
 from tests.outbox.helpers import commit_ticks, make_consumer, mirrors
 
 import sqlalchemy as sa
@@ -165,3 +166,54 @@ class TestRedisStreamConsumer:
             stop.set()
             thread.join(5)
         assert not thread.is_alive()
+
+
+class TestLoopsWhileTheBrokerIsDown:
+    """A consumer loop whose broker is unreachable logs, backs off, and still stops on request."""
+
+    def run_briefly(self, run: Callable[[threading.Event], None]) -> float:
+        stop = threading.Event()
+        thread = threading.Thread(target=run, args=(stop,))
+        thread.start()
+        time.sleep(0.6)
+        asked = time.monotonic()
+        stop.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        return time.monotonic() - asked
+
+    @pytest.mark.rabbitmq
+    def test_rabbitmq_consumer_retries_with_backoff(
+        self, consumer_engine: sa.Engine, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Connection failures are logged as warnings with the delay; stop ends the loop."""
+        consumer = RabbitMQConsumer(
+            make_consumer(consumer_engine),
+            f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F",
+            queue="never-declared",
+            timeout=0.2,
+        )
+        with caplog.at_level(logging.WARNING, logger="tactical.outbox"):
+            waited = self.run_briefly(
+                lambda stop: consumer.run(stop, initial_backoff=0.05, max_backoff=0.1)
+            )
+        retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+        assert len(retries) >= 2
+        assert "RabbitMQ consumer mirror" in retries[0].getMessage()
+        assert waited < 2
+
+    @pytest.mark.redis
+    def test_redis_consumer_retries_with_backoff(
+        self, consumer_engine: sa.Engine, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Connection failures are logged as warnings with the delay; stop ends the loop."""
+        client = redis.Redis(port=closed_port(), socket_connect_timeout=0.2, retry=NO_RETRY)
+        consumer = RedisStreamConsumer(make_consumer(consumer_engine), client, stream="nowhere")
+        with caplog.at_level(logging.WARNING, logger="tactical.outbox"):
+            waited = self.run_briefly(
+                lambda stop: consumer.run(stop, initial_backoff=0.05, max_backoff=0.1)
+            )
+        retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+        assert len(retries) >= 2
+        assert "Redis consumer mirror" in retries[0].getMessage()
+        assert waited < 2
