@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -165,3 +166,13 @@ class Publisher(Protocol):
                 marks none of them published and sends them again later.
         """
         ...
+
+
+def backoff_delay(failures: int, initial: float, maximum: float) -> float:
+    """Seconds to wait after ``failures`` consecutive failures: doubling, bounded, jittered.
+
+    The bound starts at ``initial`` and doubles per failure up to ``maximum``; the delay is
+    a random point in its upper half, so that loops failing together spread out.
+    """
+    bound = min(maximum, initial * 2.0 ** min(failures - 1, 30))
+    return bound * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from tactical.outbox._message import OutboxMessage, Publisher
+from tactical.outbox._message import OutboxMessage, Publisher, backoff_delay
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._schema import outbox_table
 
@@ -148,8 +147,7 @@ class OutboxRelay:
                 count = self.relay_once()
             except Exception as error:
                 failures += 1
-                delay = min(max_backoff, initial_backoff * 2 ** min(failures - 1, 30))
-                delay *= random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
+                delay = backoff_delay(failures, initial_backoff, max_backoff)
                 _log.warning(
                     "outbox relay: publishing failed (attempt %d), retrying in %.1fs: %s",
                     failures,

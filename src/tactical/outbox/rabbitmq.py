@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import random
 import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -15,7 +14,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 from tactical.outbox._inbox import InboxConsumer
-from tactical.outbox._message import OutboxMessage, PublishError
+from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay
 
 __all__ = ["DEFAULT_EXCHANGE", "RabbitMQConsumer", "RabbitMQPublisher"]
 
@@ -425,8 +424,7 @@ class RabbitMQConsumer:
             except Exception as error:
                 failures += 1
                 self.close()
-                delay = min(max_backoff, initial_backoff * 2 ** min(failures - 1, 30))
-                delay *= random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
+                delay = backoff_delay(failures, initial_backoff, max_backoff)
                 _log.warning(
                     "RabbitMQ consumer %s: %s: %s; retrying in %.1fs",
                     self._inbox.name,

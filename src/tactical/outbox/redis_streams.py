@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 from collections.abc import Sequence
 from typing import Any, cast
@@ -15,7 +14,7 @@ from typing import Any, cast
 import redis
 
 from tactical.outbox._inbox import InboxConsumer
-from tactical.outbox._message import OutboxMessage, PublishError
+from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay
 
 __all__ = ["DEFAULT_STREAM", "RedisStreamConsumer", "RedisStreamPublisher"]
 
@@ -169,8 +168,7 @@ class RedisStreamConsumer:
                 failures = 0
             except Exception as error:
                 failures += 1
-                delay = min(max_backoff, initial_backoff * 2 ** min(failures - 1, 30))
-                delay *= random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
+                delay = backoff_delay(failures, initial_backoff, max_backoff)
                 _log.warning(
                     "Redis consumer %s: %s: %s; retrying in %.1fs",
                     self._group,
