@@ -15,6 +15,7 @@ from tactical._errors import (
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
 from tactical._repository import Repository
 from tactical._retry import retry_on_conflict
+from tactical._tracing import Trace, current_trace
 from tactical._uow import InMemoryStore, InMemoryUnitOfWork, UnitOfWork
 
 __all__ = [
@@ -34,8 +35,10 @@ __all__ = [
     "InvariantViolation",
     "JsonCodec",
     "Repository",
+    "Trace",
     "UnitOfWork",
     "UnknownTypeError",
     "ValueObject",
+    "current_trace",
     "retry_on_conflict",
 ]

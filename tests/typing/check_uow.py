@@ -13,7 +13,9 @@ from tactical import (
     InMemoryStore,
     InMemoryUnitOfWork,
     Repository,
+    Trace,
     UnitOfWork,
+    current_trace,
     retry_on_conflict,
 )
 
@@ -68,3 +70,10 @@ assert_type(retry_on_conflict(lambda: 42), int)
 assert_type(uow.bus, EventBus)
 error = EventHandlerError("failed", [RuntimeError("x")])
 assert isinstance(error, ExceptionGroup)
+
+
+trace = current_trace()
+assert_type(trace, Trace | None)
+if trace is not None:
+    assert_type(trace.correlation_id, UUID)
+    assert_type(trace.causation_id, UUID | None)
