@@ -58,7 +58,7 @@ class EventBus:
 
     While a handler runs, events recorded (or published) by it carry the handled event's
     correlation id and, as causation id, the handled event's id (see
-    :func:`tactical.outbox.current_trace`).
+    :func:`tactical.current_trace`).
 
     The bus is thread-safe: each thread dispatches its own events.
 
