@@ -33,6 +33,7 @@ DOMAIN = (
     "examples.shipping.ids",
     "examples.shipping.events",
     "examples.shipping.ports",
+    "examples.shipping.values",
     "examples.shipping.domain",
     "examples.shipping.inventory",
 )
