@@ -269,8 +269,7 @@ class AggregateRoot(Entity[IdT]):
     def pull_events(self) -> tuple[DomainEvent, ...]:
         """Return the pending events, oldest first, and clear them."""
         pulled = self.pending_events
-        self._events().clear()
-        vars(self).pop(_TRACES, None)
+        self.clear_events()
         return pulled
 
 
