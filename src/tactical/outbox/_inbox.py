@@ -328,13 +328,13 @@ def purge_inbox(
 ) -> int:
     """Delete inbox rows processed more than ``older_than`` ago; return how many.
 
-    The inbox only has to remember an event for as long as a copy of it can still arrive:
-    a relay that crashed between publish and mark sends its batch again within moments,
-    and a broker redelivers unacknowledged messages when their consumer reconnects. So the
-    retention window must exceed the longest time a copy can wait in a queue behind the
-    first one (the consumer's worst backlog or outage); the default, 7 days
-    (:data:`~tactical.outbox.DEFAULT_INBOX_RETENTION`), is generous. A copy arriving after its row was
-    purged is handled again. Run this periodically (say daily).
+    The inbox only has to remember an event for as long as a copy of it can still arrive: a
+    relay that crashed between publish and mark sends its batch again within moments, and a
+    broker redelivers unacknowledged messages when their consumer reconnects. So the retention
+    window must exceed the longest time a copy can wait in a queue behind the first one (the
+    consumer's worst backlog or outage); the default, 7 days
+    (:data:`~tactical.outbox.DEFAULT_INBOX_RETENTION`), is generous. A copy arriving after its
+    row was purged is handled again. Run this periodically (say daily).
 
     Args:
         engine: The database of the inbox.

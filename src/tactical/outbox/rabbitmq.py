@@ -48,18 +48,17 @@ def connection_parameters(url: str, *, timeout: float) -> Any:
 class RabbitMQPublisher:
     """Publishes outbox messages to a durable RabbitMQ topic exchange, with publisher confirms.
 
-    Each message is sent persistent (``delivery_mode=2``) with routing key = event type
-    name, ``content_type`` ``application/json``, ``message_id`` = event id,
-    ``correlation_id``, ``type`` and the :attr:`~tactical.outbox.OutboxMessage.headers` as AMQP headers. The
-    channel is in confirm mode (``confirm_delivery``): a batch is sent in one go and
-    :meth:`publish` returns only after the broker confirmed every message of it (for a
-    persistent message to a durable queue: written to disk). A nack, a lost connection, a
-    timeout or an unreachable broker raises :class:`~tactical.outbox.PublishError` and the relay marks
-    nothing.
+    Each message is sent persistent (``delivery_mode=2``) with routing key = event type name,
+    ``content_type`` ``application/json``, ``message_id`` = event id, ``correlation_id``,
+    ``type`` and the :attr:`~tactical.outbox.OutboxMessage.headers` as AMQP headers. The channel
+    is in confirm mode (``confirm_delivery``): a batch is sent in one go and :meth:`publish`
+    returns only after the broker confirmed every message of it (for a persistent message to a
+    durable queue: written to disk). A nack, a lost connection, a timeout or an unreachable
+    broker raises :class:`~tactical.outbox.PublishError` and the relay marks nothing.
 
-    Bind your queues before publishing: a topic exchange drops messages no queue is bound
-    for (unless ``mandatory=True``, which turns them into a :class:`~tactical.outbox.PublishError` and so
-    holds the relay back until a queue exists).
+    Bind your queues before publishing: a topic exchange drops messages no queue is bound for
+    (unless ``mandatory=True``, which turns them into a :class:`~tactical.outbox.PublishError`
+    and so holds the relay back until a queue exists).
 
     The connection is opened on first use and reopened after a failure or after the broker
     dropped it while idle. Like every pika connection it belongs to one thread: give each
@@ -336,18 +335,17 @@ def _properties(message: OutboxMessage) -> Any:
 
 
 class RabbitMQConsumer:
-    """Feeds a durable RabbitMQ queue to an :class:`~tactical.outbox.InboxConsumer`, acknowledging after commit.
+    """Feeds a durable RabbitMQ queue to an inbox consumer, acknowledging after commit.
 
     The queue is declared durable and bound to the (durable topic) exchange for each of
     ``routing_keys`` (event type names; ``#`` for all, ``billing.#`` for a prefix). Each
     delivery is rebuilt with :meth:`~tactical.outbox.OutboxMessage.from_wire` and handled; it is
-    acknowledged (``basic_ack``) only after :meth:`~tactical.outbox.InboxConsumer.handle` returned, that is
-    after the handler's unit of work committed with its inbox row (or the message was
-    parked). A crash before the ack makes RabbitMQ redeliver, and the inbox skips it.
-    If handling raises (the database is down) the message is requeued and the consumer
-    reconnects with backoff. A delivery that is not a tactical message (missing headers)
-    is rejected without requeue (to the queue's dead-letter exchange if it has one) and
-    logged.
+    acknowledged (``basic_ack``) only after :meth:`~tactical.outbox.InboxConsumer.handle`
+    returned, that is after the handler's unit of work committed with its inbox row (or the
+    message was parked). A crash before the ack makes RabbitMQ redeliver, and the inbox skips
+    it. If handling raises (the database is down) the message is requeued and the consumer
+    reconnects with backoff. A delivery that is not a tactical message (missing headers) is
+    rejected without requeue (to the queue's dead-letter exchange if it has one) and logged.
 
     Per-aggregate order holds with one consumer per queue (messages are handled one at a
     time in queue order); several consumers on one queue share the load but may handle

@@ -28,9 +28,9 @@ class RedisStreamPublisher:
     """Appends outbox messages to a Redis stream (``XADD``), one entry per event, in order.
 
     Each entry has two fields: ``body`` (the event's JSON, as in the outbox) and ``headers``
-    (:attr:`~tactical.outbox.OutboxMessage.headers` as a JSON object). A batch is sent as one pipeline;
-    :meth:`publish` returns once Redis replied to every ``XADD``. How durable an entry is
-    then depends on the server's persistence settings (``appendonly yes`` with
+    (:attr:`~tactical.outbox.OutboxMessage.headers` as a JSON object). A batch is sent as one
+    pipeline; :meth:`publish` returns once Redis replied to every ``XADD``. How durable an entry
+    is then depends on the server's persistence settings (``appendonly yes`` with
     ``appendfsync everysec`` or ``always`` for an outbox worth the name).
 
     Args:
@@ -83,15 +83,15 @@ class RedisStreamPublisher:
 
 
 class RedisStreamConsumer:
-    """Feeds a Redis stream, through a consumer group, to an :class:`~tactical.outbox.InboxConsumer`.
+    """Feeds a Redis stream, through a consumer group, to an inbox consumer.
 
-    The group (default: the inbox consumer's name) is created at the stream's start if it
-    does not exist. Each entry is rebuilt with :meth:`~tactical.outbox.OutboxMessage.from_wire` and handled;
-    ``XACK`` follows only after :meth:`~tactical.outbox.InboxConsumer.handle` returned, that is after the
-    handler's unit of work committed with its inbox row (or the message was parked).
-    Entries delivered to this consumer but not acknowledged (a crash, or handling that
-    raised) are read again first, in order, before new ones, and the inbox skips those
-    already handled. An entry that is not a tactical message is logged and acknowledged.
+    The group (default: the inbox consumer's name) is created at the stream's start if it does
+    not exist. Each entry is rebuilt with :meth:`~tactical.outbox.OutboxMessage.from_wire` and
+    handled; ``XACK`` follows only after :meth:`~tactical.outbox.InboxConsumer.handle` returned,
+    that is after the handler's unit of work committed with its inbox row (or the message was
+    parked). Entries delivered to this consumer but not acknowledged (a crash, or handling that
+    raised) are read again first, in order, before new ones, and the inbox skips those already
+    handled. An entry that is not a tactical message is logged and acknowledged.
 
     The client must speak RESP2 (redis-py's default protocol). Per-aggregate order holds
     with one consumer name per group; more consumers in a group

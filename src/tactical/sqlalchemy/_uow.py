@@ -62,9 +62,9 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     transaction (position order = recorded order), then published on the bus after commit.
 
     Units of work over one engine see each other's committed state. Create the tables with
-    :func:`create_schema` or with Alembic over :data:`~tactical.sqlalchemy.metadata`. SQLite needs a file database
-    (``sqlite:///path``) for more than one unit of work at a time: an in-memory database is
-    private to one connection.
+    :func:`create_schema` or with Alembic over :data:`~tactical.sqlalchemy.metadata`. SQLite
+    needs a file database (``sqlite:///path``) for more than one unit of work at a time: an
+    in-memory database is private to one connection.
 
     Args:
         engine: The engine to use; it is prepared with :func:`configure_engine`.
