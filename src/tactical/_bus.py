@@ -6,7 +6,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tactical._model import DomainEvent
 from tactical._tracing import Trace, handling, trace_of
@@ -14,6 +14,7 @@ from tactical._tracing import Trace, handling, trace_of
 __all__ = ["EventBus", "EventHandlerError"]
 
 E = TypeVar("E", bound=DomainEvent)
+H = TypeVar("H")
 
 _log = logging.getLogger("tactical.bus")
 
@@ -31,6 +32,52 @@ class EventHandlerError(ExceptionGroup[Exception]):
 
     .. versionadded:: 0.1.0
     """
+
+
+def check_event_type(event_type: type[DomainEvent]) -> None:
+    """Refuse anything but a :class:`~tactical.DomainEvent` subclass as a subscription key.
+
+    Raises:
+        TypeError: ``event_type`` is not a :class:`~tactical.DomainEvent` subclass.
+    """
+    candidate: object = event_type
+    if not (isinstance(candidate, type) and issubclass(candidate, DomainEvent)):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(f"subscribe() takes a DomainEvent subclass, got {event_type!r}")
+
+
+class Subscriptions(Generic[H]):
+    """Handlers by event type: an event goes to those of its type and of its base classes.
+
+    In subscription order; thread-safe; the handlers of each event type are looked up once.
+    Shared by :class:`EventBus` and the outbox's inbox consumer.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[type[DomainEvent], H]] = []
+        self._cache: dict[type[DomainEvent], tuple[H, ...]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, event_type: type[DomainEvent], handler: H) -> None:
+        """Subscribe ``handler`` to ``event_type`` (and its subclasses).
+
+        Raises:
+            TypeError: ``event_type`` is not a :class:`~tactical.DomainEvent` subclass.
+        """
+        check_event_type(event_type)
+        with self._lock:
+            self._entries.append((event_type, handler))
+            self._cache = {}
+
+    def for_type(self, event_type: type[DomainEvent]) -> tuple[H, ...]:
+        """The handlers an event of ``event_type`` goes to, in subscription order."""
+        cache = self._cache
+        try:
+            return cache[event_type]
+        except KeyError:
+            with self._lock:
+                handlers = tuple(h for t, h in self._entries if issubclass(event_type, t))
+                self._cache[event_type] = handlers
+            return handlers
 
 
 class _Dispatch(threading.local):
@@ -66,9 +113,7 @@ class EventBus:
     """
 
     def __init__(self) -> None:
-        self._subscriptions: list[tuple[type[DomainEvent], Callable[[Any], object]]] = []
-        self._cache: dict[type[DomainEvent], tuple[Callable[[Any], object], ...]] = {}
-        self._lock = threading.Lock()
+        self._subscriptions: Subscriptions[Callable[[Any], object]] = Subscriptions()
         self._dispatch = _Dispatch()
 
     def subscribe(self, event_type: type[E], handler: Callable[[E], object]) -> None:
@@ -78,25 +123,14 @@ class EventBus:
             TypeError: ``event_type`` is not a :class:`~tactical.DomainEvent` subclass, or
                 ``handler`` is not callable.
         """
-        candidate: object = event_type
-        if not (isinstance(candidate, type) and issubclass(candidate, DomainEvent)):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(f"subscribe() takes a DomainEvent subclass, got {event_type!r}")
+        check_event_type(event_type)
         if not callable(handler):
             raise TypeError(f"handler for {event_type.__qualname__} is not callable: {handler!r}")
-        with self._lock:
-            self._subscriptions.append((event_type, handler))
-            self._cache = {}
+        self._subscriptions.add(event_type, handler)
 
     def handlers_for(self, event_type: type[DomainEvent]) -> tuple[Callable[[Any], object], ...]:
         """The handlers an event of ``event_type`` is delivered to, in delivery order."""
-        cache = self._cache
-        try:
-            return cache[event_type]
-        except KeyError:
-            with self._lock:
-                handlers = tuple(h for t, h in self._subscriptions if issubclass(event_type, t))
-                self._cache[event_type] = handlers
-            return handlers
+        return self._subscriptions.for_type(event_type)
 
     def publish(self, event: DomainEvent) -> None:
         """Deliver ``event`` to its handlers (after those already queued on this thread).

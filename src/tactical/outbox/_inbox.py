@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from tactical._bus import EventHandlerError
+from tactical._bus import EventHandlerError, Subscriptions
 from tactical._codec import DeserializationError, JsonCodec
 from tactical._model import DomainEvent
 from tactical._tracing import handling
@@ -111,9 +110,7 @@ class InboxConsumer(Generic[U]):
         self._codec = codec
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay
-        self._subscriptions: list[tuple[type[DomainEvent], Callable[[Any, U], object]]] = []
-        self._cache: dict[type[DomainEvent], tuple[Callable[[Any, U], object], ...]] = {}
-        self._lock = threading.Lock()
+        self._subscriptions: Subscriptions[Callable[[Any, U], object]] = Subscriptions()
 
     @property
     def name(self) -> str:
@@ -126,23 +123,7 @@ class InboxConsumer(Generic[U]):
         Raises:
             TypeError: ``event_type`` is not a :class:`~tactical.DomainEvent` subclass.
         """
-        candidate: object = event_type
-        if not (isinstance(candidate, type) and issubclass(candidate, DomainEvent)):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(f"subscribe() takes a DomainEvent subclass, got {event_type!r}")
-        with self._lock:
-            self._subscriptions.append((event_type, handler))
-            self._cache = {}
-
-    def _handlers_for(
-        self, event_type: type[DomainEvent]
-    ) -> tuple[Callable[[Any, U], object], ...]:
-        cache = self._cache
-        found = cache.get(event_type)
-        if found is None:
-            with self._lock:
-                found = tuple(h for t, h in self._subscriptions if issubclass(event_type, t))
-                self._cache[event_type] = found
-        return found
+        self._subscriptions.add(event_type, handler)
 
     # -- handling --------------------------------------------------------------------------
 
@@ -204,7 +185,7 @@ class InboxConsumer(Generic[U]):
                 )
             except DeserializationError as error:
                 raise _Unprocessable("cannot decode the event", tried=True) from error
-            handlers = self._handlers_for(type(event))
+            handlers = self._subscriptions.for_type(type(event))
             if not handlers:
                 return Outcome.IGNORED
             try:
