@@ -161,24 +161,24 @@ def core_deposit(
                 raise RuntimeError(f"account {key} changed since it was read")
             connection.execute(
                 insert_once if prebuilt else outbox.insert(),
-                [
-                    {
-                        "event_id": event_id,
-                        "event_type": event_type,
-                        "event_version": 1,
-                        "aggregate_type": type_name,
-                        "aggregate_id": key,
-                        "aggregate_version": row.version + 1,
-                        "payload": {
-                            "account_id": key,
-                            "amount": str(amount),
-                            "event_id": str(event_id),
-                            "occurred_at": now.isoformat(),
-                        },
-                        "occurred_at": now,
-                        "published_at": None,
-                    }
-                ],
+                {
+                    "event_id": event_id,
+                    "event_type": event_type,
+                    "event_version": 1,
+                    "aggregate_type": type_name,
+                    "aggregate_id": key,
+                    "aggregate_version": row.version + 1,
+                    "payload": {
+                        "account_id": key,
+                        "amount": str(amount),
+                        "event_id": str(event_id),
+                        "occurred_at": now.isoformat(),
+                    },
+                    "occurred_at": now,
+                    "published_at": None,
+                    "correlation_id": event_id,
+                    "causation_id": None,
+                },
             )
             connection.commit()
 

@@ -146,8 +146,12 @@ class EventBus:
         dispatch = self._dispatch
         # Each event's trace is fixed now, in the publisher's context (a handler's, or the
         # unit of work's that knows how its events were recorded), not when it is dispatched.
-        dispatch.queue.extend((event, trace_of(event.event_id)) for event in events)
-        if dispatch.active:
+        # An event nobody handles is skipped: no handler can record anything in its trace.
+        for_type = self._subscriptions.for_type
+        dispatch.queue.extend(
+            (event, trace_of(event.event_id)) for event in events if for_type(type(event))
+        )
+        if dispatch.active or not dispatch.queue:
             return
         dispatch.active = True
         failures: list[Exception] = []
@@ -155,7 +159,7 @@ class EventBus:
             while dispatch.queue:
                 event, trace = dispatch.queue.popleft()
                 with handling(trace.correlation_id, event.event_id):
-                    for handler in self.handlers_for(type(event)):
+                    for handler in for_type(type(event)):
                         try:
                             handler(event)
                         except Exception as error:

@@ -113,6 +113,7 @@ class JsonCodec:
         self._class_of: dict[str, type] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
         self._plans: dict[type, tuple[_Field, ...]] = {}
+        self._decoders: dict[type, _Decode] = {}
 
     # -- type names ------------------------------------------------------------------------
 
@@ -326,7 +327,15 @@ class JsonCodec:
         return tuple(fields)
 
     def _decoder_for_class(self, cls: type) -> _Decode:
+        decoder = self._decoders.get(cls)
+        if decoder is None:
+            decoder = self._build_decoder(cls)
+            self._decoders[cls] = decoder
+        return decoder
+
+    def _build_decoder(self, cls: type) -> _Decode:
         plan = self._plan(cls)
+        names = frozenset(f.name for f in plan)
 
         def decode(data: Any) -> Any:
             if not isinstance(data, dict):
@@ -349,7 +358,7 @@ class JsonCodec:
                     error.path.insert(0, f.name)
                     raise
                 (init if f.init else later)[f.name] = value
-            unknown = mapping.keys() - {f.name for f in plan}
+            unknown = mapping.keys() - names
             if unknown:
                 raise _Malformed(f"unexpected field(s) {', '.join(sorted(unknown))}")
             try:

@@ -107,20 +107,36 @@ _ATOMIC: frozenset[type] = frozenset(
 )
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
+def _dataclass_field_names(kind: type) -> tuple[str, ...] | None:
+    """The field names of dataclass ``kind`` (None for other types), looked up once per type."""
+    try:
+        return _FIELD_NAMES[kind]
+    except KeyError:
+        pass
+    names = (
+        tuple(f.name for f in dataclasses.fields(kind)) if dataclasses.is_dataclass(kind) else None
+    )
+    if len(_FIELD_NAMES) >= 4096:  # types made at run time: keep the cache bounded
+        _FIELD_NAMES.clear()
+    _FIELD_NAMES[kind] = names
+    return names
+
+
 def structural_state(value: object) -> object:
     """A comparable, alias-free picture of ``value`` for change detection.
 
     Unlike ``==`` it looks inside entities (whose equality is by id only): two aggregates
     have equal structural states exactly when all their fields, recursively, are equal.
     """
-    if type(value) in _ATOMIC:
-        return value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (
-            type(value),
-            tuple(structural_state(getattr(value, f.name)) for f in dataclasses.fields(value)),
-        )
     kind: type[object] = type(value)
+    if kind in _ATOMIC:
+        return value
+    names = _dataclass_field_names(kind)
+    if names is not None:
+        return (kind, tuple(structural_state(getattr(value, name)) for name in names))
     if isinstance(value, list | tuple):
         items = cast("Iterable[object]", value)
         return (kind, tuple(structural_state(i) for i in items))
@@ -300,6 +316,8 @@ class TransactionalUnitOfWork(ABC):
                 change.aggregate.version = change.new_version
         trackeds = [t.aggregate for t in self._tracked.values()]
         events = recorded_in_order(trackeds)
+        if not events:
+            return
         traces = {
             e.event_id: trace
             for aggregate in trackeds
@@ -308,7 +326,10 @@ class TransactionalUnitOfWork(ABC):
         }
         for aggregate in trackeds:
             aggregate.clear_events()
-        with recorded_traces(traces):
+        if traces:
+            with recorded_traces(traces):
+                self._bus.publish_all(events)
+        else:
             self._bus.publish_all(events)
 
     def _changes(self) -> list[Change]:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy import exc
 from tactical._bus import EventBus
-from tactical._codec import JsonCodec
+from tactical._codec import DeserializationError, JsonCodec
 from tactical._errors import ConcurrencyError
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
 from tactical._tracing import trace_of
@@ -148,23 +148,31 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             raise _busy(error, aggregate_type, aggregate_id) from error
         if row is None:
             return None
-        return self._codec.aggregate_from_state(
-            aggregate_type,
-            row.state,
-            version=row.version,
-            context=(
+        version, state = row
+        try:
+            return self._codec.aggregate_from_state(aggregate_type, state, version=version)
+        except DeserializationError:
+            # Read again to raise the same error naming the row (built only when needed).
+            context = (
                 f"row {aggregates_table.name}(aggregate_type={type_name!r}, aggregate_id={key!r})"
-            ),
-        )
+            )
+            return self._codec.aggregate_from_state(
+                aggregate_type, state, version=version, context=context
+            )
 
     def _store(self, changes: Sequence[Change]) -> None:
         connection = self.connection
         versions = {id(c.aggregate): c.aggregate.version for c in changes}
         try:
             now = datetime.now(UTC)
+            # (type name, stored key) of each change's aggregate, for its row and its events.
+            names = {
+                id(c): (self._codec.type_name(c.aggregate_type), _key(c.aggregate.id))
+                for c in changes
+            }
             for change in changes:
-                self._write(connection, change, now)
-            self._write_outbox(connection, changes)
+                self._write(connection, change, names[id(change)], now)
+            self._write_outbox(connection, changes, names)
             connection.commit()
         except BaseException as error:
             for change in changes:
@@ -176,13 +184,14 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
 
     # -- writes ------------------------------------------------------------------------------
 
-    def _write(self, connection: sa.Connection, change: Change, now: datetime) -> None:
+    def _write(
+        self, connection: sa.Connection, change: Change, name: tuple[str, str], now: datetime
+    ) -> None:
         mapper = self._mappers.get(change.aggregate_type)
         if mapper is not None:
             self._write_mapped(connection, mapper, change)
             return
-        type_name = self._codec.type_name(change.aggregate_type)
-        key = _key(change.aggregate.id)
+        type_name, key = name
         if change.kind == "insert":
             state = self._codec.aggregate_to_state(change.aggregate)
             try:
@@ -246,7 +255,12 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         else:
             mapper.delete(connection, aggregate)
 
-    def _write_outbox(self, connection: sa.Connection, changes: Sequence[Change]) -> None:
+    def _write_outbox(
+        self,
+        connection: sa.Connection,
+        changes: Sequence[Change],
+        names: dict[int, tuple[str, str]],
+    ) -> None:
         owner: dict[int, Change] = {id(e): c for c in changes for e in c.events}
         if not owner:
             return
@@ -255,18 +269,21 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             change = owner.get(id(event))
             if change is None:  # recorded after the snapshot of pending events was taken
                 continue
-            rows.append(self._outbox_row(change, event))
-        connection.execute(_INSERT_OUTBOX, rows)
+            rows.append(self._outbox_row(change, names[id(change)], event))
+        # One row is the common case: a single execute costs less than an executemany.
+        connection.execute(_INSERT_OUTBOX, rows[0] if len(rows) == 1 else rows)
 
-    def _outbox_row(self, change: Change, event: DomainEvent) -> dict[str, Any]:
+    def _outbox_row(
+        self, change: Change, name: tuple[str, str], event: DomainEvent
+    ) -> dict[str, Any]:
         record = self._codec.event_to_record(event)
         trace = trace_of(event.event_id, recorded_trace(change.aggregate, event))
         return {
             "event_id": event.event_id,
             "event_type": record.type_name,
             "event_version": record.schema_version,
-            "aggregate_type": self._codec.type_name(change.aggregate_type),
-            "aggregate_id": _key(change.aggregate.id),
+            "aggregate_type": name[0],
+            "aggregate_id": name[1],
             "aggregate_version": change.new_version
             if change.new_version is not None
             else cast("int", change.expected_version) + 1,
