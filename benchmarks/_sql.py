@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -183,3 +184,107 @@ def core_deposit(
             connection.commit()
 
     return call
+
+
+def core_deposit_on_driver(
+    engine: sa.Engine, codec: JsonCodec, account_id: UUID
+) -> Callable[[], None]:
+    """The same statements, compiled once by SQLAlchemy and run with ``exec_driver_sql``.
+
+    SQLAlchemy's lowest public way to execute: no statement cache lookup and no result
+    processing; each value goes through its column's own bind processor by hand, so the rows
+    are stored exactly as Core stores them. A measure of what SQLAlchemy's execution path
+    costs, not a way to write an application.
+    """
+    dialect = engine.dialect
+    table, outbox = aggregates_table, outbox_table
+    type_name = codec.type_name(Account)
+    event_type = codec.type_name(Deposited)
+    key = str(account_id)
+    amount = Decimal("1.25")
+    is_row = (table.c.aggregate_type == type_name, table.c.aggregate_id == key)
+    select = sa.select(table.c.version, table.c.state).where(*is_row).compile(dialect=dialect)
+    update = (
+        table.update()
+        .where(*is_row, table.c.version == sa.bindparam("expected", type_=sa.Integer()))
+        .values(
+            version=sa.bindparam("new_version", type_=sa.Integer()),
+            state=sa.bindparam("new_state", type_=table.c.state.type),
+            updated_at=sa.bindparam("now", type_=table.c.updated_at.type),
+        )
+        .compile(dialect=dialect)
+    )
+    columns = [c.name for c in outbox.c if c.name != "position"]
+    insert = outbox.insert().compile(dialect=dialect, column_keys=columns)
+
+    def processors(compiled: sa.Compiled) -> list[Callable[[Any], Any]]:
+        assert isinstance(compiled, sa.sql.compiler.SQLCompiler)
+        assert compiled.positiontup is not None, "a positional paramstyle (SQLite) is needed"
+        binds = compiled.binds
+        kept: list[Callable[[Any], Any]] = []
+        for name in compiled.positiontup:
+            processor = binds[name].type.bind_processor(dialect)
+            kept.append(processor if processor is not None else _same)
+        return kept
+
+    def bound(compiled: sa.Compiled, values: dict[str, Any]) -> tuple[Any, ...]:
+        assert isinstance(compiled, sa.sql.compiler.SQLCompiler)
+        names = compiled.positiontup or []
+        given = {**constants_of[id(compiled)], **values}
+        return tuple(p(given[n]) for p, n in zip(processors_of[id(compiled)], names, strict=True))
+
+    processors_of = {id(c): processors(c) for c in (select, update, insert)}
+    constants_of = {
+        id(c): {name: b.value for name, b in c.binds.items()} for c in (select, update, insert)
+    }
+    select_sql, update_sql, insert_sql = str(select), str(update), str(insert)
+    select_params = bound(select, {})
+
+    def call() -> None:
+        with engine.connect() as connection:
+            connection.begin()
+            version, text = connection.exec_driver_sql(select_sql, select_params).one()
+            state: dict[str, Any] = json.loads(text)
+            now = datetime.now(UTC)
+            event_id = uuid4()
+            new_state = {**state, "balance": str(Decimal(state["balance"]) + amount)}
+            updated = connection.exec_driver_sql(
+                update_sql,
+                bound(
+                    update,
+                    {
+                        "expected": version,
+                        "new_version": version + 1,
+                        "new_state": new_state,
+                        "now": now,
+                    },
+                ),
+            )
+            if updated.rowcount != 1:
+                raise RuntimeError(f"account {key} changed since it was read")
+            row = {
+                "event_id": event_id,
+                "event_type": event_type,
+                "event_version": 1,
+                "aggregate_type": type_name,
+                "aggregate_id": key,
+                "aggregate_version": version + 1,
+                "payload": {
+                    "account_id": key,
+                    "amount": str(amount),
+                    "event_id": str(event_id),
+                    "occurred_at": now.isoformat(),
+                },
+                "occurred_at": now,
+                "published_at": None,
+                "correlation_id": event_id,
+                "causation_id": None,
+            }
+            connection.exec_driver_sql(insert_sql, bound(insert, row))
+            connection.commit()
+
+    return call
+
+
+def _same(value: Any) -> Any:
+    return value
