@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, Self, TypeVar, assert_type
+from typing import Any, Literal, Self, TypeVar, assert_type
 from uuid import UUID, uuid4
 
 import pytest
@@ -73,7 +73,11 @@ def strategies() -> None:
     assert_type(value_objects(Weight, grams=st.integers(1)), st.SearchStrategy[Weight])
     assert_type(aggregates(Parcel.receive), st.SearchStrategy[Parcel])
     assert_type(aggregates(Parcel), st.SearchStrategy[Parcel])
-    assert_type(strategy_for(int), st.SearchStrategy[Any])
+    assert_type(strategy_for(int), st.SearchStrategy[int])
+    assert_type(strategy_for(Weight), st.SearchStrategy[Weight])
+    assert_type(strategy_for(list[Weight]), st.SearchStrategy[list[Weight]])
+    assert_type(strategy_for(tuple[Weight, ...]), st.SearchStrategy[tuple[Weight, ...]])
+    assert_type(strategy_for(Literal["kg", "lb"]), st.SearchStrategy[Any])
     value_objects(Parcel)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
 
 
