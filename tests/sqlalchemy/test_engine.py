@@ -10,8 +10,8 @@ import pytest
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from tactical import ConcurrencyError
-from tactical.sqlalchemy import SqlAlchemyUnitOfWork, UtcDateTime, configure_engine
+from tactical import ConcurrencyError, InMemoryStore
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork, UtcDateTime, configure_engine, create_schema
 from tactical.testing._contract import Counter
 
 
@@ -23,6 +23,33 @@ class TestConfigureEngine:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "memory"
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 10_000
+        engine.dispose()
+
+    @pytest.mark.parametrize(
+        "prepare", [configure_engine, create_schema, SqlAlchemyUnitOfWork], ids=lambda f: f.__name__
+    )
+    def test_a_url_instead_of_an_engine_is_refused_with_the_fix(self, prepare: object) -> None:
+        """A URL string is refused at once, saying to make an engine of it."""
+        assert callable(prepare)
+        with pytest.raises(
+            TypeError,
+            match=r"expected a SQLAlchemy Engine, got 'sqlite:///app.db': "
+            r"make one with sqlalchemy.create_engine\('sqlite:///app.db'\)",
+        ):
+            prepare("sqlite:///app.db")
+
+    def test_a_connection_instead_of_an_engine_is_refused(self) -> None:
+        """A connection is not an engine: the error says what was given."""
+        engine = sa.create_engine("sqlite://")
+        with engine.connect() as connection, pytest.raises(TypeError, match="got <sqlalchemy"):
+            SqlAlchemyUnitOfWork(connection)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        engine.dispose()
+
+    def test_a_bus_that_is_not_an_event_bus_is_refused(self, tmp_path: Path) -> None:
+        """Something else as the bus is refused when the unit of work is made, not at commit."""
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'bus.db'}")
+        with pytest.raises(TypeError, match="bus must be an EventBus or None, got InMemoryStore"):
+            SqlAlchemyUnitOfWork(engine, InMemoryStore())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
         engine.dispose()
 
     def test_file_sqlite_uses_wal(self, tmp_path: Path) -> None:

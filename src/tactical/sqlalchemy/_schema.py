@@ -139,6 +139,9 @@ def create_schema(engine: sa.Engine) -> None:
     For a quick start and tests; in production manage the schema with Alembic using
     :data:`~tactical.sqlalchemy.metadata` as (part of) its ``target_metadata``.
 
+    Raises:
+        TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine`.
+
     .. versionadded:: 0.1.0
     """
     from tactical.sqlalchemy._engine import configure_engine

@@ -74,6 +74,10 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             if omitted (register stable type names on the one you pass).
         mappers: Relational mappers, one per aggregate type they store.
 
+    Raises:
+        TypeError: ``engine`` is not a SQLAlchemy ``Engine`` (a URL string, say) or ``bus``
+            is not an :class:`~tactical.EventBus`.
+
     .. versionadded:: 0.1.0
     """
 
