@@ -152,7 +152,7 @@ class TransactionalUnitOfWork(ABC):
 
     def __init__(self, bus: EventBus | None = None) -> None:
         candidate: object = bus
-        if candidate is not None and not isinstance(candidate, EventBus):
+        if candidate is not None and not isinstance(candidate, EventBus):  # pyright: ignore[reportUnnecessaryIsInstance]
             # Found at the boundary: otherwise the first commit would store its changes and
             # only then fail to publish their events.
             hint = " (pass it as store=...)" if isinstance(candidate, InMemoryStore) else ""
@@ -492,7 +492,7 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
     def __init__(self, bus: EventBus | None = None, *, store: InMemoryStore | None = None) -> None:
         super().__init__(bus)
         candidate: object = store
-        if candidate is not None and not isinstance(candidate, InMemoryStore):
+        if candidate is not None and not isinstance(candidate, InMemoryStore):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(
                 f"InMemoryUnitOfWork's store must be an InMemoryStore or None, "
                 f"got {type(candidate).__qualname__}"

@@ -36,7 +36,7 @@ def configure_engine(engine: sa.Engine) -> sa.Engine:
     .. versionadded:: 0.1.0
     """
     candidate: object = engine
-    if not isinstance(candidate, sa.Engine):
+    if not isinstance(candidate, sa.Engine):  # pyright: ignore[reportUnnecessaryIsInstance]
         hint = (
             f": make one with sqlalchemy.create_engine({candidate!r})"
             if isinstance(candidate, str)
