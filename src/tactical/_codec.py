@@ -510,20 +510,20 @@ def _json_native(value: Any) -> Any:
     return value
 
 
-def _check_json_native(value: Any) -> Any:
+def _check_json_native(value: object) -> object:
     # An `Any` field is stored as it is: refuse here what JSON cannot hold (or would not give
     # back as it was), naming the value, instead of failing later in the database driver.
     kind = type(value)
     if kind is float:
-        return _encode_float(value)
+        return _encode_float(cast("float", value))
     if value is None or kind in (str, int, bool):
         return value
     if kind is list:
-        for item in value:
+        for item in cast("list[object]", value):
             _check_json_native(item)
         return value
     if kind is dict:
-        for key, item in value.items():
+        for key, item in cast("dict[object, object]", value).items():
             if type(key) is not str:
                 raise TypeError(f"a JSON object key must be a str, got {_show(key)}")
             _check_json_native(item)
