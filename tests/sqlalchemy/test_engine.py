@@ -7,6 +7,9 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from tests.conftest import require_server
+from tests.sqlalchemy.conftest import POSTGRES_URL
+from tests.sqlalchemy.test_mapper import CounterMapper, counters
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -95,3 +98,51 @@ class TestErrorsThatAreNotConflicts:
             uow.repository(Counter).get(uuid4())
         assert not isinstance(raised.value, ConcurrencyError)
         engine.dispose()
+
+    def test_a_missing_schema_says_how_to_create_it_on_read_and_write(self, tmp_path: Path) -> None:
+        """Before create_schema(), the driver's error carries a note naming create_schema."""
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+        uow = SqlAlchemyUnitOfWork(engine)
+        with uow, pytest.raises(exc.OperationalError) as read:
+            uow.repository(Counter).get(uuid4())
+        with uow:
+            uow.repository(Counter).add(Counter(uuid4(), "new"))
+            with pytest.raises(exc.OperationalError) as write:
+                uow.commit()
+        engine.dispose()
+        for raised in (read, write):
+            assert any(
+                "tactical.sqlalchemy.create_schema(engine)" in note
+                for note in getattr(raised.value, "__notes__", [])
+            )
+
+    @pytest.mark.postgres
+    def test_a_missing_schema_on_postgresql_says_how_to_create_it(self) -> None:
+        """PostgreSQL's "relation does not exist" gets the same note."""
+        require_server("PostgreSQL", 5432)
+        setup = sa.create_engine(POSTGRES_URL)
+        with setup.begin() as connection:
+            connection.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS tactical_no_tables")
+        setup.dispose()
+        engine = sa.create_engine(
+            POSTGRES_URL, connect_args={"options": "-csearch_path=tactical_no_tables"}
+        )
+        try:
+            uow = SqlAlchemyUnitOfWork(engine)
+            with uow, pytest.raises(exc.ProgrammingError, match="does not exist") as raised:
+                uow.repository(Counter).get(uuid4())
+        finally:
+            engine.dispose()
+        assert any("create_schema(engine)" in n for n in getattr(raised.value, "__notes__", []))
+
+    def test_a_missing_table_of_a_mapper_gets_no_schema_note(
+        self, sqlite_engine: sa.Engine
+    ) -> None:
+        """The note is for tactical's tables: a user's mapped table missing gets none."""
+        uow = SqlAlchemyUnitOfWork(sqlite_engine, mappers=[CounterMapper()])
+        with (
+            uow,
+            pytest.raises(exc.OperationalError, match=f"no such table: {counters.name}") as raised,
+        ):
+            uow.repository(Counter).get(uuid4())
+        assert getattr(raised.value, "__notes__", []) == []
