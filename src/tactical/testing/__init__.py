@@ -13,7 +13,14 @@
 .. versionadded:: 0.1.0
 """
 
-import pytest
+from tactical._extras import missing_extra
+
+# Only checks that the extra is installed, to say which one when it is not.
+try:
+    import hypothesis as _hypothesis  # noqa: F401  # pyright: ignore[reportUnusedImport]
+    import pytest
+except ModuleNotFoundError as error:
+    raise missing_extra(error, "tactical.testing", "testing") from error
 
 # Users run these under pytest: give their assertions pytest's detailed messages.
 pytest.register_assert_rewrite("tactical.testing._contract")
