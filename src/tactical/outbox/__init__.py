@@ -13,8 +13,8 @@ from tactical._extras import missing_extra
 # Only checks that SQLAlchemy is installed (the rabbitmq and redis extras include it).
 try:
     import sqlalchemy as _sqlalchemy  # noqa: F401  # pyright: ignore[reportUnusedImport]
-except ModuleNotFoundError as error:
-    raise missing_extra(error, "tactical.outbox", "sql") from error
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "tactical.outbox", "sql") from _missing
 
 from tactical._tracing import Trace, current_trace
 from tactical.outbox._bus_publisher import EventBusPublisher

@@ -23,8 +23,8 @@ __all__ = ["DEFAULT_EXCHANGE", "RabbitMQConsumer", "RabbitMQPublisher"]
 # only this module touches it.
 try:
     pika: Any = importlib.import_module("pika")
-except ModuleNotFoundError as error:
-    raise missing_extra(error, "tactical.outbox.rabbitmq", "rabbitmq") from error
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "tactical.outbox.rabbitmq", "rabbitmq") from _missing
 _pika_exceptions: Any = importlib.import_module("pika.exceptions")
 
 _log = logging.getLogger("tactical.outbox")

@@ -15,8 +15,8 @@ from tactical._extras import missing_extra
 
 try:
     import redis
-except ModuleNotFoundError as error:
-    raise missing_extra(error, "tactical.outbox.redis_streams", "redis") from error
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "tactical.outbox.redis_streams", "redis") from _missing
 
 from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay

@@ -10,8 +10,8 @@ from tactical._extras import missing_extra
 # Only checks that the extra is installed, to say which one when it is not.
 try:
     import sqlalchemy as _sqlalchemy  # noqa: F401  # pyright: ignore[reportUnusedImport]
-except ModuleNotFoundError as error:
-    raise missing_extra(error, "tactical.sqlalchemy", "sql") from error
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "tactical.sqlalchemy", "sql") from _missing
 
 from tactical.sqlalchemy._engine import SQLITE_BUSY_TIMEOUT_MS, configure_engine
 from tactical.sqlalchemy._mapper import RelationalMapper

@@ -19,8 +19,8 @@ from tactical._extras import missing_extra
 try:
     import hypothesis as _hypothesis  # noqa: F401  # pyright: ignore[reportUnusedImport]
     import pytest
-except ModuleNotFoundError as error:
-    raise missing_extra(error, "tactical.testing", "testing") from error
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "tactical.testing", "testing") from _missing
 
 # Users run these under pytest: give their assertions pytest's detailed messages.
 pytest.register_assert_rewrite("tactical.testing._contract")
