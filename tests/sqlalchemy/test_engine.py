@@ -99,6 +99,24 @@ class TestErrorsThatAreNotConflicts:
         assert not isinstance(raised.value, ConcurrencyError)
         engine.dispose()
 
+    def test_overlapping_units_of_work_on_in_memory_sqlite_are_refused_clearly(self) -> None:
+        """In-memory SQLite is one connection: a second overlapping unit of work is told why."""
+        engine = sa.create_engine("sqlite://")
+        create_schema(engine)
+        first, second = SqlAlchemyUnitOfWork(engine), SqlAlchemyUnitOfWork(engine)
+        counter = Counter(uuid4(), "shared")
+        with first:
+            first.repository(Counter).add(counter)
+            with pytest.raises(RuntimeError, match=r"use a file database \('sqlite:///path'\)"):
+                second.__enter__()
+            # The refused unit of work left the first one's transaction as it was.
+            dbapi_connection = first.connection.connection.dbapi_connection
+            assert getattr(dbapi_connection, "in_transaction", False) is True
+            first.commit()
+        with second:  # once the first one's block ended, the second can begin
+            assert second.repository(Counter).require(counter.id).name == "shared"
+        engine.dispose()
+
     def test_a_missing_schema_says_how_to_create_it_on_read_and_write(self, tmp_path: Path) -> None:
         """Before create_schema(), the driver's error carries a note naming create_schema."""
         engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -126,8 +127,21 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     # -- hooks -------------------------------------------------------------------------------
 
     def _begin(self) -> None:
-        self._connection = self._engine.connect()
-        self._connection.begin()
+        connection = self._engine.connect()
+        try:
+            connection.begin()
+        except (exc.OperationalError, sqlite3.OperationalError) as error:
+            # The SQLite "begin" listener talks to the driver directly: its error is sqlite3's.
+            connection.close()
+            if "cannot start a transaction within a transaction" in str(error):
+                raise RuntimeError(
+                    f"{type(self).__name__} cannot begin: the engine's only SQLite connection "
+                    "is in another unit of work's transaction. An in-memory database "
+                    "('sqlite://') is one connection, so its units of work cannot overlap; "
+                    "use a file database ('sqlite:///path') for concurrent units of work"
+                ) from error
+            raise
+        self._connection = connection
 
     def _end(self) -> None:
         if self._connection is not None:
