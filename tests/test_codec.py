@@ -890,7 +890,46 @@ class TestErrors:
         value = Everything(
             **{**vars_of(_sample()), "maybe": SpecialMoney(Decimal(1), Currency.USD)}
         )
-        with pytest.raises(TypeError, match=r"expected exactly Money, got .*SpecialMoney"):
+        with pytest.raises(
+            TypeError, match=r"^Everything\.maybe: expected exactly Money, got .*SpecialMoney"
+        ):
+            JsonCodec().encode(value)
+
+    @pytest.mark.parametrize(
+        ("anything", "pattern"),
+        [
+            (Decimal("1.5"), r"Decimal\('1\.5'\) is not a JSON value"),
+            ({"a": [1, UUID(int=7)]}, r"UUID\('00000000-.*'\) is not a JSON value"),
+            ((1, 2), r"\(1, 2\) is not a JSON value"),
+            ({1: "one"}, r"a JSON object key must be a str, got 1"),
+        ],
+    )
+    def test_an_any_field_refuses_what_json_cannot_hold(
+        self, anything: object, pattern: str
+    ) -> None:
+        """An `Any` field holding a non-JSON value is refused on write, naming field and value."""
+        value = dataclasses.replace(_sample(), anything=anything)
+        with pytest.raises(TypeError, match=f"^Everything\\.anything: {pattern}"):
+            JsonCodec().encode(value)
+        with pytest.raises(TypeError, match=r"Everything\.anything"):
+            JsonCodec().dumps(value)
+
+    def test_an_any_field_refuses_non_finite_floats(self) -> None:
+        """NaN inside an `Any` field is refused as it is in a float field."""
+        value = dataclasses.replace(_sample(), anything=[math.nan])
+        with pytest.raises(ValueError, match=r"^Everything\.anything: .*non-finite float nan"):
+            JsonCodec().encode(value)
+
+    def test_a_bad_value_deep_inside_names_each_enclosing_field(self) -> None:
+        """The error of a nested value names the path of classes and fields down to it."""
+
+        class SpecialMoney(Money):
+            pass
+
+        period = Period(date(2024, 1, 1), date(2024, 2, 1))
+        object.__setattr__(period, "start", SpecialMoney(Decimal(1), Currency.USD))
+        value = dataclasses.replace(_sample(), periods=[period])
+        with pytest.raises(TypeError, match=r"^Everything\.periods: Period\.start: "):
             JsonCodec().encode(value)
 
     def test_unsupported_annotations_are_named(self) -> None:

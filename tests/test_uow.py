@@ -169,6 +169,22 @@ class TestInMemoryUnitOfWork(UnitOfWorkContract):
             uow.commit()
         assert len(store) == 1
 
+    def test_a_store_passed_as_the_bus_is_refused_with_the_fix(self) -> None:
+        """InMemoryUnitOfWork(store) is refused at once; it used to fail after its first commit."""
+        store = InMemoryStore()
+        with pytest.raises(
+            TypeError,
+            match=r"InMemoryUnitOfWork's bus must be an EventBus or None, got InMemoryStore "
+            r"\(pass it as store=\.\.\.\)",
+        ):
+            InMemoryUnitOfWork(store)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        assert len(store) == 0
+
+    def test_a_store_that_is_not_an_in_memory_store_is_refused(self) -> None:
+        """store= takes an InMemoryStore; anything else is named in the error."""
+        with pytest.raises(TypeError, match="store must be an InMemoryStore or None, got EventBus"):
+            InMemoryUnitOfWork(store=EventBus())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
     def test_repository_repr_names_the_type(self) -> None:
         """A repository's repr says which aggregate type it holds."""
         with InMemoryUnitOfWork() as uow:

@@ -87,7 +87,9 @@ class JsonCodec:
     ``UUID``, ``date``, ``datetime`` (aware ones keep their offset), ``Enum`` (by value),
     ``bool``/``int``/``float``/``str``, ``Literal``, ``NewType``, ``X | None``, ``list``,
     ``tuple`` (variadic or fixed), ``set``/``frozenset``, ``dict`` (keys of any of the scalar
-    types above), and nested dataclasses: value objects, child entities, other events.
+    types above), ``Any`` (a JSON value stored as it is: ``None``, ``bool``, ``int``,
+    ``float``, ``str``, ``list``, ``dict`` with ``str`` keys), and nested dataclasses: value
+    objects, child entities, other events.
     Type parameters are resolved from generic bases, so ``class Policy(AggregateRoot[UUID])``
     stores its ``id`` as a UUID. Never pickles.
 
@@ -260,8 +262,27 @@ class JsonCodec:
     # -- any dataclass -----------------------------------------------------------------------
 
     def encode(self, obj: object) -> dict[str, Any]:
-        """The JSON object of a dataclass instance (value object, entity, event...)."""
-        return {f.name: f.encode(getattr(obj, f.name)) for f in self._plan(type(obj))}
+        """The JSON object of a dataclass instance (value object, entity, event...).
+
+        Raises:
+            TypeError: A class or annotation is not serializable, or a field holds a value
+                its annotation does not allow; the message names the class and field.
+            ValueError: A value cannot be stored as JSON (a non-finite float); the message
+                names the class and field.
+        """
+        plan = self._plan(type(obj))
+        try:
+            return {f.name: f.encode(getattr(obj, f.name)) for f in plan}
+        except (TypeError, ValueError):
+            # Off the fast path: encode field by field to say which one failed.
+            for f in plan:
+                try:
+                    f.encode(getattr(obj, f.name))
+                except TypeError as error:
+                    raise TypeError(f"{type(obj).__qualname__}.{f.name}: {error}") from error
+                except ValueError as error:
+                    raise ValueError(f"{type(obj).__qualname__}.{f.name}: {error}") from error
+            raise  # pragma: no cover  (encoding is deterministic: a field fails again)
 
     def decode(self, cls: type[T], data: Any, *, context: str = "") -> T:
         """Rebuild an instance of ``cls`` from :meth:`encode`'s output.
@@ -380,7 +401,7 @@ class JsonCodec:
         if supertype is not None:  # NewType
             return self._converters(supertype)
         if annotation is Any or annotation is object:
-            return _identity, _json_native
+            return _check_json_native, _json_native
         if annotation is type(None) or annotation is None:
             return _identity, _expect(type(None), "null")
         if origin in (typing.Union, types.UnionType):
@@ -496,6 +517,30 @@ def _identity(value: Any) -> Any:
 
 def _json_native(value: Any) -> Any:
     return value
+
+
+def _check_json_native(value: object) -> object:
+    # An `Any` field is stored as it is: refuse here what JSON cannot hold (or would not give
+    # back as it was), naming the value, instead of failing later in the database driver.
+    kind = type(value)
+    if kind is float:
+        return _encode_float(cast("float", value))
+    if value is None or kind in (str, int, bool):
+        return value
+    if kind is list:
+        for item in cast("list[object]", value):
+            _check_json_native(item)
+        return value
+    if kind is dict:
+        for key, item in cast("dict[object, object]", value).items():
+            if type(key) is not str:
+                raise TypeError(f"a JSON object key must be a str, got {_show(key)}")
+            _check_json_native(item)
+        return value
+    raise TypeError(
+        f"{_show(value)} is not a JSON value (an `Any` field holds only None, bool, int, "
+        "float, str, list and dict with str keys): annotate the field with its type"
+    )
 
 
 def _fail(message: str) -> Any:

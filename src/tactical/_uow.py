@@ -167,6 +167,15 @@ class TransactionalUnitOfWork(ABC):
     """
 
     def __init__(self, bus: EventBus | None = None) -> None:
+        candidate: object = bus
+        if candidate is not None and not isinstance(candidate, EventBus):  # pyright: ignore[reportUnnecessaryIsInstance]
+            # Found at the boundary: otherwise the first commit would store its changes and
+            # only then fail to publish their events.
+            hint = " (pass it as store=...)" if isinstance(candidate, InMemoryStore) else ""
+            raise TypeError(
+                f"{type(self).__name__}'s bus must be an EventBus or None, "
+                f"got {type(candidate).__qualname__}{hint}"
+            )
         self._bus = bus if bus is not None else EventBus()
         self._active = False
         self._finished = False
@@ -494,11 +503,21 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
         bus: Where committed events are published; a new :class:`EventBus` if omitted.
         store: The committed state to work on; a new, empty one if omitted.
 
+    Raises:
+        TypeError: ``bus`` is not an :class:`EventBus` (a store passed positionally, say) or
+            ``store`` is not an :class:`InMemoryStore`.
+
     .. versionadded:: 0.1.0
     """
 
     def __init__(self, bus: EventBus | None = None, *, store: InMemoryStore | None = None) -> None:
         super().__init__(bus)
+        candidate: object = store
+        if candidate is not None and not isinstance(candidate, InMemoryStore):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(
+                f"InMemoryUnitOfWork's store must be an InMemoryStore or None, "
+                f"got {type(candidate).__qualname__}"
+            )
         self._store_ = store if store is not None else InMemoryStore()
 
     @property

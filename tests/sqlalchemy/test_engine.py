@@ -7,11 +7,14 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from tests.conftest import require_server
+from tests.sqlalchemy.conftest import POSTGRES_URL
+from tests.sqlalchemy.test_mapper import CounterMapper, counters
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from tactical import ConcurrencyError
-from tactical.sqlalchemy import SqlAlchemyUnitOfWork, UtcDateTime, configure_engine
+from tactical import ConcurrencyError, InMemoryStore
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork, UtcDateTime, configure_engine, create_schema
 from tactical.testing._contract import Counter
 
 
@@ -23,6 +26,33 @@ class TestConfigureEngine:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "memory"
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 10_000
+        engine.dispose()
+
+    @pytest.mark.parametrize(
+        "prepare", [configure_engine, create_schema, SqlAlchemyUnitOfWork], ids=lambda f: f.__name__
+    )
+    def test_a_url_instead_of_an_engine_is_refused_with_the_fix(self, prepare: object) -> None:
+        """A URL string is refused at once, saying to make an engine of it."""
+        assert callable(prepare)
+        with pytest.raises(
+            TypeError,
+            match=r"expected a SQLAlchemy Engine, got 'sqlite:///app.db': "
+            r"make one with sqlalchemy.create_engine\('sqlite:///app.db'\)",
+        ):
+            prepare("sqlite:///app.db")
+
+    def test_a_connection_instead_of_an_engine_is_refused(self) -> None:
+        """A connection is not an engine: the error says what was given."""
+        engine = sa.create_engine("sqlite://")
+        with engine.connect() as connection, pytest.raises(TypeError, match="got <sqlalchemy"):
+            SqlAlchemyUnitOfWork(connection)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        engine.dispose()
+
+    def test_a_bus_that_is_not_an_event_bus_is_refused(self, tmp_path: Path) -> None:
+        """Something else as the bus is refused when the unit of work is made, not at commit."""
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'bus.db'}")
+        with pytest.raises(TypeError, match="bus must be an EventBus or None, got InMemoryStore"):
+            SqlAlchemyUnitOfWork(engine, InMemoryStore())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
         engine.dispose()
 
     def test_file_sqlite_uses_wal(self, tmp_path: Path) -> None:
@@ -68,3 +98,69 @@ class TestErrorsThatAreNotConflicts:
             uow.repository(Counter).get(uuid4())
         assert not isinstance(raised.value, ConcurrencyError)
         engine.dispose()
+
+    def test_overlapping_units_of_work_on_in_memory_sqlite_are_refused_clearly(self) -> None:
+        """In-memory SQLite is one connection: a second overlapping unit of work is told why."""
+        engine = sa.create_engine("sqlite://")
+        create_schema(engine)
+        first, second = SqlAlchemyUnitOfWork(engine), SqlAlchemyUnitOfWork(engine)
+        counter = Counter(uuid4(), "shared")
+        with first:
+            first.repository(Counter).add(counter)
+            with pytest.raises(RuntimeError, match=r"use a file database \('sqlite:///path'\)"):
+                second.__enter__()
+            # The refused unit of work left the first one's transaction as it was.
+            dbapi_connection = first.connection.connection.dbapi_connection
+            assert getattr(dbapi_connection, "in_transaction", False) is True
+            first.commit()
+        with second:  # once the first one's block ended, the second can begin
+            assert second.repository(Counter).require(counter.id).name == "shared"
+        engine.dispose()
+
+    def test_a_missing_schema_says_how_to_create_it_on_read_and_write(self, tmp_path: Path) -> None:
+        """Before create_schema(), the driver's error carries a note naming create_schema."""
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+        uow = SqlAlchemyUnitOfWork(engine)
+        with uow, pytest.raises(exc.OperationalError) as read:
+            uow.repository(Counter).get(uuid4())
+        with uow:
+            uow.repository(Counter).add(Counter(uuid4(), "new"))
+            with pytest.raises(exc.OperationalError) as write:
+                uow.commit()
+        engine.dispose()
+        for raised in (read, write):
+            assert any(
+                "tactical.sqlalchemy.create_schema(engine)" in note
+                for note in getattr(raised.value, "__notes__", [])
+            )
+
+    @pytest.mark.postgres
+    def test_a_missing_schema_on_postgresql_says_how_to_create_it(self) -> None:
+        """PostgreSQL's "relation does not exist" gets the same note."""
+        require_server("PostgreSQL", 5432)
+        setup = sa.create_engine(POSTGRES_URL)
+        with setup.begin() as connection:
+            connection.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS tactical_no_tables")
+        setup.dispose()
+        engine = sa.create_engine(
+            POSTGRES_URL, connect_args={"options": "-csearch_path=tactical_no_tables"}
+        )
+        try:
+            uow = SqlAlchemyUnitOfWork(engine)
+            with uow, pytest.raises(exc.ProgrammingError, match="does not exist") as raised:
+                uow.repository(Counter).get(uuid4())
+        finally:
+            engine.dispose()
+        assert any("create_schema(engine)" in n for n in getattr(raised.value, "__notes__", []))
+
+    def test_a_missing_table_of_a_mapper_gets_no_schema_note(
+        self, sqlite_engine: sa.Engine
+    ) -> None:
+        """The note is for tactical's tables: a user's mapped table missing gets none."""
+        uow = SqlAlchemyUnitOfWork(sqlite_engine, mappers=[CounterMapper()])
+        with (
+            uow,
+            pytest.raises(exc.OperationalError, match=f"no such table: {counters.name}") as raised,
+        ):
+            uow.repository(Counter).get(uuid4())
+        assert getattr(raised.value, "__notes__", []) == []

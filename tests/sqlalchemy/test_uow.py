@@ -7,13 +7,16 @@ import subprocess
 import sys
 import threading
 from datetime import UTC
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
 import sqlalchemy as sa
 from tactical import (
+    AggregateRoot,
     ConcurrencyError,
     DeserializationError,
     DomainEvent,
@@ -248,7 +251,32 @@ print(times)
 """
 
 
+class Preferences(AggregateRoot[UUID]):
+    """An aggregate with a free-form JSON part."""
+
+    options: dict[str, Any]
+
+
 class TestStoredRows:
+    def test_a_non_json_value_in_an_any_field_is_refused_naming_it(
+        self, sqlite_engine: sa.Engine
+    ) -> None:
+        """A Decimal in a `dict[str, Any]` is refused at commit with the field named; nothing is stored."""
+        uow = SqlAlchemyUnitOfWork(sqlite_engine)
+        with uow:
+            uow.repository(Preferences).add(Preferences(uuid4(), {"limit": Decimal("9.99")}))
+            with pytest.raises(
+                TypeError, match=r"Preferences\.options: Decimal\('9\.99'\) is not a JSON"
+            ):
+                uow.commit()
+        with sqlite_engine.connect() as connection:
+            assert (
+                connection.execute(
+                    sa.select(sa.func.count()).select_from(aggregates_table)
+                ).scalar_one()
+                == 0
+            )
+
     def test_the_document_row_holds_type_id_version_and_state(self, engine: sa.Engine) -> None:
         """The default storage is one JSON row per aggregate; Decimal-free state stays readable."""
         counter = save(engine, Counter(uuid4(), "doc", tag=Tag("t")))

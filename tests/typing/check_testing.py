@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, assert_type
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar, assert_type
 from uuid import UUID, uuid4
 
 import pytest
@@ -14,6 +15,8 @@ from tactical import (
     EventBus,
     InMemoryUnitOfWork,
     InvalidStateError,
+    Repository,
+    UnitOfWork,
     ValueObject,
 )
 from tactical.testing import (
@@ -70,7 +73,11 @@ def strategies() -> None:
     assert_type(value_objects(Weight, grams=st.integers(1)), st.SearchStrategy[Weight])
     assert_type(aggregates(Parcel.receive), st.SearchStrategy[Parcel])
     assert_type(aggregates(Parcel), st.SearchStrategy[Parcel])
-    assert_type(strategy_for(int), st.SearchStrategy[Any])
+    assert_type(strategy_for(int), st.SearchStrategy[int])
+    assert_type(strategy_for(Weight), st.SearchStrategy[Weight])
+    assert_type(strategy_for(list[Weight]), st.SearchStrategy[list[Weight]])
+    assert_type(strategy_for(tuple[Weight, ...]), st.SearchStrategy[tuple[Weight, ...]])
+    assert_type(strategy_for(Literal["kg", "lb"]), st.SearchStrategy[Any])
     value_objects(Parcel)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
 
 
@@ -88,6 +95,54 @@ class TestMyUnitOfWork(UnitOfWorkContract):
             return InMemoryUnitOfWork(bus)
 
         return factory
+
+
+A = TypeVar("A", bound=AggregateRoot[Any])
+
+
+class AuditedUnitOfWork:
+    """A user's own unit of work: implements the UnitOfWork protocol without subclassing."""
+
+    def __init__(self, inner: InMemoryUnitOfWork) -> None:
+        self.inner = inner
+        self.commits = 0
+
+    def __enter__(self) -> Self:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.inner.__exit__(exc_type, exc, traceback)
+
+    def repository(self, aggregate_type: type[A]) -> Repository[A, Any]:
+        return self.inner.repository(aggregate_type)
+
+    def commit(self) -> None:
+        self.inner.commit()
+        self.commits += 1
+
+    def rollback(self) -> None:
+        self.inner.rollback()
+
+
+class TestAuditedUnitOfWork(UnitOfWorkContract):
+    @pytest.fixture
+    def unit_of_work_factory(self) -> UnitOfWorkFactory:
+        def factory(bus: EventBus | None = None) -> AuditedUnitOfWork:
+            return AuditedUnitOfWork(InMemoryUnitOfWork(bus))
+
+        return factory
+
+
+def factories(new: UnitOfWorkFactory) -> None:
+    assert_type(new(), UnitOfWork)
+    with new(EventBus()) as uow:
+        assert_type(uow, UnitOfWork)
 
 
 def states() -> None:

@@ -8,6 +8,14 @@ a :class:`Publisher`: the in-process :class:`EventBusPublisher` here, RabbitMQ i
 .. versionadded:: 0.1.0
 """
 
+from tactical._extras import missing_extra
+
+# Only checks that SQLAlchemy is installed (the rabbitmq and redis extras include it).
+try:
+    import sqlalchemy as _sqlalchemy  # noqa: F401  # pyright: ignore[reportUnusedImport]
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "tactical.outbox", "sql") from _missing
+
 from tactical._tracing import Trace, current_trace
 from tactical.outbox._bus_publisher import EventBusPublisher
 from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from tactical._extras import missing_extra
 from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay
 
@@ -20,7 +21,10 @@ __all__ = ["DEFAULT_EXCHANGE", "RabbitMQConsumer", "RabbitMQPublisher"]
 
 # pika ships no type information (no py.typed, no stubs): it is used through Any here, and
 # only this module touches it.
-pika: Any = importlib.import_module("pika")
+try:
+    pika: Any = importlib.import_module("pika")
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "tactical.outbox.rabbitmq", "rabbitmq") from _missing
 _pika_exceptions: Any = importlib.import_module("pika.exceptions")
 
 _log = logging.getLogger("tactical.outbox")

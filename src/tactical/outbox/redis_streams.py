@@ -11,7 +11,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
-import redis
+from tactical._extras import missing_extra
+
+try:
+    import redis
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "tactical.outbox.redis_streams", "redis") from _missing
 
 from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay

@@ -5,6 +5,14 @@ SQLite is the embedded default; PostgreSQL is supported and tested.
 .. versionadded:: 0.1.0
 """
 
+from tactical._extras import missing_extra
+
+# Only checks that the extra is installed, to say which one when it is not.
+try:
+    import sqlalchemy as _sqlalchemy  # noqa: F401  # pyright: ignore[reportUnusedImport]
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "tactical.sqlalchemy", "sql") from _missing
+
 from tactical.sqlalchemy._engine import SQLITE_BUSY_TIMEOUT_MS, configure_engine
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._schema import (

@@ -29,8 +29,20 @@ def configure_engine(engine: sa.Engine) -> sa.Engine:
     Other databases are left as they are (PostgreSQL runs at its default READ COMMITTED;
     optimistic concurrency comes from version-checked updates, not from isolation).
 
+    Raises:
+        TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine` (a URL
+            string or a connection, say).
+
     .. versionadded:: 0.1.0
     """
+    candidate: object = engine
+    if not isinstance(candidate, sa.Engine):  # pyright: ignore[reportUnnecessaryIsInstance]
+        hint = (
+            f": make one with sqlalchemy.create_engine({candidate!r})"
+            if isinstance(candidate, str)
+            else ""
+        )
+        raise TypeError(f"expected a SQLAlchemy Engine, got {candidate!r}{hint}")
     if engine.dialect.name == "sqlite" and not event.contains(engine, "begin", _begin_sqlite):
         event.listen(engine, "begin", _begin_sqlite)
     return engine

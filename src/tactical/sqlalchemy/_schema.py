@@ -28,8 +28,9 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
     UTC attached. Naive datetimes are refused on write, since their meaning is ambiguous.
     """
 
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
+    # Declared as on TypeDecorator: an undeclared override is a type checkers may infer apart.
+    impl: sa.types.TypeEngine[Any] | type[sa.types.TypeEngine[Any]] = sa.DateTime(timezone=True)
+    cache_ok: bool | None = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -51,10 +52,10 @@ Document = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 # SQLite only autoincrements an INTEGER PRIMARY KEY; elsewhere positions need 64 bits.
 Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-metadata = sa.MetaData()
+metadata: sa.MetaData = sa.MetaData()
 """All tables of the SQL unit of work, for ``create_all`` or Alembic's ``target_metadata``."""
 
-aggregates_table = sa.Table(
+aggregates_table: sa.Table = sa.Table(
     "tactical_aggregates",
     metadata,
     sa.Column("aggregate_type", sa.String(255), primary_key=True),
@@ -65,7 +66,7 @@ aggregates_table = sa.Table(
     comment="One JSON document per aggregate stored without a relational mapper.",
 )
 
-outbox_table = sa.Table(
+outbox_table: sa.Table = sa.Table(
     "tactical_outbox",
     metadata,
     sa.Column("position", Position, primary_key=True, autoincrement=True),
@@ -98,7 +99,7 @@ sa.Index(
     outbox_table.c.aggregate_version,
 )
 
-inbox_table = sa.Table(
+inbox_table: sa.Table = sa.Table(
     "tactical_inbox",
     metadata,
     sa.Column("consumer", sa.String(255), primary_key=True),
@@ -108,7 +109,7 @@ inbox_table = sa.Table(
 )
 sa.Index("ix_tactical_inbox_processed_at", inbox_table.c.processed_at)
 
-dead_letters_table = sa.Table(
+dead_letters_table: sa.Table = sa.Table(
     "tactical_dead_letters",
     metadata,
     sa.Column("consumer", sa.String(255), primary_key=True),
@@ -138,6 +139,9 @@ def create_schema(engine: sa.Engine) -> None:
 
     For a quick start and tests; in production manage the schema with Alembic using
     :data:`~tactical.sqlalchemy.metadata` as (part of) its ``target_metadata``.
+
+    Raises:
+        TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine`.
 
     .. versionadded:: 0.1.0
     """

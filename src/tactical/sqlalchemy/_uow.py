@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -16,7 +17,7 @@ from tactical._tracing import trace_of
 from tactical._uow import Change, TransactionalUnitOfWork
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._mapper import RelationalMapper
-from tactical.sqlalchemy._schema import aggregates_table, outbox_table
+from tactical.sqlalchemy._schema import aggregates_table, metadata, outbox_table
 
 __all__ = ["SqlAlchemyUnitOfWork"]
 
@@ -74,6 +75,10 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             if omitted (register stable type names on the one you pass).
         mappers: Relational mappers, one per aggregate type they store.
 
+    Raises:
+        TypeError: ``engine`` is not a SQLAlchemy ``Engine`` (a URL string, say) or ``bus``
+            is not an :class:`~tactical.EventBus`.
+
     .. versionadded:: 0.1.0
     """
 
@@ -122,8 +127,21 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     # -- hooks -------------------------------------------------------------------------------
 
     def _begin(self) -> None:
-        self._connection = self._engine.connect()
-        self._connection.begin()
+        connection = self._engine.connect()
+        try:
+            connection.begin()
+        except (exc.OperationalError, sqlite3.OperationalError) as error:
+            # The SQLite "begin" listener talks to the driver directly: its error is sqlite3's.
+            connection.close()
+            if "cannot start a transaction within a transaction" in str(error):
+                raise RuntimeError(
+                    f"{type(self).__name__} cannot begin: the engine's only SQLite connection "
+                    "is in another unit of work's transaction. An in-memory database "
+                    "('sqlite://') is one connection, so its units of work cannot overlap; "
+                    "use a file database ('sqlite:///path') for concurrent units of work"
+                ) from error
+            raise
+        self._connection = connection
 
     def _end(self) -> None:
         if self._connection is not None:
@@ -145,7 +163,10 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
                 _SELECT_DOCUMENT, {"b_type": type_name, "b_id": key}
             ).one_or_none()
         except exc.OperationalError as error:
-            raise _busy(error, aggregate_type, aggregate_id) from error
+            raise _busy(_with_schema_hint(error), aggregate_type, aggregate_id) from error
+        except exc.ProgrammingError as error:
+            _with_schema_hint(error)
+            raise
         if row is None:
             return None
         version, state = row
@@ -180,6 +201,8 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             self._rollback()
             if isinstance(error, exc.OperationalError) and _is_busy(error):
                 raise self._conflict_after_busy(changes) from error
+            if isinstance(error, exc.DBAPIError):
+                _with_schema_hint(error)
             raise
 
     # -- writes ------------------------------------------------------------------------------
@@ -348,6 +371,23 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
 def _key(aggregate_id: object) -> str:
     # Ids are stored as text: UUIDs, ints and strings all have an unambiguous str().
     return str(aggregate_id)
+
+
+_DbError = TypeVar("_DbError", bound=exc.DBAPIError)
+_TABLES = tuple(table.name for table in metadata.sorted_tables)
+_MISSING = ("no such table", "does not exist")  # SQLite; PostgreSQL's "relation ... does not exist"
+
+
+def _with_schema_hint(error: _DbError) -> _DbError:
+    """Add a note saying how to create tactical's tables when the error is that one is missing."""
+    message = str(error.orig)
+    if any(m in message for m in _MISSING) and any(t in message for t in _TABLES):
+        error.add_note(
+            "tactical's tables are missing from this database: create them with "
+            "tactical.sqlalchemy.create_schema(engine), or with Alembic over "
+            "tactical.sqlalchemy.metadata"
+        )
+    return error
 
 
 def _is_busy(error: exc.OperationalError) -> bool:

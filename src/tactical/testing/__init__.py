@@ -13,7 +13,14 @@
 .. versionadded:: 0.1.0
 """
 
-import pytest
+from tactical._extras import missing_extra
+
+# Only checks that the extra is installed, to say which one when it is not.
+try:
+    import hypothesis as _hypothesis  # noqa: F401  # pyright: ignore[reportUnusedImport]
+    import pytest
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "tactical.testing", "testing") from _missing
 
 # Users run these under pytest: give their assertions pytest's detailed messages.
 pytest.register_assert_rewrite("tactical.testing._contract")

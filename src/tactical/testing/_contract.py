@@ -11,7 +11,7 @@ import pytest
 from tactical._bus import EventBus
 from tactical._errors import AggregateNotFound, ConcurrencyError, InvariantViolation
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
-from tactical._uow import TransactionalUnitOfWork
+from tactical._uow import UnitOfWork
 
 __all__ = [
     "Counter",
@@ -82,9 +82,13 @@ class Counter(AggregateRoot[UUID]):
 
 
 class UnitOfWorkFactory(Protocol):
-    """Makes units of work that share one store (or database); ``bus`` may be None."""
+    """Makes units of work that share one store (or database); ``bus`` may be None.
 
-    def __call__(self, bus: EventBus | None = None) -> TransactionalUnitOfWork: ...
+    A unit of work is anything that implements the :class:`~tactical.UnitOfWork` protocol:
+    tactical's own, a subclass of them, or one of your own that wraps or replaces them.
+    """
+
+    def __call__(self, bus: EventBus | None = None) -> UnitOfWork: ...
 
 
 class UnitOfWorkContract:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints, overload
 
 from hypothesis import reject
 from hypothesis import strategies as st
@@ -103,6 +103,14 @@ def aggregates(
     return st.fixed_dictionaries(drawn).map(partial(_construct, factory))
 
 
+@overload
+def strategy_for(annotation: type[T]) -> st.SearchStrategy[T]: ...
+
+
+@overload
+def strategy_for(annotation: Any) -> st.SearchStrategy[Any]: ...
+
+
 def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
     """The strategy :func:`value_objects` and :func:`aggregates` use for an annotation.
 
@@ -112,6 +120,10 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
     ``frozenset[X]``, ``set[X]``, ``dict[K, V]`` and ``Literal[...]`` are built from their
     parts (at most five elements); anything else comes from
     :func:`hypothesis.strategies.from_type`.
+
+    Given a class (``strategy_for(Money)``, ``strategy_for(list[Money])``), type checkers
+    see a strategy of that type; other annotations (``Money | None``, ``Literal[...]``)
+    give a strategy of ``Any``.
 
     .. versionadded:: 0.1.0
     """

@@ -1,0 +1,71 @@
+"""A missing optional dependency is reported with the extra that installs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).parent.parent / "src"
+
+
+def import_without(module: str, missing: str) -> subprocess.CompletedProcess[str]:
+    """Import ``module`` in a fresh interpreter where ``missing`` cannot be imported."""
+    # A None entry in sys.modules makes `import missing` raise ModuleNotFoundError, as an
+    # uninstalled package does.
+    code = f"import sys; sys.modules[{missing!r}] = None; import {module}"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(SRC)},
+        timeout=60,
+    )
+
+
+class TestMissingExtras:
+    @pytest.mark.parametrize(
+        ("module", "missing", "extra"),
+        [
+            ("tactical.sqlalchemy", "sqlalchemy", "sql"),
+            ("tactical.outbox", "sqlalchemy", "sql"),
+            ("tactical.testing", "pytest", "testing"),
+            ("tactical.testing", "hypothesis", "testing"),
+            ("tactical.outbox.rabbitmq", "pika", "rabbitmq"),
+            ("tactical.outbox.redis_streams", "redis", "redis"),
+        ],
+    )
+    def test_the_error_names_the_extra_to_install(
+        self, module: str, missing: str, extra: str
+    ) -> None:
+        """Importing an integration without its dependency says which extra brings it."""
+        result = import_without(module, missing)
+        assert result.returncode == 1
+        last_line = result.stderr.strip().splitlines()[-1]
+        assert last_line == (
+            f"ModuleNotFoundError: {module} needs {missing}, which is not installed: "
+            f"pip install 'tactical[{extra}]'"
+        )
+
+    def test_the_core_needs_no_extra(self) -> None:
+        """`import tactical` works with SQLAlchemy, pytest and Hypothesis all missing."""
+        code = (
+            "import sys\n"
+            "for name in ('sqlalchemy', 'pytest', 'hypothesis', 'pika', 'redis'):\n"
+            "    sys.modules[name] = None\n"
+            "import tactical\n"
+            "print(len(tactical.__all__))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={"PYTHONPATH": str(SRC)},
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert int(result.stdout) > 0
