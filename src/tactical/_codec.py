@@ -211,9 +211,18 @@ class JsonCodec:
                 upcaster step is missing; the message includes ``context``.
         """
         where = f" ({context})" if context else ""
+        if type(type_name) is not str:
+            raise DeserializationError(
+                f"event type name must be a string, got {_show(type_name)}{where}"
+            )
         cls = self.resolve(type_name)
         canonical = self.type_name(cls)
         current = self.schema_version(cls)
+        if type(schema_version) is not int:
+            raise DeserializationError(
+                f"schema version of {canonical} must be an integer, got "
+                f"{_show(schema_version)}{where}"
+            )
         if schema_version > current:
             raise DeserializationError(
                 f"{canonical} payload has schema version {schema_version}, newer than the "
@@ -228,7 +237,20 @@ class JsonCodec:
                 raise DeserializationError(
                     f"no upcaster from version {version} to {version + 1} of {canonical}{where}"
                 )
-            data = upcaster(dict(data))
+            step = f"upcaster from version {version} to {version + 1} of {canonical}"
+            try:
+                upcast = cast("object", upcaster(dict(data)))  # user code: checked below
+            except Exception as error:
+                # A user's function meeting a payload it did not expect (a missing key, say):
+                # the stored row is what is wrong, so it is reported as such, with the cause.
+                raise DeserializationError(
+                    f"{step} failed: {type(error).__name__}: {error}{where}"
+                ) from error
+            if not isinstance(upcast, dict):
+                raise DeserializationError(
+                    f"{step} returned {_show(upcast)}, not a JSON object{where}"
+                )
+            data = cast("dict[str, Any]", upcast)
         return cast("DomainEvent", self.decode(cls, data, context=context))
 
     # -- aggregates --------------------------------------------------------------------------
@@ -291,15 +313,18 @@ class JsonCodec:
 
     # -- plans -------------------------------------------------------------------------------
 
-    def _plan(self, cls: type) -> tuple[_Field, ...]:
+    def _plan(self, cls: Any) -> tuple[_Field, ...]:
+        # ``cls`` is a class or a parameterised generic one (``Box[Decimal]``), whose type
+        # arguments decide how its fields are stored: each has a plan of its own.
         plan = self._plans.get(cls)
         if plan is None:
             plan = self._build_plan(cls)
             self._plans[cls] = plan
         return plan
 
-    def _build_plan(self, cls: type) -> tuple[_Field, ...]:
-        name = cls.__qualname__
+    def _build_plan(self, key: Any) -> tuple[_Field, ...]:
+        cls: type = typing.get_origin(key) or key
+        name = _name(key)
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{name} is not a dataclass: cannot serialize it")
         try:
@@ -310,13 +335,16 @@ class JsonCodec:
                 "(define the class at module level)"
             ) from error
         bindings = _type_bindings(cls)
+        if cls is not key:
+            parameters = getattr(cls, "__parameters__", ())
+            bindings.update(zip(parameters, typing.get_args(key), strict=False))
         fields: list[_Field] = []
         for f in dataclasses.fields(cls):
             annotation = _substitute(hints[f.name], bindings)
             try:
                 encode, decode = self._converters(annotation)
             except TypeError as error:
-                raise TypeError(f"{cls.__qualname__}.{f.name}: {error}") from None
+                raise TypeError(f"{name}.{f.name}: {error}") from None
             # Events are immutable records: a missing field is damage, never "use the default"
             # (that would give a stored event a fresh event_id). Other state may gain fields.
             optional = not issubclass(cls, DomainEvent) and (
@@ -325,14 +353,14 @@ class JsonCodec:
             fields.append(_Field(f.name, f.init, encode, decode, optional))
         return tuple(fields)
 
-    def _decoder_for_class(self, cls: type) -> _Decode:
-        plan = self._plan(cls)
+    def _decoder_for_class(self, key: Any) -> _Decode:
+        plan = self._plan(key)
+        cls: type = typing.get_origin(key) or key
+        name = _name(key)
 
         def decode(data: Any) -> Any:
             if not isinstance(data, dict):
-                raise _Malformed(
-                    f"expected a JSON object for {cls.__qualname__}, got {_show(data)}"
-                )
+                raise _Malformed(f"expected a JSON object for {name}, got {_show(data)}")
             mapping = cast("dict[str, Any]", data)
             init: dict[str, Any] = {}
             later: dict[str, Any] = {}
@@ -351,13 +379,13 @@ class JsonCodec:
                 (init if f.init else later)[f.name] = value
             unknown = mapping.keys() - {f.name for f in plan}
             if unknown:
-                raise _Malformed(f"unexpected field(s) {', '.join(sorted(unknown))}")
+                raise _Malformed(f"unexpected field(s) {', '.join(sorted(map(str, unknown)))}")
             try:
                 instance = cls(**init)
             except (ValueError, TypeError) as error:
-                raise _Malformed(f"{cls.__qualname__} refused the stored values: {error}") from None
-            for name, value in later.items():
-                object.__setattr__(instance, name, value)
+                raise _Malformed(f"{name} refused the stored values: {error}") from None
+            for field_name, value in later.items():
+                object.__setattr__(instance, field_name, value)
             return instance
 
         return decode
@@ -384,16 +412,9 @@ class JsonCodec:
                 lambda v: None if v is None else inner_decode(v),
             )
         if origin is typing.Literal:
-            # Compared with their types: `true` must not pass for Literal[1], nor 1.0.
-            allowed: set[tuple[type, Any]] = {(type(a), a) for a in args}
-            return (
-                _identity,
-                lambda v: (
-                    v
-                    if (type(v), v) in allowed
-                    else _fail(f"{_show(v)} is not one of {sorted(map(repr, args))}")
-                ),
-            )
+            return _literal(args)
+        if isinstance(origin, type) and dataclasses.is_dataclass(origin):  # Box[Decimal]
+            return self._nested(annotation)
         if isinstance(annotation, type):
             scalar = _scalar(annotation)
             if scalar is not None:
@@ -415,20 +436,22 @@ class JsonCodec:
             )
         raise TypeError(f"unsupported annotation {annotation!r} for JSON serialization")
 
-    def _nested(self, cls: type) -> tuple[_Encode, _Decode]:
+    def _nested(self, key: Any) -> tuple[_Encode, _Decode]:
+        cls: type = typing.get_origin(key) or key
+
         def encode(value: Any) -> Any:
             if type(value) is not cls:
                 raise TypeError(
                     f"expected exactly {cls.__qualname__}, got {type(value).__qualname__}: "
                     "fields are stored by their declared type (no subclass polymorphism)"
                 )
-            return self.encode(value)
+            return {f.name: f.encode(getattr(value, f.name)) for f in self._plan(key)}
 
         decode_holder: list[_Decode] = []
 
         def decode(value: Any) -> Any:
             if not decode_holder:
-                decode_holder.append(self._decoder_for_class(cls))
+                decode_holder.append(self._decoder_for_class(key))
             return decode_holder[0](value)
 
         return encode, decode
@@ -489,8 +512,31 @@ def _json_native(value: Any) -> Any:
     return value
 
 
-def _fail(message: str) -> Any:
-    raise _Malformed(message)
+def _literal(args: tuple[Any, ...]) -> tuple[_Encode, _Decode]:
+    # Enum members are stored by value. Values are compared with their types: `true` must
+    # not pass for Literal[1], nor 1.0.
+    members: dict[tuple[type, Any], Any] = {}
+    for arg in args:
+        stored = arg.value if isinstance(arg, enum.Enum) else arg
+        members[(type(stored), stored)] = arg
+    expected = sorted(map(repr, args))
+
+    def decode(value: Any) -> Any:
+        try:
+            return members[(type(value), value)]
+        except (KeyError, TypeError):  # TypeError: a list or object, which cannot be a key
+            raise _Malformed(f"{_show(value)} is not one of {expected}") from None
+
+    return (lambda v: v.value if isinstance(v, enum.Enum) else v), decode
+
+
+def _name(key: Any) -> str:
+    """The name of a class, or of a parameterised generic class (``Box[Decimal]``)."""
+    origin = typing.get_origin(key)
+    if origin is None:
+        return cast("str", key.__qualname__)
+    arguments = ", ".join(getattr(a, "__qualname__", repr(a)) for a in typing.get_args(key))
+    return f"{origin.__qualname__}[{arguments}]"
 
 
 def _show(value: Any) -> str:
@@ -586,6 +632,14 @@ def _scalar(cls: type) -> tuple[_Encode, _Decode] | None:
 
 
 def _key_converters(annotation: Any) -> tuple[_Encode, _Decode]:
+    supertype = getattr(annotation, "__supertype__", None)
+    if supertype is not None:  # NewType
+        return _key_converters(supertype)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _key_converters(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        return _literal_key_converters(annotation)
     if annotation is str or annotation is Any:
         return _identity, _identity
     if annotation is int:
@@ -594,12 +648,40 @@ def _key_converters(annotation: Any) -> tuple[_Encode, _Decode]:
         enum_encode, enum_decode = _enum(annotation)
         if all(isinstance(m.value, str) for m in annotation):
             return enum_encode, enum_decode
-        return (lambda k: json.dumps(enum_encode(k))), (lambda k: enum_decode(json.loads(k)))
+
+        def decode_key(key: Any) -> Any:
+            try:
+                value = json.loads(key)
+            except ValueError:
+                raise _Malformed(f"invalid {annotation.__qualname__} key {key!r}") from None
+            return enum_decode(value)
+
+        return (lambda k: json.dumps(enum_encode(k))), decode_key
     if isinstance(annotation, type):
         scalar = _scalar(annotation)
         if scalar is not None and annotation not in (bool, float):
             return scalar
     raise TypeError(f"unsupported dict key type {annotation!r}")
+
+
+def _literal_key_converters(annotation: Any) -> tuple[_Encode, _Decode]:
+    args = typing.get_args(annotation)
+    allowed = frozenset(args)
+    if all(type(a) is str for a in args):
+        parse: _Decode = _identity
+        encode: _Encode = _identity
+    elif all(type(a) is int for a in args):
+        parse, encode = _decode_int_key, str
+    else:
+        raise TypeError(f"unsupported dict key type {annotation!r} (Literal keys are str or int)")
+
+    def decode(key: Any) -> Any:
+        value = parse(key)
+        if value not in allowed:
+            raise _Malformed(f"invalid key {key!r}, not one of {sorted(map(repr, args))}")
+        return value
+
+    return encode, decode
 
 
 # -- type resolution -------------------------------------------------------------------------
@@ -639,7 +721,8 @@ def _substitute(annotation: Any, bindings: Mapping[Any, Any]) -> Any:
     if isinstance(annotation, TypeVar):
         return bindings.get(annotation, annotation.__bound__ or Any)
     args = typing.get_args(annotation)
-    if not args or not any(isinstance(a, TypeVar) for a in args):
+    # __parameters__ lists the type variables at any depth (`Box[T] | None` has T).
+    if not args or not getattr(annotation, "__parameters__", ()):
         return annotation
     origin = typing.get_origin(annotation)
     substituted = tuple(_substitute(a, bindings) for a in args)
