@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from tactical import ConcurrencyError, EventBus, InMemoryStore, InMemoryUnitOfWork
+from tactical import EventBus, InMemoryStore, InMemoryUnitOfWork
 from tactical._uow import structural_state
 from tactical.testing import UnitOfWorkContract, UnitOfWorkFactory
 from tactical.testing._contract import Counter, CounterTicked, Tag, Tally
@@ -128,46 +128,6 @@ class TestInMemoryUnitOfWork(UnitOfWorkContract):
                 uow.repository(Counter).add(Counter(counter.id, "two"))
             with pytest.raises(ValueError, match="not the instance"):
                 uow.repository(Counter).remove(Counter(counter.id, "two"))
-
-    def test_removing_a_new_aggregate_stores_nothing(self) -> None:
-        """Add then remove in one transaction leaves the store untouched."""
-        store = InMemoryStore()
-        counter = Counter(uuid4(), "fleeting")
-        with InMemoryUnitOfWork(store=store) as uow:
-            uow.repository(Counter).add(counter)
-            uow.repository(Counter).remove(counter)
-            uow.commit()
-        assert len(store) == 0
-
-    def test_removing_a_detached_aggregate_is_version_checked(self) -> None:
-        """remove() of an aggregate from an earlier transaction checks its version."""
-        store = InMemoryStore()
-        counter = Counter(uuid4(), "detached")
-        with InMemoryUnitOfWork(store=store) as uow:
-            uow.repository(Counter).add(counter)
-            uow.commit()
-        with InMemoryUnitOfWork(store=store) as uow:
-            uow.repository(Counter).remove(counter)
-            uow.commit()
-        assert len(store) == 0
-        with InMemoryUnitOfWork(store=store) as uow:
-            uow.repository(Counter).remove(counter)
-            with pytest.raises(ConcurrencyError, match="removed"):
-                uow.commit()
-
-    def test_re_adding_a_removed_aggregate_keeps_it(self) -> None:
-        """remove() then add() of the same object in one transaction cancels the removal."""
-        store = InMemoryStore()
-        counter = Counter(uuid4(), "back")
-        with InMemoryUnitOfWork(store=store) as uow:
-            uow.repository(Counter).add(counter)
-            uow.commit()
-        with InMemoryUnitOfWork(store=store) as uow:
-            loaded = uow.repository(Counter).require(counter.id)
-            uow.repository(Counter).remove(loaded)
-            uow.repository(Counter).add(loaded)
-            uow.commit()
-        assert len(store) == 1
 
     def test_repository_repr_names_the_type(self) -> None:
         """A repository's repr says which aggregate type it holds."""

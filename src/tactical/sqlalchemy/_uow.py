@@ -9,7 +9,7 @@ from typing import Any, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy import exc
 from tactical._bus import EventBus
-from tactical._codec import JsonCodec
+from tactical._codec import DeserializationError, JsonCodec
 from tactical._errors import ConcurrencyError
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
 from tactical._tracing import trace_of
@@ -137,24 +137,25 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
         connection = self.connection
         mapper = self._mappers.get(aggregate_type)
+        type_name, key = self._codec.type_name(aggregate_type), _key(aggregate_id)
+        where = f"row {aggregates_table.name}(aggregate_type={type_name!r}, aggregate_id={key!r})"
         try:
             if mapper is not None:
                 return cast("A | None", mapper.load(connection, aggregate_id))
-            type_name, key = self._codec.type_name(aggregate_type), _key(aggregate_id)
-            row = connection.execute(
-                _SELECT_DOCUMENT, {"b_type": type_name, "b_id": key}
-            ).one_or_none()
+            try:
+                row = connection.execute(
+                    _SELECT_DOCUMENT, {"b_type": type_name, "b_id": key}
+                ).one_or_none()
+            except ValueError as error:  # the driver's JSON parser, on SQLite's text column
+                raise DeserializationError(
+                    f"{aggregate_type.__qualname__} state is not valid JSON ({where}): {error}"
+                ) from error
         except exc.OperationalError as error:
             raise _busy(error, aggregate_type, aggregate_id) from error
         if row is None:
             return None
         return self._codec.aggregate_from_state(
-            aggregate_type,
-            row.state,
-            version=row.version,
-            context=(
-                f"row {aggregates_table.name}(aggregate_type={type_name!r}, aggregate_id={key!r})"
-            ),
+            aggregate_type, row.state, version=row.version, context=where
         )
 
     def _store(self, changes: Sequence[Change]) -> None:
