@@ -283,3 +283,154 @@ class TestEntities:
 
 class Line(Entity[int]):
     price: Box[Decimal]
+
+
+# -- values that do not fit their annotation, on write --------------------------------------
+
+
+class Reading(ValueObject):
+    """One field of each scalar kind, to be filled with values of the wrong kind."""
+
+    count: int
+    ratio: float
+    label: str
+    flag: bool
+    amount: Decimal
+    ref: UUID
+    day: date
+    at: datetime
+    shade: Shade
+    mode: Literal["fast", "slow"]
+    maybe: int | None
+    numbers: list[int]
+    pair: tuple[int, str]
+    by_name: dict[str, int]
+    by_number: dict[int, str]
+    anything: Any
+
+
+def a_reading() -> Reading:
+    return Reading(
+        count=1,
+        ratio=0.5,
+        label="x",
+        flag=True,
+        amount=Decimal("1.10"),
+        ref=UUID(int=1),
+        day=date(2020, 1, 2),
+        at=datetime(2020, 1, 2, 3, 4, tzinfo=UTC),
+        shade=Shade.DARK,
+        mode="fast",
+        maybe=None,
+        numbers=[1, 2],
+        pair=(1, "a"),
+        by_name={"a": 1},
+        by_number={1: "a"},
+        anything={"k": [1, "two", None]},
+    )
+
+
+def with_field(value: Reading, name: str, stored: object) -> Reading:
+    """A copy with one field set to ``stored``, bypassing what a type checker would refuse."""
+    copy = Reading(**{f: getattr(value, f) for f in Reading.__dataclass_fields__})
+    object.__setattr__(copy, name, stored)
+    return copy
+
+
+any_value = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5)
+    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.uuids()
+    | st.dates()
+    | st.datetimes()
+    | st.sampled_from(Shade),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=3) | st.integers(), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+class TestUnstorableValues:
+    @given(st.sampled_from(sorted(Reading.__dataclass_fields__)), any_value)
+    def test_whatever_a_field_holds_is_refused_on_write_or_read_back_equal(
+        self, name: str, stored: object
+    ) -> None:
+        """Nothing is written that cannot be read back: a misfit value is refused on write."""
+        value = with_field(a_reading(), name, stored)
+        codec = JsonCodec()
+        try:
+            text = codec.dumps(value)
+        except (TypeError, ValueError) as error:
+            refused = str(error)
+        else:
+            refused = ""
+        if refused:
+            assert refused.startswith(f"cannot store Reading: {name}")
+            return
+        read = codec.loads(Reading, text)
+        # A float field stores an int as the float it is to a type checker.
+        assert getattr(read, name) == (float(stored) if name == "ratio" else stored)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        ("name", "stored", "message"),
+        [
+            ("count", 1.5, r"count: expected an integer, got float 1\.5"),
+            ("count", "7", r"count: expected an integer, got str '7'"),
+            ("label", 5, r"label: expected a string, got int 5"),
+            ("flag", 1, r"flag: expected a boolean, got int 1"),
+            ("amount", 0.1, r"amount: expected a Decimal, got float 0\.1"),
+            ("ref", str(UUID(int=1)), r"ref: expected a UUID, got str"),
+            ("day", datetime(2020, 1, 2, 3, 4), r"day: expected a date \(not a datetime"),
+            ("at", date(2020, 1, 2), r"at: expected a datetime, got date"),
+            ("shade", 2, r"shade: expected a Shade, got int 2"),
+            ("mode", "medium", r"mode: expected one of 'fast', 'slow', got str 'medium'"),
+            ("numbers", "12", r"numbers: expected an array, got str '12'"),
+            ("numbers", [1, "2"], r"numbers\[1\]: expected an integer, got str '2'"),
+            ("pair", (1, "a", 2), r"pair: expected 2 items, got 3"),
+            ("by_name", {1: 1}, r"by_name: expected a string key, got int 1"),
+            ("by_number", {"1": "a"}, r"by_number: expected an integer key, got str '1'"),
+            ("by_name", {"a": "b"}, r"by_name\['a'\]: expected an integer, got str 'b'"),
+            ("anything", {"a": Decimal(1)}, r"anything: expected a JSON value .*, got Decimal"),
+            ("anything", {1: "a"}, r"anything: expected a JSON value, got int 1 as a key"),
+        ],
+    )
+    def test_a_misfit_value_is_refused_naming_the_field(
+        self, name: str, stored: object, message: str
+    ) -> None:
+        """The error names the class, the field path, the expected kind and the value."""
+        with pytest.raises(TypeError, match=rf"cannot store Reading: {message}"):
+            JsonCodec().encode(with_field(a_reading(), name, stored))
+
+    def test_subclasses_of_int_and_str_are_stored_as_their_base(self) -> None:
+        """True in an int field and a StrEnum in a str field are what their annotation says."""
+        value = with_field(with_field(a_reading(), "count", True), "label", Size.LARGE)
+        encoded = JsonCodec().encode(value)
+        assert (type(encoded["count"]), encoded["count"]) == (int, 1)
+        assert (type(encoded["label"]), encoded["label"]) == (str, "l")
+
+    def test_an_integer_too_large_for_a_float_field_is_refused(self) -> None:
+        """An int in a float field is stored as a float, if it fits one."""
+        with pytest.raises(ValueError, match=r"cannot store Reading: ratio: .* too large"):
+            JsonCodec().encode(with_field(a_reading(), "ratio", 10**400))
+
+    def test_a_stored_number_too_large_for_a_float_is_named(self) -> None:
+        """Reading a huge integer into a float field is a DeserializationError."""
+        data = JsonCodec().encode(a_reading())
+        data["ratio"] = 10**400
+        with pytest.raises(DeserializationError, match=r"ratio: .* too large for a float"):
+            JsonCodec().decode(Reading, data)
+
+    def test_a_misfit_inside_a_child_entity_names_the_path(self) -> None:
+        """The path runs through nested value objects and list indexes."""
+        crate = Crate(Box(Decimal(1)), Box([date(2020, 1, 1), "2020-01-02"]), ())  # type: ignore[list-item]
+        with pytest.raises(
+            TypeError, match=r"cannot store Crate: days\.item\[1\]: expected a date"
+        ):
+            JsonCodec().encode(crate)

@@ -10,7 +10,7 @@ import math
 import threading
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple, TypeVar, cast
@@ -68,6 +68,21 @@ class _Malformed(Exception):
         for step in self.path:
             where += step if step.startswith("[") or not where else f".{step}"
         return f"{where}: {self.message}" if where else self.message
+
+
+class _Unstorable(_Malformed):
+    """Raised inside encoders: a value does not fit its annotation and could not be read back.
+
+    ``kind`` is the exception :meth:`JsonCodec.encode` raises (TypeError or ValueError).
+    """
+
+    def __init__(self, message: str, kind: type[Exception] = TypeError) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _refuse(expected: str, value: Any) -> Any:
+    raise _Unstorable(f"expected {expected}, got {type(value).__qualname__} {_show(value)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,8 +296,19 @@ class JsonCodec:
     # -- any dataclass -----------------------------------------------------------------------
 
     def encode(self, obj: object) -> dict[str, Any]:
-        """The JSON object of a dataclass instance (value object, entity, event...)."""
-        return {f.name: f.encode(getattr(obj, f.name)) for f in self._plan(type(obj))}
+        """The JSON object of a dataclass instance (value object, entity, event...).
+
+        Raises:
+            TypeError: A field holds a value that does not fit its annotation (an ``int``
+                field holding ``1.5``, a ``date`` field holding a ``datetime``): it could not
+                be read back, so it is not written. The message names the field path.
+            ValueError: A ``float`` field holds a value JSON cannot represent (NaN,
+                infinities, an integer too large for a float).
+        """
+        try:
+            return _encode_fields(self._plan(type(obj)), obj)
+        except _Unstorable as error:
+            raise error.kind(f"cannot store {type(obj).__qualname__}: {error.describe()}") from None
 
     def decode(self, cls: type[T], data: Any, *, context: str = "") -> T:
         """Rebuild an instance of ``cls`` from :meth:`encode`'s output.
@@ -399,9 +425,11 @@ class JsonCodec:
         if supertype is not None:  # NewType
             return self._converters(supertype)
         if annotation is Any or annotation is object:
-            return _identity, _json_native
+            return _encode_json_value, _json_native
         if annotation is type(None) or annotation is None:
-            return _identity, _expect(type(None), "null")
+            return (lambda v: None if v is None else _refuse("None", v)), _expect(
+                type(None), "null"
+            )
         if origin in (typing.Union, types.UnionType):
             members = [a for a in args if a is not type(None)]
             if len(members) != 1 or len(args) != 2:
@@ -427,8 +455,15 @@ class JsonCodec:
             key_args = args or (str, Any)
             key_encode, key_decode = _key_converters(key_args[0])
             value_encode, value_decode = self._converters(key_args[1])
+
+            def encode_dict(v: Any) -> Any:
+                if not _is_instance(v, Mapping):
+                    return _refuse("a dict", v)
+                mapping: Mapping[Any, Any] = v
+                return {key_encode(k): _at(repr(k), value_encode, x) for k, x in mapping.items()}
+
             return (
-                lambda v: {key_encode(k): value_encode(x) for k, x in v.items()},
+                encode_dict,
                 lambda v: {
                     key_decode(k): _at(repr(k), value_decode, x)
                     for k, x in _expect(dict, "object")(v).items()
@@ -441,11 +476,11 @@ class JsonCodec:
 
         def encode(value: Any) -> Any:
             if type(value) is not cls:
-                raise TypeError(
+                raise _Unstorable(
                     f"expected exactly {cls.__qualname__}, got {type(value).__qualname__}: "
                     "fields are stored by their declared type (no subclass polymorphism)"
                 )
-            return {f.name: f.encode(getattr(value, f.name)) for f in self._plan(key)}
+            return _encode_fields(self._plan(key), value)
 
         decode_holder: list[_Decode] = []
 
@@ -469,10 +504,18 @@ class JsonCodec:
                     for i, ((_, d), x) in enumerate(zip(converters, items, strict=True))
                 )
 
-            return (
-                lambda v: [e(x) for (e, _), x in zip(converters, v, strict=True)],
-                decode_fixed,
-            )
+            def encode_fixed(v: Any) -> Any:
+                if not _is_instance(v, tuple):
+                    return _refuse("a tuple", v)
+                items: tuple[Any, ...] = v
+                if len(items) != len(converters):
+                    raise _Unstorable(f"expected {len(converters)} items, got {len(items)}")
+                return [
+                    _at(i, e, x)
+                    for i, ((e, _), x) in enumerate(zip(converters, items, strict=True))
+                ]
+
+            return encode_fixed, decode_fixed
         item_encode, item_decode = self._converters(args[0] if args else Any)
         builders: dict[Any, Callable[[Iterator[Any]], Any]] = {
             list: list[Any],
@@ -481,15 +524,29 @@ class JsonCodec:
             frozenset: frozenset[Any],
         }
         build = builders[kind]
+        accepted: type | tuple[type, ...] = (set, frozenset) if kind in (set, frozenset) else kind
+        expected = "an array" if kind is list else f"a {kind.__name__}"
+
+        def encode_items(v: Any) -> list[Any]:
+            if not _is_instance(v, accepted):
+                return cast("list[Any]", _refuse(expected, v))
+            values: Iterable[Any] = v
+            try:
+                return [item_encode(x) for x in values]
+            except _Unstorable:
+                # Only now find which item it was: keeping count on every write costs time.
+                for i, x in enumerate(values):
+                    _at(i, item_encode, x)
+                raise
+
         if kind in (set, frozenset):
 
             def encode_set(v: Any) -> Any:
-                items = [item_encode(x) for x in v]
-                return sorted(items, key=lambda x: json.dumps(x, sort_keys=True))
+                return sorted(encode_items(v), key=lambda x: json.dumps(x, sort_keys=True))
 
             encode: _Encode = encode_set
         else:
-            encode = lambda v: [item_encode(x) for x in v]  # noqa: E731
+            encode = encode_items
 
         def decode(v: Any) -> Any:
             items: list[Any] = _expect(list, "array")(v)
@@ -506,6 +563,42 @@ class JsonCodec:
 
 def _identity(value: Any) -> Any:
     return value
+
+
+def _encode_fields(plan: tuple[_Field, ...], obj: object) -> dict[str, Any]:
+    encoded: dict[str, Any] = {}
+    for f in plan:
+        try:
+            encoded[f.name] = f.encode(getattr(obj, f.name))
+        except _Unstorable as error:
+            error.path.insert(0, f.name)
+            raise
+    return encoded
+
+
+def _is_instance(value: Any, kind: type | tuple[type, ...]) -> bool:
+    # A plain bool: isinstance() would narrow the caller's Any to a partly unknown type.
+    return isinstance(value, kind)
+
+
+def _encode_json_value(value: object) -> Any:
+    """A value of an ``Any`` field: it must already be JSON, or it would not read back equal."""
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is str:
+        return value
+    if kind is float:
+        return _encode_float(value)
+    if kind is list:
+        return [_encode_json_value(x) for x in cast("list[Any]", value)]
+    if kind is dict:
+        mapping = cast("dict[Any, Any]", value)
+        for key in mapping:
+            if type(key) is not str:
+                raise _Unstorable(
+                    f"expected a JSON value, got {type(key).__qualname__} {_show(key)} as a key"
+                )
+        return {k: _encode_json_value(x) for k, x in mapping.items()}
+    return _refuse("a JSON value (None, bool, int, float, str, list, dict)", value)
 
 
 def _json_native(value: Any) -> Any:
@@ -527,7 +620,17 @@ def _literal(args: tuple[Any, ...]) -> tuple[_Encode, _Decode]:
         except (KeyError, TypeError):  # TypeError: a list or object, which cannot be a key
             raise _Malformed(f"{_show(value)} is not one of {expected}") from None
 
-    return (lambda v: v.value if isinstance(v, enum.Enum) else v), decode
+    def encode(value: Any) -> Any:
+        stored: object = value.value if isinstance(value, enum.Enum) else value
+        key: tuple[type[object], object] = (type(stored), stored)
+        try:
+            if members.get(key, members) is value:
+                return stored
+        except TypeError:  # unhashable: not a member
+            pass
+        return _refuse(f"one of {', '.join(expected)}", value)
+
+    return encode, decode
 
 
 def _name(key: Any) -> str:
@@ -585,18 +688,30 @@ def _decode_int_key(value: Any) -> int:
     return number
 
 
-def _encode_float(value: float) -> float:
-    # json.dumps would write NaN/Infinity, which is not JSON: PostgreSQL's JSONB and other
-    # readers refuse it. Use Decimal for values that may be non-finite.
-    if not math.isfinite(value):
-        raise ValueError(f"cannot store the non-finite float {value!r} as JSON")
-    return value
+def _encode_float(value: Any) -> float:
+    if isinstance(value, float):
+        # json.dumps would write NaN/Infinity, which is not JSON: PostgreSQL's JSONB and other
+        # readers refuse it. Use Decimal for values that may be non-finite.
+        if not math.isfinite(value):
+            raise _Unstorable(
+                f"cannot store the non-finite float {value!r} as JSON (use a Decimal)", ValueError
+            )
+        return float(value)
+    if isinstance(value, int):  # an int is a float to a type checker
+        try:
+            return float(value)
+        except OverflowError:
+            raise _Unstorable(f"{_show(value)} is too large for a float", ValueError) from None
+    return cast("float", _refuse("a number", value))
 
 
 def _decode_float(value: Any) -> float:
     if type(value) not in (float, int):
         raise _Malformed(f"expected a number, got {_show(value)}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise _Malformed(f"{_show(value)} is too large for a float") from None
 
 
 def _enum(cls: type[enum.Enum]) -> tuple[_Encode, _Decode]:
@@ -606,28 +721,68 @@ def _enum(cls: type[enum.Enum]) -> tuple[_Encode, _Decode]:
         except ValueError:
             raise _Malformed(f"{_show(value)} is not a {cls.__qualname__} value") from None
 
-    return (lambda v: v.value), decode
+    def encode(value: Any) -> Any:
+        return value.value if isinstance(value, cls) else _refuse(f"a {cls.__qualname__}", value)
+
+    return encode, decode
+
+
+def _encode_bool(value: Any) -> Any:
+    return value if type(value) is bool else _refuse("a boolean", value)
+
+
+def _encode_int(value: Any) -> Any:
+    # True and IntEnum members are ints to a type checker: stored as the int they are.
+    if type(value) is int:
+        return value
+    return int(value) if isinstance(value, int) else _refuse("an integer", value)
+
+
+def _encode_str(value: Any) -> Any:
+    if type(value) is str:
+        return value
+    return str.__str__(value) if isinstance(value, str) else _refuse("a string", value)
+
+
+def _encode_as_str(cls: type, expected: str) -> _Encode:
+    def encode(value: Any) -> Any:
+        return str(value) if isinstance(value, cls) else _refuse(expected, value)
+
+    return encode
+
+
+def _encode_datetime(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return _refuse("a datetime", value)
+
+
+def _encode_date(value: Any) -> Any:
+    # A datetime is a date to a type checker, but date.isoformat would drop its time.
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value.isoformat()
+    return _refuse("a date (not a datetime: its time would be lost)", value)
 
 
 def _scalar(cls: type) -> tuple[_Encode, _Decode] | None:
     if cls is bool:
-        return _identity, _expect(bool, "a boolean")
+        return _encode_bool, _expect(bool, "a boolean")
     if issubclass(cls, enum.Enum):
         return _enum(cls)
     if cls is int:
-        return _identity, _expect(int, "an integer")
+        return _encode_int, _expect(int, "an integer")
     if cls is float:
         return _encode_float, _decode_float
     if cls is str:
-        return _identity, _expect(str, "a string")
+        return _encode_str, _expect(str, "a string")
     if cls is Decimal:
-        return str, _parse(Decimal, "decimal")
+        return _encode_as_str(Decimal, "a Decimal"), _parse(Decimal, "decimal")
     if cls is UUID:
-        return str, _parse(UUID, "UUID")
+        return _encode_as_str(UUID, "a UUID"), _parse(UUID, "UUID")
     if cls is dt.datetime:
-        return dt.datetime.isoformat, _parse(dt.datetime.fromisoformat, "datetime")
+        return _encode_datetime, _parse(dt.datetime.fromisoformat, "datetime")
     if cls is dt.date:
-        return dt.date.isoformat, _parse(dt.date.fromisoformat, "date")
+        return _encode_date, _parse(dt.date.fromisoformat, "date")
     return None
 
 
@@ -640,10 +795,12 @@ def _key_converters(annotation: Any) -> tuple[_Encode, _Decode]:
         return _key_converters(typing.get_args(annotation)[0])
     if origin is typing.Literal:
         return _literal_key_converters(annotation)
-    if annotation is str or annotation is Any:
+    if annotation is Any:
         return _identity, _identity
+    if annotation is str:
+        return _encode_str_key, _identity
     if annotation is int:
-        return str, _decode_int_key
+        return _encode_int_key, _decode_int_key
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         enum_encode, enum_decode = _enum(annotation)
         if all(isinstance(m.value, str) for m in annotation):
@@ -664,16 +821,29 @@ def _key_converters(annotation: Any) -> tuple[_Encode, _Decode]:
     raise TypeError(f"unsupported dict key type {annotation!r}")
 
 
+def _encode_str_key(key: Any) -> Any:
+    return _encode_str(key) if isinstance(key, str) else _refuse("a string key", key)
+
+
+def _encode_int_key(key: Any) -> Any:
+    return str(int(key)) if isinstance(key, int) else _refuse("an integer key", key)
+
+
 def _literal_key_converters(annotation: Any) -> tuple[_Encode, _Decode]:
     args = typing.get_args(annotation)
     allowed = frozenset(args)
     if all(type(a) is str for a in args):
         parse: _Decode = _identity
-        encode: _Encode = _identity
+        write: _Encode = _encode_str_key
     elif all(type(a) is int for a in args):
-        parse, encode = _decode_int_key, str
+        parse, write = _decode_int_key, _encode_int_key
     else:
         raise TypeError(f"unsupported dict key type {annotation!r} (Literal keys are str or int)")
+
+    def encode(key: Any) -> Any:
+        if key not in allowed:
+            return _refuse(f"a key in {sorted(map(repr, args))}", key)
+        return write(key)
 
     def decode(key: Any) -> Any:
         value = parse(key)
