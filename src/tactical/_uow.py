@@ -253,6 +253,12 @@ class TransactionalUnitOfWork(ABC):
         key = (aggregate_type, aggregate.id)
         tracked = self._tracked.get(key)
         if tracked is not None:
+            if tracked.aggregate is not aggregate and tracked.removed:
+                raise ValueError(
+                    f"{aggregate_type.__qualname__} {aggregate.id} was removed in this unit of "
+                    "work: add back the instance that was removed, or add a new one with this "
+                    "id in a later transaction"
+                )
             if tracked.aggregate is not aggregate:
                 raise ValueError(
                     f"another {aggregate_type.__qualname__} with id {aggregate.id} "

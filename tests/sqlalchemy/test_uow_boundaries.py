@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from uuid import UUID, uuid4
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.sqlalchemy.test_mapper import CounterMapper, counters, mapped, tallies
 
 import sqlalchemy as sa
-from tactical import DeserializationError, DomainEvent, EventBus
-from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, outbox_table
+from tactical import DeserializationError, DomainEvent, EventBus, InMemoryUnitOfWork
+from tactical._uow import Change
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, create_schema, outbox_table
 from tactical.testing._contract import Counter, Tag
 
 
@@ -176,3 +181,154 @@ class TestConnections:
                 ).scalar_one()
                 == 1
             )
+
+
+class CrashingUnitOfWork(SqlAlchemyUnitOfWork):
+    """Raises at the ``crash_at``-th write of a commit (the outbox insert counts as the last)."""
+
+    crash_at: int | None = None
+
+    def _store(self, changes: Sequence[Change]) -> None:
+        self._writes = 0
+        super()._store(changes)
+
+    def _write(self, connection: sa.Connection, change: Change, now: datetime) -> None:
+        self._crash_here()
+        super()._write(connection, change, now)
+
+    def _write_outbox(self, connection: sa.Connection, changes: Sequence[Change]) -> None:
+        self._crash_here()
+        super()._write_outbox(connection, changes)
+
+    def _crash_here(self) -> None:
+        self._writes += 1
+        if self._writes == self.crash_at:
+            raise Sabotaged(f"crash at write {self._writes}")
+
+
+operations = st.lists(
+    st.tuples(st.sampled_from(["add", "tick", "rename", "remove"]), st.integers(0, 3)),
+    min_size=1,
+    max_size=8,
+)
+
+
+class TestCrashInjection:
+    @settings(max_examples=40, deadline=None)
+    @given(operations, st.integers(1, 6), st.booleans())
+    def test_a_crash_at_any_write_stores_nothing_and_a_retry_ends_as_in_memory(
+        self,
+        tmp_path_factory: pytest.TempPathFactory,
+        ops: list[tuple[str, int]],
+        crash_at: int,
+        mapped_too: bool,
+    ) -> None:
+        """Whichever write fails, nothing is stored or published; the retry matches memory."""
+        engine = _crash_engine(tmp_path_factory)
+        mappers = [CounterMapper()] if mapped_too else []
+        ids = [uuid4() for _ in range(4)]
+        sql_bus, sql_seen = EventBus(), list[DomainEvent]()
+        sql_bus.subscribe(DomainEvent, sql_seen.append)
+        memory_bus, memory_seen = EventBus(), list[DomainEvent]()
+        memory_bus.subscribe(DomainEvent, memory_seen.append)
+        sql = CrashingUnitOfWork(engine, sql_bus, mappers=mappers)
+        memory = InMemoryUnitOfWork(memory_bus)
+        for uow in (sql, memory):
+            with uow:  # two of the four are stored beforehand
+                for cid in ids[:2]:
+                    uow.repository(Counter).add(Counter(cid, "stored"))
+                uow.commit()
+
+        before = rows(engine)
+        sql.crash_at = crash_at
+        try:
+            _transact(sql, ids, ops)
+        except Sabotaged:
+            assert rows(engine) == before
+            assert sql_seen == []
+            sql.crash_at = None
+            _transact(sql, ids, ops)  # the same transaction again, without the crash
+        _transact(memory, ids, ops)
+
+        assert _picture(sql, ids) == _picture(memory, ids)
+        assert [_event(e) for e in sql_seen] == [_event(e) for e in memory_seen]
+        after = rows(engine)
+        assert len(after[outbox_table.name]) == len(before[outbox_table.name]) + len(sql_seen)
+        engine.dispose()
+
+
+def _transact(
+    uow: SqlAlchemyUnitOfWork | InMemoryUnitOfWork, ids: list[UUID], ops: list[tuple[str, int]]
+) -> None:
+    removed: set[int] = set()
+    with uow:
+        repository = uow.repository(Counter)
+        for op, i in ops:
+            counter = repository.get(ids[i])
+            if op == "add" and counter is None and i not in removed:
+                repository.add(Counter(ids[i], "added"))
+            elif counter is not None and op == "tick":
+                counter.tick()
+            elif counter is not None and op == "rename":
+                counter.rename(f"renamed {i}")
+            elif counter is not None and op == "remove":
+                repository.remove(counter)
+                removed.add(i)
+        uow.commit()
+
+
+def _picture(
+    uow: SqlAlchemyUnitOfWork | InMemoryUnitOfWork, ids: list[UUID]
+) -> list[tuple[str, int, int] | None]:
+    with uow:
+        stored = [uow.repository(Counter).get(cid) for cid in ids]
+    return [None if c is None else (c.name, c.count, c.version) for c in stored]
+
+
+def _event(event: DomainEvent) -> tuple[str, object]:
+    return (type(event).__name__, getattr(event, "counter_id", None))
+
+
+def _crash_engine(tmp_path_factory: pytest.TempPathFactory) -> sa.Engine:
+    engine = sa.create_engine(f"sqlite:///{tmp_path_factory.mktemp('crash') / 'db.sqlite3'}")
+    create_schema(engine)
+    mapped.create_all(engine)
+    return engine
+
+
+class Noted(DomainEvent):
+    counter_id: UUID
+    count: int
+
+
+class TestUnstorableCommits:
+    def test_an_aggregate_holding_a_misfit_value_is_refused_and_nothing_is_stored(
+        self, mapped_engine: sa.Engine
+    ) -> None:
+        """A field that could not be read back fails the commit, naming it; nothing lands."""
+        good, bad = Counter(uuid4(), "good"), Counter(uuid4(), "bad")
+        good.tick()
+        bad.count = 1.5  # type: ignore[assignment]
+        with SqlAlchemyUnitOfWork(mapped_engine) as uow:
+            uow.repository(Counter).add(good)
+            uow.repository(Counter).add(bad)
+            with pytest.raises(
+                TypeError, match=r"cannot store Counter: count: expected an integer"
+            ):
+                uow.commit()
+        assert rows(mapped_engine)[aggregates_table.name] == []
+        assert rows(mapped_engine)[outbox_table.name] == []
+        assert (good.version, len(good.pending_events)) == (0, 1)
+
+    def test_an_event_holding_a_misfit_value_is_refused_and_nothing_is_stored(
+        self, mapped_engine: sa.Engine
+    ) -> None:
+        """An event that could not be read back from the outbox fails the commit."""
+        counter = Counter(uuid4(), "noted")
+        counter.record(Noted(counter.id, "three"))  # type: ignore[arg-type]
+        with SqlAlchemyUnitOfWork(mapped_engine) as uow:
+            uow.repository(Counter).add(counter)
+            with pytest.raises(TypeError, match=r"cannot store Noted: count: expected an integer"):
+                uow.commit()
+        assert rows(mapped_engine)[aggregates_table.name] == []
+        assert rows(mapped_engine)[outbox_table.name] == []

@@ -291,6 +291,19 @@ class UnitOfWorkContract:
         assert (stored.count, stored.version) == (1, 2)
         assert [type(e) for e in seen] == [CounterTicked]
 
+    def test_adding_another_instance_for_a_removed_id_is_refused(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """A transaction holds one object per id, removed or not; the error says what to do."""
+        counter = self.saved_counter(new)
+        with new() as uow:
+            repository = uow.repository(Counter)
+            repository.remove(repository.require(counter.id))
+            with pytest.raises(ValueError, match=r"was removed in this unit of work"):
+                repository.add(Counter(counter.id, "replacement"))
+            uow.commit()
+        assert self.stored(new, counter.id) is None
+
     def test_removing_a_detached_aggregate_is_version_checked(self, new: UnitOfWorkFactory) -> None:
         """remove() of an aggregate from an earlier transaction deletes it only if current."""
         counter = self.saved_counter(new)
