@@ -104,7 +104,9 @@ class JsonCodec:
     ``tuple`` (variadic or fixed), ``set``/``frozenset``, ``dict`` (keys of any of the scalar
     types above), and nested dataclasses: value objects, child entities, other events.
     Type parameters are resolved from generic bases, so ``class Policy(AggregateRoot[UUID])``
-    stores its ``id`` as a UUID. Never pickles.
+    stores its ``id`` as a UUID, and from parameterised field types (``price: Box[Decimal]``).
+    A value that does not fit its field's annotation, and so could not be read back, is
+    refused on write with an error naming the field path. Never pickles.
 
     Events and aggregates are stored under a type name: by default the class's
     ``module.QualifiedName``; :meth:`register` sets a stable name of your own (do this for
