@@ -6,7 +6,7 @@ import enum
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Generic, Literal, NewType, TypeVar
+from typing import Annotated, Any, Generic, Literal, NewType, TypeVar
 from uuid import UUID
 
 import pytest
@@ -65,6 +65,23 @@ class Keys(ValueObject):
     by_mode: dict[Literal["fast", "slow"], int]
     by_level: dict[Literal[1, 2], str]
     by_shade: dict[Shade, int]
+
+
+class LooseKeys(ValueObject):
+    by_note: dict[Annotated[int, "note"], str]
+    by_any: dict[Any, int]
+
+
+class Shelved(ValueObject, Generic[T]):
+    by_key: dict[T, str]
+
+
+class NoteShelf(Shelved[Annotated[int, "note number"]]):
+    """Annotated survives in generic bases (get_type_hints strips it from annotations)."""
+
+
+class FloatKeys(ValueObject):
+    by_ratio: dict[Literal[1.5], int]
 
 
 class Stamped(AggregateRoot[int]):
@@ -394,6 +411,8 @@ class TestUnstorableValues:
             ("numbers", "12", r"numbers: expected an array, got str '12'"),
             ("numbers", [1, "2"], r"numbers\[1\]: expected an integer, got str '2'"),
             ("pair", (1, "a", 2), r"pair: expected 2 items, got 3"),
+            ("pair", [1, "a"], r"pair: expected a tuple, got list \[1, 'a'\]"),
+            ("mode", ["fast"], r"mode: expected one of 'fast', 'slow', got list"),
             ("by_name", {1: 1}, r"by_name: expected a string key, got int 1"),
             ("by_number", {"1": "a"}, r"by_number: expected an integer key, got str '1'"),
             ("by_name", {"a": "b"}, r"by_name\['a'\]: expected an integer, got str 'b'"),
@@ -426,6 +445,25 @@ class TestUnstorableValues:
         data["ratio"] = 10**400
         with pytest.raises(DeserializationError, match=r"ratio: .* too large for a float"):
             JsonCodec().decode(Reading, data)
+
+    def test_annotated_and_any_dict_keys(self) -> None:
+        """An Annotated key is its type; Any keys are whatever JSON keeps (strings)."""
+        value = LooseKeys({3: "c"}, {"k": 1})
+        assert through_json(JsonCodec(), value) == value
+        shelf = NoteShelf({4: "d"})
+        assert through_json(JsonCodec(), shelf) == shelf
+
+    def test_literal_keys_of_other_types_are_unsupported(self) -> None:
+        """Only Literals of str or of int are dict keys."""
+        with pytest.raises(TypeError, match=r"FloatKeys\.by_ratio: .*Literal keys are str or int"):
+            JsonCodec().encode(FloatKeys({1.5: 1}))
+
+    def test_a_literal_key_outside_the_literal_is_refused_on_write(self) -> None:
+        """A key a Literal does not allow could not be read back."""
+        with pytest.raises(
+            TypeError, match=r"by_mode: expected a key in 'fast', 'slow', got str 'medium'"
+        ):
+            JsonCodec().encode(Keys({}, {"medium": 1}, {}, {}))  # type: ignore[dict-item]
 
     def test_a_misfit_inside_a_child_entity_names_the_path(self) -> None:
         """The path runs through nested value objects and list indexes."""

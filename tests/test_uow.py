@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from uuid import uuid4
+from typing import Annotated, Any, Generic, NewType, TypeVar
+from uuid import UUID, uuid4
 
 import pytest
 
-from tactical import EventBus, InMemoryStore, InMemoryUnitOfWork
+from tactical import AggregateRoot, EventBus, InMemoryStore, InMemoryUnitOfWork
 from tactical._uow import structural_state
 from tactical.testing import UnitOfWorkContract, UnitOfWorkFactory
 from tactical.testing._contract import Counter, CounterTicked, Tag, Tally
@@ -133,6 +134,63 @@ class TestInMemoryUnitOfWork(UnitOfWorkContract):
         """A repository's repr says which aggregate type it holds."""
         with InMemoryUnitOfWork() as uow:
             assert "Repository[Counter]" in repr(uow.repository(Counter))
+
+
+OrderNumber = NewType("OrderNumber", int)
+K = TypeVar("K")
+
+
+class NumberedOrder(AggregateRoot[OrderNumber]):
+    pass
+
+
+class NotedOrder(AggregateRoot[Annotated[str, "order reference"]]):
+    pass
+
+
+class EitherOrder(AggregateRoot[int | str]):
+    pass
+
+
+class OpenOrder(AggregateRoot[K], Generic[K]):
+    pass
+
+
+class TestIdTypes:
+    @pytest.mark.parametrize(
+        ("aggregate_type", "good", "bad", "names"),
+        [
+            (NumberedOrder, OrderNumber(7), "7", "int"),
+            (NotedOrder, "A-1", 1, "str"),
+            (EitherOrder, "x", 1.5, "int | str"),
+        ],
+    )
+    def test_ids_are_checked_through_new_types_annotations_and_unions(
+        self, aggregate_type: type[AggregateRoot[Any]], good: object, bad: object, names: str
+    ) -> None:
+        """The declared id type is read through NewType, Annotated and unions."""
+        with InMemoryUnitOfWork() as uow:
+            repository = uow.repository(aggregate_type)
+            assert repository.get(good) is None
+            with pytest.raises(TypeError, match=rf"ids are {names}, got"):
+                repository.get(bad)
+
+    def test_an_unbound_id_type_is_not_checked(self) -> None:
+        """A type variable left open checks nothing."""
+        with InMemoryUnitOfWork() as uow:
+            assert uow.repository(OpenOrder).get(1.5) is None
+
+    def test_a_class_with_unresolvable_annotations_is_checked_by_its_generic_base(self) -> None:
+        """A class defined in a function still has its id type from AggregateRoot[UUID]."""
+
+        class LocalOrder(AggregateRoot[UUID]):
+            note: LocalNote
+
+        class LocalNote:
+            pass
+
+        with InMemoryUnitOfWork() as uow, pytest.raises(TypeError, match="ids are UUID"):
+            uow.repository(LocalOrder).get("anything")
 
 
 class TestStructuralState:

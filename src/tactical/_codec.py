@@ -539,7 +539,7 @@ class JsonCodec:
                 # Only now find which item it was: keeping count on every write costs time.
                 for i, x in enumerate(values):
                     _at(i, item_encode, x)
-                raise
+                raise  # pragma: no cover  (the second pass fails where the first did)
 
         if kind in (set, frozenset):
 
@@ -844,7 +844,7 @@ def _literal_key_converters(annotation: Any) -> tuple[_Encode, _Decode]:
 
     def encode(key: Any) -> Any:
         if key not in allowed:
-            return _refuse(f"a key in {sorted(map(repr, args))}", key)
+            return _refuse(f"a key in {', '.join(sorted(map(repr, args)))}", key)
         return write(key)
 
     def decode(key: Any) -> Any:

@@ -436,7 +436,8 @@ def _declared_id_types(aggregate_type: type[AggregateRoot[Any]]) -> tuple[type, 
     else:
         members = (annotation,)
     if all(
-        isinstance(m, type) and typing.get_origin(m) is None and m is not object for m in members
+        isinstance(m, type) and typing.get_origin(m) is None and m not in (object, Any)
+        for m in members
     ):
         return tuple(members)
     return ()
