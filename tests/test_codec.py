@@ -891,17 +891,18 @@ class TestErrors:
             **{**vars_of(_sample()), "maybe": SpecialMoney(Decimal(1), Currency.USD)}
         )
         with pytest.raises(
-            TypeError, match=r"^Everything\.maybe: expected exactly Money, got .*SpecialMoney"
+            TypeError,
+            match=r"^cannot store Everything: maybe: expected exactly Money, got .*SpecialMoney",
         ):
             JsonCodec().encode(value)
 
     @pytest.mark.parametrize(
         ("anything", "pattern"),
         [
-            (Decimal("1.5"), r"Decimal\('1\.5'\) is not a JSON value"),
-            ({"a": [1, UUID(int=7)]}, r"UUID\('00000000-.*'\) is not a JSON value"),
-            ((1, 2), r"\(1, 2\) is not a JSON value"),
-            ({1: "one"}, r"a JSON object key must be a str, got 1"),
+            (Decimal("1.5"), r"anything: expected a JSON value .*, got Decimal Decimal\('1\.5'\)"),
+            ({"a": [1, UUID(int=7)]}, r"anything: expected a JSON value .*, got UUID"),
+            ((1, 2), r"anything: expected a JSON value .*, got tuple \(1, 2\)"),
+            ({1: "one"}, r"anything: expected a JSON value, got int 1 as a key"),
         ],
     )
     def test_an_any_field_refuses_what_json_cannot_hold(
@@ -909,15 +910,17 @@ class TestErrors:
     ) -> None:
         """An `Any` field holding a non-JSON value is refused on write, naming field and value."""
         value = dataclasses.replace(_sample(), anything=anything)
-        with pytest.raises(TypeError, match=f"^Everything\\.anything: {pattern}"):
+        with pytest.raises(TypeError, match=f"^cannot store Everything: {pattern}"):
             JsonCodec().encode(value)
-        with pytest.raises(TypeError, match=r"Everything\.anything"):
+        with pytest.raises(TypeError, match=r"^cannot store Everything: anything"):
             JsonCodec().dumps(value)
 
     def test_an_any_field_refuses_non_finite_floats(self) -> None:
         """NaN inside an `Any` field is refused as it is in a float field."""
         value = dataclasses.replace(_sample(), anything=[math.nan])
-        with pytest.raises(ValueError, match=r"^Everything\.anything: .*non-finite float nan"):
+        with pytest.raises(
+            ValueError, match=r"^cannot store Everything: anything: .*non-finite float nan"
+        ):
             JsonCodec().encode(value)
 
     def test_a_bad_value_deep_inside_names_each_enclosing_field(self) -> None:
@@ -929,7 +932,7 @@ class TestErrors:
         period = Period(date(2024, 1, 1), date(2024, 2, 1))
         object.__setattr__(period, "start", SpecialMoney(Decimal(1), Currency.USD))
         value = dataclasses.replace(_sample(), periods=[period])
-        with pytest.raises(TypeError, match=r"^Everything\.periods: Period\.start: "):
+        with pytest.raises(TypeError, match=r"^cannot store Everything: periods\[0\]\.start: "):
             JsonCodec().encode(value)
 
     def test_unsupported_annotations_are_named(self) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from uuid import uuid4
+from typing import Annotated, Any, Generic, NewType, TypeVar
+from uuid import UUID, uuid4
 
 import pytest
 
-from tactical import ConcurrencyError, EventBus, InMemoryStore, InMemoryUnitOfWork
+from tactical import AggregateRoot, EventBus, InMemoryStore, InMemoryUnitOfWork
 from tactical._uow import structural_state
 from tactical.testing import UnitOfWorkContract, UnitOfWorkFactory
 from tactical.testing._contract import Counter, CounterTicked, Tag, Tally
@@ -129,46 +130,6 @@ class TestInMemoryUnitOfWork(UnitOfWorkContract):
             with pytest.raises(ValueError, match="not the instance"):
                 uow.repository(Counter).remove(Counter(counter.id, "two"))
 
-    def test_removing_a_new_aggregate_stores_nothing(self) -> None:
-        """Add then remove in one transaction leaves the store untouched."""
-        store = InMemoryStore()
-        counter = Counter(uuid4(), "fleeting")
-        with InMemoryUnitOfWork(store=store) as uow:
-            uow.repository(Counter).add(counter)
-            uow.repository(Counter).remove(counter)
-            uow.commit()
-        assert len(store) == 0
-
-    def test_removing_a_detached_aggregate_is_version_checked(self) -> None:
-        """remove() of an aggregate from an earlier transaction checks its version."""
-        store = InMemoryStore()
-        counter = Counter(uuid4(), "detached")
-        with InMemoryUnitOfWork(store=store) as uow:
-            uow.repository(Counter).add(counter)
-            uow.commit()
-        with InMemoryUnitOfWork(store=store) as uow:
-            uow.repository(Counter).remove(counter)
-            uow.commit()
-        assert len(store) == 0
-        with InMemoryUnitOfWork(store=store) as uow:
-            uow.repository(Counter).remove(counter)
-            with pytest.raises(ConcurrencyError, match="removed"):
-                uow.commit()
-
-    def test_re_adding_a_removed_aggregate_keeps_it(self) -> None:
-        """remove() then add() of the same object in one transaction cancels the removal."""
-        store = InMemoryStore()
-        counter = Counter(uuid4(), "back")
-        with InMemoryUnitOfWork(store=store) as uow:
-            uow.repository(Counter).add(counter)
-            uow.commit()
-        with InMemoryUnitOfWork(store=store) as uow:
-            loaded = uow.repository(Counter).require(counter.id)
-            uow.repository(Counter).remove(loaded)
-            uow.repository(Counter).add(loaded)
-            uow.commit()
-        assert len(store) == 1
-
     def test_a_store_passed_as_the_bus_is_refused_with_the_fix(self) -> None:
         """InMemoryUnitOfWork(store) is refused at once; it used to fail after its first commit."""
         store = InMemoryStore()
@@ -189,6 +150,63 @@ class TestInMemoryUnitOfWork(UnitOfWorkContract):
         """A repository's repr says which aggregate type it holds."""
         with InMemoryUnitOfWork() as uow:
             assert "Repository[Counter]" in repr(uow.repository(Counter))
+
+
+OrderNumber = NewType("OrderNumber", int)
+K = TypeVar("K")
+
+
+class NumberedOrder(AggregateRoot[OrderNumber]):
+    pass
+
+
+class NotedOrder(AggregateRoot[Annotated[str, "order reference"]]):
+    pass
+
+
+class EitherOrder(AggregateRoot[int | str]):
+    pass
+
+
+class OpenOrder(AggregateRoot[K], Generic[K]):
+    pass
+
+
+class TestIdTypes:
+    @pytest.mark.parametrize(
+        ("aggregate_type", "good", "bad", "names"),
+        [
+            (NumberedOrder, OrderNumber(7), "7", "int"),
+            (NotedOrder, "A-1", 1, "str"),
+            (EitherOrder, "x", 1.5, "int | str"),
+        ],
+    )
+    def test_ids_are_checked_through_new_types_annotations_and_unions(
+        self, aggregate_type: type[AggregateRoot[Any]], good: object, bad: object, names: str
+    ) -> None:
+        """The declared id type is read through NewType, Annotated and unions."""
+        with InMemoryUnitOfWork() as uow:
+            repository = uow.repository(aggregate_type)
+            assert repository.get(good) is None
+            with pytest.raises(TypeError, match=rf"ids are {names}, got"):
+                repository.get(bad)
+
+    def test_an_unbound_id_type_is_not_checked(self) -> None:
+        """A type variable left open checks nothing."""
+        with InMemoryUnitOfWork() as uow:
+            assert uow.repository(OpenOrder).get(1.5) is None
+
+    def test_a_class_with_unresolvable_annotations_is_checked_by_its_generic_base(self) -> None:
+        """A class defined in a function still has its id type from AggregateRoot[UUID]."""
+
+        class LocalOrder(AggregateRoot[UUID]):
+            note: LocalNote
+
+        class LocalNote:
+            pass
+
+        with InMemoryUnitOfWork() as uow, pytest.raises(TypeError, match="ids are UUID"):
+            uow.repository(LocalOrder).get("anything")
 
 
 class TestStructuralState:

@@ -10,7 +10,7 @@ import math
 import threading
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple, TypeVar, cast
@@ -70,6 +70,21 @@ class _Malformed(Exception):
         return f"{where}: {self.message}" if where else self.message
 
 
+class _Unstorable(_Malformed):
+    """Raised inside encoders: a value does not fit its annotation and could not be read back.
+
+    ``kind`` is the exception :meth:`JsonCodec.encode` raises (TypeError or ValueError).
+    """
+
+    def __init__(self, message: str, kind: type[Exception] = TypeError) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _refuse(expected: str, value: Any) -> Any:
+    raise _Unstorable(f"expected {expected}, got {type(value).__qualname__} {_show(value)}")
+
+
 @dataclass(frozen=True, slots=True)
 class _Field:
     name: str
@@ -91,7 +106,9 @@ class JsonCodec:
     ``float``, ``str``, ``list``, ``dict`` with ``str`` keys), and nested dataclasses: value
     objects, child entities, other events.
     Type parameters are resolved from generic bases, so ``class Policy(AggregateRoot[UUID])``
-    stores its ``id`` as a UUID. Never pickles.
+    stores its ``id`` as a UUID, and from parameterised field types (``price: Box[Decimal]``).
+    A value that does not fit its field's annotation, and so could not be read back, is
+    refused on write with an error naming the field path. Never pickles.
 
     Events and aggregates are stored under a type name: by default the class's
     ``module.QualifiedName``; :meth:`register` sets a stable name of your own (do this for
@@ -214,9 +231,18 @@ class JsonCodec:
                 upcaster step is missing; the message includes ``context``.
         """
         where = f" ({context})" if context else ""
+        if type(type_name) is not str:
+            raise DeserializationError(
+                f"event type name must be a string, got {_show(type_name)}{where}"
+            )
         cls = self.resolve(type_name)
         canonical = self.type_name(cls)
         current = self.schema_version(cls)
+        if type(schema_version) is not int:
+            raise DeserializationError(
+                f"schema version of {canonical} must be an integer, got "
+                f"{_show(schema_version)}{where}"
+            )
         if schema_version > current:
             raise DeserializationError(
                 f"{canonical} payload has schema version {schema_version}, newer than the "
@@ -231,7 +257,20 @@ class JsonCodec:
                 raise DeserializationError(
                     f"no upcaster from version {version} to {version + 1} of {canonical}{where}"
                 )
-            data = upcaster(dict(data))
+            step = f"upcaster from version {version} to {version + 1} of {canonical}"
+            try:
+                upcast = cast("object", upcaster(dict(data)))  # user code: checked below
+            except Exception as error:
+                # A user's function meeting a payload it did not expect (a missing key, say):
+                # the stored row is what is wrong, so it is reported as such, with the cause.
+                raise DeserializationError(
+                    f"{step} failed: {type(error).__name__}: {error}{where}"
+                ) from error
+            if not isinstance(upcast, dict):
+                raise DeserializationError(
+                    f"{step} returned {_show(upcast)}, not a JSON object{where}"
+                )
+            data = cast("dict[str, Any]", upcast)
         return cast("DomainEvent", self.decode(cls, data, context=context))
 
     # -- aggregates --------------------------------------------------------------------------
@@ -265,24 +304,16 @@ class JsonCodec:
         """The JSON object of a dataclass instance (value object, entity, event...).
 
         Raises:
-            TypeError: A class or annotation is not serializable, or a field holds a value
-                its annotation does not allow; the message names the class and field.
-            ValueError: A value cannot be stored as JSON (a non-finite float); the message
-                names the class and field.
+            TypeError: A field holds a value that does not fit its annotation (an ``int``
+                field holding ``1.5``, a ``date`` field holding a ``datetime``): it could not
+                be read back, so it is not written. The message names the field path.
+            ValueError: A ``float`` field holds a value JSON cannot represent (NaN,
+                infinities, an integer too large for a float).
         """
-        plan = self._plan(type(obj))
         try:
-            return {f.name: f.encode(getattr(obj, f.name)) for f in plan}
-        except (TypeError, ValueError):
-            # Off the fast path: encode field by field to say which one failed.
-            for f in plan:
-                try:
-                    f.encode(getattr(obj, f.name))
-                except TypeError as error:
-                    raise TypeError(f"{type(obj).__qualname__}.{f.name}: {error}") from error
-                except ValueError as error:
-                    raise ValueError(f"{type(obj).__qualname__}.{f.name}: {error}") from error
-            raise  # pragma: no cover  (encoding is deterministic: a field fails again)
+            return _encode_fields(self._plan(type(obj)), obj)
+        except _Unstorable as error:
+            raise error.kind(f"cannot store {type(obj).__qualname__}: {error.describe()}") from None
 
     def decode(self, cls: type[T], data: Any, *, context: str = "") -> T:
         """Rebuild an instance of ``cls`` from :meth:`encode`'s output.
@@ -313,15 +344,18 @@ class JsonCodec:
 
     # -- plans -------------------------------------------------------------------------------
 
-    def _plan(self, cls: type) -> tuple[_Field, ...]:
+    def _plan(self, cls: Any) -> tuple[_Field, ...]:
+        # ``cls`` is a class or a parameterised generic one (``Box[Decimal]``), whose type
+        # arguments decide how its fields are stored: each has a plan of its own.
         plan = self._plans.get(cls)
         if plan is None:
             plan = self._build_plan(cls)
             self._plans[cls] = plan
         return plan
 
-    def _build_plan(self, cls: type) -> tuple[_Field, ...]:
-        name = cls.__qualname__
+    def _build_plan(self, key: Any) -> tuple[_Field, ...]:
+        cls: type = typing.get_origin(key) or key
+        name = _name(key)
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{name} is not a dataclass: cannot serialize it")
         try:
@@ -332,13 +366,16 @@ class JsonCodec:
                 "(define the class at module level)"
             ) from error
         bindings = _type_bindings(cls)
+        if cls is not key:
+            parameters = getattr(cls, "__parameters__", ())
+            bindings.update(zip(parameters, typing.get_args(key), strict=False))
         fields: list[_Field] = []
         for f in dataclasses.fields(cls):
             annotation = _substitute(hints[f.name], bindings)
             try:
                 encode, decode = self._converters(annotation)
             except TypeError as error:
-                raise TypeError(f"{cls.__qualname__}.{f.name}: {error}") from None
+                raise TypeError(f"{name}.{f.name}: {error}") from None
             # Events are immutable records: a missing field is damage, never "use the default"
             # (that would give a stored event a fresh event_id). Other state may gain fields.
             optional = not issubclass(cls, DomainEvent) and (
@@ -347,22 +384,22 @@ class JsonCodec:
             fields.append(_Field(f.name, f.init, encode, decode, optional))
         return tuple(fields)
 
-    def _decoder_for_class(self, cls: type) -> _Decode:
-        decoder = self._decoders.get(cls)
+    def _decoder_for_class(self, key: Any) -> _Decode:
+        decoder = self._decoders.get(key)
         if decoder is None:
-            decoder = self._build_decoder(cls)
-            self._decoders[cls] = decoder
+            decoder = self._build_decoder(key)
+            self._decoders[key] = decoder
         return decoder
 
-    def _build_decoder(self, cls: type) -> _Decode:
-        plan = self._plan(cls)
+    def _build_decoder(self, key: Any) -> _Decode:
+        plan = self._plan(key)
         names = frozenset(f.name for f in plan)
+        cls: type = typing.get_origin(key) or key
+        name = _name(key)
 
         def decode(data: Any) -> Any:
             if not isinstance(data, dict):
-                raise _Malformed(
-                    f"expected a JSON object for {cls.__qualname__}, got {_show(data)}"
-                )
+                raise _Malformed(f"expected a JSON object for {name}, got {_show(data)}")
             mapping = cast("dict[str, Any]", data)
             init: dict[str, Any] = {}
             later: dict[str, Any] = {}
@@ -381,13 +418,13 @@ class JsonCodec:
                 (init if f.init else later)[f.name] = value
             unknown = mapping.keys() - names
             if unknown:
-                raise _Malformed(f"unexpected field(s) {', '.join(sorted(unknown))}")
+                raise _Malformed(f"unexpected field(s) {', '.join(sorted(map(str, unknown)))}")
             try:
                 instance = cls(**init)
             except (ValueError, TypeError) as error:
-                raise _Malformed(f"{cls.__qualname__} refused the stored values: {error}") from None
-            for name, value in later.items():
-                object.__setattr__(instance, name, value)
+                raise _Malformed(f"{name} refused the stored values: {error}") from None
+            for field_name, value in later.items():
+                object.__setattr__(instance, field_name, value)
             return instance
 
         return decode
@@ -401,9 +438,11 @@ class JsonCodec:
         if supertype is not None:  # NewType
             return self._converters(supertype)
         if annotation is Any or annotation is object:
-            return _check_json_native, _json_native
+            return _encode_json_value, _json_native
         if annotation is type(None) or annotation is None:
-            return _identity, _expect(type(None), "null")
+            return (lambda v: None if v is None else _refuse("None", v)), _expect(
+                type(None), "null"
+            )
         if origin in (typing.Union, types.UnionType):
             members = [a for a in args if a is not type(None)]
             if len(members) != 1 or len(args) != 2:
@@ -414,16 +453,9 @@ class JsonCodec:
                 lambda v: None if v is None else inner_decode(v),
             )
         if origin is typing.Literal:
-            # Compared with their types: `true` must not pass for Literal[1], nor 1.0.
-            allowed: set[tuple[type, Any]] = {(type(a), a) for a in args}
-            return (
-                _identity,
-                lambda v: (
-                    v
-                    if (type(v), v) in allowed
-                    else _fail(f"{_show(v)} is not one of {sorted(map(repr, args))}")
-                ),
-            )
+            return _literal(args)
+        if isinstance(origin, type) and dataclasses.is_dataclass(origin):  # Box[Decimal]
+            return self._nested(annotation)
         if isinstance(annotation, type):
             scalar = _scalar(annotation)
             if scalar is not None:
@@ -436,8 +468,15 @@ class JsonCodec:
             key_args = args or (str, Any)
             key_encode, key_decode = _key_converters(key_args[0])
             value_encode, value_decode = self._converters(key_args[1])
+
+            def encode_dict(v: Any) -> Any:
+                if not _is_instance(v, Mapping):
+                    return _refuse("a dict", v)
+                mapping: Mapping[Any, Any] = v
+                return {key_encode(k): _at(repr(k), value_encode, x) for k, x in mapping.items()}
+
             return (
-                lambda v: {key_encode(k): value_encode(x) for k, x in v.items()},
+                encode_dict,
                 lambda v: {
                     key_decode(k): _at(repr(k), value_decode, x)
                     for k, x in _expect(dict, "object")(v).items()
@@ -445,20 +484,22 @@ class JsonCodec:
             )
         raise TypeError(f"unsupported annotation {annotation!r} for JSON serialization")
 
-    def _nested(self, cls: type) -> tuple[_Encode, _Decode]:
+    def _nested(self, key: Any) -> tuple[_Encode, _Decode]:
+        cls: type = typing.get_origin(key) or key
+
         def encode(value: Any) -> Any:
             if type(value) is not cls:
-                raise TypeError(
+                raise _Unstorable(
                     f"expected exactly {cls.__qualname__}, got {type(value).__qualname__}: "
                     "fields are stored by their declared type (no subclass polymorphism)"
                 )
-            return self.encode(value)
+            return _encode_fields(self._plan(key), value)
 
         decode_holder: list[_Decode] = []
 
         def decode(value: Any) -> Any:
             if not decode_holder:
-                decode_holder.append(self._decoder_for_class(cls))
+                decode_holder.append(self._decoder_for_class(key))
             return decode_holder[0](value)
 
         return encode, decode
@@ -476,10 +517,18 @@ class JsonCodec:
                     for i, ((_, d), x) in enumerate(zip(converters, items, strict=True))
                 )
 
-            return (
-                lambda v: [e(x) for (e, _), x in zip(converters, v, strict=True)],
-                decode_fixed,
-            )
+            def encode_fixed(v: Any) -> Any:
+                if not _is_instance(v, tuple):
+                    return _refuse("a tuple", v)
+                items: tuple[Any, ...] = v
+                if len(items) != len(converters):
+                    raise _Unstorable(f"expected {len(converters)} items, got {len(items)}")
+                return [
+                    _at(i, e, x)
+                    for i, ((e, _), x) in enumerate(zip(converters, items, strict=True))
+                ]
+
+            return encode_fixed, decode_fixed
         item_encode, item_decode = self._converters(args[0] if args else Any)
         builders: dict[Any, Callable[[Iterator[Any]], Any]] = {
             list: list[Any],
@@ -488,15 +537,29 @@ class JsonCodec:
             frozenset: frozenset[Any],
         }
         build = builders[kind]
+        accepted: type | tuple[type, ...] = (set, frozenset) if kind in (set, frozenset) else kind
+        expected = "an array" if kind is list else f"a {kind.__name__}"
+
+        def encode_items(v: Any) -> list[Any]:
+            if not _is_instance(v, accepted):
+                return cast("list[Any]", _refuse(expected, v))
+            values: Iterable[Any] = v
+            try:
+                return [item_encode(x) for x in values]
+            except _Unstorable:
+                # Only now find which item it was: keeping count on every write costs time.
+                for i, x in enumerate(values):
+                    _at(i, item_encode, x)
+                raise  # pragma: no cover  (the second pass fails where the first did)
+
         if kind in (set, frozenset):
 
             def encode_set(v: Any) -> Any:
-                items = [item_encode(x) for x in v]
-                return sorted(items, key=lambda x: json.dumps(x, sort_keys=True))
+                return sorted(encode_items(v), key=lambda x: json.dumps(x, sort_keys=True))
 
             encode: _Encode = encode_set
         else:
-            encode = lambda v: [item_encode(x) for x in v]  # noqa: E731
+            encode = encode_items
 
         def decode(v: Any) -> Any:
             items: list[Any] = _expect(list, "array")(v)
@@ -515,36 +578,81 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _encode_fields(plan: tuple[_Field, ...], obj: object) -> dict[str, Any]:
+    encoded: dict[str, Any] = {}
+    for f in plan:
+        try:
+            encoded[f.name] = f.encode(getattr(obj, f.name))
+        except _Unstorable as error:
+            error.path.insert(0, f.name)
+            raise
+    return encoded
+
+
+def _is_instance(value: Any, kind: type | tuple[type, ...]) -> bool:
+    # A plain bool: isinstance() would narrow the caller's Any to a partly unknown type.
+    return isinstance(value, kind)
+
+
+def _encode_json_value(value: object) -> Any:
+    """A value of an ``Any`` field: it must already be JSON, or it would not read back equal."""
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is str:
+        return value
+    if kind is float:
+        return _encode_float(value)
+    if kind is list:
+        return [_encode_json_value(x) for x in cast("list[Any]", value)]
+    if kind is dict:
+        mapping = cast("dict[Any, Any]", value)
+        for key in mapping:
+            if type(key) is not str:
+                raise _Unstorable(
+                    f"expected a JSON value, got {type(key).__qualname__} {_show(key)} as a key"
+                )
+        return {k: _encode_json_value(x) for k, x in mapping.items()}
+    return _refuse("a JSON value (None, bool, int, float, str, list, dict)", value)
+
+
 def _json_native(value: Any) -> Any:
     return value
 
 
-def _check_json_native(value: object) -> object:
-    # An `Any` field is stored as it is: refuse here what JSON cannot hold (or would not give
-    # back as it was), naming the value, instead of failing later in the database driver.
-    kind = type(value)
-    if kind is float:
-        return _encode_float(cast("float", value))
-    if value is None or kind in (str, int, bool):
-        return value
-    if kind is list:
-        for item in cast("list[object]", value):
-            _check_json_native(item)
-        return value
-    if kind is dict:
-        for key, item in cast("dict[object, object]", value).items():
-            if type(key) is not str:
-                raise TypeError(f"a JSON object key must be a str, got {_show(key)}")
-            _check_json_native(item)
-        return value
-    raise TypeError(
-        f"{_show(value)} is not a JSON value (an `Any` field holds only None, bool, int, "
-        "float, str, list and dict with str keys): annotate the field with its type"
-    )
+def _literal(args: tuple[Any, ...]) -> tuple[_Encode, _Decode]:
+    # Enum members are stored by value. Values are compared with their types: `true` must
+    # not pass for Literal[1], nor 1.0.
+    members: dict[tuple[type, Any], Any] = {}
+    for arg in args:
+        stored = arg.value if isinstance(arg, enum.Enum) else arg
+        members[(type(stored), stored)] = arg
+    expected = sorted(map(repr, args))
+
+    def decode(value: Any) -> Any:
+        try:
+            return members[(type(value), value)]
+        except (KeyError, TypeError):  # TypeError: a list or object, which cannot be a key
+            raise _Malformed(f"{_show(value)} is not one of {expected}") from None
+
+    def encode(value: Any) -> Any:
+        stored: object = value.value if isinstance(value, enum.Enum) else value
+        key: tuple[type[object], object] = (type(stored), stored)
+        try:
+            if members.get(key, members) is value:
+                return stored
+        except TypeError:  # unhashable: not a member
+            pass
+        return _refuse(f"one of {', '.join(expected)}", value)
+
+    return encode, decode
 
 
-def _fail(message: str) -> Any:
-    raise _Malformed(message)
+def _name(key: Any) -> str:
+    """The name of a class, or of a parameterised generic class (``Box[Decimal]``)."""
+    origin = typing.get_origin(key)
+    if origin is None:
+        return cast("str", key.__qualname__)
+    arguments = ", ".join(getattr(a, "__qualname__", repr(a)) for a in typing.get_args(key))
+    return f"{origin.__qualname__}[{arguments}]"
 
 
 def _show(value: Any) -> str:
@@ -593,18 +701,30 @@ def _decode_int_key(value: Any) -> int:
     return number
 
 
-def _encode_float(value: float) -> float:
-    # json.dumps would write NaN/Infinity, which is not JSON: PostgreSQL's JSONB and other
-    # readers refuse it. Use Decimal for values that may be non-finite.
-    if not math.isfinite(value):
-        raise ValueError(f"cannot store the non-finite float {value!r} as JSON")
-    return value
+def _encode_float(value: Any) -> float:
+    if isinstance(value, float):
+        # json.dumps would write NaN/Infinity, which is not JSON: PostgreSQL's JSONB and other
+        # readers refuse it. Use Decimal for values that may be non-finite.
+        if not math.isfinite(value):
+            raise _Unstorable(
+                f"cannot store the non-finite float {value!r} as JSON (use a Decimal)", ValueError
+            )
+        return float(value)
+    if isinstance(value, int):  # an int is a float to a type checker
+        try:
+            return float(value)
+        except OverflowError:
+            raise _Unstorable(f"{_show(value)} is too large for a float", ValueError) from None
+    return cast("float", _refuse("a number", value))
 
 
 def _decode_float(value: Any) -> float:
     if type(value) not in (float, int):
         raise _Malformed(f"expected a number, got {_show(value)}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise _Malformed(f"{_show(value)} is too large for a float") from None
 
 
 def _enum(cls: type[enum.Enum]) -> tuple[_Encode, _Decode]:
@@ -614,46 +734,137 @@ def _enum(cls: type[enum.Enum]) -> tuple[_Encode, _Decode]:
         except ValueError:
             raise _Malformed(f"{_show(value)} is not a {cls.__qualname__} value") from None
 
-    return (lambda v: v.value), decode
+    def encode(value: Any) -> Any:
+        return value.value if isinstance(value, cls) else _refuse(f"a {cls.__qualname__}", value)
+
+    return encode, decode
+
+
+def _encode_bool(value: Any) -> Any:
+    return value if type(value) is bool else _refuse("a boolean", value)
+
+
+def _encode_int(value: Any) -> Any:
+    # True and IntEnum members are ints to a type checker: stored as the int they are.
+    if type(value) is int:
+        return value
+    return int(value) if isinstance(value, int) else _refuse("an integer", value)
+
+
+def _encode_str(value: Any) -> Any:
+    if type(value) is str:
+        return value
+    return str.__str__(value) if isinstance(value, str) else _refuse("a string", value)
+
+
+def _encode_as_str(cls: type, expected: str) -> _Encode:
+    def encode(value: Any) -> Any:
+        return str(value) if isinstance(value, cls) else _refuse(expected, value)
+
+    return encode
+
+
+def _encode_datetime(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return _refuse("a datetime", value)
+
+
+def _encode_date(value: Any) -> Any:
+    # A datetime is a date to a type checker, but date.isoformat would drop its time.
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value.isoformat()
+    return _refuse("a date (not a datetime: its time would be lost)", value)
 
 
 def _scalar(cls: type) -> tuple[_Encode, _Decode] | None:
     if cls is bool:
-        return _identity, _expect(bool, "a boolean")
+        return _encode_bool, _expect(bool, "a boolean")
     if issubclass(cls, enum.Enum):
         return _enum(cls)
     if cls is int:
-        return _identity, _expect(int, "an integer")
+        return _encode_int, _expect(int, "an integer")
     if cls is float:
         return _encode_float, _decode_float
     if cls is str:
-        return _identity, _expect(str, "a string")
+        return _encode_str, _expect(str, "a string")
     if cls is Decimal:
-        return str, _parse(Decimal, "decimal")
+        return _encode_as_str(Decimal, "a Decimal"), _parse(Decimal, "decimal")
     if cls is UUID:
-        return str, _parse(UUID, "UUID")
+        return _encode_as_str(UUID, "a UUID"), _parse(UUID, "UUID")
     if cls is dt.datetime:
-        return dt.datetime.isoformat, _parse(dt.datetime.fromisoformat, "datetime")
+        return _encode_datetime, _parse(dt.datetime.fromisoformat, "datetime")
     if cls is dt.date:
-        return dt.date.isoformat, _parse(dt.date.fromisoformat, "date")
+        return _encode_date, _parse(dt.date.fromisoformat, "date")
     return None
 
 
 def _key_converters(annotation: Any) -> tuple[_Encode, _Decode]:
-    if annotation is str or annotation is Any:
+    supertype = getattr(annotation, "__supertype__", None)
+    if supertype is not None:  # NewType
+        return _key_converters(supertype)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _key_converters(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        return _literal_key_converters(annotation)
+    if annotation is Any:
         return _identity, _identity
+    if annotation is str:
+        return _encode_str_key, _identity
     if annotation is int:
-        return str, _decode_int_key
+        return _encode_int_key, _decode_int_key
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         enum_encode, enum_decode = _enum(annotation)
         if all(isinstance(m.value, str) for m in annotation):
             return enum_encode, enum_decode
-        return (lambda k: json.dumps(enum_encode(k))), (lambda k: enum_decode(json.loads(k)))
+
+        def decode_key(key: Any) -> Any:
+            try:
+                value = json.loads(key)
+            except ValueError:
+                raise _Malformed(f"invalid {annotation.__qualname__} key {key!r}") from None
+            return enum_decode(value)
+
+        return (lambda k: json.dumps(enum_encode(k))), decode_key
     if isinstance(annotation, type):
         scalar = _scalar(annotation)
         if scalar is not None and annotation not in (bool, float):
             return scalar
     raise TypeError(f"unsupported dict key type {annotation!r}")
+
+
+def _encode_str_key(key: Any) -> Any:
+    return _encode_str(key) if isinstance(key, str) else _refuse("a string key", key)
+
+
+def _encode_int_key(key: Any) -> Any:
+    return str(int(key)) if isinstance(key, int) else _refuse("an integer key", key)
+
+
+def _literal_key_converters(annotation: Any) -> tuple[_Encode, _Decode]:
+    args = typing.get_args(annotation)
+    allowed = frozenset(args)
+    if all(type(a) is str for a in args):
+        parse: _Decode = _identity
+        write: _Encode = _encode_str_key
+    elif all(type(a) is int for a in args):
+        parse, write = _decode_int_key, _encode_int_key
+    else:
+        raise TypeError(f"unsupported dict key type {annotation!r} (Literal keys are str or int)")
+
+    def encode(key: Any) -> Any:
+        if key not in allowed:
+            return _refuse(f"a key in {', '.join(sorted(map(repr, args)))}", key)
+        return write(key)
+
+    def decode(key: Any) -> Any:
+        value = parse(key)
+        if value not in allowed:
+            raise _Malformed(f"invalid key {key!r}, not one of {sorted(map(repr, args))}")
+        return value
+
+    return encode, decode
 
 
 # -- type resolution -------------------------------------------------------------------------
@@ -693,7 +904,8 @@ def _substitute(annotation: Any, bindings: Mapping[Any, Any]) -> Any:
     if isinstance(annotation, TypeVar):
         return bindings.get(annotation, annotation.__bound__ or Any)
     args = typing.get_args(annotation)
-    if not args or not any(isinstance(a, TypeVar) for a in args):
+    # __parameters__ lists the type variables at any depth (`Box[T] | None` has T).
+    if not args or not getattr(annotation, "__parameters__", ()):
         return annotation
     origin = typing.get_origin(annotation)
     substituted = tuple(_substitute(a, bindings) for a in args)

@@ -7,7 +7,10 @@ import dataclasses
 import datetime as dt
 import enum
 import threading
+import types
+import typing
 import uuid
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,8 +19,9 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, Self, TypeVar, cast
 
 from tactical._bus import EventBus
+from tactical._codec import _substitute, _type_bindings  # pyright: ignore[reportPrivateUsage]
 from tactical._errors import AggregateNotFound, ConcurrencyError
-from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
+from tactical._model import AggregateRoot, DomainEvent, Entity, recorded_in_order, recorded_trace
 from tactical._repository import Repository
 from tactical._tracing import recorded_traces
 
@@ -252,6 +256,7 @@ class TransactionalUnitOfWork(ABC):
 
     def _get(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
         self._check_open("load an aggregate")
+        _check_id(aggregate_type, aggregate_id)
         tracked = self._tracked.get((aggregate_type, aggregate_id))
         if tracked is not None:
             return None if tracked.removed else cast("A", tracked.aggregate)
@@ -269,9 +274,16 @@ class TransactionalUnitOfWork(ABC):
             raise TypeError(
                 f"Repository[{aggregate_type.__qualname__}].add() got {type(aggregate).__qualname__}"
             )
+        _check_id(aggregate_type, aggregate.id)
         key = (aggregate_type, aggregate.id)
         tracked = self._tracked.get(key)
         if tracked is not None:
+            if tracked.aggregate is not aggregate and tracked.removed:
+                raise ValueError(
+                    f"{aggregate_type.__qualname__} {aggregate.id} was removed in this unit of "
+                    "work: add back the instance that was removed, or add a new one with this "
+                    "id in a later transaction"
+                )
             if tracked.aggregate is not aggregate:
                 raise ValueError(
                     f"another {aggregate_type.__qualname__} with id {aggregate.id} "
@@ -324,9 +336,10 @@ class TransactionalUnitOfWork(ABC):
             if change.new_version is not None:
                 change.aggregate.version = change.new_version
         trackeds = [t.aggregate for t in self._tracked.values()]
-        events = recorded_in_order(trackeds)
-        if not events:
-            return
+        # Only what was written is published: a new aggregate removed again before commit
+        # was never stored, and its events (never in an outbox) describe nothing.
+        written = {id(e) for change in changes for e in change.events}
+        events = [e for e in recorded_in_order(trackeds) if id(e) in written]
         traces = {
             e.event_id: trace
             for aggregate in trackeds
@@ -335,6 +348,8 @@ class TransactionalUnitOfWork(ABC):
         }
         for aggregate in trackeds:
             aggregate.clear_events()
+        if not events:
+            return
         if traces:
             with recorded_traces(traces):
                 self._bus.publish_all(events)
@@ -381,6 +396,7 @@ class TransactionalUnitOfWork(ABC):
             t.aggregate.clear_events()
         self._reset()
         self._rollback()
+        self._end()
         self._begin()
 
     # -- storage hooks ----------------------------------------------------------------------
@@ -409,6 +425,52 @@ class TransactionalUnitOfWork(ABC):
 
     def _end(self) -> None:  # noqa: B027  (optional hook)
         """Release resources after a ``with`` block."""
+
+
+_id_types: weakref.WeakKeyDictionary[type, tuple[type, ...]] = weakref.WeakKeyDictionary()
+
+
+def _check_id(aggregate_type: type[AggregateRoot[Any]], aggregate_id: object) -> None:
+    """Refuse an id that is not of the aggregate's declared id type (a str for a UUID id).
+
+    SQL storage keeps ids as text, so ``get(str(uuid))`` would find the row and one
+    transaction could hold two copies of an aggregate; in memory it would find nothing.
+    """
+    expected = _id_types.get(aggregate_type)
+    if expected is None:
+        expected = _id_types[aggregate_type] = _declared_id_types(aggregate_type)
+    if expected and not isinstance(aggregate_id, expected):
+        names = " | ".join(t.__qualname__ for t in expected)
+        raise TypeError(
+            f"{aggregate_type.__qualname__} ids are {names}, got "
+            f"{type(aggregate_id).__qualname__} {aggregate_id!r}"
+        )
+
+
+def _declared_id_types(aggregate_type: type[AggregateRoot[Any]]) -> tuple[type, ...]:
+    """The classes an id must be an instance of; empty when the annotation does not say."""
+    try:
+        annotation: Any = typing.get_type_hints(aggregate_type)["id"]
+    except (NameError, KeyError):  # annotations naming local classes: use Entity's
+        annotation = typing.get_type_hints(Entity)["id"]
+    annotation = _substitute(annotation, _type_bindings(aggregate_type))
+    while True:
+        if typing.get_origin(annotation) is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif hasattr(annotation, "__supertype__"):  # NewType
+            annotation = annotation.__supertype__
+        else:
+            break
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = typing.get_args(annotation)
+    else:
+        members = (annotation,)
+    if all(
+        isinstance(m, type) and typing.get_origin(m) is None and m not in (object, Any)
+        for m in members
+    ):
+        return tuple(members)
+    return ()
 
 
 class _TrackingRepository(Repository[A, Any]):

@@ -266,7 +266,8 @@ class TestStoredRows:
         with uow:
             uow.repository(Preferences).add(Preferences(uuid4(), {"limit": Decimal("9.99")}))
             with pytest.raises(
-                TypeError, match=r"Preferences\.options: Decimal\('9\.99'\) is not a JSON"
+                TypeError,
+                match=r"cannot store Preferences: options\['limit'\]: expected a JSON value .*Decimal\('9\.99'\)",
             ):
                 uow.commit()
         with sqlite_engine.connect() as connection:

@@ -155,13 +155,19 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
         connection = self.connection
         mapper = self._mappers.get(aggregate_type)
+        type_name, key = self._codec.type_name(aggregate_type), _key(aggregate_id)
         try:
             if mapper is not None:
                 return cast("A | None", mapper.load(connection, aggregate_id))
-            type_name, key = self._codec.type_name(aggregate_type), _key(aggregate_id)
-            row = connection.execute(
-                _SELECT_DOCUMENT, {"b_type": type_name, "b_id": key}
-            ).one_or_none()
+            try:
+                row = connection.execute(
+                    _SELECT_DOCUMENT, {"b_type": type_name, "b_id": key}
+                ).one_or_none()
+            except ValueError as error:  # the driver's JSON parser, on SQLite's text column
+                raise DeserializationError(
+                    f"{aggregate_type.__qualname__} state is not valid JSON "
+                    f"({_document_row(type_name, key)}): {error}"
+                ) from error
         except exc.OperationalError as error:
             raise _busy(_with_schema_hint(error), aggregate_type, aggregate_id) from error
         except exc.ProgrammingError as error:
@@ -173,12 +179,9 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         try:
             return self._codec.aggregate_from_state(aggregate_type, state, version=version)
         except DeserializationError:
-            # Read again to raise the same error naming the row (built only when needed).
-            context = (
-                f"row {aggregates_table.name}(aggregate_type={type_name!r}, aggregate_id={key!r})"
-            )
+            # Read again to raise the same error naming the row (named only when needed).
             return self._codec.aggregate_from_state(
-                aggregate_type, state, version=version, context=context
+                aggregate_type, state, version=version, context=_document_row(type_name, key)
             )
 
     def _store(self, changes: Sequence[Change]) -> None:
@@ -366,6 +369,10 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             "the database was busy with another writer for longer than its busy timeout; "
             "nothing was stored (retry the transaction)"
         )
+
+
+def _document_row(type_name: str, key: str) -> str:
+    return f"row {aggregates_table.name}(aggregate_type={type_name!r}, aggregate_id={key!r})"
 
 
 def _key(aggregate_id: object) -> str:

@@ -261,6 +261,89 @@ class UnitOfWorkContract:
             uow.commit()
         assert self.stored(new, counter.id) is None
 
+    def test_adding_and_removing_in_one_transaction_stores_and_publishes_nothing(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """A new aggregate removed before commit leaves no row, and its events are not published."""
+        bus, seen = EventBus(), list[DomainEvent]()
+        bus.subscribe(DomainEvent, seen.append)
+        counter = Counter(uuid4(), "fleeting")
+        counter.tick()
+        with new(bus) as uow:
+            uow.repository(Counter).add(counter)
+            uow.repository(Counter).remove(counter)
+            uow.commit()
+        assert self.stored(new, counter.id) is None
+        assert seen == []
+        assert (counter.version, counter.pending_events) == (0, ())
+
+    def test_removing_then_re_adding_keeps_the_aggregate(self, new: UnitOfWorkFactory) -> None:
+        """remove() then add() of the same object in one transaction cancels the removal."""
+        counter = self.saved_counter(new)
+        bus, seen = EventBus(), list[DomainEvent]()
+        bus.subscribe(DomainEvent, seen.append)
+        with new(bus) as uow:
+            repository = uow.repository(Counter)
+            loaded = repository.require(counter.id)
+            loaded.tick()
+            repository.remove(loaded)
+            repository.add(loaded)
+            assert repository.get(counter.id) is loaded
+            uow.commit()
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert (stored.count, stored.version) == (1, 2)
+        assert [type(e) for e in seen] == [CounterTicked]
+
+    def test_adding_another_instance_for_a_removed_id_is_refused(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """A transaction holds one object per id, removed or not; the error says what to do."""
+        counter = self.saved_counter(new)
+        with new() as uow:
+            repository = uow.repository(Counter)
+            repository.remove(repository.require(counter.id))
+            with pytest.raises(ValueError, match=r"was removed in this unit of work"):
+                repository.add(Counter(counter.id, "replacement"))
+            uow.commit()
+        assert self.stored(new, counter.id) is None
+
+    def test_removing_a_detached_aggregate_is_version_checked(self, new: UnitOfWorkFactory) -> None:
+        """remove() of an aggregate from an earlier transaction deletes it only if current."""
+        counter = self.saved_counter(new)
+        with new() as uow:
+            uow.repository(Counter).remove(counter)
+            uow.commit()
+        assert self.stored(new, counter.id) is None
+        with new() as uow:
+            uow.repository(Counter).remove(counter)
+            with pytest.raises(ConcurrencyError, match="removed"):
+                uow.commit()
+
+    def test_an_id_of_another_type_is_refused(self, new: UnitOfWorkFactory) -> None:
+        """get(), require() and add() refuse an id that is not of the declared id type.
+
+        A str that spells a stored UUID would otherwise find the row in SQL (ids are stored
+        as text) and nothing in memory, and one transaction could hold two copies of one
+        aggregate, whose writes would conflict with each other.
+        """
+        counter = self.saved_counter(new)
+        text_id: Any = str(counter.id)
+        with new() as uow:
+            repository = uow.repository(Counter)
+            with pytest.raises(TypeError, match=r"Counter ids are UUID, got str"):
+                repository.get(text_id)
+            with pytest.raises(TypeError, match=r"Counter ids are UUID, got str"):
+                repository.require(text_id)
+            with pytest.raises(TypeError, match=r"Counter ids are UUID, got str"):
+                repository.add(Counter(text_id, "text id"))
+            loaded = repository.require(counter.id)
+            loaded.tick()
+            uow.commit()
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert stored.count == 1
+
     # -- optimistic concurrency --------------------------------------------------------------
 
     def test_stale_write_is_refused_and_nothing_of_its_commit_is_stored(
@@ -466,6 +549,34 @@ class UnitOfWorkContract:
         stored = self.stored(new, counter.id)
         assert stored is not None
         assert (stored.count, stored.version) == (1, 2)
+
+    def test_a_failed_commit_restores_versions_and_the_unit_of_work_goes_on(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """After a refused commit, versions are as before and the next block commits normally."""
+        counter = self.saved_counter(new)
+        fresh = Counter(uuid4(), "added in the losing commit")
+        uow = new()
+        with uow:
+            loaded = uow.repository(Counter).require(counter.id)
+            loaded.tick()
+            uow.repository(Counter).add(fresh)
+            with new() as winner:
+                winner.repository(Counter).require(counter.id).rename("winner")
+                winner.commit()
+            with pytest.raises(ConcurrencyError):
+                uow.commit()
+        assert (loaded.version, fresh.version) == (1, 0)
+        assert self.stored(new, fresh.id) is None
+        with uow:
+            uow.repository(Counter).require(counter.id).tick()
+            uow.repository(Counter).add(fresh)
+            uow.commit()
+        stored, added = self.stored(new, counter.id), self.stored(new, fresh.id)
+        assert stored is not None
+        assert added is not None
+        assert (stored.name, stored.count, stored.version) == ("winner", 1, 3)
+        assert (added.version, fresh.version) == (1, 1)
 
     def test_repository_refuses_a_non_aggregate_type(self, new: UnitOfWorkFactory) -> None:
         """repository() takes AggregateRoot subclasses only."""
