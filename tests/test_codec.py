@@ -701,6 +701,11 @@ class TestErrors:
         assert isinstance(raised.value, DeserializationError)
         assert isinstance(raised.value, LookupError)
 
+    def test_unknown_type_name_names_the_row(self) -> None:
+        """The unknown-type error of a stored event says which row it came from."""
+        with pytest.raises(UnknownTypeError, match=r"'nowhere.Gone'.* \(outbox position 7\)$"):
+            JsonCodec().event_from_record("nowhere.Gone", 1, {}, context="outbox position 7")
+
     def test_value_objects_are_not_discovered_by_name(self) -> None:
         """Only events and aggregates are found by default name; a value object needs register()."""
         codec = JsonCodec()

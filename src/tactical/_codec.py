@@ -226,7 +226,7 @@ class JsonCodec:
         """Rebuild an event from its stored form, upcasting old schema versions first.
 
         Raises:
-            UnknownTypeError: ``type_name`` is not known.
+            UnknownTypeError: ``type_name`` is not known; the message includes ``context``.
             DeserializationError: The payload is malformed, newer than the code, or an
                 upcaster step is missing; the message includes ``context``.
         """
@@ -235,7 +235,12 @@ class JsonCodec:
             raise DeserializationError(
                 f"event type name must be a string, got {_show(type_name)}{where}"
             )
-        cls = self.resolve(type_name)
+        try:
+            cls = self.resolve(type_name)
+        except UnknownTypeError as unknown:
+            if not context:
+                raise
+            raise UnknownTypeError(f"{unknown}{where}") from None
         canonical = self.type_name(cls)
         current = self.schema_version(cls)
         if type(schema_version) is not int:

@@ -33,6 +33,15 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers: a hung server."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield int(listener.getsockname()[1])
+
+
 @dataclass
 class Rabbit:
     """A unique exchange with one queue bound to every routing key, and a channel to read it."""
@@ -97,7 +106,9 @@ class TcpProxy:
 
     ``drop()`` closes every open connection (a network failure or a broker restart, as
     the client sees it); ``stop()`` also stops listening (the broker is down: connection
-    refused) and ``start()`` listens again on the same port.
+    refused) and ``start()`` listens again on the same port. ``pause()`` holds every byte
+    in both directions, connections staying open (a broker or network that hangs), until
+    ``resume()``.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -107,6 +118,8 @@ class TcpProxy:
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def start(self) -> TcpProxy:
         listener = socket.socket()
@@ -137,16 +150,24 @@ class TcpProxy:
                 pump.start()
                 self._threads.append(pump)
 
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 target.sendall(data)
         except OSError:
             pass
         for sock in (source, target):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def pause(self) -> None:
+        """Stop forwarding (what arrives is held, not lost), keeping connections open."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Forward again, starting with what was held."""
+        self._flowing.set()
 
     def drop(self) -> None:
         """Cut every open connection."""
@@ -159,6 +180,7 @@ class TcpProxy:
 
     def stop(self) -> None:
         """Stop listening and cut every open connection."""
+        self._flowing.set()
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
@@ -185,15 +207,15 @@ class Broker:
 
     name: str
     port: int
-    make_publisher: Callable[[int], Publisher]
+    make_publisher: Callable[[int, float], Publisher]
     consumer: Callable[[InboxConsumer[Any]], Callable[[], int]]
     read_all: Callable[[], list[OutboxMessage]]
     unacknowledged: Callable[[str], int]
     closers: list[Callable[[], object]]
 
-    def publisher(self, port: int) -> Publisher:
+    def publisher(self, port: int, *, timeout: float = 2.0) -> Publisher:
         """A new publisher to the broker on ``port`` (the real one, or a proxy's)."""
-        return self.make_publisher(port)
+        return self.make_publisher(port, timeout)
 
     def close(self) -> None:
         for close in self.closers:
@@ -203,12 +225,13 @@ class Broker:
         return self.port if proxy is None else proxy.port
 
 
-def _rabbit_broker(rabbit: Rabbit) -> Broker:
+def rabbit_broker(rabbit: Rabbit) -> Broker:
+    """The real RabbitMQ, publishing to ``rabbit``'s exchange and reading its queue."""
     closers: list[Callable[[], object]] = []
 
-    def publisher(port: int) -> Publisher:
+    def publisher(port: int, timeout: float) -> Publisher:
         url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
-        made = RabbitMQPublisher(url, exchange=rabbit.exchange, timeout=2.0)
+        made = RabbitMQPublisher(url, exchange=rabbit.exchange, timeout=timeout)
         closers.append(made.close)
         return made
 
@@ -240,12 +263,17 @@ def _rabbit_broker(rabbit: Rabbit) -> Broker:
     return Broker("rabbitmq", 5672, publisher, consumer, read_all, unacknowledged, closers)
 
 
-def _redis_broker(client: redis.Redis, stream: str) -> Broker:
+def redis_broker(client: redis.Redis, stream: str) -> Broker:
+    """The real Redis, appending to and reading ``stream``."""
     closers: list[Callable[[], object]] = []
 
-    def publisher(port: int) -> Publisher:
+    def publisher(port: int, timeout: float) -> Publisher:
         target = redis.Redis(
-            host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2, retry=NO_RETRY
+            host="127.0.0.1",
+            port=port,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=NO_RETRY,
         )
         closers.append(target.close)
         return RedisStreamPublisher(target, stream)
@@ -275,9 +303,9 @@ def _redis_broker(client: redis.Redis, stream: str) -> Broker:
 def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
     """Each proof that takes ``broker`` runs against the real RabbitMQ and the real Redis."""
     if request.param == "rabbitmq":
-        made = _rabbit_broker(request.getfixturevalue("rabbit"))
+        made = rabbit_broker(request.getfixturevalue("rabbit"))
     else:
-        made = _redis_broker(
+        made = redis_broker(
             request.getfixturevalue("redis_client"), request.getfixturevalue("stream_name")
         )
     yield made

@@ -12,6 +12,7 @@ from tests.outbox.brokers import (
     rabbit,
     rabbit_proxy,
     redis_client,
+    silent_port,
     stream_name,
 )
 from tests.sqlalchemy.conftest import (
@@ -43,6 +44,7 @@ __all__ = [
     "rabbit",
     "rabbit_proxy",
     "redis_client",
+    "silent_port",
     "sqlite_engine",
     "stream_name",
 ]

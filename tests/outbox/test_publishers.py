@@ -1,64 +1,164 @@
-"""The RabbitMQ and Redis Streams publishers against the real brokers on loopback."""
+"""Every publisher passes the publisher contract; then what is particular to each one.
+
+The contract (``contract.py``) runs on the in-process bus and on the real RabbitMQ and Redis
+on loopback; the classes below add the checks that only make sense for one publisher.
+"""
 
 from __future__ import annotations
 
+import gc
 import json
+import time
+import warnings
+from collections.abc import Iterator
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from tests.outbox.brokers import AMQP_URL, Rabbit, TcpProxy, closed_port
-from tests.outbox.helpers import all_positions, commit_ticks, pending_positions, tick
+from tests.outbox.brokers import (
+    AMQP_URL,
+    Broker,
+    Rabbit,
+    TcpProxy,
+    rabbit_broker,
+    redis_broker,
+)
+from tests.outbox.contract import (
+    BrokerPublisherContract,
+    Destination,
+    PublisherContract,
+    sample_batch,
+)
+from tests.outbox.helpers import all_positions, commit_ticks, pending_positions
 
 import sqlalchemy as sa
-from tactical import JsonCodec
-from tactical.outbox import OutboxMessage, OutboxRelay, PublishError
+from tactical import (
+    DeserializationError,
+    DomainEvent,
+    EventBus,
+    EventHandlerError,
+    JsonCodec,
+    Trace,
+    current_trace,
+)
+from tactical.outbox import EventBusPublisher, OutboxMessage, OutboxRelay, PublishError
 from tactical.outbox.rabbitmq import RabbitMQPublisher
 from tactical.outbox.redis_streams import RedisStreamPublisher
-from tactical.testing._contract import CounterTicked
 
-NO_RETRY = Retry(NoBackoff(), 0)
-TICKED = JsonCodec().type_name(CounterTicked)
+codec = JsonCodec()
+
+
+def bus_arrival(message: OutboxMessage) -> object:
+    """What a handler on the bus sees of a message: the decoded event, in the message's flow."""
+    return (
+        message.event_type,
+        message.event_id,
+        message.payload,
+        Trace(message.correlation_id or message.event_id, message.event_id),
+    )
+
+
+class TestEventBusPublisher(PublisherContract):
+    """The contract for the in-process bus: a refusing destination is a failing handler."""
+
+    @pytest.fixture
+    def destination(self) -> Destination:
+        bus, refusing_bus = EventBus(), EventBus()
+        arrived: list[object] = []
+
+        def receive(event: DomainEvent) -> None:
+            record = codec.event_to_record(event)
+            arrived.append((record.type_name, event.event_id, record.payload, current_trace()))
+
+        def refuse(event: DomainEvent) -> None:
+            raise RuntimeError(f"cannot handle {event.event_id}")
+
+        bus.subscribe(DomainEvent, receive)
+        refusing_bus.subscribe(DomainEvent, refuse)
+        return Destination(
+            publisher=EventBusPublisher(bus, codec),
+            received=lambda: list(arrived),
+            arrival=bus_arrival,
+            refusing=EventBusPublisher(refusing_bus, codec),
+            failure=EventHandlerError,
+        )
+
+    def test_every_handler_receives_the_whole_batch_before_the_error(self) -> None:
+        """One failing handler does not keep the others from any event of the batch."""
+        bus = EventBus()
+        seen: list[object] = []
+
+        def refuse(event: DomainEvent) -> None:
+            raise RuntimeError(f"cannot handle {event.event_id}")
+
+        bus.subscribe(DomainEvent, refuse)
+        bus.subscribe(DomainEvent, lambda event: seen.append(event.event_id))
+        batch = sample_batch()
+        with pytest.raises(EventHandlerError) as raised:
+            EventBusPublisher(bus, codec).publish(batch)
+        assert seen == [m.event_id for m in batch]
+        assert len(raised.value.exceptions) == len(batch)
+
+    def test_undecodable_message_publishes_nothing(self) -> None:
+        """A message of an unknown type fails the batch before any handler ran, naming its position."""
+        bus = EventBus()
+        seen: list[DomainEvent] = []
+        bus.subscribe(DomainEvent, seen.append)
+        good, bad = sample_batch(aggregates=1, events_each=2)
+        unknown = OutboxMessage(**{**_fields(bad), "event_type": "nobody.Knows"})
+        with pytest.raises(DeserializationError, match=f"outbox position {bad.position}"):
+            EventBusPublisher(bus, codec).publish([good, unknown])
+        assert seen == []
+
+
+def _fields(message: OutboxMessage) -> dict[str, object]:
+    return {name: getattr(message, name) for name in OutboxMessage.__slots__}
 
 
 @pytest.mark.rabbitmq
-class TestRabbitMQPublisher:
-    def test_messages_arrive_persistent_with_routing_key_and_headers(
+class TestRabbitMQPublisher(BrokerPublisherContract):
+    """The contract on the real RabbitMQ, then the AMQP properties and mandatory routing."""
+
+    @pytest.fixture
+    def broker(self, rabbit: Rabbit) -> Iterator[Broker]:
+        made = rabbit_broker(rabbit)
+        yield made
+        made.close()
+
+    def test_messages_are_persistent_json_routed_by_event_type(
         self, sqlite_engine: sa.Engine, rabbit: Rabbit
     ) -> None:
-        """Each row becomes a persistent JSON message routed by event type, headers included."""
-        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=3)
+        """Each row becomes a persistent JSON message routed by event type, with its id as message id."""
+        commit_ticks(sqlite_engine, counters=1, ticks=3)
         with RabbitMQPublisher(AMQP_URL, exchange=rabbit.exchange) as publisher:
             assert OutboxRelay(sqlite_engine, publisher).relay_once() == 3
         received = rabbit.drain()
-        assert [m.routing_key for m, _, _ in received] == [TICKED] * 3
+        messages = [OutboxMessage.from_wire(body, p.headers) for _, p, body in received]
+        assert [m.routing_key for m, _, _ in received] == [m.event_type for m in messages]
         assert {p.delivery_mode for _, p, _ in received} == {2}
         assert {p.content_type for _, p, _ in received} == {"application/json"}
-        messages = [OutboxMessage.from_wire(body, p.headers) for _, p, body in received]
-        assert [m.position for m in messages] == all_positions(sqlite_engine)
-        assert [json.loads(body)["count"] for _, _, body in received] == [1, 2, 3]
-        assert {m.aggregate_id for m in messages} == {str(counter_id)}
         assert [p.message_id for _, p, _ in received] == [str(m.event_id) for m in messages]
-        assert {p.headers["type"] for _, p, _ in received} == {TICKED}
-        assert {p.headers["version"] for _, p, _ in received} == {"1"}
+        assert [p.correlation_id for _, p, _ in received] == [
+            str(m.correlation_id) for m in messages
+        ]
+        assert [json.loads(body)["count"] for _, _, body in received] == [1, 2, 3]
 
-    def test_unreachable_broker_leaves_rows_pending_until_it_is_back(
-        self, sqlite_engine: sa.Engine, rabbit: Rabbit
+    def test_connection_that_stopped_answering_is_closed_when_given_up(
+        self, rabbit: Rabbit, proxy: TcpProxy
     ) -> None:
-        """With RabbitMQ unreachable nothing is marked; with it back every row is delivered."""
-        commit_ticks(sqlite_engine, counters=2, ticks=2)
-        port = closed_port()
-        down = RabbitMQPublisher(
-            f"amqp://guest:guest@127.0.0.1:{port}/%2F", exchange=rabbit.exchange, timeout=1.0
-        )
-        with pytest.raises(PublishError, match=f"RabbitMQ at 127.0.0.1:{port} did not confirm"):
-            OutboxRelay(sqlite_engine, down).relay_once()
-        assert pending_positions(sqlite_engine) == all_positions(sqlite_engine)
-        with RabbitMQPublisher(AMQP_URL, exchange=rabbit.exchange) as up:
-            assert OutboxRelay(sqlite_engine, up).relay_once() == 4
-        assert pending_positions(sqlite_engine) == []
-        assert len(rabbit.drain()) == 4
+        """The socket of a hung connection is closed with the error, not left to the garbage collector."""
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
+        publisher = RabbitMQPublisher(url, exchange=rabbit.exchange, timeout=self.timeout)
+        publisher.publish(sample_batch(start=1))
+        proxy.pause()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            started = time.monotonic()
+            with pytest.raises(PublishError, match="no answer from the broker while confirming"):
+                publisher.publish(sample_batch(start=7))
+            elapsed = time.monotonic() - started
+            gc.collect()
+        assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+        assert elapsed < 1.5 * self.timeout
 
     def test_mandatory_refuses_unroutable_messages(
         self, sqlite_engine: sa.Engine, rabbit: Rabbit
@@ -73,44 +173,25 @@ class TestRabbitMQPublisher:
             OutboxRelay(sqlite_engine, publisher).relay_once()
         assert pending_positions(sqlite_engine) == all_positions(sqlite_engine)
 
-    def test_publisher_reconnects_after_the_connection_was_lost(
-        self, sqlite_engine: sa.Engine, rabbit: Rabbit, rabbit_proxy: TcpProxy
-    ) -> None:
-        """A connection cut while idle is replaced by the next publish, which then succeeds."""
-        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
-        url = f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/%2F"
-        with RabbitMQPublisher(url, exchange=rabbit.exchange) as publisher:
-            relay = OutboxRelay(sqlite_engine, publisher)
-            assert relay.relay_once() == 1
-            rabbit_proxy.drop()
-            tick(sqlite_engine, counter_id)
-            assert relay.relay_once() == 1
-        assert len(rabbit.drain()) == 2
-
 
 @pytest.mark.redis
-class TestRedisStreamPublisher:
-    def test_entries_hold_body_and_headers_in_order(
-        self, sqlite_engine: sa.Engine, redis_client: redis.Redis, stream_name: str
-    ) -> None:
-        """Each row becomes one stream entry with the JSON body and the headers, in order."""
-        commit_ticks(sqlite_engine, counters=2, ticks=2)
-        publisher = RedisStreamPublisher(redis_client, stream_name)
-        assert OutboxRelay(sqlite_engine, publisher).relay_once() == 4
-        entries = redis_client.xrange(stream_name)
-        messages = [
-            OutboxMessage.from_wire(fields[b"body"], json.loads(fields[b"headers"]))
-            for _, fields in entries
-        ]
-        assert [m.position for m in messages] == all_positions(sqlite_engine)
-        assert {m.event_type for m in messages} == {TICKED}
+class TestRedisStreamPublisher(BrokerPublisherContract):
+    """The contract on the real Redis, then the layout of a stream entry."""
 
-    def test_unreachable_redis_leaves_rows_pending(self, sqlite_engine: sa.Engine) -> None:
-        """With Redis unreachable the relay raises PublishError naming the stream; nothing is marked."""
-        commit_ticks(sqlite_engine, counters=1, ticks=2)
-        down = redis.Redis(
-            host="127.0.0.1", port=closed_port(), socket_connect_timeout=1, retry=NO_RETRY
-        )
-        with pytest.raises(PublishError, match="to stream 'tactical:events'"):
-            OutboxRelay(sqlite_engine, RedisStreamPublisher(down)).relay_once()
-        assert pending_positions(sqlite_engine) == all_positions(sqlite_engine)
+    @pytest.fixture
+    def broker(self, redis_client: redis.Redis, stream_name: str) -> Iterator[Broker]:
+        made = redis_broker(redis_client, stream_name)
+        yield made
+        made.close()
+
+    def test_entry_holds_the_body_and_the_headers_as_json(
+        self, redis_client: redis.Redis, stream_name: str
+    ) -> None:
+        """An entry has exactly two fields: the outbox JSON body and the headers as a JSON object."""
+        (message,) = sample_batch(aggregates=1, events_each=1)
+        RedisStreamPublisher(redis_client, stream_name).publish([message])
+        ((_, fields),) = redis_client.xrange(stream_name)
+        assert fields == {
+            b"body": message.body,
+            b"headers": json.dumps(message.headers).encode(),
+        }

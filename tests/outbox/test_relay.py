@@ -21,8 +21,8 @@ from tests.outbox.helpers import (
 )
 
 import sqlalchemy as sa
-from tactical import DomainEvent, EventBus, EventHandlerError, JsonCodec
-from tactical.outbox import EventBusPublisher, OutboxMessage, OutboxRelay
+from tactical import JsonCodec
+from tactical.outbox import OutboxMessage, OutboxRelay
 from tactical.sqlalchemy import outbox_table
 from tactical.testing._contract import CounterTicked
 
@@ -175,35 +175,6 @@ class TestSeveralRelaysOnPostgres:
         for message in publisher.published:
             by_aggregate.setdefault(message.aggregate_id, []).append(message.payload["count"])
         assert all(counts == list(range(1, 101)) for counts in by_aggregate.values())
-
-
-class TestEventBusPublisher:
-    def test_relayed_events_reach_bus_subscribers_decoded(self, engine: sa.Engine) -> None:
-        """EventBusPublisher decodes each message with the codec and publishes it in order."""
-        (counter_id,) = commit_ticks(engine, counters=1, ticks=3)
-        bus = EventBus()
-        received: list[CounterTicked] = []
-        bus.subscribe(CounterTicked, received.append)
-        OutboxRelay(engine, EventBusPublisher(bus, JsonCodec())).relay_once()
-        assert [(e.counter_id, e.count) for e in received] == [
-            (counter_id, 1),
-            (counter_id, 2),
-            (counter_id, 3),
-        ]
-
-    def test_failing_handler_leaves_the_batch_pending(self, engine: sa.Engine) -> None:
-        """A handler error propagates from publish, so the relay marks nothing."""
-        commit_ticks(engine, counters=1, ticks=2)
-        bus = EventBus()
-
-        def refuse(event: DomainEvent) -> None:
-            raise RuntimeError(f"cannot handle {event.event_id}")
-
-        bus.subscribe(DomainEvent, refuse)
-        relay = OutboxRelay(engine, EventBusPublisher(bus, JsonCodec()))
-        with pytest.raises(EventHandlerError):
-            relay.relay_once()
-        assert pending_positions(engine) == all_positions(engine)
 
 
 class TestOutboxMessage:

@@ -251,6 +251,32 @@ print(times)
 """
 
 
+class TestFailedCommit:
+    def test_commit_that_fails_at_commit_leaves_no_transaction_behind(
+        self, engine: sa.Engine
+    ) -> None:
+        """A COMMIT that fails rolls its transaction back: later units of work neither fail nor store it."""
+        failing = [True]
+
+        def refuse_commit(connection: sa.Connection) -> None:
+            if failing:
+                failing.clear()
+                raise OSError("disk I/O error at commit (injected)")
+
+        lost = Counter(uuid4(), "lost")
+        sa.event.listen(engine, "commit", refuse_commit)
+        try:
+            with pytest.raises(OSError, match="injected"):
+                save(engine, lost)
+            kept = [save(engine, Counter(uuid4(), f"kept {i}")) for i in range(3)]
+        finally:
+            sa.event.remove(engine, "commit", refuse_commit)
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            counters = uow.repository(Counter)
+            assert counters.get(lost.id) is None
+            assert [counters.require(c.id).name for c in kept] == ["kept 0", "kept 1", "kept 2"]
+
+
 class Preferences(AggregateRoot[UUID]):
     """An aggregate with a free-form JSON part."""
 

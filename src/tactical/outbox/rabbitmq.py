@@ -182,6 +182,7 @@ class _ConfirmedChannel:
         self._declare = declare
         self._timeout = timeout
         self._failure: BaseException | str | None = None
+        self._hung = False
         self._channel: Any = None
         self._ready = False
         self._next_tag = 1
@@ -236,10 +237,17 @@ class _ConfirmedChannel:
     def close(self) -> None:
         connection = self._connection
         try:
-            if not connection.is_closed and not connection.is_closing:
+            # A broker that stopped answering would not answer the close either.
+            if not self._hung and not connection.is_closed and not connection.is_closing:
                 connection.close()
-            if not connection.is_closed:
+            if not self._hung and not connection.is_closed:
                 self._run(lambda: connection.is_closed, "closing", closing=True)
+            if not connection.is_closed:
+                # Drop the socket: pika releases an unanswered connection's socket only at
+                # garbage collection. pika has no public call for this (BlockingConnection
+                # has the same gap), so its adapter's own teardown is used.
+                connection._adapter_disconnect_stream()
+                self._run(lambda: connection.is_closed, "aborting", closing=True)
         except Exception:
             _log.debug("closing a broken RabbitMQ connection failed", exc_info=True)
         finally:
@@ -267,6 +275,7 @@ class _ConfirmedChannel:
                 raise failure
             raise _Refused(f"{what} failed: {failure}")
         if timed_out and not done():
+            self._hung = True
             self._failure = f"no answer while {what} within {self._timeout}s"
             raise _Refused(f"no answer from the broker while {what} within {self._timeout}s")
 

@@ -149,7 +149,11 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             self._connection = None
 
     def _rollback(self) -> None:
-        if self._connection is not None and self._connection.in_transaction():
+        # get_transaction(), not in_transaction(): after a failed COMMIT the transaction is
+        # inactive but still the connection's, and only rolling it back lets the pool reset
+        # the driver's connection (else SQLite's would go back to the pool mid-transaction,
+        # holding its write lock).
+        if self._connection is not None and self._connection.get_transaction() is not None:
             self._connection.rollback()
 
     def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:

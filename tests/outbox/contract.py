@@ -1,0 +1,246 @@
+"""The publisher contract: what OutboxRelay relies on from every Publisher, as one test suite.
+
+Subclass :class:`PublisherContract` and provide its ``destination`` fixture, or subclass
+:class:`BrokerPublisherContract` and provide ``broker`` for a publisher that reaches a broker
+over the network; every test below then runs against that publisher. ``test_publishers.py``
+does so for the in-process bus, RabbitMQ and Redis Streams.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import pytest
+from tests.outbox.brokers import Broker, TcpProxy, closed_port
+from tests.outbox.helpers import all_positions, commit_ticks, pending_positions
+
+import sqlalchemy as sa
+from tactical import JsonCodec
+from tactical.outbox import OutboxMessage, OutboxRelay, Publisher, PublishError
+from tactical.testing._contract import Counter, CounterTicked
+
+codec = JsonCodec()
+
+
+@dataclass
+class Destination:
+    """Where the publisher under test sends messages, and how to see what arrived there.
+
+    Attributes:
+        publisher: A publisher to the working destination.
+        received: Everything that arrived so far, in arrival order (call it once per test:
+            reading a queue consumes it).
+        arrival: What a message looks like once it arrived (the message itself, for a
+            broker: its wire form read back).
+        refusing: A publisher to a destination that refuses every batch.
+        failure: What ``refusing.publish`` raises.
+    """
+
+    publisher: Publisher
+    received: Callable[[], list[object]]
+    arrival: Callable[[OutboxMessage], object]
+    refusing: Publisher
+    failure: type[Exception] = PublishError
+
+
+class Tee:
+    """A publisher that remembers the batches the relay gave it, then passes them on."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        self.given: list[OutboxMessage] = []
+
+    def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        self.given.extend(messages)
+        self.publisher.publish(messages)
+
+
+def sample_batch(aggregates: int = 3, events_each: int = 2, start: int = 1) -> list[OutboxMessage]:
+    """CounterTicked messages of several aggregates, interleaved, from position ``start`` on.
+
+    Every other message is traced as caused by its predecessor, so the optional headers
+    travel too.
+    """
+    counters = [uuid4() for _ in range(aggregates)]
+    occurred = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    messages: list[OutboxMessage] = []
+    flow: UUID | None = None
+    for count in range(1, events_each + 1):
+        for counter_id in counters:
+            ticked = CounterTicked(
+                counter_id, count, occurred_at=occurred + timedelta(seconds=count)
+            )
+            record = codec.event_to_record(ticked)
+            caused = flow is not None and len(messages) % 2 == 1
+            messages.append(
+                OutboxMessage(
+                    position=start + len(messages),
+                    event_id=ticked.event_id,
+                    event_type=record.type_name,
+                    event_version=record.schema_version,
+                    aggregate_type=codec.type_name(Counter),
+                    aggregate_id=str(counter_id),
+                    aggregate_version=count,
+                    payload=record.payload,
+                    occurred_at=ticked.occurred_at,
+                    correlation_id=flow if caused else ticked.event_id,
+                    causation_id=messages[-1].event_id if caused else None,
+                )
+            )
+            flow = ticked.event_id
+    return messages
+
+
+def first_copies(received: Sequence[object]) -> list[object]:
+    """``received`` without repeats, each kept where it first arrived (at-least-once delivery)."""
+    seen: list[object] = []
+    for item in received:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+class PublisherContract:
+    """What every Publisher honours: batches arrive whole and in order, failures mark nothing."""
+
+    @pytest.fixture
+    def destination(self) -> Destination:
+        raise NotImplementedError("a publisher's contract tests provide the destination fixture")
+
+    def test_batch_arrives_complete_and_in_order(self, destination: Destination) -> None:
+        """Every message of a batch arrives once, in batch order, with its ids, body and trace."""
+        batch = sample_batch()
+        destination.publisher.publish(batch)
+        assert destination.received() == [destination.arrival(m) for m in batch]
+
+    def test_batches_arrive_in_the_order_they_were_published(
+        self, destination: Destination
+    ) -> None:
+        """A second batch arrives after the first, each in its own order."""
+        first, second = sample_batch(start=1), sample_batch(aggregates=1, events_each=3, start=7)
+        destination.publisher.publish(first)
+        destination.publisher.publish(second)
+        assert destination.received() == [destination.arrival(m) for m in [*first, *second]]
+
+    def test_empty_batch_sends_nothing(self, destination: Destination) -> None:
+        """Publishing no messages succeeds and delivers nothing."""
+        destination.publisher.publish([])
+        assert destination.received() == []
+
+    def test_relay_marks_rows_after_they_were_published(
+        self, destination: Destination, sqlite_engine: sa.Engine
+    ) -> None:
+        """Through the relay, every committed row arrives in position order and is then marked."""
+        commit_ticks(sqlite_engine, counters=2, ticks=3)
+        tee = Tee(destination.publisher)
+        assert OutboxRelay(sqlite_engine, tee).relay_once() == 6
+        assert pending_positions(sqlite_engine) == []
+        assert [m.position for m in tee.given] == all_positions(sqlite_engine)
+        assert destination.received() == [destination.arrival(m) for m in tee.given]
+
+    def test_refused_batch_raises_and_the_relay_marks_nothing(
+        self, destination: Destination, sqlite_engine: sa.Engine
+    ) -> None:
+        """A refused batch raises from publish, every row stays pending, and a later relay sends it."""
+        commit_ticks(sqlite_engine, counters=2, ticks=2)
+        with pytest.raises(destination.failure):
+            OutboxRelay(sqlite_engine, destination.refusing).relay_once()
+        assert pending_positions(sqlite_engine) == all_positions(sqlite_engine)
+        tee = Tee(destination.publisher)
+        assert OutboxRelay(sqlite_engine, tee).relay_once() == 4
+        assert pending_positions(sqlite_engine) == []
+        assert destination.received() == [destination.arrival(m) for m in tee.given]
+
+
+class BrokerPublisherContract(PublisherContract):
+    """What a publisher to a networked broker honours besides: failures are prompt PublishErrors."""
+
+    timeout = 1.0
+    """The publishers' connect and confirm timeout, in seconds."""
+
+    @pytest.fixture
+    def broker(self) -> Broker:
+        raise NotImplementedError("a broker publisher's contract tests provide the broker fixture")
+
+    @pytest.fixture
+    def destination(self, broker: Broker) -> Destination:
+        return Destination(
+            publisher=broker.publisher(broker.port, timeout=self.timeout),
+            received=lambda: list(broker.read_all()),
+            arrival=lambda message: message,
+            refusing=broker.publisher(closed_port(), timeout=self.timeout),
+        )
+
+    @pytest.fixture
+    def proxy(self, broker: Broker) -> Iterator[TcpProxy]:
+        """A TCP proxy in front of the broker, to take it away under the publisher."""
+        proxy = TcpProxy(broker.port).start()
+        yield proxy
+        proxy.stop()
+
+    def publish_timed(self, publisher: Publisher, batch: Sequence[OutboxMessage]) -> float:
+        """Seconds ``publish(batch)`` took to raise PublishError (it must raise)."""
+        started = time.monotonic()
+        with pytest.raises(PublishError) as raised:
+            publisher.publish(batch)
+        elapsed = time.monotonic() - started
+        assert str(batch[0].event_id) in str(raised.value)
+        return elapsed
+
+    def test_unreachable_broker_is_a_prompt_publish_error(self, broker: Broker) -> None:
+        """A refused connection raises PublishError at once, naming the broker and the first event."""
+        port = closed_port()
+        batch = sample_batch()
+        started = time.monotonic()
+        with pytest.raises(PublishError) as raised:
+            broker.publisher(port, timeout=self.timeout).publish(batch)
+        assert time.monotonic() - started < self.timeout
+        assert f"127.0.0.1:{port}" in str(raised.value)
+        assert str(batch[0].event_id) in str(raised.value)
+
+    def test_silent_broker_is_reported_within_the_timeout(
+        self, broker: Broker, silent_port: int
+    ) -> None:
+        """A server that accepts the connection and never answers is a PublishError, not a hang."""
+        publisher = broker.publisher(silent_port, timeout=self.timeout)
+        assert self.publish_timed(publisher, sample_batch()) < 3 * self.timeout
+
+    def test_broker_that_stops_answering_is_reported_within_the_timeout(
+        self, broker: Broker, proxy: TcpProxy
+    ) -> None:
+        """A connection that hangs while a batch waits for its confirms is a PublishError in time."""
+        publisher = broker.publisher(proxy.port, timeout=self.timeout)
+        first, second = sample_batch(start=1), sample_batch(start=7)
+        publisher.publish(first)
+        proxy.pause()
+        assert self.publish_timed(publisher, second) < 3 * self.timeout
+        proxy.resume()
+        publisher.publish(second)
+        assert first_copies(broker.read_all()) == [*first, *second]
+
+    def test_publisher_recovers_once_the_broker_is_back(
+        self, broker: Broker, proxy: TcpProxy
+    ) -> None:
+        """The same publisher, after failing while the broker was down, delivers once it is up."""
+        publisher = broker.publisher(proxy.port, timeout=self.timeout)
+        batch = sample_batch()
+        proxy.stop()
+        self.publish_timed(publisher, batch)
+        proxy.start()
+        publisher.publish(batch)
+        assert broker.read_all() == batch
+
+    def test_connection_cut_while_idle_does_not_fail_the_next_batch(
+        self, broker: Broker, proxy: TcpProxy
+    ) -> None:
+        """A connection the broker or network dropped between batches is replaced on the next one."""
+        publisher = broker.publisher(proxy.port, timeout=self.timeout)
+        first, second = sample_batch(start=1), sample_batch(start=7)
+        publisher.publish(first)
+        proxy.drop()
+        publisher.publish(second)
+        assert first_copies(broker.read_all()) == [*first, *second]
