@@ -42,12 +42,18 @@ def typecheck(session: nox.Session) -> None:
     """Type-check the library, the examples and tests/typing with mypy --strict and pyright strict.
 
     Then ``pyright --verifytypes``: every public name of the installed package has a declared
-    type, so users' checkers cannot infer it differently (it fails below 100%).
+    type, so users' checkers cannot infer it differently (it fails below 100%). Last, the
+    Python samples of the docs and README, written out by ``docs/typecheck_samples.py``.
     """
     session.install("-e", EXTRAS, *_groups("typing"))
     session.run("mypy")
     session.run("pyright")
     session.run("pyright", "--verifytypes", "tactical", "--ignoreexternal")
+    # The docs' samples, as a user would copy them: one module per page, same strict settings.
+    samples = ROOT / "build" / "doc-samples"
+    session.run("python", "docs/typecheck_samples.py", str(samples))
+    session.run("mypy", str(samples), env={"MYPYPATH": str(ROOT)})
+    session.run("pyright", str(samples))
 
 
 @nox.session
