@@ -136,7 +136,6 @@ def core_deposit(
             state: dict[str, Any] = row.state
             balance = Decimal(state["balance"]) + amount
             now = datetime.now(UTC)
-            event_id = uuid4()
             new_state = {**state, "balance": str(balance)}
             if prebuilt:
                 updated = connection.execute(
@@ -162,24 +161,7 @@ def core_deposit(
                 raise RuntimeError(f"account {key} changed since it was read")
             connection.execute(
                 insert_once if prebuilt else outbox.insert(),
-                {
-                    "event_id": event_id,
-                    "event_type": event_type,
-                    "event_version": 1,
-                    "aggregate_type": type_name,
-                    "aggregate_id": key,
-                    "aggregate_version": row.version + 1,
-                    "payload": {
-                        "account_id": key,
-                        "amount": str(amount),
-                        "event_id": str(event_id),
-                        "occurred_at": now.isoformat(),
-                    },
-                    "occurred_at": now,
-                    "published_at": None,
-                    "correlation_id": event_id,
-                    "causation_id": None,
-                },
+                _outbox_row(event_type, type_name, key, row.version + 1, amount),
             )
             connection.commit()
 
@@ -246,7 +228,6 @@ def core_deposit_on_driver(
             version, text = connection.exec_driver_sql(select_sql, select_params).one()
             state: dict[str, Any] = json.loads(text)
             now = datetime.now(UTC)
-            event_id = uuid4()
             new_state = {**state, "balance": str(Decimal(state["balance"]) + amount)}
             updated = connection.exec_driver_sql(
                 update_sql,
@@ -262,28 +243,37 @@ def core_deposit_on_driver(
             )
             if updated.rowcount != 1:
                 raise RuntimeError(f"account {key} changed since it was read")
-            row = {
-                "event_id": event_id,
-                "event_type": event_type,
-                "event_version": 1,
-                "aggregate_type": type_name,
-                "aggregate_id": key,
-                "aggregate_version": version + 1,
-                "payload": {
-                    "account_id": key,
-                    "amount": str(amount),
-                    "event_id": str(event_id),
-                    "occurred_at": now.isoformat(),
-                },
-                "occurred_at": now,
-                "published_at": None,
-                "correlation_id": event_id,
-                "causation_id": None,
-            }
+            row = _outbox_row(event_type, type_name, key, version + 1, amount)
             connection.exec_driver_sql(insert_sql, bound(insert, row))
             connection.commit()
 
     return call
+
+
+def _outbox_row(
+    event_type: str, type_name: str, key: str, version: int, amount: Decimal
+) -> dict[str, Any]:
+    """The outbox row of one deposit, with the payload the codec would write."""
+    now = datetime.now(UTC)
+    event_id = uuid4()
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "event_version": 1,
+        "aggregate_type": type_name,
+        "aggregate_id": key,
+        "aggregate_version": version,
+        "payload": {
+            "account_id": key,
+            "amount": str(amount),
+            "event_id": str(event_id),
+            "occurred_at": now.isoformat(),
+        },
+        "occurred_at": now,
+        "published_at": None,
+        "correlation_id": event_id,
+        "causation_id": None,
+    }
 
 
 def _same(value: Any) -> Any:
