@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
+import sys
+from pathlib import Path
+
+# autodoc imports tactical: document this checkout's source, installed or not.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 project = "tactical"
 author = "The tactical developers"

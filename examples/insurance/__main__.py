@@ -94,15 +94,18 @@ def run(engine: sa.Engine) -> None:
     insurance.policies.deny_claim(policy_id, theft, "Bicycles are excluded from this cover")
     say(f"6. Filed claim {theft} (stolen bicycle) and denied it: not covered.")
 
-    say("7. Tried to cancel while a claim is pending:")
     pending = insurance.policies.file_claim(
         policy_id, Money(Decimal("120.00"), "GBP"), "Cracked tile", date(2026, 3, 15)
+    )
+    say(
+        f"7. Filed claim {pending} for 120.00 GBP (cracked tile); tried to cancel while it is pending:"
     )
     try:
         insurance.policies.cancel_policy(policy_id, "Moving abroad")
     except DomainError as error:
         say(f"   refused: {type(error).__name__}: {error}")
     insurance.policies.approve_claim(policy_id, pending)
+    say(f"   Approved claim {pending}.")
 
     clock.advance_to(datetime(2026, 6, 20, 17, 0, tzinfo=UTC))
     insurance.policies.cancel_policy(policy_id, "Moving abroad")

@@ -27,6 +27,7 @@ def test_narrated_scenario_runs_and_shows_the_refused_claim() -> None:
     assert (
         "refused: InvariantViolation: Total pending claims 1100.00 GBP would exceed maximum" in out
     )
+    assert "for 120.00 GBP (cracked tile); tried to cancel while it is pending" in out
     assert "refused: InvalidStateError: Cannot cancel policy with 1 pending claim(s)" in out
     assert "started a monthly schedule of 12 installments of 42.50 GBP" in out
     assert "Billing stopped the schedule from 2026-06-20: 4 installments billed" in out
