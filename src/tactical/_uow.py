@@ -19,8 +19,8 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, Self, TypeVar, cast
 
 from tactical._bus import EventBus
-from tactical._codec import _substitute, _type_bindings  # pyright: ignore[reportPrivateUsage]
 from tactical._errors import AggregateNotFound, ConcurrencyError
+from tactical._generics import substitute, type_bindings
 from tactical._model import AggregateRoot, DomainEvent, Entity, recorded_in_order, recorded_trace
 from tactical._repository import Repository
 from tactical._tracing import recorded_traces
@@ -453,7 +453,7 @@ def _declared_id_types(aggregate_type: type[AggregateRoot[Any]]) -> tuple[type, 
         annotation: Any = typing.get_type_hints(aggregate_type)["id"]
     except (NameError, KeyError):  # annotations naming local classes: use Entity's
         annotation = typing.get_type_hints(Entity)["id"]
-    annotation = _substitute(annotation, _type_bindings(aggregate_type))
+    annotation = substitute(annotation, type_bindings(aggregate_type))
     while True:
         if typing.get_origin(annotation) is typing.Annotated:
             annotation = typing.get_args(annotation)[0]

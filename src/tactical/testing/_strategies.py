@@ -16,7 +16,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints, overload
 from hypothesis import reject
 from hypothesis import strategies as st
 
-from tactical._codec import _substitute, _type_bindings  # pyright: ignore[reportPrivateUsage]
+from tactical._generics import substitute, type_bindings
 from tactical._model import ValueObject
 
 __all__ = ["aggregates", "strategy_for", "value_objects"]
@@ -162,8 +162,8 @@ def _hints(factory: Callable[..., object]) -> dict[str, Any]:
     hints = get_type_hints(factory)
     if isinstance(factory, type):
         # `id: IdT` of Entity[UUID] is a UUID: resolve generic bases' type parameters.
-        bindings = _type_bindings(factory)
-        hints = {name: _substitute(hint, bindings) for name, hint in hints.items()}
+        bindings = type_bindings(factory)
+        hints = {name: substitute(hint, bindings) for name, hint in hints.items()}
     return hints
 
 
