@@ -14,7 +14,7 @@ from tactical._codec import DeserializationError, JsonCodec
 from tactical._errors import ConcurrencyError
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
 from tactical._tracing import trace_of
-from tactical._uow import Change, TransactionalUnitOfWork
+from tactical._transaction import Change, TransactionalUnitOfWork
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._schema import aggregates_table, metadata, outbox_table

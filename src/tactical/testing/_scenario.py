@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 from tactical._model import AggregateRoot, DomainEvent
-from tactical._uow import structural_state
+from tactical._structural import structural_state
 
 __all__ = ["Scenario", "given"]
 
