@@ -38,7 +38,14 @@ class UnknownTypeError(DeserializationError, LookupError):
 
 
 class EventRecord(NamedTuple):
-    """An event as stored: its type name, schema version and JSON payload."""
+    """An event as stored: its type name, schema version and JSON payload.
+
+    Made by :meth:`JsonCodec.event_to_record` (``type_name`` is the name the event's class
+    is stored under, ``schema_version`` the version of ``payload``, the event's fields as
+    JSON); read back with :meth:`JsonCodec.event_from_record`.
+
+    .. versionadded:: 0.1.0
+    """
 
     type_name: str
     schema_version: int
@@ -165,7 +172,13 @@ class JsonCodec:
     # -- events ------------------------------------------------------------------------------
 
     def event_to_record(self, event: DomainEvent) -> EventRecord:
-        """The stored form of ``event``: type name, schema version, payload (all fields)."""
+        """The stored form of ``event``: type name, schema version, payload (all fields).
+
+        Raises:
+            TypeError: A field holds a value that does not fit its annotation, or an
+                annotation is not supported; the message names the field path.
+            ValueError: A ``float`` field holds a value JSON cannot represent.
+        """
         cls = type(event)
         return EventRecord(self.type_name(cls), self.schema_version(cls), self.encode(event))
 
@@ -176,8 +189,9 @@ class JsonCodec:
 
         Raises:
             UnknownTypeError: ``type_name`` is not known; the message includes ``context``.
-            DeserializationError: The payload is malformed, newer than the code, or an
-                upcaster step is missing; the message includes ``context``.
+            DeserializationError: The payload is malformed, newer than the code, an
+                upcaster step is missing, failed or returned something other than a JSON
+                object; the message includes ``context``.
         """
         where = f" ({context})" if context else ""
         if type(type_name) is not str:
@@ -230,7 +244,13 @@ class JsonCodec:
     # -- aggregates --------------------------------------------------------------------------
 
     def aggregate_to_state(self, aggregate: AggregateRoot[Any]) -> dict[str, Any]:
-        """The JSON state of ``aggregate``: every field except ``version`` (stored apart)."""
+        """The JSON state of ``aggregate``: every field except ``version`` (stored apart).
+
+        Raises:
+            TypeError: A field holds a value that does not fit its annotation, or an
+                annotation is not supported; the message names the field path.
+            ValueError: A ``float`` field holds a value JSON cannot represent.
+        """
         state = self.encode(aggregate)
         del state["version"]
         return state
@@ -242,6 +262,8 @@ class JsonCodec:
 
         Raises:
             DeserializationError: The state is malformed; the message includes ``context``.
+            TypeError: ``cls`` is not a dataclass, or one of its field annotations is not
+                supported; the message names the field.
         """
         if not isinstance(state, dict):
             raise DeserializationError(
@@ -260,7 +282,9 @@ class JsonCodec:
         Raises:
             TypeError: A field holds a value that does not fit its annotation (an ``int``
                 field holding ``1.5``, a ``date`` field holding a ``datetime``): it could not
-                be read back, so it is not written. The message names the field path.
+                be read back, so it is not written. The message names the field path. Also
+                when ``obj`` is not a dataclass instance, or one of its annotations is not
+                supported.
             ValueError: A ``float`` field holds a value JSON cannot represent (NaN,
                 infinities, an integer too large for a float).
         """
@@ -275,6 +299,8 @@ class JsonCodec:
         Raises:
             DeserializationError: ``data`` does not fit ``cls``, or constructing it failed
                 validation; the message names the field path and includes ``context``.
+            TypeError: ``cls`` is not a dataclass, or one of its field annotations is not
+                supported; the message names the field.
         """
         try:
             return cast("T", self._plans.decoder(cls)(data))
@@ -285,11 +311,23 @@ class JsonCodec:
             ) from None
 
     def dumps(self, obj: object) -> str:
-        """:meth:`encode` as JSON text."""
+        """:meth:`encode` as JSON text.
+
+        Raises:
+            TypeError: As :meth:`encode`: a value does not fit its annotation, ``obj`` is
+                not a dataclass instance, or an annotation is not supported.
+            ValueError: A ``float`` field holds a value JSON cannot represent.
+        """
         return json.dumps(self.encode(obj), separators=(",", ":"), ensure_ascii=False)
 
     def loads(self, cls: type[T], text: str | bytes, *, context: str = "") -> T:
-        """:meth:`decode` from JSON text."""
+        """:meth:`decode` from JSON text.
+
+        Raises:
+            DeserializationError: ``text`` is not valid JSON, or as :meth:`decode`.
+            TypeError: ``cls`` is not a dataclass, or one of its field annotations is not
+                supported.
+        """
         try:
             data = json.loads(text)
         except ValueError as error:

@@ -60,6 +60,15 @@ def structural_state(value: object) -> object:
 
     Unlike ``==`` it looks inside entities (whose equality is by id only): two aggregates
     have equal structural states exactly when all their fields, recursively, are equal.
+
+    Args:
+        value: Any value: an aggregate, an entity, a value object, a collection, a scalar.
+
+    Returns:
+        Nested tuples of each dataclass's type and field pictures (collections likewise);
+        compare two with ``==``.
+
+    .. versionadded:: 0.1.0
     """
     kind: type[object] = type(value)
     if kind in _ATOMIC:

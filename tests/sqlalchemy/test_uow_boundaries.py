@@ -13,7 +13,7 @@ from tests.sqlalchemy.test_mapper import CounterMapper, counters, mapped, tallie
 
 import sqlalchemy as sa
 from tactical import DeserializationError, DomainEvent, EventBus, InMemoryUnitOfWork
-from tactical._transaction import Change
+from tactical._uow import Change
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, create_schema, outbox_table
 from tactical.testing._contract import Counter, Tag
 

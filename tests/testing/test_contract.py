@@ -8,7 +8,7 @@ from typing import Any, Self, TypeVar
 import pytest
 
 from tactical import AggregateRoot, EventBus, InMemoryStore, InMemoryUnitOfWork, Repository
-from tactical._transaction import TransactionalUnitOfWork
+from tactical._uow import TransactionalUnitOfWork
 from tactical.testing import UnitOfWorkContract, UnitOfWorkFactory
 
 A = TypeVar("A", bound=AggregateRoot[Any])

@@ -135,6 +135,7 @@ class RabbitMQPublisher:
             link.close()
 
     def __enter__(self) -> Self:
+        """Return the publisher itself; the connection opens on the first :meth:`publish`."""
         return self
 
     def __exit__(
@@ -143,6 +144,7 @@ class RabbitMQPublisher:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        """Close the connection, as :meth:`close` does."""
         self.close()
 
 

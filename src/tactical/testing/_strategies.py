@@ -40,6 +40,13 @@ def value_objects(cls: type[V], /, **fields: st.SearchStrategy[Any]) -> st.Searc
     check failure: pass a strategy for the constrained field, e.g.
     ``value_objects(Money, currency=st.sampled_from(["EUR", "USD"]))``.
 
+    Args:
+        cls: The :class:`~tactical.ValueObject` subclass to build.
+        fields: Strategies for some of its fields, by name.
+
+    Returns:
+        A strategy of valid ``cls`` instances.
+
     Raises:
         TypeError: ``cls`` is not a value object class, or ``fields`` names a non-field.
 
@@ -73,8 +80,16 @@ def aggregates(
     a status or ``version``, that only commands should change). Arguments the factory
     refuses with ``ValueError`` (any :class:`~tactical.DomainError`) are rejected.
 
+    Args:
+        factory: The aggregate class, or a callable that creates an aggregate.
+        arguments: Strategies for some of its parameters, by name.
+
+    Returns:
+        A strategy of what ``factory`` returns.
+
     Raises:
-        TypeError: ``arguments`` names a parameter the factory does not have.
+        TypeError: ``arguments`` names a parameter the factory does not have, or a required
+            parameter has no annotation and no strategy in ``arguments``.
 
     .. versionadded:: 0.1.0
     """
@@ -124,6 +139,12 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
     Given a class (``strategy_for(Money)``, ``strategy_for(list[Money])``), type checkers
     see a strategy of that type; other annotations (``Money | None``, ``Literal[...]``)
     give a strategy of ``Any``.
+
+    Args:
+        annotation: A type or type annotation, as written on a field.
+
+    Returns:
+        A strategy of values of ``annotation``.
 
     .. versionadded:: 0.1.0
     """
