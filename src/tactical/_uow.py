@@ -233,7 +233,8 @@ class TransactionalUnitOfWork(ABC):
         self._check_open("add an aggregate")
         if not isinstance(aggregate, aggregate_type):
             raise TypeError(
-                f"Repository[{aggregate_type.__qualname__}].add() got {type(aggregate).__qualname__}"
+                f"Repository[{aggregate_type.__qualname__}].add() takes a "
+                f"{aggregate_type.__qualname__}, got a {type(aggregate).__qualname__}"
             )
         _check_id(aggregate_type, aggregate.id)
         key = (aggregate_type, aggregate.id)
