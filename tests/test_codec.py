@@ -1,332 +1,52 @@
-"""JsonCodec: round-trips, type names, schema versions and upcasters, and every error path."""
+"""JsonCodec: round-trips, type names, schema versions and upcasters."""
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import gc
 import json
-import math
-from dataclasses import field
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Annotated, Any, Literal, NewType, Optional, TypeVar, Union
 from uuid import UUID
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.codec_model import (
+    AddressChanged,
+    AuditedArchive,
+    Claim,
+    Currency,
+    Derived,
+    Everything,
+    Keyed,
+    Money,
+    Node,
+    NumberedShelf,
+    Period,
+    Policy,
+    PremiumChanged,
+    Shelf,
+    Unregistered,
+    claims,
+    everything,
+    exact,
+    is_plain_json,
+    money,
+    policies,
+    premium_changes,
+    sample_everything,
+    through_json,
+    trees,
+)
 
 from tactical import (
-    AggregateRoot,
     DeserializationError,
     DomainEvent,
-    Entity,
     EventRecord,
-    InvariantViolation,
     JsonCodec,
     UnknownTypeError,
-    ValueObject,
 )
-
-# -- the model under test ----------------------------------------------------------------------
-
-UserId = NewType("UserId", int)
-K = TypeVar("K")
-
-
-class Currency(enum.Enum):
-    USD = "USD"
-    EUR = "EUR"
-
-
-class Priority(enum.Enum):
-    LOW = 1
-    HIGH = 2
-
-
-class Money(ValueObject):
-    amount: Decimal
-    currency: Currency
-
-
-class Period(ValueObject):
-    start: date
-    end: date
-
-    def validate(self) -> None:
-        if self.end < self.start:
-            raise InvariantViolation(f"Period end {self.end} is before start {self.start}")
-
-
-class Claim(Entity[UUID]):
-    amount: Money
-    filed_at: datetime
-    note: str | None = None
-
-
-class Policy(AggregateRoot[UUID]):
-    holder: str
-    premium: Money
-    period: Period
-    claims: list[Claim] = field(default_factory=list[Claim])
-    limits: tuple[Money, ...] = ()
-    tags: frozenset[str] = frozenset()
-    excess: Money | None = None
-
-
-class Everything(ValueObject):
-    """One field of every annotation the codec supports."""
-
-    flag: bool
-    count: int
-    ratio: float
-    text: str
-    amount: Decimal
-    ref: UUID
-    day: date
-    at: datetime
-    currency: Currency
-    priority: Priority
-    user: UserId
-    grams: Annotated[int, "weight in grams"]
-    kind: Literal["a", "b", 3]
-    pair: tuple[int, str]
-    many: tuple[Money, ...]
-    members: frozenset[int]
-    unique: set[str]
-    periods: list[Period]
-    by_name: dict[str, int]
-    by_currency: dict[Currency, Decimal]
-    by_priority: dict[Priority, str]
-    by_number: dict[int, str]
-    by_day: dict[date, int]
-    by_time: dict[datetime, str]
-    by_ref: dict[UUID, bool]
-    by_amount: dict[Decimal, str]
-    nested: dict[str, list[Money]]
-    maybe: Money | None
-    optional: Optional[int]  # noqa: UP045  (typing.Union spelling is decoded too)
-    either: Union[str, None]  # noqa: UP007
-    anything: Any
-    nothing: None
-    bare_list: list  # type: ignore[type-arg]
-    bare_tuple: tuple  # type: ignore[type-arg]
-    bare_dict: dict  # type: ignore[type-arg]
-
-
-class Node(ValueObject):
-    """A recursive value: a tree."""
-
-    label: str
-    children: tuple[Node, ...] = ()
-
-
-class Keyed(AggregateRoot[K]):
-    """A generic aggregate base whose fields use the id's type parameter."""
-
-    parent: K | None = None
-    related: list[K] = field(default_factory=list)  # type: ignore[arg-type]
-
-
-class Shelf(Keyed[int]):
-    label: str = ""
-
-
-class NumberedShelf(Keyed[Annotated[int, "shelf number"]]):
-    """The type argument carries Annotated metadata, which the codec looks through."""
-
-
-class Audited(AggregateRoot[str]):
-    auditor: str = ""
-
-
-class Archived(AggregateRoot[str]):
-    archive: str = ""
-
-
-class AuditedArchive(Audited, Archived):
-    """Reachable from two aggregate bases: discovery must still find it (once)."""
-
-
-class Derived(ValueObject):
-    base: int
-    doubled: int = field(init=False, default=0)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "doubled", self.base * 2)
-
-
-class PremiumChanged(DomainEvent):
-    policy_id: UUID
-    amount: Decimal
-    effective: date
-    currency: Currency
-    reasons: tuple[str, ...]
-    limit: Money | None = None
-
-
-class AddressChanged(DomainEvent):
-    """Schema v3: v1 had ``street`` only, v2 added ``city``, v3 renamed ``street`` to ``line1``."""
-
-    line1: str
-    city: str
-
-
-class Unregistered(DomainEvent):
-    detail: str
-
-
-class Weird(ValueObject):
-    payload: bytes
-
-
-class TwoWay(ValueObject):
-    value: int | str
-
-
-class BoolKeys(ValueObject):
-    flags: dict[bool, int]
-
-
-class TupleKeys(ValueObject):
-    grid: dict[tuple[int, int], int]
-
-
-# -- strategies ---------------------------------------------------------------------------------
-
-# Any whole-second offset (real time zones have no finer ones; Python 3.11's fromisoformat
-# drops the microseconds of an offset such as +00:00:00.000001).
-offsets = st.integers(-86399, 86399).map(lambda s: timezone(timedelta(seconds=s)))
-aware_datetimes = st.datetimes(timezones=offsets | st.just(UTC))
-decimals = st.decimals()  # every Decimal, including NaN, sNaN, infinities and -0
-finite_floats = st.floats(allow_nan=False, allow_infinity=False)
-money = st.builds(Money, decimals, st.sampled_from(Currency))
-periods = st.tuples(st.dates(), st.dates()).map(sorted).map(lambda p: Period(p[0], p[1]))
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | finite_floats | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-    max_leaves=4,
-)
-claims = st.builds(
-    Claim,
-    id=st.uuids(),
-    amount=money,
-    filed_at=aware_datetimes,
-    note=st.none() | st.text(),
-)
-policies = st.builds(
-    Policy,
-    id=st.uuids(),
-    holder=st.text(),
-    premium=money,
-    period=periods,
-    claims=st.lists(claims, max_size=3),
-    limits=st.lists(money, max_size=3).map(tuple),
-    tags=st.frozensets(st.text(), max_size=4),
-    excess=st.none() | money,
-    version=st.integers(0, 10**6),
-)
-everything = st.builds(
-    Everything,
-    flag=st.booleans(),
-    count=st.integers(),
-    ratio=finite_floats,
-    text=st.text(),
-    amount=decimals,
-    ref=st.uuids(),
-    day=st.dates(),
-    at=aware_datetimes,
-    currency=st.sampled_from(Currency),
-    priority=st.sampled_from(Priority),
-    user=st.integers().map(UserId),
-    grams=st.integers(),
-    kind=st.sampled_from(["a", "b", 3]),
-    pair=st.tuples(st.integers(), st.text()),
-    many=st.lists(money, max_size=2).map(tuple),
-    members=st.frozensets(st.integers(), max_size=3),
-    unique=st.sets(st.text(), max_size=3),
-    periods=st.lists(periods, max_size=2),
-    by_name=st.dictionaries(st.text(), st.integers(), max_size=2),
-    by_currency=st.dictionaries(st.sampled_from(Currency), decimals, max_size=2),
-    by_priority=st.dictionaries(st.sampled_from(Priority), st.text(), max_size=2),
-    by_number=st.dictionaries(st.integers(), st.text(), max_size=2),
-    by_day=st.dictionaries(st.dates(), st.integers(), max_size=2),
-    by_time=st.dictionaries(aware_datetimes, st.text(), max_size=2),
-    by_ref=st.dictionaries(st.uuids(), st.booleans(), max_size=2),
-    by_amount=st.dictionaries(st.decimals(allow_nan=False), st.text(), max_size=2),
-    nested=st.dictionaries(st.text(), st.lists(money, max_size=2), max_size=2),
-    maybe=st.none() | money,
-    optional=st.none() | st.integers(),
-    either=st.none() | st.text(),
-    anything=json_values,
-    nothing=st.none(),
-    bare_list=st.lists(json_values, max_size=2),
-    bare_tuple=st.lists(json_values, max_size=2).map(tuple),
-    bare_dict=st.dictionaries(st.text(), json_values, max_size=2),
-)
-trees = st.recursive(
-    st.builds(Node, st.text(max_size=3)),
-    lambda inner: st.builds(Node, st.text(max_size=3), st.lists(inner, max_size=3).map(tuple)),
-    max_leaves=10,
-)
-premium_changes = st.builds(
-    PremiumChanged,
-    policy_id=st.uuids(),
-    amount=decimals,
-    effective=st.dates(),
-    currency=st.sampled_from(Currency),
-    reasons=st.lists(st.text(), max_size=3).map(tuple),
-    limit=st.none() | money,
-    event_id=st.uuids(),
-    occurred_at=aware_datetimes,
-)
-
-
-def exact(value: object) -> object:
-    """A picture of ``value`` that tells apart what == would not.
-
-    Entities compare by id alone, Decimal('1.0') == Decimal('1.00') and equal instants in
-    different offsets are equal: none of that may hide a lossy round-trip.
-    """
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (
-            type(value),
-            tuple(exact(getattr(value, f.name)) for f in dataclasses.fields(value)),
-        )
-    if isinstance(value, Decimal):
-        return ("Decimal", str(value))
-    if isinstance(value, datetime):
-        return ("datetime", value.isoformat())
-    if isinstance(value, float):
-        return ("float", math.copysign(1.0, value), value)
-    if isinstance(value, list | tuple):
-        return (type(value), tuple(exact(item) for item in value))
-    if isinstance(value, set | frozenset):
-        return (type(value), frozenset(exact(item) for item in value))
-    if isinstance(value, dict):
-        return (dict, frozenset((exact(k), exact(v)) for k, v in value.items()))
-    return (type(value), value)
-
-
-def is_plain_json(value: object) -> bool:
-    """True when ``value`` is made only of what json.loads returns."""
-    if isinstance(value, dict):
-        return all(type(k) is str and is_plain_json(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(is_plain_json(item) for item in value)
-    return value is None or type(value) in (bool, int, float, str)
-
-
-def through_json(codec: JsonCodec, obj: object) -> object:
-    """Encode, check it is plain strict JSON, and decode from the JSON text."""
-    encoded = codec.encode(obj)
-    assert is_plain_json(encoded)
-    text = json.dumps(encoded, allow_nan=False)
-    assert json.loads(text) == encoded
-    assert codec.dumps(obj) == json.dumps(encoded, separators=(",", ":"), ensure_ascii=False)
-    return codec.loads(type(obj), text)
 
 
 class TestRoundTrip:
@@ -372,7 +92,7 @@ class TestRoundTrip:
         """An event's record rebuilds the same event: id, time, Decimal without float rounding."""
         codec = JsonCodec()
         record = codec.event_to_record(event)
-        assert record == EventRecord("tests.test_codec.PremiumChanged", 1, codec.encode(event))
+        assert record == EventRecord("tests.codec_model.PremiumChanged", 1, codec.encode(event))
         payload = json.loads(json.dumps(record.payload, allow_nan=False))
         assert type(payload["amount"]) is str
         rebuilt = codec.event_from_record(record.type_name, record.schema_version, payload)
@@ -446,74 +166,37 @@ class TestRoundTrip:
 
     def test_integral_numbers_are_accepted_for_floats(self) -> None:
         """A float field accepts a JSON integer (JSON has one number type) and makes it a float."""
-        value = JsonCodec().decode(Everything, {**JsonCodec().encode(_sample()), "ratio": 2})
+        value = JsonCodec().decode(
+            Everything, {**JsonCodec().encode(sample_everything()), "ratio": 2}
+        )
         assert value.ratio == 2.0
         assert type(value.ratio) is float
 
     def test_output_is_json_never_pickle(self) -> None:
-        """Encoded output is JSON text; the codec module never references pickle or marshal."""
-        import tactical._codec as codec_module
+        """Encoded output is JSON text; the codec modules never reference pickle or marshal."""
+        import tactical._codec
+        import tactical._codec_plans
+        import tactical._codec_values
 
-        text = JsonCodec().dumps(_sample())
+        text = JsonCodec().dumps(sample_everything())
         assert isinstance(json.loads(text), dict)
-        assert not {"pickle", "marshal", "shelve"} & set(vars(codec_module))
-
-
-def _sample() -> Everything:
-    moment = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
-    cash = Money(Decimal("1.50"), Currency.USD)
-    return Everything(
-        flag=True,
-        count=1,
-        ratio=0.5,
-        text="t",
-        amount=Decimal("2.25"),
-        ref=UUID(int=7),
-        day=date(2024, 1, 2),
-        at=moment,
-        currency=Currency.EUR,
-        priority=Priority.HIGH,
-        user=UserId(3),
-        grams=10,
-        kind=3,
-        pair=(1, "one"),
-        many=(cash,),
-        members=frozenset({1, 2}),
-        unique={"u"},
-        periods=[Period(date(2024, 1, 1), date(2024, 1, 2))],
-        by_name={"n": 1},
-        by_currency={Currency.USD: Decimal("0.01")},
-        by_priority={Priority.LOW: "low"},
-        by_number={-4: "minus four"},
-        by_day={date(2024, 1, 1): 1},
-        by_time={moment: "then"},
-        by_ref={UUID(int=9): True},
-        by_amount={Decimal("9.99"): "price"},
-        nested={"k": [cash]},
-        maybe=cash,
-        optional=None,
-        either="e",
-        anything={"a": [1, None]},
-        nothing=None,
-        bare_list=[1, "x"],
-        bare_tuple=(1, "x"),
-        bare_dict={"d": 1},
-    )
+        for module in (tactical._codec, tactical._codec_plans, tactical._codec_values):
+            assert not {"pickle", "marshal", "shelve"} & set(vars(module)), module.__name__
 
 
 class TestTypeNames:
     def test_default_name_is_module_and_qualified_name(self) -> None:
         """Unregistered classes are stored under module.QualifiedName at schema version 1."""
         codec = JsonCodec()
-        assert codec.type_name(PremiumChanged) == "tests.test_codec.PremiumChanged"
+        assert codec.type_name(PremiumChanged) == "tests.codec_model.PremiumChanged"
         assert codec.schema_version(PremiumChanged) == 1
-        assert codec.resolve("tests.test_codec.PremiumChanged") is PremiumChanged
-        assert codec.resolve("tests.test_codec.Policy") is Policy
+        assert codec.resolve("tests.codec_model.PremiumChanged") is PremiumChanged
+        assert codec.resolve("tests.codec_model.Policy") is Policy
 
     def test_an_aggregate_with_two_aggregate_bases_is_found_by_default_name(self) -> None:
         """Discovery walks a class hierarchy with diamonds and still finds the class."""
         codec = JsonCodec()
-        assert codec.resolve("tests.test_codec.AuditedArchive") is AuditedArchive
+        assert codec.resolve("tests.codec_model.AuditedArchive") is AuditedArchive
         loaded = codec.aggregate_from_state(
             AuditedArchive,
             codec.aggregate_to_state(AuditedArchive("a", auditor="x", archive="y")),
@@ -535,10 +218,12 @@ class TestTypeNames:
         """After registering a stable name, the default name resolves only if given as alias."""
         codec = JsonCodec()
         codec.register(Unregistered, name="audit.Noted")
-        with pytest.raises(UnknownTypeError, match=r"tests.test_codec.Unregistered"):
-            codec.resolve("tests.test_codec.Unregistered")
-        codec.register(Unregistered, name="audit.Noted", aliases=("tests.test_codec.Unregistered",))
-        assert codec.resolve("tests.test_codec.Unregistered") is Unregistered
+        with pytest.raises(UnknownTypeError, match=r"tests.codec_model.Unregistered"):
+            codec.resolve("tests.codec_model.Unregistered")
+        codec.register(
+            Unregistered, name="audit.Noted", aliases=("tests.codec_model.Unregistered",)
+        )
+        assert codec.resolve("tests.codec_model.Unregistered") is Unregistered
 
     def test_aliases_read_old_data_as_the_class(self) -> None:
         """Data stored under an alias is read as the registered class, written under the name."""
@@ -554,7 +239,7 @@ class TestTypeNames:
         """A name registered on one codec is unknown to another."""
         one, other = JsonCodec(), JsonCodec()
         one.register(Unregistered, name="audit.Noted")
-        assert other.type_name(Unregistered) == "tests.test_codec.Unregistered"
+        assert other.type_name(Unregistered) == "tests.codec_model.Unregistered"
         with pytest.raises(UnknownTypeError):
             other.resolve("audit.Noted")
 
@@ -565,8 +250,8 @@ class TestTypeNames:
         for name, aliases in (("shared.Name", ()), ("fresh.Name", ("shared.Old",))):
             with pytest.raises(ValueError, match="already registered") as refused:
                 codec.register(PremiumChanged, name=name, aliases=aliases)
-            assert "tests.test_codec.Unregistered" in str(refused.value)
-            assert "tests.test_codec.PremiumChanged" in str(refused.value)
+            assert "tests.codec_model.Unregistered" in str(refused.value)
+            assert "tests.codec_model.PremiumChanged" in str(refused.value)
         assert codec.resolve("shared.Name") is Unregistered
         with pytest.raises(UnknownTypeError):  # the refused registration left nothing behind
             codec.resolve("fresh.Name")
@@ -574,9 +259,9 @@ class TestTypeNames:
     def test_a_name_found_by_discovery_is_taken(self) -> None:
         """Once a default name has resolved to a class, another class cannot register it."""
         codec = JsonCodec()
-        assert codec.resolve("tests.test_codec.Unregistered") is Unregistered
+        assert codec.resolve("tests.codec_model.Unregistered") is Unregistered
         with pytest.raises(ValueError, match="already registered"):
-            codec.register(PremiumChanged, name="tests.test_codec.Unregistered")
+            codec.register(PremiumChanged, name="tests.codec_model.Unregistered")
 
     def test_registering_the_same_class_again_updates_it(self) -> None:
         """Re-registering a class with its own name changes its version without complaint."""
@@ -691,296 +376,3 @@ class TestUpcasters:
             DeserializationError, match=r"AddressChanged \(outbox 1\): line1: missing"
         ):
             codec.event_from_record("shop.AddressChanged", 1, payload, context="outbox 1")
-
-
-class TestErrors:
-    def test_unknown_type_name(self) -> None:
-        """An unknown type name raises UnknownTypeError, a DeserializationError and LookupError."""
-        with pytest.raises(UnknownTypeError, match=r"'nowhere.Gone'") as raised:
-            JsonCodec().event_from_record("nowhere.Gone", 1, {})
-        assert isinstance(raised.value, DeserializationError)
-        assert isinstance(raised.value, LookupError)
-
-    def test_unknown_type_name_names_the_row(self) -> None:
-        """The unknown-type error of a stored event says which row it came from."""
-        with pytest.raises(UnknownTypeError, match=r"'nowhere.Gone'.* \(outbox position 7\)$"):
-            JsonCodec().event_from_record("nowhere.Gone", 1, {}, context="outbox position 7")
-
-    def test_value_objects_are_not_discovered_by_name(self) -> None:
-        """Only events and aggregates are found by default name; a value object needs register()."""
-        codec = JsonCodec()
-        with pytest.raises(UnknownTypeError):
-            codec.resolve("tests.test_codec.Money")
-        codec.register(Money)
-        assert codec.resolve("tests.test_codec.Money") is Money
-
-    @pytest.mark.parametrize("payload", [[], "x", None, 3])
-    def test_event_payload_must_be_an_object(self, payload: object) -> None:
-        """An event payload that is not a JSON object is refused with the context."""
-        with pytest.raises(
-            DeserializationError, match=r"PremiumChanged payload is not a JSON object \(outbox 3\)"
-        ):
-            JsonCodec().event_from_record(
-                "tests.test_codec.PremiumChanged", 1, payload, context="outbox 3"
-            )
-
-    @pytest.mark.parametrize("state", [[], "x", None])
-    def test_aggregate_state_must_be_an_object(self, state: object) -> None:
-        """Aggregate state that is not a JSON object names the class and the context."""
-        with pytest.raises(
-            DeserializationError,
-            match=r"Policy state is not a JSON object \(tactical_aggregates Policy 1\)",
-        ):
-            JsonCodec().aggregate_from_state(
-                Policy, state, version=1, context="tactical_aggregates Policy 1"
-            )
-        with pytest.raises(DeserializationError, match=r"^Policy state is not a JSON object$"):
-            JsonCodec().aggregate_from_state(Policy, state, version=1)
-
-    def test_malformed_rows_name_context_type_and_field_path(self) -> None:
-        """A wrong value deep inside names the context, the class and the path to the field."""
-        codec = JsonCodec()
-        state = codec.aggregate_to_state(
-            Policy(
-                UUID(int=1),
-                "ada",
-                Money(Decimal(1), Currency.USD),
-                Period(date(2024, 1, 1), date(2024, 2, 1)),
-                [Claim(UUID(int=2), Money(Decimal(2), Currency.USD), datetime.now(UTC))],
-            )
-        )
-        state["claims"][0]["amount"]["currency"] = "XXX"
-        with pytest.raises(DeserializationError) as raised:
-            codec.aggregate_from_state(Policy, state, version=1, context="table t, id 1")
-        assert str(raised.value) == (
-            "cannot read Policy (table t, id 1): claims[0].amount.currency: "
-            "'XXX' is not a Currency value"
-        )
-
-    @pytest.mark.parametrize(
-        ("change", "message"),
-        [
-            ({"flag": 1}, "flag: expected a boolean, got 1"),
-            ({"count": True}, "count: expected an integer, got True"),
-            ({"count": 1.0}, "count: expected an integer, got 1.0"),
-            ({"ratio": "1.5"}, "ratio: expected a number, got '1.5'"),
-            ({"ratio": True}, "ratio: expected a number, got True"),
-            ({"text": None}, "text: expected a string, got None"),
-            ({"amount": 1.5}, "amount: expected decimal as a string, got 1.5"),
-            ({"amount": "one"}, "amount: invalid decimal 'one'"),
-            ({"ref": "not-a-uuid"}, "ref: invalid UUID 'not-a-uuid'"),
-            ({"day": "2024-02-30"}, "day: invalid date '2024-02-30'"),
-            ({"at": 1700000000}, "at: expected datetime as a string, got 1700000000"),
-            ({"at": "yesterday"}, "at: invalid datetime 'yesterday'"),
-            ({"currency": "GBP"}, "currency: 'GBP' is not a Currency value"),
-            ({"priority": "1"}, "priority: '1' is not a Priority value"),
-            ({"kind": "c"}, "kind: 'c' is not one of"),
-            ({"kind": True}, "kind: True is not one of"),
-            ({"kind": 3.0}, "kind: 3.0 is not one of"),
-            ({"pair": [1]}, "pair: expected 2 items, got 1"),
-            ({"pair": [1, 2]}, "pair[1]: expected a string, got 2"),
-            ({"pair": {"0": 1}}, "pair: expected array, got {'0': 1}"),
-            (
-                {"many": [{"amount": "1", "currency": "EUR"}, {"amount": "x", "currency": "EUR"}]},
-                "many[1].amount: invalid decimal 'x'",
-            ),
-            ({"members": ["1"]}, "members[0]: expected an integer, got '1'"),
-            (
-                {"periods": [{"start": "2024-01-02", "end": "2024-01-01"}]},
-                "periods[0]: Period refused the stored values: Period end 2024-01-01 is before start 2024-01-02",
-            ),
-            ({"periods": [{"start": "2024-01-02"}]}, "periods[0].end: missing"),
-            (
-                {"periods": [{"start": "2024-01-01", "end": "2024-01-02", "extra": 1}]},
-                "periods[0]: unexpected field(s) extra",
-            ),
-            ({"periods": ["2024"]}, "periods[0]: expected a JSON object for Period, got '2024'"),
-            ({"by_name": []}, "by_name: expected object, got []"),
-            ({"by_name": {"a": "x"}}, "by_name['a']: expected an integer, got 'x'"),
-            ({"by_number": {"one": "x"}}, "by_number: invalid integer key 'one'"),
-            ({"by_number": {"01": "x"}}, "by_number: invalid integer key '01'"),
-            ({"by_number": {"1_0": "x"}}, "by_number: invalid integer key '1_0'"),
-            ({"by_priority": {"3": "x"}}, "by_priority: 3 is not a Priority value"),
-            ({"by_day": {"day one": 1}}, "by_day: invalid date 'day one'"),
-            ({"nested": {"k": [{"amount": "1"}]}}, "nested['k'][0].currency: missing"),
-            (
-                {"maybe": {"amount": "1", "currency": 1}},
-                "maybe.currency: 1 is not a Currency value",
-            ),
-            ({"optional": "1"}, "optional: expected an integer, got '1'"),
-            ({"nothing": 0}, "nothing: expected null, got 0"),
-            ({"unexpected": 1, "other": 2}, "unexpected field(s) other, unexpected"),
-        ],
-    )
-    def test_wrong_json_types_are_reported_with_the_field_path(
-        self, change: dict[str, Any], message: str
-    ) -> None:
-        """Each malformed field raises DeserializationError naming the type, path and value."""
-        codec = JsonCodec()
-        data = {**codec.encode(_sample()), **change}
-        with pytest.raises(DeserializationError) as raised:
-            codec.decode(Everything, data, context="fixture")
-        assert str(raised.value).startswith(f"cannot read Everything (fixture): {message}")
-
-    def test_long_values_are_shortened_in_messages(self) -> None:
-        """A huge offending value is cut in the message rather than dumped whole."""
-        codec = JsonCodec()
-        with pytest.raises(DeserializationError) as raised:
-            codec.decode(Money, {"amount": "1", "currency": "x" * 500})
-        assert len(str(raised.value)) < 200
-        assert "xxx... is not a Currency value" in str(raised.value)
-
-    def test_missing_fields_without_default_are_named(self) -> None:
-        """A missing field that has no default is an error naming it."""
-        codec = JsonCodec()
-        with pytest.raises(DeserializationError, match=r"cannot read Money: currency: missing"):
-            codec.decode(Money, {"amount": "1"})
-
-    def test_state_written_before_a_defaulted_field_existed_reads_with_the_default(
-        self,
-    ) -> None:
-        """Aggregates and values may gain fields with defaults without migrating documents."""
-        codec = JsonCodec()
-        assert codec.decode(Node, {"label": "leaf"}) == Node("leaf")
-        state = codec.aggregate_to_state(Shelf(7, 3, [4], label="top"))
-        del state["label"], state["related"]
-        shelf = codec.aggregate_from_state(Shelf, state, version=2)
-        assert (shelf.id, shelf.parent, shelf.related, shelf.label) == (7, 3, [], "")
-
-    def test_events_missing_a_field_are_refused_even_with_a_default(self) -> None:
-        """A stored event's event_id must never be replaced by a fresh default."""
-        codec = JsonCodec()
-        payload = codec.encode(Unregistered("x"))
-        del payload["event_id"]
-        with pytest.raises(DeserializationError, match="event_id: missing"):
-            codec.event_from_record("tests.test_codec.Unregistered", 1, payload)
-
-    def test_top_level_must_be_an_object(self) -> None:
-        """Decoding something other than a JSON object names the expected class."""
-        with pytest.raises(
-            DeserializationError,
-            match=r"cannot read Money: expected a JSON object for Money, got \[\]",
-        ):
-            JsonCodec().decode(Money, [])
-
-    def test_invalid_json_text_is_a_deserialization_error(self) -> None:
-        """loads() turns invalid JSON (or invalid UTF-8) into DeserializationError."""
-        with pytest.raises(DeserializationError, match="invalid JSON for Money"):
-            JsonCodec().loads(Money, "{not json")
-        with pytest.raises(DeserializationError, match="invalid JSON for Money"):
-            JsonCodec().loads(Money, b"\xff\xfe{")
-
-    def test_naive_occurred_at_is_refused_on_read(self) -> None:
-        """A stored event with a naive occurred_at is refused, naming the class and the field."""
-        codec = JsonCodec()
-        payload = codec.encode(Unregistered("x"))
-        payload["occurred_at"] = "2024-01-01T00:00:00"
-        with pytest.raises(
-            DeserializationError,
-            match=r"Unregistered \(outbox 5\).*occurred_at must be timezone-aware",
-        ):
-            codec.event_from_record("tests.test_codec.Unregistered", 1, payload, context="outbox 5")
-
-    def test_validation_failures_on_read_are_deserialization_errors(self) -> None:
-        """Stored values that break a value object's invariant cannot be loaded."""
-        with pytest.raises(DeserializationError, match="Period refused the stored values"):
-            JsonCodec().decode(Period, {"start": "2024-01-02", "end": "2024-01-01"})
-
-    def test_subclass_instances_are_refused_on_write(self) -> None:
-        """A field holding a subclass of its declared type cannot be stored (no polymorphism)."""
-
-        class SpecialMoney(Money):
-            pass
-
-        value = Everything(
-            **{**vars_of(_sample()), "maybe": SpecialMoney(Decimal(1), Currency.USD)}
-        )
-        with pytest.raises(
-            TypeError,
-            match=r"^cannot store Everything: maybe: expected exactly Money, got .*SpecialMoney",
-        ):
-            JsonCodec().encode(value)
-
-    @pytest.mark.parametrize(
-        ("anything", "pattern"),
-        [
-            (Decimal("1.5"), r"anything: expected a JSON value .*, got Decimal Decimal\('1\.5'\)"),
-            ({"a": [1, UUID(int=7)]}, r"anything: expected a JSON value .*, got UUID"),
-            ((1, 2), r"anything: expected a JSON value .*, got tuple \(1, 2\)"),
-            ({1: "one"}, r"anything: expected a JSON value, got int 1 as a key"),
-        ],
-    )
-    def test_an_any_field_refuses_what_json_cannot_hold(
-        self, anything: object, pattern: str
-    ) -> None:
-        """An `Any` field holding a non-JSON value is refused on write, naming field and value."""
-        value = dataclasses.replace(_sample(), anything=anything)
-        with pytest.raises(TypeError, match=f"^cannot store Everything: {pattern}"):
-            JsonCodec().encode(value)
-        with pytest.raises(TypeError, match=r"^cannot store Everything: anything"):
-            JsonCodec().dumps(value)
-
-    def test_an_any_field_refuses_non_finite_floats(self) -> None:
-        """NaN inside an `Any` field is refused as it is in a float field."""
-        value = dataclasses.replace(_sample(), anything=[math.nan])
-        with pytest.raises(
-            ValueError, match=r"^cannot store Everything: anything: .*non-finite float nan"
-        ):
-            JsonCodec().encode(value)
-
-    def test_a_bad_value_deep_inside_names_each_enclosing_field(self) -> None:
-        """The error of a nested value names the path of classes and fields down to it."""
-
-        class SpecialMoney(Money):
-            pass
-
-        period = Period(date(2024, 1, 1), date(2024, 2, 1))
-        object.__setattr__(period, "start", SpecialMoney(Decimal(1), Currency.USD))
-        value = dataclasses.replace(_sample(), periods=[period])
-        with pytest.raises(TypeError, match=r"^cannot store Everything: periods\[0\]\.start: "):
-            JsonCodec().encode(value)
-
-    def test_unsupported_annotations_are_named(self) -> None:
-        """A class with an unsupported field type cannot be serialized; the field is named."""
-        for cls, pattern in (
-            (Weird, r"Weird\.payload: unsupported annotation <class 'bytes'>"),
-            (TwoWay, r"TwoWay\.value: only `X \| None` unions are supported"),
-            (BoolKeys, r"BoolKeys\.flags: unsupported dict key type <class 'bool'>"),
-            (TupleKeys, r"TupleKeys\.grid: unsupported dict key type"),
-        ):
-            with pytest.raises(TypeError, match=pattern):
-                JsonCodec().encode(cls.__new__(cls))
-
-    @pytest.mark.parametrize("ratio", [math.nan, math.inf, -math.inf])
-    def test_non_finite_floats_are_refused_on_write(self, ratio: float) -> None:
-        """NaN and infinities have no JSON form: writing one raises, naming the value."""
-        value = dataclasses.replace(_sample(), ratio=ratio)
-        with pytest.raises(ValueError, match=f"non-finite float {ratio!r}"):
-            JsonCodec().encode(value)
-        with pytest.raises(ValueError, match="non-finite"):
-            JsonCodec().dumps(value)
-
-    def test_non_dataclasses_are_refused(self) -> None:
-        """Only dataclass instances can be encoded or decoded."""
-        with pytest.raises(TypeError, match="str is not a dataclass"):
-            JsonCodec().encode("text")
-        with pytest.raises(TypeError, match="int is not a dataclass"):
-            JsonCodec().decode(int, {})
-
-    def test_unresolvable_annotations_are_reported(self) -> None:
-        """A class whose annotations name a local type asks to be defined at module level."""
-
-        class Local(ValueObject):
-            x: int
-
-        class UsesLocal(ValueObject):
-            inner: Local
-
-        with pytest.raises(
-            TypeError, match=r"cannot resolve the annotations of .*UsesLocal.*module level"
-        ):
-            JsonCodec().encode(UsesLocal(Local(1)))
-
-
-def vars_of(value: ValueObject) -> dict[str, Any]:
-    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}  # type: ignore[arg-type]

@@ -55,13 +55,13 @@ class TestValueObject:
         assert a == b
         assert hash(a) == hash(b)
 
-    def test_assignment_raises(self) -> None:
+    def test_attribute_assignment_is_refused(self) -> None:
         """A value object is immutable."""
         money = Money(Decimal(1), "USD")
         with pytest.raises(dataclasses.FrozenInstanceError):
             money.amount = Decimal(2)  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
 
-    def test_replace_validates(self) -> None:
+    def test_replace_validates_the_copy(self) -> None:
         """A copy made by replace() is validated like a new value."""
         with pytest.raises(InvariantViolation, match="-1"):
             Money(Decimal(1), "USD").replace(amount=Decimal(-1))

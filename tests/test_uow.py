@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from tactical import AggregateRoot, EventBus, InMemoryStore, InMemoryUnitOfWork
-from tactical._uow import structural_state
+from tactical._structural import structural_state
 from tactical.testing import UnitOfWorkContract, UnitOfWorkFactory
 from tactical.testing._contract import Counter, CounterTicked, Tag, Tally
 

@@ -12,11 +12,12 @@ from tactical._errors import (
     InvalidStateError,
     InvariantViolation,
 )
+from tactical._memory import InMemoryStore, InMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
 from tactical._repository import Repository
 from tactical._retry import retry_on_conflict
 from tactical._tracing import Trace, current_trace
-from tactical._uow import InMemoryStore, InMemoryUnitOfWork, UnitOfWork
+from tactical._uow import UnitOfWork
 
 __all__ = [
     "AggregateNotFound",

@@ -129,7 +129,11 @@ class EventBus:
         self._subscriptions.add(event_type, handler)
 
     def handlers_for(self, event_type: type[DomainEvent]) -> tuple[Callable[[Any], object], ...]:
-        """The handlers an event of ``event_type`` is delivered to, in delivery order."""
+        """The handlers an event of ``event_type`` is delivered to, in delivery order.
+
+        Returns:
+            The handlers subscribed to ``event_type`` or any of its base classes.
+        """
         return self._subscriptions.for_type(event_type)
 
     def publish(self, event: DomainEvent) -> None:
@@ -142,7 +146,12 @@ class EventBus:
         self.publish_all((event,))
 
     def publish_all(self, events: Iterable[DomainEvent]) -> None:
-        """Deliver ``events`` in order, as :meth:`publish` does for one."""
+        """Deliver ``events`` in order, as :meth:`publish` does for one.
+
+        Raises:
+            EventHandlerError: A handler raised (raised by the outermost publish only, after
+                every queued event was delivered).
+        """
         dispatch = self._dispatch
         # Each event's trace is fixed now, in the publisher's context (a handler's, or the
         # unit of work's that knows how its events were recorded), not when it is dispatched.

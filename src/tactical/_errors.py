@@ -83,7 +83,17 @@ class ConcurrencyError(Exception):
         expected_version: int,
         actual_version: int | None,
     ) -> ConcurrencyError:
-        """Build the error for a stale write, with a message naming type, id and versions."""
+        """Build the error for a stale write, with a message naming type, id and versions.
+
+        Args:
+            aggregate_type: The class of the aggregate written.
+            aggregate_id: Its id.
+            expected_version: The version the writer loaded.
+            actual_version: The version in the store; None if the aggregate was removed.
+
+        Returns:
+            The error, with its attributes set.
+        """
         found = "it was removed" if actual_version is None else f"it is at version {actual_version}"
         return cls(
             f"{aggregate_type.__qualname__} {aggregate_id} was changed concurrently: "

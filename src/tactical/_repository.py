@@ -30,7 +30,13 @@ class Repository(Protocol[A, IdT_contra]):
     """
 
     def get(self, aggregate_id: IdT_contra, /) -> A | None:
-        """The aggregate with this id, or None if there is none (or it was removed)."""
+        """The aggregate with this id, or None if there is none (or it was removed).
+
+        Raises:
+            TypeError: ``aggregate_id`` is not of the aggregate's declared id type (a
+                ``str`` for a ``UUID`` id, say).
+            RuntimeError: The unit of work is not in a transaction.
+        """
         ...
 
     def require(self, aggregate_id: IdT_contra, /) -> A:
@@ -38,13 +44,33 @@ class Repository(Protocol[A, IdT_contra]):
 
         Raises:
             AggregateNotFound: There is none; the error names the type and the id.
+            TypeError: ``aggregate_id`` is not of the aggregate's declared id type.
+            RuntimeError: The unit of work is not in a transaction.
         """
         ...
 
     def add(self, aggregate: A, /) -> None:
-        """Store ``aggregate`` when the unit of work commits (a new one is inserted)."""
+        """Store ``aggregate`` when the unit of work commits (a new one is inserted).
+
+        An aggregate with a version above 0 (saved before, by an earlier unit of work) is
+        written back under a version check instead.
+
+        Raises:
+            TypeError: ``aggregate`` is not of this repository's type, or its id is not of
+                the declared id type.
+            ValueError: Another instance with this id is already in the unit of work, or
+                one with this id was removed in it (add that instance back instead).
+            RuntimeError: The unit of work is not in a transaction.
+        """
         ...
 
     def remove(self, aggregate: A, /) -> None:
-        """Delete ``aggregate`` when the unit of work commits (version-checked)."""
+        """Delete ``aggregate`` when the unit of work commits (version-checked).
+
+        Raises:
+            TypeError: ``aggregate`` is not of this repository's type, or its id is not of
+                the declared id type.
+            ValueError: The unit of work holds another instance for this id.
+            RuntimeError: The unit of work is not in a transaction.
+        """
         ...

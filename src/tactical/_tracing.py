@@ -35,8 +35,9 @@ _recorded: ContextVar[Mapping[UUID, Trace]] = ContextVar("tactical_recorded_trac
 def current_trace() -> Trace | None:
     """The trace that events recorded right now get: set while an event handler runs.
 
-    Inside a handler of event ``e`` it is ``Trace(e's correlation id, e.event_id)``; outside
-    any handler it is None.
+    Returns:
+        Inside a handler of event ``e``, ``Trace(e's correlation id, e.event_id)``; outside
+        any handler, None.
 
     .. versionadded:: 0.1.0
     """

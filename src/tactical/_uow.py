@@ -1,31 +1,30 @@
-"""Units of work: the UnitOfWork protocol, the shared transactional machinery, in memory."""
+"""Units of work: the UnitOfWork protocol and the machinery every tactical one shares.
+
+:class:`TransactionalUnitOfWork` handles the lifecycle, the identity map and change
+detection; storage-specific units of work (in memory, SQL) subclass it and implement its
+storage hooks.
+"""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import datetime as dt
-import enum
-import threading
 import types
 import typing
-import uuid
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, TypeVar, cast
 
 from tactical._bus import EventBus
-from tactical._codec import _substitute, _type_bindings  # pyright: ignore[reportPrivateUsage]
-from tactical._errors import AggregateNotFound, ConcurrencyError
+from tactical._errors import AggregateNotFound
+from tactical._generics import substitute, type_bindings
 from tactical._model import AggregateRoot, DomainEvent, Entity, recorded_in_order, recorded_trace
 from tactical._repository import Repository
+from tactical._structural import structural_state
 from tactical._tracing import recorded_traces
 
-__all__ = ["InMemoryStore", "InMemoryUnitOfWork", "UnitOfWork"]
+__all__ = ["Change", "TransactionalUnitOfWork", "UnitOfWork"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
 
@@ -41,25 +40,49 @@ class UnitOfWork(Protocol):
     .. versionadded:: 0.1.0
     """
 
-    def __enter__(self) -> Self: ...
+    def __enter__(self) -> Self:
+        """Begin a transaction and return the unit of work itself.
+
+        Raises:
+            RuntimeError: It is already in a transaction (its ``with`` block has not ended).
+        """
+        ...
 
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         traceback: TracebackType | None,
-    ) -> None: ...
+    ) -> None:
+        """End the transaction, rolling back whatever was not committed."""
+        ...
 
     def repository(self, aggregate_type: type[A]) -> Repository[A, Any]:
-        """The repository of ``aggregate_type`` in the current transaction."""
+        """The repository of ``aggregate_type`` in the current transaction.
+
+        Raises:
+            TypeError: ``aggregate_type`` is not an :class:`~tactical.AggregateRoot` subclass.
+            RuntimeError: Not inside a ``with`` block, or the transaction already committed.
+        """
         ...
 
     def commit(self) -> None:
-        """Save every change atomically, then publish the events."""
+        """Save every change atomically, then publish the events.
+
+        Raises:
+            ConcurrencyError: An aggregate was changed, added or removed by another unit of
+                work since it was loaded; nothing was stored.
+            EventHandlerError: The commit succeeded, but event handlers failed.
+            RuntimeError: Not in a transaction, or it already committed.
+        """
         ...
 
     def rollback(self) -> None:
-        """Discard every change made in this transaction so far."""
+        """Discard every change made in this transaction so far.
+
+        Raises:
+            RuntimeError: Not inside a ``with`` block.
+        """
         ...
 
 
@@ -91,71 +114,6 @@ class _Tracked:
 
 _DIRTY = object()
 
-# Immutable values (exactly these types, not subclasses): their picture is the value itself.
-# Checked first because copying them (below) was most of the cost of a snapshot.
-_ATOMIC: frozenset[type] = frozenset(
-    {
-        str,
-        int,
-        float,
-        bool,
-        type(None),
-        bytes,
-        Decimal,
-        uuid.UUID,
-        dt.date,
-        dt.datetime,
-        dt.time,
-        dt.timedelta,
-    }
-)
-
-
-_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
-
-
-def _dataclass_field_names(kind: type) -> tuple[str, ...] | None:
-    """The field names of dataclass ``kind`` (None for other types), looked up once per type."""
-    try:
-        return _FIELD_NAMES[kind]
-    except KeyError:
-        pass
-    names = (
-        tuple(f.name for f in dataclasses.fields(kind)) if dataclasses.is_dataclass(kind) else None
-    )
-    if len(_FIELD_NAMES) >= 4096:  # types made at run time: keep the cache bounded
-        _FIELD_NAMES.clear()
-    _FIELD_NAMES[kind] = names
-    return names
-
-
-def structural_state(value: object) -> object:
-    """A comparable, alias-free picture of ``value`` for change detection.
-
-    Unlike ``==`` it looks inside entities (whose equality is by id only): two aggregates
-    have equal structural states exactly when all their fields, recursively, are equal.
-    """
-    kind: type[object] = type(value)
-    if kind in _ATOMIC:
-        return value
-    names = _dataclass_field_names(kind)
-    if names is not None:
-        return (kind, tuple(structural_state(getattr(value, name)) for name in names))
-    if isinstance(value, list | tuple):
-        items = cast("Iterable[object]", value)
-        return (kind, tuple(structural_state(i) for i in items))
-    if isinstance(value, dict):
-        mapping = cast("dict[object, object]", value)
-        return (dict, tuple((k, structural_state(v)) for k, v in mapping.items()))
-    if isinstance(value, set | frozenset):
-        members = cast("Iterable[object]", value)
-        return (kind, frozenset(map(structural_state, members)))
-    if isinstance(value, str | int | float | enum.Enum) or value is None:
-        return value
-    # Other values (subclasses of the atomic types, user types) are compared by equality; a mutable
-    # one is copied so that later in-place changes still show up as a difference.
-    return copy.deepcopy(value)
-
 
 class TransactionalUnitOfWork(ABC):
     """The machinery every tactical unit of work shares; storage-specific parts are hooks.
@@ -175,6 +133,9 @@ class TransactionalUnitOfWork(ABC):
         if candidate is not None and not isinstance(candidate, EventBus):  # pyright: ignore[reportUnnecessaryIsInstance]
             # Found at the boundary: otherwise the first commit would store its changes and
             # only then fail to publish their events.
+            # Imported here: tactical._memory, which defines the store, imports this module.
+            from tactical._memory import InMemoryStore
+
             hint = " (pass it as store=...)" if isinstance(candidate, InMemoryStore) else ""
             raise TypeError(
                 f"{type(self).__name__}'s bus must be an EventBus or None, "
@@ -272,7 +233,8 @@ class TransactionalUnitOfWork(ABC):
         self._check_open("add an aggregate")
         if not isinstance(aggregate, aggregate_type):
             raise TypeError(
-                f"Repository[{aggregate_type.__qualname__}].add() got {type(aggregate).__qualname__}"
+                f"Repository[{aggregate_type.__qualname__}].add() takes a "
+                f"{aggregate_type.__qualname__}, got a {type(aggregate).__qualname__}"
             )
         _check_id(aggregate_type, aggregate.id)
         key = (aggregate_type, aggregate.id)
@@ -386,7 +348,10 @@ class TransactionalUnitOfWork(ABC):
         """Discard every change made in this transaction so far; the block stays usable.
 
         Aggregates obtained before are forgotten (load them again) and their pending events
-        are cleared: what they describe did not happen.
+        are cleared: what they describe did not happen. After :meth:`commit` it does nothing.
+
+        Raises:
+            RuntimeError: Not inside a ``with`` block.
         """
         if not self._active:
             raise RuntimeError(f"cannot rollback: {type(self).__name__} is not in a transaction")
@@ -453,7 +418,7 @@ def _declared_id_types(aggregate_type: type[AggregateRoot[Any]]) -> tuple[type, 
         annotation: Any = typing.get_type_hints(aggregate_type)["id"]
     except (NameError, KeyError):  # annotations naming local classes: use Entity's
         annotation = typing.get_type_hints(Entity)["id"]
-    annotation = _substitute(annotation, _type_bindings(aggregate_type))
+    annotation = substitute(annotation, type_bindings(aggregate_type))
     while True:
         if typing.get_origin(annotation) is typing.Annotated:
             annotation = typing.get_args(annotation)[0]
@@ -497,104 +462,3 @@ class _TrackingRepository(Repository[A, Any]):
 
     def __repr__(self) -> str:
         return f"<Repository[{self._type.__qualname__}] of {self._uow!r}>"
-
-
-class InMemoryStore:
-    """Committed aggregates held in memory, shared by the units of work given it.
-
-    Each unit of work works on private copies, so a store behaves like a database that
-    several connections use: uncommitted changes are invisible to the others, and a commit
-    applies all of its writes, or none, under one lock.
-
-    .. versionadded:: 0.1.0
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rows: dict[tuple[type[AggregateRoot[Any]], object], AggregateRoot[Any]] = {}
-
-    def __len__(self) -> int:
-        """The number of aggregates stored."""
-        return len(self._rows)
-
-    def _read(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
-        with self._lock:
-            row = self._rows.get((aggregate_type, aggregate_id))
-        return None if row is None else cast("A", copy.deepcopy(row))
-
-    def _apply(self, changes: Sequence[Change]) -> None:
-        with self._lock:
-            for change in changes:
-                key = (change.aggregate_type, change.aggregate.id)
-                row = self._rows.get(key)
-                found = None if row is None else row.version
-                if found != change.expected_version:
-                    raise ConcurrencyError.stale(
-                        change.aggregate_type,
-                        change.aggregate.id,
-                        expected_version=change.expected_version or 0,
-                        actual_version=found,
-                    )
-            for change in changes:
-                key = (change.aggregate_type, change.aggregate.id)
-                if change.new_version is None:
-                    del self._rows[key]
-                else:
-                    self._rows[key] = _stored_copy(change.aggregate, change.new_version)
-
-
-def _stored_copy(aggregate: AggregateRoot[Any], version: int) -> AggregateRoot[Any]:
-    # The pending events are not state: the memo hands the copy an empty list in place of
-    # theirs instead of deep-copying every event (which was most of the cost of a commit).
-    pending = aggregate._events()  # pyright: ignore[reportPrivateUsage]
-    stored = copy.deepcopy(aggregate, {id(pending): []})
-    stored.clear_events()
-    stored.version = version
-    return stored
-
-
-class InMemoryUnitOfWork(TransactionalUnitOfWork):
-    """A unit of work over an :class:`InMemoryStore`, with real transactional semantics.
-
-    Pass the same ``store`` to several units of work to let them see each other's committed
-    state, as connections to one database would; by default each gets a store of its own.
-    Optimistic concurrency works as in SQL: a stale write raises
-    :class:`~tactical.ConcurrencyError` at commit and nothing of that commit is stored.
-
-    Args:
-        bus: Where committed events are published; a new :class:`EventBus` if omitted.
-        store: The committed state to work on; a new, empty one if omitted.
-
-    Raises:
-        TypeError: ``bus`` is not an :class:`EventBus` (a store passed positionally, say) or
-            ``store`` is not an :class:`InMemoryStore`.
-
-    .. versionadded:: 0.1.0
-    """
-
-    def __init__(self, bus: EventBus | None = None, *, store: InMemoryStore | None = None) -> None:
-        super().__init__(bus)
-        candidate: object = store
-        if candidate is not None and not isinstance(candidate, InMemoryStore):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(
-                f"InMemoryUnitOfWork's store must be an InMemoryStore or None, "
-                f"got {type(candidate).__qualname__}"
-            )
-        self._store_ = store if store is not None else InMemoryStore()
-
-    @property
-    def store(self) -> InMemoryStore:
-        """The committed state this unit of work reads and writes."""
-        return self._store_
-
-    def _begin(self) -> None:
-        pass
-
-    def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
-        return self._store_._read(aggregate_type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
-
-    def _store(self, changes: Sequence[Change]) -> None:
-        self._store_._apply(changes)  # pyright: ignore[reportPrivateUsage]
-
-    def _rollback(self) -> None:
-        pass

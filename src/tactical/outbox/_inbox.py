@@ -89,6 +89,10 @@ class InboxConsumer(Generic[U]):
         max_attempts: Tries before a failing message is parked (at least 1).
         retry_delay: Seconds before the second attempt; doubled for each further one.
 
+    Raises:
+        ValueError: ``consumer_name`` is empty or longer than 255 characters (the inbox
+            column's size), or ``max_attempts`` is below 1.
+
     .. versionadded:: 0.1.0
     """
 
@@ -297,7 +301,14 @@ class InboxConsumer(Generic[U]):
         return counts
 
     def purge_inbox(self, older_than: timedelta = DEFAULT_INBOX_RETENTION) -> int:
-        """Delete this consumer's inbox rows older than ``older_than``; see :func:`purge_inbox`."""
+        """Delete this consumer's inbox rows older than ``older_than``; see :func:`purge_inbox`.
+
+        Returns:
+            How many rows were deleted.
+
+        Raises:
+            ValueError: ``older_than`` is negative.
+        """
         return purge_inbox(self._unit_of_work().engine, older_than, consumer=self._name)
 
 
@@ -321,6 +332,9 @@ def purge_inbox(
         engine: The database of the inbox.
         older_than: The retention window.
         consumer: Purge only this consumer's rows; all consumers' if None.
+
+    Returns:
+        How many rows were deleted.
 
     Raises:
         ValueError: ``older_than`` is negative.

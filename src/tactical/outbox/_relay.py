@@ -63,6 +63,10 @@ class OutboxRelay:
         batch_size: The most rows published (and confirmed) per batch.
         lock_key: The PostgreSQL advisory lock key; relays of one outbox must share it.
 
+    Raises:
+        TypeError: ``engine`` is not a SQLAlchemy ``Engine``.
+        ValueError: ``batch_size`` is below 1.
+
     .. versionadded:: 0.1.0
     """
 

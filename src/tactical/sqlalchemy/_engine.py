@@ -29,6 +29,12 @@ def configure_engine(engine: sa.Engine) -> sa.Engine:
     Other databases are left as they are (PostgreSQL runs at its default READ COMMITTED;
     optimistic concurrency comes from version-checked updates, not from isolation).
 
+    Args:
+        engine: The engine to prepare.
+
+    Returns:
+        ``engine`` itself, prepared.
+
     Raises:
         TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine` (a URL
             string or a connection, say).

@@ -25,7 +25,11 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
     """A timezone-aware datetime column that reads back aware on every database.
 
     SQLite has no timezone type: values are stored as UTC without offset and read back with
-    UTC attached. Naive datetimes are refused on write, since their meaning is ambiguous.
+    UTC attached. Naive datetimes are refused on write with a ``ValueError`` naming the
+    value (SQLAlchemy raises it wrapped in a ``StatementError``), since their meaning is
+    ambiguous.
+
+    .. versionadded:: 0.1.0
     """
 
     # Declared as on TypeDecorator: an undeclared override is a type checkers may infer apart.
@@ -65,6 +69,7 @@ aggregates_table: sa.Table = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
     comment="One JSON document per aggregate stored without a relational mapper.",
 )
+"""``tactical_aggregates``: one JSON document per aggregate stored without a relational mapper."""
 
 outbox_table: sa.Table = sa.Table(
     "tactical_outbox",
@@ -85,6 +90,7 @@ outbox_table: sa.Table = sa.Table(
     sa.Column("causation_id", sa.Uuid, nullable=True),
     comment="Events written in the transaction that produced them (transactional outbox).",
 )
+"""``tactical_outbox``: every event of a committed aggregate, written in its transaction."""
 sa.Index(
     "ix_tactical_outbox_unpublished",
     outbox_table.c.position,
@@ -107,6 +113,7 @@ inbox_table: sa.Table = sa.Table(
     sa.Column("processed_at", UtcDateTime, nullable=False),
     comment="Events each consumer has handled, written in the handler's transaction (inbox).",
 )
+"""``tactical_inbox``: one row per (consumer, event id) handled."""
 sa.Index("ix_tactical_inbox_processed_at", inbox_table.c.processed_at)
 
 dead_letters_table: sa.Table = sa.Table(
@@ -125,6 +132,7 @@ dead_letters_table: sa.Table = sa.Table(
     sa.Column("failed_at", UtcDateTime, nullable=False),
     comment="Messages a consumer gave up on (parked), with the error, for inspection and retry.",
 )
+"""``tactical_dead_letters``: parked messages with their error and attempt count."""
 sa.Index(
     "ix_tactical_dead_letters_aggregate",
     dead_letters_table.c.consumer,
@@ -139,6 +147,10 @@ def create_schema(engine: sa.Engine) -> None:
 
     For a quick start and tests; in production manage the schema with Alembic using
     :data:`~tactical.sqlalchemy.metadata` as (part of) its ``target_metadata``.
+
+    Args:
+        engine: The database to create the tables in; prepared with
+            :func:`~tactical.sqlalchemy.configure_engine`.
 
     Raises:
         TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine`.

@@ -78,6 +78,14 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     Raises:
         TypeError: ``engine`` is not a SQLAlchemy ``Engine`` (a URL string, say) or ``bus``
             is not an :class:`~tactical.EventBus`.
+        ValueError: Two of ``mappers`` store the same aggregate type.
+
+    Besides the errors of the :class:`~tactical.UnitOfWork` protocol, in use it raises
+    :class:`~tactical.DeserializationError` for a stored row that cannot be read back (the
+    message names the row); at commit, ``TypeError`` or ``ValueError`` for an aggregate or
+    event value that cannot be stored as JSON (nothing is stored); on entering, a
+    ``RuntimeError`` when an in-memory SQLite database is already in another unit of work's
+    transaction; and SQLAlchemy's own errors when the database fails.
 
     .. versionadded:: 0.1.0
     """
@@ -95,8 +103,12 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         self._codec = codec if codec is not None else _default_codec
         self._mappers: dict[type[AggregateRoot[Any]], RelationalMapper[Any, Any]] = {}
         for mapper in mappers:
-            if mapper.aggregate_type in self._mappers:
-                raise ValueError(f"two relational mappers for {mapper.aggregate_type.__qualname__}")
+            existing = self._mappers.get(mapper.aggregate_type)
+            if existing is not None:
+                raise ValueError(
+                    f"two relational mappers for {mapper.aggregate_type.__qualname__}: "
+                    f"{existing!r} and {mapper!r} (pass one per aggregate type)"
+                )
             self._mappers[mapper.aggregate_type] = mapper
         self._connection: sa.Connection | None = None
 

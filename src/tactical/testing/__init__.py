@@ -25,7 +25,7 @@ except ModuleNotFoundError as _missing:
 # Users run these under pytest: give their assertions pytest's detailed messages.
 pytest.register_assert_rewrite("tactical.testing._contract")
 
-from tactical._uow import structural_state  # noqa: E402
+from tactical._structural import structural_state  # noqa: E402
 from tactical.testing._architecture import (  # noqa: E402
     INFRASTRUCTURE,
     assert_aggregates_reference_by_id,

@@ -92,6 +92,7 @@ def assert_no_infrastructure_imports(
 
     Raises:
         AssertionError: Listing each offending import as ``file:line: chain``.
+        ModuleNotFoundError: A name in ``modules`` cannot be imported.
 
     .. versionadded:: 0.1.0
     """
@@ -129,8 +130,12 @@ def assert_aggregates_reference_by_id(*modules: Modules) -> None:
     value object, or an element type of a collection or union) annotated with an
     :class:`~tactical.AggregateRoot` subclass is a violation.
 
+    Args:
+        modules: Module names or modules; a package stands for all its modules.
+
     Raises:
         AssertionError: Listing each path to an aggregate, e.g. ``Shipment.carrier: Carrier``.
+        ModuleNotFoundError: A name in ``modules`` cannot be imported.
 
     .. versionadded:: 0.1.0
     """
@@ -149,8 +154,12 @@ def assert_value_objects_hold_no_entities(*modules: Modules) -> None:
     A value is defined by its attributes alone; an entity inside it would make equality by
     value meaningless and let the entity change under an immutable value.
 
+    Args:
+        modules: Module names or modules; a package stands for all its modules.
+
     Raises:
         AssertionError: Listing each path to an entity, e.g. ``Quote.parcel: Parcel``.
+        ModuleNotFoundError: A name in ``modules`` cannot be imported.
 
     .. versionadded:: 0.1.0
     """

@@ -86,6 +86,8 @@ class UnitOfWorkFactory(Protocol):
 
     A unit of work is anything that implements the :class:`~tactical.UnitOfWork` protocol:
     tactical's own, a subclass of them, or one of your own that wraps or replaces them.
+
+    .. versionadded:: 0.1.0
     """
 
     def __call__(self, bus: EventBus | None = None) -> UnitOfWork: ...

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 from tactical._model import AggregateRoot, DomainEvent
-from tactical._uow import structural_state
+from tactical._structural import structural_state
 
 __all__ = ["Scenario", "given"]
 
@@ -26,6 +26,13 @@ def given(aggregate: A | Callable[[], A], *history: Callable[[A], object]) -> Sc
     ``history`` are commands run to reach the starting state (``lambda p: p.activate()``);
     the events they and the factory record are cleared, so :meth:`Scenario.then` sees only
     what the command under test records.
+
+    Args:
+        aggregate: The aggregate to start from, or a callable that builds it.
+        history: Commands run on it, in order, before the command under test.
+
+    Returns:
+        The scenario; call :meth:`Scenario.when` on it next.
 
     Example::
 
@@ -74,7 +81,14 @@ class Scenario(Generic[A]):
         self._command: Callable[[A], object] | None = None
 
     def when(self, command: Callable[[A], object]) -> Scenario[A]:
-        """Set the command under test: a callable that takes the aggregate."""
+        """Set the command under test: a callable that takes the aggregate.
+
+        Returns:
+            The scenario itself, to call ``then...`` on.
+
+        Raises:
+            RuntimeError: :meth:`when` was already called on this scenario.
+        """
         if self._command is not None:
             raise RuntimeError("when() was already called on this scenario")
         self._command = command
@@ -105,6 +119,8 @@ class Scenario(Generic[A]):
         Raises:
             AssertionError: The command raised, or the events differ; the message shows
                 expected and actual events side by side.
+            ValueError: ``compare`` names a field other than ``event_id`` and ``occurred_at``.
+            RuntimeError: :meth:`when` was not called first.
         """
         unknown = set(compare) - GENERATED_FIELDS
         if unknown:
@@ -140,7 +156,15 @@ class Scenario(Generic[A]):
         return self.aggregate
 
     def then_no_events(self) -> A:
-        """Run the command and assert it recorded no event and left the state unchanged."""
+        """Run the command and assert it recorded no event and left the state unchanged.
+
+        Returns:
+            The aggregate after the command, for further assertions.
+
+        Raises:
+            AssertionError: The command raised, recorded events or changed the state.
+            RuntimeError: :meth:`when` was not called first.
+        """
         return self.then(require_events_for_changes=True)
 
     def then_raises(self, error: type[E], match: str | None = None) -> E:
@@ -156,6 +180,7 @@ class Scenario(Generic[A]):
         Raises:
             AssertionError: Nothing was raised, another type was, the message does not match,
                 or the failing command recorded events or changed state anyway.
+            RuntimeError: :meth:`when` was not called first.
         """
         before = structural_state(self.aggregate)
         command = _describe(self._require_command())

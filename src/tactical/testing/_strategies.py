@@ -16,7 +16,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints, overload
 from hypothesis import reject
 from hypothesis import strategies as st
 
-from tactical._codec import _substitute, _type_bindings  # pyright: ignore[reportPrivateUsage]
+from tactical._generics import substitute, type_bindings
 from tactical._model import ValueObject
 
 __all__ = ["aggregates", "strategy_for", "value_objects"]
@@ -39,6 +39,13 @@ def value_objects(cls: type[V], /, **fields: st.SearchStrategy[Any]) -> st.Searc
     drawn is valid. When validation refuses most candidates, Hypothesis reports a health
     check failure: pass a strategy for the constrained field, e.g.
     ``value_objects(Money, currency=st.sampled_from(["EUR", "USD"]))``.
+
+    Args:
+        cls: The :class:`~tactical.ValueObject` subclass to build.
+        fields: Strategies for some of its fields, by name.
+
+    Returns:
+        A strategy of valid ``cls`` instances.
 
     Raises:
         TypeError: ``cls`` is not a value object class, or ``fields`` names a non-field.
@@ -73,8 +80,16 @@ def aggregates(
     a status or ``version``, that only commands should change). Arguments the factory
     refuses with ``ValueError`` (any :class:`~tactical.DomainError`) are rejected.
 
+    Args:
+        factory: The aggregate class, or a callable that creates an aggregate.
+        arguments: Strategies for some of its parameters, by name.
+
+    Returns:
+        A strategy of what ``factory`` returns.
+
     Raises:
-        TypeError: ``arguments`` names a parameter the factory does not have.
+        TypeError: ``arguments`` names a parameter the factory does not have, or a required
+            parameter has no annotation and no strategy in ``arguments``.
 
     .. versionadded:: 0.1.0
     """
@@ -125,6 +140,12 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
     see a strategy of that type; other annotations (``Money | None``, ``Literal[...]``)
     give a strategy of ``Any``.
 
+    Args:
+        annotation: A type or type annotation, as written on a field.
+
+    Returns:
+        A strategy of values of ``annotation``.
+
     .. versionadded:: 0.1.0
     """
     origin, args = get_origin(annotation), get_args(annotation)
@@ -162,8 +183,8 @@ def _hints(factory: Callable[..., object]) -> dict[str, Any]:
     hints = get_type_hints(factory)
     if isinstance(factory, type):
         # `id: IdT` of Entity[UUID] is a UUID: resolve generic bases' type parameters.
-        bindings = _type_bindings(factory)
-        hints = {name: _substitute(hint, bindings) for name, hint in hints.items()}
+        bindings = type_bindings(factory)
+        hints = {name: substitute(hint, bindings) for name, hint in hints.items()}
     return hints
 
 

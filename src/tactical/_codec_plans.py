@@ -1,0 +1,291 @@
+"""How the codec writes and reads the fields of a dataclass, compiled once per class.
+
+A plan lists each field with the converters its annotation calls for; :class:`FieldPlans`
+builds and caches the plans and the decoders built on them for one :class:`tactical.JsonCodec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from tactical._codec_values import (
+    Decode,
+    Encode,
+    Malformed,
+    Unstorable,
+    at,
+    encode_json_value,
+    expect,
+    is_instance,
+    json_native,
+    key_converters,
+    literal,
+    refuse,
+    scalar,
+    show,
+    type_label,
+)
+from tactical._generics import substitute, type_bindings
+from tactical._model import DomainEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a dataclass and the converters its annotation calls for."""
+
+    name: str
+    init: bool
+    encode: Encode
+    decode: Decode
+    # A stored state written before this field existed may omit it; the default fills it.
+    optional: bool = False
+
+
+def encode_fields(plan: tuple[Field, ...], obj: object) -> dict[str, Any]:
+    """The JSON object of ``obj``, written field by field as ``plan`` says."""
+    encoded: dict[str, Any] = {}
+    for f in plan:
+        try:
+            encoded[f.name] = f.encode(getattr(obj, f.name))
+        except Unstorable as error:
+            error.path.insert(0, f.name)
+            raise
+    return encoded
+
+
+class FieldPlans:
+    """The field plans and decoders of the classes one codec has met, built on first use."""
+
+    def __init__(self) -> None:
+        self._plans: dict[type, tuple[Field, ...]] = {}
+        self._decoders: dict[type, Decode] = {}
+
+    def plan(self, cls: Any) -> tuple[Field, ...]:
+        """The plan of ``cls``: raises ``TypeError`` for a class the codec cannot store."""
+        # ``cls`` is a class or a parameterised generic one (``Box[Decimal]``), whose type
+        # arguments decide how its fields are stored: each has a plan of its own.
+        plan = self._plans.get(cls)
+        if plan is None:
+            plan = self._build_plan(cls)
+            self._plans[cls] = plan
+        return plan
+
+    def _build_plan(self, key: Any) -> tuple[Field, ...]:
+        cls: type = typing.get_origin(key) or key
+        name = type_label(key)
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{name} is not a dataclass: cannot serialize it")
+        try:
+            hints = typing.get_type_hints(cls)
+        except NameError as error:
+            raise TypeError(
+                f"cannot resolve the annotations of {cls.__qualname__}: {error} "
+                "(define the class at module level)"
+            ) from error
+        bindings = type_bindings(cls)
+        if cls is not key:
+            parameters = getattr(cls, "__parameters__", ())
+            bindings.update(zip(parameters, typing.get_args(key), strict=False))
+        fields: list[Field] = []
+        for f in dataclasses.fields(cls):
+            annotation = substitute(hints[f.name], bindings)
+            try:
+                encode, decode = self._converters(annotation)
+            except TypeError as error:
+                raise TypeError(f"{name}.{f.name}: {error}") from None
+            # Events are immutable records: a missing field is damage, never "use the default"
+            # (that would give a stored event a fresh event_id). Other state may gain fields.
+            optional = not issubclass(cls, DomainEvent) and (
+                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            )
+            fields.append(Field(f.name, f.init, encode, decode, optional))
+        return tuple(fields)
+
+    def decoder(self, key: Any) -> Decode:
+        """The decoder of ``key`` (a class or parameterised generic class)."""
+        decoder = self._decoders.get(key)
+        if decoder is None:
+            decoder = self._build_decoder(key)
+            self._decoders[key] = decoder
+        return decoder
+
+    def _build_decoder(self, key: Any) -> Decode:
+        plan = self.plan(key)
+        names = frozenset(f.name for f in plan)
+        cls: type = typing.get_origin(key) or key
+        name = type_label(key)
+
+        def decode(data: Any) -> Any:
+            if not isinstance(data, dict):
+                raise Malformed(f"expected a JSON object for {name}, got {show(data)}")
+            mapping = cast("dict[str, Any]", data)
+            init: dict[str, Any] = {}
+            later: dict[str, Any] = {}
+            for f in plan:
+                if f.name not in mapping:
+                    if f.init and not f.optional:
+                        missing = Malformed("missing")
+                        missing.path.append(f.name)
+                        raise missing
+                    continue
+                try:
+                    value = f.decode(mapping[f.name])
+                except Malformed as error:
+                    error.path.insert(0, f.name)
+                    raise
+                (init if f.init else later)[f.name] = value
+            unknown = mapping.keys() - names
+            if unknown:
+                raise Malformed(f"unexpected field(s) {', '.join(sorted(map(str, unknown)))}")
+            try:
+                instance = cls(**init)
+            except (ValueError, TypeError) as error:
+                raise Malformed(f"{name} refused the stored values: {error}") from None
+            for field_name, value in later.items():
+                object.__setattr__(instance, field_name, value)
+            return instance
+
+        return decode
+
+    def _converters(self, annotation: Any) -> tuple[Encode, Decode]:
+        origin = typing.get_origin(annotation)
+        args = typing.get_args(annotation)
+        if origin is typing.Annotated:
+            return self._converters(args[0])
+        supertype = getattr(annotation, "__supertype__", None)
+        if supertype is not None:  # NewType
+            return self._converters(supertype)
+        if annotation is Any or annotation is object:
+            return encode_json_value, json_native
+        if annotation is type(None) or annotation is None:
+            return (lambda v: None if v is None else refuse("None", v)), expect(type(None), "null")
+        if origin in (typing.Union, types.UnionType):
+            members = [a for a in args if a is not type(None)]
+            if len(members) != 1 or len(args) != 2:
+                raise TypeError(f"only `X | None` unions are supported, not {annotation}")
+            inner_encode, inner_decode = self._converters(members[0])
+            return (
+                lambda v: None if v is None else inner_encode(v),
+                lambda v: None if v is None else inner_decode(v),
+            )
+        if origin is typing.Literal:
+            return literal(args)
+        if isinstance(origin, type) and dataclasses.is_dataclass(origin):  # Box[Decimal]
+            return self._nested(annotation)
+        if isinstance(annotation, type):
+            converters = scalar(annotation)
+            if converters is not None:
+                return converters
+            if dataclasses.is_dataclass(annotation):
+                return self._nested(annotation)
+        if origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set, frozenset):
+            return self._sequence(origin or annotation, args)
+        if origin is dict or annotation is dict:
+            key_args = args or (str, Any)
+            key_encode, key_decode = key_converters(key_args[0])
+            value_encode, value_decode = self._converters(key_args[1])
+
+            def encode_dict(v: Any) -> Any:
+                if not is_instance(v, Mapping):
+                    return refuse("a dict", v)
+                mapping: Mapping[Any, Any] = v
+                return {key_encode(k): at(repr(k), value_encode, x) for k, x in mapping.items()}
+
+            return (
+                encode_dict,
+                lambda v: {
+                    key_decode(k): at(repr(k), value_decode, x)
+                    for k, x in expect(dict, "object")(v).items()
+                },
+            )
+        raise TypeError(f"unsupported annotation {annotation!r} for JSON serialization")
+
+    def _nested(self, key: Any) -> tuple[Encode, Decode]:
+        cls: type = typing.get_origin(key) or key
+
+        def encode(value: Any) -> Any:
+            if type(value) is not cls:
+                raise Unstorable(
+                    f"expected exactly {cls.__qualname__}, got {type(value).__qualname__}: "
+                    "fields are stored by their declared type (no subclass polymorphism)"
+                )
+            return encode_fields(self.plan(key), value)
+
+        decode_holder: list[Decode] = []
+
+        def decode(value: Any) -> Any:
+            if not decode_holder:
+                decode_holder.append(self.decoder(key))
+            return decode_holder[0](value)
+
+        return encode, decode
+
+    def _sequence(self, kind: Any, args: tuple[Any, ...]) -> tuple[Encode, Decode]:
+        if kind is tuple and args and args[-1] is not Ellipsis:
+            converters = [self._converters(a) for a in args]
+
+            def decode_fixed(v: Any) -> Any:
+                items = expect(list, "array")(v)
+                if len(items) != len(converters):
+                    raise Malformed(f"expected {len(converters)} items, got {len(items)}")
+                return tuple(
+                    at(i, d, x) for i, ((_, d), x) in enumerate(zip(converters, items, strict=True))
+                )
+
+            def encode_fixed(v: Any) -> Any:
+                if not is_instance(v, tuple):
+                    return refuse("a tuple", v)
+                items: tuple[Any, ...] = v
+                if len(items) != len(converters):
+                    raise Unstorable(f"expected {len(converters)} items, got {len(items)}")
+                return [
+                    at(i, e, x) for i, ((e, _), x) in enumerate(zip(converters, items, strict=True))
+                ]
+
+            return encode_fixed, decode_fixed
+        item_encode, item_decode = self._converters(args[0] if args else Any)
+        builders: dict[Any, Callable[[Iterator[Any]], Any]] = {
+            list: list[Any],
+            tuple: tuple[Any, ...],
+            set: set[Any],
+            frozenset: frozenset[Any],
+        }
+        build = builders[kind]
+        accepted: type | tuple[type, ...] = (set, frozenset) if kind in (set, frozenset) else kind
+        expected = "an array" if kind is list else f"a {kind.__name__}"
+
+        def encode_items(v: Any) -> list[Any]:
+            if not is_instance(v, accepted):
+                return cast("list[Any]", refuse(expected, v))
+            values: Iterable[Any] = v
+            try:
+                return [item_encode(x) for x in values]
+            except Unstorable:
+                # Only now find which item it was: keeping count on every write costs time.
+                for i, x in enumerate(values):
+                    at(i, item_encode, x)
+                raise  # pragma: no cover  (the second pass fails where the first did)
+
+        if kind in (set, frozenset):
+
+            def encode_set(v: Any) -> Any:
+                return sorted(encode_items(v), key=lambda x: json.dumps(x, sort_keys=True))
+
+            encode: Encode = encode_set
+        else:
+            encode = encode_items
+
+        def decode(v: Any) -> Any:
+            items: list[Any] = expect(list, "array")(v)
+            return build(at(i, item_decode, x) for i, x in enumerate(items))
+
+        return (
+            encode,
+            decode,
+        )

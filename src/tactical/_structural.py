@@ -1,0 +1,92 @@
+"""Structural state: a comparable picture of a value that looks inside its entities.
+
+The unit of work compares pictures to find which aggregates changed; tests compare them to
+check a mapper's round trip (an entity's ``==`` compares ids only).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import enum
+import uuid
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import cast
+
+__all__ = ["structural_state"]
+
+# Immutable values (exactly these types, not subclasses): their picture is the value itself.
+# Checked first because copying them (below) was most of the cost of a snapshot.
+_ATOMIC: frozenset[type] = frozenset(
+    {
+        str,
+        int,
+        float,
+        bool,
+        type(None),
+        bytes,
+        Decimal,
+        uuid.UUID,
+        dt.date,
+        dt.datetime,
+        dt.time,
+        dt.timedelta,
+    }
+)
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
+def _dataclass_field_names(kind: type) -> tuple[str, ...] | None:
+    """The field names of dataclass ``kind`` (None for other types), looked up once per type."""
+    try:
+        return _FIELD_NAMES[kind]
+    except KeyError:
+        pass
+    names = (
+        tuple(f.name for f in dataclasses.fields(kind)) if dataclasses.is_dataclass(kind) else None
+    )
+    if len(_FIELD_NAMES) >= 4096:  # types made at run time: keep the cache bounded
+        _FIELD_NAMES.clear()
+    _FIELD_NAMES[kind] = names
+    return names
+
+
+def structural_state(value: object) -> object:
+    """A comparable, alias-free picture of ``value`` for change detection.
+
+    Unlike ``==`` it looks inside entities (whose equality is by id only): two aggregates
+    have equal structural states exactly when all their fields, recursively, are equal.
+
+    Args:
+        value: Any value: an aggregate, an entity, a value object, a collection, a scalar.
+
+    Returns:
+        Nested tuples of each dataclass's type and field pictures (collections likewise);
+        compare two with ``==``.
+
+    .. versionadded:: 0.1.0
+    """
+    kind: type[object] = type(value)
+    if kind in _ATOMIC:
+        return value
+    names = _dataclass_field_names(kind)
+    if names is not None:
+        return (kind, tuple(structural_state(getattr(value, name)) for name in names))
+    if isinstance(value, list | tuple):
+        items = cast("Iterable[object]", value)
+        return (kind, tuple(structural_state(i) for i in items))
+    if isinstance(value, dict):
+        mapping = cast("dict[object, object]", value)
+        return (dict, tuple((k, structural_state(v)) for k, v in mapping.items()))
+    if isinstance(value, set | frozenset):
+        members = cast("Iterable[object]", value)
+        return (kind, frozenset(map(structural_state, members)))
+    if isinstance(value, str | int | float | enum.Enum) or value is None:
+        return value
+    # Other values (subclasses of the atomic types, user types) are compared by equality; a mutable
+    # one is copied so that later in-place changes still show up as a difference.
+    return copy.deepcopy(value)

@@ -1,0 +1,223 @@
+"""The pika connection under :mod:`tactical.outbox.rabbitmq`: one confirm-mode channel.
+
+pika ships no type information (no py.typed, no stubs): it is used through ``Any`` here and in
+:mod:`tactical.outbox.rabbitmq`, and no other module touches it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from tactical._extras import missing_extra
+from tactical.outbox._message import OutboxMessage
+
+try:
+    pika: Any = importlib.import_module("pika")
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "tactical.outbox.rabbitmq", "rabbitmq") from _missing
+pika_exceptions: Any = importlib.import_module("pika.exceptions")
+
+_log = logging.getLogger("tactical.outbox")
+
+
+def broker_address(url: str) -> str:
+    """``host:port`` of the broker at ``url``, for messages (the URL may hold a password)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+
+
+def connection_parameters(url: str, *, timeout: float) -> Any:
+    """pika connection parameters for ``url``, failing fast (one attempt, ``timeout`` s)."""
+    parameters = pika.URLParameters(url)
+    parameters.connection_attempts = 1
+    parameters.socket_timeout = timeout
+    parameters.stack_timeout = timeout
+    parameters.blocked_connection_timeout = timeout * 6
+    return parameters
+
+
+class _Refused(Exception):
+    """The broker nacked or returned messages, or did not answer in time."""
+
+
+class ConfirmedChannel:
+    """A pika SelectConnection with one confirm-mode channel, driven synchronously.
+
+    pika's BlockingChannel waits for each confirm before sending the next message (one
+    round trip, and one disk sync of the broker, per message); driving the asynchronous
+    connection's I/O loop until every outstanding delivery tag is confirmed sends a whole
+    batch first and waits once, through pika's public callback API only.
+    """
+
+    def __init__(self, parameters: Any, *, exchange: str, declare: bool, timeout: float) -> None:
+        self._exchange = exchange
+        self._declare = declare
+        self._timeout = timeout
+        self._failure: BaseException | str | None = None
+        self._hung = False
+        self._channel: Any = None
+        self._ready = False
+        self._next_tag = 1
+        self._outstanding: set[int] = set()
+        self._nacked: list[int] = []
+        self._returned: list[str] = []
+        self._connection: Any = pika.SelectConnection(
+            parameters,
+            on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_connection_closed,
+        )
+        try:
+            self._run(lambda: self._ready, "connecting")
+        except BaseException:
+            self.close()
+            raise
+
+    def _healthy(self) -> bool:
+        return self._failure is None and bool(self._connection.is_open)
+
+    def is_usable(self) -> bool:
+        if not self._healthy():
+            return False
+        # Take in whatever arrived while idle (heartbeats, or the broker closing an idle
+        # connection), so that a dropped connection is replaced before anything is sent.
+        self._connection.ioloop.call_later(0, self._connection.ioloop.stop)
+        self._connection.ioloop.start()
+        return self._healthy()
+
+    def publish(self, messages: Sequence[OutboxMessage], *, mandatory: bool) -> None:
+        self._nacked, self._returned = [], []
+        for message in messages:
+            self._channel.basic_publish(
+                exchange=self._exchange,
+                routing_key=message.event_type,
+                body=message.body,
+                properties=_properties(message),
+                mandatory=mandatory,
+            )
+            self._outstanding.add(self._next_tag)
+            self._next_tag += 1
+        self._run(lambda: not self._outstanding, f"confirming {len(messages)} message(s)")
+        if self._nacked:
+            raise _Refused(f"the broker nacked {len(self._nacked)} message(s)")
+        if self._returned:
+            raise _Refused(
+                f"UnroutableError: no queue is bound for {len(self._returned)} message(s) "
+                f"(event ids {', '.join(self._returned[:3])})"
+            )
+
+    def close(self) -> None:
+        connection = self._connection
+        try:
+            # A broker that stopped answering would not answer the close either.
+            if not self._hung and not connection.is_closed and not connection.is_closing:
+                connection.close()
+            if not self._hung and not connection.is_closed:
+                self._run(lambda: connection.is_closed, "closing", closing=True)
+            if not connection.is_closed:
+                # Drop the socket: pika releases an unanswered connection's socket only at
+                # garbage collection. pika has no public call for this (BlockingConnection
+                # has the same gap), so its adapter's own teardown is used.
+                connection._adapter_disconnect_stream()
+                self._run(lambda: connection.is_closed, "aborting", closing=True)
+        except Exception:
+            _log.debug("closing a broken RabbitMQ connection failed", exc_info=True)
+        finally:
+            connection.ioloop.close()
+
+    def _run(self, done: Callable[[], bool], what: str, *, closing: bool = False) -> None:
+        loop = self._connection.ioloop
+        timed_out: list[bool] = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            loop.stop()
+
+        timer = loop.call_later(self._timeout, expire)
+        try:
+            while not done() and (closing or self._failure is None) and not timed_out:
+                loop.start()
+        finally:
+            loop.remove_timeout(timer)
+        if closing:
+            return
+        if self._failure is not None:
+            failure = self._failure
+            if isinstance(failure, BaseException):
+                raise failure
+            raise _Refused(f"{what} failed: {failure}")
+        if timed_out and not done():
+            self._hung = True
+            self._failure = f"no answer while {what} within {self._timeout}s"
+            raise _Refused(f"no answer from the broker while {what} within {self._timeout}s")
+
+    # -- callbacks (run inside the I/O loop) -----------------------------------------------
+
+    def _on_open(self, connection: Any) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_open_error(self, connection: Any, error: BaseException | str) -> None:
+        self._failure = error
+        connection.ioloop.stop()
+
+    def _on_connection_closed(self, connection: Any, reason: BaseException) -> None:
+        if self._failure is None:
+            self._failure = reason
+        connection.ioloop.stop()
+
+    def _on_channel_open(self, channel: Any) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        if self._declare:
+            channel.exchange_declare(
+                exchange=self._exchange,
+                exchange_type="topic",
+                durable=True,
+                callback=self._select_confirms,
+            )
+        else:
+            self._select_confirms()
+
+    def _select_confirms(self, _frame: Any = None) -> None:
+        self._channel.confirm_delivery(
+            ack_nack_callback=self._on_confirm, callback=self._on_confirms_selected
+        )
+
+    def _on_confirms_selected(self, _frame: Any) -> None:
+        self._ready = True
+        self._connection.ioloop.stop()
+
+    def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
+        if self._failure is None:
+            self._failure = reason
+        self._connection.ioloop.stop()
+
+    def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
+        self._returned.append(str(properties.message_id))
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tag: int = method.delivery_tag
+        confirmed = {t for t in self._outstanding if t <= tag} if method.multiple else {tag}
+        self._outstanding -= confirmed
+        if method.NAME == "Basic.Nack":
+            self._nacked.extend(sorted(confirmed))
+        if not self._outstanding:
+            self._connection.ioloop.stop()
+
+
+def _properties(message: OutboxMessage) -> Any:
+    return pika.BasicProperties(
+        content_type="application/json",
+        delivery_mode=2,
+        message_id=str(message.event_id),
+        correlation_id=None if message.correlation_id is None else str(message.correlation_id),
+        type=message.event_type,
+        timestamp=int(message.occurred_at.timestamp()),
+        headers=message.headers,
+    )
