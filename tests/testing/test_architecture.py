@@ -133,6 +133,34 @@ class TestNoInfrastructureImports:
         with pytest.raises(AssertionError, match=r"redis\.client"):
             assert_no_infrastructure_imports(module)
 
+    def test_checked_modules_and_their_packages_are_not_executed(self, packages: Path) -> None:
+        """The rule reads sources only: no package __init__ or module of the domain runs."""
+        write_package(
+            packages,
+            "bad6",
+            {
+                "model": "raise RuntimeError('bad6.model was executed')\nimport pika\n",
+                "sub": "",
+            },
+        )
+        (packages / "bad6" / "__init__.py").write_text("raise RuntimeError('bad6 was executed')\n")
+        nested = packages / "bad6" / "inner"
+        nested.mkdir()
+        (nested / "__init__.py").write_text("raise RuntimeError('bad6.inner was executed')\n")
+        (nested / "rules.py").write_text("import redis\n")
+        with pytest.raises(AssertionError) as failure:
+            assert_no_infrastructure_imports("bad6")
+        assert "bad6.model -> pika" in str(failure.value)
+        assert "bad6.inner.rules -> redis" in str(failure.value)
+        with pytest.raises(AssertionError, match=r"bad6\.inner\.rules -> redis"):
+            assert_no_infrastructure_imports("bad6.inner.rules")
+        assert not {"bad6", "bad6.model", "bad6.inner", "bad6.inner.rules"} & set(sys.modules)
+
+    def test_a_missing_module_is_named(self, packages: Path) -> None:
+        """A name not found on the import path raises ModuleNotFoundError naming it."""
+        with pytest.raises(ModuleNotFoundError, match="no_such_domain"):
+            assert_no_infrastructure_imports("no_such_domain.model")
+
 
 class TestReferenceById:
     def test_clean_domain_passes(self, packages: Path) -> None:

@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import pkgutil
 from collections.abc import Iterable, Iterator
+from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 from types import ModuleType
 from typing import Any, get_args, get_type_hints
@@ -81,7 +82,8 @@ def assert_no_infrastructure_imports(
     """Assert the given domain modules import no infrastructure, directly or indirectly.
 
     Imports are read from the source (including those inside functions and under
-    ``TYPE_CHECKING``), so nothing is executed. A module of your own project that a domain
+    ``TYPE_CHECKING``); the modules are located on the import path without being imported,
+    so none of them (nor their packages' ``__init__``) is executed. A module of your own project that a domain
     module imports is followed, so ``domain -> helpers -> sqlalchemy`` is caught and
     reported with its chain. A name is forbidden when it equals an entry of ``forbidden``
     or is a submodule of one.
@@ -92,17 +94,16 @@ def assert_no_infrastructure_imports(
 
     Raises:
         AssertionError: Listing each offending import as ``file:line: chain``.
-        ModuleNotFoundError: A name in ``modules`` cannot be imported.
+        ModuleNotFoundError: A name in ``modules`` is not found on the import path.
 
     .. versionadded:: 0.1.0
     """
     banned = tuple(forbidden)
-    roots = {name.partition(".")[0] for name in _module_names(modules)}
+    names = list(_located_module_names(modules))
+    roots = {name.partition(".")[0] for name in names}
     violations: list[str] = []
     seen: set[str] = set()
-    pending: list[tuple[str, tuple[str, ...]]] = [
-        (name, (name,)) for name in _module_names(modules)
-    ]
+    pending: list[tuple[str, tuple[str, ...]]] = [(name, (name,)) for name in names]
     while pending:
         name, chain = pending.pop()
         if name in seen:
@@ -183,13 +184,50 @@ def _module_names(modules: Iterable[Modules]) -> Iterator[str]:
 
 
 def _source_of(name: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
+    spec = _spec_of(name)
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         return None
     return Path(spec.origin)
+
+
+def _spec_of(name: str) -> ModuleSpec | None:
+    """Where module ``name`` is, found without importing it or its parent packages."""
+    top, _, rest = name.partition(".")
+    try:
+        spec = importlib.util.find_spec(top)  # a top-level name is located, not imported
+    except (ImportError, ValueError):
+        return None
+    for part in rest.split(".") if rest else ():
+        if spec is None or spec.submodule_search_locations is None:
+            return None
+        spec = PathFinder.find_spec(f"{spec.name}.{part}", list(spec.submodule_search_locations))
+    return spec
+
+
+def _located_module_names(modules: Iterable[Modules]) -> Iterator[str]:
+    """The names of ``modules`` and of every module of the packages among them, unimported."""
+    for module in modules:
+        if isinstance(module, str):
+            spec = _spec_of(module)
+            if spec is None:
+                raise ModuleNotFoundError(f"no module named {module!r}", name=module)
+            name = spec.name
+            search = spec.submodule_search_locations
+        else:
+            name, search = module.__name__, getattr(module, "__path__", None)
+        yield name
+        if search is not None:
+            yield from _submodule_names(name, list(search))
+
+
+def _submodule_names(package: str, search: list[str]) -> Iterator[str]:
+    for info in pkgutil.iter_modules(search, prefix=f"{package}."):
+        yield info.name
+        if info.ispkg:
+            finder_path = getattr(info.module_finder, "path", None)
+            if finder_path is not None:
+                short = info.name.rpartition(".")[2]
+                yield from _submodule_names(info.name, [str(Path(finder_path) / short)])
 
 
 def _imports(module: str, path: Path) -> Iterator[tuple[int, str]]:
