@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 from tactical import EventBus, InMemoryStore, InMemoryUnitOfWork
 from tactical._model import recorded_trace
 from tactical._tracing import Trace, current_trace, handling
-from tactical.testing._contract import Counter, CounterTicked
+from tactical.testing import Counter, CounterTicked
 
 
 def run_chain(length: int) -> list[tuple[CounterTicked, Trace | None]]:

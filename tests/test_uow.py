@@ -12,8 +12,14 @@ import pytest
 
 from tactical import AggregateRoot, EventBus, InMemoryStore, InMemoryUnitOfWork
 from tactical._structural import structural_state
-from tactical.testing import UnitOfWorkContract, UnitOfWorkFactory
-from tactical.testing._contract import Counter, CounterTicked, Tag, Tally
+from tactical.testing import (
+    Counter,
+    CounterTicked,
+    Tag,
+    Tally,
+    UnitOfWorkContract,
+    UnitOfWorkFactory,
+)
 
 
 class TestInMemoryUnitOfWork(UnitOfWorkContract):

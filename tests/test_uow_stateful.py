@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tactical import ConcurrencyError, InMemoryStore, InMemoryUnitOfWork
-from tactical.testing._contract import Counter
+from tactical.testing import Counter
 
 WRITERS = 2
 IDS = 3

@@ -21,7 +21,7 @@ from tests.outbox.helpers import all_positions, commit_ticks, pending_positions
 import sqlalchemy as sa
 from tactical import JsonCodec
 from tactical.outbox import OutboxMessage, OutboxRelay, Publisher, PublishError
-from tactical.testing._contract import Counter, CounterTicked
+from tactical.testing import Counter, CounterTicked
 
 codec = JsonCodec()
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from tactical import AggregateRoot, DomainEvent, JsonCodec, retry_on_conflict
 from tactical.outbox import InboxConsumer, OutboxMessage, OutboxRelay
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, outbox_table
-from tactical.testing._contract import Counter, CounterTicked
+from tactical.testing import Counter, CounterTicked
 
 
 def commit_ticks(engine: sa.Engine, counters: int, ticks: int) -> list[UUID]:

@@ -41,7 +41,7 @@ from tactical.outbox import (
 )
 from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, create_schema, outbox_table
-from tactical.testing._contract import Counter, CounterTicked
+from tactical.testing import Counter, CounterTicked
 
 TICKED = JsonCodec().type_name(CounterTicked)
 

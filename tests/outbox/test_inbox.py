@@ -26,7 +26,7 @@ from tactical.outbox import (
     purge_inbox,
 )
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork
-from tactical.testing._contract import Counter, CounterRenamed, CounterTicked
+from tactical.testing import Counter, CounterRenamed, CounterTicked
 
 
 def inbox_rows(engine: sa.Engine) -> list[tuple[str, object]]:

@@ -35,7 +35,7 @@ from sqlalchemy import event
 from tactical import JsonCodec
 from tactical.outbox import InboxConsumer, OutboxMessage, OutboxRelay, Outcome, Publisher
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
-from tactical.testing._contract import Counter, CounterTicked
+from tactical.testing import Counter, CounterTicked
 
 codec = JsonCodec()
 

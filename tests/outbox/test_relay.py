@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from tactical import JsonCodec
 from tactical.outbox import OutboxMessage, OutboxRelay
 from tactical.sqlalchemy import outbox_table
-from tactical.testing._contract import CounterTicked
+from tactical.testing import CounterTicked
 
 
 class TestRelayOnce:

@@ -18,7 +18,7 @@ from tactical import EventBus, JsonCodec
 from tactical.outbox import EventBusPublisher, OutboxMessage, OutboxRelay, Trace, current_trace
 from tactical.outbox.rabbitmq import RabbitMQPublisher
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
-from tactical.testing._contract import Counter, CounterTicked
+from tactical.testing import Counter, CounterTicked
 
 
 def outbox_traces(engine: sa.Engine) -> list[tuple[UUID, UUID | None, UUID | None]]:

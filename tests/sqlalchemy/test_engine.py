@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from tactical import ConcurrencyError, InMemoryStore
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, UtcDateTime, configure_engine, create_schema
-from tactical.testing._contract import Counter
+from tactical.testing import Counter
 
 
 class TestConfigureEngine:

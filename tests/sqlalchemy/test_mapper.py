@@ -9,8 +9,7 @@ import pytest
 import sqlalchemy as sa
 from tactical import EventBus
 from tactical.sqlalchemy import RelationalMapper, SqlAlchemyUnitOfWork, outbox_table
-from tactical.testing import UnitOfWorkContract, UnitOfWorkFactory
-from tactical.testing._contract import Counter, Tag, Tally
+from tactical.testing import Counter, Tag, Tally, UnitOfWorkContract, UnitOfWorkFactory
 
 mapped = sa.MetaData()
 counters = sa.Table(

@@ -31,7 +31,7 @@ from tactical.sqlalchemy import (
     create_schema,
     outbox_table,
 )
-from tactical.testing._contract import Counter, Tag
+from tactical.testing import Counter, Tag
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -235,7 +235,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from tactical import retry_on_conflict
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork
-from tactical.testing._contract import Counter
+from tactical.testing import Counter
 
 url, counter_id, times = sys.argv[1], UUID(sys.argv[2]), int(sys.argv[3])
 engine = sa.create_engine(url)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from tactical import DeserializationError, DomainEvent, EventBus, InMemoryUnitOfWork
 from tactical._uow import Change
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, create_schema, outbox_table
-from tactical.testing._contract import Counter, Tag
+from tactical.testing import Counter, Tag
 
 
 class Sabotaged(Exception):

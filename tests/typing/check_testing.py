@@ -21,7 +21,12 @@ from tactical import (
 )
 from tactical.testing import (
     INFRASTRUCTURE,
+    Counter,
+    CounterRenamed,
+    CounterTicked,
     Scenario,
+    Tag,
+    Tally,
     UnitOfWorkContract,
     UnitOfWorkFactory,
     aggregates,
@@ -147,3 +152,15 @@ def factories(new: UnitOfWorkFactory) -> None:
 
 def states() -> None:
     assert_type(structural_state(Parcel(uuid4())), object)
+
+
+# The contract's sample model, for a mapper of the user's own.
+sample = Counter(uuid4(), "sample", tag=Tag("t"), tallies=[Tally(1, marks=2)])
+assert_type(sample.count, int)
+assert_type(sample.tag, Tag | None)
+assert_type(sample.tallies, list[Tally])
+assert_type(sample.tallies[0].marks, int)
+sample.tick()
+assert_type(CounterTicked(sample.id, 1).count, int)
+assert_type(CounterRenamed(sample.id, "new").name, str)
+Tag("t").text = "u"  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]

@@ -5,6 +5,9 @@
   strategies that build valid instances from type annotations.
 - :class:`UnitOfWorkContract` is the contract suite every tactical unit of work passes;
   subclass it to prove your own unit of work, repository or mapper honours the contract.
+  Its sample aggregate :class:`Counter` (with :class:`Tag`, :class:`Tally` and the events
+  :class:`CounterTicked` and :class:`CounterRenamed`) is exported so that a relational
+  mapper of your own can store it.
 - :func:`structural_state` gives a comparable picture of an aggregate that looks inside
   its entities (whose ``==`` compares ids only): compare it to test a mapper's round trip.
 - :func:`assert_no_infrastructure_imports`, :func:`assert_aggregates_reference_by_id` and
@@ -32,13 +35,26 @@ from tactical.testing._architecture import (  # noqa: E402
     assert_no_infrastructure_imports,
     assert_value_objects_hold_no_entities,
 )
-from tactical.testing._contract import UnitOfWorkContract, UnitOfWorkFactory  # noqa: E402
+from tactical.testing._contract import (  # noqa: E402
+    Counter,
+    CounterRenamed,
+    CounterTicked,
+    Tag,
+    Tally,
+    UnitOfWorkContract,
+    UnitOfWorkFactory,
+)
 from tactical.testing._scenario import Scenario, given  # noqa: E402
 from tactical.testing._strategies import aggregates, strategy_for, value_objects  # noqa: E402
 
 __all__ = [
     "INFRASTRUCTURE",
+    "Counter",
+    "CounterRenamed",
+    "CounterTicked",
     "Scenario",
+    "Tag",
+    "Tally",
     "UnitOfWorkContract",
     "UnitOfWorkFactory",
     "aggregates",

@@ -25,37 +25,62 @@ __all__ = [
 
 
 class Tag(ValueObject):
-    """A value object inside the contract's sample aggregate."""
+    """A value object inside the contract's sample aggregate; its text must not be empty.
+
+    .. versionadded:: 0.1.0
+    """
 
     text: str
 
     def validate(self) -> None:
+        """Refuse an empty text.
+
+        Raises:
+            ~tactical.InvariantViolation: ``text`` is empty.
+        """
         if not self.text:
             raise InvariantViolation("Tag text must not be empty")
 
 
 class Tally(Entity[int]):
-    """A child entity of the contract's sample aggregate."""
+    """A child entity of the contract's sample aggregate.
+
+    .. versionadded:: 0.1.0
+    """
 
     marks: int = 0
 
 
 class CounterTicked(DomainEvent):
-    """Recorded by :meth:`Counter.tick`."""
+    """Recorded by :meth:`Counter.tick`.
+
+    .. versionadded:: 0.1.0
+    """
 
     counter_id: UUID
     count: int
 
 
 class CounterRenamed(DomainEvent):
-    """Recorded by :meth:`Counter.rename`."""
+    """Recorded by :meth:`Counter.rename`.
+
+    .. versionadded:: 0.1.0
+    """
 
     counter_id: UUID
     name: str
 
 
 class Counter(AggregateRoot[UUID]):
-    """The contract suite's sample aggregate: a value object, child entities, events."""
+    """The contract suite's sample aggregate: a value object, child entities, events.
+
+    :class:`UnitOfWorkContract` stores and loads it through the unit of work under test; a
+    relational mapper of your own needs a mapper for it (tactical's own tests map it to
+    tables in ``tests/sqlalchemy/test_mapper.py``). Its stored type name is
+    ``tactical.testing._contract.Counter`` unless your codec registers another.
+
+    .. versionadded:: 0.1.0
+    """
 
     name: str
     count: int = 0
