@@ -109,17 +109,7 @@ def core_deposit(
     event_type = codec.type_name(Deposited)
     key = str(account_id)
     amount = Decimal("1.25")
-    is_row = (table.c.aggregate_type == type_name, table.c.aggregate_id == key)
-    select_once = sa.select(table.c.version, table.c.state).where(*is_row)
-    update_once = (
-        table.update()
-        .where(*is_row, table.c.version == sa.bindparam("expected", type_=sa.Integer()))
-        .values(
-            version=sa.bindparam("new_version", type_=sa.Integer()),
-            state=sa.bindparam("new_state", type_=table.c.state.type),
-            updated_at=sa.bindparam("now", type_=table.c.updated_at.type),
-        )
-    )
+    select_once, update_once = _document_statements(type_name, key)
     insert_once = outbox.insert()
 
     def call() -> None:
@@ -179,25 +169,15 @@ def core_deposit_on_driver(
     costs, not a way to write an application.
     """
     dialect = engine.dialect
-    table, outbox = aggregates_table, outbox_table
     type_name = codec.type_name(Account)
     event_type = codec.type_name(Deposited)
     key = str(account_id)
     amount = Decimal("1.25")
-    is_row = (table.c.aggregate_type == type_name, table.c.aggregate_id == key)
-    select = sa.select(table.c.version, table.c.state).where(*is_row).compile(dialect=dialect)
-    update = (
-        table.update()
-        .where(*is_row, table.c.version == sa.bindparam("expected", type_=sa.Integer()))
-        .values(
-            version=sa.bindparam("new_version", type_=sa.Integer()),
-            state=sa.bindparam("new_state", type_=table.c.state.type),
-            updated_at=sa.bindparam("now", type_=table.c.updated_at.type),
-        )
-        .compile(dialect=dialect)
-    )
-    columns = [c.name for c in outbox.c if c.name != "position"]
-    insert = outbox.insert().compile(dialect=dialect, column_keys=columns)
+    select_statement, update_statement = _document_statements(type_name, key)
+    select = select_statement.compile(dialect=dialect)
+    update = update_statement.compile(dialect=dialect)
+    columns = [c.name for c in outbox_table.c if c.name != "position"]
+    insert = outbox_table.insert().compile(dialect=dialect, column_keys=columns)
 
     def processors(compiled: sa.Compiled) -> list[Callable[[Any], Any]]:
         assert isinstance(compiled, sa.sql.compiler.SQLCompiler)
@@ -248,6 +228,23 @@ def core_deposit_on_driver(
             connection.commit()
 
     return call
+
+
+def _document_statements(type_name: str, key: str) -> tuple[sa.Select[Any], sa.Update]:
+    """The baselines' select of one account's row, and its version-checked update."""
+    table = aggregates_table
+    is_row = (table.c.aggregate_type == type_name, table.c.aggregate_id == key)
+    select = sa.select(table.c.version, table.c.state).where(*is_row)
+    update = (
+        table.update()
+        .where(*is_row, table.c.version == sa.bindparam("expected", type_=sa.Integer()))
+        .values(
+            version=sa.bindparam("new_version", type_=sa.Integer()),
+            state=sa.bindparam("new_state", type_=table.c.state.type),
+            updated_at=sa.bindparam("now", type_=table.c.updated_at.type),
+        )
+    )
+    return select, update
 
 
 def _outbox_row(
