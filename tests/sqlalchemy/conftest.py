@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import require_server
+from tests.sqlalchemy.counter_mapping import mapped
 
 import sqlalchemy as sa
 from tactical.sqlalchemy import create_schema, metadata
@@ -64,3 +65,13 @@ def engine(request: pytest.FixtureRequest) -> sa.Engine:
     """Each SQL test that takes ``engine`` runs on SQLite (file) and on PostgreSQL."""
     name = "sqlite_engine" if request.param == "sqlite" else "postgres_engine"
     return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def mapped_engine(engine: sa.Engine) -> sa.Engine:
+    """``engine`` with the tables of the sample CounterMapper, emptied."""
+    mapped.create_all(engine)
+    with engine.begin() as connection:
+        for table in reversed(mapped.sorted_tables):
+            connection.execute(table.delete())
+    return engine

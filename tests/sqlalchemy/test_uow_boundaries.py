@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.sqlalchemy.test_mapper import CounterMapper, counters, mapped, tallies
+from tests.sqlalchemy.counter_mapping import CounterMapper, counters, mapped, tallies
 
 import sqlalchemy as sa
 from tactical import DeserializationError, DomainEvent, EventBus, InMemoryUnitOfWork
@@ -43,15 +43,6 @@ class HalfwayMapper(CounterMapper):
         if self.broken:
             raise Sabotaged("before deleting the root row")
         super().delete(connection, aggregate)
-
-
-@pytest.fixture
-def mapped_engine(engine: sa.Engine) -> sa.Engine:
-    mapped.create_all(engine)
-    with engine.begin() as connection:
-        for table in reversed(mapped.sorted_tables):
-            connection.execute(table.delete())
-    return engine
 
 
 def rows(engine: sa.Engine) -> dict[str, list[tuple[object, ...]]]:

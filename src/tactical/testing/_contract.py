@@ -76,7 +76,7 @@ class Counter(AggregateRoot[UUID]):
 
     :class:`UnitOfWorkContract` stores and loads it through the unit of work under test; a
     relational mapper of your own needs a mapper for it (tactical's own tests map it to
-    tables in ``tests/sqlalchemy/test_mapper.py``). Its stored type name is
+    tables in ``tests/sqlalchemy/counter_mapping.py``). Its stored type name is
     ``tactical.testing._contract.Counter`` unless your codec registers another.
 
     .. versionadded:: 0.1.0
