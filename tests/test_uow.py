@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -237,6 +238,16 @@ class TestStructuralState:
         assert structural_state(value) == structural_state(list(value))
         changed = [Decimal("1.51"), key, moment, date(2024, 1, 2), b"x"]
         assert structural_state(value) != structural_state(changed)
+
+    def test_many_types_made_at_run_time_keep_the_field_cache_bounded(self) -> None:
+        """Dataclass types made on the fly are still compared field by field; the cache stays small."""
+        from tactical import _structural
+
+        made = [dataclasses.make_dataclass(f"Made{i}", [("n", int)]) for i in range(4200)]
+        states = [structural_state(cls(i)) for i, cls in enumerate(made)]
+        assert len(_structural._FIELD_NAMES) <= 4096  # pyright: ignore[reportPrivateUsage]
+        assert states[-1] == (made[-1], (4199,))
+        assert structural_state(made[0](1)) != structural_state(made[0](2))
 
     def test_copies_unknown_mutable_values(self) -> None:
         """A mutable value of an unknown type is snapshotted, so later in-place edits show."""
