@@ -21,8 +21,8 @@ twice, so a redelivered event does not take labels again.
 from __future__ import annotations
 
 from dataclasses import field
-from datetime import datetime
-from typing import NewType
+from datetime import datetime, timedelta
+from typing import ClassVar, NewType
 
 from tactical import AggregateRoot, DomainEvent, InvalidStateError, InvariantViolation
 
@@ -107,14 +107,18 @@ def _require_positive(quantity: int, what: str) -> None:
 class LabelStock(AggregateRoot[LabelStockId]):
     """The labels left for one carrier: the inventory context's aggregate root.
 
-    Create one with :meth:`open`. ``remaining`` is never negative. ``handled`` lists the
-    references already charged or refused (a real system would prune it after the event
-    redelivery window; here it grows with every request).
+    Create one with :meth:`open`. ``remaining`` is never negative. ``handled`` holds the
+    references already charged or refused, with when, so that a redelivered request changes
+    nothing; entries older than :attr:`REDELIVERY_WINDOW` are dropped as requests come in,
+    so the stock does not grow with every label ever printed.
     """
+
+    REDELIVERY_WINDOW: ClassVar[timedelta] = timedelta(days=7)
+    """How long a request may still arrive again (the message broker's redelivery horizon)."""
 
     remaining: int
     refused_labels: int = 0
-    handled: list[str] = field(default_factory=list[str])
+    handled: dict[str, datetime] = field(default_factory=dict[str, datetime])
 
     @classmethod
     def open(cls, stock_id: LabelStockId, quantity: int, *, at: datetime) -> LabelStock:
@@ -156,7 +160,7 @@ class LabelStock(AggregateRoot[LabelStockId]):
         if quantity > self.remaining:
             raise InsufficientLabelStock(self.id, reference, quantity, self.remaining)
         self.remaining -= quantity
-        self.handled.append(reference)
+        self._remember(reference, at)
         self.record(LabelsTaken(self.id, reference, quantity, self.remaining, occurred_at=at))
         if self.remaining == 0:
             self.record(LabelStockExhausted(self.id, reference, occurred_at=at))
@@ -181,7 +185,12 @@ class LabelStock(AggregateRoot[LabelStockId]):
                 f"a request for {quantity} for {reference} is not refused"
             )
         self.refused_labels += quantity
-        self.handled.append(reference)
+        self._remember(reference, at)
         self.record(
             LabelRequestRefused(self.id, reference, quantity, self.remaining, occurred_at=at)
         )
+
+    def _remember(self, reference: str, at: datetime) -> None:
+        horizon = at - self.REDELIVERY_WINDOW
+        self.handled = {r: when for r, when in self.handled.items() if when >= horizon}
+        self.handled[reference] = at

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from examples.shipping.inventory import (
@@ -93,6 +95,30 @@ class TestTake:
         assert labels.take(2, "A", at=at(2)) is False
         assert labels.remaining == 3
         assert labels.pending_events == ()
+
+
+class TestHandledReferences:
+    """Handled references are kept for the redelivery window, then forgotten."""
+
+    def test_a_reference_is_remembered_within_the_window(self) -> None:
+        """A request redelivered just inside the window is still recognised."""
+        labels = stock(5)
+        labels.take(1, "A", at=T0)
+        just_inside = T0 + LabelStock.REDELIVERY_WINDOW
+        labels.take(1, "B", at=just_inside)
+        assert labels.handled == {"A": T0, "B": just_inside}
+        assert labels.take(1, "A", at=just_inside) is False
+        assert labels.remaining == 3
+
+    def test_references_older_than_the_window_are_dropped(self) -> None:
+        """Handling a request forgets those handled more than the window ago, refusals too."""
+        labels = stock(1)
+        labels.take(1, "A", at=T0)
+        labels.record_refusal(1, "R", at=T0)
+        later = T0 + LabelStock.REDELIVERY_WINDOW + timedelta(seconds=1)
+        labels.restock(1, at=later)
+        labels.take(1, "B", at=later)
+        assert labels.handled == {"B": later}
 
 
 class TestRecordRefusal:
