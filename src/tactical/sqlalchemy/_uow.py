@@ -171,10 +171,10 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
         connection = self.connection
         mapper = self._mappers.get(aggregate_type)
-        type_name, key = self._codec.type_name(aggregate_type), _key(aggregate_id)
         try:
             if mapper is not None:
                 return cast("A | None", mapper.load(connection, aggregate_id))
+            type_name, key = self._codec.type_name(aggregate_type), _key(aggregate_id)
             try:
                 row = connection.execute(
                     _SELECT_DOCUMENT, {"b_type": type_name, "b_id": key}
