@@ -142,7 +142,7 @@ def _compare_core(
                 call,
                 eventsourcing,
                 rounds=_sql.ROUNDS,
-                target_seconds=_sql.TARGET_SECONDS,
+                seconds=_sql.SECONDS,
             )
         )
 
@@ -186,7 +186,7 @@ def run(report: Report) -> None:
                     candidate,
                     goal=goal,
                     rounds=_sql.ROUNDS,
-                    target_seconds=_sql.TARGET_SECONDS,
+                    seconds=_sql.SECONDS,
                 )
             )
             if number == 0:

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 from benchmarks._harness import Report, compare
 from tactical import AggregateRoot, DomainEvent, InvariantViolation, ValueObject
 
-ROUNDS = 30  # sub-microsecond calls: more rounds, a steadier minimum on a shared machine
+ROUNDS = 200  # sub-microsecond calls, batched: many short rounds, a steady median
 
 
 class Money(ValueObject):

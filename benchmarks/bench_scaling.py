@@ -109,7 +109,7 @@ def run(report: Report) -> None:
                 calls[1_000],
                 goal=1.10,
                 rounds=_sql.ROUNDS,
-                target_seconds=_sql.TARGET_SECONDS,
+                seconds=_sql.SECONDS,
             )
         )
         for engine in engines.values():
@@ -123,7 +123,7 @@ def run(report: Report) -> None:
                 _ledger_post(engine, codec, 1_000),
                 _ledger_post(engine, codec, 10),
                 rounds=10,
-                target_seconds=0.1,
+                seconds=2.0,
             )
         )
         engine.dispose()

@@ -39,7 +39,7 @@ def _compare(report: Report, database: str, engine: sa.Engine) -> None:
                 baseline,
                 goal=GOAL,
                 rounds=_sql.ROUNDS,
-                target_seconds=_sql.TARGET_SECONDS,
+                seconds=_sql.SECONDS,
             )
         )
     if not published:
