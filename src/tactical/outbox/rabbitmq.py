@@ -298,12 +298,15 @@ class RabbitMQConsumer:
     def _deliver(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         try:
             message = OutboxMessage.from_wire(body, properties.headers or {})
-        except ValueError as error:
+        except Exception as error:  # any decode failure: the message is malformed
             _log.error(
-                "RabbitMQ consumer %s rejected a message from queue %r that is not a tactical "
-                "event: %s",
+                "RabbitMQ consumer %s rejected message %s (delivery tag %s) from queue %r "
+                "without requeue: not a tactical event (%s: %s)",
                 self._inbox.name,
+                properties.message_id,
+                method.delivery_tag,
                 self._queue,
+                type(error).__name__,
                 error,
             )
             channel.basic_nack(delivery_tag=method.delivery_tag, requeue=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from tactical._extras import missing_extra
@@ -217,20 +217,37 @@ class RedisStreamConsumer:
     def _handle_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
         for entry_id, fields in entries:
             try:
-                headers: Any = json.loads(fields[b"headers"])
-                message = OutboxMessage.from_wire(
-                    fields[b"body"], cast("dict[str, object]", headers)
-                )
-            except (KeyError, ValueError, TypeError) as error:
+                message = _message_of_entry(fields)
+            except Exception as error:  # any decode failure: the entry is malformed
                 _log.error(
                     "Redis consumer %s acknowledged entry %s of stream %r without handling it: "
-                    "not a tactical event (%s)",
+                    "not a tactical event (%s: %s)",
                     self._group,
-                    entry_id.decode(),
+                    entry_id.decode(errors="replace"),
                     self._stream,
+                    type(error).__name__,
                     error,
                 )
             else:
                 self._inbox.handle(message)
             self._client.xack(self._stream, self._group, entry_id)
         return len(entries)
+
+
+def _message_of_entry(fields: Mapping[bytes, bytes]) -> OutboxMessage:
+    """The message a stream entry written by :class:`RedisStreamPublisher` holds.
+
+    Raises:
+        ValueError: The entry lacks ``body`` or ``headers``, or they are malformed.
+    """
+    body, headers = fields.get(b"body"), fields.get(b"headers")
+    if body is None or headers is None:
+        raise ValueError(f"entry has no 'body' or no 'headers' field (fields {sorted(fields)!r})")
+    try:
+        decoded: object = json.loads(headers)
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deep" if isinstance(error, RecursionError) else str(error)
+        raise ValueError(f"headers are not JSON: {reason}") from None
+    if not isinstance(decoded, dict):
+        raise ValueError(f"headers are a JSON {type(decoded).__name__}, not an object")
+    return OutboxMessage.from_wire(body, cast("dict[str, object]", decoded))
