@@ -33,7 +33,7 @@ DEFAULT_EXCHANGE = "tactical.events"
 """The topic exchange events are published to unless another is named."""
 
 DEFAULT_HEARTBEAT: int = 10
-"""The AMQP heartbeat (seconds) consumers negotiate: a connection silent this long is dead.
+"""The AMQP heartbeat in seconds that consumers negotiate; a connection silent this long is dead.
 
 .. versionadded:: 0.2.0
 """
