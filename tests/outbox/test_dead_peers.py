@@ -17,6 +17,7 @@ from uuid import UUID
 import pytest
 import redis
 from tests.outbox.brokers import AMQP_URL, NO_RETRY, Rabbit, TcpProxy
+from tests.outbox.contract import sample_batch
 from tests.outbox.helpers import (
     RecordingPublisher,
     commit_ticks,
@@ -27,7 +28,7 @@ from tests.outbox.helpers import (
 from tests.sqlalchemy.conftest import POSTGRES_URL
 
 import sqlalchemy as sa
-from tactical.outbox import OutboxMessage, OutboxRelay, Publisher
+from tactical.outbox import OutboxMessage, OutboxRelay, Publisher, PublishError
 from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
 from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
 
@@ -305,6 +306,21 @@ class TestRelayToRabbitMQWhenTheBrokerGoesSilent:
         commit_ticks(sqlite_engine, counters=1, ticks=1)
         assert loop.stopped()
         publisher.close()
+
+    def test_giving_up_a_silent_connection_breaks_nothing_inside_pika(
+        self, rabbit: Rabbit, rabbit_proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Dropping the unanswered connection leaves pika's teardown without an internal error."""
+        publisher = RabbitMQPublisher(amqp_via(rabbit_proxy), exchange=rabbit.exchange, timeout=1.0)
+        first, second = sample_batch(start=1), sample_batch(start=7)
+        with caplog.at_level(logging.ERROR, logger="pika"):
+            publisher.publish(first)
+            rabbit_proxy.silence()
+            with pytest.raises(PublishError, match="no answer from the broker"):
+                publisher.publish(second)
+            publisher.publish(second)
+        publisher.close()
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("pika")] == []
 
 
 @pytest.mark.postgres

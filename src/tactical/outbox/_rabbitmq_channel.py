@@ -226,8 +226,9 @@ class ConfirmedChannel:
             if not connection.is_closed:
                 # Drop the socket: pika releases an unanswered connection's socket only at
                 # garbage collection. pika has no public call for this (BlockingConnection
-                # has the same gap), so its adapter's own teardown is used.
-                connection._adapter_disconnect_stream()
+                # has the same gap), so its own teardown is used, with a reason (pika's
+                # teardown asserts that one was given).
+                connection._terminate_stream(_Refused(f"gave up: {self._failure}"))
                 self._run(lambda: connection.is_closed, "aborting", closing=True)
         except Exception:
             _log.debug("closing a broken RabbitMQ connection failed", exc_info=True)
