@@ -234,7 +234,7 @@ class TestRabbitMQConsumerWhenTheBrokerGoesSilent:
         rabbit_proxy: TcpProxy,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """A connection silent beyond its heartbeat is given up, logged with the address, replaced."""
+        """A connection silent for a heartbeat is given up, logged with its address, and replaced."""
         publisher = RabbitMQPublisher(AMQP_URL, exchange=rabbit.exchange)
         producer = ProducerSide(sqlite_engine, publisher)
         consumer = self.consumer(consumer_engine, rabbit, amqp_via(rabbit_proxy))

@@ -198,7 +198,8 @@ class OutboxRelay:
                 continue
             if failures:
                 _log.info(
-                    "outbox relay: publishing from the database at %s again after %d failed attempt(s)",
+                    "outbox relay: publishing from the database at %s again after %d failed "
+                    "attempt(s)",
                     self._database,
                     failures,
                 )

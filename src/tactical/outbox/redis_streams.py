@@ -96,8 +96,8 @@ class RedisStreamPublisher:
         except redis.RedisError as error:
             first = messages[0]
             raise PublishError(
-                f"Redis at {_redis_address(self._client)} did not append {len(messages)} event(s) from {first.event_id} "
-                f"(outbox position {first.position}) to stream {self._stream!r}: "
+                f"Redis at {_redis_address(self._client)} did not append {len(messages)} "
+                f"event(s) from {first.event_id} (outbox position {first.position}) to stream {self._stream!r}: "
                 f"{type(error).__name__}: {error}"
             ) from error
 
