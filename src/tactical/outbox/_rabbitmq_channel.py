@@ -126,6 +126,10 @@ class Silence:
         self._heard = time.monotonic()
         self.dead = False
 
+    def heard(self) -> None:
+        """The broker was just heard from (a delivery): restart the silence clock."""
+        self._received, self._heard = self._impl.bytes_received, time.monotonic()
+
     def check(self) -> None:
         """Raise :class:`BrokerSilent` (and drop the stream) if the broker went quiet."""
         received = self._impl.bytes_received

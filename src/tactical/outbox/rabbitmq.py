@@ -359,9 +359,13 @@ class RabbitMQConsumer:
                     self._deliver(channel, method, properties, body)
                     count += 1
                     last_delivery = time.monotonic()
+                    # A delivery is news from the broker; the clock restarts after the
+                    # handler, which may have run longer than a heartbeat without I/O.
+                    silence.heard()
                 elif stop is None and time.monotonic() - last_delivery >= idle_timeout:
                     break
-                silence.check()
+                else:
+                    silence.check()
                 if stop is not None and stop.is_set():
                     break
         finally:
