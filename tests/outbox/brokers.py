@@ -18,6 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from tests.conftest import require_server
 
+import sqlalchemy as sa
 from tactical.outbox import InboxConsumer, OutboxMessage, Publisher
 from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
 from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
@@ -108,7 +109,9 @@ class TcpProxy:
     the client sees it); ``stop()`` also stops listening (the broker is down: connection
     refused) and ``start()`` listens again on the same port. ``pause()`` holds every byte
     in both directions, connections staying open (a broker or network that hangs), until
-    ``resume()``.
+    ``resume()``. ``silence()`` is a fail-over: every connection open now stops forwarding for
+    good (what arrives is dropped, the sockets stay open and the kernel keeps acknowledging),
+    while connections made afterwards work; it returns the number of connections silenced.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -120,6 +123,7 @@ class TcpProxy:
         self._threads: list[threading.Thread] = []
         self._flowing = threading.Event()
         self._flowing.set()
+        self._silences: list[threading.Event] = []
 
     def start(self) -> TcpProxy:
         listener = socket.socket()
@@ -143,16 +147,24 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            silenced = threading.Event()
             with self._lock:
                 self._sockets += [client, server]
+                self._silences.append(silenced)
             for source, target in ((client, server), (server, client)):
-                pump = threading.Thread(target=self._pump, args=(source, target), daemon=True)
+                pump = threading.Thread(
+                    target=self._pump, args=(source, target, silenced), daemon=True
+                )
                 pump.start()
                 self._threads.append(pump)
 
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+    def _pump(
+        self, source: socket.socket, target: socket.socket, silenced: threading.Event
+    ) -> None:
         try:
             while data := source.recv(65536):
+                if silenced.is_set():
+                    continue
                 self._flowing.wait()
                 target.sendall(data)
         except OSError:
@@ -165,6 +177,14 @@ class TcpProxy:
         """Stop forwarding (what arrives is held, not lost), keeping connections open."""
         self._flowing.clear()
 
+    def silence(self) -> int:
+        """Stop forwarding on every connection open now, for good; new ones work normally."""
+        with self._lock:
+            silences, self._silences = self._silences, []
+        for silenced in silences:
+            silenced.set()
+        return len(silences)
+
     def resume(self) -> None:
         """Forward again, starting with what was held."""
         self._flowing.set()
@@ -173,6 +193,7 @@ class TcpProxy:
         """Cut every open connection."""
         with self._lock:
             sockets, self._sockets = self._sockets, []
+            self._silences = []
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -197,6 +218,23 @@ def rabbit_proxy() -> Iterator[TcpProxy]:
     """A TCP proxy in front of the real RabbitMQ, stopped after the test."""
     require_server("RabbitMQ", 5672)
     proxy = TcpProxy(5672).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def redis_proxy() -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the real Redis, stopped after the test."""
+    require_server("Redis", 6379)
+    proxy = TcpProxy(6379).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def postgres_proxy(postgres_engine: sa.Engine) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the real PostgreSQL (its tables emptied), stopped after the test."""
+    proxy = TcpProxy(5432).start()
     yield proxy
     proxy.stop()
 

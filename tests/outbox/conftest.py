@@ -9,9 +9,11 @@ import pytest
 from tests.outbox.brokers import (
     broker,
     broker_proxy,
+    postgres_proxy,
     rabbit,
     rabbit_proxy,
     redis_client,
+    redis_proxy,
     silent_port,
     stream_name,
 )
@@ -41,9 +43,11 @@ __all__ = [
     "broker_proxy",
     "engine",
     "postgres_engine",
+    "postgres_proxy",
     "rabbit",
     "rabbit_proxy",
     "redis_client",
+    "redis_proxy",
     "silent_port",
     "sqlite_engine",
     "stream_name",

@@ -13,6 +13,7 @@ import pytest
 import redis
 from tests.outbox.brokers import AMQP_URL, NO_RETRY, Rabbit, closed_port
 from tests.outbox.helpers import commit_ticks, make_consumer, mirrors
+from tests.outbox.test_message import DEEP, deep_json, valid_headers
 
 import sqlalchemy as sa
 from tactical.outbox import OutboxRelay
@@ -59,6 +60,31 @@ class TestRabbitMQConsumer:
                 consumer.close()
         assert "not a tactical event" in caplog.text
         assert "header 'event_id' is missing" in caplog.text
+        assert rabbit.drain() == []
+
+    def test_message_nested_beyond_the_recursion_limit_is_rejected_and_logged(
+        self, consumer_engine: sa.Engine, rabbit: Rabbit, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A body nested too deep for json is rejected without requeue and logged with its id."""
+        headers = valid_headers()
+        rabbit.channel.basic_publish(
+            exchange=rabbit.exchange,
+            routing_key="billing.Invoiced",
+            body=deep_json(),
+            properties=pika.BasicProperties(message_id=headers["event_id"], headers=headers),
+        )
+        consumer = RabbitMQConsumer(
+            make_consumer(consumer_engine), AMQP_URL, queue=rabbit.queue, exchange=rabbit.exchange
+        )
+        with caplog.at_level(logging.ERROR, logger="tactical.outbox"):
+            try:
+                assert consumer.consume_available(idle_timeout=0.2) == 1
+                assert consumer.consume_available(idle_timeout=0.2) == 0
+            finally:
+                consumer.close()
+        (logged,) = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+        assert headers["event_id"] in logged
+        assert "nested deeper than the recursion limit" in logged
         assert rabbit.drain() == []
 
     def test_run_handles_events_until_stopped(
@@ -139,6 +165,42 @@ class TestRedisStreamConsumer:
         with caplog.at_level(logging.ERROR, logger="tactical.outbox"):
             assert consumer.consume_available() == 1
         assert "not a tactical event" in caplog.text
+        assert redis_client.xpending(stream_name, consumer.group)["pending"] == 0
+
+    @pytest.mark.parametrize(
+        ("fields", "reason"),
+        [
+            ({"body": b"{}", "headers": b'["event_id"]'}, "headers are a JSON list"),
+            ({"body": b"{}", "headers": b'"event_id"'}, "headers are a JSON str"),
+            ({"body": b"{}", "headers": b"[" * DEEP}, "headers are not JSON: nested too deep"),
+            ({"body": deep_json(), "headers": None}, "nested deeper than the recursion limit"),
+        ],
+        ids=["headers-array", "headers-string", "headers-deep", "body-deep"],
+    )
+    def test_malformed_entry_is_acknowledged_and_logged_with_its_id(
+        self,
+        consumer_engine: sa.Engine,
+        redis_client: redis.Redis,
+        stream_name: str,
+        caplog: pytest.LogCaptureFixture,
+        fields: dict[str, bytes | None],
+        reason: str,
+    ) -> None:
+        """An entry whose headers or body cannot be read is logged with its id and reason, then acked."""
+        entry: dict[str, bytes] = {
+            name: json.dumps(valid_headers()).encode() if value is None else value
+            for name, value in fields.items()
+        }
+        entry_id = redis_client.xadd(stream_name, entry).decode()  # pyright: ignore[reportArgumentType]
+        consumer = RedisStreamConsumer(
+            make_consumer(consumer_engine), redis_client, stream=stream_name
+        )
+        with caplog.at_level(logging.ERROR, logger="tactical.outbox"):
+            assert consumer.consume_available() == 1
+            assert consumer.consume_available() == 0
+        (logged,) = [r.getMessage() for r in caplog.records if "acknowledged" in r.getMessage()]
+        assert entry_id in logged
+        assert reason in logged
         assert redis_client.xpending(stream_name, consumer.group)["pending"] == 0
 
     def test_run_handles_entries_until_stopped(

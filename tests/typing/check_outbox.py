@@ -13,6 +13,7 @@ import redis
 import sqlalchemy as sa
 from tactical import AggregateRoot, DomainEvent, EventBus, JsonCodec
 from tactical.outbox import (
+    DEFAULT_DATABASE_TIMEOUT,
     DEFAULT_INBOX_RETENTION,
     HEADER_NAMES,
     RELAY_LOCK_KEY,
@@ -29,7 +30,7 @@ from tactical.outbox import (
     inbox_table,
     purge_inbox,
 )
-from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
+from tactical.outbox.rabbitmq import DEFAULT_HEARTBEAT, RabbitMQConsumer, RabbitMQPublisher
 from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork
 
@@ -62,6 +63,10 @@ relay = OutboxRelay(engine, publisher, batch_size=50)
 assert_type(relay.relay_once(), int)
 assert_type(relay.run(threading.Event(), idle_interval=1.0, max_backoff=10.0), None)
 assert_type(RELAY_LOCK_KEY, int)
+assert_type(DEFAULT_DATABASE_TIMEOUT, float)
+OutboxRelay(engine, publisher, database_timeout=None)
+OutboxRelay(engine, publisher, database_timeout=2.5)
+OutboxRelay(engine, publisher, database_timeout="2")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 OutboxRelay(engine, EventBusPublisher(EventBus(), codec))
 OutboxRelay(engine, RabbitMQPublisher("amqp://guest:guest@localhost/%2F", exchange="billing"))
 OutboxRelay(engine, RedisStreamPublisher(redis.Redis(), "billing:events"))
@@ -100,6 +105,9 @@ assert_type(dead_letters_table, sa.Table)
 rabbit = RabbitMQConsumer(consumer, queue="billing", routing_keys=["policy.#"])
 assert_type(rabbit.consume_available(idle_timeout=0.5), int)
 assert_type(rabbit.run(threading.Event()), None)
+assert_type(DEFAULT_HEARTBEAT, int)
+RabbitMQConsumer(consumer, queue="billing", timeout=2.0, heartbeat=5)
+RabbitMQConsumer(consumer, queue="billing", heartbeat=None)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 stream = RedisStreamConsumer(consumer, redis.Redis(), stream="billing:events")
 assert_type(stream.consume_available(), int)
 

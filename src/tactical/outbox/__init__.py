@@ -20,10 +20,11 @@ from tactical._tracing import Trace, current_trace
 from tactical.outbox._bus_publisher import EventBusPublisher
 from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox
 from tactical.outbox._message import HEADER_NAMES, OutboxMessage, Publisher, PublishError
-from tactical.outbox._relay import RELAY_LOCK_KEY, OutboxRelay
+from tactical.outbox._relay import DEFAULT_DATABASE_TIMEOUT, RELAY_LOCK_KEY, OutboxRelay
 from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
 
 __all__ = [
+    "DEFAULT_DATABASE_TIMEOUT",
     "DEFAULT_INBOX_RETENTION",
     "HEADER_NAMES",
     "RELAY_LOCK_KEY",

@@ -107,17 +107,19 @@ class OutboxMessage:
         """Rebuild a message from the :attr:`body` and :attr:`headers` a broker delivered.
 
         Header values may be strings, bytes or (for numbers) ints, as brokers return them.
+        Whatever arrives (a foreign message, a body nested deeper than the recursion limit,
+        headers that are not a mapping), the only error is ``ValueError``, so a consumer can
+        tell a malformed message from a failure of its own.
 
         Raises:
-            ValueError: A required header is missing or malformed, or the body is not a
-                JSON object; the message names the header or the event id.
+            ValueError: ``headers`` is not a mapping, a required header is missing or
+                malformed, or the body is not a UTF-8 JSON object; the message names the
+                header or the event id.
         """
-        text: dict[str, str] = {}
-        for name in HEADER_NAMES:
-            value = headers.get(name)
-            if value is None:
-                continue
-            text[name] = value.decode() if isinstance(value, bytes) else str(value)
+        try:
+            text = _header_text(headers)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise ValueError(f"malformed tactical message: {_reason(error)}") from None
         try:
             event_id = UUID(_required(text, "event_id"))
             payload: object = json.loads(body)
@@ -136,8 +138,35 @@ class OutboxMessage:
                 correlation_id=_optional_uuid(text, "correlation_id"),
                 causation_id=_optional_uuid(text, "causation_id"),
             )
-        except ValueError as error:
-            raise ValueError(f"malformed tactical message {dict(text)!r}: {error}") from None
+        except (TypeError, ValueError, RecursionError) as error:
+            # RecursionError: json.loads of a body nested deeper than the recursion limit;
+            # TypeError: a body that is neither text nor bytes.
+            raise ValueError(f"malformed tactical message {text!r}: {_reason(error)}") from None
+
+
+def _header_text(headers: object) -> dict[str, str]:
+    """The known headers of ``headers`` as text; ``TypeError`` if it is not a mapping."""
+    if not isinstance(headers, Mapping):
+        raise TypeError(f"headers must be a mapping, got {type(headers).__name__}")
+    known = cast("Mapping[object, object]", headers)
+    text: dict[str, str] = {}
+    for name in HEADER_NAMES:
+        value = known.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bytes):
+            text[name] = value.decode()
+        elif isinstance(value, str | int) and not isinstance(value, bool):
+            text[name] = str(value)
+        else:
+            raise TypeError(f"header {name!r} is a {type(value).__name__}, not text")
+    return text
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, RecursionError):
+        return "nested deeper than the recursion limit"
+    return str(error)
 
 
 def _required(headers: Mapping[str, str], name: str) -> str:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Generator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +25,13 @@ pika_exceptions: Any = importlib.import_module("pika.exceptions")
 
 _log = logging.getLogger("tactical.outbox")
 
+# pika logs several ERROR lines (with tracebacks) for every refused or lost connection, which
+# tactical reports once, with the cause, on "tactical.outbox". Unless the application gave
+# the "pika" logger a level of its own, only pika's CRITICAL lines are let through.
+_pika_log = logging.getLogger("pika")
+if _pika_log.level == logging.NOTSET:
+    _pika_log.setLevel(logging.CRITICAL)
+
 
 def broker_address(url: str) -> str:
     """``host:port`` of the broker at ``url``, for messages (the URL may hold a password)."""
@@ -30,14 +39,114 @@ def broker_address(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
 
 
-def connection_parameters(url: str, *, timeout: float) -> Any:
-    """pika connection parameters for ``url``, failing fast (one attempt, ``timeout`` s)."""
+def connection_parameters(url: str, *, timeout: float, heartbeat: int | None = None) -> Any:
+    """pika connection parameters for ``url``, failing fast (one attempt, ``timeout`` s).
+
+    ``heartbeat`` (seconds) is proposed to the broker; None accepts the broker's.
+    """
     parameters = pika.URLParameters(url)
+    if heartbeat is not None:
+        parameters.heartbeat = heartbeat
     parameters.connection_attempts = 1
     parameters.socket_timeout = timeout
     parameters.stack_timeout = timeout
     parameters.blocked_connection_timeout = timeout * 6
     return parameters
+
+
+def describe_error(error: BaseException) -> str:
+    """``error``'s type and message, with the underlying cause where pika wraps one.
+
+    pika raises ``AMQPConnectionError()`` with no text, or with wrappers (themselves without
+    text, holding it as ``.exception``) around the real cause, a refused socket say, as their
+    only argument.
+    """
+    cause = error
+    while True:
+        inner = [a for a in cause.args if isinstance(a, BaseException)]
+        wrapped: object = getattr(cause, "exception", None)  # pika's connector errors
+        if isinstance(wrapped, BaseException):
+            inner.append(wrapped)
+        if str(cause) and not (inner and isinstance(cause, pika_exceptions.AMQPConnectionError)):
+            break
+        if inner:
+            cause = inner[0]
+        elif cause.__cause__ is not None:
+            cause = cause.__cause__
+        else:
+            break
+    text = str(cause)
+    if cause is not error:
+        text = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class BrokerSilent(ConnectionError):
+    """The broker sent nothing, not even a heartbeat, for longer than it promised."""
+
+
+@contextmanager
+def answer_within(connection: Any, seconds: float, what: str) -> Generator[None, None, None]:
+    """Bound a blocking request on a pika ``BlockingConnection`` to ``seconds``.
+
+    BlockingConnection waits for the broker's answer for ever (or until a heartbeat is
+    missed, up to twice the heartbeat plus 10 s). If none came in time, the connection's
+    stream is dropped with a :class:`BrokerSilent` error, which the blocked call raises.
+    pika has no public call for either step, so its connection's own timer and teardown
+    are used (as pika's heartbeat checker does).
+    """
+    impl = connection._impl
+
+    def give_up() -> None:
+        if not impl.is_closed:
+            impl._terminate_stream(
+                BrokerSilent(f"no answer from RabbitMQ while {what} within {seconds}s")
+            )
+
+    timer = impl._adapter_call_later(seconds, give_up)
+    try:
+        yield
+    finally:
+        impl._adapter_remove_timeout(timer)
+
+
+class Silence:
+    """Watches a consuming ``BlockingConnection`` for a broker that went silent.
+
+    With a negotiated heartbeat of ``heartbeat`` seconds the broker sends something at least
+    every half of it; nothing received for ``heartbeat`` seconds means the peer is gone
+    (a fail-over, or a network that stopped forwarding), even if TCP still looks alive.
+    """
+
+    def __init__(self, connection: Any, heartbeat: float, address: str) -> None:
+        self._impl = connection._impl
+        self._heartbeat = heartbeat
+        self._address = address
+        self._received = self._impl.bytes_received
+        self._heard = time.monotonic()
+        self.dead = False
+
+    def heard(self) -> None:
+        """The broker was just heard from (a delivery): restart the silence clock."""
+        self._received, self._heard = self._impl.bytes_received, time.monotonic()
+
+    def check(self) -> None:
+        """Raise :class:`BrokerSilent` (and drop the stream) if the broker went quiet."""
+        received = self._impl.bytes_received
+        now = time.monotonic()
+        if received != self._received:
+            self._received, self._heard = received, now
+            return
+        if now - self._heard > self._heartbeat:
+            self.dead = True
+            error = BrokerSilent(
+                f"RabbitMQ at {self._address} sent nothing, not even a heartbeat, for "
+                f"{now - self._heard:.1f}s (heartbeat {self._heartbeat}s): the connection "
+                "is dead"
+            )
+            if not self._impl.is_closed:
+                self._impl._terminate_stream(error)
+            raise error
 
 
 class _Refused(Exception):
@@ -121,8 +230,9 @@ class ConfirmedChannel:
             if not connection.is_closed:
                 # Drop the socket: pika releases an unanswered connection's socket only at
                 # garbage collection. pika has no public call for this (BlockingConnection
-                # has the same gap), so its adapter's own teardown is used.
-                connection._adapter_disconnect_stream()
+                # has the same gap), so its own teardown is used, with a reason (pika's
+                # teardown asserts that one was given).
+                connection._terminate_stream(_Refused(f"gave up: {self._failure}"))
                 self._run(lambda: connection.is_closed, "aborting", closing=True)
         except Exception:
             _log.debug("closing a broken RabbitMQ connection failed", exc_info=True)

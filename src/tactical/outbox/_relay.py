@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 from tactical.outbox._message import OutboxMessage, Publisher, backoff_delay
+from tactical.outbox._watchdog import guard_round_trips
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._schema import outbox_table
 
-__all__ = ["RELAY_LOCK_KEY", "OutboxRelay"]
+__all__ = ["DEFAULT_DATABASE_TIMEOUT", "RELAY_LOCK_KEY", "OutboxRelay"]
 
 _log = logging.getLogger("tactical.outbox")
 
 RELAY_LOCK_KEY: int = 0x7461_6374_6F75_7462  # "tactoutb": the PostgreSQL advisory lock of relays
 """The PostgreSQL advisory lock key relays take, one at a time, for each batch."""
+
+DEFAULT_DATABASE_TIMEOUT: float = 10.0
+"""Seconds one database round trip of a relay on PostgreSQL may take before it is cut.
+
+.. versionadded:: 0.2.0
+"""
 
 
 class OutboxRelay:
@@ -57,17 +66,30 @@ class OutboxRelay:
     application services through :func:`~tactical.retry_on_conflict`, as you should on SQLite
     anyway.
 
+    **A database that stops answering.** psycopg has no read timeout, so on PostgreSQL each
+    round trip of the relay (a statement, the commit, a rollback) that has not returned after
+    ``database_timeout`` seconds has its connection's socket shut down from a watchdog
+    thread (one per process): the call fails at once, SQLAlchemy discards the connection,
+    and :meth:`run` logs the database's address and tries again on a new one. The publish
+    between the read and the mark is not limited by it (publishers have their own timeout).
+    Connecting is bounded by psycopg's ``connect_timeout`` (130 s unless set: set it in the
+    engine's ``connect_args``); see the outbox how-to for the engine settings.
+
     Args:
         engine: The engine of the database holding ``tactical_outbox``.
         publisher: Where the messages go.
         batch_size: The most rows published (and confirmed) per batch.
         lock_key: The PostgreSQL advisory lock key; relays of one outbox must share it.
+        database_timeout: Seconds a database round trip may take on PostgreSQL before its
+            connection is cut; None for no limit.
 
     Raises:
         TypeError: ``engine`` is not a SQLAlchemy ``Engine``.
-        ValueError: ``batch_size`` is below 1.
+        ValueError: ``batch_size`` is below 1, or ``database_timeout`` is not positive.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       ``database_timeout``.
     """
 
     def __init__(
@@ -77,9 +99,15 @@ class OutboxRelay:
         *,
         batch_size: int = 100,
         lock_key: int = RELAY_LOCK_KEY,
+        database_timeout: float | None = DEFAULT_DATABASE_TIMEOUT,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if database_timeout is not None and not database_timeout > 0:
+            raise ValueError(f"database_timeout must be positive, got {database_timeout}")
+        self._database_timeout = database_timeout
+        self._database = _database_address(engine.url)
+        self._cut = threading.Event()
         self._engine = configure_engine(engine)
         self._publisher = publisher
         self._batch_size = batch_size
@@ -100,7 +128,7 @@ class OutboxRelay:
         Raises:
             Exception: Whatever the publisher raised; no row of the batch was marked.
         """
-        with self._engine.connect() as connection:
+        with self._connect() as connection:
             if self._postgres:
                 with connection.begin():
                     locked = connection.execute(
@@ -135,8 +163,9 @@ class OutboxRelay:
         A full batch is followed at once by the next; otherwise the relay waits
         ``idle_interval`` seconds. While publishing (or the database) fails, it waits with
         bounded exponential backoff (``initial_backoff`` doubling up to ``max_backoff``,
-        with jitter) and logs each failure on the ``tactical.outbox`` logger; the first
-        success after failures is logged too.
+        with jitter) and logs each failure once on the ``tactical.outbox`` logger, saying
+        whether the database (and which) or the publisher failed and when it tries again;
+        the first success after failures is logged too.
 
         Args:
             stop: Set it (from another thread or a signal handler) to end the loop.
@@ -145,30 +174,61 @@ class OutboxRelay:
             max_backoff: The longest wait between attempts while failures continue.
         """
         failures = 0
-        _log.info("outbox relay started (batch size %d)", self._batch_size)
+        _log.info(
+            "outbox relay started on the database at %s (batch size %d)",
+            self._database,
+            self._batch_size,
+        )
         while not stop.is_set():
+            self._cut.clear()
             try:
                 count = self.relay_once()
             except Exception as error:
                 failures += 1
                 delay = backoff_delay(failures, initial_backoff, max_backoff)
                 _log.warning(
-                    "outbox relay: publishing failed (attempt %d), retrying in %.1fs: %s",
+                    "outbox relay: %s (attempt %d); nothing was marked published, retrying in "
+                    "%.1fs",
+                    self._what_failed(error),
                     failures,
                     delay,
-                    error,
                     exc_info=_log.isEnabledFor(logging.DEBUG),
                 )
                 stop.wait(delay)
                 continue
             if failures:
-                _log.info("outbox relay: publishing again after %d failed attempt(s)", failures)
+                _log.info(
+                    "outbox relay: publishing from the database at %s again after %d failed "
+                    "attempt(s)",
+                    self._database,
+                    failures,
+                )
                 failures = 0
             if count:
                 _log.debug("outbox relay: published %d message(s)", count)
             if count < self._batch_size:
                 stop.wait(idle_interval)
         _log.info("outbox relay stopped")
+
+    def _what_failed(self, error: Exception) -> str:
+        if self._cut.is_set():
+            return (
+                f"the database at {self._database} did not answer within "
+                f"{self._database_timeout}s, so its connection was cut"
+            )
+        if isinstance(error, exc.SQLAlchemyError):
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            return f"the database at {self._database} failed ({type(error).__name__}: {reason})"
+        return f"publishing failed ({type(error).__name__}: {error})"
+
+    @contextlib.contextmanager
+    def _connect(self) -> Generator[sa.Connection, None, None]:
+        with self._engine.connect() as connection:
+            if not self._postgres or self._database_timeout is None:
+                yield connection
+                return
+            with guard_round_trips(connection, self._database_timeout, self._cut.set):
+                yield connection
 
     def _read(self, connection: sa.Connection) -> list[OutboxMessage]:
         t = outbox_table
@@ -214,3 +274,10 @@ class OutboxRelay:
             .where(t.c.position.in_([m.position for m in messages]))
             .values(published_at=datetime.now(UTC))
         )
+
+
+def _database_address(url: sa.URL) -> str:
+    """``host:port/database`` of ``url`` (never its password), or a SQLite file's path."""
+    if url.get_backend_name() == "sqlite":
+        return url.database or ":memory:"
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"

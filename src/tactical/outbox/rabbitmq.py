@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -15,18 +16,27 @@ from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay
 from tactical.outbox._rabbitmq_channel import (
     ConfirmedChannel,
+    Silence,
+    answer_within,
     broker_address,
     connection_parameters,
+    describe_error,
     pika,
     pika_exceptions,
 )
 
-__all__ = ["DEFAULT_EXCHANGE", "RabbitMQConsumer", "RabbitMQPublisher"]
+__all__ = ["DEFAULT_EXCHANGE", "DEFAULT_HEARTBEAT", "RabbitMQConsumer", "RabbitMQPublisher"]
 
 _log = logging.getLogger("tactical.outbox")
 
 DEFAULT_EXCHANGE = "tactical.events"
 """The topic exchange events are published to unless another is named."""
+
+DEFAULT_HEARTBEAT: int = 10
+"""The AMQP heartbeat in seconds that consumers negotiate; a connection silent this long is dead.
+
+.. versionadded:: 0.2.0
+"""
 
 
 class RabbitMQPublisher:
@@ -101,14 +111,17 @@ class RabbitMQPublisher:
                     # An idle connection the broker or the network dropped: the loss may
                     # only show once used. Send the batch again on a new connection (the
                     # broker may have some of it twice; consumers deduplicate).
-                    _log.info("RabbitMQ connection lost (%s): reconnecting", error)
+                    _log.info(
+                        "RabbitMQ connection to %s lost (%s): reconnecting",
+                        broker_address(self._url),
+                        describe_error(error),
+                    )
                     continue
                 first = messages[0]
                 raise PublishError(
                     f"RabbitMQ at {broker_address(self._url)} did not confirm {len(messages)} event(s) "
                     f"from {first.event_id} ({first.event_type}, outbox position "
-                    f"{first.position}) on exchange {self._exchange!r}: "
-                    f"{type(error).__name__}: {error}"
+                    f"{first.position}) on exchange {self._exchange!r}: {describe_error(error)}"
                 ) from error
 
     def _connected(self) -> ConfirmedChannel:
@@ -158,8 +171,19 @@ class RabbitMQConsumer:
     returned, that is after the handler's unit of work committed with its inbox row (or the
     message was parked). A crash before the ack makes RabbitMQ redeliver, and the inbox skips
     it. If handling raises (the database is down) the message is requeued and the consumer
-    reconnects with backoff. A delivery that is not a tactical message (missing headers) is
-    rejected without requeue (to the queue's dead-letter exchange if it has one) and logged.
+    reconnects with backoff. A delivery that is not a tactical message (missing headers,
+    unreadable body) is rejected without requeue (to the queue's dead-letter exchange if it
+    has one) and logged with its id and the reason.
+
+    **A broker that stops answering.** The connection negotiates an AMQP heartbeat of
+    ``heartbeat`` seconds (the broker then sends something at least every half of it), and a
+    connection from which nothing arrived for ``heartbeat`` seconds is given up and
+    replaced; every other wait (connecting, declaring, cancelling, closing) is bounded by
+    ``timeout``. So :meth:`run` notices a dead broker within about ``heartbeat`` seconds,
+    logs it with the broker's address, reconnects, and returns within about ``timeout``
+    seconds of a stop request whatever the network does. A handler that runs longer than
+    ``heartbeat`` keeps the connection from answering the broker's heartbeats: the broker
+    may close it and redeliver the message, which the inbox then skips.
 
     Per-aggregate order holds with one consumer per queue (messages are handled one at a
     time in queue order); several consumers on one queue share the load but may handle
@@ -172,9 +196,16 @@ class RabbitMQConsumer:
         exchange: The topic exchange the relay publishes to.
         routing_keys: Binding keys of the queue.
         prefetch: How many unacknowledged messages the broker sends ahead.
-        timeout: Seconds to wait for connecting and for each socket operation.
+        timeout: Seconds to wait for connecting and for each request to the broker.
+        heartbeat: The AMQP heartbeat in seconds (at least 1): a connection silent for so
+            long is dead.
+
+    Raises:
+        ValueError: ``heartbeat`` is below 1 or ``timeout`` is not positive.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       ``heartbeat``; every wait is bounded, and a silent connection is replaced.
     """
 
     def __init__(
@@ -187,14 +218,21 @@ class RabbitMQConsumer:
         routing_keys: Sequence[str] = ("#",),
         prefetch: int = 10,
         timeout: float = 5.0,
+        heartbeat: int = DEFAULT_HEARTBEAT,
     ) -> None:
+        if heartbeat < 1:
+            raise ValueError(f"heartbeat must be at least 1 second, got {heartbeat}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
         self._inbox = inbox
         self._url = url
+        self._address = broker_address(url)
         self._queue = queue
         self._exchange = exchange
         self._routing_keys = tuple(routing_keys)
         self._prefetch = prefetch
         self._timeout = timeout
+        self._heartbeat = heartbeat
         self._connection: Any = None
         self._channel: Any = None
 
@@ -207,7 +245,8 @@ class RabbitMQConsumer:
         """Handle messages until none arrived for ``idle_timeout`` seconds; return how many.
 
         Raises:
-            Exception: Connecting failed, or handling a message raised (it was requeued).
+            Exception: Connecting failed, the broker stopped answering, or handling a
+                message raised (it was requeued).
         """
         return self._consume(None, idle_timeout)
 
@@ -221,27 +260,50 @@ class RabbitMQConsumer:
     ) -> None:
         """Handle messages until ``stop`` is set; reconnect with bounded backoff on failures.
 
+        Each failure is logged once, as a warning saying what failed, at which broker
+        address, and when the next attempt is; the first success after failures is logged
+        as consuming again.
+
         Args:
-            stop: Set it to end the loop (checked at least every ``poll_interval`` s).
+            stop: Set it to end the loop (checked at least every ``poll_interval`` s; the
+                loop then returns within about ``timeout`` s).
             poll_interval: Seconds to wait for a message before checking ``stop``.
             initial_backoff: Seconds to wait after the first failure, doubling after each.
             max_backoff: The longest wait between attempts.
         """
         failures = 0
-        _log.info("RabbitMQ consumer %s started on queue %r", self._inbox.name, self._queue)
+        _log.info(
+            "RabbitMQ consumer %s started on queue %r at %s",
+            self._inbox.name,
+            self._queue,
+            self._address,
+        )
         while not stop.is_set():
             try:
+                self._open_channel()
+                if failures:
+                    _log.info(
+                        "RabbitMQ consumer %s: consuming queue %r at %s again after %d failed "
+                        "attempt(s)",
+                        self._inbox.name,
+                        self._queue,
+                        self._address,
+                        failures,
+                    )
+                    failures = 0
                 self._consume(stop, poll_interval)
-                failures = 0
             except Exception as error:
                 failures += 1
                 self.close()
                 delay = backoff_delay(failures, initial_backoff, max_backoff)
                 _log.warning(
-                    "RabbitMQ consumer %s: %s: %s; retrying in %.1fs",
+                    "RabbitMQ consumer %s: consuming queue %r at %s failed (%s) (attempt %d); "
+                    "retrying in %.1fs",
                     self._inbox.name,
-                    type(error).__name__,
-                    error,
+                    self._queue,
+                    self._address,
+                    describe_error(error),
+                    failures,
                     delay,
                 )
                 stop.wait(delay)
@@ -249,11 +311,15 @@ class RabbitMQConsumer:
         _log.info("RabbitMQ consumer %s stopped", self._inbox.name)
 
     def close(self) -> None:
-        """Close the connection (unacknowledged messages go back to the queue)."""
+        """Close the connection (unacknowledged messages go back to the queue).
+
+        Waits at most ``timeout`` seconds for the broker to confirm, then drops the socket.
+        """
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
             try:
-                connection.close()
+                with answer_within(connection, self._timeout, "closing the connection"):
+                    connection.close()
             except Exception:
                 _log.debug("closing a broken RabbitMQ connection failed", exc_info=True)
 
@@ -261,49 +327,70 @@ class RabbitMQConsumer:
         if self._channel is not None and self._channel.is_open:
             return self._channel
         connection = pika.BlockingConnection(
-            connection_parameters(self._url, timeout=self._timeout)
+            connection_parameters(self._url, timeout=self._timeout, heartbeat=self._heartbeat)
         )
         try:
-            channel = connection.channel()
-            channel.exchange_declare(exchange=self._exchange, exchange_type="topic", durable=True)
-            channel.queue_declare(queue=self._queue, durable=True)
-            for key in self._routing_keys:
-                channel.queue_bind(queue=self._queue, exchange=self._exchange, routing_key=key)
-            channel.basic_qos(prefetch_count=self._prefetch)
+            with answer_within(connection, self._timeout, f"declaring queue {self._queue!r}"):
+                channel = connection.channel()
+                channel.exchange_declare(
+                    exchange=self._exchange, exchange_type="topic", durable=True
+                )
+                channel.queue_declare(queue=self._queue, durable=True)
+                for key in self._routing_keys:
+                    channel.queue_bind(queue=self._queue, exchange=self._exchange, routing_key=key)
+                channel.basic_qos(prefetch_count=self._prefetch)
         except BaseException:
-            connection.close()
+            self._connection = connection
+            self.close()
             raise
         self._connection, self._channel = connection, channel
         return channel
 
     def _consume(self, stop: threading.Event | None, idle_timeout: float) -> int:
         channel = self._open_channel()
+        silence = Silence(self._connection, self._heartbeat, self._address)
         count = 0
+        last_delivery = time.monotonic()
         try:
             for method, properties, body in channel.consume(
-                self._queue, inactivity_timeout=idle_timeout
+                self._queue, inactivity_timeout=min(idle_timeout, self._heartbeat / 2)
             ):
                 if method is not None:
                     self._deliver(channel, method, properties, body)
                     count += 1
-                elif stop is None:
+                    last_delivery = time.monotonic()
+                    # A delivery is news from the broker; the clock restarts after the
+                    # handler, which may have run longer than a heartbeat without I/O.
+                    silence.heard()
+                elif stop is None and time.monotonic() - last_delivery >= idle_timeout:
                     break
+                else:
+                    silence.check()
                 if stop is not None and stop.is_set():
                     break
         finally:
-            if channel.is_open:
-                channel.cancel()
+            stopping = stop is not None and stop.is_set()
+            if channel.is_open and not stopping and not silence.dead:
+                # When stopping, closing the connection cancels the consumer with it.
+                try:
+                    with answer_within(self._connection, self._timeout, "cancelling"):
+                        channel.cancel()
+                except Exception:
+                    _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
         return count
 
     def _deliver(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         try:
             message = OutboxMessage.from_wire(body, properties.headers or {})
-        except ValueError as error:
+        except Exception as error:  # any decode failure: the message is malformed
             _log.error(
-                "RabbitMQ consumer %s rejected a message from queue %r that is not a tactical "
-                "event: %s",
+                "RabbitMQ consumer %s rejected message %s (delivery tag %s) from queue %r "
+                "without requeue: not a tactical event (%s: %s)",
                 self._inbox.name,
+                properties.message_id,
+                method.delivery_tag,
                 self._queue,
+                type(error).__name__,
                 error,
             )
             channel.basic_nack(delivery_tag=method.delivery_tag, requeue=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from tactical._extras import missing_extra
@@ -38,18 +38,32 @@ class RedisStreamPublisher:
     is then depends on the server's persistence settings (``appendonly yes`` with
     ``appendfsync everysec`` or ``always`` for an outbox worth the name).
 
+    Every wait is bounded by the client's ``socket_timeout`` (redis-py 8 defaults to 5 s; older
+    versions to none, which is refused): a Redis that stops answering makes :meth:`publish`
+    raise :class:`~tactical.outbox.PublishError` after it, once the client's own retries
+    (``retry=``) are spent, and the relay reconnects on its next attempt.
+
     Args:
-        client: The Redis client to use (one per relay thread is simplest).
+        client: The Redis client to use (one per relay thread is simplest), made with a
+            ``socket_timeout`` (and ideally ``socket_connect_timeout`` and
+            ``health_check_interval``).
         stream: The stream's key.
         maxlen: Trim the stream to about this many entries (``MAXLEN ~``); None keeps all.
             Trimming can drop entries that a slow consumer group has not read yet.
 
+    Raises:
+        ValueError: ``client`` has no ``socket_timeout``: a Redis that stopped answering
+            would block the relay for ever.
+
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       A client without ``socket_timeout`` is refused.
     """
 
     def __init__(
         self, client: redis.Redis, stream: str = DEFAULT_STREAM, *, maxlen: int | None = None
     ) -> None:
+        _socket_timeout(client, "RedisStreamPublisher")
         self._client = client
         self._stream = stream
         self._maxlen = maxlen
@@ -63,7 +77,8 @@ class RedisStreamPublisher:
         """Append ``messages`` to the stream, in order.
 
         Raises:
-            PublishError: Redis is unreachable or refused an entry; the error names the
+            PublishError: Redis is unreachable, did not answer within the client's
+                ``socket_timeout`` or refused an entry; the error names Redis's address, the
                 stream and the batch's first event.
         """
         if not messages:
@@ -81,8 +96,8 @@ class RedisStreamPublisher:
         except redis.RedisError as error:
             first = messages[0]
             raise PublishError(
-                f"Redis did not append {len(messages)} event(s) from {first.event_id} "
-                f"(outbox position {first.position}) to stream {self._stream!r}: "
+                f"Redis at {_redis_address(self._client)} did not append {len(messages)} "
+                f"event(s) from {first.event_id} (outbox position {first.position}) to stream {self._stream!r}: "
                 f"{type(error).__name__}: {error}"
             ) from error
 
@@ -98,19 +113,32 @@ class RedisStreamConsumer:
     raised) are read again first, in order, before new ones, and the inbox skips those already
     handled. An entry that is not a tactical message is logged and acknowledged.
 
+    Every wait is bounded by the client's ``socket_timeout`` (a client without one is
+    refused): :meth:`run` blocks in ``XREADGROUP`` for at most half of it, so a Redis that
+    stops answering raises a timeout within ``socket_timeout`` (times the client's retries),
+    which :meth:`run` logs with Redis's address before reconnecting, and a stop request is
+    seen as soon as the current wait ends.
+
     The client must speak RESP2 (redis-py's default protocol). Per-aggregate order holds
     with one consumer name per group; more consumers in a group
     share the load but may handle two events of one aggregate at once.
 
     Args:
         inbox: Handles the events.
-        client: The Redis client to use.
+        client: The Redis client to use, made with a ``socket_timeout`` (and ideally
+            ``socket_connect_timeout`` and ``health_check_interval``).
         stream: The stream's key.
         group: The consumer group's name; the inbox consumer's name if omitted.
         consumer: This reader's name within the group.
         batch_size: The most entries read per ``XREADGROUP``.
 
+    Raises:
+        ValueError: ``client`` has no ``socket_timeout``: a Redis that stopped answering
+            would block the consumer for ever.
+
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       A client without ``socket_timeout`` is refused.
     """
 
     def __init__(
@@ -123,6 +151,7 @@ class RedisStreamConsumer:
         consumer: str = "consumer-1",
         batch_size: int = 100,
     ) -> None:
+        self._socket_timeout = _socket_timeout(client, "RedisStreamConsumer")
         self._inbox = inbox
         self._client = client
         self._stream = stream
@@ -159,29 +188,47 @@ class RedisStreamConsumer:
     ) -> None:
         """Handle entries until ``stop`` is set; retry with bounded backoff on failures.
 
+        Each failure is logged once, as a warning saying what failed (Redis, at which
+        address, or handling an entry) and when the next attempt is; the first success
+        after failures is logged too.
+
         Args:
-            stop: Set it to end the loop (checked at least every ``poll_interval`` s).
+            stop: Set it to end the loop (checked at least every ``poll_interval`` s, or
+                half the client's ``socket_timeout`` if that is shorter).
             poll_interval: Seconds ``XREADGROUP`` blocks waiting for new entries.
             initial_backoff: Seconds to wait after the first failure, doubling after each.
             max_backoff: The longest wait between attempts.
         """
         failures = 0
-        _log.info("Redis consumer %s started on stream %r", self._group, self._stream)
+        block = min(poll_interval, self._socket_timeout / 2)
+        address = _redis_address(self._client)
+        _log.info(
+            "Redis consumer %s started on stream %r at %s", self._group, self._stream, address
+        )
         while not stop.is_set():
             try:
-                self._poll(block_ms=max(1, int(poll_interval * 1000)))
-                failures = 0
+                self._poll(block_ms=max(1, int(block * 1000)))
             except Exception as error:
                 failures += 1
                 delay = backoff_delay(failures, initial_backoff, max_backoff)
                 _log.warning(
-                    "Redis consumer %s: %s: %s; retrying in %.1fs",
+                    "Redis consumer %s: %s (attempt %d); retrying in %.1fs",
                     self._group,
-                    type(error).__name__,
-                    error,
+                    _what_failed(error, self._stream, address),
+                    failures,
                     delay,
                 )
                 stop.wait(delay)
+                continue
+            if failures:
+                _log.info(
+                    "Redis consumer %s: consuming stream %r at %s again after %d failed attempt(s)",
+                    self._group,
+                    self._stream,
+                    address,
+                    failures,
+                )
+                failures = 0
         _log.info("Redis consumer %s stopped", self._group)
 
     def _ensure_group(self) -> None:
@@ -217,20 +264,65 @@ class RedisStreamConsumer:
     def _handle_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
         for entry_id, fields in entries:
             try:
-                headers: Any = json.loads(fields[b"headers"])
-                message = OutboxMessage.from_wire(
-                    fields[b"body"], cast("dict[str, object]", headers)
-                )
-            except (KeyError, ValueError, TypeError) as error:
+                message = _message_of_entry(fields)
+            except Exception as error:  # any decode failure: the entry is malformed
                 _log.error(
                     "Redis consumer %s acknowledged entry %s of stream %r without handling it: "
-                    "not a tactical event (%s)",
+                    "not a tactical event (%s: %s)",
                     self._group,
-                    entry_id.decode(),
+                    entry_id.decode(errors="replace"),
                     self._stream,
+                    type(error).__name__,
                     error,
                 )
             else:
                 self._inbox.handle(message)
             self._client.xack(self._stream, self._group, entry_id)
         return len(entries)
+
+
+def _message_of_entry(fields: Mapping[bytes, bytes]) -> OutboxMessage:
+    """The message a stream entry written by :class:`RedisStreamPublisher` holds.
+
+    Raises:
+        ValueError: The entry lacks ``body`` or ``headers``, or they are malformed.
+    """
+    body, headers = fields.get(b"body"), fields.get(b"headers")
+    if body is None or headers is None:
+        raise ValueError(f"entry has no 'body' or no 'headers' field (fields {sorted(fields)!r})")
+    try:
+        decoded: object = json.loads(headers)
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deep" if isinstance(error, RecursionError) else str(error)
+        raise ValueError(f"headers are not JSON: {reason}") from None
+    if not isinstance(decoded, dict):
+        raise ValueError(f"headers are a JSON {type(decoded).__name__}, not an object")
+    return OutboxMessage.from_wire(body, cast("dict[str, object]", decoded))
+
+
+def _redis_address(client: redis.Redis) -> str:
+    """``host:port`` (or the socket path) of the Redis server ``client`` talks to."""
+    kwargs: dict[str, Any] = getattr(client.connection_pool, "connection_kwargs", {})
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+def _socket_timeout(client: redis.Redis, user: str) -> float:
+    kwargs: dict[str, Any] = getattr(client.connection_pool, "connection_kwargs", {})
+    timeout = kwargs.get("socket_timeout")
+    if timeout is None:
+        raise ValueError(
+            f"{user} needs a Redis client with a socket_timeout: without one a Redis at "
+            f"{_redis_address(client)} that stops answering blocks it for ever; make it with "
+            "redis.Redis(..., socket_timeout=5, socket_connect_timeout=5, "
+            "health_check_interval=30)"
+        )
+    return float(timeout)
+
+
+def _what_failed(error: Exception, stream: str, address: str) -> str:
+    described = f"{type(error).__name__}: {error}"
+    if isinstance(error, redis.RedisError):
+        return f"reading stream {stream!r} from Redis at {address} failed ({described})"
+    return f"handling an entry of stream {stream!r} failed ({described}); it stays pending"

@@ -1,0 +1,382 @@
+"""Every outbox loop notices a peer gone silent, says where, reconnects, and stops when told.
+
+A fail-over through the test's proxy: the connections open at that moment stop forwarding
+for good (their sockets stay open, so TCP looks alive), new connections work. Timeouts are
+set short in each test; the bounds below only say "eventually", never "fast".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from uuid import UUID
+
+import pytest
+import redis
+from tests.outbox.brokers import AMQP_URL, NO_RETRY, Rabbit, TcpProxy
+from tests.outbox.contract import sample_batch
+from tests.outbox.helpers import (
+    RecordingPublisher,
+    commit_ticks,
+    make_consumer,
+    mirrors,
+    pending_count,
+)
+from tests.sqlalchemy.conftest import POSTGRES_URL
+
+import sqlalchemy as sa
+from tactical.outbox import OutboxMessage, OutboxRelay, Publisher, PublishError
+from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
+from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
+
+EVENTUALLY = 15.0
+"""Seconds within which something must have happened: a liveness bound, not a speed claim."""
+
+BACKOFF: dict[str, float] = {"initial_backoff": 0.05, "max_backoff": 0.2}
+
+
+def eventually(condition: Callable[[], bool], what: str) -> None:
+    """Wait until ``condition()`` holds; fail naming ``what`` if it never does."""
+    deadline = time.monotonic() + EVENTUALLY
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+class Loop:
+    """A ``run(stop)`` loop in a thread of its own."""
+
+    def __init__(self, run: Callable[[threading.Event], None]) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def stopped(self) -> bool:
+        """Ask the loop to stop; True once it returned (within the liveness bound)."""
+        self.stop.set()
+        self.thread.join(EVENTUALLY)
+        return not self.thread.is_alive()
+
+
+@contextmanager
+def looping(run: Callable[[threading.Event], None]) -> Iterator[Loop]:
+    """Run ``run`` in a thread for the block; make sure it is stopped afterwards."""
+    loop = Loop(run)
+    try:
+        yield loop
+    finally:
+        loop.stopped()
+
+
+def lines(caplog: pytest.LogCaptureFixture, level: int, *parts: str) -> list[str]:
+    """The tactical log lines of ``level`` that contain every one of ``parts``."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("tactical")
+        and r.levelno == level
+        and all(part in r.getMessage() for part in parts)
+    ]
+
+
+def redis_via(proxy: TcpProxy) -> redis.Redis:
+    """A client through ``proxy`` with a short socket timeout and no retries of its own."""
+    return redis.Redis(
+        host="127.0.0.1",
+        port=proxy.port,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=NO_RETRY,
+    )
+
+
+def amqp_via(proxy: TcpProxy) -> str:
+    return f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
+
+
+class ProducerSide:
+    """Commits counters' ticks to an outbox and relays them to the real broker (not proxied)."""
+
+    def __init__(self, engine: sa.Engine, publisher: Publisher) -> None:
+        self.engine = engine
+        self.relay = OutboxRelay(engine, publisher)
+        self.expected: dict[UUID, list[int]] = {}
+
+    def send_ticks(self) -> None:
+        (counter_id,) = commit_ticks(self.engine, counters=1, ticks=2)
+        self.expected[counter_id] = [1, 2]
+        while self.relay.relay_once():
+            pass
+
+
+@pytest.mark.redis
+class TestRedisConsumerWhenRedisGoesSilent:
+    def test_silence_is_logged_with_the_address_and_consuming_resumes(
+        self,
+        sqlite_engine: sa.Engine,
+        consumer_engine: sa.Engine,
+        redis_client: redis.Redis,
+        stream_name: str,
+        redis_proxy: TcpProxy,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A silenced connection times out, is logged with Redis's address, and is replaced."""
+        producer = ProducerSide(sqlite_engine, RedisStreamPublisher(redis_client, stream_name))
+        client = redis_via(redis_proxy)
+        consumer = RedisStreamConsumer(make_consumer(consumer_engine), client, stream=stream_name)
+        with (
+            caplog.at_level(logging.INFO, logger="tactical.outbox"),
+            looping(lambda stop: consumer.run(stop, **BACKOFF)) as loop,
+        ):
+            producer.send_ticks()
+            eventually(lambda: mirrors(consumer_engine) == producer.expected, "first events")
+            assert redis_proxy.silence() >= 1
+            producer.send_ticks()
+            eventually(lambda: mirrors(consumer_engine) == producer.expected, "later events")
+            assert loop.stopped()
+        address = f"127.0.0.1:{redis_proxy.port}"
+        assert lines(caplog, logging.WARNING, "Redis consumer mirror", address, "Timeout")
+        assert lines(caplog, logging.INFO, "consuming stream", address, "again after")
+        client.close()
+
+    def test_stop_ends_run_while_redis_is_silent(
+        self,
+        consumer_engine: sa.Engine,
+        stream_name: str,
+        redis_proxy: TcpProxy,
+    ) -> None:
+        """run() returns after a stop request although every open connection went silent."""
+        client = redis_via(redis_proxy)
+        consumer = RedisStreamConsumer(make_consumer(consumer_engine), client, stream=stream_name)
+        loop = Loop(lambda stop: consumer.run(stop, **BACKOFF))
+        eventually(lambda: redis_proxy.silence() >= 1, "a connection to silence")
+        assert loop.stopped()
+        client.close()
+
+    def test_publisher_client_without_socket_timeout_is_refused(self) -> None:
+        """A client that would wait for ever on a silent Redis is refused, saying what to set."""
+        with pytest.raises(ValueError, match="needs a Redis client with a socket_timeout"):
+            RedisStreamPublisher(redis.Redis(socket_timeout=None))
+
+    def test_consumer_client_without_socket_timeout_is_refused(
+        self, consumer_engine: sa.Engine
+    ) -> None:
+        """A consumer's client must have a socket timeout too."""
+        inbox = make_consumer(consumer_engine)
+        with pytest.raises(ValueError, match="needs a Redis client with a socket_timeout"):
+            RedisStreamConsumer(inbox, redis.Redis(socket_timeout=None))
+
+
+@pytest.mark.redis
+class TestRelayToRedisWhenRedisGoesSilent:
+    def test_silence_is_logged_with_the_address_and_publishing_resumes(
+        self,
+        sqlite_engine: sa.Engine,
+        stream_name: str,
+        redis_client: redis.Redis,
+        redis_proxy: TcpProxy,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """The relay's publish times out on the silent connection, says where, then delivers."""
+        client = redis_via(redis_proxy)
+        relay = OutboxRelay(sqlite_engine, RedisStreamPublisher(client, stream_name))
+        with (
+            caplog.at_level(logging.INFO, logger="tactical.outbox"),
+            looping(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF)) as loop,
+        ):
+            commit_ticks(sqlite_engine, counters=1, ticks=2)
+            eventually(lambda: pending_count(sqlite_engine) == 0, "first rows published")
+            assert redis_proxy.silence() >= 1
+            commit_ticks(sqlite_engine, counters=1, ticks=2)
+            eventually(lambda: pending_count(sqlite_engine) == 0, "later rows published")
+            assert loop.stopped()
+        assert redis_client.xlen(stream_name) >= 4
+        address = f"127.0.0.1:{redis_proxy.port}"
+        assert lines(caplog, logging.WARNING, "publishing failed", f"Redis at {address}")
+        assert lines(caplog, logging.INFO, "publishing from the database at", "again after")
+        client.close()
+
+    def test_stop_ends_run_while_redis_is_silent(
+        self, sqlite_engine: sa.Engine, stream_name: str, redis_proxy: TcpProxy
+    ) -> None:
+        """relay.run() returns after a stop request while its publish waits on a silent Redis."""
+        client = redis_via(redis_proxy)
+        relay = OutboxRelay(sqlite_engine, RedisStreamPublisher(client, stream_name))
+        commit_ticks(sqlite_engine, counters=1, ticks=1)
+        loop = Loop(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF))
+        eventually(lambda: pending_count(sqlite_engine) == 0, "first rows published")
+        redis_proxy.silence()
+        commit_ticks(sqlite_engine, counters=1, ticks=1)
+        assert loop.stopped()
+        client.close()
+
+
+@pytest.mark.rabbitmq
+class TestRabbitMQConsumerWhenTheBrokerGoesSilent:
+    def consumer(self, consumer_engine: sa.Engine, rabbit: Rabbit, url: str) -> RabbitMQConsumer:
+        return RabbitMQConsumer(
+            make_consumer(consumer_engine),
+            url,
+            queue=rabbit.queue,
+            exchange=rabbit.exchange,
+            timeout=1.0,
+            heartbeat=1,
+        )
+
+    def test_silence_is_logged_with_the_address_and_consuming_resumes(
+        self,
+        sqlite_engine: sa.Engine,
+        consumer_engine: sa.Engine,
+        rabbit: Rabbit,
+        rabbit_proxy: TcpProxy,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A connection silent for a heartbeat is given up, logged with its address, and replaced."""
+        publisher = RabbitMQPublisher(AMQP_URL, exchange=rabbit.exchange)
+        producer = ProducerSide(sqlite_engine, publisher)
+        consumer = self.consumer(consumer_engine, rabbit, amqp_via(rabbit_proxy))
+        with (
+            caplog.at_level(logging.INFO, logger="tactical.outbox"),
+            looping(lambda stop: consumer.run(stop, poll_interval=0.1, **BACKOFF)) as loop,
+        ):
+            producer.send_ticks()
+            eventually(lambda: mirrors(consumer_engine) == producer.expected, "first events")
+            assert rabbit_proxy.silence() >= 1
+            producer.send_ticks()
+            eventually(lambda: mirrors(consumer_engine) == producer.expected, "later events")
+            assert loop.stopped()
+        publisher.close()
+        address = f"127.0.0.1:{rabbit_proxy.port}"
+        assert lines(
+            caplog, logging.WARNING, "RabbitMQ consumer mirror", address, "not even a heartbeat"
+        )
+        assert lines(caplog, logging.INFO, "consuming queue", address, "again after")
+
+    def test_stop_ends_run_while_the_broker_is_silent(
+        self, consumer_engine: sa.Engine, rabbit: Rabbit, rabbit_proxy: TcpProxy
+    ) -> None:
+        """run() returns after a stop request although the broker stopped answering."""
+        consumer = self.consumer(consumer_engine, rabbit, amqp_via(rabbit_proxy))
+        loop = Loop(lambda stop: consumer.run(stop, poll_interval=0.1, **BACKOFF))
+        eventually(lambda: rabbit_proxy.silence() >= 1, "a connection to silence")
+        assert loop.stopped()
+
+
+@pytest.mark.rabbitmq
+class TestRelayToRabbitMQWhenTheBrokerGoesSilent:
+    def test_silence_is_logged_with_the_address_and_publishing_resumes(
+        self,
+        sqlite_engine: sa.Engine,
+        rabbit: Rabbit,
+        rabbit_proxy: TcpProxy,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """An unconfirmed batch on the silent connection is logged with the address, then sent."""
+        publisher = RabbitMQPublisher(amqp_via(rabbit_proxy), exchange=rabbit.exchange, timeout=1.0)
+        relay = OutboxRelay(sqlite_engine, publisher)
+        with (
+            caplog.at_level(logging.INFO, logger="tactical.outbox"),
+            looping(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF)) as loop,
+        ):
+            commit_ticks(sqlite_engine, counters=1, ticks=2)
+            eventually(lambda: pending_count(sqlite_engine) == 0, "first rows published")
+            assert rabbit_proxy.silence() >= 1
+            commit_ticks(sqlite_engine, counters=1, ticks=2)
+            eventually(lambda: pending_count(sqlite_engine) == 0, "later rows published")
+            assert loop.stopped()
+        publisher.close()
+        assert len(rabbit.drain()) >= 4
+        address = f"127.0.0.1:{rabbit_proxy.port}"
+        assert lines(caplog, logging.WARNING, "publishing failed", f"RabbitMQ at {address}")
+        assert lines(caplog, logging.INFO, "publishing from the database at", "again after")
+
+    def test_stop_ends_run_while_the_broker_is_silent(
+        self, sqlite_engine: sa.Engine, rabbit: Rabbit, rabbit_proxy: TcpProxy
+    ) -> None:
+        """relay.run() returns after a stop request while a batch waits for its confirms."""
+        publisher = RabbitMQPublisher(amqp_via(rabbit_proxy), exchange=rabbit.exchange, timeout=1.0)
+        relay = OutboxRelay(sqlite_engine, publisher)
+        commit_ticks(sqlite_engine, counters=1, ticks=1)
+        loop = Loop(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF))
+        eventually(lambda: pending_count(sqlite_engine) == 0, "first rows published")
+        rabbit_proxy.silence()
+        commit_ticks(sqlite_engine, counters=1, ticks=1)
+        assert loop.stopped()
+        publisher.close()
+
+    def test_giving_up_a_silent_connection_breaks_nothing_inside_pika(
+        self, rabbit: Rabbit, rabbit_proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Dropping the unanswered connection leaves pika's teardown without an internal error."""
+        publisher = RabbitMQPublisher(amqp_via(rabbit_proxy), exchange=rabbit.exchange, timeout=1.0)
+        first, second = sample_batch(start=1), sample_batch(start=7)
+        with caplog.at_level(logging.ERROR, logger="pika"):
+            publisher.publish(first)
+            rabbit_proxy.silence()
+            with pytest.raises(PublishError, match="no answer from the broker"):
+                publisher.publish(second)
+            publisher.publish(second)
+        publisher.close()
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("pika")] == []
+
+
+@pytest.mark.postgres
+class TestPostgresRelayWhenTheDatabaseGoesSilent:
+    def relay_via(self, proxy: TcpProxy, publisher: Publisher) -> tuple[OutboxRelay, sa.Engine]:
+        url = sa.make_url(POSTGRES_URL).set(host="127.0.0.1", port=proxy.port)
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
+        return OutboxRelay(engine, publisher, database_timeout=0.5), engine
+
+    def test_silence_is_logged_with_the_address_and_relaying_resumes(
+        self,
+        postgres_engine: sa.Engine,
+        postgres_proxy: TcpProxy,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A round trip that never returns is cut after database_timeout, logged, and retried."""
+        publisher = RecordingPublisher()
+        relay, engine = self.relay_via(postgres_proxy, publisher)
+        with (
+            caplog.at_level(logging.INFO, logger="tactical.outbox"),
+            looping(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF)) as loop,
+        ):
+            commit_ticks(postgres_engine, counters=1, ticks=2)
+            eventually(lambda: pending_count(postgres_engine) == 0, "first rows published")
+            assert postgres_proxy.silence() >= 1
+            commit_ticks(postgres_engine, counters=1, ticks=2)
+            eventually(lambda: pending_count(postgres_engine) == 0, "later rows published")
+            assert loop.stopped()
+        engine.dispose()
+        assert len({m.event_id for m in publisher.published}) == 4
+        database = f"127.0.0.1:{postgres_proxy.port}/"
+        assert lines(caplog, logging.WARNING, f"the database at {database}", "did not answer")
+        assert lines(caplog, logging.INFO, f"the database at {database}", "again after")
+
+    def test_stop_ends_run_while_the_database_is_silent(
+        self, postgres_engine: sa.Engine, postgres_proxy: TcpProxy
+    ) -> None:
+        """relay.run() returns after a stop request while marking a batch on a silent database."""
+        stop_requested = threading.Event()
+
+        class SilencingPublisher(RecordingPublisher):
+            """Silences the database and asks the relay to stop; the mark then meets silence."""
+
+            def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+                super().publish(messages)
+                postgres_proxy.silence()
+                stop_requested.set()
+
+        relay, engine = self.relay_via(postgres_proxy, SilencingPublisher())
+        commit_ticks(postgres_engine, counters=1, ticks=1)
+        loop = Loop(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF))
+        eventually(stop_requested.is_set, "a batch published")
+        assert loop.stopped()
+        engine.dispose()
+
+    def test_database_timeout_must_be_positive(self, postgres_engine: sa.Engine) -> None:
+        """A zero or negative database_timeout is refused."""
+        with pytest.raises(ValueError, match="database_timeout must be positive, got 0"):
+            OutboxRelay(postgres_engine, RecordingPublisher(), database_timeout=0)
