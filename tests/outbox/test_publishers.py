@@ -86,6 +86,7 @@ class TestEventBusPublisher(PublisherContract):
             arrival=bus_arrival,
             refusing=EventBusPublisher(refusing_bus, codec),
             failure=EventHandlerError,
+            spoiled={"event_type": "nobody.Knows"},
         )
 
     def test_every_handler_receives_the_whole_batch_before_the_error(self) -> None:

@@ -1,0 +1,253 @@
+"""The relay parks outbox rows it can never publish, keeps the others flowing, and retries on demand.
+
+Poison rows are INSERTed straight into ``tactical_outbox`` (the unit of work refuses to
+write most of them), between good rows of other aggregates and before later rows of their
+own aggregate, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+import pytest
+from tests.outbox.brokers import AMQP_URL, Rabbit, TcpProxy
+from tests.outbox.helpers import (
+    Line,
+    RecordingPublisher,
+    RefusingPublisher,
+    commit_ticks,
+    insert_row,
+    pending_positions,
+    published_positions,
+    raw_payload,
+    tick,
+    ticked_row,
+)
+
+import sqlalchemy as sa
+from tactical.outbox import OutboxMessage, OutboxRelay, ParkedRow, PublishError, UndeliverableError
+from tactical.outbox._parking import BatchPlan, plan_after_refusal
+from tactical.outbox.rabbitmq import RabbitMQPublisher
+
+DEEP = '{"a":' * 5000 + "1" + "}" * 5000  # deeper than json.loads' recursion limit
+
+
+def positions(messages: list[OutboxMessage]) -> list[int]:
+    return [m.position for m in messages]
+
+
+class TestUnreadableRows:
+    def test_row_nested_too_deep_is_parked_and_other_aggregates_flow(
+        self, engine: sa.Engine
+    ) -> None:
+        """A payload deeper than the recursion limit is parked; the others go out in order."""
+        line = Line(engine, payload=raw_payload(engine, DEEP))
+        publisher = RecordingPublisher()
+        relay = OutboxRelay(engine, publisher)
+        assert relay.relay_once() == 4
+        assert positions(publisher.published) == line.good
+        (parked,) = relay.parked()
+        assert (parked.position, parked.aggregate_id) == (line.poison, str(line.p))
+        assert "recursion limit" in parked.error
+        assert pending_positions(engine) == [line.poison, line.behind]
+
+    def test_rows_behind_a_parked_row_wait_until_it_is_retried(self, engine: sa.Engine) -> None:
+        """Later rows of the parked row's aggregate stay unpublished, batch after batch."""
+        line = Line(engine, payload=raw_payload(engine, DEEP))
+        publisher = RecordingPublisher()
+        relay = OutboxRelay(engine, publisher)
+        relay.relay_once()
+        tick(engine, line.x)
+        assert relay.relay_once() == 1
+        assert line.behind not in positions(publisher.published)
+        assert pending_positions(engine) == [line.poison, line.behind]
+
+    def test_repaired_and_retried_row_goes_out_before_the_rows_behind_it(
+        self, engine: sa.Engine
+    ) -> None:
+        """Once repaired and un-parked, the row and its successors are published in order."""
+        line = Line(engine, payload=raw_payload(engine, DEEP))
+        publisher = RecordingPublisher()
+        relay = OutboxRelay(engine, publisher)
+        relay.relay_once()
+        line.repair(engine)
+        assert relay.retry_parked(position=line.poison) == 1
+        assert relay.parked() == []
+        assert relay.relay_once() == 2
+        assert positions(publisher.published) == [*line.good, line.poison, line.behind]
+        assert [m.payload["count"] for m in publisher.published[-2:]] == [1, 2]
+        assert pending_positions(engine) == []
+
+    @pytest.mark.parametrize(
+        ("payload", "reason"),
+        [
+            pytest.param("not json", "not JSON", id="invalid-json-text"),
+            pytest.param(b'{"a": "\xff\xfe"}', "not UTF-8", id="non-utf8-text"),
+            pytest.param("[1, 2]", "not a JSON object", id="json-array"),
+        ],
+    )
+    def test_unreadable_sqlite_text_is_parked_alone(
+        self, sqlite_engine: sa.Engine, payload: str | bytes, reason: str
+    ) -> None:
+        """Text SQLite accepts in the JSON column but nobody can read is parked, naming why."""
+        line = Line(sqlite_engine, payload=raw_payload(sqlite_engine, payload))
+        publisher = RecordingPublisher()
+        relay = OutboxRelay(sqlite_engine, publisher)
+        assert relay.relay_once() == 4
+        assert positions(publisher.published) == line.good
+        assert [(p.position, reason in p.error) for p in relay.parked()] == [(line.poison, True)]
+
+    def test_raw_bytes_in_sqlite_payload_are_parked(self, sqlite_engine: sa.Engine) -> None:
+        """A BLOB bound into the payload column is read as bytes, decoded, and parked if bad."""
+        blob = sa.bindparam("raw", b"\x80\x81", type_=sa.LargeBinary)
+        line = Line(sqlite_engine, payload=blob)
+        relay = OutboxRelay(sqlite_engine, RecordingPublisher())
+        assert relay.relay_once() == 4
+        assert [p.position for p in relay.parked()] == [line.poison]
+        assert "not UTF-8" in relay.parked()[0].error
+
+
+class TestRefusedMessages:
+    def test_refused_message_is_parked_and_the_rest_of_the_batch_is_published(
+        self, engine: sa.Engine
+    ) -> None:
+        """An UndeliverableError parks the named row; the same batch then goes out without it."""
+        line = Line(engine, event_type="poison.Ticked")
+        publisher = RefusingPublisher()
+        relay = OutboxRelay(engine, publisher)
+        assert relay.relay_once() == 4
+        assert positions(publisher.published) == line.good
+        assert publisher.batches[1] == line.good  # retried at once, without p's two rows
+        (parked,) = relay.parked()
+        assert parked.position == line.poison
+        assert parked.event_type == "poison.Ticked"
+        assert "refused (injected)" in parked.error
+        assert parked.parked_at.tzinfo is not None
+        assert relay.relay_once() == 0
+        assert pending_positions(engine) == [line.poison, line.behind]
+
+    def test_transient_failure_parks_nothing(self, engine: sa.Engine) -> None:
+        """A publisher error other than UndeliverableError leaves every row pending, none parked."""
+        commit_ticks(engine, counters=2, ticks=2)
+        relay = OutboxRelay(engine, RecordingPublisher(failures=1))
+        with pytest.raises(ConnectionError):
+            relay.relay_once()
+        assert relay.parked() == []
+        assert relay.relay_once() == 4
+
+    def test_parks_found_before_a_transient_failure_are_kept(self, engine: sa.Engine) -> None:
+        """A row refused for good stays parked when the rest of its batch then fails to send."""
+        line = Line(engine, event_type="poison.Ticked")
+        publisher = RefusingPublisher(failures=1)
+        relay = OutboxRelay(engine, publisher)
+        with pytest.raises(ConnectionError):
+            relay.relay_once()
+        assert [p.position for p in relay.parked()] == [line.poison]
+        assert published_positions(engine) == []
+        assert relay.relay_once() == 4
+
+    def test_refusal_naming_no_message_of_the_batch_is_transient(
+        self, sqlite_engine: sa.Engine
+    ) -> None:
+        """A publisher naming positions outside the batch parks nothing and is raised."""
+        commit_ticks(sqlite_engine, counters=1, ticks=1)
+
+        class Confused(RecordingPublisher):
+            def publish(self, messages: object, /) -> None:
+                raise UndeliverableError({10_000: "not in this batch"})
+
+        relay = OutboxRelay(sqlite_engine, Confused())
+        with pytest.raises(UndeliverableError):
+            relay.relay_once()
+        assert relay.parked() == []
+
+
+class TestRetryParked:
+    def park_two_aggregates(self, engine: sa.Engine) -> tuple[OutboxRelay, list[ParkedRow]]:
+        insert_row(engine, ticked_row(uuid4(), 1), event_type="poison.A")
+        insert_row(engine, ticked_row(uuid4(), 1), event_type="poison.B")
+        relay = OutboxRelay(engine, RefusingPublisher())
+        relay.relay_once()
+        return relay, relay.parked()
+
+    def test_retry_of_an_aggregate_unparks_only_its_rows(self, engine: sa.Engine) -> None:
+        """retry_parked(aggregate=...) un-parks that aggregate's rows and no other."""
+        relay, (a, b) = self.park_two_aggregates(engine)
+        assert relay.parked(aggregate=(b.aggregate_type, b.aggregate_id)) == [b]
+        assert relay.retry_parked(aggregate=(a.aggregate_type, a.aggregate_id)) == 1
+        assert relay.parked() == [b]
+
+    def test_retry_of_everything_unparks_every_row(self, engine: sa.Engine) -> None:
+        """retry_parked() un-parks every parked row; still refused, they are parked again."""
+        relay, parked = self.park_two_aggregates(engine)
+        assert relay.retry_parked() == 2
+        assert relay.parked() == []
+        assert relay.relay_once() == 0
+        assert [p.position for p in relay.parked()] == [p.position for p in parked]
+
+    def test_position_and_aggregate_together_are_refused(self, sqlite_engine: sa.Engine) -> None:
+        """Naming both a position and an aggregate is an error, not a guess."""
+        relay = OutboxRelay(sqlite_engine, RecordingPublisher())
+        with pytest.raises(ValueError, match="a position or an aggregate, not both"):
+            relay.retry_parked(position=1, aggregate=("t", "i"))
+
+
+def message(position: int, aggregate: str) -> OutboxMessage:
+    return OutboxMessage(
+        position=position,
+        event_id=UUID(int=position),
+        event_type="t.Ticked",
+        event_version=1,
+        aggregate_type="t.Counter",
+        aggregate_id=aggregate,
+        aggregate_version=position,
+        payload={},
+        occurred_at=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+
+
+class TestParkingDecisions:
+    def test_refusal_holds_back_only_later_rows_of_the_aggregate(self) -> None:
+        """Rows of the refused row's aggregate before it still go out; those after it wait."""
+        batch = [message(1, "a"), message(2, "b"), message(3, "a"), message(4, "a")]
+        plan = plan_after_refusal(BatchPlan(tuple(batch)), UndeliverableError({3: "no"}))
+        assert plan is not None
+        assert [m.position for m in plan.publish] == [1, 2]
+        assert (plan.park, plan.held) == ({3: "no"}, (4,))
+
+
+@pytest.mark.rabbitmq
+class TestParkingOnRabbitMQ:
+    def test_type_name_over_255_utf8_bytes_is_parked_not_retried_for_ever(
+        self, engine: sa.Engine, rabbit: Rabbit
+    ) -> None:
+        """A routing key AMQP cannot carry is parked; the other aggregates reach the queue."""
+        line = Line(engine, event_type="x." + "€" * 100)
+        with RabbitMQPublisher(AMQP_URL, exchange=rabbit.exchange) as publisher:
+            relay = OutboxRelay(engine, publisher)
+            assert relay.relay_once() == 4
+            assert relay.relay_once() == 0
+        received = [OutboxMessage.from_wire(b, p.headers) for _, p, b in rabbit.drain()]
+        assert positions(received) == line.good
+        (parked,) = relay.parked()
+        assert parked.position == line.poison
+        assert "ShortStringTooLong" in parked.error
+        assert pending_positions(engine) == [line.poison, line.behind]
+
+    def test_broker_outage_parks_nothing(
+        self, engine: sa.Engine, rabbit: Rabbit, rabbit_proxy: TcpProxy
+    ) -> None:
+        """With the broker unreachable, the relay raises PublishError and parks no row."""
+        commit_ticks(engine, counters=2, ticks=2)
+        url = f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/%2F"
+        with RabbitMQPublisher(url, exchange=rabbit.exchange, timeout=1.0) as publisher:
+            relay = OutboxRelay(engine, publisher)
+            rabbit_proxy.stop()
+            with pytest.raises(PublishError):
+                relay.relay_once()
+            assert relay.parked() == []
+            assert len(pending_positions(engine)) == 4
+            rabbit_proxy.start()
+            assert relay.relay_once() == 4
+        assert len(rabbit.drain()) == 4
