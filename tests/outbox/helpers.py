@@ -270,7 +270,8 @@ class Line:
     """
 
     def __init__(self, engine: sa.Engine, **poison: object) -> None:
-        self.x, self.y = commit_ticks(engine, counters=2, ticks=1)
+        (self.x,) = commit_ticks(engine, counters=1, ticks=1)  # one aggregate per transaction
+        (self.y,) = commit_ticks(engine, counters=1, ticks=1)
         self.before = pending_positions(engine)
         self.p = uuid4()
         self.repaired = ticked_row(self.p, 1)

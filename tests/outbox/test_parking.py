@@ -129,7 +129,8 @@ class TestRefusedMessages:
 
     def test_transient_failure_parks_nothing(self, engine: sa.Engine) -> None:
         """A publisher error other than UndeliverableError leaves every row pending, none parked."""
-        commit_ticks(engine, counters=2, ticks=2)
+        commit_ticks(engine, counters=1, ticks=2)
+        commit_ticks(engine, counters=1, ticks=2)
         relay = OutboxRelay(engine, RecordingPublisher(failures=1))
         with pytest.raises(ConnectionError):
             relay.relay_once()
@@ -239,7 +240,8 @@ class TestParkingOnRabbitMQ:
         self, engine: sa.Engine, rabbit: Rabbit, rabbit_proxy: TcpProxy
     ) -> None:
         """With the broker unreachable, the relay raises PublishError and parks no row."""
-        commit_ticks(engine, counters=2, ticks=2)
+        commit_ticks(engine, counters=1, ticks=2)
+        commit_ticks(engine, counters=1, ticks=2)
         url = f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/%2F"
         with RabbitMQPublisher(url, exchange=rabbit.exchange, timeout=1.0) as publisher:
             relay = OutboxRelay(engine, publisher)
