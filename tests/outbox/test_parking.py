@@ -7,6 +7,7 @@ own aggregate, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -79,6 +80,21 @@ class TestUnreadableRows:
         assert [m.payload["count"] for m in publisher.published[-2:]] == [1, 2]
         assert pending_positions(engine) == []
 
+    def test_rows_of_the_aggregate_before_the_unreadable_one_still_go_out(
+        self, engine: sa.Engine
+    ) -> None:
+        """Only the rows after a parked row of its aggregate wait; the earlier ones are published."""
+        counter = uuid4()
+        first = insert_row(engine, ticked_row(counter, 1))
+        poison = insert_row(engine, ticked_row(counter, 2), payload=raw_payload(engine, DEEP))
+        third = insert_row(engine, ticked_row(counter, 3))
+        publisher = RecordingPublisher()
+        relay = OutboxRelay(engine, publisher)
+        assert relay.relay_once() == 1
+        assert positions(publisher.published) == [first]
+        assert [p.position for p in relay.parked()] == [poison]
+        assert pending_positions(engine) == [poison, third]
+
     @pytest.mark.parametrize(
         ("payload", "reason"),
         [
@@ -110,13 +126,17 @@ class TestUnreadableRows:
 
 class TestRefusedMessages:
     def test_refused_message_is_parked_and_the_rest_of_the_batch_is_published(
-        self, engine: sa.Engine
+        self, engine: sa.Engine, caplog: pytest.LogCaptureFixture
     ) -> None:
         """An UndeliverableError parks the named row; the same batch then goes out without it."""
         line = Line(engine, event_type="poison.Ticked")
         publisher = RefusingPublisher()
         relay = OutboxRelay(engine, publisher)
+        caplog.set_level(logging.WARNING, logger="tactical.outbox")
         assert relay.relay_once() == 4
+        (warning,) = caplog.records
+        assert f"parked the row at position {line.poison}" in warning.getMessage()
+        assert "refused (injected)" in warning.getMessage()
         assert positions(publisher.published) == line.good
         assert publisher.batches[1] == line.good  # retried at once, without p's two rows
         (parked,) = relay.parked()
