@@ -25,6 +25,7 @@ __all__ = [
     "ParkedRow",
     "eligible_rows",
     "park_statement",
+    "parked_row",
     "parked_rows",
     "plan_after_refusal",
     "plan_batch",
@@ -257,6 +258,20 @@ def parked_rows(aggregate: tuple[str, str] | None = None) -> sa.Select[*tuple[An
     if aggregate is not None:
         query = query.where(_o.c.aggregate_type == aggregate[0], _o.c.aggregate_id == aggregate[1])
     return query
+
+
+def parked_row(row: sa.Row[Any]) -> ParkedRow:
+    """The :class:`ParkedRow` of a row from :func:`parked_rows`."""
+    return ParkedRow(
+        position=row.position,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        aggregate_type=row.aggregate_type,
+        aggregate_id=row.aggregate_id,
+        aggregate_version=row.aggregate_version,
+        parked_at=row.parked_at,
+        error=row.error or "",
+    )
 
 
 def retry_statement(

@@ -14,6 +14,7 @@ from tactical.outbox._parking import (
     ParkedRow,
     eligible_rows,
     park_statement,
+    parked_row,
     parked_rows,
     plan_after_refusal,
     plan_batch,
@@ -163,19 +164,7 @@ class OutboxRelay:
         """
         with self._engine.connect() as connection:
             rows = connection.execute(parked_rows(aggregate)).all()
-        return [
-            ParkedRow(
-                position=row.position,
-                event_id=row.event_id,
-                event_type=row.event_type,
-                aggregate_type=row.aggregate_type,
-                aggregate_id=row.aggregate_id,
-                aggregate_version=row.aggregate_version,
-                parked_at=row.parked_at,
-                error=row.error or "",
-            )
-            for row in rows
-        ]
+        return [parked_row(row) for row in rows]
 
     def retry_parked(
         self, *, position: int | None = None, aggregate: tuple[str, str] | None = None
