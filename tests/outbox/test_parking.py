@@ -24,6 +24,7 @@ from tests.outbox.helpers import (
     raw_payload,
     tick,
     ticked_row,
+    update_row,
 )
 
 import sqlalchemy as sa
@@ -206,6 +207,20 @@ class TestRetryParked:
         assert relay.parked() == []
         assert relay.relay_once() == 0
         assert [p.position for p in relay.parked()] == [p.position for p in parked]
+
+    def test_row_marked_published_by_hand_is_discarded_and_frees_its_aggregate(
+        self, engine: sa.Engine
+    ) -> None:
+        """Setting a parked row's published_at drops it: not listed, its successors go out."""
+        line = Line(engine, event_type="poison.Ticked")
+        publisher = RefusingPublisher()
+        relay = OutboxRelay(engine, publisher)
+        relay.relay_once()
+        update_row(engine, line.poison, published_at=datetime.now(UTC))
+        assert relay.parked() == []
+        assert relay.retry_parked() == 0
+        assert relay.relay_once() == 1
+        assert positions(publisher.published) == [*line.good, line.behind]
 
     def test_position_and_aggregate_together_are_refused(self, sqlite_engine: sa.Engine) -> None:
         """Naming both a position and an aggregate is an error, not a guess."""

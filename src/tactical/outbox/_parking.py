@@ -1,8 +1,8 @@
 """What the relay decides without touching a connection: which rows to send, which to park.
 
 The relay (and any later async or partitioned relay) only executes what these functions
-decide: the statements they build and the plans they return. A row is *parked* when it can
-never be published (it cannot be read, or its publisher refused it for good with an
+decide: the statements they build and the plans they return. A row is *parked* (``parked_at`` set,
+``published_at`` NULL) when it can never be published (it cannot be read, or its publisher refused it for good with an
 :class:`~tactical.outbox.UndeliverableError`); it keeps its error in the outbox until it is
 retried, and the later rows of its aggregate wait behind it.
 """
@@ -111,6 +111,7 @@ def eligible_rows(batch_size: int, dialect: str) -> sa.Select[*tuple[Any, ...]]:
             _o.c.parked_at.is_(None),
             ~sa.exists().where(
                 p.c.parked_at.is_not(None),
+                p.c.published_at.is_(None),
                 p.c.aggregate_type == _o.c.aggregate_type,
                 p.c.aggregate_id == _o.c.aggregate_id,
                 p.c.position < _o.c.position,
@@ -252,7 +253,7 @@ def parked_rows(aggregate: tuple[str, str] | None = None) -> sa.Select[*tuple[An
             _o.c.parked_at,
             _o.c.error,
         )
-        .where(_o.c.parked_at.is_not(None))
+        .where(_o.c.parked_at.is_not(None), _o.c.published_at.is_(None))
         .order_by(_o.c.position)
     )
     if aggregate is not None:
@@ -280,7 +281,7 @@ def retry_statement(
     """The update that un-parks one row, an aggregate's rows, or (neither named) all of them."""
     if position is not None and aggregate is not None:
         raise ValueError("retry_parked takes a position or an aggregate, not both")
-    update = _o.update().where(_o.c.parked_at.is_not(None))
+    update = _o.update().where(_o.c.parked_at.is_not(None), _o.c.published_at.is_(None))
     if position is not None:
         update = update.where(_o.c.position == position)
     if aggregate is not None:

@@ -176,9 +176,9 @@ class OutboxRelay:
         (register the event type, correct the row). Un-parked rows and the rows that waited
         behind them go out in position order, so their aggregate's order holds.
 
-        There is no discard: to drop an event that must never be published, delete its
-        outbox row yourself (or set its ``published_at``), knowing that its consumers will
-        never see it.
+        There is no discard call: dropping an event its consumers will then never see is a
+        decision to take by hand, by setting its row's ``published_at`` (it stays in the
+        outbox, with its error) or deleting the row. Either frees the rows behind it.
 
         Args:
             position: Only the row at this outbox position.
