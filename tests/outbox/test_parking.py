@@ -8,6 +8,7 @@ own aggregate, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -289,3 +290,42 @@ class TestBrokerOutage:
         assert relay.relay_once() == 4
         assert relay.parked() == []
         assert [m.position for m in broker.read_all()] == published_positions(engine)
+
+
+class TestParkingWithSeveralRelaysOnPostgres:
+    @pytest.mark.postgres
+    def test_racing_relays_park_each_poison_row_once_and_publish_the_rest_once_in_order(
+        self, postgres_engine: sa.Engine
+    ) -> None:
+        """Four relays behind the advisory lock park the poison rows and publish every other once."""
+        counters = [commit_ticks(postgres_engine, counters=1, ticks=20)[0] for _ in range(5)]
+        poisoned = [uuid4(), uuid4()]
+        poison = [
+            insert_row(postgres_engine, ticked_row(c, 1), event_type="poison.Ticked")
+            for c in poisoned
+        ]
+        behind = [insert_row(postgres_engine, ticked_row(c, 2)) for c in poisoned]
+        for counter in counters:
+            tick(postgres_engine, counter, times=20)
+        publisher = RefusingPublisher()
+        relays = [OutboxRelay(postgres_engine, publisher, batch_size=15) for _ in range(4)]
+
+        def drain(relay: OutboxRelay) -> None:
+            idle = 0
+            while idle < 20:
+                idle = 0 if relay.relay_once() else idle + 1
+
+        threads = [threading.Thread(target=drain, args=(r,)) for r in relays]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        published = positions(publisher.published)
+        assert len(set(published)) == len(published) == 200
+        assert sorted(published) == published_positions(postgres_engine)
+        by_counter: dict[str, list[int]] = {}
+        for message in publisher.published:
+            by_counter.setdefault(message.aggregate_id, []).append(message.payload["count"])
+        assert by_counter == {str(c): list(range(1, 41)) for c in counters}
+        assert [p.position for p in relays[0].parked()] == poison
+        assert pending_positions(postgres_engine) == sorted([*poison, *behind])
