@@ -1,9 +1,10 @@
 """What the relay decides without touching a connection: which rows to send, which to park.
 
 The relay (and any later async or partitioned relay) only executes what these functions
-decide: the statements they build and the plans they return. A row is *parked* (``parked_at`` set,
-``published_at`` NULL) when it can never be published (it cannot be read, or its publisher refused it for good with an
-:class:`~tactical.outbox.UndeliverableError`); it keeps its error in the outbox until it is
+decide: the statements they build and the plans they return. A row is *parked*
+(``parked_at`` set, ``published_at`` NULL) when it can never be published: it cannot be
+read, or its publisher refused it for good with an
+:class:`~tactical.outbox.UndeliverableError`. It keeps its error in the outbox until it is
 retried, and the later rows of its aggregate wait behind it.
 """
 
