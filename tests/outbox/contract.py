@@ -10,20 +10,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
 from tests.outbox.brokers import Broker, TcpProxy, closed_port
-from tests.outbox.helpers import all_positions, commit_ticks, pending_positions
+from tests.outbox.helpers import Line, all_positions, commit_ticks, pending_positions
 
 import sqlalchemy as sa
 from tactical import JsonCodec
-from tactical.outbox import OutboxMessage, OutboxRelay, Publisher, PublishError
+from tactical.outbox import (
+    OutboxMessage,
+    OutboxRelay,
+    Publisher,
+    PublishError,
+    UndeliverableError,
+)
 from tactical.testing import Counter, CounterTicked
 
 codec = JsonCodec()
+
+
+LONE_SURROGATE = {"note": "bad\ud800"}
+"""A payload no broker can carry: its body cannot be encoded as UTF-8."""
 
 
 @dataclass
@@ -38,6 +48,7 @@ class Destination:
             broker: its wire form read back).
         refusing: A publisher to a destination that refuses every batch.
         failure: What ``refusing.publish`` raises.
+        spoiled: Outbox columns that make a row one this publisher can never send.
     """
 
     publisher: Publisher
@@ -45,6 +56,12 @@ class Destination:
     arrival: Callable[[OutboxMessage], object]
     refusing: Publisher
     failure: type[Exception] = PublishError
+    spoiled: dict[str, object] = field(default_factory=lambda: {"payload": LONE_SURROGATE})
+
+    def spoil(self, message: OutboxMessage) -> OutboxMessage:
+        """``message`` with the spoiled columns: one the publisher can never send."""
+        fields = {name: getattr(message, name) for name in OutboxMessage.__slots__}
+        return OutboxMessage(**{**fields, **self.spoiled})
 
 
 class Tee:
@@ -53,10 +70,12 @@ class Tee:
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
         self.given: list[OutboxMessage] = []
+        self.delivered: list[OutboxMessage] = []
 
     def publish(self, messages: Sequence[OutboxMessage], /) -> None:
         self.given.extend(messages)
         self.publisher.publish(messages)
+        self.delivered.extend(messages)
 
 
 def sample_batch(aggregates: int = 3, events_each: int = 2, start: int = 1) -> list[OutboxMessage]:
@@ -150,10 +169,42 @@ class PublisherContract:
         with pytest.raises(destination.failure):
             OutboxRelay(sqlite_engine, destination.refusing).relay_once()
         assert pending_positions(sqlite_engine) == all_positions(sqlite_engine)
+        assert OutboxRelay(sqlite_engine, destination.refusing).parked() == []
         tee = Tee(destination.publisher)
         assert OutboxRelay(sqlite_engine, tee).relay_once() == 4
         assert pending_positions(sqlite_engine) == []
         assert destination.received() == [destination.arrival(m) for m in tee.given]
+
+    def test_undeliverable_message_is_named_and_nothing_after_it_is_sent(
+        self, destination: Destination
+    ) -> None:
+        """A message the publisher can never send raises UndeliverableError naming only it."""
+        batch = sample_batch()
+        spoiled = destination.spoil(batch[3])
+        with pytest.raises(UndeliverableError) as raised:
+            destination.publisher.publish([*batch[:3], spoiled, *batch[4:]])
+        assert list(raised.value.reasons) == [spoiled.position]
+        assert isinstance(raised.value, PublishError)
+        received = destination.received()
+        assert received == [destination.arrival(m) for m in batch[: len(received)]]
+        assert len(received) <= 3
+
+    def test_relay_parks_an_undeliverable_row_and_sends_it_once_repaired(
+        self, destination: Destination, sqlite_engine: sa.Engine
+    ) -> None:
+        """The other aggregates' rows go out, the spoiled row is parked, its successor waits."""
+        line = Line(sqlite_engine, **destination.spoiled)
+        tee = Tee(destination.publisher)
+        relay = OutboxRelay(sqlite_engine, tee)
+        assert relay.relay_once() == 4
+        assert [m.position for m in tee.delivered] == line.good
+        assert [p.position for p in relay.parked()] == [line.poison]
+        assert pending_positions(sqlite_engine) == [line.poison, line.behind]
+        line.repair(sqlite_engine)
+        assert relay.retry_parked(position=line.poison) == 1
+        assert relay.relay_once() == 2
+        assert [m.position for m in tee.delivered] == [*line.good, line.poison, line.behind]
+        assert destination.received() == [destination.arrival(m) for m in tee.delivered]
 
 
 class BrokerPublisherContract(PublisherContract):

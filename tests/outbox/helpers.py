@@ -8,9 +8,11 @@ from dataclasses import field
 from typing import Any
 from uuid import UUID, uuid4
 
+from sqlalchemy.dialects import postgresql
+
 import sqlalchemy as sa
 from tactical import AggregateRoot, DomainEvent, JsonCodec, retry_on_conflict
-from tactical.outbox import InboxConsumer, OutboxMessage, OutboxRelay
+from tactical.outbox import InboxConsumer, OutboxMessage, OutboxRelay, UndeliverableError
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, outbox_table
 from tactical.testing import Counter, CounterTicked
 
@@ -171,3 +173,116 @@ class Flaky:
             self.failures -= 1
             raise RuntimeError(f"ledger unavailable while handling count {event.count}")
         mirror_tick(event, uow)
+
+
+def ticked_row(counter_id: UUID, count: int) -> dict[str, Any]:
+    """The outbox row columns of a valid ``CounterTicked`` of a counter, as the writer stores them."""
+    codec = JsonCodec()
+    event = CounterTicked(counter_id, count)
+    record = codec.event_to_record(event)
+    return {
+        "event_id": event.event_id,
+        "event_type": record.type_name,
+        "event_version": record.schema_version,
+        "aggregate_type": codec.type_name(Counter),
+        "aggregate_id": str(counter_id),
+        "aggregate_version": count,
+        "payload": record.payload,
+        "occurred_at": event.occurred_at,
+    }
+
+
+def insert_row(engine: sa.Engine, row: dict[str, Any], **columns: Any) -> int:
+    """INSERT ``row`` (with ``columns`` overriding it) straight into the outbox; its position.
+
+    The way to write rows the unit of work would refuse: ``columns`` may hold SQL
+    expressions, such as a text-typed bound parameter for the JSON payload column.
+    """
+    with engine.begin() as connection:
+        inserted = connection.execute(
+            outbox_table.insert().values({**row, **columns}).returning(outbox_table.c.position)
+        )
+        return int(inserted.scalar_one())
+
+
+def update_row(engine: sa.Engine, position: int, **columns: Any) -> None:
+    """UPDATE the outbox row at ``position`` (to repair it, say)."""
+    with engine.begin() as connection:
+        connection.execute(
+            outbox_table.update().where(outbox_table.c.position == position).values(**columns)
+        )
+
+
+def raw_payload(engine: sa.Engine, text: str | bytes) -> sa.ColumnElement[Any]:
+    """``text`` as the payload column's value, bypassing JSON encoding (bytes: SQLite only).
+
+    On PostgreSQL the text is cast to JSONB (so it must be JSON PostgreSQL accepts); on
+    SQLite it is bound as text, or bytes cast to TEXT (invalid UTF-8 in a text column).
+    """
+    if engine.dialect.name == "postgresql":
+        return sa.cast(sa.bindparam("raw", text, type_=sa.Text), postgresql.JSONB)
+    if isinstance(text, bytes):
+        return sa.cast(sa.bindparam("raw", text, type_=sa.LargeBinary), sa.Text)
+    return sa.bindparam("raw", text, type_=sa.Text)
+
+
+def published_positions(engine: sa.Engine) -> list[int]:
+    """Positions of the outbox rows marked published, in order."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.select(outbox_table.c.position)
+                .where(outbox_table.c.published_at.is_not(None))
+                .order_by(outbox_table.c.position)
+            ).scalars()
+        )
+
+
+class RefusingPublisher(RecordingPublisher):
+    """An in-memory publisher that keeps the Publisher contract for messages it cannot send.
+
+    Messages whose event type starts with ``refused_prefix`` are refused for good, with
+    :class:`~tactical.outbox.UndeliverableError`, before anything of the batch is kept.
+    """
+
+    def __init__(self, refused_prefix: str = "poison.", *, failures: int = 0) -> None:
+        super().__init__(failures=failures)
+        self.refused_prefix = refused_prefix
+        self.batches: list[list[int]] = []
+
+    def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        self.batches.append([m.position for m in messages])
+        refused = {
+            m.position: f"type {m.event_type!r} is refused (injected)"
+            for m in messages
+            if m.event_type.startswith(self.refused_prefix)
+        }
+        if refused:
+            raise UndeliverableError(refused)
+        super().publish(messages)
+
+
+class Line:
+    """Good rows of two aggregates around a poison row of a third, then that third's next row.
+
+    Positions, in commit order: ``before`` (one tick each of x and y), ``poison`` (p's
+    first event), ``behind`` (p's second event, a good row), ``after`` (x and y again).
+    """
+
+    def __init__(self, engine: sa.Engine, **poison: object) -> None:
+        (self.x,) = commit_ticks(engine, counters=1, ticks=1)  # one aggregate per transaction
+        (self.y,) = commit_ticks(engine, counters=1, ticks=1)
+        self.before = pending_positions(engine)
+        self.p = uuid4()
+        self.repaired = ticked_row(self.p, 1)
+        self.poison = insert_row(engine, self.repaired, **poison)
+        self.behind = insert_row(engine, ticked_row(self.p, 2))
+        tick(engine, self.x)
+        tick(engine, self.y)
+        self.after = [p for p in pending_positions(engine) if p > self.behind]
+        self.good = [*self.before, *self.after]
+        self.spoiled = list(poison)
+
+    def repair(self, engine: sa.Engine) -> None:
+        """Give the poison row back the good values its spoiled columns replaced."""
+        update_row(engine, self.poison, **{name: self.repaired[name] for name in self.spoiled})

@@ -40,7 +40,13 @@ from tactical import (
     Trace,
     current_trace,
 )
-from tactical.outbox import EventBusPublisher, OutboxMessage, OutboxRelay, PublishError
+from tactical.outbox import (
+    EventBusPublisher,
+    OutboxMessage,
+    OutboxRelay,
+    PublishError,
+    UndeliverableError,
+)
 from tactical.outbox.rabbitmq import RabbitMQPublisher
 from tactical.outbox.redis_streams import RedisStreamPublisher
 
@@ -80,6 +86,7 @@ class TestEventBusPublisher(PublisherContract):
             arrival=bus_arrival,
             refusing=EventBusPublisher(refusing_bus, codec),
             failure=EventHandlerError,
+            spoiled={"event_type": "nobody.Knows"},
         )
 
     def test_every_handler_receives_the_whole_batch_before_the_error(self) -> None:
@@ -98,15 +105,18 @@ class TestEventBusPublisher(PublisherContract):
         assert seen == [m.event_id for m in batch]
         assert len(raised.value.exceptions) == len(batch)
 
-    def test_undecodable_message_publishes_nothing(self) -> None:
-        """A message of an unknown type fails the batch before any handler ran, naming its position."""
+    def test_undecodable_message_is_undeliverable_and_publishes_nothing(self) -> None:
+        """A message of an unknown type is refused for good before any handler ran, by position."""
         bus = EventBus()
         seen: list[DomainEvent] = []
         bus.subscribe(DomainEvent, seen.append)
         good, bad = sample_batch(aggregates=1, events_each=2)
         unknown = OutboxMessage(**{**_fields(bad), "event_type": "nobody.Knows"})
-        with pytest.raises(DeserializationError, match=f"outbox position {bad.position}"):
+        with pytest.raises(UndeliverableError, match=f"outbox position {bad.position}") as raised:
             EventBusPublisher(bus, codec).publish([good, unknown])
+        assert list(raised.value.reasons) == [bad.position]
+        assert DeserializationError.__name__ in raised.value.reasons[bad.position]
+        assert "nobody.Knows" in raised.value.reasons[bad.position]
         assert seen == []
 
 

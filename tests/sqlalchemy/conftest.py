@@ -38,14 +38,19 @@ def _postgres_engine() -> Iterator[sa.Engine]:
 
 
 def _drop_outdated_tables(engine: sa.Engine) -> None:
-    # The test database outlives schema changes (a column added to the outbox, say):
-    # create_all skips existing tables, so drop those that lack a column to recreate them.
+    # The test database outlives schema changes (a column or an index added to the outbox,
+    # say): create_all skips existing tables, so drop those that lack a column or a named
+    # index to recreate them.
     inspector = sa.inspect(engine)
     outdated = [
         table
         for table in metadata.sorted_tables
         if inspector.has_table(table.name)
-        and {c.name for c in table.columns} - {c["name"] for c in inspector.get_columns(table.name)}
+        and (
+            {c.name for c in table.columns} - {c["name"] for c in inspector.get_columns(table.name)}
+            or {i.name for i in table.indexes}
+            - {i["name"] for i in inspector.get_indexes(table.name)}
+        )
     ]
     if outdated:
         metadata.drop_all(engine, tables=outdated)

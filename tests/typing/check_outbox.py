@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import assert_type
 from uuid import UUID
 
@@ -22,9 +22,11 @@ from tactical.outbox import (
     OutboxMessage,
     OutboxRelay,
     Outcome,
+    ParkedRow,
     Publisher,
     PublishError,
     Trace,
+    UndeliverableError,
     current_trace,
     dead_letters_table,
     inbox_table,
@@ -81,6 +83,23 @@ assert_type(message.correlation_id, UUID | None)
 assert_type(HEADER_NAMES, tuple[str, ...])
 message.position = 2  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
 assert_type(PublishError("x"), PublishError)
+
+undeliverable = UndeliverableError({7: "routing key over 255 bytes"})
+assert_type(undeliverable.reasons, dict[int, str])
+refused: PublishError = undeliverable  # what the relay parks is still a PublishError
+UndeliverableError([7])  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+assert_type(relay.parked(), list[ParkedRow])
+assert_type(relay.parked(aggregate=("billing.Account", "a-1")), list[ParkedRow])
+assert_type(relay.retry_parked(), int)
+assert_type(relay.retry_parked(position=7), int)
+assert_type(relay.retry_parked(aggregate=("billing.Account", "a-1")), int)
+relay.retry_parked(7)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+(parked_row,) = relay.parked()
+assert_type(parked_row.position, int)
+assert_type(parked_row.event_id, UUID)
+assert_type(parked_row.parked_at, datetime)
+assert_type(parked_row.error, str)
+parked_row.error = ""  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def open_account(event: PolicyIssued, uow: BillingUnitOfWork) -> None:

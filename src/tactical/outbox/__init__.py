@@ -19,7 +19,14 @@ except ModuleNotFoundError as _missing:
 from tactical._tracing import Trace, current_trace
 from tactical.outbox._bus_publisher import EventBusPublisher
 from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox
-from tactical.outbox._message import HEADER_NAMES, OutboxMessage, Publisher, PublishError
+from tactical.outbox._message import (
+    HEADER_NAMES,
+    OutboxMessage,
+    Publisher,
+    PublishError,
+    UndeliverableError,
+)
+from tactical.outbox._parking import ParkedRow
 from tactical.outbox._relay import DEFAULT_DATABASE_TIMEOUT, RELAY_LOCK_KEY, OutboxRelay
 from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
 
@@ -33,9 +40,11 @@ __all__ = [
     "OutboxMessage",
     "OutboxRelay",
     "Outcome",
+    "ParkedRow",
     "PublishError",
     "Publisher",
     "Trace",
+    "UndeliverableError",
     "current_trace",
     "dead_letters_table",
     "inbox_table",

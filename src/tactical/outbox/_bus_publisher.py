@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tactical._bus import EventBus
-from tactical._codec import JsonCodec
+from tactical._codec import DeserializationError, JsonCodec
 from tactical._model import DomainEvent
 from tactical._tracing import Trace, recorded_traces
-from tactical.outbox._message import OutboxMessage
+from tactical.outbox._message import OutboxMessage, UndeliverableError
 
 __all__ = ["EventBusPublisher"]
 
@@ -21,9 +21,13 @@ class EventBusPublisher:
     ``publish`` returns once every handler ran. Handlers run in the message's trace, so
     the events they record carry its correlation id and its id as causation.
 
+    A message that cannot be decoded (an unknown type name, a payload that does not fit the
+    event class) makes ``publish`` raise :class:`UndeliverableError` naming it, before any
+    handler ran: the relay parks it (register the type, or fix the row, then retry it).
     A failing handler makes ``publish`` raise :class:`~tactical.EventHandlerError` after
-    every handler received every event of the batch, so the relay marks nothing and sends
-    the batch again later: handlers see a message at least once and must tolerate
+    every handler received every event of the batch. That parks nothing: the bus cannot
+    tell a bug from a database that is down, so the relay marks nothing and sends the
+    batch again later: handlers see a message at least once and must tolerate
     duplicates, and one that keeps failing holds the relay back (use an
     :class:`InboxConsumer` behind a broker to park such messages instead).
 
@@ -42,18 +46,26 @@ class EventBusPublisher:
         """Decode ``messages`` and publish them on the bus, in order.
 
         Raises:
-            DeserializationError: A message could not be decoded (nothing was published).
+            UndeliverableError: Some messages could not be decoded; names each with its
+                :class:`~tactical.DeserializationError` (nothing was published).
             EventHandlerError: Handlers failed (every handler still received every event).
         """
-        events: list[DomainEvent] = [
-            self._codec.event_from_record(
-                m.event_type,
-                m.event_version,
-                m.payload,
-                context=f"outbox position {m.position}, event_id={m.event_id}",
-            )
-            for m in messages
-        ]
+        events: list[DomainEvent] = []
+        undecodable: dict[int, str] = {}
+        for m in messages:
+            try:
+                events.append(
+                    self._codec.event_from_record(
+                        m.event_type,
+                        m.event_version,
+                        m.payload,
+                        context=f"outbox position {m.position}, event_id={m.event_id}",
+                    )
+                )
+            except DeserializationError as error:
+                undecodable[m.position] = f"DeserializationError: {error}"
+        if undecodable:
+            raise UndeliverableError(undecodable)
         traces = {
             m.event_id: Trace(m.correlation_id or m.event_id, m.causation_id) for m in messages
         }

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
-__all__ = ["HEADER_NAMES", "OutboxMessage", "PublishError", "Publisher"]
+__all__ = ["HEADER_NAMES", "OutboxMessage", "PublishError", "Publisher", "UndeliverableError"]
 
 HEADER_NAMES: tuple[str, ...] = (
     "type",
@@ -35,6 +35,39 @@ class PublishError(RuntimeError):
 
     .. versionadded:: 0.1.0
     """
+
+
+class UndeliverableError(PublishError):
+    """Some messages of a batch can never be sent, however often they are tried again.
+
+    What a publisher raises for a failure that belongs to particular messages and will not
+    pass with time: a payload that cannot be encoded into a body (a lone surrogate), a
+    routing key or type name the broker's protocol cannot carry (over 255 UTF-8 bytes in
+    AMQP), an event type the in-process bus cannot decode. :class:`OutboxRelay` parks the
+    named messages (their outbox rows keep the reason, see :meth:`OutboxRelay.parked`),
+    holds back the later messages of their aggregates, and publishes the rest of the batch.
+
+    A publisher raises it before sending any message that follows a named one in the batch,
+    so that no later event of a parked message's aggregate gets out ahead of it; messages
+    before the first named one may have been sent (the relay sends them again: at least
+    once). A failure that is not the messages' own (the broker is down, a timeout, a lost
+    connection) is a plain :class:`PublishError`: the relay parks nothing and retries.
+
+    Args:
+        reasons: Why each message cannot be sent, by outbox position.
+
+    Attributes:
+        reasons: Why each message cannot be sent, by outbox position.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, reasons: Mapping[int, str]) -> None:
+        self.reasons: dict[int, str] = dict(reasons)
+        shown = "; ".join(
+            f"outbox position {position}: {reason}" for position, reason in self.reasons.items()
+        )
+        super().__init__(f"{len(self.reasons)} message(s) can never be published: {shown}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,10 +224,42 @@ class Publisher(Protocol):
         """Send ``messages`` in order; return only once the broker confirmed every one.
 
         Raises:
-            Exception: Any failure (:class:`PublishError` by convention): the relay then
-                marks none of them published and sends them again later.
+            UndeliverableError: Some messages can never be sent (their own fault, not the
+                broker's state); nothing after the first of them was sent. The relay
+                parks them and publishes the others.
+            Exception: Any other failure (:class:`PublishError` by convention) is taken as
+                transient: the relay marks none of the batch published, parks nothing and
+                sends it again later.
         """
         ...
+
+
+_Wire = TypeVar("_Wire")
+
+
+def wire_forms(
+    messages: Sequence[OutboxMessage], encode: Callable[[OutboxMessage], _Wire]
+) -> list[_Wire]:
+    """``encode`` every message before anything is sent, or refuse those it fails for.
+
+    Encoding is local and deterministic, so a message it fails for will fail every time.
+
+    Raises:
+        UndeliverableError: ``encode`` raised for some messages; names each with its error.
+    """
+    encoded: list[_Wire] = []
+    reasons: dict[int, str] = {}
+    for message in messages:
+        try:
+            encoded.append(encode(message))
+        except Exception as error:  # any local encoding failure is the message's
+            reasons[message.position] = (
+                f"event {message.event_id} ({message.event_type[:80]!r}) cannot be encoded: "
+                f"{type(error).__name__}: {str(error)[:200]}"
+            )
+    if reasons:
+        raise UndeliverableError(reasons)
+    return encoded
 
 
 def backoff_delay(failures: int, initial: float, maximum: float) -> float:

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Generator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ try:
 except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "tactical.outbox.rabbitmq", "rabbitmq") from _missing
 pika_exceptions: Any = importlib.import_module("pika.exceptions")
+pika_spec: Any = importlib.import_module("pika.spec")
 
 _log = logging.getLogger("tactical.outbox")
 
@@ -198,14 +200,14 @@ class ConfirmedChannel:
         self._connection.ioloop.start()
         return self._healthy()
 
-    def publish(self, messages: Sequence[OutboxMessage], *, mandatory: bool) -> None:
+    def publish(self, messages: Sequence[AmqpMessage], *, mandatory: bool) -> None:
         self._nacked, self._returned = [], []
         for message in messages:
             self._channel.basic_publish(
                 exchange=self._exchange,
-                routing_key=message.event_type,
+                routing_key=message.routing_key,
                 body=message.body,
-                properties=_properties(message),
+                properties=message.properties,
                 mandatory=mandatory,
             )
             self._outstanding.add(self._next_tag)
@@ -321,8 +323,24 @@ class ConfirmedChannel:
             self._connection.ioloop.stop()
 
 
-def _properties(message: OutboxMessage) -> Any:
-    return pika.BasicProperties(
+@dataclass(frozen=True, slots=True)
+class AmqpMessage:
+    """An outbox message in AMQP form, checked to be encodable before anything is sent."""
+
+    routing_key: str
+    body: bytes
+    properties: Any
+
+
+def amqp_message(message: OutboxMessage, *, exchange: str, mandatory: bool) -> AmqpMessage:
+    """The AMQP form of ``message``, encoded once here so that pika cannot refuse it mid-batch.
+
+    Raises:
+        Exception: The message cannot be carried by AMQP (``UnicodeEncodeError`` for a lone
+            surrogate in the payload, pika's ``ShortStringTooLong`` for a routing key or type
+            over 255 UTF-8 bytes): a failure of this message alone, whenever it is sent.
+    """
+    properties = pika.BasicProperties(
         content_type="application/json",
         delivery_mode=2,
         message_id=str(message.event_id),
@@ -331,3 +349,8 @@ def _properties(message: OutboxMessage) -> Any:
         timestamp=int(message.occurred_at.timestamp()),
         headers=message.headers,
     )
+    properties.encode()
+    pika_spec.Basic.Publish(
+        exchange=exchange, routing_key=message.event_type, mandatory=mandatory
+    ).encode()
+    return AmqpMessage(message.event_type, message.body, properties)

@@ -10,7 +10,18 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from tactical.outbox._message import OutboxMessage, Publisher, backoff_delay
+from tactical.outbox._message import OutboxMessage, Publisher, UndeliverableError, backoff_delay
+from tactical.outbox._parking import (
+    BatchPlan,
+    ParkedRow,
+    eligible_rows,
+    park_statement,
+    parked_row,
+    parked_rows,
+    plan_after_refusal,
+    plan_batch,
+    retry_statement,
+)
 from tactical.outbox._watchdog import guard_round_trips
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._schema import outbox_table
@@ -32,13 +43,25 @@ DEFAULT_DATABASE_TIMEOUT: float = 10.0
 class OutboxRelay:
     """Publishes the outbox's unpublished rows through a :class:`Publisher`, oldest first.
 
-    Each :meth:`relay_once` reads up to ``batch_size`` rows whose ``published_at`` is NULL,
-    in position order, hands them to the publisher, and marks them published only after
+    Each :meth:`relay_once` reads up to ``batch_size`` rows whose ``published_at`` is NULL
+    (and that are not parked, nor behind a parked row of their aggregate), in position
+    order, hands them to the publisher, and marks them published only after
     ``publish`` returned (the broker confirmed every message). A failed publish marks
     nothing; a crash between publish and mark makes the relay send the batch again: delivery
     is *at least once*, and consumers deduplicate by event id (see :class:`InboxConsumer`).
     Nothing is held in memory between batches, so a restarted relay resumes where the
     outbox says it is.
+
+    **Parked rows.** A row that can never be published is *parked* instead of failing
+    every batch: its payload cannot be read (not JSON, not UTF-8, nested deeper than
+    Python's recursion limit), or the publisher refused it for good with
+    :class:`UndeliverableError` (a body it cannot encode, a type name the broker's protocol
+    cannot carry, an event type the bus cannot decode). The row keeps the time and the
+    error (columns ``parked_at`` and ``error``) until :meth:`retry_parked` un-parks it;
+    :meth:`parked` lists them. The later rows of its aggregate wait behind it, so that
+    aggregate's order holds, while every other aggregate's rows keep flowing. A transient
+    failure (the broker or the database is down, a timeout, a lost connection) parks
+    nothing: the batch is sent again later.
 
     **Several relays on PostgreSQL.** Each batch runs in one transaction that first takes a
     transaction-scoped advisory lock (``pg_try_advisory_xact_lock(lock_key)``); a relay that
@@ -113,6 +136,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._lock_key = lock_key
         self._postgres = engine.dialect.name == "postgresql"
+        self._eligible = eligible_rows(batch_size, engine.dialect.name)
 
     @property
     def batch_size(self) -> int:
@@ -120,13 +144,18 @@ class OutboxRelay:
         return self._batch_size
 
     def relay_once(self) -> int:
-        """Publish one batch of unpublished rows and mark them; return how many.
+        """Publish one batch of unpublished rows and mark them; return how many were published.
 
-        Returns 0 when there is nothing to publish, or (PostgreSQL) when another relay is
-        publishing right now.
+        Rows that can never be published are parked instead, with their error (see
+        :meth:`parked`): a row whose payload cannot be read, and the messages the publisher
+        refused for good with :class:`UndeliverableError`. The later rows of a parked row's
+        aggregate wait behind it; the rest of the batch is published. Returns 0 when there
+        is nothing to publish, or (PostgreSQL) when another relay is publishing right now.
 
         Raises:
-            Exception: Whatever the publisher raised; no row of the batch was marked.
+            Exception: Whatever the publisher raised other than :class:`UndeliverableError`
+                (a transient failure): no row of the batch was marked; rows found
+                unpublishable before it are parked all the same.
         """
         with self._connect() as connection:
             if self._postgres:
@@ -136,19 +165,64 @@ class OutboxRelay:
                     ).scalar_one()
                     if not locked:
                         return 0
-                    messages = self._read(connection)
-                    if messages:
-                        self._publisher.publish(messages)
-                        self._mark(connection, messages)
-                return len(messages)
-            with connection.begin():
-                messages = self._read(connection)
-            if not messages:
-                return 0
-            self._publisher.publish(messages)
-            with connection.begin():
-                self._mark(connection, messages)
-            return len(messages)
+                    plan = plan_batch(connection.execute(self._eligible).all())
+                    published, plan, failure = self._publish(plan)
+                    self._record(connection, published, plan.park)
+            else:
+                with connection.begin():
+                    plan = plan_batch(connection.execute(self._eligible).all())
+                if not plan.publish and not plan.park:
+                    return 0
+                published, plan, failure = self._publish(plan)
+                if published or plan.park:
+                    with connection.begin():
+                        self._record(connection, published, plan.park)
+        if failure is not None:
+            raise failure
+        return len(published)
+
+    def parked(self, *, aggregate: tuple[str, str] | None = None) -> list[ParkedRow]:
+        """The outbox rows this relay's outbox holds parked, oldest first, with their error.
+
+        Args:
+            aggregate: Only the rows of this aggregate, as ``(aggregate_type, aggregate_id)``
+                (the codec's type name and the id as text, as in the outbox).
+
+        .. versionadded:: 0.2.0
+        """
+        with self._engine.connect() as connection:
+            rows = connection.execute(parked_rows(aggregate)).all()
+        return [parked_row(row) for row in rows]
+
+    def retry_parked(
+        self, *, position: int | None = None, aggregate: tuple[str, str] | None = None
+    ) -> int:
+        """Un-park rows so that the next batches try them again; return how many.
+
+        With neither argument every parked row is un-parked. A row that still cannot be
+        published is parked again by the next batch, with its new error; fix the cause first
+        (register the event type, correct the row). Un-parked rows and the rows that waited
+        behind them go out in position order, so their aggregate's order holds.
+
+        There is no discard call: dropping an event its consumers will then never see is a
+        decision to take by hand, by setting its row's ``published_at`` (it stays in the
+        outbox, with its error) or deleting the row. Either frees the rows behind it.
+
+        Args:
+            position: Only the row at this outbox position.
+            aggregate: Only the rows of this aggregate, as ``(aggregate_type, aggregate_id)``.
+
+        Raises:
+            ValueError: Both ``position`` and ``aggregate`` were given.
+
+        .. versionadded:: 0.2.0
+        """
+        statement = retry_statement(position, aggregate)
+        with self._engine.begin() as connection:
+            count = connection.execute(statement).rowcount
+        if count:
+            _log.info("outbox relay: %d parked row(s) will be tried again", count)
+        return count
 
     def run(
         self,
@@ -230,50 +304,49 @@ class OutboxRelay:
             with guard_round_trips(connection, self._database_timeout, self._cut.set):
                 yield connection
 
-    def _read(self, connection: sa.Connection) -> list[OutboxMessage]:
-        t = outbox_table
-        rows = connection.execute(
-            sa.select(
-                t.c.position,
-                t.c.event_id,
-                t.c.event_type,
-                t.c.event_version,
-                t.c.aggregate_type,
-                t.c.aggregate_id,
-                t.c.aggregate_version,
-                t.c.payload,
-                t.c.occurred_at,
-                t.c.correlation_id,
-                t.c.causation_id,
-            )
-            .where(t.c.published_at.is_(None))
-            .order_by(t.c.position)
-            .limit(self._batch_size)
-        ).all()
-        return [
-            OutboxMessage(
-                position=row.position,
-                event_id=row.event_id,
-                event_type=row.event_type,
-                event_version=row.event_version,
-                aggregate_type=row.aggregate_type,
-                aggregate_id=row.aggregate_id,
-                aggregate_version=row.aggregate_version,
-                payload=row.payload,
-                occurred_at=row.occurred_at,
-                correlation_id=row.correlation_id,
-                causation_id=row.causation_id,
-            )
-            for row in rows
-        ]
+    def _publish(
+        self, plan: BatchPlan
+    ) -> tuple[Sequence[OutboxMessage], BatchPlan, Exception | None]:
+        # Publish the plan's messages; on a refusal of some, park them and send the rest.
+        # Each round parks at least one more message, so the loop ends.
+        while plan.publish:
+            try:
+                self._publisher.publish(plan.publish)
+            except UndeliverableError as refusal:
+                after = plan_after_refusal(plan, refusal)
+                if after is None:
+                    return (), plan, refusal
+                plan = after
+            except Exception as error:  # raised after the parks are written
+                return (), plan, error
+            else:
+                return plan.publish, plan, None
+        return (), plan, None
 
-    def _mark(self, connection: sa.Connection, messages: Sequence[OutboxMessage]) -> None:
-        t = outbox_table
-        connection.execute(
-            t.update()
-            .where(t.c.position.in_([m.position for m in messages]))
-            .values(published_at=datetime.now(UTC))
-        )
+    def _record(
+        self,
+        connection: sa.Connection,
+        published: Sequence[OutboxMessage],
+        park: dict[int, str],
+    ) -> None:
+        now = datetime.now(UTC)
+        if published:
+            t = outbox_table
+            connection.execute(
+                t.update()
+                .where(t.c.position.in_([m.position for m in published]))
+                .values(published_at=now)
+            )
+        for statement in park_statement(park, now):
+            connection.execute(statement)
+        for position, error in park.items():
+            _log.warning(
+                "outbox relay parked the row at position %d, which can never be published: %s; "
+                "later events of its aggregate wait until it is retried "
+                "(OutboxRelay.retry_parked)",
+                position,
+                error,
+            )
 
 
 def _database_address(url: sa.URL) -> str:

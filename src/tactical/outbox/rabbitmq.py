@@ -13,10 +13,11 @@ from types import TracebackType
 from typing import Any, Self
 
 from tactical.outbox._inbox import InboxConsumer
-from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay
+from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay, wire_forms
 from tactical.outbox._rabbitmq_channel import (
     ConfirmedChannel,
     Silence,
+    amqp_message,
     answer_within,
     broker_address,
     connection_parameters,
@@ -48,7 +49,9 @@ class RabbitMQPublisher:
     is in confirm mode (``confirm_delivery``): a batch is sent in one go and :meth:`publish`
     returns only after the broker confirmed every message of it (for a persistent message to a
     durable queue: written to disk). A nack, a lost connection, a timeout or an unreachable
-    broker raises :class:`~tactical.outbox.PublishError` and the relay marks nothing.
+    broker raises :class:`~tactical.outbox.PublishError` and the relay marks nothing. A
+    message AMQP cannot carry (see :meth:`publish`) raises
+    :class:`~tactical.outbox.UndeliverableError` before anything is sent: the relay parks it.
 
     Bind your queues before publishing: a topic exchange drops messages no queue is bound for
     (unless ``mandatory=True``, which turns them into a :class:`~tactical.outbox.PublishError`
@@ -93,6 +96,10 @@ class RabbitMQPublisher:
         """Send ``messages`` in order and wait until the broker confirmed all of them.
 
         Raises:
+            UndeliverableError: Some messages cannot be carried by AMQP at all (a payload
+                that is not encodable as UTF-8, an event type name over 255 UTF-8 bytes,
+                the routing key and ``type`` property's limit); checked before anything of
+                the batch is sent, so nothing was.
             PublishError: The broker is unreachable, refused (nacked) a message, returned
                 an unroutable one (``mandatory``), did not confirm within ``timeout``, or
                 the connection was lost; the error names the broker's host and port and the
@@ -100,10 +107,14 @@ class RabbitMQPublisher:
         """
         if not messages:
             return
+        wire = wire_forms(
+            messages,
+            lambda m: amqp_message(m, exchange=self._exchange, mandatory=self._mandatory),
+        )
         while True:
             reused = self._link is not None
             try:
-                self._connected().publish(messages, mandatory=self._mandatory)
+                self._connected().publish(wire, mandatory=self._mandatory)
                 return
             except Exception as error:
                 self.close()

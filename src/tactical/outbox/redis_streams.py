@@ -18,8 +18,10 @@ try:
 except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "tactical.outbox.redis_streams", "redis") from _missing
 
+from redis.typing import EncodableT, FieldT
+
 from tactical.outbox._inbox import InboxConsumer
-from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay
+from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay, wire_forms
 
 __all__ = ["DEFAULT_STREAM", "RedisStreamConsumer", "RedisStreamPublisher"]
 
@@ -77,21 +79,20 @@ class RedisStreamPublisher:
         """Append ``messages`` to the stream, in order.
 
         Raises:
+            UndeliverableError: Some messages cannot be encoded into an entry (a payload
+                that is not encodable as UTF-8); checked before anything of the batch is
+                sent, so nothing was.
             PublishError: Redis is unreachable, did not answer within the client's
                 ``socket_timeout`` or refused an entry; the error names Redis's address, the
                 stream and the batch's first event.
         """
         if not messages:
             return
+        entries = wire_forms(messages, _entry)
         try:
             pipeline = self._client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-            for message in messages:
-                pipeline.xadd(
-                    self._stream,
-                    {"body": message.body, "headers": json.dumps(message.headers)},
-                    maxlen=self._maxlen,
-                    approximate=True,
-                )
+            for entry in entries:
+                pipeline.xadd(self._stream, entry, maxlen=self._maxlen, approximate=True)
             pipeline.execute()
         except redis.RedisError as error:
             first = messages[0]
@@ -100,6 +101,11 @@ class RedisStreamPublisher:
                 f"event(s) from {first.event_id} (outbox position {first.position}) to stream {self._stream!r}: "
                 f"{type(error).__name__}: {error}"
             ) from error
+
+
+def _entry(message: OutboxMessage) -> dict[FieldT, EncodableT]:
+    # Both fields as UTF-8 bytes now, so that redis-py cannot fail to encode one mid-batch.
+    return {"body": message.body, "headers": json.dumps(message.headers).encode()}
 
 
 class RedisStreamConsumer:

@@ -88,6 +88,11 @@ outbox_table: sa.Table = sa.Table(
     # recorded it (NULL outside handlers). Nullable, so that existing outboxes can add them.
     sa.Column("correlation_id", sa.Uuid, nullable=True),
     sa.Column("causation_id", sa.Uuid, nullable=True),
+    # Set by the relay for a row it can never publish (unreadable, or refused for good by
+    # the publisher), with the reason; cleared by OutboxRelay.retry_parked. Nullable, so
+    # that existing outboxes can add them (added in 0.2).
+    sa.Column("parked_at", UtcDateTime, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
     comment="Events written in the transaction that produced them (transactional outbox).",
 )
 """``tactical_outbox``: every event of a committed aggregate, written in its transaction."""
@@ -98,6 +103,16 @@ sa.Index(
     sqlite_where=outbox_table.c.published_at.is_(None),
 )
 sa.Index("ix_tactical_outbox_correlation", outbox_table.c.correlation_id)
+# The few parked rows, by aggregate: the relay's "no earlier parked row of this aggregate"
+# probe and the listing of parked rows read only this index.
+sa.Index(
+    "ix_tactical_outbox_parked",
+    outbox_table.c.aggregate_type,
+    outbox_table.c.aggregate_id,
+    outbox_table.c.position,
+    postgresql_where=outbox_table.c.parked_at.is_not(None),
+    sqlite_where=outbox_table.c.parked_at.is_not(None),
+)
 sa.Index(
     "ix_tactical_outbox_aggregate",
     outbox_table.c.aggregate_type,
