@@ -14,7 +14,9 @@ author = "The tactical developers"
 copyright = "2026, The tactical developers"
 try:
     release = importlib.metadata.version("tactical")
-except importlib.metadata.PackageNotFoundError:  # building from a checkout without installing
+except (
+    importlib.metadata.PackageNotFoundError
+):  # building from a checkout without installing
     release = "0+unknown"
 version = ".".join(release.split(".")[:2])
 
@@ -39,7 +41,10 @@ napoleon_numpy_docstring = False
 # so the build needs no network; links still point at the published documentation.
 intersphinx_mapping = {
     "python": ("https://docs.python.org/3", "_inventories/python-3.11.inv"),
-    "sqlalchemy": ("https://docs.sqlalchemy.org/en/20/", "_inventories/sqlalchemy-1.4.inv"),
+    "sqlalchemy": (
+        "https://docs.sqlalchemy.org/en/20/",
+        "_inventories/sqlalchemy-1.4.inv",
+    ),
 }
 # Type variables and private bases appear in signatures but have no page of their own.
 nitpick_ignore_regex = [

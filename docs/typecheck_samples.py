@@ -38,7 +38,9 @@ def write_samples(output: Path) -> list[Path]:
         if not blocks:
             continue
         module = output / f"{module_name(page)}.py"
-        header = f'"""The Python samples of {page.relative_to(ROOT)}, in page order."""\n\n'
+        header = (
+            f'"""The Python samples of {page.relative_to(ROOT)}, in page order."""\n\n'
+        )
         module.write_text(header + "\n\n".join(blocks), encoding="utf-8")
         written.append(module)
     return written
