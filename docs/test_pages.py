@@ -95,3 +95,11 @@ class TestCodeBlocks:
         """The checks above see the tutorial and the index (a wrong glob would check nothing)."""
         names = {_page_id(page) for page in PAGES}
         assert {"docs/index.md", "docs/tutorial/insurance.md", "README.md"} <= names
+
+
+class TestWording:
+    @pytest.mark.parametrize("page", PAGES, ids=_page_id)
+    def test_no_page_cites_documents_readers_do_not_have(self, page: Path) -> None:
+        """Pages state a rule and its reason instead of citing the project's design notes."""
+        text = page.read_text(encoding="utf-8").lower()
+        assert "design document" not in text

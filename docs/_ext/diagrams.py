@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
-from sphinx.errors import ExtensionError
+from sphinx.config import Config
+from sphinx.errors import ConfigError, ExtensionError
 from sphinx.util.docutils import SphinxDirective
 
 MISSING_DOT = (
@@ -90,16 +91,16 @@ class DiagramDirective(SphinxDirective):
         return [figure]
 
 
-def _require_dot(app: Sphinx) -> None:
-    found = shutil.which(app.config.diagram_dot)
+def _require_dot(app: Sphinx, config: Config) -> None:
+    found = shutil.which(config.diagram_dot)
     if found is None:
-        raise ExtensionError(MISSING_DOT)
-    app.config.diagram_dot = found
+        raise ConfigError(MISSING_DOT)
+    config.diagram_dot = found
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("diagram_dot", "dot", "env", types=frozenset({str}))
     app.add_directive("diagram", DiagramDirective)
-    app.connect("builder-inited", _require_dot)
+    app.connect("config-inited", _require_dot)
     app.add_css_file("diagrams.css")
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
