@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import os
+import site
 import socket
 import sys
 from collections.abc import Iterator
@@ -33,8 +34,19 @@ from sybil.parsers.myst import CodeBlockParser, SkipParser
 import tactical
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-# Where tactical is imported from: an installed wheel's site-packages, or the checkout's src.
-TACTICAL_HOME = Path(tactical.__file__).resolve().parent.parent
+# What a reader has too, even when it lies inside the checkout (nox's venvs in .nox/): where
+# tactical is imported from (an installed wheel's site-packages, or the checkout's src), and
+# the running Python's environment with its installed packages.
+INSTALLED = frozenset(
+    Path(location).resolve()
+    for location in (
+        Path(tactical.__file__).parent.parent,
+        sys.prefix,
+        sys.exec_prefix,
+        sys.base_prefix,
+        *site.getsitepackages(),
+    )
+)
 
 # What a reader who ran `pip install "tactical[sql,postgres,rabbitmq,redis,testing]"` can
 # import, plus Alembic, which the Alembic how-to is about.
@@ -74,16 +86,14 @@ def imports_outside_the_package(source: str) -> list[str]:
     return found
 
 
-def _in_checkout(path: Path) -> bool:
-    return path == CHECKOUT or CHECKOUT in path.parents
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
 
 
 def _visible_in_checkout(path: Path) -> bool:
-    """True for a path a reader would not have: inside the checkout but not tactical's."""
-    return (
-        _in_checkout(path)
-        and path != TACTICAL_HOME
-        and TACTICAL_HOME not in path.parents
+    """True for a path a reader would not have: in the checkout, not in what is installed."""
+    return _within(path, CHECKOUT) and not any(
+        _within(path, root) for root in INSTALLED
     )
 
 
