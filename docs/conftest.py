@@ -1,4 +1,13 @@
-"""Run every Python code block of the documentation under pytest (Sybil).
+"""Run every Python code block of the documentation under pytest (Sybil), as a reader would.
+
+A reader has the installed package and nothing else: no checkout, no ``examples``, no
+``tests``. So each sample is checked before it runs, and fails (not skips) when it
+
+- imports anything but the standard library, tactical and the packages of its extras
+  (see ``ALLOWED_IMPORTS``), or
+- would only work inside the repository: while a sample runs, the checkout is taken off
+  ``sys.path`` (except the directory tactical itself is imported from) and the modules
+  imported from it (``examples``, the test suite's helpers) are hidden from ``sys.modules``.
 
 Pages whose samples talk to a broker skip them with ``% skip: start if(not rabbitmq, ...)``
 when the server is not reachable; under ``CI=true`` they always run, so a missing server
@@ -7,12 +16,135 @@ fails instead of skipping, as the rest of the suite does.
 
 from __future__ import annotations
 
+import ast
 import os
+import site
 import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from sybil import Sybil
-from sybil.parsers.myst import PythonCodeBlockParser, SkipParser
+from sybil import Example, Sybil
+from sybil.evaluators.python import PythonEvaluator
+from sybil.parsers.myst import CodeBlockParser, SkipParser
+
+import tactical
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+# What a reader has too, even when it lies inside the checkout (nox's venvs in .nox/): where
+# tactical is imported from (an installed wheel's site-packages, or the checkout's src), and
+# the running Python's environment with its installed packages.
+INSTALLED = frozenset(
+    Path(location).resolve()
+    for location in (
+        Path(tactical.__file__).parent.parent,
+        sys.prefix,
+        sys.exec_prefix,
+        sys.base_prefix,
+        *site.getsitepackages(),
+    )
+)
+
+# What a reader who ran `pip install "tactical[sql,postgres,rabbitmq,redis,testing]"` can
+# import, plus Alembic, which the Alembic how-to is about.
+ALLOWED_IMPORTS = frozenset(
+    {
+        *sys.stdlib_module_names,
+        "tactical",
+        "typing_extensions",
+        "sqlalchemy",
+        "psycopg",
+        "pika",
+        "redis",
+        "pytest",
+        "hypothesis",
+        "alembic",
+    }
+)
+
+
+def imports_outside_the_package(source: str) -> list[str]:
+    """The modules ``source`` imports that a reader with tactical installed does not have."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.ImportFrom):
+            names = [
+                "." * node.level + (node.module or "")
+            ]  # relative: never available
+        else:
+            continue
+        found += [
+            name for name in names if name.partition(".")[0] not in ALLOWED_IMPORTS
+        ]
+    return found
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _visible_in_checkout(path: Path) -> bool:
+    """True for a path a reader would not have: in the checkout, not in what is installed."""
+    return _within(path, CHECKOUT) and not any(
+        _within(path, root) for root in INSTALLED
+    )
+
+
+def _module_file(module: ModuleType) -> Path | None:
+    file = getattr(module, "__file__", None)
+    return Path(file).resolve() if isinstance(file, str) else None
+
+
+@contextmanager
+def outside_the_checkout() -> Iterator[None]:
+    """Run the body as if tactical were installed and the repository were not there."""
+    removed = [
+        (index, entry)
+        for index, entry in enumerate(sys.path)
+        if _visible_in_checkout(Path(entry or os.getcwd()).resolve())
+    ]
+    for index, _ in reversed(removed):
+        del sys.path[index]
+    hidden: dict[str, ModuleType] = {}
+    for name, module in list(sys.modules.items()):
+        file = _module_file(module)
+        if file is not None and _visible_in_checkout(file):
+            hidden[name] = sys.modules.pop(name)
+    try:
+        yield
+    finally:
+        # Put back what was removed, keeping what the sample itself added (a page's later
+        # samples may rely on it).
+        for index, entry in removed:
+            sys.path.insert(index, entry)
+        for name, module in hidden.items():
+            sys.modules.setdefault(name, module)
+
+
+class StandaloneEvaluator:
+    """Sybil's Python evaluator, refusing samples a reader could not run."""
+
+    def __init__(self) -> None:
+        self._evaluate = PythonEvaluator()
+
+    def __call__(self, example: Example) -> None:
+        __tracebackhide__ = True
+        outside = imports_outside_the_package(example.parsed)
+        if outside:
+            raise AssertionError(
+                f"{example.path}, line {example.line}: the sample imports {', '.join(outside)},"
+                " which a reader who installed tactical does not have; define what the sample"
+                " needs on the page (or use tactical.testing's sample model)"
+            )
+        with outside_the_checkout():
+            self._evaluate(example)
 
 
 def _reachable(port: int) -> bool:
@@ -30,7 +162,7 @@ def _setup(namespace: dict[str, Any]) -> None:
 
 
 pytest_collect_file = Sybil(
-    parsers=[PythonCodeBlockParser(), SkipParser()],
+    parsers=[CodeBlockParser("python", StandaloneEvaluator()), SkipParser()],
     patterns=["*.md"],
     excludes=["changelog.md"],
     setup=_setup,

@@ -3,7 +3,8 @@
 Sybil runs every ```` ```python ```` block of the docs and README (``nox -s docs``); this makes
 the same blocks type-checked as a user's code would be: one module per page, its blocks in
 page order (a page's later blocks use the names of its earlier ones). ``{code-block}`` blocks
-are illustrations (misuse, fragments) and are left out, as Sybil leaves them out.
+are illustrations (misuse, fragments) and are left out here; Sybil still runs them unless the
+page skips them (``% skip: next``), so they too may only import what a reader has.
 
 Usage: ``python docs/typecheck_samples.py OUTPUT_DIRECTORY``, then run the checkers on that
 directory from the project root (``nox -s typecheck`` does both).
@@ -38,7 +39,9 @@ def write_samples(output: Path) -> list[Path]:
         if not blocks:
             continue
         module = output / f"{module_name(page)}.py"
-        header = f'"""The Python samples of {page.relative_to(ROOT)}, in page order."""\n\n'
+        header = (
+            f'"""The Python samples of {page.relative_to(ROOT)}, in page order."""\n\n'
+        )
         module.write_text(header + "\n\n".join(blocks), encoding="utf-8")
         written.append(module)
     return written

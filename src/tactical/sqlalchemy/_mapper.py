@@ -18,8 +18,8 @@ class RelationalMapper(ABC, Generic[A, IdT]):
     """Maps one aggregate type to your own tables, instead of the default JSON document.
 
     Register an instance with :class:`SqlAlchemyUnitOfWork` (``mappers=[PolicyMapper()]``).
-    You write the translation between rows and the domain model (the design documents'
-    ``PolicyModel`` <-> ``InsurancePolicy``); the unit of work keeps the guarantees: it
+    You write the translation between rows and the domain model (table rows <-> a
+    ``Policy`` aggregate and its child entities); the unit of work keeps the guarantees: it
     checks and bumps the version column of the root table with
     ``UPDATE ... WHERE id = :id AND version = :loaded`` before calling :meth:`update` or
     :meth:`delete`, inserts through :meth:`insert` (a duplicate id becomes a
