@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import sys
 from pathlib import Path
 
-# autodoc imports tactical: document this checkout's source, installed or not.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# autodoc imports tactical: the installed one (nox -s docs installs the wheel), or else this
+# checkout's source, so that the docs also build from a checkout without installing.
+if importlib.util.find_spec("tactical") is None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 project = "tactical"
 author = "The tactical developers"
