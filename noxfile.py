@@ -181,13 +181,21 @@ def package(session: nox.Session) -> None:
         sdist.extractall(unpacked, filter="data")
     (source,) = unpacked.iterdir()
 
-    _install(session, *_groups("tests"))
-    with session.chdir(source):
-        session.run(
-            "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", env=INSTALLED, silent=True
-        )
-        session.run("pytest", "-p", "no:cacheprovider", *SDIST_TESTS, env=INSTALLED)
-    shutil.rmtree(unpacked)
+    try:
+        _install(session, *_groups("tests"))
+        with session.chdir(source):
+            session.run(
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "--collect-only",
+                "-q",
+                env=INSTALLED,
+                silent=True,
+            )
+            session.run("pytest", "-p", "no:cacheprovider", *SDIST_TESTS, env=INSTALLED)
+    finally:
+        shutil.rmtree(unpacked)
 
 
 @nox.session(python=COVERAGE_PYTHON, download_python="never")
