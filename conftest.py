@@ -1,5 +1,17 @@
-"""Run the Python code blocks of README.md under pytest (Sybil), as the docs' are."""
+"""Run the Python code blocks of README.md under pytest (Sybil), as the docs' are.
 
+Under nox (``TACTICAL_TEST_INSTALLED=1``) the suite must test the installed wheel: a run that
+imports tactical from anywhere but the environment's site-packages (``src`` on ``PYTHONPATH``,
+say) stops before any test.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from pathlib import Path
+
+import pytest
 from sybil import Sybil
 from sybil.parsers.myst import PythonCodeBlockParser, SkipParser
 
@@ -7,3 +19,19 @@ pytest_collect_file = Sybil(
     parsers=[PythonCodeBlockParser(), SkipParser()],
     patterns=["README.md"],
 ).pytest()
+
+
+def pytest_configure() -> None:
+    """Refuse to run the suite on a checkout's tactical when the installed one is required."""
+    if not os.environ.get("TACTICAL_TEST_INSTALLED"):
+        return
+    # Imported here, not at the top: coverage has started by now.
+    import tactical
+
+    location = Path(tactical.__file__).resolve().parent
+    site_packages = Path(sysconfig.get_paths()["purelib"]).resolve()
+    if not location.is_relative_to(site_packages):
+        raise pytest.UsageError(
+            f"TACTICAL_TEST_INSTALLED is set, but tactical was imported from {location}, "
+            f"not from {site_packages}: remove the checkout from PYTHONPATH"
+        )

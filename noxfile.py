@@ -1,8 +1,19 @@
-"""Development sessions: ``nox`` runs tests, typecheck and lint; see README for the rest."""
+"""Development sessions: ``nox`` builds the package, tests it on every supported Python, type-checks,
+lints and builds the docs; see README for the rest.
+
+Every session that imports tactical installs the wheel built from this checkout's sdist (once per
+nox run), never the checkout itself, so what is tested is what is shipped.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import nox
@@ -10,11 +21,47 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["tests", "typecheck", "lint", "docs"]
+nox.options.sessions = ["lint", "package", "tests", "typecheck", "docs"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-EXTRAS = ".[sql,postgres,rabbitmq,redis,testing]"
+PYTHONS = ["3.11", "3.12", "3.13"]
+# Coverage is measured on one Python: the code has no version-specific branches, and tracing
+# makes the suite slower.
+COVERAGE_PYTHON = "3.11"
+EXTRAS = "sql,postgres,rabbitmq,redis,testing"
 ROOT = Path(__file__).parent
+DIST = ROOT / "build" / "nox-dist"
+# Tells the root conftest.py that tactical must be imported from the session's site-packages.
+INSTALLED = {"TACTICAL_TEST_INSTALLED": "1"}
+
+
+def _link_pyenv_pythons(versions: list[str]) -> None:
+    """Make pyenv's installed interpreters of ``versions`` findable as ``pythonX.Y``.
+
+    pyenv's shims answer only for the selected versions (``pyenv global``): with 3.12 installed
+    but not selected, ``python3.12`` fails with "command not found" and nox finds no
+    interpreter. Links to the installed interpreters (the highest patch of each version), put
+    first on ``PATH``, let nox find them without changing which Python ``python3`` is.
+    """
+    installed = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    if not installed.is_dir():
+        return
+    links = ROOT / ".nox" / "pythons"
+    shutil.rmtree(links, ignore_errors=True)
+    links.mkdir(parents=True)
+    for version in versions:
+        patches = [
+            (int(match[1]), path / "bin" / f"python{version}")
+            for path in installed.iterdir()
+            if (match := re.fullmatch(re.escape(version) + r"\.(\d+)", path.name))
+        ]
+        executables = [(patch, exe) for patch, exe in patches if exe.is_file()]
+        if executables:
+            (links / f"python{version}").symlink_to(max(executables)[1])
+    os.environ["PATH"] = f"{links}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+_link_pyenv_pythons(PYTHONS)
 
 
 def _groups(*names: str) -> list[str]:
@@ -24,20 +71,134 @@ def _groups(*names: str) -> list[str]:
     return requirements
 
 
-@nox.session
+@dataclass(frozen=True)
+class _Dist:
+    sdist: Path
+    wheel: Path
+
+
+_built: list[_Dist] = []
+
+
+def _dist(session: nox.Session) -> _Dist:
+    """The sdist and the wheel built from it, built once per nox run into ``build/nox-dist``."""
+    if _built:
+        return _built[0]
+    shutil.rmtree(DIST, ignore_errors=True)
+    # Both front ends build the sdist first, then the wheel from the unpacked sdist: a file
+    # the sdist forgets is missing from the wheel too.
+    if session.venv_backend == "uv":
+        session.run("uv", "build", "--out-dir", str(DIST), str(ROOT))
+    else:
+        session.install("build")
+        session.run("python", "-m", "build", "--outdir", str(DIST), str(ROOT))
+    (sdist,) = DIST.glob("*.tar.gz")
+    (wheel,) = DIST.glob("*.whl")
+    _built.append(_Dist(sdist, wheel))
+    return _built[0]
+
+
+def _install(session: nox.Session, *requirements: str, extras: str = EXTRAS) -> None:
+    """Install the wheel (not the checkout) with ``extras``, and ``requirements``."""
+    wheel = _dist(session).wheel
+    session.install(f"{wheel}[{extras}]", *requirements)
+    # A reused venv may hold an earlier build of the same version, which pip would keep.
+    session.install("--no-deps", "--force-reinstall", str(wheel))
+
+
+@nox.session(python=PYTHONS, download_python="never")
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite (services on loopback; under CI=true none may be missing)."""
-    session.install("-e", EXTRAS, *_groups("tests"))
-    session.run(
-        "pytest",
-        "--cov",
-        "--cov-report=term",
-        *session.posargs,
-        env={"PYTHONHASHSEED": "0"} if "PYTHONHASHSEED" not in os.environ else {},
-    )
+    """Run the whole test suite against the installed wheel (services on loopback; under CI=true
+    none may be missing). Coverage on Python 3.11 only."""
+    _install(session, *_groups("tests"))
+    coverage = ["--cov", "--cov-report=term"] if session.python == COVERAGE_PYTHON else []
+    env = dict(INSTALLED)
+    if "PYTHONHASHSEED" not in os.environ:
+        env["PYTHONHASHSEED"] = "0"
+    session.run("pytest", *coverage, *session.posargs, env=env)
 
 
-@nox.session
+# The files the sdist must hold to build, test and document the project by itself.
+SDIST_REQUIRED = [
+    "pyproject.toml",
+    "README.md",
+    "CHANGELOG.md",
+    "LICENSE",
+    "PKG-INFO",
+    "conftest.py",
+    "noxfile.py",
+    "src/tactical/__init__.py",
+    "src/tactical/py.typed",
+    "tests/conftest.py",
+    "examples/__init__.py",
+    "examples/insurance/__main__.py",
+    "examples/shipping/__main__.py",
+    "docs/conf.py",
+    "docs/index.md",
+    "benchmarks/__main__.py",
+]
+SDIST_JUNK = re.compile(r"(^|/)(__pycache__|\.nox|\.venv|_build|results|dist|build)(/|$)|\.pyc$")
+# A quick part of the suite, run in the unpacked sdist: the metadata, a module of each kind,
+# an example and the docs' tutorial, so that collection and the conftests are exercised.
+SDIST_TESTS = [
+    "tests/test_distribution.py",
+    "tests/test_extras.py",
+    "tests/test_model.py",
+    "examples/shipping",
+    "docs/tutorial",
+    "README.md",
+]
+
+
+@nox.session(python=COVERAGE_PYTHON, download_python="never")
+def package(session: nox.Session) -> None:
+    """Build the sdist and the wheel, check them, and run part of the suite from the sdist.
+
+    ``twine check --strict`` on both; the wheel holds only ``tactical/`` (with ``py.typed``)
+    and its metadata; the sdist holds what its tests, docs and nox sessions need and no build
+    junk, and its whole test suite collects when unpacked.
+    """
+    dist = _dist(session)
+    session.install("twine")
+    session.run("twine", "check", "--strict", str(dist.sdist), str(dist.wheel))
+
+    with zipfile.ZipFile(dist.wheel) as wheel:
+        names = wheel.namelist()
+    info = next(name.split("/")[0] for name in names if name.endswith(".dist-info/METADATA"))
+    strays = [name for name in names if name.split("/")[0] not in {"tactical", info}]
+    if strays:
+        session.error(f"the wheel holds files outside tactical/: {strays}")
+    if "tactical/py.typed" not in names:
+        session.error("the wheel has no tactical/py.typed")
+
+    with tarfile.open(dist.sdist) as sdist:
+        members = [member.name.split("/", 1)[1] for member in sdist.getmembers() if member.isfile()]
+        missing = sorted(set(SDIST_REQUIRED) - set(members))
+        junk = [name for name in members if SDIST_JUNK.search(name)]
+        if missing or junk:
+            session.error(f"the sdist misses {missing} and holds {junk}")
+        unpacked = Path(tempfile.mkdtemp(prefix="tactical-sdist-"))
+        sdist.extractall(unpacked, filter="data")
+    (source,) = unpacked.iterdir()
+
+    try:
+        _install(session, *_groups("tests"))
+        with session.chdir(source):
+            session.run(
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "--collect-only",
+                "-q",
+                env=INSTALLED,
+                silent=True,
+            )
+            session.run("pytest", "-p", "no:cacheprovider", *SDIST_TESTS, env=INSTALLED)
+    finally:
+        shutil.rmtree(unpacked)
+
+
+@nox.session(python=COVERAGE_PYTHON, download_python="never")
 def typecheck(session: nox.Session) -> None:
     """Type-check the library, the examples and tests/typing with mypy --strict and pyright strict.
 
@@ -45,7 +206,7 @@ def typecheck(session: nox.Session) -> None:
     type, so users' checkers cannot infer it differently (it fails below 100%). Last, the
     Python samples of the docs and README, written out by ``docs/typecheck_samples.py``.
     """
-    session.install("-e", EXTRAS, *_groups("typing"))
+    _install(session, *_groups("typing"))
     session.run("mypy")
     session.run("pyright")
     session.run("pyright", "--verifytypes", "tactical", "--ignoreexternal")
@@ -64,11 +225,12 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session
+@nox.session(python=COVERAGE_PYTHON, download_python="never")
 def docs(session: nox.Session) -> None:
-    """Run every code sample of the docs and README (Sybil), then build with warnings as errors."""
-    session.install("-e", EXTRAS, *_groups("docs", "tests"))
-    session.run("pytest", "-p", "no:cacheprovider", "docs", "README.md")
+    """Run every code sample of the docs and README (Sybil) against the installed wheel, then
+    build with warnings as errors."""
+    _install(session, *_groups("docs", "tests"))
+    session.run("pytest", "-p", "no:cacheprovider", "docs", "README.md", env=INSTALLED)
     session.run(
         "sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )
@@ -81,14 +243,14 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- model sql`` runs only the groups named. The peer library compared
     against is installed here only, never as a dependency of tactical.
     """
-    session.install("-e", EXTRAS, "eventsourcing>=9.4,<10")
+    _install(session, "eventsourcing>=9.4,<10")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run the example bounded contexts' narrated scenarios (also ``nox -s examples``)."""
-    session.install("-e", EXTRAS)
+    _install(session)
     examples = sorted(p.parent.name for p in (ROOT / "examples").glob("*/__main__.py"))
     if not examples:
         session.log("examples not yet available")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
+import importlib.util
 import sys
 import typing
 from abc import ABC
 from pathlib import Path
 from typing import Any
 
-# autodoc imports tactical: document this checkout's source, installed or not.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+# autodoc imports tactical: the installed one (nox -s docs installs the wheel), or else this
+# checkout's source, so that the docs also build from a checkout without installing.
+if importlib.util.find_spec("tactical") is None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 # The docs' own extensions (diagrams).
 sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).parent.parent / "src"
+# The fresh interpreter imports the tactical this test does: installed (nox), or src.
+IMPORT_PATH = os.pathsep.join(sys.path)
 
 
 def import_without(module: str, missing: str) -> subprocess.CompletedProcess[str]:
@@ -21,7 +22,7 @@ def import_without(module: str, missing: str) -> subprocess.CompletedProcess[str
         capture_output=True,
         text=True,
         check=False,
-        env={"PYTHONPATH": str(SRC)},
+        env={"PYTHONPATH": IMPORT_PATH},
         timeout=60,
     )
 
@@ -64,7 +65,7 @@ class TestMissingExtras:
             capture_output=True,
             text=True,
             check=False,
-            env={"PYTHONPATH": str(SRC)},
+            env={"PYTHONPATH": IMPORT_PATH},
             timeout=60,
         )
         assert result.returncode == 0, result.stderr

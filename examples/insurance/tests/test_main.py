@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_narrated_scenario_runs_and_shows_the_refused_claim() -> None:
     """The demo exits 0 and narrates the refusal, billing and cancellation."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    # The same import path as this test's: the installed tactical (or src), and the examples.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run(
         [sys.executable, "-m", "examples.insurance"],
         cwd=ROOT,

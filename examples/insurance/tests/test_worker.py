@@ -47,7 +47,8 @@ def names() -> Iterator[tuple[str, str]]:
 
 
 def worker(which: str, database: str, names: tuple[str, str]) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    # The same import path as this test's: the installed tactical (or src), and the examples.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     exchange, queue = names
     return subprocess.run(  # noqa: S603  (our own interpreter, fixed arguments)
         [

@@ -12,14 +12,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def run_python(*arguments: str) -> subprocess.CompletedProcess[str]:
-    """Run this interpreter from the project root, with ``src`` and the root importable."""
-    paths = [str(PROJECT_ROOT / "src"), str(PROJECT_ROOT)]
-    if os.environ.get("PYTHONPATH"):
-        paths.append(os.environ["PYTHONPATH"])
+    """Run this interpreter from the project root, with this test's import path.
+
+    That path has the tactical the tests import (the installed one, or ``src``) and the root.
+    """
     return subprocess.run(  # noqa: S603  (our own interpreter, fixed arguments)
         [sys.executable, *arguments],
         cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -48,13 +48,10 @@ class TestNarratedScenario:
 
     def test_the_scenario_runs_and_narrates_the_refused_commands(self) -> None:
         """Exit status 0, nothing on stderr, and the refusals are told with their messages."""
-        paths = [str(PROJECT_ROOT / "src"), str(PROJECT_ROOT)]
-        if os.environ.get("PYTHONPATH"):
-            paths.append(os.environ["PYTHONPATH"])
         result = subprocess.run(
             [sys.executable, "-m", "examples.shipping"],
             cwd=PROJECT_ROOT,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
             capture_output=True,
             text=True,
             timeout=60,
