@@ -610,3 +610,27 @@ class TestDocumentsNamingAnotherAggregate:
             ):
                 uow.repository(Counter).get(wanted.id)
             uow.rollback()
+
+    @pytest.mark.parametrize("storage", ["memory", "sql"])
+    def test_changing_a_loaded_aggregates_id_cannot_overwrite_another(
+        self, engine: sa.Engine, storage: str
+    ) -> None:
+        """An id changed after loading is refused at commit; the aggregate it names is intact."""
+        uow: SqlAlchemyUnitOfWork | InMemoryUnitOfWork = (
+            InMemoryUnitOfWork() if storage == "memory" else SqlAlchemyUnitOfWork(engine)
+        )
+        for gauge in (Gauge("a", label="A"), Gauge("b", label="B")):
+            with uow:
+                uow.repository(Gauge).add(gauge)
+                uow.commit()
+        with uow:
+            loaded = uow.repository(Gauge).require("a")
+            loaded.id = "b"
+            loaded.label = "A over B"
+            with pytest.raises(ValueError, match=r"Gauge 'a': its id was changed to 'b' after"):
+                uow.commit()
+            uow.rollback()
+        with uow:
+            assert uow.repository(Gauge).require("b").label == "B"
+            assert uow.repository(Gauge).require("a").label == "A"
+            uow.rollback()
