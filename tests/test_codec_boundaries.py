@@ -554,6 +554,11 @@ class TestUnstorableText:
         with pytest.raises(DeserializationError, match=rf"Gauge \(row 9\): {name}.*{reason}"):
             JsonCodec().decode(Gauge, data, context="row 9")
 
+    def test_keys_of_a_dict_of_any_must_be_strings(self) -> None:
+        """JSON keys are strings: an int key would read back as another key, so it is refused."""
+        with pytest.raises(TypeError, match=r"by_any: expected a string key, got int 1"):
+            JsonCodec().encode(LooseKeys({}, {1: 1}))
+
     @given(st.text(st.characters(exclude_categories=())))
     def test_any_string_is_stored_and_read_back_or_refused_with_a_value_error(
         self, text: str

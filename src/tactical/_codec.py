@@ -65,7 +65,8 @@ class JsonCodec:
     Type parameters are resolved from generic bases, so ``class Policy(AggregateRoot[UUID])``
     stores its ``id`` as a UUID, and from parameterised field types (``price: Box[Decimal]``).
     A value that does not fit its field's annotation, and so could not be read back, is
-    refused on write with an error naming the field path. Never pickles.
+    refused on write with an error naming the field path, and so is a value no store or
+    broker can carry (see :meth:`encode`); reading refuses the same. Never pickles.
 
     Events and aggregates are stored under a type name: by default the class's
     ``module.QualifiedName``; :meth:`register` sets a stable name of your own (do this for
@@ -193,7 +194,7 @@ class JsonCodec:
         Raises:
             TypeError: A field holds a value that does not fit its annotation, or an
                 annotation is not supported; the message names the field path.
-            ValueError: A ``float`` field holds a value JSON cannot represent.
+            ValueError: A value no store or broker can carry (see :meth:`encode`).
         """
         cls = type(event)
         return EventRecord(self.type_name(cls), self.schema_version(cls), self.encode(event))
@@ -265,7 +266,7 @@ class JsonCodec:
         Raises:
             TypeError: A field holds a value that does not fit its annotation, or an
                 annotation is not supported; the message names the field path.
-            ValueError: A ``float`` field holds a value JSON cannot represent.
+            ValueError: A value no store or broker can carry (see :meth:`encode`).
         """
         state = self.encode(aggregate)
         del state["version"]
@@ -301,8 +302,15 @@ class JsonCodec:
                 be read back, so it is not written. The message names the field path. Also
                 when ``obj`` is not a dataclass instance, or one of its annotations is not
                 supported.
-            ValueError: A ``float`` field holds a value JSON cannot represent (NaN,
-                infinities, an integer too large for a float).
+            ValueError: A value no store or broker can carry: a non-finite ``float`` (or
+                an integer too large for one), a NaN ``Decimal``, a string holding a NUL or
+                a lone surrogate, an ``Any`` value nested more than 100 arrays or objects
+                deep, or values nested deeper than Python's recursion limit. The message
+                names the field path.
+
+        .. versionchanged:: 0.2.0
+           Strings with NUL or lone surrogates, NaN Decimals and deeply nested values
+           are refused.
         """
         try:
             return encode_fields(self._plans.plan(type(obj)), obj)
@@ -319,8 +327,11 @@ class JsonCodec:
         """Rebuild an instance of ``cls`` from :meth:`encode`'s output.
 
         Raises:
-            DeserializationError: ``data`` does not fit ``cls``, or constructing it failed
-                validation; the message names the field path and includes ``context``.
+            DeserializationError: ``data`` does not fit ``cls``, holds what :meth:`encode`
+                refuses (a non-finite number, a NaN ``Decimal``, a string with a NUL or a
+                lone surrogate, an ``Any`` value nested too deeply), or constructing it
+                failed validation; the message names the field path and includes
+                ``context``.
             TypeError: ``cls`` is not a dataclass, or one of its field annotations is not
                 supported; the message names the field.
         """
@@ -343,7 +354,7 @@ class JsonCodec:
         Raises:
             TypeError: As :meth:`encode`: a value does not fit its annotation, ``obj`` is
                 not a dataclass instance, or an annotation is not supported.
-            ValueError: A ``float`` field holds a value JSON cannot represent.
+            ValueError: A value no store or broker can carry (see :meth:`encode`).
         """
         return json.dumps(self.encode(obj), separators=(",", ":"), ensure_ascii=False)
 

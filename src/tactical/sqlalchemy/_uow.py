@@ -83,8 +83,12 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
 
     Besides the errors of the :class:`~tactical.UnitOfWork` protocol, in use it raises
     :class:`~tactical.DeserializationError` for a stored row that cannot be read back (the
-    message names the row); at commit, ``TypeError`` or ``ValueError`` for an aggregate or
-    event value that cannot be stored as JSON (nothing is stored); on entering, a
+    message names the row, also when the row's state has another aggregate's id or a relational
+    mapper's ``load`` returned another aggregate); at commit, ``TypeError`` or ``ValueError``
+    for an aggregate or event value that cannot be stored as JSON, or an id no
+    ``aggregate_id`` column holds (over 255 characters as text, or with a NUL or a lone
+    surrogate; such an id is never found by ``get``), raised before the database sees it
+    and the same on SQLite and PostgreSQL (nothing is stored); on entering, a
     ``RuntimeError`` when an in-memory SQLite database is already in another unit of work's
     transaction; and SQLAlchemy's own errors when the database fails.
 
