@@ -590,6 +590,13 @@ class TestUnstorableNumbers:
         with pytest.raises(DeserializationError, match=r"anything\[1\]: the non-finite"):
             JsonCodec().loads(Gauge, '{"anything": [1, NaN]}')
 
+    @pytest.mark.parametrize("name", ["count", "anything"])
+    def test_an_integer_over_4300_digits_is_refused_on_write(self, name: str) -> None:
+        """json.dumps would fail on it inside the driver; 4300 digits are stored."""
+        assert through_json(JsonCodec(), with_field(a_reading(), name, 10**4299))
+        with pytest.raises(ValueError, match=rf"cannot store Reading: {name}: .* at most 4300"):
+            JsonCodec().encode(with_field(a_reading(), name, -(10**4300)))
+
     @pytest.mark.parametrize("amount", [Decimal("NaN"), Decimal("sNaN"), Decimal("-NaN")])
     def test_a_nan_decimal_is_refused_on_write(self, amount: Decimal) -> None:
         """NaN is not equal to itself (sNaN refuses comparison): it is not a number to store."""

@@ -303,10 +303,10 @@ class JsonCodec:
                 when ``obj`` is not a dataclass instance, or one of its annotations is not
                 supported.
             ValueError: A value no store or broker can carry: a non-finite ``float`` (or
-                an integer too large for one), a NaN ``Decimal``, a string holding a NUL or
-                a lone surrogate, an ``Any`` value nested more than 100 arrays or objects
-                deep, or values nested deeper than Python's recursion limit. The message
-                names the field path.
+                an integer too large for one), an integer of over 4300 digits, a NaN
+                ``Decimal``, a string holding a NUL or a lone surrogate, an ``Any`` value
+                nested more than 100 arrays or objects deep, or values nested deeper than
+                Python's recursion limit. The message names the field path.
 
         .. versionchanged:: 0.2.0
            Strings with NUL or lone surrogates, NaN Decimals and deeply nested values

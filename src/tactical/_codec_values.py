@@ -113,7 +113,9 @@ def encode_json_value(value: object, depth: int = 0) -> Any:
     kind = type(value)
     if kind is str:
         return _storable_text(cast("str", value))
-    if value is None or kind is bool or kind is int:
+    if kind is int:
+        return _encode_int(value)
+    if value is None or kind is bool:
         return value
     if kind is float:
         return _encode_float(value)
@@ -333,8 +335,22 @@ def _encode_bool(value: Any) -> Any:
 def _encode_int(value: Any) -> Any:
     # True and IntEnum members are ints to a type checker: stored as the int they are.
     if type(value) is int:
-        return value
-    return int(value) if isinstance(value, int) else refuse("an integer", value)
+        return value if -_HUGE < value < _HUGE else _refuse_huge(value)
+    return _encode_int(int(value)) if isinstance(value, int) else refuse("an integer", value)
+
+
+# Python writes and reads at most 4300 digits of an int as text by default
+# (sys.set_int_max_str_digits); json.dumps would fail on more inside the database driver.
+_MAX_DIGITS = 4300
+_HUGE = 10**_MAX_DIGITS
+
+
+def _refuse_huge(value: int) -> Any:
+    raise Unstorable(
+        f"cannot store an integer of {value.bit_length()} bits: JSON text holds at most "
+        f"{_MAX_DIGITS} digits",
+        ValueError,
+    )
 
 
 def _encode_str(value: Any) -> Any:
