@@ -188,7 +188,8 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
 
 
 # What a store can carry (JsonCodec refuses the rest): no lone surrogate, no NUL.
-_STORABLE_CHARACTERS = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+_SURROGATES: tuple[typing.Literal["Cs"]] = ("Cs",)
+_STORABLE_CHARACTERS = st.characters(exclude_categories=_SURROGATES, exclude_characters="\x00")
 
 
 def _hints(factory: Callable[..., object]) -> dict[str, Any]:
