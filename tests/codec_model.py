@@ -197,13 +197,20 @@ class TupleKeys(ValueObject):
 # drops the microseconds of an offset such as +00:00:00.000001).
 offsets = st.integers(-86399, 86399).map(lambda s: timezone(timedelta(seconds=s)))
 aware_datetimes = st.datetimes(timezones=offsets | st.just(UTC))
-decimals = st.decimals()  # every Decimal, including NaN, sNaN, infinities and -0
+# Every Decimal but NaN and sNaN (which are not equal to themselves): infinities and -0 too.
+decimals = st.decimals(allow_nan=False)
+# Every string a store can carry: no NUL (PostgreSQL refuses it) and, as st.text() already
+# ensures, no lone surrogate.
+storable_characters = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)
 money = st.builds(Money, decimals, st.sampled_from(Currency))
 periods = st.tuples(st.dates(), st.dates()).map(sorted).map(lambda p: Period(p[0], p[1]))
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | finite_floats | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    st.none() | st.booleans() | st.integers() | finite_floats | st.text(storable_characters),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(storable_characters), inner, max_size=3)
+    ),
     max_leaves=4,
 )
 claims = st.builds(
@@ -211,17 +218,17 @@ claims = st.builds(
     id=st.uuids(),
     amount=money,
     filed_at=aware_datetimes,
-    note=st.none() | st.text(),
+    note=st.none() | st.text(storable_characters),
 )
 policies = st.builds(
     Policy,
     id=st.uuids(),
-    holder=st.text(),
+    holder=st.text(storable_characters),
     premium=money,
     period=periods,
     claims=st.lists(claims, max_size=3),
     limits=st.lists(money, max_size=3).map(tuple),
-    tags=st.frozensets(st.text(), max_size=4),
+    tags=st.frozensets(st.text(storable_characters), max_size=4),
     excess=st.none() | money,
     version=st.integers(0, 10**6),
 )
@@ -230,7 +237,7 @@ everything = st.builds(
     flag=st.booleans(),
     count=st.integers(),
     ratio=finite_floats,
-    text=st.text(),
+    text=st.text(storable_characters),
     amount=decimals,
     ref=st.uuids(),
     day=st.dates(),
@@ -240,32 +247,38 @@ everything = st.builds(
     user=st.integers().map(UserId),
     grams=st.integers(),
     kind=st.sampled_from(["a", "b", 3]),
-    pair=st.tuples(st.integers(), st.text()),
+    pair=st.tuples(st.integers(), st.text(storable_characters)),
     many=st.lists(money, max_size=2).map(tuple),
     members=st.frozensets(st.integers(), max_size=3),
-    unique=st.sets(st.text(), max_size=3),
+    unique=st.sets(st.text(storable_characters), max_size=3),
     periods=st.lists(periods, max_size=2),
-    by_name=st.dictionaries(st.text(), st.integers(), max_size=2),
+    by_name=st.dictionaries(st.text(storable_characters), st.integers(), max_size=2),
     by_currency=st.dictionaries(st.sampled_from(Currency), decimals, max_size=2),
-    by_priority=st.dictionaries(st.sampled_from(Priority), st.text(), max_size=2),
-    by_number=st.dictionaries(st.integers(), st.text(), max_size=2),
+    by_priority=st.dictionaries(
+        st.sampled_from(Priority), st.text(storable_characters), max_size=2
+    ),
+    by_number=st.dictionaries(st.integers(), st.text(storable_characters), max_size=2),
     by_day=st.dictionaries(st.dates(), st.integers(), max_size=2),
-    by_time=st.dictionaries(aware_datetimes, st.text(), max_size=2),
+    by_time=st.dictionaries(aware_datetimes, st.text(storable_characters), max_size=2),
     by_ref=st.dictionaries(st.uuids(), st.booleans(), max_size=2),
-    by_amount=st.dictionaries(st.decimals(allow_nan=False), st.text(), max_size=2),
-    nested=st.dictionaries(st.text(), st.lists(money, max_size=2), max_size=2),
+    by_amount=st.dictionaries(
+        st.decimals(allow_nan=False), st.text(storable_characters), max_size=2
+    ),
+    nested=st.dictionaries(st.text(storable_characters), st.lists(money, max_size=2), max_size=2),
     maybe=st.none() | money,
     optional=st.none() | st.integers(),
-    either=st.none() | st.text(),
+    either=st.none() | st.text(storable_characters),
     anything=json_values,
     nothing=st.none(),
     bare_list=st.lists(json_values, max_size=2),
     bare_tuple=st.lists(json_values, max_size=2).map(tuple),
-    bare_dict=st.dictionaries(st.text(), json_values, max_size=2),
+    bare_dict=st.dictionaries(st.text(storable_characters), json_values, max_size=2),
 )
 trees = st.recursive(
-    st.builds(Node, st.text(max_size=3)),
-    lambda inner: st.builds(Node, st.text(max_size=3), st.lists(inner, max_size=3).map(tuple)),
+    st.builds(Node, st.text(storable_characters, max_size=3)),
+    lambda inner: st.builds(
+        Node, st.text(storable_characters, max_size=3), st.lists(inner, max_size=3).map(tuple)
+    ),
     max_leaves=10,
 )
 premium_changes = st.builds(
@@ -274,7 +287,7 @@ premium_changes = st.builds(
     amount=decimals,
     effective=st.dates(),
     currency=st.sampled_from(Currency),
-    reasons=st.lists(st.text(), max_size=3).map(tuple),
+    reasons=st.lists(st.text(storable_characters), max_size=3).map(tuple),
     limit=st.none() | money,
     event_id=st.uuids(),
     occurred_at=aware_datetimes,

@@ -36,6 +36,7 @@ from tests.codec_model import (
     policies,
     premium_changes,
     sample_everything,
+    storable_characters,
     through_json,
     trees,
 )
@@ -57,11 +58,10 @@ class TestRoundTrip:
 
     @given(money)
     def test_value_objects_round_trip(self, value: Money) -> None:
-        """A value object round-trips, Decimal digits and all (NaN and infinities included)."""
+        """A value object round-trips, Decimal digits and all (infinities included)."""
         decoded = through_json(JsonCodec(), value)
         assert exact(decoded) == exact(value)
-        if not value.amount.is_nan():
-            assert decoded == value
+        assert decoded == value
 
     @given(policies)
     def test_aggregates_with_child_entities_round_trip(self, policy: Policy) -> None:
@@ -137,7 +137,7 @@ class TestRoundTrip:
         assert codec.decode(Derived, {"base": 4, "doubled": 8}).doubled == 8
         assert codec.decode(Derived, {"base": 4}).doubled == 8
 
-    @given(st.lists(st.text(max_size=3), max_size=6))
+    @given(st.lists(st.text(storable_characters, max_size=3), max_size=6))
     def test_sets_are_written_in_a_stable_order(self, items: list[str]) -> None:
         """Equal sets give identical JSON text, whatever order they were built in."""
         codec = JsonCodec()
@@ -273,7 +273,9 @@ class TestTypeNames:
     @pytest.mark.parametrize("version", [0, -1])
     def test_schema_versions_start_at_one(self, version: int) -> None:
         """A schema version below 1 is refused, naming the class and the version."""
-        with pytest.raises(ValueError, match=f"AddressChanged must be >= 1, got {version}"):
+        with pytest.raises(
+            ValueError, match=f"AddressChanged must be between 1 and 2147483647, got {version}"
+        ):
             JsonCodec().register(AddressChanged, version=version)
 
     def test_discovery_skips_classes_superseded_by_their_slotted_copy(self) -> None:
@@ -321,7 +323,7 @@ class TestUpcasters:
         record = self.codec().event_to_record(AddressChanged("1 Main St", "Springfield"))
         assert (record.type_name, record.schema_version) == ("shop.AddressChanged", 3)
 
-    @given(st.text(), st.text())
+    @given(st.text(storable_characters), st.text(storable_characters))
     def test_old_payloads_are_upcast_through_the_chain(self, street: str, city: str) -> None:
         """v1 passes both upcasters, v2 only the second, v3 none; all read as the current class."""
         codec = self.codec()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
+import math
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, NewType, TypeVar
@@ -12,6 +14,7 @@ from uuid import UUID
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.codec_model import Node
 
 from tactical import (
     AggregateRoot,
@@ -101,6 +104,8 @@ def through_json(codec: JsonCodec, obj: object) -> object:
 
 
 decimals = st.decimals(allow_nan=False, allow_infinity=False, places=4)
+# What a store can carry: no NUL and no lone surrogate.
+storable = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 
 
 class TestLegalAnnotations:
@@ -144,9 +149,9 @@ class TestLegalAnnotations:
         assert read.shade is Shade.DARK
 
     @given(
-        st.dictionaries(st.text().map(SkuCode), st.integers(), max_size=3),
+        st.dictionaries(st.text(storable).map(SkuCode), st.integers(), max_size=3),
         st.dictionaries(st.sampled_from(["fast", "slow"]), st.integers(), max_size=2),
-        st.dictionaries(st.sampled_from([1, 2]), st.text(), max_size=2),
+        st.dictionaries(st.sampled_from([1, 2]), st.text(storable), max_size=2),
     )
     def test_new_types_and_literals_are_dict_keys(
         self,
@@ -472,3 +477,255 @@ class TestUnstorableValues:
             TypeError, match=r"cannot store Crate: days\.item\[1\]: expected a date"
         ):
             JsonCodec().encode(crate)
+
+
+# -- what no store or broker can carry, written or read ------------------------------------
+
+
+class Gauge(ValueObject):
+    """One field of each kind that can hold text or numbers no store can carry."""
+
+    label: str = "ok"
+    ratio: float = 0.5
+    amount: Decimal = Decimal("1.5")
+    by_name: dict[str, int] = dataclasses.field(default_factory=dict[str, int])
+    anything: Any = None
+    tags: frozenset[Any] = frozenset()
+
+
+class Leaf(ValueObject):
+    """A value object whose validation computes with its Decimal."""
+
+    amount: Decimal
+
+    def validate(self) -> None:
+        self.amount.quantize(Decimal("0.01"))
+
+
+def nested_lists(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+UNSTORABLE_TEXT = [
+    pytest.param("bad\ud800", "a lone surrogate at index 3", id="lone-surrogate"),
+    pytest.param("\udfffé", "a lone surrogate at index 0", id="non-ascii-surrogate"),
+    pytest.param("bad\x00", "a NUL character at index 3", id="nul"),
+]
+
+
+class TestUnstorableText:
+    @pytest.mark.parametrize(("text", "reason"), UNSTORABLE_TEXT)
+    @pytest.mark.parametrize(
+        ("name", "holding"),
+        [
+            ("label", lambda t: t),
+            ("by_name", lambda t: {t: 1}),
+            ("anything", lambda t: {"k": [t]}),
+            ("anything", lambda t: {t: 1}),
+            ("tags", lambda t: frozenset([t])),
+        ],
+    )
+    def test_a_string_no_store_can_carry_is_refused_on_write_naming_the_field(
+        self, text: str, reason: str, name: str, holding: Any
+    ) -> None:
+        """NUL (PostgreSQL refuses it) and lone surrogates (no UTF-8 form) are a ValueError."""
+        with pytest.raises(ValueError, match=rf"cannot store Gauge: {name}.*{reason}"):
+            JsonCodec().encode(Gauge(**{name: holding(text)}))
+
+    @pytest.mark.parametrize(("text", "reason"), UNSTORABLE_TEXT)
+    @pytest.mark.parametrize(
+        ("name", "stored"),
+        [
+            ("label", lambda t: t),
+            ("by_name", lambda t: {t: 1}),
+            ("anything", lambda t: {"k": [t]}),
+            ("anything", lambda t: {t: 1}),
+            ("tags", lambda t: [t]),
+        ],
+    )
+    def test_a_stored_string_the_encoder_refuses_is_refused_on_read(
+        self, text: str, reason: str, name: str, stored: Any
+    ) -> None:
+        """SQLite keeps what PostgreSQL cannot: reading refuses it the same on both."""
+        data = {**JsonCodec().encode(Gauge()), name: stored(text)}
+        with pytest.raises(DeserializationError, match=rf"Gauge \(row 9\): {name}.*{reason}"):
+            JsonCodec().decode(Gauge, data, context="row 9")
+
+    def test_keys_of_a_dict_of_any_must_be_strings(self) -> None:
+        """JSON keys are strings: an int key would read back as another key, so it is refused."""
+        with pytest.raises(TypeError, match=r"by_any: expected a string key, got int 1"):
+            JsonCodec().encode(LooseKeys({}, {1: 1}))
+
+    @given(st.text(st.characters(exclude_categories=())))
+    def test_any_string_is_stored_and_read_back_or_refused_with_a_value_error(
+        self, text: str
+    ) -> None:
+        """Whatever text a field holds, it round-trips through JSON or is refused on write."""
+        codec = JsonCodec()
+        value = Gauge(label=text, by_name={text: 1}, anything=[text])
+        unstorable = "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+        if unstorable:
+            with pytest.raises(ValueError, match=r"^cannot store Gauge: label: "):
+                codec.encode(value)
+        else:
+            encoded = json.dumps(codec.encode(value), ensure_ascii=False).encode()
+            assert codec.loads(Gauge, encoded) == value
+
+
+class TestUnstorableNumbers:
+    @pytest.mark.parametrize("stored", ["NaN", "Infinity", "-Infinity", "1e400"])
+    def test_a_stored_non_finite_float_is_refused_as_the_encoder_refuses_it(
+        self, stored: str
+    ) -> None:
+        """Python's parser reads NaN, Infinity and 1e400 (as inf): reading refuses them."""
+        text = JsonCodec().dumps(Gauge()).replace('"ratio":0.5', f'"ratio":{stored}')
+        with pytest.raises(DeserializationError, match=r"ratio: the non-finite number"):
+            JsonCodec().loads(Gauge, text, context="row 1")
+
+    def test_a_non_finite_float_inside_an_any_value_is_refused_on_read(self) -> None:
+        """An ``Any`` field holding NaN reads as it writes: refused."""
+        with pytest.raises(DeserializationError, match=r"anything\[1\]: the non-finite"):
+            JsonCodec().loads(Gauge, '{"anything": [1, NaN]}')
+
+    @pytest.mark.parametrize("name", ["count", "anything"])
+    def test_an_integer_over_4300_digits_is_refused_on_write(self, name: str) -> None:
+        """json.dumps would fail on it inside the driver; 4300 digits are stored."""
+        assert through_json(JsonCodec(), with_field(a_reading(), name, 10**4299))
+        with pytest.raises(ValueError, match=rf"cannot store Reading: {name}: .* at most 4300"):
+            JsonCodec().encode(with_field(a_reading(), name, -(10**4300)))
+
+    @pytest.mark.parametrize("amount", [Decimal("NaN"), Decimal("sNaN"), Decimal("-NaN")])
+    def test_a_nan_decimal_is_refused_on_write(self, amount: Decimal) -> None:
+        """NaN is not equal to itself (sNaN refuses comparison): it is not a number to store."""
+        with pytest.raises(ValueError, match=r"cannot store Gauge: amount: .*NaN is not a"):
+            JsonCodec().encode(Gauge(amount=amount))
+
+    @pytest.mark.parametrize("stored", ["NaN", "sNaN", "-nan"])
+    def test_a_stored_nan_decimal_is_refused_on_read(self, stored: str) -> None:
+        """A NaN in a Decimal field is a DeserializationError, never decimal.InvalidOperation."""
+        with pytest.raises(DeserializationError, match=r"amount: the decimal .* is NaN"):
+            JsonCodec().decode(Gauge, {"amount": stored})
+
+    @pytest.mark.parametrize("amount", [Decimal("Infinity"), Decimal("-Infinity")])
+    def test_decimal_infinities_round_trip(self, amount: Decimal) -> None:
+        """Infinities are numbers: a Decimal field stores them (a float field cannot)."""
+        assert through_json(JsonCodec(), Gauge(amount=amount)) == Gauge(amount=amount)
+
+    def test_validation_failing_on_a_stored_decimal_is_a_deserialization_error(self) -> None:
+        """An ArithmeticError from validating stored values means the row is wrong."""
+        with pytest.raises(DeserializationError, match=r"Leaf refused the stored values"):
+            JsonCodec().decode(Leaf, {"amount": "1e999999999"})
+
+
+class TestNesting:
+    def test_an_any_value_may_nest_a_hundred_levels(self) -> None:
+        """MAX_JSON_DEPTH arrays inside each other are stored and read back."""
+        value = Gauge(anything=nested_lists(100))
+        assert through_json(JsonCodec(), value) == value
+
+    @pytest.mark.parametrize("depth", [101, 5000])
+    def test_an_any_value_nested_deeper_is_refused_on_write(self, depth: int) -> None:
+        """Deeper nesting is a ValueError naming the field, never a RecursionError."""
+        with pytest.raises(ValueError, match=r"cannot store Gauge: anything: .* more than 100"):
+            JsonCodec().encode(Gauge(anything=nested_lists(depth)))
+
+    def test_a_stored_any_value_nested_deeper_is_refused_on_read(self) -> None:
+        """Reading refuses what writing refuses, naming the field."""
+        with pytest.raises(DeserializationError, match=r"anything: a JSON value nested more"):
+            JsonCodec().decode(Gauge, {"anything": nested_lists(101)})
+
+    def test_a_recursive_value_deeper_than_the_stack_is_refused_on_write(self) -> None:
+        """A tree deeper than Python's recursion limit is a ValueError, not a RecursionError."""
+        tree = Node("leaf")
+        for _ in range(5000):
+            tree = Node("branch", (tree,))
+        with pytest.raises(ValueError, match=r"cannot store Node: .* nested too deeply"):
+            JsonCodec().encode(tree)
+
+    def test_a_stored_recursive_value_deeper_than_the_stack_is_refused_on_read(self) -> None:
+        """Reading one is a DeserializationError naming the context."""
+        data: dict[str, Any] = {"label": "leaf", "children": []}
+        for _ in range(5000):
+            data = {"label": "branch", "children": [data]}
+        with pytest.raises(DeserializationError, match=r"Node \(row 2\): nested too deeply"):
+            JsonCodec().decode(Node, data, context="row 2")
+
+
+class TestStoredSets:
+    @pytest.mark.parametrize("item", [[1], {"a": 1}])
+    def test_an_unhashable_item_of_a_stored_set_is_named(self, item: object) -> None:
+        """A ``frozenset[Any]`` holding an array or object is a DeserializationError."""
+        with pytest.raises(DeserializationError, match=r"Gauge: tags: a set item is not hash"):
+            JsonCodec().decode(Gauge, {"tags": ["a", item]})
+
+
+class TestStoredTypeNames:
+    def test_an_event_name_over_255_bytes_of_utf8_is_refused_at_register(self) -> None:
+        """A RabbitMQ routing key is at most 255 bytes: 102 characters can be 302."""
+        with pytest.raises(ValueError, match=r"is 302 bytes of UTF-8, over the 255"):
+            JsonCodec().register(Moved, name="x." + "€" * 100)
+
+    @pytest.mark.parametrize("name", ["shop.Mo\x00ved", "shop.\ud800"])
+    def test_a_name_holding_a_nul_or_a_lone_surrogate_is_refused_at_register(
+        self, name: str
+    ) -> None:
+        """No broker or column carries them."""
+        with pytest.raises(ValueError, match=r"cannot store .*Moved under the type name"):
+            JsonCodec().register(Moved, name=name)
+
+    def test_a_name_of_exactly_255_bytes_is_accepted(self) -> None:
+        """The bound is inclusive."""
+        codec = JsonCodec()
+        codec.register(Moved, name="x" * 252 + "€")
+        assert codec.type_name(Moved) == "x" * 252 + "€"
+
+    def test_a_default_name_over_255_bytes_is_refused(self) -> None:
+        """A class whose module.qualname is too long cannot be stored until registered."""
+        long_class = type("L" * 300, (Moved,), {"__module__": __name__})
+        codec = JsonCodec()
+        with pytest.raises(ValueError, match=r"register a shorter name"):
+            codec.type_name(long_class)
+        with pytest.raises(ValueError, match=r"bytes of UTF-8, over the 255"):
+            codec.register(long_class)
+        codec.register(long_class, name="shop.Long")
+        assert codec.type_name(long_class) == "shop.Long"
+
+    def test_a_schema_version_over_the_integer_column_is_refused_at_register(self) -> None:
+        """The outbox's version column is a 32-bit INTEGER."""
+        with pytest.raises(ValueError, match=r"between 1 and 2147483647, got 2147483648"):
+            JsonCodec().register(Moved, version=2**31)
+
+
+class Measured(DomainEvent):
+    """An event with the fields the damaged payloads below break."""
+
+    amount: Decimal
+    ratio: float
+    anything: Any
+    tags: frozenset[Any]
+    label: str
+
+
+class TestMalformedEventPayloads:
+    @pytest.mark.parametrize(
+        ("field", "stored", "message"),
+        [
+            ("amount", "sNaN", r"amount: the decimal 'sNaN' is NaN"),
+            ("ratio", math.inf, r"ratio: the non-finite number inf"),
+            ("anything", nested_lists(101), r"anything: a JSON value nested more than 100"),
+            ("tags", [[1]], r"tags: a set item is not hashable"),
+            ("label", "a\x00", r"label: the string 'a\\x00' holds a NUL"),
+        ],
+    )
+    def test_a_malformed_payload_is_a_deserialization_error_naming_the_message(
+        self, field: str, stored: object, message: str
+    ) -> None:
+        """Consumers read events through event_from_record: the same errors, with context."""
+        codec = JsonCodec()
+        record = codec.event_to_record(Measured(Decimal(1), 0.5, None, frozenset(), "x"))
+        payload = {**record.payload, field: stored}
+        with pytest.raises(DeserializationError, match=rf"\(message 7\): {message}"):
+            codec.event_from_record(record.type_name, 1, payload, context="message 7")

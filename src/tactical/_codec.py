@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar, cast
 
 from tactical._codec_plans import FieldPlans, encode_fields
-from tactical._codec_values import Malformed, Unstorable, show
+from tactical._codec_values import Malformed, Unstorable, show, unstorable_text
 from tactical._model import SUPERSEDED, AggregateRoot, DomainEvent
 
 __all__ = ["DeserializationError", "EventRecord", "JsonCodec", "UnknownTypeError", "Upcaster"]
@@ -65,7 +65,8 @@ class JsonCodec:
     Type parameters are resolved from generic bases, so ``class Policy(AggregateRoot[UUID])``
     stores its ``id`` as a UUID, and from parameterised field types (``price: Box[Decimal]``).
     A value that does not fit its field's annotation, and so could not be read back, is
-    refused on write with an error naming the field path. Never pickles.
+    refused on write with an error naming the field path, and so is a value no store or
+    broker can carry (see :meth:`encode`); reading refuses the same. Never pickles.
 
     Events and aggregates are stored under a type name: by default the class's
     ``module.QualifiedName``; :meth:`register` sets a stable name of your own (do this for
@@ -109,12 +110,19 @@ class JsonCodec:
             aliases: Earlier names whose stored data should be read as ``cls``.
 
         Raises:
-            ValueError: The name or an alias is already taken by another class, or the
-                version is below 1.
+            ValueError: The name or an alias is already taken by another class; the version
+                is below 1 or above 2**31 - 1 (the outbox's INTEGER column); or the name is
+                one no store or broker can carry: over 255 bytes of UTF-8 (a RabbitMQ
+                routing key, tactical's String(255) columns) or holding a NUL or a lone
+                surrogate.
         """
-        if version < 1:
-            raise ValueError(f"schema version of {cls.__qualname__} must be >= 1, got {version}")
+        if not 1 <= version <= _MAX_VERSION:
+            raise ValueError(
+                f"schema version of {cls.__qualname__} must be between 1 and {_MAX_VERSION}, "
+                f"got {version}"
+            )
         canonical = name or _default_name(cls)
+        _check_type_name(canonical, cls)
         with self._lock:
             for taken in (canonical, *aliases):
                 owner = self._class_of.get(taken)
@@ -129,8 +137,17 @@ class JsonCodec:
                 self._class_of[taken] = cls
 
     def type_name(self, cls: type) -> str:
-        """The name ``cls`` is stored under."""
-        return self._name_of.get(cls) or _default_name(cls)
+        """The name ``cls`` is stored under.
+
+        Raises:
+            ValueError: ``cls`` is not registered and its default name is one no store or
+                broker can carry (as :meth:`register` refuses).
+        """
+        name = self._name_of.get(cls)
+        if name is None:
+            name = _default_name(cls)
+            _check_type_name(name, cls)
+        return name
 
     def schema_version(self, cls: type) -> int:
         """The current schema version of ``cls`` (1 unless registered otherwise)."""
@@ -177,7 +194,7 @@ class JsonCodec:
         Raises:
             TypeError: A field holds a value that does not fit its annotation, or an
                 annotation is not supported; the message names the field path.
-            ValueError: A ``float`` field holds a value JSON cannot represent.
+            ValueError: A value no store or broker can carry (see :meth:`encode`).
         """
         cls = type(event)
         return EventRecord(self.type_name(cls), self.schema_version(cls), self.encode(event))
@@ -249,7 +266,7 @@ class JsonCodec:
         Raises:
             TypeError: A field holds a value that does not fit its annotation, or an
                 annotation is not supported; the message names the field path.
-            ValueError: A ``float`` field holds a value JSON cannot represent.
+            ValueError: A value no store or broker can carry (see :meth:`encode`).
         """
         state = self.encode(aggregate)
         del state["version"]
@@ -285,29 +302,50 @@ class JsonCodec:
                 be read back, so it is not written. The message names the field path. Also
                 when ``obj`` is not a dataclass instance, or one of its annotations is not
                 supported.
-            ValueError: A ``float`` field holds a value JSON cannot represent (NaN,
-                infinities, an integer too large for a float).
+            ValueError: A value no store or broker can carry: a non-finite ``float`` (or
+                an integer too large for one), an integer of over 4300 digits, a NaN
+                ``Decimal``, a string holding a NUL or a lone surrogate, an ``Any`` value
+                nested more than 100 arrays or objects deep, or values nested deeper than
+                Python's recursion limit. The message names the field path.
+
+        .. versionchanged:: 0.2.0
+           Strings with NUL or lone surrogates, NaN Decimals and deeply nested values
+           are refused.
         """
         try:
             return encode_fields(self._plans.plan(type(obj)), obj)
         except Unstorable as error:
             raise error.kind(f"cannot store {type(obj).__qualname__}: {error.describe()}") from None
+        except RecursionError:
+            # A recursive value type (a tree) nested deeper than Python's stack allows.
+            raise ValueError(
+                f"cannot store {type(obj).__qualname__}: its values are nested too deeply "
+                "for Python's recursion limit"
+            ) from None
 
     def decode(self, cls: type[T], data: Any, *, context: str = "") -> T:
         """Rebuild an instance of ``cls`` from :meth:`encode`'s output.
 
         Raises:
-            DeserializationError: ``data`` does not fit ``cls``, or constructing it failed
-                validation; the message names the field path and includes ``context``.
+            DeserializationError: ``data`` does not fit ``cls``, holds what :meth:`encode`
+                refuses (a non-finite number, a NaN ``Decimal``, a string with a NUL or a
+                lone surrogate, an ``Any`` value nested too deeply), or constructing it
+                failed validation; the message names the field path and includes
+                ``context``.
             TypeError: ``cls`` is not a dataclass, or one of its field annotations is not
                 supported; the message names the field.
         """
+        where = f" ({context})" if context else ""
         try:
             return cast("T", self._plans.decoder(cls)(data))
         except Malformed as error:
-            where = f" ({context})" if context else ""
             raise DeserializationError(
                 f"cannot read {cls.__qualname__}{where}: {error.describe()}"
+            ) from None
+        except RecursionError:
+            raise DeserializationError(
+                f"cannot read {cls.__qualname__}{where}: nested too deeply for Python's "
+                "recursion limit"
             ) from None
 
     def dumps(self, obj: object) -> str:
@@ -316,7 +354,7 @@ class JsonCodec:
         Raises:
             TypeError: As :meth:`encode`: a value does not fit its annotation, ``obj`` is
                 not a dataclass instance, or an annotation is not supported.
-            ValueError: A ``float`` field holds a value JSON cannot represent.
+            ValueError: A value no store or broker can carry (see :meth:`encode`).
         """
         return json.dumps(self.encode(obj), separators=(",", ":"), ensure_ascii=False)
 
@@ -342,6 +380,27 @@ class JsonCodec:
 
 def _default_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+_MAX_VERSION = 2**31 - 1
+_MAX_NAME_BYTES = 255
+
+
+def _check_type_name(name: str, cls: type) -> None:
+    """Refuse a type name that no broker or column can carry (see :meth:`JsonCodec.register`)."""
+    if len(name) <= _MAX_NAME_BYTES and name.isascii() and "\x00" not in name:
+        return  # the common case, decided without encoding
+    reason = unstorable_text(name)
+    if reason is None and len(name.encode()) > _MAX_NAME_BYTES:
+        reason = (
+            f"{show(name)} is {len(name.encode())} bytes of UTF-8, over the "
+            f"{_MAX_NAME_BYTES} that fit a RabbitMQ routing key and tactical's String(255) columns"
+        )
+    if reason is not None:
+        raise ValueError(
+            f"cannot store {cls.__module__}.{cls.__qualname__} under the type name {reason}: "
+            "register a shorter name with JsonCodec.register(cls, name=...)"
+        )
 
 
 def _subclasses(*roots: type) -> Iterator[type]:

@@ -20,10 +20,10 @@ from tactical._codec_values import (
     Malformed,
     Unstorable,
     at,
+    decode_json_value,
     encode_json_value,
     expect,
     is_instance,
-    json_native,
     key_converters,
     literal,
     refuse,
@@ -145,7 +145,9 @@ class FieldPlans:
                 raise Malformed(f"unexpected field(s) {', '.join(sorted(map(str, unknown)))}")
             try:
                 instance = cls(**init)
-            except (ValueError, TypeError) as error:
+            except (ValueError, TypeError, ArithmeticError) as error:
+                # ArithmeticError: validation meeting a stored Decimal it cannot compute with
+                # (decimal.InvalidOperation from quantize, say) refused the values too.
                 raise Malformed(f"{name} refused the stored values: {error}") from None
             for field_name, value in later.items():
                 object.__setattr__(instance, field_name, value)
@@ -162,7 +164,7 @@ class FieldPlans:
         if supertype is not None:  # NewType
             return self._converters(supertype)
         if annotation is Any or annotation is object:
-            return encode_json_value, json_native
+            return encode_json_value, decode_json_value
         if annotation is type(None) or annotation is None:
             return (lambda v: None if v is None else refuse("None", v)), expect(type(None), "null")
         if origin in (typing.Union, types.UnionType):
@@ -284,6 +286,15 @@ class FieldPlans:
         def decode(v: Any) -> Any:
             items: list[Any] = expect(list, "array")(v)
             return build(at(i, item_decode, x) for i, x in enumerate(items))
+
+        if kind in (set, frozenset):
+            decode_items = decode
+
+            def decode(v: Any) -> Any:
+                try:
+                    return decode_items(v)
+                except TypeError as error:  # an array or object in a set[Any]
+                    raise Malformed(f"a set item is not hashable: {error}") from None
 
         return (
             encode,

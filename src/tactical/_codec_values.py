@@ -11,6 +11,7 @@ import datetime as dt
 import enum
 import json
 import math
+import re
 import typing
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -21,6 +22,15 @@ T = TypeVar("T")
 
 Encode = Callable[[Any], Any]
 Decode = Callable[[Any], Any]
+
+MAX_JSON_DEPTH = 100
+"""How deep a JSON value of an ``Any`` field may nest arrays and objects, written or read.
+
+A bound every JSON parser on the way (Python's on every supported version, PostgreSQL's,
+a consumer's) meets well within its own limits, whatever the depth of the caller's stack.
+"""
+
+_UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]").search
 
 
 class Malformed(Exception):
@@ -49,12 +59,48 @@ class Unstorable(Malformed):
         self.kind = kind
 
 
+class _TooDeep(Malformed):
+    """A stored JSON value nested deeper than MAX_JSON_DEPTH (reported without its long path)."""
+
+
 def refuse(expected: str, value: Any) -> Any:
     raise Unstorable(f"expected {expected}, got {type(value).__qualname__} {show(value)}")
 
 
-def _identity(value: Any) -> Any:
-    return value
+def unstorable_text(text: str) -> str | None:
+    """Why no store or broker can carry ``text`` (it holds a NUL or a lone surrogate), or None.
+
+    PostgreSQL refuses NUL in text and JSONB; a lone surrogate has no UTF-8 form, so no
+    database, JSON document or message body can hold it.
+    """
+    if text.isascii():
+        if "\x00" not in text:
+            return None
+    elif _UNSTORABLE_CHARACTER(text) is None:
+        return None
+    found = _UNSTORABLE_CHARACTER(text)
+    assert found is not None  # noqa: S101  (one of the two searches above found it)
+    character = found.group()
+    what = "a NUL character" if character == "\x00" else "a lone surrogate"
+    return f"{show(text)} holds {what} at index {found.start()}"
+
+
+def _storable_text(text: str) -> str:
+    reason = unstorable_text(text)
+    if reason is not None:
+        raise Unstorable(
+            f"cannot store the string {reason}, which no database or broker carries", ValueError
+        )
+    return text
+
+
+def _readable_text(text: str) -> str:
+    # What the encoder refuses is refused on read too (SQLite keeps it): otherwise the
+    # aggregate read could never be saved again.
+    reason = unstorable_text(text)
+    if reason is not None:
+        raise Malformed(f"the string {reason}, which tactical never writes")
+    return text
 
 
 def is_instance(value: Any, kind: type | tuple[type, ...]) -> bool:
@@ -62,27 +108,70 @@ def is_instance(value: Any, kind: type | tuple[type, ...]) -> bool:
     return isinstance(value, kind)
 
 
-def encode_json_value(value: object) -> Any:
+def encode_json_value(value: object, depth: int = 0) -> Any:
     """A value of an ``Any`` field: it must already be JSON, or it would not read back equal."""
     kind = type(value)
-    if value is None or kind is bool or kind is int or kind is str:
+    if kind is str:
+        return _storable_text(cast("str", value))
+    if kind is int:
+        return _encode_int(value)
+    if value is None or kind is bool:
         return value
     if kind is float:
         return _encode_float(value)
-    if kind is list:
-        return [encode_json_value(x) for x in cast("list[Any]", value)]
-    if kind is dict:
+    if kind is list or kind is dict:
+        if depth >= MAX_JSON_DEPTH:
+            raise Unstorable(
+                f"cannot store a JSON value nested more than {MAX_JSON_DEPTH} arrays or "
+                "objects deep",
+                ValueError,
+            )
+        if kind is list:
+            return [encode_json_value(x, depth + 1) for x in cast("list[Any]", value)]
         mapping = cast("dict[Any, Any]", value)
         for key in mapping:
             if type(key) is not str:
                 raise Unstorable(
                     f"expected a JSON value, got {type(key).__qualname__} {show(key)} as a key"
                 )
-        return {k: encode_json_value(x) for k, x in mapping.items()}
+            _storable_text(key)
+        return {k: encode_json_value(x, depth + 1) for k, x in mapping.items()}
     return refuse("a JSON value (None, bool, int, float, str, list, dict)", value)
 
 
-def json_native(value: Any) -> Any:
+def decode_json_value(value: Any, depth: int = 0) -> Any:
+    """A stored value of an ``Any`` field, refused where :func:`encode_json_value` would refuse it."""
+    kind = type(cast("object", value))
+    if kind is str:
+        return _readable_text(value)
+    if kind is float:
+        return _decode_float(value)
+    if kind is list or kind is dict:
+        if depth >= MAX_JSON_DEPTH:
+            raise _TooDeep(f"a JSON value nested more than {MAX_JSON_DEPTH} arrays or objects deep")
+        if kind is list:
+            for index, item in enumerate(cast("list[Any]", value)):
+                try:
+                    decode_json_value(item, depth + 1)
+                except _TooDeep:
+                    raise  # the path would be a hundred indexes long
+                except Malformed as error:
+                    error.path.insert(0, f"[{index}]")
+                    raise
+        else:
+            for key, item in cast("dict[Any, Any]", value).items():
+                try:
+                    if type(key) is not str:
+                        raise Malformed(f"expected a JSON value, got {show(key)} as a key")
+                    _readable_text(key)
+                    decode_json_value(item, depth + 1)
+                except _TooDeep:
+                    raise
+                except Malformed as error:
+                    error.path.insert(0, f"[{key!r}]")
+                    raise
+    elif value is not None and kind is not bool and kind is not int:
+        raise Malformed(f"expected a JSON value, got {type(value).__qualname__} {show(value)}")
     return value
 
 
@@ -172,10 +261,12 @@ def _decode_int_key(value: Any) -> int:
 def _encode_float(value: Any) -> float:
     if isinstance(value, float):
         # json.dumps would write NaN/Infinity, which is not JSON: PostgreSQL's JSONB and other
-        # readers refuse it. Use Decimal for values that may be non-finite.
+        # readers refuse it. Use Decimal for values that may be infinite.
         if not math.isfinite(value):
             raise Unstorable(
-                f"cannot store the non-finite float {value!r} as JSON (use a Decimal)", ValueError
+                f"cannot store the non-finite float {value!r} as JSON (use a Decimal for "
+                "infinities, None for a missing value)",
+                ValueError,
             )
         return float(value)
     if isinstance(value, int):  # an int is a float to a type checker
@@ -187,12 +278,41 @@ def _encode_float(value: Any) -> float:
 
 
 def _decode_float(value: Any) -> float:
-    if type(value) not in (float, int):
+    kind = type(cast("object", value))
+    if kind is float:
+        # Python's JSON parser reads NaN, Infinity and 1e400 (as inf): the encoder refuses
+        # them, so an aggregate read with one could never be saved again.
+        if not math.isfinite(value):
+            raise Malformed(f"the non-finite number {value!r} is not JSON")
+        return cast("float", value)
+    if kind is not int:
         raise Malformed(f"expected a number, got {show(value)}")
     try:
         return float(value)
     except OverflowError:
         raise Malformed(f"{show(value)} is too large for a float") from None
+
+
+def _encode_decimal(value: Any) -> Any:
+    if not isinstance(value, Decimal):
+        return refuse("a Decimal", value)
+    if value.is_nan():
+        # NaN is not equal to itself (a signalling one refuses even to be compared), so a
+        # value object or change detection holding one misbehaves: it is not a number to store.
+        raise Unstorable(f"cannot store the Decimal {value!r}: NaN is not a number", ValueError)
+    return str(value)
+
+
+def _decode_decimal(value: Any) -> Any:
+    if type(value) is not str:
+        raise Malformed(f"expected decimal as a string, got {show(value)}")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise Malformed(f"invalid decimal {value!r}") from None
+    if number.is_nan():
+        raise Malformed(f"the decimal {value!r} is NaN, which tactical never writes")
+    return number
 
 
 def _enum(cls: type[enum.Enum]) -> tuple[Encode, Decode]:
@@ -215,14 +335,41 @@ def _encode_bool(value: Any) -> Any:
 def _encode_int(value: Any) -> Any:
     # True and IntEnum members are ints to a type checker: stored as the int they are.
     if type(value) is int:
-        return value
-    return int(value) if isinstance(value, int) else refuse("an integer", value)
+        return value if -_HUGE < value < _HUGE else _refuse_huge(value)
+    return _encode_int(int(value)) if isinstance(value, int) else refuse("an integer", value)
+
+
+# Python writes and reads at most 4300 digits of an int as text by default
+# (sys.set_int_max_str_digits); json.dumps would fail on more inside the database driver.
+_MAX_DIGITS = 4300
+_HUGE = 10**_MAX_DIGITS
+
+
+def _refuse_huge(value: int) -> Any:
+    raise Unstorable(
+        f"cannot store an integer of {value.bit_length()} bits: JSON text holds at most "
+        f"{_MAX_DIGITS} digits",
+        ValueError,
+    )
 
 
 def _encode_str(value: Any) -> Any:
     if type(value) is str:
+        # Inlined fast path of _storable_text: this runs for every string field of a commit.
+        if value.isascii() and "\x00" not in value:
+            return value
+        return _storable_text(value)
+    return (
+        _storable_text(str.__str__(value)) if isinstance(value, str) else refuse("a string", value)
+    )
+
+
+def _decode_str(value: Any) -> Any:
+    if type(value) is not str:
+        raise Malformed(f"expected a string, got {show(value)}")
+    if value.isascii() and "\x00" not in value:
         return value
-    return str.__str__(value) if isinstance(value, str) else refuse("a string", value)
+    return _readable_text(value)
 
 
 def _encode_as_str(cls: type, expected: str) -> Encode:
@@ -255,9 +402,9 @@ def scalar(cls: type) -> tuple[Encode, Decode] | None:
     if cls is float:
         return _encode_float, _decode_float
     if cls is str:
-        return _encode_str, expect(str, "a string")
+        return _encode_str, _decode_str
     if cls is Decimal:
-        return _encode_as_str(Decimal, "a Decimal"), _parse(Decimal, "decimal")
+        return _encode_decimal, _decode_decimal
     if cls is UUID:
         return _encode_as_str(UUID, "a UUID"), _parse(UUID, "UUID")
     if cls is dt.datetime:
@@ -276,10 +423,9 @@ def key_converters(annotation: Any) -> tuple[Encode, Decode]:
         return key_converters(typing.get_args(annotation)[0])
     if origin is typing.Literal:
         return _literal_key_converters(annotation)
-    if annotation is Any:
-        return _identity, _identity
-    if annotation is str:
-        return _encode_str_key, _identity
+    if annotation is Any or annotation is str:
+        # JSON keys are strings: a key of another type would read back as a different one.
+        return _encode_str_key, _decode_str_key
     if annotation is int:
         return _encode_int_key, _decode_int_key
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
@@ -306,6 +452,14 @@ def _encode_str_key(key: Any) -> Any:
     return _encode_str(key) if isinstance(key, str) else refuse("a string key", key)
 
 
+def _decode_str_key(key: Any) -> Any:
+    if type(key) is str and key.isascii() and "\x00" not in key:
+        return key
+    if type(key) is not str:
+        raise Malformed(f"expected a string key, got {show(key)}")
+    return _readable_text(key)
+
+
 def _encode_int_key(key: Any) -> Any:
     return str(int(key)) if isinstance(key, int) else refuse("an integer key", key)
 
@@ -314,7 +468,7 @@ def _literal_key_converters(annotation: Any) -> tuple[Encode, Decode]:
     args = typing.get_args(annotation)
     allowed = frozenset(args)
     if all(type(a) is str for a in args):
-        parse: Decode = _identity
+        parse: Decode = _decode_str_key
         write: Encode = _encode_str_key
     elif all(type(a) is int for a in args):
         parse, write = _decode_int_key, _encode_int_key

@@ -286,6 +286,8 @@ class TransactionalUnitOfWork(ABC):
             ConcurrencyError: An aggregate was changed, added or removed by another unit of
                 work since it was loaded; nothing of this commit is stored and no event is
                 published.
+            ValueError: An aggregate's id was changed after it was loaded or added (it
+                would overwrite another aggregate); nothing is stored.
             EventHandlerError: The commit succeeded, but event handlers failed (see
                 :class:`~tactical.EventBus`).
             RuntimeError: Not in a transaction, or it already committed.
@@ -320,7 +322,14 @@ class TransactionalUnitOfWork(ABC):
 
     def _changes(self) -> list[Change]:
         changes: list[Change] = []
-        for t in self._tracked.values():
+        for (_, tracked_id), t in self._tracked.items():
+            if t.aggregate.id != tracked_id:
+                # Written under its new id, it would overwrite the aggregate that has it.
+                raise ValueError(
+                    f"cannot commit {t.aggregate_type.__qualname__} {tracked_id!r}: its id was "
+                    f"changed to {t.aggregate.id!r} after it was loaded or added (an id is an "
+                    "aggregate's identity: make a new aggregate instead); nothing was stored"
+                )
             events = t.aggregate.pending_events
             if t.removed:
                 if t.stored_version is not None:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.dialects.postgresql import JSONB
 from tests.sqlalchemy.counter_mapping import CounterMapper, counters, mapped, tallies
 
 import sqlalchemy as sa
-from tactical import DeserializationError, DomainEvent, EventBus, InMemoryUnitOfWork
+from tactical import (
+    AggregateRoot,
+    DeserializationError,
+    DomainEvent,
+    EventBus,
+    InMemoryUnitOfWork,
+)
 from tactical._uow import Change
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, create_schema, outbox_table
 from tactical.testing import Counter, Tag
@@ -330,3 +340,297 @@ class TestUnstorableCommits:
                 uow.commit()
         assert rows(mapped_engine)[aggregates_table.name] == []
         assert rows(mapped_engine)[outbox_table.name] == []
+
+
+# -- what no database or broker can carry, and rows that name another aggregate -------------
+
+
+class Gauge(AggregateRoot[str]):
+    """An aggregate with the fields that damaged rows break, stored as a JSON document."""
+
+    label: str = "ok"
+    ratio: float = 0.5
+    amount: Decimal = Decimal("1.5")
+    anything: Any = None
+    tags: frozenset[Any] = frozenset()
+
+    def relabel(self, label: str) -> None:
+        self.label = label
+        self.record(Relabelled(self.id, label))
+
+
+class Relabelled(DomainEvent):
+    gauge_id: str
+    label: str
+
+
+def store(engine: sa.Engine, *gauges: Gauge) -> None:
+    for gauge in gauges:
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.repository(Gauge).add(gauge)
+            uow.commit()
+
+
+def damage(engine: sa.Engine, gauge_id: str, text: str) -> None:
+    """Write ``text`` as the stored state of ``gauge_id``, past the unit of work."""
+    state: sa.ColumnElement[Any] = sa.bindparam("text", type_=sa.Text)
+    if engine.dialect.name == "postgresql":
+        state = sa.cast(state, JSONB)
+    with engine.begin() as connection:
+        connection.execute(
+            aggregates_table.update()
+            .where(aggregates_table.c.aggregate_id == gauge_id)
+            .values(state=state),
+            {"text": text},
+        )
+
+
+def state_with(**fields: str) -> str:
+    """A Gauge document whose fields are JSON text (``ratio="NaN"``), for damaged rows."""
+    values = {"label": '"ok"', "ratio": "0.5", "amount": '"1.5"', "anything": "null"}
+    values |= {"tags": "[]", "id": '"a"'} | fields
+    return "{" + ",".join(f'"{name}":{value}' for name, value in values.items()) + "}"
+
+
+def stored_rows(engine: sa.Engine, table: sa.Table) -> list[tuple[object, ...]]:
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(sa.select(table)).all()]
+
+
+def nothing_stored(engine: sa.Engine) -> bool:
+    return stored_rows(engine, aggregates_table) == stored_rows(engine, outbox_table) == []
+
+
+ROW_A = r"row tactical_aggregates\(aggregate_type='tests\.sqlalchemy\.test_uow_boundaries\.Gauge', aggregate_id='a'\)"
+
+
+class TestUnstorableValuesAtCommit:
+    @pytest.mark.parametrize(
+        ("text", "reason"),
+        [("bad\ud800", "a lone surrogate"), ("bad\x00", "a NUL character")],
+    )
+    def test_a_string_no_database_carries_is_refused_at_commit(
+        self, engine: sa.Engine, text: str, reason: str
+    ) -> None:
+        """The same ValueError on SQLite and PostgreSQL, before the database sees it."""
+        gauge = Gauge("a", label=text)
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.repository(Gauge).add(gauge)
+            with pytest.raises(ValueError, match=rf"cannot store Gauge: label: .*{reason}"):
+                uow.commit()
+        assert nothing_stored(engine)
+        assert gauge.version == 0
+
+    def test_an_event_holding_a_lone_surrogate_is_refused_and_nothing_is_stored(
+        self, engine: sa.Engine
+    ) -> None:
+        """An outbox payload the relay could never encode as UTF-8 fails the commit."""
+        store(engine, Gauge("a"))
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.repository(Gauge).require("a").relabel("bad\ud800")
+            with pytest.raises(ValueError, match=r"cannot store Gauge: label: .*surrogate"):
+                uow.commit()
+        assert stored_rows(engine, outbox_table) == []
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            assert uow.repository(Gauge).require("a").version == 1
+            uow.rollback()
+
+    @pytest.mark.parametrize(
+        ("gauge_id", "reason"),
+        [
+            ("x" * 256, r"is 256 characters as text, over the 255"),
+            ("a\x00", r"holds a NUL character"),
+            ("a\ud800", r"holds a lone surrogate"),
+        ],
+    )
+    def test_an_id_no_aggregate_id_column_holds_is_refused_at_commit(
+        self, engine: sa.Engine, gauge_id: str, reason: str
+    ) -> None:
+        """Ids over 255 characters, or with NUL or a lone surrogate: a ValueError on both."""
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.repository(Gauge).add(Gauge(gauge_id))
+            with pytest.raises(ValueError, match=rf"cannot store Gauge: its id .*{reason}"):
+                uow.commit()
+        assert nothing_stored(engine)
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            assert uow.repository(Gauge).get(gauge_id) is None
+            uow.rollback()
+
+    def test_an_id_of_255_characters_is_stored(self, engine: sa.Engine) -> None:
+        """The bound is the column's: 255 characters fit."""
+        store(engine, Gauge("é" * 255))
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            assert uow.repository(Gauge).require("é" * 255).version == 1
+            uow.rollback()
+
+    def test_an_event_type_name_no_routing_key_carries_is_refused_at_commit(
+        self, engine: sa.Engine
+    ) -> None:
+        """An unregistered event whose default name is over 255 bytes fails the commit."""
+        long_event = type("E" * 300, (Relabelled,), {"__module__": __name__})
+        gauge = Gauge("a")
+        gauge.record(long_event("a", "x"))
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.repository(Gauge).add(gauge)
+            with pytest.raises(ValueError, match=r"bytes of UTF-8, over the 255"):
+                uow.commit()
+        assert nothing_stored(engine)
+
+
+texts = st.text(st.characters(exclude_categories=()), max_size=8)
+
+
+class TestAnyText:
+    @settings(
+        max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(label=texts, gauge_id=texts)
+    def test_any_text_round_trips_through_a_commit_or_is_refused_with_a_value_error(
+        self, engine: sa.Engine, label: str, gauge_id: str
+    ) -> None:
+        """Never a raw database error: stored and read back equal, or a ValueError at commit."""
+        gauge_id = f"{uuid4()}{gauge_id}"
+        gauge = Gauge(gauge_id, anything={label: [label]})
+        gauge.relabel(label)
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.repository(Gauge).add(gauge)
+            try:
+                uow.commit()
+            except ValueError as error:
+                refused = str(error)
+            else:
+                refused = ""
+        carried = not any(c == "\x00" or 0xD800 <= ord(c) <= 0xDFFF for c in label + gauge_id)
+        assert refused.startswith("cannot store Gauge: ") != carried
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            read = uow.repository(Gauge).get(gauge_id)
+            uow.rollback()
+        if carried:
+            assert read is not None
+            assert (read.label, read.anything) == (label, {label: [label]})
+        else:
+            assert read is None
+
+
+class TestDamagedDocuments:
+    @pytest.mark.parametrize(
+        ("fields", "message"),
+        [
+            ({"amount": '"NaN"'}, r"amount: the decimal 'NaN' is NaN"),
+            ({"amount": '"sNaN"'}, r"amount: the decimal 'sNaN' is NaN"),
+            ({"ratio": "1e400"}, r"ratio: "),
+            ({"tags": "[[1]]"}, r"tags: a set item is not hashable"),
+            ({"anything": "[" * 101 + "]" * 101}, r"anything: a JSON value nested more"),
+            ({"anything": "[" * 3000 + "]" * 3000}, r"nested too deeply"),
+        ],
+    )
+    def test_a_damaged_document_is_a_deserialization_error_naming_the_row(
+        self, engine: sa.Engine, fields: dict[str, str], message: str
+    ) -> None:
+        """On both databases: never decimal.InvalidOperation, TypeError or RecursionError."""
+        store(engine, Gauge("a"))
+        damage(engine, "a", state_with(**fields))
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            with pytest.raises(DeserializationError) as raised:
+                uow.repository(Gauge).get("a")
+            uow.rollback()
+        assert re.search(ROW_A, str(raised.value))
+        assert re.search(message, str(raised.value))
+
+    @pytest.mark.parametrize(
+        ("fields", "message"),
+        [
+            ({"ratio": "NaN"}, r"ratio: the non-finite number nan"),
+            ({"ratio": "-Infinity"}, r"ratio: the non-finite number -inf"),
+            ({"label": r'"a\u0000"'}, r"label: the string 'a\\x00' holds a NUL"),
+            ({"label": r'"a\ud800"'}, r"label: the string 'a\\ud800' holds a lone surrogate"),
+        ],
+    )
+    def test_what_sqlite_keeps_and_postgresql_refuses_is_refused_on_read(
+        self, sqlite_engine: sa.Engine, fields: dict[str, str], message: str
+    ) -> None:
+        """Reading refuses what writing refuses, so the aggregate read can be saved again."""
+        store(sqlite_engine, Gauge("a"))
+        damage(sqlite_engine, "a", state_with(**fields))
+        with SqlAlchemyUnitOfWork(sqlite_engine) as uow:
+            with pytest.raises(DeserializationError, match=rf"{ROW_A}.*{message}"):
+                uow.repository(Gauge).get("a")
+            uow.rollback()
+
+    def test_a_document_that_is_not_utf8_names_the_row(self, sqlite_engine: sa.Engine) -> None:
+        """SQLite's 'Could not decode to UTF-8' is a DeserializationError, not OperationalError."""
+        store(sqlite_engine, Gauge("a"))
+        with sqlite_engine.begin() as connection:
+            connection.execute(
+                sa.text("UPDATE tactical_aggregates SET state = CAST(X'7b22ff227d' AS TEXT)")
+            )
+        with SqlAlchemyUnitOfWork(sqlite_engine) as uow:
+            with pytest.raises(DeserializationError, match=rf"state is not UTF-8 text \({ROW_A}"):
+                uow.repository(Gauge).get("a")
+            uow.rollback()
+
+
+class TestDocumentsNamingAnotherAggregate:
+    def test_a_document_whose_id_names_another_aggregate_is_refused(
+        self, engine: sa.Engine
+    ) -> None:
+        """Loading a's row that says id = b raises, so b's row can never be overwritten."""
+        store(engine, Gauge("a", label="A"), Gauge("b", label="B"))
+        damage(engine, "a", state_with(id='"b"', label='"A"'))
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            with pytest.raises(
+                DeserializationError,
+                match=rf"Gauge state \({ROW_A}\) has id 'b', not the row's 'a'",
+            ):
+                uow.repository(Gauge).get("a")
+            uow.rollback()
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            assert uow.repository(Gauge).require("b").label == "B"
+            uow.rollback()
+
+    def test_a_mapper_returning_another_aggregate_is_refused(
+        self, mapped_engine: sa.Engine
+    ) -> None:
+        """A relational mapper's load must return the aggregate asked for."""
+
+        class CrossedMapper(CounterMapper):
+            def load(self, connection: sa.Connection, aggregate_id: UUID) -> Counter | None:
+                return super().load(connection, other.id)
+
+        wanted, other = Counter(uuid4(), "wanted"), Counter(uuid4(), "other")
+        for counter in (wanted, other):
+            with SqlAlchemyUnitOfWork(mapped_engine, mappers=[CounterMapper()]) as uow:
+                uow.repository(Counter).add(counter)
+                uow.commit()
+        with SqlAlchemyUnitOfWork(mapped_engine, mappers=[CrossedMapper()]) as uow:
+            with pytest.raises(
+                DeserializationError,
+                match=rf"CrossedMapper\.load\(UUID\('{wanted.id}'\)\) returned .*, not the "
+                rf"Counter with id UUID\('{wanted.id}'\)",
+            ):
+                uow.repository(Counter).get(wanted.id)
+            uow.rollback()
+
+    @pytest.mark.parametrize("storage", ["memory", "sql"])
+    def test_changing_a_loaded_aggregates_id_cannot_overwrite_another(
+        self, engine: sa.Engine, storage: str
+    ) -> None:
+        """An id changed after loading is refused at commit; the aggregate it names is intact."""
+        uow: SqlAlchemyUnitOfWork | InMemoryUnitOfWork = (
+            InMemoryUnitOfWork() if storage == "memory" else SqlAlchemyUnitOfWork(engine)
+        )
+        for gauge in (Gauge("a", label="A"), Gauge("b", label="B")):
+            with uow:
+                uow.repository(Gauge).add(gauge)
+                uow.commit()
+        with uow:
+            loaded = uow.repository(Gauge).require("a")
+            loaded.id = "b"
+            loaded.label = "A over B"
+            with pytest.raises(ValueError, match=r"Gauge 'a': its id was changed to 'b' after"):
+                uow.commit()
+            uow.rollback()
+        with uow:
+            assert uow.repository(Gauge).require("b").label == "B"
+            assert uow.repository(Gauge).require("a").label == "A"
+            uow.rollback()

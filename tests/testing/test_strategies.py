@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import field
 from datetime import date, datetime
 from decimal import Decimal
@@ -148,3 +149,15 @@ class TestStrategyFor:
         assert amount.is_finite()
         assert abs(amount) <= 10**12
         assert (amount * 100).quantize(Decimal("0.01")) == amount * 100
+
+    @settings(max_examples=300)
+    @given(strategy_for(str))
+    def test_strings_are_ones_a_store_can_carry(self, text: str) -> None:
+        """No NUL (PostgreSQL refuses it) and no lone surrogate: what the codec stores."""
+        assert "\x00" not in text
+        assert not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+    @given(strategy_for(float))
+    def test_floats_are_finite(self, number: float) -> None:
+        """NaN and infinities have no JSON form: the codec refuses them."""
+        assert math.isfinite(number)

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from tactical._bus import EventBus
 from tactical._codec import DeserializationError, JsonCodec
+from tactical._codec_values import show, unstorable_text
 from tactical._errors import ConcurrencyError
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
 from tactical._tracing import trace_of
@@ -82,8 +83,12 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
 
     Besides the errors of the :class:`~tactical.UnitOfWork` protocol, in use it raises
     :class:`~tactical.DeserializationError` for a stored row that cannot be read back (the
-    message names the row); at commit, ``TypeError`` or ``ValueError`` for an aggregate or
-    event value that cannot be stored as JSON (nothing is stored); on entering, a
+    message names the row, also when the row's state has another aggregate's id or a relational
+    mapper's ``load`` returned another aggregate); at commit, ``TypeError`` or ``ValueError``
+    for an aggregate or event value that cannot be stored as JSON, or an id no
+    ``aggregate_id`` column holds (over 255 characters as text, or with a NUL or a lone
+    surrogate; such an id is never found by ``get``), raised before the database sees it
+    and the same on SQLite and PostgreSQL (nothing is stored); on entering, a
     ``RuntimeError`` when an in-memory SQLite database is already in another unit of work's
     transaction; and SQLAlchemy's own errors when the database fails.
 
@@ -171,20 +176,36 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
         connection = self.connection
         mapper = self._mappers.get(aggregate_type)
-        try:
-            if mapper is not None:
-                return cast("A | None", mapper.load(connection, aggregate_id))
-            type_name, key = self._codec.type_name(aggregate_type), _key(aggregate_id)
+        if mapper is not None:
             try:
-                row = connection.execute(
-                    _SELECT_DOCUMENT, {"b_type": type_name, "b_id": key}
-                ).one_or_none()
-            except ValueError as error:  # the driver's JSON parser, on SQLite's text column
-                raise DeserializationError(
-                    f"{aggregate_type.__qualname__} state is not valid JSON "
-                    f"({_document_row(type_name, key)}): {error}"
-                ) from error
+                loaded: object = mapper.load(connection, aggregate_id)
+            except exc.OperationalError as error:
+                raise _busy(_with_schema_hint(error), aggregate_type, aggregate_id) from error
+            except exc.ProgrammingError as error:
+                _with_schema_hint(error)
+                raise
+            return cast("A | None", _checked_mapped(mapper, aggregate_id, loaded))
+        type_name, key = self._codec.type_name(aggregate_type), _key(aggregate_id)
+        if unstorable_key(key) is not None:
+            return None  # no row can have this id (and the driver would refuse to look)
+        try:
+            row = connection.execute(
+                _SELECT_DOCUMENT, {"b_type": type_name, "b_id": key}
+            ).one_or_none()
+        except (ValueError, RecursionError) as error:
+            # The driver's JSON parser: text that is not JSON (SQLite's text column), or
+            # nested deeper than the parser's recursion allows (both databases).
+            problem = "nested too deeply to be" if isinstance(error, RecursionError) else "not"
+            raise DeserializationError(
+                f"{aggregate_type.__qualname__} state is {problem} valid JSON "
+                f"({_document_row(type_name, key)}): {error}"
+            ) from error
         except exc.OperationalError as error:
+            if _NOT_UTF8 in str(error.orig):  # SQLite: the column's text is not UTF-8
+                raise DeserializationError(
+                    f"{aggregate_type.__qualname__} state is not UTF-8 text "
+                    f"({_document_row(type_name, key)}): {error.orig}"
+                ) from error
             raise _busy(_with_schema_hint(error), aggregate_type, aggregate_id) from error
         except exc.ProgrammingError as error:
             _with_schema_hint(error)
@@ -193,12 +214,19 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             return None
         version, state = row
         try:
-            return self._codec.aggregate_from_state(aggregate_type, state, version=version)
+            aggregate = self._codec.aggregate_from_state(aggregate_type, state, version=version)
         except DeserializationError:
             # Read again to raise the same error naming the row (named only when needed).
             return self._codec.aggregate_from_state(
                 aggregate_type, state, version=version, context=_document_row(type_name, key)
             )
+        if aggregate.id != aggregate_id:
+            # A copied or damaged row: saving it would overwrite the aggregate it names.
+            raise DeserializationError(
+                f"{aggregate_type.__qualname__} state ({_document_row(type_name, key)}) has "
+                f"id {aggregate.id!r}, not the row's {aggregate_id!r}"
+            )
+        return aggregate
 
     def _store(self, changes: Sequence[Change]) -> None:
         connection = self.connection
@@ -207,7 +235,10 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             now = datetime.now(UTC)
             # (type name, stored key) of each change's aggregate, for its row and its events.
             names = {
-                id(c): (self._codec.type_name(c.aggregate_type), _key(c.aggregate.id))
+                id(c): (
+                    self._codec.type_name(c.aggregate_type),
+                    _stored_key(c.aggregate_type, c.aggregate.id),
+                )
                 for c in changes
             }
             for change in changes:
@@ -387,6 +418,23 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         )
 
 
+def _checked_mapped(
+    mapper: RelationalMapper[Any, Any], aggregate_id: object, loaded: object
+) -> object:
+    """What ``mapper.load`` returned, if it is the aggregate asked for (or None)."""
+    if loaded is None:
+        return None
+    if (
+        not isinstance(loaded, mapper.aggregate_type)
+        or cast("AggregateRoot[Any]", loaded).id != aggregate_id
+    ):
+        raise DeserializationError(
+            f"{type(mapper).__qualname__}.load({aggregate_id!r}) returned {show(loaded)}, "
+            f"not the {mapper.aggregate_type.__qualname__} with id {aggregate_id!r}"
+        )
+    return loaded
+
+
 def _document_row(type_name: str, key: str) -> str:
     return f"row {aggregates_table.name}(aggregate_type={type_name!r}, aggregate_id={key!r})"
 
@@ -394,6 +442,30 @@ def _document_row(type_name: str, key: str) -> str:
 def _key(aggregate_id: object) -> str:
     # Ids are stored as text: UUIDs, ints and strings all have an unambiguous str().
     return str(aggregate_id)
+
+
+_MAX_KEY_LENGTH = 255  # the String(255) aggregate_id columns
+_NOT_UTF8 = "Could not decode to UTF-8"
+
+
+def unstorable_key(key: str) -> str | None:
+    """Why no aggregate_id column can hold ``key`` (an id as text), or None."""
+    if len(key) <= _MAX_KEY_LENGTH and key.isascii() and "\x00" not in key:
+        return None  # the common case (a UUID, an int), decided at once
+    if len(key) > _MAX_KEY_LENGTH:
+        return (
+            f"{show(key)} is {len(key)} characters as text, over the {_MAX_KEY_LENGTH} "
+            "of tactical's aggregate_id columns"
+        )
+    return unstorable_text(key)
+
+
+def _stored_key(aggregate_type: type[Any], aggregate_id: object) -> str:
+    key = _key(aggregate_id)
+    reason = unstorable_key(key)
+    if reason is not None:
+        raise ValueError(f"cannot store {aggregate_type.__qualname__}: its id {reason}")
+    return key
 
 
 _DbError = TypeVar("_DbError", bound=exc.DBAPIError)

@@ -131,7 +131,8 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
 
     Value objects are built with :func:`value_objects`; enums are sampled; ``Decimal`` is
     finite with two decimal places and at most 10**12 in size; ``datetime`` is
-    timezone-aware (UTC); ``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``list[X]``,
+    timezone-aware (UTC); ``str`` holds no NUL and no lone surrogate and ``float`` is
+    finite (what :class:`~tactical.JsonCodec` stores); ``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``list[X]``,
     ``frozenset[X]``, ``set[X]``, ``dict[K, V]`` and ``Literal[...]`` are built from their
     parts (at most five elements); anything else comes from
     :func:`hypothesis.strategies.from_type`.
@@ -147,6 +148,9 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
         A strategy of values of ``annotation``.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.2.0
+       ``str`` draws no NUL or lone surrogate and ``float`` no NaN or infinity.
     """
     origin, args = get_origin(annotation), get_args(annotation)
     if origin in (types.UnionType, typing.Union):
@@ -176,7 +180,16 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
             )
         if annotation is datetime:
             return st.datetimes(timezones=st.just(UTC))
+        if annotation is str:
+            return st.text(_STORABLE_CHARACTERS)
+        if annotation is float:
+            return st.floats(allow_nan=False, allow_infinity=False)
     return _from_type(annotation)
+
+
+# What a store can carry (JsonCodec refuses the rest): no lone surrogate, no NUL.
+_SURROGATES: tuple[typing.Literal["Cs"]] = ("Cs",)
+_STORABLE_CHARACTERS = st.characters(exclude_categories=_SURROGATES, exclude_characters="\x00")
 
 
 def _hints(factory: Callable[..., object]) -> dict[str, Any]:
