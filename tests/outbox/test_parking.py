@@ -7,6 +7,7 @@ own aggregate, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from datetime import UTC, datetime
@@ -33,7 +34,27 @@ from tactical.outbox import OutboxMessage, OutboxRelay, ParkedRow, PublishError,
 from tactical.outbox._parking import BatchPlan, plan_after_refusal
 from tactical.outbox.rabbitmq import RabbitMQPublisher
 
-DEEP = '{"a":' * 5000 + "1" + "}" * 5000  # deeper than json.loads' recursion limit
+
+def _nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+def _too_deep_for_json() -> str:
+    """A JSON document json.loads cannot parse here, and PostgreSQL's JSONB still stores.
+
+    json's limit depends on the interpreter (Python 3.11 fails at about 1,000 levels, 3.13's
+    C scanner parses 8,000); PostgreSQL's parser gives up near 15,000 with its default
+    ``max_stack_depth``: take the shallowest depth that json refuses.
+    """
+    for depth in (1_100, 5_000, 12_000):
+        try:
+            json.loads(_nested(depth))
+        except RecursionError:
+            return _nested(depth)
+    raise RuntimeError("json.loads parsed a document 12,000 levels deep")
+
+
+DEEP = _too_deep_for_json()
 
 
 def positions(messages: list[OutboxMessage]) -> list[int]:
