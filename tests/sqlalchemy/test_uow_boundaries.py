@@ -521,7 +521,8 @@ class TestDamagedDocuments:
             ({"ratio": "1e400"}, r"ratio: "),
             ({"tags": "[[1]]"}, r"tags: a set item is not hashable"),
             ({"anything": "[" * 101 + "]" * 101}, r"anything: a JSON value nested more"),
-            ({"anything": "[" * 3000 + "]" * 3000}, r"nested too deeply"),
+            # Past Python 3.11's json parser, which 3.13's parses: then the codec's own bound.
+            ({"anything": "[" * 3000 + "]" * 3000}, r"nested (too deeply|more than 100)"),
         ],
     )
     def test_a_damaged_document_is_a_deserialization_error_naming_the_row(
