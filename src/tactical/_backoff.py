@@ -12,7 +12,7 @@ def backoff_bound(retry: int, base_delay: float, max_delay: float) -> float:
     """
     if retry > 64:  # 2**64 * any sensible base is past every cap; avoid float overflow
         return max_delay
-    return min(max_delay, base_delay * 2 ** (retry - 1))
+    return min(max_delay, base_delay * 2.0 ** (retry - 1))
 
 
 def jittered_delay(retry: int, base_delay: float, max_delay: float, fraction: float) -> float:
