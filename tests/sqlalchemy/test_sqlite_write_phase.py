@@ -9,6 +9,7 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
+from tests.sqlalchemy.counter_mapping import CounterMapper, mapped
 
 import sqlalchemy as sa
 from tactical import ConcurrencyError
@@ -79,6 +80,36 @@ class TestStaleSnapshotInOneThread:
             first.commit()
         assert stored(engine, a) == (1, 2)
         assert stored(engine, b) == (1, 2)
+
+    def test_a_mapped_aggregate_commits_after_an_unrelated_commit_and_conflicts_on_its_own(
+        self, engine: sa.Engine
+    ) -> None:
+        """Relational mapper: a stale snapshot restarts too; a moved version is still a conflict."""
+        mapped.create_all(engine)
+
+        def uow() -> SqlAlchemyUnitOfWork:
+            return SqlAlchemyUnitOfWork(engine, mappers=[CounterMapper()])
+
+        a, b = uuid4(), uuid4()
+        for counter_id in (a, b):
+            with uow() as setup:
+                setup.repository(Counter).add(Counter(counter_id, "m"))
+                setup.commit()
+        first, second, third = uow(), uow(), uow()
+        with first, third:
+            counter_a = first.repository(Counter).require(a)
+            third.repository(Counter).require(b).tick()
+            with second:
+                second.repository(Counter).require(b).tick()
+                second.commit()
+            counter_a.tick()
+            first.commit()
+            with pytest.raises(ConcurrencyError, match=f"Counter {b} was changed"):
+                third.commit()
+        with uow() as check:
+            counts = [check.repository(Counter).require(i).count for i in (a, b)]
+            check.rollback()
+        assert counts == [1, 1]
 
     def test_the_same_aggregate_changed_in_between_is_a_conflict_naming_it(
         self, engine: sa.Engine
