@@ -46,6 +46,51 @@ class TestRetryOnConflict:
         assert operation.calls == 4
         assert "gave up after 4 attempts" in "".join(raised.value.__notes__)
 
+    def test_each_pause_is_the_jitter_fraction_of_a_doubling_capped_bound(self) -> None:
+        """With the jitter fixed at 0.5, the pauses are half of 10, 20, 40 ms, then of the 50 ms cap."""
+        pauses: list[float] = []
+        retry_on_conflict(
+            Flaky(5),
+            attempts=6,
+            base_delay=0.01,
+            max_delay=0.05,
+            sleep=pauses.append,
+            random=lambda: 0.5,
+        )
+        assert pauses == pytest.approx([0.005, 0.01, 0.02, 0.025, 0.025])
+
+    def test_the_default_backoff_doubles_from_20_ms_to_1_s_over_10_attempts(self) -> None:
+        """Defaults: 10 attempts; pause bounds 20, 40, ... ms capped at 1 s (jitter near 1 shows them)."""
+        pauses: list[float] = []
+        operation = Flaky(100)
+        with pytest.raises(ConcurrencyError, match="conflict 10"):
+            retry_on_conflict(operation, sleep=pauses.append, random=lambda: 1.0)
+        assert operation.calls == 10
+        assert pauses == pytest.approx([0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0, 1.0, 1.0])
+
+    def test_a_zero_jitter_retries_without_pausing(self) -> None:
+        """The pause is a fraction of the bound: a jitter of 0 gives no pause at all."""
+        pauses: list[float] = []
+        assert retry_on_conflict(Flaky(3), sleep=pauses.append, random=lambda: 0.0) == 4
+        assert pauses == [0.0, 0.0, 0.0]
+
+    @pytest.mark.parametrize(
+        "error",
+        [RuntimeError("database is down"), LookupError("no such claim"), OSError("reset")],
+    )
+    def test_only_concurrency_errors_are_retried(self, error: Exception) -> None:
+        """Any other exception propagates on the first run, without a pause."""
+        calls: list[int] = []
+        pauses: list[float] = []
+
+        def fail() -> None:
+            calls.append(1)
+            raise error
+
+        with pytest.raises(type(error)):
+            retry_on_conflict(fail, sleep=pauses.append)
+        assert (calls, pauses) == ([1], [])
+
     def test_domain_errors_are_not_retried(self) -> None:
         """A business-rule refusal propagates on the first run."""
         calls: list[int] = []

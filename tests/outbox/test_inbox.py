@@ -17,6 +17,7 @@ from tests.outbox.helpers import (
 )
 
 import sqlalchemy as sa
+from tactical import ConcurrencyError
 from tactical.outbox import (
     InboxConsumer,
     OutboxMessage,
@@ -251,6 +252,36 @@ class TestRetriesAndParking:
             InboxConsumer(factory, "")
         with pytest.raises(TypeError, match="takes a DomainEvent subclass, got <class 'int'>"):
             InboxConsumer(factory, "c").subscribe(int, print)  # type: ignore[type-var]
+        with pytest.raises(ValueError, match="conflict_attempts must be at least 1, got 0"):
+            InboxConsumer(factory, "c", conflict_attempts=0)
+        with pytest.raises(ValueError, match="delays must not be negative"):
+            InboxConsumer(factory, "c", conflict_max_delay=-1.0)
+
+    def test_a_conflict_that_persists_gives_up_on_the_delivery_without_parking(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """Conflicts are retried conflict_attempts times in a row, then raised; nothing is parked or stored."""
+        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
+        (message,) = relayed(sqlite_engine)
+        calls: list[int] = []
+
+        def always_conflicts(event: CounterTicked, uow: SqlAlchemyUnitOfWork) -> None:
+            calls.append(event.count)
+            raise ConcurrencyError(f"Mirror {event.counter_id} was changed concurrently")
+
+        consumer = InboxConsumer(
+            lambda: SqlAlchemyUnitOfWork(consumer_engine),
+            "mirror",
+            max_attempts=1,
+            conflict_attempts=5,
+            conflict_delay=0.0,
+        )
+        consumer.subscribe(CounterTicked, always_conflicts)
+        with pytest.raises(ConcurrencyError, match=str(counter_id)):
+            consumer.handle(message)
+        assert calls == [1] * 5  # max_attempts=1, yet five tries: none counted as a failure
+        assert dead_letters(consumer_engine) == []
+        assert inbox_rows(consumer_engine) == []
 
 
 class TestRetention:

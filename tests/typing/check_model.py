@@ -182,6 +182,7 @@ as_protocol: UnitOfWork = uow
 typed_repository: Repository[Order, UUID] = uow.repository(Order)
 assert_type(retry_on_conflict(lambda: o.version), int)
 assert_type(retry_on_conflict(lambda: None, attempts=3, base_delay=0.0, max_delay=0.0), None)
+assert_type(retry_on_conflict(lambda: "x", sleep=lambda _: None, random=lambda: 0.5), str)
 codec = JsonCodec()
 assert_type(codec.decode(Money, codec.encode(m)), Money)
 record = codec.event_to_record(e)

@@ -134,3 +134,13 @@ assert_type(current_trace(), Trace | None)
 trace = Trace(UUID(int=1), None)
 assert_type(trace.correlation_id, UUID)
 assert_type(trace.causation_id, UUID | None)
+
+# Transient refusals have their own bounds (0.2).
+patient = InboxConsumer(
+    lambda: BillingUnitOfWork(engine),
+    "billing",
+    conflict_attempts=20,
+    conflict_delay=0.01,
+    conflict_max_delay=0.5,
+)
+InboxConsumer(lambda: BillingUnitOfWork(engine), "billing", conflict_attempts="20")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]

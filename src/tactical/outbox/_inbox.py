@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from tactical._bus import EventHandlerError, Subscriptions
 from tactical._codec import DeserializationError, JsonCodec
 from tactical._model import DomainEvent
 from tactical._tracing import handling
+from tactical.outbox._inbox_retry import InboxRetries, Next
 from tactical.outbox._message import OutboxMessage
 from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
 from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
@@ -74,7 +76,13 @@ class InboxConsumer(Generic[U]):
     after the last failure the message is *parked*: written to ``tactical_dead_letters``
     with its body, headers, error and attempt count, and reported as handled so the broker
     moves on. A message that cannot be decoded (unknown type, malformed payload) is parked
-    at once. Later messages of the same aggregate are parked behind it ("held back",
+    at once. A transient refusal is not the message's fault and never counts toward
+    parking: a :class:`~tactical.ConcurrencyError` (a competing consumer or writer changed
+    the aggregate first), SQLite's "database is locked" and PostgreSQL's serialization
+    failures and deadlocks are retried after a jittered pause that doubles from
+    ``conflict_delay`` up to ``conflict_max_delay``, up to ``conflict_attempts`` times in a
+    row; then :meth:`handle` raises the last one, so the broker redelivers the message
+    later instead of it being parked. Later messages of the same aggregate are parked behind it ("held back",
     with 0 attempts),
     keeping per-aggregate order for :meth:`retry_parked`; other aggregates' messages are
     not blocked. If parking itself fails (the database is down), :meth:`handle` raises and
@@ -88,12 +96,21 @@ class InboxConsumer(Generic[U]):
         codec: Decodes the events; the unit of work's codec if omitted.
         max_attempts: Tries before a failing message is parked (at least 1).
         retry_delay: Seconds before the second attempt; doubled for each further one.
+        conflict_attempts: Transient refusals in a row before :meth:`handle` gives up on
+            the delivery and raises (at least 1).
+        conflict_delay: Upper bound in seconds of the first pause after a transient
+            refusal; doubled for each further one.
+        conflict_max_delay: Upper bound in seconds of any such pause.
 
     Raises:
         ValueError: ``consumer_name`` is empty or longer than 255 characters (the inbox
-            column's size), or ``max_attempts`` is below 1.
+            column's size), ``max_attempts`` or ``conflict_attempts`` is below 1, or a
+            delay is negative.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       Transient refusals are retried apart from failures (``conflict_attempts``,
+       ``conflict_delay``, ``conflict_max_delay``) and never park a message.
     """
 
     def __init__(
@@ -104,11 +121,24 @@ class InboxConsumer(Generic[U]):
         codec: JsonCodec | None = None,
         max_attempts: int = 3,
         retry_delay: float = 0.05,
+        conflict_attempts: int = 50,
+        conflict_delay: float = 0.01,
+        conflict_max_delay: float = 1.0,
     ) -> None:
         if not consumer_name or len(consumer_name) > 255:
             raise ValueError(f"consumer_name must be 1 to 255 characters, got {consumer_name!r}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if conflict_attempts < 1:
+            raise ValueError(f"conflict_attempts must be at least 1, got {conflict_attempts}")
+        if min(retry_delay, conflict_delay, conflict_max_delay) < 0:
+            raise ValueError(
+                f"delays must not be negative, got {retry_delay=}, {conflict_delay=} "
+                f"and {conflict_max_delay=}"
+            )
+        self._conflict_attempts = conflict_attempts
+        self._conflict_delay = conflict_delay
+        self._conflict_max_delay = conflict_max_delay
         self._unit_of_work = unit_of_work
         self._name = consumer_name
         self._codec = codec
@@ -141,35 +171,89 @@ class InboxConsumer(Generic[U]):
             Exception: The message could be neither handled nor parked (the database is
                 unreachable, say): leave it with the broker for redelivery.
         """
-        attempt = 0
+        retries = InboxRetries(
+            self._max_attempts,
+            self._retry_delay,
+            self._conflict_attempts,
+            self._conflict_delay,
+            self._conflict_max_delay,
+        )
         while True:
-            attempt += 1
             uow = self._unit_of_work()
             try:
                 return self._attempt(uow, message)
             except _Unprocessable as unprocessable:
                 cause = unprocessable.__cause__
                 reason = str(unprocessable) if cause is None else f"{unprocessable}: {cause}"
-                attempts = attempt if unprocessable.tried else attempt - 1
+                attempts = retries.failures + 1 if unprocessable.tried else retries.failures
                 return self._park(uow.engine, message, reason, attempts)
             except Exception as failure:
-                _log.warning(
-                    "consumer %s: attempt %d/%d at %s event %s failed: %s",
-                    self._name,
-                    attempt,
-                    self._max_attempts,
-                    message.event_type,
-                    message.event_id,
-                    failure,
-                    exc_info=True,
-                )
-                if attempt >= self._max_attempts:
-                    return self._park(uow.engine, message, _describe(failure), attempt)
-                time.sleep(self._retry_delay * 2 ** (attempt - 1))
+                # Jitter only spreads competing consumers apart: no security role.
+                decision = retries.after(failure, random.random())  # noqa: S311
+                if decision.transient:
+                    _log.info(
+                        "consumer %s: %s event %s refused for now (%s, %d in a row); %s",
+                        self._name,
+                        message.event_type,
+                        message.event_id,
+                        _first_line(failure),
+                        retries.conflicts,
+                        "giving up on this delivery, the broker redelivers it"
+                        if decision.next is Next.GIVE_UP
+                        else f"retrying in {decision.delay:.3f}s",
+                    )
+                    if decision.next is Next.GIVE_UP:
+                        raise
+                else:
+                    _log.warning(
+                        "consumer %s: attempt %d/%d at %s event %s failed: %s",
+                        self._name,
+                        decision.failures,
+                        self._max_attempts,
+                        message.event_type,
+                        message.event_id,
+                        failure,
+                        exc_info=True,
+                    )
+                    if decision.next is Next.PARK:
+                        return self._park(
+                            uow.engine, message, _describe(failure), decision.failures
+                        )
+                time.sleep(decision.delay)
 
     def _attempt(self, uow: U, message: OutboxMessage) -> Outcome:
         with uow:
             connection = uow.connection
+            codec = self._codec if self._codec is not None else uow.codec
+            undecodable: DeserializationError | None = None
+            event: DomainEvent | None = None
+            handlers: tuple[Callable[[Any, U], object], ...] = ()
+            try:
+                event = codec.event_from_record(
+                    message.event_type,
+                    message.event_version,
+                    message.payload,
+                    context=f"message event_id={message.event_id} for consumer {self._name}",
+                )
+                handlers = self._subscriptions.for_type(type(event))
+            except DeserializationError as error:
+                undecodable = error
+            if handlers:
+                try:
+                    # The first statement, so that a copy handled concurrently waits here
+                    # for the first to commit and then finds the row (the inbox row lock on
+                    # PostgreSQL, the write lock on SQLite, where only a transaction that
+                    # has not read yet waits for it); the unit of work rolls back on the
+                    # early returns below.
+                    connection.execute(
+                        inbox_table.insert().values(
+                            consumer=self._name,
+                            event_id=message.event_id,
+                            processed_at=datetime.now(UTC),
+                        )
+                    )
+                except exc.IntegrityError:
+                    return Outcome.DUPLICATE
             parked = self._parked_before(connection, message)
             if parked is not None:
                 if parked == message.event_id:
@@ -179,31 +263,10 @@ class InboxConsumer(Generic[U]):
                     f"{message.aggregate_id}, delivered before it, is parked",
                     tried=False,
                 )
-            codec = self._codec if self._codec is not None else uow.codec
-            try:
-                event = codec.event_from_record(
-                    message.event_type,
-                    message.event_version,
-                    message.payload,
-                    context=f"message event_id={message.event_id} for consumer {self._name}",
-                )
-            except DeserializationError as error:
-                raise _Unprocessable("cannot decode the event", tried=True) from error
-            handlers = self._subscriptions.for_type(type(event))
-            if not handlers:
+            if undecodable is not None:
+                raise _Unprocessable("cannot decode the event", tried=True) from undecodable
+            if event is None or not handlers:
                 return Outcome.IGNORED
-            try:
-                # First, so that a copy handled concurrently waits here (PostgreSQL) and
-                # then finds the row; the unit of work rolls back on the early return.
-                connection.execute(
-                    inbox_table.insert().values(
-                        consumer=self._name,
-                        event_id=message.event_id,
-                        processed_at=datetime.now(UTC),
-                    )
-                )
-            except exc.IntegrityError:
-                return Outcome.DUPLICATE
             with handling(message.correlation_id or message.event_id, message.event_id):
                 for handler in handlers:
                     handler(event, uow)
@@ -232,28 +295,24 @@ class InboxConsumer(Generic[U]):
         self, engine: sa.Engine, message: OutboxMessage, error: str, attempts: int
     ) -> Outcome:
         t = dead_letters_table
-        with engine.begin() as connection:
-            exists = connection.execute(
-                sa.select(t.c.event_id).where(
-                    t.c.consumer == self._name, t.c.event_id == message.event_id
+        # Insert first, no read before: on SQLite only a transaction that has not read can
+        # wait for the write lock. A row already there is this message, parked before.
+        with contextlib.suppress(exc.IntegrityError), engine.begin() as connection:
+            connection.execute(
+                t.insert().values(
+                    consumer=self._name,
+                    event_id=message.event_id,
+                    event_type=message.event_type,
+                    aggregate_type=message.aggregate_type,
+                    aggregate_id=message.aggregate_id,
+                    position=message.position,
+                    body=message.body.decode(),
+                    headers=message.headers,
+                    error=error,
+                    attempts=attempts,
+                    failed_at=datetime.now(UTC),
                 )
-            ).first()
-            if exists is None:
-                connection.execute(
-                    t.insert().values(
-                        consumer=self._name,
-                        event_id=message.event_id,
-                        event_type=message.event_type,
-                        aggregate_type=message.aggregate_type,
-                        aggregate_id=message.aggregate_id,
-                        position=message.position,
-                        body=message.body.decode(),
-                        headers=message.headers,
-                        error=error,
-                        attempts=attempts,
-                        failed_at=datetime.now(UTC),
-                    )
-                )
+            )
         _log.error(
             "consumer %s parked %s event %s (%s %s) after %d attempt(s): %s",
             self._name,
@@ -349,6 +408,11 @@ def purge_inbox(
         statement = statement.where(t.c.consumer == consumer)
     with engine.begin() as connection:
         return connection.execute(statement).rowcount
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def _describe(error: BaseException) -> str:

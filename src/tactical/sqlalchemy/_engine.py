@@ -7,12 +7,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "configure_engine"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "configure_engine", "restart_sqlite_for_writing"]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for the write lock before giving up (milliseconds)."""
 
 _CONFIGURED = "tactical_configured"
+_BEGIN_IMMEDIATE = "tactical_begin_immediate"
 
 
 def configure_engine(engine: sa.Engine) -> sa.Engine:
@@ -22,9 +23,12 @@ def configure_engine(engine: sa.Engine) -> sa.Engine:
     WAL journaling for file databases (readers do not block the writer), and a real
     ``BEGIN`` when SQLAlchemy begins a transaction (the driver's legacy mode would run
     reads outside any transaction, so two reads in one unit of work could see different
-    data). A writer whose snapshot went stale because another committed first gets
-    SQLITE_BUSY at once; the unit of work reports that as a
-    :class:`~tactical.ConcurrencyError`, never as a raw "database is locked".
+    data). A unit of work's first write finding its read snapshot stale (another one
+    committed since it read) or the write lock taken gets SQLITE_BUSY at once; the unit of
+    work then ends its read snapshot and writes in a ``BEGIN IMMEDIATE`` transaction, which
+    waits for the write lock up to the busy timeout (its writes are version-checked, so
+    they do not need the old snapshot). Only a moved version, or a lock held past the busy
+    timeout, is a :class:`~tactical.ConcurrencyError`, never a raw "database is locked".
 
     Other databases are left as they are (PostgreSQL runs at its default READ COMMITTED;
     optimistic concurrency comes from version-checked updates, not from isolation).
@@ -63,7 +67,28 @@ def _begin_sqlite(connection: sa.Connection) -> None:
         pooled.info[_CONFIGURED] = True
     # Straight to the driver, as the PRAGMAs: a statement through SQLAlchemy's execution
     # machinery cost as much as the BEGIN itself, on every transaction.
-    _execute_on_driver(pooled.dbapi_connection, "BEGIN")
+    immediate = pooled.info.pop(_BEGIN_IMMEDIATE, False)
+    _execute_on_driver(pooled.dbapi_connection, "BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def restart_sqlite_for_writing(connection: sa.Connection) -> None:
+    """End ``connection``'s read-only SQLite transaction and begin one holding the write lock.
+
+    A deferred transaction that has read cannot wait for SQLite's write lock (its busy
+    handler is not called, to avoid deadlock) and cannot write at all once its snapshot is
+    stale; ``BEGIN IMMEDIATE`` from no transaction waits up to the busy timeout. Call it
+    only when the transaction has written nothing: what it read is discarded.
+
+    Raises:
+        sqlite3.OperationalError: The write lock stayed taken past the busy timeout
+            ("database is locked"); the connection is then in no transaction.
+    """
+    connection.rollback()
+    connection.connection.info[_BEGIN_IMMEDIATE] = True
+    try:
+        connection.begin()
+    finally:
+        connection.connection.info.pop(_BEGIN_IMMEDIATE, None)
 
 
 def _execute_on_driver(dbapi_connection: Any, sql: str) -> None:

@@ -16,7 +16,7 @@ from tactical._errors import ConcurrencyError
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
 from tactical._tracing import trace_of
 from tactical._uow import Change, TransactionalUnitOfWork
-from tactical.sqlalchemy._engine import configure_engine
+from tactical.sqlalchemy._engine import configure_engine, restart_sqlite_for_writing
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._schema import aggregates_table, metadata, outbox_table
 
@@ -105,6 +105,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     ) -> None:
         super().__init__(bus)
         self._engine = configure_engine(engine)
+        self._sqlite = engine.dialect.name == "sqlite"
         self._codec = codec if codec is not None else _default_codec
         self._mappers: dict[type[AggregateRoot[Any]], RelationalMapper[Any, Any]] = {}
         for mapper in mappers:
@@ -231,6 +232,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
     def _store(self, changes: Sequence[Change]) -> None:
         connection = self.connection
         versions = {id(c.aggregate): c.aggregate.version for c in changes}
+        busy_timeout_ms: int | None = None
         try:
             now = datetime.now(UTC)
             # (type name, stored key) of each change's aggregate, for its row and its events.
@@ -241,19 +243,43 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
                 )
                 for c in changes
             }
-            for change in changes:
-                self._write(connection, change, names[id(change)], now)
-            self._write_outbox(connection, changes, names)
+            try:
+                self._write_all(connection, changes, names, now)
+            except exc.OperationalError as error:
+                if not (self._sqlite and _is_busy(error)):
+                    raise
+                # SQLITE_BUSY on a write means this transaction holds no write lock, so it
+                # has written nothing (one that wrote keeps the lock until it ends): its read
+                # snapshot was stale or the lock was taken, and a reading transaction cannot
+                # wait for the lock. The writes are version-checked and need no snapshot, so
+                # restart as a writer, which waits up to the busy timeout, and write again.
+                busy_timeout_ms = _busy_timeout_ms(connection)
+                restart_sqlite_for_writing(connection)
+                busy_timeout_ms = None
+                self._write_all(connection, changes, names, now)
             connection.commit()
         except BaseException as error:
             for change in changes:
                 change.aggregate.version = versions[id(change.aggregate)]
             self._rollback()
-            if isinstance(error, exc.OperationalError) and _is_busy(error):
-                raise self._conflict_after_busy(changes) from error
+            if isinstance(error, exc.OperationalError | sqlite3.OperationalError) and _is_busy(
+                error
+            ):
+                raise self._conflict_after_busy(changes, busy_timeout_ms) from error
             if isinstance(error, exc.DBAPIError):
                 _with_schema_hint(error)
             raise
+
+    def _write_all(
+        self,
+        connection: sa.Connection,
+        changes: Sequence[Change],
+        names: dict[int, tuple[str, str]],
+        now: datetime,
+    ) -> None:
+        for change in changes:
+            self._write(connection, change, names[id(change)], now)
+        self._write_outbox(connection, changes, names)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -400,8 +426,10 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             error.add_note(f"the database refused the insert: {getattr(cause, 'orig', cause)}")
         return error
 
-    def _conflict_after_busy(self, changes: Sequence[Change]) -> ConcurrencyError:
-        """SQLite refuses a write from a stale snapshot with SQLITE_BUSY: find who changed what."""
+    def _conflict_after_busy(
+        self, changes: Sequence[Change], busy_timeout_ms: int | None
+    ) -> ConcurrencyError:
+        """SQLite stayed locked past the busy timeout: report who changed what, if anyone."""
         with self._engine.connect() as connection:
             for change in changes:
                 actual = self._stored_version(connection, change)
@@ -412,9 +440,15 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
                         expected_version=change.expected_version or 0,
                         actual_version=actual,
                     )
+        written = ", ".join(f"{c.aggregate_type.__qualname__} {c.aggregate.id}" for c in changes)
+        timeout = "" if busy_timeout_ms is None else f" ({busy_timeout_ms} ms)"
+        only = changes[0] if len(changes) == 1 else None
         return ConcurrencyError(
-            "the database was busy with another writer for longer than its busy timeout; "
-            "nothing was stored (retry the transaction)"
+            f"could not write {written or 'the transaction'}: the database was busy with "
+            f"another writer for longer than its busy timeout{timeout}; nothing was stored "
+            "(retry the transaction)",
+            aggregate_type=only.aggregate_type if only is not None else None,
+            aggregate_id=only.aggregate.id if only is not None else None,
         )
 
 
@@ -485,8 +519,17 @@ def _with_schema_hint(error: _DbError) -> _DbError:
     return error
 
 
-def _is_busy(error: exc.OperationalError) -> bool:
-    return "database is locked" in str(error.orig) or "database is busy" in str(error.orig)
+def _is_busy(error: exc.OperationalError | sqlite3.OperationalError) -> bool:
+    # SQLAlchemy's wraps the driver's; the begin hook's BEGIN raises the driver's own.
+    message = str(error.orig if isinstance(error, exc.OperationalError) else error)
+    return "database is locked" in message or "database is busy" in message
+
+
+def _busy_timeout_ms(connection: sa.Connection) -> int | None:
+    try:
+        return cast("int | None", connection.exec_driver_sql("PRAGMA busy_timeout").scalar())
+    except exc.DBAPIError:
+        return None
 
 
 def _busy(
