@@ -637,12 +637,18 @@ class TestNesting:
         with pytest.raises(DeserializationError, match=r"anything: a JSON value nested more"):
             JsonCodec().decode(Gauge, {"anything": nested_lists(101)})
 
+    def test_json_text_nested_past_the_parsers_recursion_is_refused_on_read(self) -> None:
+        """loads() turns the parser's RecursionError into a DeserializationError."""
+        text = '{"anything": ' + "[" * 100_000 + "]" * 100_000 + "}"
+        with pytest.raises(DeserializationError, match=r"invalid JSON for Gauge|nested more"):
+            JsonCodec().loads(Gauge, text)
+
     def test_a_recursive_value_deeper_than_the_stack_is_refused_on_write(self) -> None:
         """A tree deeper than Python's recursion limit is a ValueError, not a RecursionError."""
         tree = Node("leaf")
         for _ in range(5000):
             tree = Node("branch", (tree,))
-        with pytest.raises(ValueError, match=r"cannot store Node: .* nested too deeply"):
+        with pytest.raises(ValueError, match=r"cannot store Node: .*Node nested more than 100"):
             JsonCodec().encode(tree)
 
     def test_a_stored_recursive_value_deeper_than_the_stack_is_refused_on_read(self) -> None:
@@ -650,8 +656,17 @@ class TestNesting:
         data: dict[str, Any] = {"label": "leaf", "children": []}
         for _ in range(5000):
             data = {"label": "branch", "children": [data]}
-        with pytest.raises(DeserializationError, match=r"Node \(row 2\): nested too deeply"):
+        with pytest.raises(DeserializationError, match=r"Node \(row 2\): .*Node nested more"):
             JsonCodec().decode(Node, data, context="row 2")
+
+    def test_the_deepest_recursive_value_written_is_read_back(self) -> None:
+        """A tree as deep as the bound round-trips, so nothing written is unreadable."""
+        tree = Node("leaf")
+        for _ in range(100):  # 100 nested in the root
+            tree = Node("branch", (tree,))
+        assert through_json(JsonCodec(), tree) == tree
+        with pytest.raises(ValueError, match=r"nested more than 100 levels"):
+            JsonCodec().encode(Node("root", (tree,)))
 
 
 class TestStoredSets:

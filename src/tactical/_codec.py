@@ -305,8 +305,8 @@ class JsonCodec:
             ValueError: A value no store or broker can carry: a non-finite ``float`` (or
                 an integer too large for one), an integer of over 4300 digits, a NaN
                 ``Decimal``, a string holding a NUL or a lone surrogate, an ``Any`` value
-                nested more than 100 arrays or objects deep, or values nested deeper than
-                Python's recursion limit. The message names the field path.
+                nested more than 100 arrays or objects deep, or a recursive value type
+                nested more than 100 levels deep. The message names the field path.
 
         .. versionchanged:: 0.2.0
            Strings with NUL or lone surrogates, NaN Decimals and deeply nested values
@@ -368,7 +368,7 @@ class JsonCodec:
         """
         try:
             data = json.loads(text)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply
             raise DeserializationError(f"invalid JSON for {cls.__qualname__}: {error}") from None
         return self.decode(cls, data, context=context)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from tactical._codec_values import (
+    MAX_JSON_DEPTH,
     Decode,
     Encode,
     Malformed,
@@ -226,7 +228,11 @@ class FieldPlans:
                 decode_holder.append(self.decoder(key))
             return decode_holder[0](value)
 
-        return encode, decode
+        if not _is_recursive(cls):
+            return encode, decode
+        # A recursive type (a tree) nests as deep as its values: bounded like JSON values,
+        # so that whatever is written can be read back within Python's recursion limit.
+        return _bounded(encode, cls, Unstorable), _bounded(decode, cls, Malformed)
 
     def _sequence(self, kind: Any, args: tuple[Any, ...]) -> tuple[Encode, Decode]:
         if kind is tuple and args and args[-1] is not Ellipsis:
@@ -266,13 +272,16 @@ class FieldPlans:
             if not is_instance(v, accepted):
                 return cast("list[Any]", refuse(expected, v))
             values: Iterable[Any] = v
+            encoded: list[Any] = []
             try:
-                return [item_encode(x) for x in values]
-            except Unstorable:
-                # Only now find which item it was: keeping count on every write costs time.
-                for i, x in enumerate(values):
-                    at(i, item_encode, x)
-                raise  # pragma: no cover  (the second pass fails where the first did)
+                for x in values:
+                    encoded.append(item_encode(x))
+            except Unstorable as error:
+                # The failing item is the next one; encoding it again to find it would be
+                # exponential in the depth of a recursive value.
+                error.path.insert(0, f"[{len(encoded)}]")
+                raise
+            return encoded
 
         if kind in (set, frozenset):
 
@@ -300,3 +309,54 @@ class FieldPlans:
             encode,
             decode,
         )
+
+
+_nesting = threading.local()
+
+
+def _bounded(convert: Callable[[Any], Any], cls: type, error: type[Malformed]) -> Encode:
+    def bounded(value: Any) -> Any:
+        depth: int = getattr(_nesting, "depth", 0)
+        if depth >= MAX_JSON_DEPTH:
+            too_deep = error(f"{cls.__qualname__} nested more than {MAX_JSON_DEPTH} levels deep")
+            if isinstance(too_deep, Unstorable):
+                too_deep.kind = ValueError
+            raise too_deep
+        _nesting.depth = depth + 1
+        try:
+            return convert(value)
+        finally:
+            _nesting.depth = depth
+
+    return bounded
+
+
+_recursive: dict[type, bool] = {}
+
+
+def _is_recursive(cls: type) -> bool:
+    """Whether a dataclass can contain itself through its fields' annotations."""
+    found = _recursive.get(cls)
+    if found is None:
+        found = _recursive[cls] = cls in _reachable(cls)
+    return found
+
+
+def _reachable(start: type) -> set[type]:
+    seen: set[type] = set()
+    stack = [start]
+    while stack:
+        current = stack.pop()
+        try:
+            hints = typing.get_type_hints(current)
+        except Exception:  # noqa: S112  (unresolvable: the plan reports it)
+            continue
+        pending = list(hints.values())
+        while pending:
+            annotation = pending.pop()
+            pending.extend(typing.get_args(annotation))
+            origin = typing.get_origin(annotation) or annotation
+            if isinstance(origin, type) and dataclasses.is_dataclass(origin) and origin not in seen:
+                seen.add(origin)
+                stack.append(origin)
+    return seen

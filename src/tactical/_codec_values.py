@@ -43,7 +43,10 @@ class Malformed(Exception):
 
     def describe(self) -> str:
         where = ""
-        for step in self.path:
+        path = self.path
+        if len(path) > 12:  # a deeply nested value: its first and last steps say where
+            path = [*path[:6], "[...]", *path[-4:]]
+        for step in path:
             where += step if step.startswith("[") or not where else f".{step}"
         return f"{where}: {self.message}" if where else self.message
 
