@@ -11,6 +11,8 @@ from tactical._errors import (
     DomainError,
     InvalidStateError,
     InvariantViolation,
+    TransactionBoundaryError,
+    UncommittedChangesWarning,
 )
 from tactical._memory import InMemoryStore, InMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
@@ -37,6 +39,8 @@ __all__ = [
     "JsonCodec",
     "Repository",
     "Trace",
+    "TransactionBoundaryError",
+    "UncommittedChangesWarning",
     "UnitOfWork",
     "UnknownTypeError",
     "ValueObject",

@@ -59,7 +59,8 @@ class TestOutbox:
     def test_events_are_written_to_the_outbox_in_recorded_order(self, engine: sa.Engine) -> None:
         """Each committed event is an outbox row: increasing position, type, version, aggregate, payload."""
         a, b = save(engine, Counter(uuid4(), "a")), save(engine, Counter(uuid4(), "b"))
-        with SqlAlchemyUnitOfWork(engine) as uow:
+        # Two aggregates on purpose: the order of their events across aggregates is the rule.
+        with SqlAlchemyUnitOfWork(engine, allow_multiple_aggregates=True) as uow:
             first, second = (
                 uow.repository(Counter).require(a.id),
                 uow.repository(Counter).require(b.id),
