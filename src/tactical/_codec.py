@@ -111,10 +111,12 @@ class JsonCodec:
         Raises:
             ValueError: The name or an alias is already taken by another class, or the
                 version is below 1.
+            TypeError: ``name`` is omitted for a class defined in ``__main__``, whose default
+                name no other program could resolve.
         """
         if version < 1:
             raise ValueError(f"schema version of {cls.__qualname__} must be >= 1, got {version}")
-        canonical = name or _default_name(cls)
+        canonical = name or _stable_default_name(cls)
         with self._lock:
             for taken in (canonical, *aliases):
                 owner = self._class_of.get(taken)
@@ -129,8 +131,16 @@ class JsonCodec:
                 self._class_of[taken] = cls
 
     def type_name(self, cls: type) -> str:
-        """The name ``cls`` is stored under."""
-        return self._name_of.get(cls) or _default_name(cls)
+        """The name ``cls`` is stored under.
+
+        Raises:
+            TypeError: ``cls`` is defined in ``__main__`` and has no registered name: a row
+                stored as ``__main__.X`` could never be read by another program.
+
+        .. versionchanged:: 0.2.0
+           Refuses unregistered classes of ``__main__``.
+        """
+        return self._name_of.get(cls) or _stable_default_name(cls)
 
     def schema_version(self, cls: type) -> int:
         """The current schema version of ``cls`` (1 unless registered otherwise)."""
@@ -342,6 +352,18 @@ class JsonCodec:
 
 def _default_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _stable_default_name(cls: type) -> str:
+    """``module.QualifiedName``, refused for a class of ``__main__`` (no other program has it)."""
+    if cls.__module__ == "__main__":
+        raise TypeError(
+            f"{cls.__qualname__} is defined in __main__, so it would be stored as "
+            f"'__main__.{cls.__qualname__}', a name no other program can read back: move it "
+            "to a module that you import, or register a stable name with the codec, e.g. "
+            f"codec.register({cls.__qualname__}, name='billing.{cls.__qualname__}')"
+        )
+    return _default_name(cls)
 
 
 def _subclasses(*roots: type) -> Iterator[type]:
