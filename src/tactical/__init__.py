@@ -14,6 +14,7 @@ from tactical._errors import (
     TransactionBoundaryError,
     UncommittedChangesWarning,
 )
+from tactical._exports import publish as _publish
 from tactical._memory import InMemoryStore, InMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
 from tactical._repository import Repository
@@ -47,3 +48,5 @@ __all__ = [
     "current_trace",
     "retry_on_conflict",
 ]
+
+_publish(__name__, globals(), __all__)

@@ -121,7 +121,9 @@ class _Committed:
     """An aggregate as a commit left it: changing it later saves it nowhere by itself."""
 
     aggregate_type: type[AggregateRoot[Any]]
-    aggregate: AggregateRoot[Any]
+    aggregate_id: object
+    # Weak: an aggregate nobody holds any more cannot be changed, and is not checked.
+    aggregate: weakref.ref[AggregateRoot[Any]]
     version: int
     state: object
 
@@ -135,17 +137,21 @@ def changed_since_commit(
     work took in again (it saves or discards them itself); an aggregate whose version moved
     was committed again, by some unit of work, and is not reported either.
     """
-    return [
-        c
-        for c in committed
-        if id(c.aggregate) not in handled
-        and c.aggregate.version == c.version
-        and (c.aggregate.pending_events or structural_state(c.aggregate) != c.state)
-    ]
+    changed: list[_Committed] = []
+    for c in committed:
+        aggregate = c.aggregate()
+        if (
+            aggregate is not None
+            and id(aggregate) not in handled
+            and aggregate.version == c.version
+            and (aggregate.pending_events or structural_state(aggregate) != c.state)
+        ):
+            changed.append(c)
+    return changed
 
 
 def _warn_lost(message: str, lost: Sequence[_Committed], stacklevel: int) -> None:
-    identities = tuple((c.aggregate_type, c.aggregate.id) for c in lost)
+    identities = tuple((c.aggregate_type, c.aggregate_id) for c in lost)
     warnings.warn(UncommittedChangesWarning(message, identities), stacklevel=stacklevel + 1)
 
 
@@ -421,7 +427,8 @@ class TransactionalUnitOfWork(ABC):
         self._committed = [
             _Committed(
                 t.aggregate_type,
-                t.aggregate,
+                t.aggregate.id,
+                weakref.ref(t.aggregate),
                 t.aggregate.version,
                 structural_state(t.aggregate)
                 if id(t.aggregate) in saved or t.snapshot is _DIRTY
