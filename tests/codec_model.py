@@ -72,8 +72,12 @@ class Policy(AggregateRoot[UUID]):
     excess: Money | None = None
 
 
-class Everything(ValueObject):
-    """One field of every annotation the codec supports."""
+@dataclasses.dataclass
+class Everything:
+    """One field of every annotation the codec supports.
+
+    A plain dataclass: a value object may not hold the lists, dicts and sets it includes.
+    """
 
     flag: bool
     count: int
@@ -183,11 +187,13 @@ class TwoWay(ValueObject):
     value: int | str
 
 
-class BoolKeys(ValueObject):
+@dataclasses.dataclass(frozen=True)
+class BoolKeys:
     flags: dict[bool, int]
 
 
-class TupleKeys(ValueObject):
+@dataclasses.dataclass(frozen=True)
+class TupleKeys:
     grid: dict[tuple[int, int], int]
 
 

@@ -63,19 +63,22 @@ class Choices(ValueObject):
     size: Literal[Size.SMALL, "other"] | None = None
 
 
-class Keys(ValueObject):
+@dataclasses.dataclass(frozen=True)
+class Keys:
     by_sku: dict[SkuCode, int]
     by_mode: dict[Literal["fast", "slow"], int]
     by_level: dict[Literal[1, 2], str]
     by_shade: dict[Shade, int]
 
 
-class LooseKeys(ValueObject):
+@dataclasses.dataclass(frozen=True)
+class LooseKeys:
     by_note: dict[Annotated[int, "note"], str]
     by_any: dict[Any, int]
 
 
-class Shelved(ValueObject, Generic[T]):
+@dataclasses.dataclass(frozen=True)
+class Shelved(Generic[T]):
     by_key: dict[T, str]
 
 
@@ -83,7 +86,8 @@ class NoteShelf(Shelved[Annotated[int, "note number"]]):
     """Annotated survives in generic bases (get_type_hints strips it from annotations)."""
 
 
-class FloatKeys(ValueObject):
+@dataclasses.dataclass(frozen=True)
+class FloatKeys:
     by_ratio: dict[Literal[1.5], int]
 
 
@@ -310,7 +314,8 @@ class Line(Entity[int]):
 # -- values that do not fit their annotation, on write --------------------------------------
 
 
-class Reading(ValueObject):
+@dataclasses.dataclass(frozen=True)
+class Reading:
     """One field of each scalar kind, to be filled with values of the wrong kind."""
 
     count: int
@@ -482,8 +487,12 @@ class TestUnstorableValues:
 # -- what no store or broker can carry, written or read ------------------------------------
 
 
-class Gauge(ValueObject):
-    """One field of each kind that can hold text or numbers no store can carry."""
+@dataclasses.dataclass(frozen=True)
+class Gauge:
+    """One field of each kind that can hold text or numbers no store can carry.
+
+    A plain frozen dataclass: a value object may not hold the ``dict`` field.
+    """
 
     label: str = "ok"
     ratio: float = 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from decimal import Decimal
 from uuid import UUID, uuid4
 
@@ -137,3 +138,121 @@ class TestInitVar:
             scaled.replace(value=-2, factor=2)
         with pytest.raises(TypeError, match="unknown field"):
             scaled.replace(size=1)
+
+
+class Amount(ValueObject):
+    """A value object for the immutability messages."""
+
+    amount: Decimal
+
+
+class TestImmutableFields:
+    @pytest.mark.parametrize(
+        "annotation",
+        [
+            "list[int]",
+            "dict[str, int]",
+            "set[int]",
+            "list",
+            "Optional[list[int]]",
+            "list[int] | None",
+            "tuple[list[int], ...]",
+            "typing.List[int]",
+            "bytearray",
+            "list[Later]",  # a forward reference: read from the text
+        ],
+    )
+    def test_a_mutable_field_is_refused_when_the_class_is_defined(self, annotation: str) -> None:
+        """list, dict and set fields (bare, parametrised, in unions or tuples) are refused."""
+        with pytest.raises(
+            TypeError, match=r"Bag\.items: .* is mutable.*tuple\[X, \.\.\.\].*frozenset"
+        ):
+            type(
+                "Bag",
+                (ValueObject,),
+                {"__annotations__": {"items": annotation}, "__module__": __name__},
+            )
+
+    def test_an_event_with_a_mutable_field_is_refused_too(self) -> None:
+        """Events are frozen as well: a list field is refused the same way."""
+        with pytest.raises(TypeError, match=r"Shipped\.parcels: list\[str\] is mutable"):
+            type(
+                "Shipped",
+                (DomainEvent,),
+                {"__annotations__": {"parcels": "list[str]"}, "__module__": __name__},
+            )
+
+    def test_immutable_containers_and_classvars_are_accepted(self) -> None:
+        """tuple, frozenset and ClassVar (not a field) are fine, and the value is hashable."""
+        annotations = {
+            "items": "tuple[int, ...]",
+            "tags": "frozenset[str]",
+            "maybe": "tuple[int, ...] | None",
+            "registry": "typing.ClassVar[list[int]]",
+        }
+        cls = type("Fine", (ValueObject,), {"__annotations__": annotations, "__module__": __name__})
+        value = cls(items=(1,), tags=frozenset({"a"}), maybe=None)
+        assert hash(value) == hash(cls(items=(1,), tags=frozenset({"a"}), maybe=None))
+
+
+class Counted(ValueObject):
+    """Counts its validations; its __post_init__ forgets super()."""
+
+    n: int
+    runs: typing.ClassVar[list[int]] = []
+
+    def __post_init__(self) -> None:
+        pass
+
+    def validate(self) -> None:
+        Counted.runs.append(self.n)
+        if self.n < 0:
+            raise InvariantViolation(f"n {self.n} is negative")
+
+
+class CountedWithSuper(Counted):
+    """An override that does call super()."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+
+
+class TestValidationCannotBeSkipped:
+    def test_validate_runs_once_although_post_init_skips_super(self) -> None:
+        """An override of __post_init__ without super() still gets validate(), once."""
+        Counted.runs.clear()
+        Counted(1)
+        with pytest.raises(InvariantViolation, match="n -1 is negative"):
+            Counted(-1)
+        assert Counted.runs == [1, -1]
+
+    def test_validate_runs_once_through_super_and_on_replace(self) -> None:
+        """Calling super() in the override, and replace(), validate exactly once each."""
+        Counted.runs.clear()
+        value = CountedWithSuper(2)
+        value.replace(n=3)
+        with pytest.raises(InvariantViolation):
+            value.replace(n=-5)
+        assert Counted.runs == [2, 3, -5]
+
+
+class TestImmutabilityMessages:
+    def test_assigning_a_field_names_the_class_and_replace(self) -> None:
+        """The error names the class and the field, and shows replace()."""
+        money = Amount(Decimal(1))
+        with pytest.raises(
+            dataclasses.FrozenInstanceError,
+            match=r"^Amount is immutable: cannot assign to field 'amount'; use amount\.replace\(amount=\.\.\.\)$",
+        ):
+            money.amount = Decimal(2)  # type: ignore[misc]
+
+    def test_assigning_an_undeclared_attribute_does_not_claim_a_field(self) -> None:
+        """An attribute that is no field is named as such, with the fields listed."""
+        money = Amount(Decimal(1))
+        with pytest.raises(
+            dataclasses.FrozenInstanceError,
+            match=r"^Amount is immutable and has no field 'currency' \(its fields: amount\)$",
+        ):
+            money.currency = "EUR"  # type: ignore[attr-defined]
+        with pytest.raises(dataclasses.FrozenInstanceError, match="cannot delete field 'amount'"):
+            del money.amount  # type: ignore[misc]

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
 from uuid import UUID, uuid4
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from tactical import ConcurrencyError, InMemoryStore, InMemoryUnitOfWork
+from tactical import (
+    ConcurrencyError,
+    InMemoryStore,
+    InMemoryUnitOfWork,
+    TransactionBoundaryError,
+    UncommittedChangesWarning,
+)
 from tactical.testing import Counter
 
 WRITERS = 2
@@ -23,6 +31,8 @@ class UnitOfWorkMachine(RuleBasedStateMachine):
     The model is what must be committed: id -> (count, version). Each writer remembers what it
     touched in its open transaction: (count when loaded, version when loaded or 0 if added,
     ticks since). A commit must land exactly when nobody committed those aggregates since.
+    Writer 0 keeps the one-aggregate rule (a commit changing two is refused, storing nothing);
+    writer 1 opts out of it. Leaving a block with pending changes must warn, and only then.
     """
 
     def __init__(self) -> None:
@@ -30,7 +40,10 @@ class UnitOfWorkMachine(RuleBasedStateMachine):
         self.store = InMemoryStore()
         self.ids = [uuid4() for _ in range(IDS)]
         self.model: dict[UUID, tuple[int, int]] = {}
-        self.writers = [InMemoryUnitOfWork(store=self.store) for _ in range(WRITERS)]
+        self.writers = [
+            InMemoryUnitOfWork(store=self.store, allow_multiple_aggregates=w > 0)
+            for w in range(WRITERS)
+        ]
         self.open = [False] * WRITERS
         self.touched: list[dict[UUID, tuple[int, int, int]]] = [{} for _ in range(WRITERS)]
 
@@ -41,9 +54,19 @@ class UnitOfWorkMachine(RuleBasedStateMachine):
             self.touched[w] = {}
         return self.writers[w]
 
-    def _close(self, w: int) -> None:
-        self.writers[w].__exit__(None, None, None)
+    def _close(self, w: int, *, pending: bool = False) -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.writers[w].__exit__(None, None, None)
         self.open[w] = False
+        assert [type(c.message) for c in caught] == [UncommittedChangesWarning] * pending
+
+    def _writes(self, w: int) -> dict[UUID, tuple[int, int]]:
+        return {
+            cid: (base + ticks, version)
+            for cid, (base, version, ticks) in self.touched[w].items()
+            if version == 0 or ticks > 0
+        }
 
     @rule(w=writer, i=which)
     def add(self, w: int, i: int) -> None:
@@ -79,11 +102,12 @@ class UnitOfWorkMachine(RuleBasedStateMachine):
     def commit(self, w: int) -> None:
         if not self.open[w]:
             return
-        writes = {
-            cid: (base + ticks, version)
-            for cid, (base, version, ticks) in self.touched[w].items()
-            if version == 0 or ticks > 0
-        }
+        writes = self._writes(w)
+        if len(writes) > 1 and w == 0:
+            with pytest.raises(TransactionBoundaryError):
+                self.writers[w].commit()
+            self._close(w)
+            return
         stale = [
             cid
             for cid, (_, version) in writes.items()
@@ -103,7 +127,7 @@ class UnitOfWorkMachine(RuleBasedStateMachine):
     @rule(w=writer)
     def leave_without_commit(self, w: int) -> None:
         if self.open[w]:
-            self._close(w)
+            self._close(w, pending=bool(self._writes(w)))
 
     @rule(w=writer)
     def rollback(self, w: int) -> None:
@@ -122,7 +146,7 @@ class UnitOfWorkMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         for w, is_open in enumerate(self.open):
             if is_open:
-                self._close(w)
+                self._close(w, pending=bool(self._writes(w)))
 
 
 UnitOfWorkMachine.TestCase.settings = settings(

@@ -11,7 +11,10 @@ from tactical._errors import (
     DomainError,
     InvalidStateError,
     InvariantViolation,
+    TransactionBoundaryError,
+    UncommittedChangesWarning,
 )
+from tactical._exports import publish as _publish
 from tactical._memory import InMemoryStore, InMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
 from tactical._repository import Repository
@@ -37,9 +40,13 @@ __all__ = [
     "JsonCodec",
     "Repository",
     "Trace",
+    "TransactionBoundaryError",
+    "UncommittedChangesWarning",
     "UnitOfWork",
     "UnknownTypeError",
     "ValueObject",
     "current_trace",
     "retry_on_conflict",
 ]
+
+_publish(__name__, globals(), __all__)

@@ -115,13 +115,15 @@ class JsonCodec:
                 one no store or broker can carry: over 255 bytes of UTF-8 (a RabbitMQ
                 routing key, tactical's String(255) columns) or holding a NUL or a lone
                 surrogate.
+            TypeError: ``name`` is omitted for a class defined in ``__main__``, whose default
+                name no other program could resolve.
         """
         if not 1 <= version <= _MAX_VERSION:
             raise ValueError(
                 f"schema version of {cls.__qualname__} must be between 1 and {_MAX_VERSION}, "
                 f"got {version}"
             )
-        canonical = name or _default_name(cls)
+        canonical = name or _stable_default_name(cls)
         _check_type_name(canonical, cls)
         with self._lock:
             for taken in (canonical, *aliases):
@@ -142,10 +144,15 @@ class JsonCodec:
         Raises:
             ValueError: ``cls`` is not registered and its default name is one no store or
                 broker can carry (as :meth:`register` refuses).
+            TypeError: ``cls`` is defined in ``__main__`` and has no registered name: a row
+                stored as ``__main__.X`` could never be read by another program.
+
+        .. versionchanged:: 0.2.0
+           Refuses unregistered classes of ``__main__``, and names no store or broker carries.
         """
         name = self._name_of.get(cls)
         if name is None:
-            name = _default_name(cls)
+            name = _stable_default_name(cls)
             _check_type_name(name, cls)
         return name
 
@@ -401,6 +408,18 @@ def _check_type_name(name: str, cls: type) -> None:
             f"cannot store {cls.__module__}.{cls.__qualname__} under the type name {reason}: "
             "register a shorter name with JsonCodec.register(cls, name=...)"
         )
+
+
+def _stable_default_name(cls: type) -> str:
+    """``module.QualifiedName``, refused for a class of ``__main__`` (no other program has it)."""
+    if cls.__module__ == "__main__":
+        raise TypeError(
+            f"{cls.__qualname__} is defined in __main__, so it would be stored as "
+            f"'__main__.{cls.__qualname__}', a name no other program can read back: move it "
+            "to a module that you import, or register a stable name with the codec, e.g. "
+            f"codec.register({cls.__qualname__}, name='billing.{cls.__qualname__}')"
+        )
+    return _default_name(cls)
 
 
 def _subclasses(*roots: type) -> Iterator[type]:

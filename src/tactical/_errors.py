@@ -10,6 +10,8 @@ __all__ = [
     "DomainError",
     "InvalidStateError",
     "InvariantViolation",
+    "TransactionBoundaryError",
+    "UncommittedChangesWarning",
 ]
 
 
@@ -123,3 +125,54 @@ class AggregateNotFound(LookupError):
     def __str__(self) -> str:
         # LookupError/KeyError-style repr quoting would be noise in the message.
         return str(self.args[0])
+
+
+def _describe(aggregates: tuple[tuple[type[Any], object], ...], limit: int = 10) -> str:
+    named = ", ".join(f"{t.__qualname__} {i}" for t, i in aggregates[:limit])
+    more = len(aggregates) - limit
+    return f"{named} and {more} more" if more > 0 else named
+
+
+class TransactionBoundaryError(RuntimeError):
+    """A commit would change more than one aggregate in one transaction.
+
+    An aggregate is a consistency boundary: one transaction changes (adds, modifies or
+    removes) one aggregate, and other aggregates follow in their own transactions, usually
+    from an event handler. A unit of work refuses such a commit before writing anything;
+    create it with ``allow_multiple_aggregates=True`` for the rare case where one
+    transaction must change several.
+
+    Attributes:
+        aggregates: ``(type, id)`` of every aggregate the transaction changed, in the order
+            the unit of work first saw them.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, aggregates: tuple[tuple[type[Any], object], ...]) -> None:
+        super().__init__(
+            f"one transaction would change {len(aggregates)} aggregates "
+            f"({_describe(aggregates)}); an aggregate is a consistency boundary: change one "
+            "per transaction and update the others from an event handler in their own "
+            "transactions, or create the unit of work with allow_multiple_aggregates=True"
+        )
+        self.aggregates = aggregates
+
+
+class UncommittedChangesWarning(ResourceWarning):
+    """Changes to aggregates were discarded because nothing committed them.
+
+    Emitted when a ``with`` block of a unit of work ends without ``commit()`` while
+    aggregates have pending changes or recorded events (they are rolled back, as always),
+    and when an aggregate changed after its block ended is detected to be saved nowhere.
+    Not emitted when the block ends with an exception or after an explicit ``rollback()``.
+
+    Attributes:
+        aggregates: ``(type, id)`` of every aggregate whose changes were lost.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, message: str, aggregates: tuple[tuple[type[Any], object], ...]) -> None:
+        super().__init__(f"{message}: {_describe(aggregates)}")
+        self.aggregates = aggregates

@@ -82,6 +82,10 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
     Args:
         bus: Where committed events are published; a new :class:`EventBus` if omitted.
         store: The committed state to work on; a new, empty one if omitted.
+        allow_multiple_aggregates: Let one transaction change several aggregates; by
+            default :meth:`~tactical.UnitOfWork.commit` refuses that with
+            :class:`~tactical.TransactionBoundaryError`
+            (``.. versionadded:: 0.2.0``).
 
     Raises:
         TypeError: ``bus`` is not an :class:`EventBus` (a store passed positionally, say) or
@@ -90,8 +94,14 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, bus: EventBus | None = None, *, store: InMemoryStore | None = None) -> None:
-        super().__init__(bus)
+    def __init__(
+        self,
+        bus: EventBus | None = None,
+        *,
+        store: InMemoryStore | None = None,
+        allow_multiple_aggregates: bool = False,
+    ) -> None:
+        super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
         candidate: object = store
         if candidate is not None and not isinstance(candidate, InMemoryStore):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(

@@ -7,9 +7,16 @@ Each base turns its subclasses into dataclasses through a metaclass declared wit
 
 from __future__ import annotations
 
+import collections
+import collections.abc
 import dataclasses
 import itertools
-from collections.abc import Iterable
+import re
+import sys
+import threading
+import types
+import typing
+from collections.abc import Callable, Iterable
 from dataclasses import field
 from datetime import UTC, datetime
 from types import CellType
@@ -68,6 +75,15 @@ class _FrozenMeta(type):
     ) -> _FrozenMeta:
         if _is_base(mcls, bases) or _is_rebuild(namespace):
             return super().__new__(mcls, name, bases, namespace)
+        _refuse_mutable_fields(name, namespace)
+        own_post_init = namespace.get("__post_init__")
+        if own_post_init is None and _inherits_plain_validation(bases):
+            # The common case, kept to one call: no override anywhere, so validate directly.
+            namespace["__post_init__"] = _validate_post_init
+        elif callable(own_post_init):
+            namespace["__post_init__"] = _validating_post_init(
+                cast("Callable[[Any], None]", own_post_init)
+            )
         # A method using zero-argument super() (or __class__) makes Python pass a cell that
         # must end up holding the class returned here: the slotted rebuild, not cls.
         classcell = namespace.pop("__classcell__", None)
@@ -90,7 +106,153 @@ class _FrozenMeta(type):
         # mark it so that class discovery (the codec's) never mistakes it for the real one.
         type.__setattr__(cls, SUPERSEDED, True)
         type.__setattr__(built, _REPLACEABLE, _replaceable_fields(built))
+        type.__setattr__(built, "__setattr__", _refuse_assignment)
+        type.__setattr__(built, "__delattr__", _refuse_deletion)
         return cast("_FrozenMeta", built)
+
+
+def _validate_post_init(self: ValueObject) -> None:
+    self.validate()
+
+
+def _inherits_plain_validation(bases: tuple[type, ...]) -> bool:
+    if not any(issubclass(base, ValueObject) for base in bases):
+        return False
+    plain = (ValueObject.__post_init__, _validate_post_init, None)
+    return all(getattr(base, "__post_init__", None) in plain for base in bases)
+
+
+def _validating_post_init(own: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Wrap a class's own ``__post_init__`` so that ``validate()`` runs after it, once.
+
+    Only the outermost ``__post_init__`` of an instance's class validates: one reached
+    through ``super()`` from a subclass's does not, so validation runs exactly once whether
+    or not the overrides call ``super().__post_init__()``.
+    """
+
+    def __post_init__(self: object, *args: Any, **kwargs: Any) -> None:
+        outermost: object = getattr(type(self), "__post_init__", None)
+        if outermost is not __post_init__ or not isinstance(self, ValueObject):
+            own(self, *args, **kwargs)  # reached through super(): the outermost one validates
+            return
+        frames: list[list[Any]] = _constructing.__dict__.setdefault("frames", [])
+        frames.append([self, False])
+        try:
+            own(self, *args, **kwargs)
+        finally:
+            _, validated = frames.pop()
+        if not validated:
+            self.validate()
+
+    vars(__post_init__)["__wrapped__"] = own
+    __post_init__.__qualname__ = getattr(own, "__qualname__", "__post_init__")
+    __post_init__.__doc__ = own.__doc__
+    return __post_init__
+
+
+# Per thread, the value objects whose own __post_init__ is running, each with whether
+# ValueObject.__post_init__ (reached through super()) already validated it there.
+_constructing = threading.local()
+
+
+def _variable_name(cls: type) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    declared: dict[str, dataclasses.Field[Any]] = getattr(cls, "__dataclass_fields__", {})
+    return tuple(declared)
+
+
+def _refuse_assignment(self: object, name: str, value: object) -> None:
+    cls = type(self)
+    fields = _field_names(cls)
+    if name in fields:
+        raise dataclasses.FrozenInstanceError(
+            f"{cls.__qualname__} is immutable: cannot assign to field {name!r}; "
+            f"use {_variable_name(cls)}.replace({name}=...)"
+        )
+    raise dataclasses.FrozenInstanceError(
+        f"{cls.__qualname__} is immutable and has no field {name!r} "
+        f"(its fields: {', '.join(fields) or 'none'})"
+    )
+
+
+def _refuse_deletion(self: object, name: str) -> None:
+    cls = type(self)
+    what = f"field {name!r}" if name in _field_names(cls) else f"attribute {name!r}"
+    raise dataclasses.FrozenInstanceError(f"{cls.__qualname__} is immutable: cannot delete {what}")
+
+
+# Containers that can change in place (and are unhashable): a frozen class must not hold them.
+_MUTABLE: tuple[type, ...] = (
+    list,
+    dict,
+    set,
+    bytearray,
+    collections.deque,
+    collections.abc.MutableSequence,
+    collections.abc.MutableMapping,
+    collections.abc.MutableSet,
+)
+_MUTABLE_NAME = re.compile(
+    r"(?<![\w.])(?:typing\.)?(list|dict|set|bytearray|deque|List|Dict|Set|DefaultDict|"
+    r"OrderedDict|MutableSequence|MutableMapping|MutableSet)\b"
+)
+
+
+def _mutable_part(annotation: object) -> str | None:
+    """The mutable container an annotation allows (``list``, ...), or None."""
+    if isinstance(annotation, str):
+        match = _MUTABLE_NAME.search(annotation)
+        return match.group(1) if match else None
+    if isinstance(annotation, dataclasses.InitVar):
+        return None
+    origin = typing.get_origin(annotation)
+    if origin is typing.ClassVar:
+        return None
+    candidate = origin if origin is not None else annotation
+    if isinstance(candidate, type) and issubclass(candidate, _MUTABLE):
+        return candidate.__name__
+    if origin in (typing.Annotated,):
+        return _mutable_part(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType) or (
+        isinstance(candidate, type) and issubclass(candidate, tuple | frozenset)
+    ):
+        for argument in typing.get_args(annotation):
+            found = _mutable_part(argument)
+            if found is not None:
+                return found
+    return None
+
+
+def _refuse_mutable_fields(name: str, namespace: dict[str, Any]) -> None:
+    """Refuse a field of a frozen class whose annotation allows a mutable container."""
+    annotations: dict[str, object] = namespace.get("__annotations__", {})
+    module = sys.modules.get(namespace.get("__module__", ""))
+    scope = dict(vars(module)) if module is not None else {}
+    for field_name, annotation in annotations.items():
+        resolved = annotation
+        if isinstance(annotation, str):
+            try:
+                resolved = eval(annotation, scope, dict(namespace))  # noqa: S307  (an annotation)
+            except Exception:  # forward references: read the text instead
+                resolved = annotation
+        mutable = _mutable_part(resolved)
+        if mutable is None:
+            continue
+        if isinstance(annotation, str):
+            text = annotation
+        elif isinstance(annotation, type):
+            text = annotation.__name__
+        else:  # list[mod.Money] -> list[Money]
+            text = re.sub(r"(?:\w+\.)+(\w+)", r"\1", str(annotation))
+        raise TypeError(
+            f"{name}.{field_name}: {text} is mutable, so a frozen {name} could change in place "
+            f"and could not be hashed; use an immutable type instead of {mutable}: "
+            "tuple[X, ...] for a sequence, frozenset[X] for a set, and for a mapping a "
+            "tuple of (key, value) pairs or a value object of its own"
+        )
 
 
 def _replaceable_fields(cls: type[Any]) -> frozenset[str] | None:
@@ -130,9 +292,15 @@ class ValueObject(metaclass=_FrozenMeta):
     :class:`dataclasses.FrozenInstanceError` at run time and is a type error.
 
     Validation runs on every construction, including copies made by :meth:`replace`, so an
-    invalid value object can never exist. Put it in :meth:`validate` (or in
-    ``__post_init__``; if you override ``__post_init__``, call ``super().__post_init__()``
-    to keep :meth:`validate` running).
+    invalid value object can never exist. Put it in :meth:`validate`; it runs exactly once
+    per construction: where an overriding ``__post_init__`` calls ``super().__post_init__()``,
+    or after the override when it does not.
+
+    Fields must be immutable: a ``list``, ``dict`` or ``set`` field (also inside ``X | None``
+    or a tuple) is refused with :class:`TypeError` when the class is defined; use
+    ``tuple[X, ...]``, ``frozenset[X]``, or pairs or a value object for a mapping. Assigning
+    or deleting an attribute raises :class:`dataclasses.FrozenInstanceError` naming the
+    class and pointing to :meth:`replace`.
 
     Class keywords ``order=True`` (comparison operators over the fields, in order) and
     ``kw_only=True`` (keyword-only ``__init__``) are passed on to ``dataclass``.
@@ -153,7 +321,12 @@ class ValueObject(metaclass=_FrozenMeta):
     __slots__ = ()
 
     def __post_init__(self) -> None:
-        self.validate()
+        # Subclasses without an override call validate() directly (_validate_post_init); this
+        # runs when an override calls super(): validate here, where the caller asked.
+        frames: list[list[Any]] | None = getattr(_constructing, "frames", None)
+        if frames and frames[-1][0] is self and not frames[-1][1]:
+            frames[-1][1] = True
+            self.validate()
 
     def validate(self) -> None:
         """Check this value's invariants; raise :class:`DomainError` (or ValueError) if broken.

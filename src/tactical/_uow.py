@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import types
 import typing
+import warnings
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -17,14 +18,14 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, Self, TypeVar, cast
 
 from tactical._bus import EventBus
-from tactical._errors import AggregateNotFound
+from tactical._errors import AggregateNotFound, TransactionBoundaryError, UncommittedChangesWarning
 from tactical._generics import substitute, type_bindings
 from tactical._model import AggregateRoot, DomainEvent, Entity, recorded_in_order, recorded_trace
 from tactical._repository import Repository
 from tactical._structural import structural_state
 from tactical._tracing import recorded_traces
 
-__all__ = ["Change", "TransactionalUnitOfWork", "UnitOfWork"]
+__all__ = ["Change", "TransactionalUnitOfWork", "UnitOfWork", "boundary_violation"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
 
@@ -115,6 +116,56 @@ class _Tracked:
 _DIRTY = object()
 
 
+@dataclass(slots=True, eq=False)
+class _Committed:
+    """An aggregate as a commit left it: changing it later saves it nowhere by itself."""
+
+    aggregate_type: type[AggregateRoot[Any]]
+    aggregate_id: object
+    # Weak: an aggregate nobody holds any more cannot be changed, and is not checked.
+    aggregate: weakref.ref[AggregateRoot[Any]]
+    version: int
+    state: object
+
+
+def changed_since_commit(
+    committed: Sequence[_Committed], handled: frozenset[int] = frozenset()
+) -> list[_Committed]:
+    """The committed aggregates changed (state or recorded events) since their commit.
+
+    ``handled`` holds the ``id()`` of aggregates a later transaction of the same unit of
+    work took in again (it saves or discards them itself); an aggregate whose version moved
+    was committed again, by some unit of work, and is not reported either.
+    """
+    changed: list[_Committed] = []
+    for c in committed:
+        aggregate = c.aggregate()
+        if (
+            aggregate is not None
+            and id(aggregate) not in handled
+            and aggregate.version == c.version
+            and (aggregate.pending_events or structural_state(aggregate) != c.state)
+        ):
+            changed.append(c)
+    return changed
+
+
+def _warn_lost(message: str, lost: Sequence[_Committed], stacklevel: int) -> None:
+    identities = tuple((c.aggregate_type, c.aggregate_id) for c in lost)
+    warnings.warn(UncommittedChangesWarning(message, identities), stacklevel=stacklevel + 1)
+
+
+def _report_at_collection(previous: list[_Committed], owner: str) -> None:
+    lost = changed_since_commit(previous)
+    if lost:
+        _warn_lost(
+            f"aggregates committed by a unit of work ({owner}) were changed after its `with` "
+            "block ended and saved nowhere before it was garbage-collected",
+            lost,
+            stacklevel=1,
+        )
+
+
 class TransactionalUnitOfWork(ABC):
     """The machinery every tactical unit of work shares; storage-specific parts are hooks.
 
@@ -128,7 +179,9 @@ class TransactionalUnitOfWork(ABC):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, bus: EventBus | None = None) -> None:
+    def __init__(
+        self, bus: EventBus | None = None, *, allow_multiple_aggregates: bool = False
+    ) -> None:
         candidate: object = bus
         if candidate is not None and not isinstance(candidate, EventBus):  # pyright: ignore[reportUnnecessaryIsInstance]
             # Found at the boundary: otherwise the first commit would store its changes and
@@ -142,15 +195,31 @@ class TransactionalUnitOfWork(ABC):
                 f"got {type(candidate).__qualname__}{hint}"
             )
         self._bus = bus if bus is not None else EventBus()
+        self._allow_multiple_aggregates = allow_multiple_aggregates
         self._active = False
         self._finished = False
         self._tracked: dict[tuple[type[AggregateRoot[Any]], object], _Tracked] = {}
         self._repositories: dict[type[AggregateRoot[Any]], _TrackingRepository[Any]] = {}
+        # What this block's commit saved, and what the previous block's did: checked for
+        # changes made after their commit when a block ends and when this object is collected.
+        self._committed: list[_Committed] = []
+        self._previous: list[_Committed] = []
+        weakref.finalize(
+            self, _report_at_collection, self._previous, type(self).__name__
+        ).atexit = False
 
     @property
     def bus(self) -> EventBus:
         """The bus committed events are published on."""
         return self._bus
+
+    @property
+    def allow_multiple_aggregates(self) -> bool:
+        """Whether one transaction may change several aggregates (off by default).
+
+        .. versionadded:: 0.2.0
+        """
+        return self._allow_multiple_aggregates
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -171,13 +240,49 @@ class TransactionalUnitOfWork(ABC):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        uncommitted: tuple[tuple[type[Any], object], ...] = ()
+        after_commit: list[_Committed] = []
+        after_block: list[_Committed] = []
         try:
             if not self._finished:
                 self._rollback()
+            if exc_type is None:
+                if not self._finished:
+                    uncommitted = _identities(self._changes())
+                handled = frozenset(id(t.aggregate) for t in self._tracked.values())
+                after_block = changed_since_commit(self._previous, handled)
+                after_commit = changed_since_commit(self._committed)
         finally:
+            reported = {id(c) for c in after_commit}
+            self._previous[:] = [c for c in self._committed if id(c) not in reported]
+            self._committed = []
             self._reset()
             self._active = False
             self._end()
+        name = type(self).__name__
+        if uncommitted:
+            warnings.warn(
+                UncommittedChangesWarning(
+                    f"{name}'s `with` block ended without commit(), so its changes were "
+                    "rolled back",
+                    uncommitted,
+                ),
+                stacklevel=2,
+            )
+        if after_commit:
+            _warn_lost(
+                f"aggregates were changed after {name}.commit() in the same `with` block and "
+                "saved nowhere",
+                after_commit,
+                stacklevel=2,
+            )
+        if after_block:
+            _warn_lost(
+                f"aggregates committed by {name}'s previous `with` block were changed after "
+                "it ended and saved nowhere (add them to a unit of work and commit)",
+                after_block,
+                stacklevel=2,
+            )
 
     def _reset(self) -> None:
         self._tracked = {}
@@ -290,11 +395,19 @@ class TransactionalUnitOfWork(ABC):
                 would overwrite another aggregate); nothing is stored.
             EventHandlerError: The commit succeeded, but event handlers failed (see
                 :class:`~tactical.EventBus`).
+            TransactionBoundaryError: The transaction changed more than one aggregate and
+                the unit of work was not created with ``allow_multiple_aggregates=True``;
+                nothing is stored and the transaction is over.
             RuntimeError: Not in a transaction, or it already committed.
         """
         self._check_open("commit")
         changes = self._changes()
         self._finished = True
+        if not self._allow_multiple_aggregates:
+            refused = boundary_violation(changes)
+            if refused is not None:
+                self._rollback()
+                raise refused
         self._store(changes)
         for change in changes:
             if change.new_version is not None:
@@ -312,6 +425,20 @@ class TransactionalUnitOfWork(ABC):
         }
         for aggregate in trackeds:
             aggregate.clear_events()
+        saved = {id(change.aggregate) for change in changes}
+        self._committed = [
+            _Committed(
+                t.aggregate_type,
+                t.aggregate.id,
+                weakref.ref(t.aggregate),
+                t.aggregate.version,
+                structural_state(t.aggregate)
+                if id(t.aggregate) in saved or t.snapshot is _DIRTY
+                else t.snapshot,
+            )
+            for t in self._tracked.values()
+            if not t.removed
+        ]
         if not events:
             return
         if traces:
@@ -399,6 +526,17 @@ class TransactionalUnitOfWork(ABC):
 
     def _end(self) -> None:  # noqa: B027  (optional hook)
         """Release resources after a ``with`` block."""
+
+
+def boundary_violation(changes: Sequence[Change]) -> TransactionBoundaryError | None:
+    """The error refusing ``changes`` when they touch more than one aggregate, else None."""
+    if len(changes) <= 1:
+        return None
+    return TransactionBoundaryError(_identities(changes))
+
+
+def _identities(changes: Sequence[Change]) -> tuple[tuple[type[Any], object], ...]:
+    return tuple((c.aggregate_type, c.aggregate.id) for c in changes)
 
 
 _id_types: weakref.WeakKeyDictionary[type, tuple[type, ...]] = weakref.WeakKeyDictionary()

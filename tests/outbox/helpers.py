@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import field
@@ -18,20 +19,21 @@ from tactical.testing import Counter, CounterTicked
 
 
 def commit_ticks(engine: sa.Engine, counters: int, ticks: int) -> list[UUID]:
-    """Create ``counters`` counters and tick each ``ticks`` times, in one commit per counter batch."""
+    """Create ``counters`` counters and tick each ``ticks`` times, one commit per counter."""
     ids = [uuid4() for _ in range(counters)]
 
-    def transaction() -> None:
+    def transaction(counter_id: UUID) -> None:
         with SqlAlchemyUnitOfWork(engine) as uow:
-            repository = uow.repository(Counter)
-            for counter_id in ids:
-                counter = Counter(counter_id, "c")
-                for _ in range(ticks):
-                    counter.tick()
-                repository.add(counter)
+            counter = Counter(counter_id, "c")
+            for _ in range(ticks):
+                counter.tick()
+            uow.repository(Counter).add(counter)
             uow.commit()
 
-    retry_on_conflict(transaction, attempts=10)  # see tick() for why
+    for counter_id in ids:
+        retry_on_conflict(
+            functools.partial(transaction, counter_id), attempts=10
+        )  # see tick() for why
     return ids
 
 

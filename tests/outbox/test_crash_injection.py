@@ -198,6 +198,7 @@ class Pipeline:
                     counter.tick()
                 recorded = [e.event_id for e in counter.pending_events]
                 if command.abandoned:
+                    uow.rollback()  # the service gives up on the call
                     return
                 self.writing = True
                 try:

@@ -16,8 +16,15 @@ from tactical.testing import Counter, Tag, UnitOfWorkContract, UnitOfWorkFactory
 class TestRelationalMapper(UnitOfWorkContract):
     @pytest.fixture
     def unit_of_work_factory(self, mapped_engine: sa.Engine) -> UnitOfWorkFactory:
-        def factory(bus: EventBus | None = None) -> SqlAlchemyUnitOfWork:
-            return SqlAlchemyUnitOfWork(mapped_engine, bus, mappers=[CounterMapper()])
+        def factory(
+            bus: EventBus | None = None, *, allow_multiple_aggregates: bool = False
+        ) -> SqlAlchemyUnitOfWork:
+            return SqlAlchemyUnitOfWork(
+                mapped_engine,
+                bus,
+                mappers=[CounterMapper()],
+                allow_multiple_aggregates=allow_multiple_aggregates,
+            )
 
         return factory
 

@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from tests.sqlalchemy.main_model import MainEntryBooked, MainLedger
 
 import sqlalchemy as sa
 from tactical import (
@@ -59,7 +60,8 @@ class TestOutbox:
     def test_events_are_written_to_the_outbox_in_recorded_order(self, engine: sa.Engine) -> None:
         """Each committed event is an outbox row: increasing position, type, version, aggregate, payload."""
         a, b = save(engine, Counter(uuid4(), "a")), save(engine, Counter(uuid4(), "b"))
-        with SqlAlchemyUnitOfWork(engine) as uow:
+        # Two aggregates on purpose: the order of their events across aggregates is the rule.
+        with SqlAlchemyUnitOfWork(engine, allow_multiple_aggregates=True) as uow:
             first, second = (
                 uow.repository(Counter).require(a.id),
                 uow.repository(Counter).require(b.id),
@@ -383,3 +385,51 @@ class TestSqliteConfiguration:
             for c in sa.inspect(postgres_engine).get_columns("tactical_aggregates")
         }
         assert type(columns["state"]).__name__ == "JSONB"
+
+
+class TestStableStoredNames:
+    def test_an_aggregate_defined_in_main_is_refused_and_nothing_is_stored(
+        self, engine: sa.Engine
+    ) -> None:
+        """Storing a __main__ class raises a TypeError saying what to do; no row lands."""
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.repository(MainLedger).add(MainLedger(uuid4()))
+            with pytest.raises(
+                TypeError,
+                match=r"MainLedger is defined in __main__.*move it to a module.*codec\.register",
+            ):
+                uow.commit()
+        with engine.connect() as connection:
+            assert connection.execute(sa.select(aggregates_table)).all() == []
+
+    def test_an_event_defined_in_main_is_refused(self, engine: sa.Engine) -> None:
+        """An event class of __main__ is refused too: its outbox row could never be read."""
+        counter = Counter(uuid4(), "books a script's event")
+        counter.record(MainEntryBooked(counter.id))
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.repository(Counter).add(counter)
+            with pytest.raises(TypeError, match=r"MainEntryBooked is defined in __main__"):
+                uow.commit()
+        with engine.connect() as connection:
+            assert connection.execute(sa.select(outbox_table)).all() == []
+
+    def test_registered_names_store_main_classes(self, engine: sa.Engine) -> None:
+        """With names registered on the codec, __main__ classes are stored and read back."""
+        codec = JsonCodec()
+        codec.register(MainLedger, name="ledger.Ledger")
+        codec.register(MainEntryBooked, name="ledger.EntryBooked")
+        ledger = MainLedger(uuid4(), entries=3)
+        ledger.record(MainEntryBooked(ledger.id))
+        with SqlAlchemyUnitOfWork(engine, codec=codec) as uow:
+            uow.repository(MainLedger).add(ledger)
+            uow.commit()
+        with SqlAlchemyUnitOfWork(engine, codec=codec) as uow:
+            assert uow.repository(MainLedger).require(ledger.id).entries == 3
+        with engine.connect() as connection:
+            names = connection.execute(sa.select(outbox_table.c.event_type)).scalars().all()
+        assert names == ["ledger.EntryBooked"]
+
+    def test_registering_a_main_class_without_a_name_is_refused(self) -> None:
+        """register() needs an explicit name for a __main__ class."""
+        with pytest.raises(TypeError, match=r"MainLedger is defined in __main__"):
+            JsonCodec().register(MainLedger)

@@ -74,7 +74,10 @@ class TestMidCommitFailure:
         mapper.broken = False
         bus, seen = EventBus(), list[DomainEvent]()
         bus.subscribe(DomainEvent, seen.append)
-        uow = SqlAlchemyUnitOfWork(mapped_engine, bus, mappers=[mapper])
+        # Several aggregates on purpose: one failing write must undo the others.
+        uow = SqlAlchemyUnitOfWork(
+            mapped_engine, bus, mappers=[mapper], allow_multiple_aggregates=True
+        )
         mapped_counter = Counter(UUID(int=1), "mapped", tag=Tag("t"))
         mapped_counter.mark(1)
         if kind != "insert":
@@ -239,8 +242,8 @@ class TestCrashInjection:
         sql_bus.subscribe(DomainEvent, sql_seen.append)
         memory_bus, memory_seen = EventBus(), list[DomainEvent]()
         memory_bus.subscribe(DomainEvent, memory_seen.append)
-        sql = CrashingUnitOfWork(engine, sql_bus, mappers=mappers)
-        memory = InMemoryUnitOfWork(memory_bus)
+        sql = CrashingUnitOfWork(engine, sql_bus, mappers=mappers, allow_multiple_aggregates=True)
+        memory = InMemoryUnitOfWork(memory_bus, allow_multiple_aggregates=True)
         for uow in (sql, memory):
             with uow:  # two of the four are stored beforehand
                 for cid in ids[:2]:
@@ -317,7 +320,8 @@ class TestUnstorableCommits:
         good, bad = Counter(uuid4(), "good"), Counter(uuid4(), "bad")
         good.tick()
         bad.count = 1.5  # type: ignore[assignment]
-        with SqlAlchemyUnitOfWork(mapped_engine) as uow:
+        # Two aggregates on purpose: the good one must not land when the bad one fails.
+        with SqlAlchemyUnitOfWork(mapped_engine, allow_multiple_aggregates=True) as uow:
             uow.repository(Counter).add(good)
             uow.repository(Counter).add(bad)
             with pytest.raises(

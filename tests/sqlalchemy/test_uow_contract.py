@@ -13,7 +13,11 @@ from tactical.testing import UnitOfWorkContract, UnitOfWorkFactory
 class TestSqlAlchemyUnitOfWork(UnitOfWorkContract):
     @pytest.fixture
     def unit_of_work_factory(self, engine: sa.Engine) -> UnitOfWorkFactory:
-        def factory(bus: EventBus | None = None) -> SqlAlchemyUnitOfWork:
-            return SqlAlchemyUnitOfWork(engine, bus)
+        def factory(
+            bus: EventBus | None = None, *, allow_multiple_aggregates: bool = False
+        ) -> SqlAlchemyUnitOfWork:
+            return SqlAlchemyUnitOfWork(
+                engine, bus, allow_multiple_aggregates=allow_multiple_aggregates
+            )
 
         return factory

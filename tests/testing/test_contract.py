@@ -53,8 +53,13 @@ class TestAuditedUnitOfWork(UnitOfWorkContract):
     def unit_of_work_factory(self, commits: list[str]) -> UnitOfWorkFactory:
         store = InMemoryStore()
 
-        def factory(bus: EventBus | None = None) -> AuditedUnitOfWork:
-            return AuditedUnitOfWork(InMemoryUnitOfWork(bus, store=store), commits)
+        def factory(
+            bus: EventBus | None = None, *, allow_multiple_aggregates: bool = False
+        ) -> AuditedUnitOfWork:
+            inner = InMemoryUnitOfWork(
+                bus, store=store, allow_multiple_aggregates=allow_multiple_aggregates
+            )
+            return AuditedUnitOfWork(inner, commits)
 
         return factory
 

@@ -102,6 +102,8 @@ assert_type(uow.codec, JsonCodec)
 assert_type(uow.bus, EventBus)
 as_protocol: UnitOfWork = uow
 default_uow = SqlAlchemyUnitOfWork(engine)
+several_uow = SqlAlchemyUnitOfWork(engine, allow_multiple_aggregates=True)
+assert_type(several_uow.allow_multiple_aggregates, bool)
 with uow as entered:
     assert_type(entered, PolicyUnitOfWork)
     assert_type(uow.connection, sa.Connection)

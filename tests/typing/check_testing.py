@@ -96,8 +96,10 @@ def architecture() -> None:
 class TestMyUnitOfWork(UnitOfWorkContract):
     @pytest.fixture
     def unit_of_work_factory(self) -> UnitOfWorkFactory:
-        def factory(bus: EventBus | None = None) -> InMemoryUnitOfWork:
-            return InMemoryUnitOfWork(bus)
+        def factory(
+            bus: EventBus | None = None, *, allow_multiple_aggregates: bool = False
+        ) -> InMemoryUnitOfWork:
+            return InMemoryUnitOfWork(bus, allow_multiple_aggregates=allow_multiple_aggregates)
 
         return factory
 
@@ -138,8 +140,12 @@ class AuditedUnitOfWork:
 class TestAuditedUnitOfWork(UnitOfWorkContract):
     @pytest.fixture
     def unit_of_work_factory(self) -> UnitOfWorkFactory:
-        def factory(bus: EventBus | None = None) -> AuditedUnitOfWork:
-            return AuditedUnitOfWork(InMemoryUnitOfWork(bus))
+        def factory(
+            bus: EventBus | None = None, *, allow_multiple_aggregates: bool = False
+        ) -> AuditedUnitOfWork:
+            return AuditedUnitOfWork(
+                InMemoryUnitOfWork(bus, allow_multiple_aggregates=allow_multiple_aggregates)
+            )
 
         return factory
 

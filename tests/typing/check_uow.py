@@ -14,6 +14,8 @@ from tactical import (
     InMemoryUnitOfWork,
     Repository,
     Trace,
+    TransactionBoundaryError,
+    UncommittedChangesWarning,
     UnitOfWork,
     current_trace,
     retry_on_conflict,
@@ -66,6 +68,16 @@ with uow as entered:
     uow.commit()
 
 as_protocol: UnitOfWork = InMemoryUnitOfWork()
+several = InMemoryUnitOfWork(allow_multiple_aggregates=True)
+assert_type(several.allow_multiple_aggregates, bool)
+InMemoryUnitOfWork(None, None, True)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+InMemoryUnitOfWork(allow_multiple_aggregate=True)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+boundary = TransactionBoundaryError(((Policy, uuid4()),))
+assert_type(boundary.aggregates, tuple[tuple[type[Any], object], ...])
+boundary_as_runtime: RuntimeError = boundary
+lost = UncommittedChangesWarning("lost", ((Policy, uuid4()),))
+assert_type(lost.aggregates, tuple[tuple[type[Any], object], ...])
+lost_as_resource: ResourceWarning = lost
 assert_type(retry_on_conflict(lambda: 42), int)
 assert_type(uow.bus, EventBus)
 error = EventHandlerError("failed", [RuntimeError("x")])

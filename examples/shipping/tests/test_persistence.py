@@ -63,6 +63,8 @@ class TestDocumentStorage:
         """The database holds only tactical's own tables; the state is a JSON document."""
         with SqlAlchemyUnitOfWork(engine) as uow:
             uow.repository(Shipment).add(booked())
+            uow.commit()
+        with SqlAlchemyUnitOfWork(engine) as uow:
             uow.repository(LabelStock).add(LabelStock.open(LabelStockId(POST), 5, at=T0))
             uow.commit()
         assert set(sa.inspect(engine).get_table_names()) == set(metadata.tables)

@@ -8,6 +8,7 @@ a :class:`Publisher`: the in-process :class:`EventBusPublisher` here, RabbitMQ i
 .. versionadded:: 0.1.0
 """
 
+from tactical._exports import publish as _publish
 from tactical._extras import missing_extra
 
 # Only checks that SQLAlchemy is installed (the rabbitmq and redis extras include it).
@@ -50,3 +51,5 @@ __all__ = [
     "inbox_table",
     "purge_inbox",
 ]
+
+_publish(__name__, globals(), __all__)

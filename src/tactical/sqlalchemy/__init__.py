@@ -5,6 +5,7 @@ SQLite is the embedded default; PostgreSQL is supported and tested.
 .. versionadded:: 0.1.0
 """
 
+from tactical._exports import publish as _publish
 from tactical._extras import missing_extra
 
 # Only checks that the extra is installed, to say which one when it is not.
@@ -39,3 +40,5 @@ __all__ = [
     "metadata",
     "outbox_table",
 ]
+
+_publish(__name__, globals(), __all__)

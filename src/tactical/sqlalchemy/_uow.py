@@ -75,6 +75,10 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         codec: How aggregates and events become JSON; a shared default :class:`~tactical.JsonCodec`
             if omitted (register stable type names on the one you pass).
         mappers: Relational mappers, one per aggregate type they store.
+        allow_multiple_aggregates: Let one transaction change several aggregates; by
+            default :meth:`~tactical.UnitOfWork.commit` refuses that with
+            :class:`~tactical.TransactionBoundaryError`
+            (``.. versionadded:: 0.2.0``).
 
     Raises:
         TypeError: ``engine`` is not a SQLAlchemy ``Engine`` (a URL string, say) or ``bus``
@@ -102,8 +106,9 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         *,
         codec: JsonCodec | None = None,
         mappers: Iterable[RelationalMapper[Any, Any]] = (),
+        allow_multiple_aggregates: bool = False,
     ) -> None:
-        super().__init__(bus)
+        super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
         self._engine = configure_engine(engine)
         self._sqlite = engine.dialect.name == "sqlite"
         self._codec = codec if codec is not None else _default_codec

@@ -16,6 +16,7 @@
 .. versionadded:: 0.1.0
 """
 
+from tactical._exports import publish as _publish
 from tactical._extras import missing_extra
 
 # Only checks that the extra is installed, to say which one when it is not.
@@ -66,3 +67,5 @@ __all__ = [
     "structural_state",
     "value_objects",
 ]
+
+_publish(__name__, globals(), __all__)

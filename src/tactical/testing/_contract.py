@@ -9,7 +9,13 @@ from uuid import UUID, uuid4
 import pytest
 
 from tactical._bus import EventBus
-from tactical._errors import AggregateNotFound, ConcurrencyError, InvariantViolation
+from tactical._errors import (
+    AggregateNotFound,
+    ConcurrencyError,
+    InvariantViolation,
+    TransactionBoundaryError,
+    UncommittedChangesWarning,
+)
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
 from tactical._uow import UnitOfWork
 
@@ -111,11 +117,17 @@ class UnitOfWorkFactory(Protocol):
 
     A unit of work is anything that implements the :class:`~tactical.UnitOfWork` protocol:
     tactical's own, a subclass of them, or one of your own that wraps or replaces them.
+    ``allow_multiple_aggregates`` is passed on to the unit of work (the suite tests both the
+    one-aggregate rule and its opt-out).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       Takes ``allow_multiple_aggregates``.
     """
 
-    def __call__(self, bus: EventBus | None = None) -> UnitOfWork: ...
+    def __call__(
+        self, bus: EventBus | None = None, *, allow_multiple_aggregates: bool = False
+    ) -> UnitOfWork: ...
 
 
 class UnitOfWorkContract:
@@ -128,7 +140,12 @@ class UnitOfWorkContract:
         class TestMyUnitOfWork(UnitOfWorkContract):
             @pytest.fixture
             def unit_of_work_factory(self, engine) -> UnitOfWorkFactory:
-                return lambda bus=None: MyUnitOfWork(engine, bus=bus)
+                def factory(bus=None, *, allow_multiple_aggregates=False):
+                    return MyUnitOfWork(
+                        engine, bus=bus, allow_multiple_aggregates=allow_multiple_aggregates
+                    )
+
+                return factory
 
     The suite stores the sample :class:`Counter` aggregate. A unit of work whose storage
     needs set-up for it (a relational mapper, say) does that in the fixture.
@@ -183,20 +200,23 @@ class UnitOfWorkContract:
         fresh = Counter(uuid4(), "unseen")
         with new() as writer:
             writer.repository(Counter).require(counter.id).tick()
-            writer.repository(Counter).add(fresh)
-            assert self.stored(new, fresh.id) is None
             seen = self.stored(new, counter.id)
             assert seen is not None
             assert seen.count == 0
             writer.commit()
+        with new() as writer:
+            writer.repository(Counter).add(fresh)
+            assert self.stored(new, fresh.id) is None
+            writer.commit()
         after = self.stored(new, counter.id)
         assert after is not None
         assert after.count == 1
+        assert self.stored(new, fresh.id) is not None
 
     def test_leaving_without_commit_discards_in_place_changes(self, new: UnitOfWorkFactory) -> None:
         """Mutating a loaded aggregate and leaving the block without commit stores nothing."""
         counter = self.saved_counter(new)
-        with new() as uow:
+        with pytest.warns(UncommittedChangesWarning, match=str(counter.id)), new() as uow:
             loaded = uow.repository(Counter).require(counter.id)
             loaded.tick()
             loaded.mark(7)
@@ -380,7 +400,7 @@ class UnitOfWorkContract:
         counter = self.saved_counter(new)
         bystander = self.saved_counter(new, "bystander")
         fresh = Counter(uuid4(), "new in losing commit")
-        with new() as first, new() as second:
+        with new() as first, new(allow_multiple_aggregates=True) as second:
             first.repository(Counter).require(counter.id).tick()
             second.repository(Counter).require(counter.id).rename("loser")
             second.repository(Counter).require(bystander.id).tick()
@@ -451,7 +471,7 @@ class UnitOfWorkContract:
         a, b = self.saved_counter(new, "a"), self.saved_counter(new, "b")
         bus, seen = EventBus(), list[DomainEvent]()
         bus.subscribe(DomainEvent, seen.append)
-        with new(bus) as uow:
+        with new(bus, allow_multiple_aggregates=True) as uow:
             first = uow.repository(Counter).require(a.id)
             second = uow.repository(Counter).require(b.id)
             first.tick()
@@ -474,7 +494,7 @@ class UnitOfWorkContract:
         counter = self.saved_counter(new)
         bus, seen = EventBus(), list[DomainEvent]()
         bus.subscribe(DomainEvent, seen.append)
-        with new(bus) as uow:
+        with pytest.warns(UncommittedChangesWarning), new(bus) as uow:
             uow.repository(Counter).require(counter.id).tick()
         with new(bus) as uow:
             uow.repository(Counter).require(counter.id).tick()
@@ -537,6 +557,157 @@ class UnitOfWorkContract:
         assert stored is not None
         assert stored.count == 1
 
+    # -- one aggregate per transaction -------------------------------------------------------
+
+    def test_a_commit_changing_two_aggregates_is_refused_before_writing_anything(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """Changing one aggregate and adding another fails the commit, names both, stores nothing."""
+        counter = self.saved_counter(new)
+        fresh = Counter(uuid4(), "second aggregate")
+        bus, seen = EventBus(), list[DomainEvent]()
+        bus.subscribe(DomainEvent, seen.append)
+        with new(bus) as uow:
+            uow.repository(Counter).require(counter.id).tick()
+            uow.repository(Counter).add(fresh)
+            with pytest.raises(TransactionBoundaryError) as refused:
+                uow.commit()
+            with pytest.raises(RuntimeError, match="already ended"):
+                uow.commit()
+        assert str(counter.id) in str(refused.value)
+        assert str(fresh.id) in str(refused.value)
+        assert "allow_multiple_aggregates=True" in str(refused.value)
+        assert refused.value.aggregates == ((Counter, counter.id), (Counter, fresh.id))
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert (stored.count, stored.version) == (0, 1)
+        assert self.stored(new, fresh.id) is None
+        assert seen == []
+
+    def test_removing_one_aggregate_and_changing_another_is_refused(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """A removal counts as a change of its aggregate."""
+        doomed, other = self.saved_counter(new, "doomed"), self.saved_counter(new, "other")
+        with new() as uow:
+            repository = uow.repository(Counter)
+            repository.remove(repository.require(doomed.id))
+            repository.require(other.id).rename("renamed")
+            with pytest.raises(TransactionBoundaryError, match=str(doomed.id)):
+                uow.commit()
+        assert self.stored(new, doomed.id) is not None
+
+    def test_aggregates_only_loaded_do_not_count(self, new: UnitOfWorkFactory) -> None:
+        """Reading other aggregates while changing one commits normally."""
+        read, changed = self.saved_counter(new, "read"), self.saved_counter(new, "changed")
+        with new() as uow:
+            uow.repository(Counter).require(read.id)
+            uow.repository(Counter).require(changed.id).tick()
+            fleeting = Counter(uuid4(), "added and removed again")
+            uow.repository(Counter).add(fleeting)
+            uow.repository(Counter).remove(fleeting)
+            uow.commit()
+        stored = self.stored(new, changed.id)
+        assert stored is not None
+        assert stored.count == 1
+
+    def test_the_opt_out_commits_several_aggregates_atomically(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """With allow_multiple_aggregates=True one transaction may change several aggregates."""
+        counter = self.saved_counter(new)
+        fresh = Counter(uuid4(), "second aggregate")
+        with new(allow_multiple_aggregates=True) as uow:
+            uow.repository(Counter).require(counter.id).tick()
+            uow.repository(Counter).add(fresh)
+            uow.commit()
+        stored, added = self.stored(new, counter.id), self.stored(new, fresh.id)
+        assert stored is not None
+        assert added is not None
+        assert (stored.count, added.version) == (1, 1)
+
+    # -- nothing lost in silence -------------------------------------------------------------
+
+    def test_leaving_without_commit_warns_and_names_the_aggregates(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """Pending changes or events left uncommitted raise UncommittedChangesWarning, then roll back."""
+        counter = self.saved_counter(new)
+        with (
+            pytest.warns(UncommittedChangesWarning, match=rf"without commit\(\).*{counter.id}"),
+            new() as uow,
+        ):
+            uow.repository(Counter).require(counter.id).tick()
+        fresh = Counter(uuid4(), "never committed")
+        with pytest.warns(UncommittedChangesWarning, match=str(fresh.id)), new() as uow:
+            uow.repository(Counter).add(fresh)
+        assert self.stored(new, fresh.id) is None
+
+    def test_leaving_without_changes_or_after_rollback_or_by_an_exception_is_silent(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """No warning when nothing is pending, after rollback(), or when an exception leaves."""
+        counter = self.saved_counter(new)
+        with new() as uow:
+            uow.repository(Counter).require(counter.id)
+        with new() as uow:
+            uow.repository(Counter).require(counter.id).tick()
+            uow.rollback()
+        with pytest.raises(KeyError), new() as uow:
+            uow.repository(Counter).require(counter.id).tick()
+            raise KeyError("the command failed")
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert stored.count == 0
+
+    def test_changes_after_commit_saved_nowhere_are_reported_when_a_block_ends(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """A committed aggregate changed after commit() warns at the end of that block or the next."""
+        uow = new()
+        counter = Counter(uuid4(), "committed")
+        with (
+            pytest.warns(UncommittedChangesWarning, match=rf"after .*commit\(\).*{counter.id}"),
+            uow,
+        ):
+            uow.repository(Counter).add(counter)
+            uow.commit()
+            counter.tick()
+        other = Counter(uuid4(), "other")
+        with uow:
+            uow.repository(Counter).add(other)
+            uow.commit()
+        other.rename("changed after its block")
+        with pytest.warns(UncommittedChangesWarning, match=rf"after it ended.*{other.id}"), uow:
+            pass
+
+    def test_a_committed_aggregate_saved_again_later_is_not_reported(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """Changing a detached aggregate and committing it in the next block is silent."""
+        uow = new()
+        counter = Counter(uuid4(), "detached")
+        with uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+        counter.tick()
+        with uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+        counter.rename("saved by another unit of work")
+        with new() as other:
+            other.repository(Counter).add(counter)
+            other.commit()
+        with uow:
+            pass
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert (stored.count, stored.name, stored.version) == (
+            1,
+            "saved by another unit of work",
+            3,
+        )
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def test_committing_twice_is_refused(self, new: UnitOfWorkFactory) -> None:
@@ -583,7 +754,7 @@ class UnitOfWorkContract:
         """After a refused commit, versions are as before and the next block commits normally."""
         counter = self.saved_counter(new)
         fresh = Counter(uuid4(), "added in the losing commit")
-        uow = new()
+        uow = new(allow_multiple_aggregates=True)
         with uow:
             loaded = uow.repository(Counter).require(counter.id)
             loaded.tick()
