@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 import redis
@@ -28,9 +28,12 @@ from tests.outbox.helpers import (
 from tests.sqlalchemy.conftest import POSTGRES_URL
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 from tactical.outbox import OutboxMessage, OutboxRelay, Publisher, PublishError
 from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
 from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork
+from tactical.testing import Counter
 
 EVENTUALLY = 15.0
 """Seconds within which something must have happened: a liveness bound, not a speed claim."""
@@ -380,3 +383,52 @@ class TestPostgresRelayWhenTheDatabaseGoesSilent:
         """A zero or negative database_timeout is refused."""
         with pytest.raises(ValueError, match="database_timeout must be positive, got 0"):
             OutboxRelay(postgres_engine, RecordingPublisher(), database_timeout=0)
+
+
+class TestUnitOfWorkWhenTheDatabaseGoesSilent:
+    def uow_via(self, proxy: TcpProxy) -> tuple[SqlAlchemyUnitOfWork, sa.Engine]:
+        url = sa.make_url(POSTGRES_URL).set(host="127.0.0.1", port=proxy.port)
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
+        return SqlAlchemyUnitOfWork(engine, database_timeout=0.5), engine
+
+    def test_a_commit_meeting_silence_fails_after_database_timeout_and_stores_nothing(
+        self, postgres_engine: sa.Engine, postgres_proxy: TcpProxy
+    ) -> None:
+        """The commit is cut, raises naming database_timeout, and the next block reconnects."""
+        uow, engine = self.uow_via(postgres_proxy)
+        counter = Counter(uuid4(), "silent")
+        with uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+        raised: list[BaseException] = []
+
+        def commit_on_a_silent_database() -> None:
+            with uow:
+                uow.repository(Counter).require(counter.id).tick()
+                assert postgres_proxy.silence() >= 1
+                try:
+                    uow.commit()
+                except exc.OperationalError as error:
+                    raised.append(error)
+
+        worker = threading.Thread(target=commit_on_a_silent_database, daemon=True)
+        worker.start()
+        worker.join(15)  # liveness bound, not a speed assertion: without a deadline it hangs
+        assert not worker.is_alive(), "the commit hung on the silent connection"
+        (error,) = raised
+        assert any("database_timeout (0.5s)" in note for note in error.__notes__)
+        with SqlAlchemyUnitOfWork(postgres_engine) as direct:
+            assert direct.repository(Counter).require(counter.id).count == 0
+            direct.rollback()
+        with uow:  # a new connection through the proxy: the cut one was discarded
+            uow.repository(Counter).require(counter.id).tick()
+            uow.commit()
+        with SqlAlchemyUnitOfWork(postgres_engine) as direct:
+            assert direct.repository(Counter).require(counter.id).count == 1
+            direct.rollback()
+        engine.dispose()
+
+    def test_database_timeout_must_be_positive(self, postgres_engine: sa.Engine) -> None:
+        """A zero or negative database_timeout is refused when the unit of work is made."""
+        with pytest.raises(ValueError, match="database_timeout must be positive, got -1"):
+            SqlAlchemyUnitOfWork(postgres_engine, database_timeout=-1)

@@ -103,6 +103,7 @@ assert_type(uow.bus, EventBus)
 as_protocol: UnitOfWork = uow
 default_uow = SqlAlchemyUnitOfWork(engine)
 several_uow = SqlAlchemyUnitOfWork(engine, allow_multiple_aggregates=True)
+bounded_uow = SqlAlchemyUnitOfWork(engine, database_timeout=5.0)
 assert_type(several_uow.allow_multiple_aggregates, bool)
 with uow as entered:
     assert_type(entered, PolicyUnitOfWork)

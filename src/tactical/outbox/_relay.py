@@ -22,9 +22,9 @@ from tactical.outbox._parking import (
     plan_batch,
     retry_statement,
 )
-from tactical.outbox._watchdog import guard_round_trips
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._schema import outbox_table
+from tactical.sqlalchemy._watchdog import guard_round_trips
 
 __all__ = ["DEFAULT_DATABASE_TIMEOUT", "RELAY_LOCK_KEY", "OutboxRelay"]
 

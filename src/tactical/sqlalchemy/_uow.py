@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -19,6 +20,7 @@ from tactical._uow import Change, TransactionalUnitOfWork
 from tactical.sqlalchemy._engine import configure_engine, restart_sqlite_for_writing
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._schema import aggregates_table, metadata, outbox_table
+from tactical.sqlalchemy._watchdog import guard_round_trips
 
 __all__ = ["SqlAlchemyUnitOfWork"]
 
@@ -79,11 +81,19 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             default :meth:`~tactical.UnitOfWork.commit` refuses that with
             :class:`~tactical.TransactionBoundaryError`
             (``.. versionadded:: 0.2.0``).
+        database_timeout: Seconds each statement, commit or rollback may wait for the
+            database before its connection's socket is shut down (the call then fails with
+            SQLAlchemy's ``OperationalError`` and the transaction is rolled back). None, the
+            default, adds no deadline: psycopg has no read timeout of its own, so set it
+            where a database that stops answering (a fail-over behind a proxy) must not hang
+            a request. Drivers without a socket (SQLite) are not guarded. One daemon thread
+            per process serves every deadline (``.. versionadded:: 0.2.0``).
 
     Raises:
         TypeError: ``engine`` is not a SQLAlchemy ``Engine`` (a URL string, say) or ``bus``
             is not an :class:`~tactical.EventBus`.
-        ValueError: Two of ``mappers`` store the same aggregate type.
+        ValueError: Two of ``mappers`` store the same aggregate type, or
+            ``database_timeout`` is not positive.
 
     Besides the errors of the :class:`~tactical.UnitOfWork` protocol, in use it raises
     :class:`~tactical.DeserializationError` for a stored row that cannot be read back (the
@@ -107,8 +117,15 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         codec: JsonCodec | None = None,
         mappers: Iterable[RelationalMapper[Any, Any]] = (),
         allow_multiple_aggregates: bool = False,
+        database_timeout: float | None = None,
     ) -> None:
         super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
+        if database_timeout is not None and not database_timeout > 0:
+            raise ValueError(f"database_timeout must be positive, got {database_timeout}")
+        self._database_timeout = database_timeout
+        self._deadline = contextlib.ExitStack()
+        self._disarm: Callable[[], None] | None = None
+        self._cut = False  # set by the deadline thread when it shut a connection down
         self._engine = configure_engine(engine)
         self._sqlite = engine.dialect.name == "sqlite"
         self._codec = codec if codec is not None else _default_codec
@@ -165,8 +182,15 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
                 ) from error
             raise
         self._connection = connection
+        if self._database_timeout is not None:
+            self._cut = False
+            self._disarm = self._deadline.enter_context(
+                guard_round_trips(connection, self._database_timeout, self._mark_cut)
+            )
 
     def _end(self) -> None:
+        self._disarm = None
+        self._deadline.close()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -186,6 +210,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             try:
                 loaded: object = mapper.load(connection, aggregate_id)
             except exc.OperationalError as error:
+                self._note_deadline(error)
                 raise _busy(_with_schema_hint(error), aggregate_type, aggregate_id) from error
             except exc.ProgrammingError as error:
                 _with_schema_hint(error)
@@ -212,6 +237,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
                     f"{aggregate_type.__qualname__} state is not UTF-8 text "
                     f"({_document_row(type_name, key)}): {error.orig}"
                 ) from error
+            self._note_deadline(error)
             raise _busy(_with_schema_hint(error), aggregate_type, aggregate_id) from error
         except exc.ProgrammingError as error:
             _with_schema_hint(error)
@@ -263,6 +289,8 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
                 busy_timeout_ms = None
                 self._write_all(connection, changes, names, now)
             connection.commit()
+            if self._disarm is not None:
+                self._disarm()  # committed: the bus's handlers run next, not the database
         except BaseException as error:
             for change in changes:
                 change.aggregate.version = versions[id(change.aggregate)]
@@ -273,7 +301,19 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
                 raise self._conflict_after_busy(changes, busy_timeout_ms) from error
             if isinstance(error, exc.DBAPIError):
                 _with_schema_hint(error)
+                self._note_deadline(error)
             raise
+
+    def _mark_cut(self) -> None:
+        self._cut = True
+
+    def _note_deadline(self, error: exc.DBAPIError) -> None:
+        if self._cut:
+            error.add_note(
+                f"the database did not answer within database_timeout "
+                f"({self._database_timeout}s), so tactical shut its connection down; "
+                "nothing was stored"
+            )
 
     def _write_all(
         self,

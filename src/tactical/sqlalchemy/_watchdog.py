@@ -1,4 +1,4 @@
-"""A deadline on the relay's database round trips: cut the socket of one that never returns.
+"""A deadline on database round trips: cut the socket of one that never returns.
 
 psycopg 3 has no read timeout: a server (or proxy, or load balancer) that stops answering
 while the TCP connection stays up leaves a query blocked in ``recv`` for ever, and
@@ -74,21 +74,27 @@ DEADLINES = Deadlines()
 """The process's deadline thread (started on first use)."""
 
 
+def _nothing() -> None:
+    pass
+
+
 @contextlib.contextmanager
 def guard_round_trips(
     connection: sa.Connection, seconds: float, on_expiry: Callable[[], None]
-) -> Generator[None, None, None]:
+) -> Generator[Callable[[], None], None, None]:
     """Bound every statement, commit and rollback on ``connection`` to ``seconds``.
 
     A round trip still running after ``seconds`` has its socket shut down (its driver
     connection must have ``fileno()``, as psycopg's has; others are not guarded) and
     ``on_expiry()`` is called first. Nothing is armed between round trips, so work done
-    between statements (publishing a batch) is not limited.
+    between statements (publishing a batch) is not limited. Yields the function that
+    disarms the current deadline: call it when a commit has returned (SQLAlchemy has no
+    event after a commit), if more work follows before the block ends.
     """
     dbapi_connection: Any = connection.connection.dbapi_connection
     fileno: Callable[[], int] | None = getattr(dbapi_connection, "fileno", None)
     if fileno is None:
-        yield
+        yield _nothing
         return
     key = object()
 
@@ -111,7 +117,7 @@ def guard_round_trips(
     for name, listener in listeners:
         event.listen(connection, name, listener)
     try:
-        yield
+        yield disarm
     finally:
         disarm()
         for name, listener in listeners:
