@@ -77,7 +77,9 @@ class _FrozenMeta(type):
             return super().__new__(mcls, name, bases, namespace)
         _refuse_mutable_fields(name, namespace)
         own_post_init = namespace.get("__post_init__")
-        if own_post_init is None and _inherits_plain_validation(bases):
+        if not any(issubclass(base, ValueObject) for base in bases):
+            pass  # an event: no validate() hook to guarantee, so nothing to wrap
+        elif own_post_init is None and _inherits_plain_validation(bases):
             # The common case, kept to one call: no override anywhere, so validate directly.
             namespace["__post_init__"] = _validate_post_init
         elif callable(own_post_init):
