@@ -104,6 +104,7 @@ as_protocol: UnitOfWork = uow
 default_uow = SqlAlchemyUnitOfWork(engine)
 several_uow = SqlAlchemyUnitOfWork(engine, allow_multiple_aggregates=True)
 bounded_uow = SqlAlchemyUnitOfWork(engine, database_timeout=5.0)
+unbounded_uow = SqlAlchemyUnitOfWork(engine, database_timeout=None)
 assert_type(several_uow.allow_multiple_aggregates, bool)
 with uow as entered:
     assert_type(entered, PolicyUnitOfWork)

@@ -24,7 +24,7 @@ from tactical.outbox._parking import (
 )
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._schema import outbox_table
-from tactical.sqlalchemy._watchdog import guard_round_trips
+from tactical.sqlalchemy._watchdog import guard_round_trips, watch_round_trips
 
 __all__ = ["DEFAULT_DATABASE_TIMEOUT", "RELAY_LOCK_KEY", "OutboxRelay"]
 
@@ -136,6 +136,8 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._lock_key = lock_key
         self._postgres = engine.dialect.name == "postgresql"
+        if self._postgres and database_timeout is not None:
+            watch_round_trips(engine)
         self._eligible = eligible_rows(batch_size, engine.dialect.name)
 
     @property

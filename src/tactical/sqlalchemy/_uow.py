@@ -20,7 +20,7 @@ from tactical._uow import Change, TransactionalUnitOfWork
 from tactical.sqlalchemy._engine import configure_engine, restart_sqlite_for_writing
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._schema import aggregates_table, metadata, outbox_table
-from tactical.sqlalchemy._watchdog import guard_round_trips
+from tactical.sqlalchemy._watchdog import guard_round_trips, watch_round_trips
 
 __all__ = ["SqlAlchemyUnitOfWork"]
 
@@ -82,12 +82,14 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             :class:`~tactical.TransactionBoundaryError`
             (``.. versionadded:: 0.2.0``).
         database_timeout: Seconds each statement, commit or rollback may wait for the
-            database before its connection's socket is shut down (the call then fails with
-            SQLAlchemy's ``OperationalError`` and the transaction is rolled back). None, the
-            default, adds no deadline: psycopg has no read timeout of its own, so set it
-            where a database that stops answering (a fail-over behind a proxy) must not hang
-            a request. Drivers without a socket (SQLite) are not guarded. One daemon thread
-            per process serves every deadline (``.. versionadded:: 0.2.0``).
+            database (30 by default) before its connection's socket is shut down: the call
+            then fails with SQLAlchemy's ``OperationalError`` (noted as cut by this
+            deadline), the transaction is rolled back and the next block connects anew.
+            psycopg has no read timeout of its own, so without it a database that stops
+            answering (a fail-over behind a proxy) hangs the commit for ever. None turns
+            it off (for statements you know run longer). Drivers without a socket (SQLite)
+            are not guarded. One daemon thread per process serves every deadline
+            (``.. versionadded:: 0.2.0``).
 
     Raises:
         TypeError: ``engine`` is not a SQLAlchemy ``Engine`` (a URL string, say) or ``bus``
@@ -117,7 +119,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         codec: JsonCodec | None = None,
         mappers: Iterable[RelationalMapper[Any, Any]] = (),
         allow_multiple_aggregates: bool = False,
-        database_timeout: float | None = None,
+        database_timeout: float | None = 30.0,
     ) -> None:
         super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
         if database_timeout is not None and not database_timeout > 0:
@@ -128,6 +130,8 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         self._cut = False  # set by the deadline thread when it shut a connection down
         self._engine = configure_engine(engine)
         self._sqlite = engine.dialect.name == "sqlite"
+        if database_timeout is not None and not self._sqlite:
+            watch_round_trips(engine)
         self._codec = codec if codec is not None else _default_codec
         self._mappers: dict[type[AggregateRoot[Any]], RelationalMapper[Any, Any]] = {}
         for mapper in mappers:
