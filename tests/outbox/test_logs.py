@@ -13,6 +13,7 @@ from tests.sqlalchemy.conftest import POSTGRES_URL
 
 import sqlalchemy as sa
 from tactical.outbox import OutboxRelay
+from tactical.outbox._rabbitmq_channel import describe_error, pika_exceptions
 from tactical.outbox.rabbitmq import RabbitMQConsumer
 
 
@@ -117,3 +118,12 @@ class TestRelayLogs:
             for line in failures
         )
         assert attempts(failures) == [1, 2]
+
+
+class TestDescribeError:
+    def test_a_cause_chain_that_loops_back_is_described_and_ends(self) -> None:
+        """A pika error whose causes loop back to it is still described, in finite time."""
+        inner = pika_exceptions.AMQPConnectionError()
+        outer = pika_exceptions.AMQPConnectionError(inner)
+        inner.__cause__ = outer
+        assert describe_error(outer) == "AMQPConnectionError: AMQPConnectionError"

@@ -10,13 +10,12 @@ import enum
 
 from tactical._backoff import jittered_delay
 from tactical._errors import ConcurrencyError
+from tactical.sqlalchemy._engine import says_sqlite_locked
 
 __all__ = ["AttemptFailed", "InboxRetries", "Next", "is_transient"]
 
 # SQLSTATEs of PostgreSQL's transient refusals: serialization_failure, deadlock_detected.
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
-# SQLite's lock waits (the driver's message; its error has no code before Python 3.11).
-_LOCKED = ("database is locked", "database is busy")
 
 
 def is_transient(error: BaseException) -> bool:
@@ -32,8 +31,8 @@ def is_transient(error: BaseException) -> bool:
     driver_error = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's
     if getattr(driver_error, "sqlstate", None) in _TRANSIENT_SQLSTATES:
         return True
-    return type(driver_error).__name__ == "OperationalError" and any(
-        text in str(driver_error) for text in _LOCKED
+    return type(driver_error).__name__ == "OperationalError" and says_sqlite_locked(
+        str(driver_error)
     )
 
 

@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
+from tactical._backoff import backoff_bound
+
 __all__ = ["HEADER_NAMES", "OutboxMessage", "PublishError", "Publisher", "UndeliverableError"]
 
 HEADER_NAMES: tuple[str, ...] = (
@@ -268,5 +270,4 @@ def backoff_delay(failures: int, initial: float, maximum: float) -> float:
     The bound starts at ``initial`` and doubles per failure up to ``maximum``; the delay is
     a random point in its upper half, so that loops failing together spread out.
     """
-    bound = min(maximum, initial * 2.0 ** min(failures - 1, 30))
-    return bound * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)
+    return backoff_bound(failures, initial, maximum) * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not security)

@@ -139,6 +139,10 @@ def read_message(row: sa.Row[Any]) -> OutboxMessage | str:
         return f"payload is not JSON: {error}"
     if not isinstance(payload, dict):
         return f"payload is not a JSON object but {type(payload).__name__}"
+    return _message(row, cast("dict[str, Any]", payload))
+
+
+def _message(row: sa.Row[Any], payload: dict[str, Any]) -> OutboxMessage:
     return OutboxMessage(
         position=row.position,
         event_id=row.event_id,
@@ -147,7 +151,7 @@ def read_message(row: sa.Row[Any]) -> OutboxMessage | str:
         aggregate_type=row.aggregate_type,
         aggregate_id=row.aggregate_id,
         aggregate_version=row.aggregate_version,
-        payload=cast("dict[str, Any]", payload),
+        payload=payload,
         occurred_at=row.occurred_at,
         correlation_id=row.correlation_id,
         causation_id=row.causation_id,
@@ -188,24 +192,10 @@ def plan_batch(rows: Sequence[sa.Row[Any]]) -> BatchPlan:
         if isinstance(read, str):
             park[row.position] = f"cannot be read: {read}"
             # A stand-in that carries the row's place and aggregate into _hold_back.
-            messages.append(_placeholder(row))
+            messages.append(_message(row, {}))
         else:
             messages.append(read)
     return _hold_back(messages, park)
-
-
-def _placeholder(row: sa.Row[Any]) -> OutboxMessage:
-    return OutboxMessage(
-        position=row.position,
-        event_id=row.event_id,
-        event_type=row.event_type,
-        event_version=row.event_version,
-        aggregate_type=row.aggregate_type,
-        aggregate_id=row.aggregate_id,
-        aggregate_version=row.aggregate_version,
-        payload={},
-        occurred_at=row.occurred_at,
-    )
 
 
 def plan_after_refusal(plan: BatchPlan, refusal: UndeliverableError) -> BatchPlan | None:

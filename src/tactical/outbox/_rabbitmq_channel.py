@@ -64,6 +64,7 @@ def describe_error(error: BaseException) -> str:
     only argument.
     """
     cause = error
+    seen = {id(error)}  # a chain that loops back ends where it started again
     while True:
         inner = [a for a in cause.args if isinstance(a, BaseException)]
         wrapped: object = getattr(cause, "exception", None)  # pika's connector errors
@@ -71,12 +72,11 @@ def describe_error(error: BaseException) -> str:
             inner.append(wrapped)
         if str(cause) and not (inner and isinstance(cause, pika_exceptions.AMQPConnectionError)):
             break
-        if inner:
-            cause = inner[0]
-        elif cause.__cause__ is not None:
-            cause = cause.__cause__
-        else:
+        following = inner[0] if inner else cause.__cause__
+        if following is None or id(following) in seen:
             break
+        seen.add(id(following))
+        cause = following
     text = str(cause)
     if cause is not error:
         text = f"{type(cause).__name__}: {text}" if text else type(cause).__name__

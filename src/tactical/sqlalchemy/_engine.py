@@ -7,7 +7,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "configure_engine", "restart_sqlite_for_writing"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "configure_engine",
+    "restart_sqlite_for_writing",
+    "says_sqlite_locked",
+]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for the write lock before giving up (milliseconds)."""
@@ -108,3 +113,14 @@ def _configure_sqlite_connection(dbapi_connection: Any) -> None:
             cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
+
+
+_SQLITE_LOCKED = ("database is locked", "database is busy")
+
+
+def says_sqlite_locked(message: str) -> bool:
+    """Whether a driver's error message is SQLite's lock wait (SQLITE_BUSY or SQLITE_LOCKED).
+
+    The message is all there is to go by: the error has no code before Python 3.11.
+    """
+    return any(text in message for text in _SQLITE_LOCKED)

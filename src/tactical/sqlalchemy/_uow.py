@@ -17,7 +17,11 @@ from tactical._errors import ConcurrencyError
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
 from tactical._tracing import trace_of
 from tactical._uow import Change, TransactionalUnitOfWork
-from tactical.sqlalchemy._engine import configure_engine, restart_sqlite_for_writing
+from tactical.sqlalchemy._engine import (
+    configure_engine,
+    restart_sqlite_for_writing,
+    says_sqlite_locked,
+)
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._schema import aggregates_table, metadata, outbox_table
 from tactical.sqlalchemy._watchdog import guard_round_trips, watch_round_trips
@@ -571,7 +575,7 @@ def _with_schema_hint(error: _DbError) -> _DbError:
 def _is_busy(error: exc.OperationalError | sqlite3.OperationalError) -> bool:
     # SQLAlchemy's wraps the driver's; the begin hook's BEGIN raises the driver's own.
     message = str(error.orig if isinstance(error, exc.OperationalError) else error)
-    return "database is locked" in message or "database is busy" in message
+    return says_sqlite_locked(message)
 
 
 def _busy_timeout_ms(connection: sa.Connection) -> int | None:
