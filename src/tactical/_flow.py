@@ -1,0 +1,82 @@
+"""Flows: logic that needs I/O, written once for the sync and the async API.
+
+A flow is a generator that yields the I/O it needs as plain operation objects, receives each
+operation's result (or has its exception thrown in at the ``yield``), and returns its own
+result. The flow decides everything: what to read and write, what a result means, what to
+do when an operation fails. A sync class drives it with :func:`run`, an async class with
+:func:`run_async`; each supplies only ``perform``, which carries one operation out and
+knows nothing of the logic. psycopg 3 shares its protocol between ``Connection`` and
+``AsyncConnection`` the same way, and h11 calls it "sans-IO": no decision is written
+twice, so the sync and async APIs cannot drift apart.
+
+A flow that needs another flow calls it with ``yield from``. A flow that yields nothing
+is still a generator (end it with an unreachable ``yield`` if it must be one) and runs
+without a single call to ``perform``.
+
+Cancellation: when an awaited operation raises (``asyncio.CancelledError`` included), the
+exception is thrown into the flow, whose ``try``/``except``/``finally`` clean up exactly
+as they would around a sync call (yielding the clean-up's own operations), then it goes on
+up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, TypeAlias, TypeVar, cast
+
+__all__ = ["Flow", "run", "run_async"]
+
+Op = TypeVar("Op")
+R = TypeVar("R")
+
+Flow: TypeAlias = Generator[Op, Any, R]
+"""A generator yielding operations ``Op``, sent their results, returning ``R``."""
+
+
+def run(flow: Flow[Op, R], perform: Callable[[Op], object]) -> R:
+    """Drive ``flow`` to its end, carrying out each operation with ``perform``.
+
+    Returns:
+        What the flow returns.
+
+    Raises:
+        BaseException: Whatever the flow raises (an operation's exception it does not catch).
+    """
+    op, done = _resume(flow.send, None)
+    while not done:
+        try:
+            result = perform(op)
+        except BaseException as error:
+            op, done = _resume(flow.throw, error)
+        else:
+            op, done = _resume(flow.send, result)
+    return cast("R", op)
+
+
+async def run_async(flow: Flow[Op, R], perform: Callable[[Op], Awaitable[object]]) -> R:
+    """Drive ``flow`` to its end, awaiting ``perform`` for each operation.
+
+    Returns:
+        What the flow returns.
+
+    Raises:
+        BaseException: Whatever the flow raises (an operation's exception it does not catch,
+            ``asyncio.CancelledError`` included).
+    """
+    op, done = _resume(flow.send, None)
+    while not done:
+        try:
+            result = await perform(op)
+        except BaseException as error:
+            op, done = _resume(flow.throw, error)
+        else:
+            op, done = _resume(flow.send, result)
+    return cast("R", op)
+
+
+def _resume(step: Callable[[Any], Any], value: Any) -> tuple[Any, bool]:
+    """(next operation, False), or (the flow's result, True) once it has returned."""
+    try:
+        return step(value), False
+    except StopIteration as stop:
+        return stop.value, True
