@@ -1,0 +1,99 @@
+"""The benchmark harness's method: shuffled, paired rounds (no timing is asserted)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+from benchmarks._harness import Comparison, Goal, Report, calls_per_round, compare, timed_rounds
+
+
+def _recorder(log: list[str], name: str) -> Callable[[], None]:
+    return lambda: log.append(name)
+
+
+class TestTimedRounds:
+    def test_every_variant_runs_once_per_round(self) -> None:
+        """Each round calls every variant exactly once (with one call per round)."""
+        log: list[str] = []
+        names = ["a", "b", "c"]
+        times = timed_rounds(
+            [_recorder(log, n) for n in names], number=1, order=random.Random(1), rounds=40
+        )
+        rounds = [log[i : i + len(names)] for i in range(0, len(log), len(names))]
+        assert len(rounds) == 40
+        assert all(sorted(r) == names for r in rounds)
+        assert [len(t) for t in times] == [40, 40, 40]
+
+    def test_the_order_is_shuffled_from_round_to_round(self) -> None:
+        """The order changes between rounds and every variant sometimes runs first."""
+        log: list[str] = []
+        timed_rounds(
+            [_recorder(log, "candidate"), _recorder(log, "baseline")],
+            number=1,
+            order=random.Random(7),
+            rounds=60,
+        )
+        orders = [tuple(log[i : i + 2]) for i in range(0, len(log), 2)]
+        assert set(orders) == {("candidate", "baseline"), ("baseline", "candidate")}
+        assert 10 < sum(o[0] == "candidate" for o in orders) < 50
+
+    def test_a_batch_runs_the_same_number_of_calls_of_each_variant(self) -> None:
+        """With a batch of n calls, a round is n calls of one variant, then n of the other."""
+        log: list[str] = []
+        timed_rounds(
+            [_recorder(log, "a"), _recorder(log, "b")],
+            number=3,
+            order=random.Random(3),
+            rounds=10,
+        )
+        rounds = [log[i : i + 6] for i in range(0, len(log), 6)]
+        assert all(r in (["a"] * 3 + ["b"] * 3, ["b"] * 3 + ["a"] * 3) for r in rounds)
+
+
+class TestCallsPerRound:
+    def test_a_call_of_a_millisecond_is_timed_alone(self) -> None:
+        """A call that lasts longer than a microsecond is one call per round, not a batch."""
+        assert calls_per_round(lambda: time.sleep(0.001)) == 1
+
+    def test_a_trivial_call_is_batched(self) -> None:
+        """A call shorter than the clock can time alone is repeated in a batch."""
+        assert calls_per_round(lambda: None) > 1
+
+
+class TestCompare:
+    def test_the_ratio_is_reported_with_its_quartiles_and_goal(self) -> None:
+        """compare() returns a ratio between its quartiles, with the goal's verdict."""
+        work = list(range(200))
+        comparison = compare(
+            "g",
+            "n",
+            lambda: sorted(work),
+            lambda: sorted(work),
+            goal=Goal(1e9),
+            rounds=5,
+            seconds=0,
+        )
+        assert comparison.ratio_q1 <= comparison.ratio <= comparison.ratio_q3
+        assert comparison.rounds == 5
+        assert comparison.verdict == "met"
+
+
+class TestGoal:
+    def test_a_strict_goal_is_not_met_at_its_limit(self) -> None:
+        """'< 1.00x' refuses a ratio of exactly 1.0, '<= 1.00x' accepts it."""
+        assert not Goal(1.0, strict=True).met_by(1.0)
+        assert Goal(1.0).met_by(1.0)
+        assert (str(Goal(1.0, strict=True)), str(Goal(1.1))) == ("< 1.00x", "<= 1.10x")
+
+
+class TestReport:
+    def test_skipped_rows_appear_in_the_table_with_their_reason(self) -> None:
+        """A row that could not run is a table row saying why, not a missing row."""
+        report = Report()
+        report.skip("sql uow", ["load only"], "PostgreSQL", "unreachable", goal=Goal(1.1))
+        report.add(Comparison("sql uow", "load only", "SQLite", "Core", 2, 1, 2, 1.5, 2.5, 9, 1))
+        table = report.markdown().splitlines()
+        assert "skipped: unreachable" in table[2]
+        assert "2.00x (1.50-2.50)" in table[3]
