@@ -76,9 +76,14 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
+        """Met or MISSED by the median ratio, and "(unclear)" when the goal's limit lies
+        between the quartiles (a quarter of the rounds or more on either side of it)."""
         if self.goal is None:
             return ""
-        return "met" if self.goal.met_by(self.ratio) else "MISSED"
+        verdict = "met" if self.goal.met_by(self.ratio) else "MISSED"
+        if self.ratio_q1 <= self.goal.limit <= self.ratio_q3:
+            verdict += " (unclear)"
+        return verdict
 
 
 @dataclass(frozen=True)

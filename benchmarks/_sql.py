@@ -35,6 +35,14 @@ POSTGRES_URL_VARIABLE = "TACTICAL_BENCH_POSTGRES_URL"
 POSTGRES_URL = os.environ.get(
     POSTGRES_URL_VARIABLE, "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+# Both sides of every PostgreSQL row commit with this setting (the benchmark's connections
+# only; the server is left alone). "off" by default: the flush to disk at commit is the
+# server's work, the same for both sides, and on a shared machine its wait varies by
+# milliseconds from one commit to the next, drowning the difference under test. Like
+# SQLite's WAL + synchronous=NORMAL, a crash may lose the last commits, never consistency.
+# "on" measures with the durable default (and its noise).
+POSTGRES_SYNCHRONOUS_COMMIT = os.environ.get("TACTICAL_BENCH_POSTGRES_SYNCHRONOUS_COMMIT", "off")
+POSTGRES_OPTIONS = f"-csynchronous_commit={POSTGRES_SYNCHRONOUS_COMMIT}"
 # A schema of this run's own: the test suite empties tactical's tables in `public` at any
 # time, and two benchmark runs on one database must not drop each other's tables.
 POSTGRES_SCHEMA = f"tactical_bench_{os.getpid()}"
@@ -97,7 +105,10 @@ def postgres_engine() -> Iterator[sa.Engine]:
     with postgres_schema() as schema:
         engine = sa.create_engine(
             POSTGRES_URL,
-            connect_args={"connect_timeout": 3, "options": f"-csearch_path={schema}"},
+            connect_args={
+                "connect_timeout": 3,
+                "options": f"-csearch_path={schema} {POSTGRES_OPTIONS}",
+            },
         )
         try:
             create_schema(engine)

@@ -15,6 +15,7 @@ publishes nothing).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
@@ -153,9 +154,24 @@ def _compare(report: Report, database: str, engine: sa.Engine, es: _EsSide, seco
 
 
 @contextmanager
+def _pgoptions(options: str) -> Iterator[None]:
+    """libpq's PGOPTIONS for the block: eventsourcing's pool takes no connection options."""
+    previous = os.environ.get("PGOPTIONS")
+    os.environ["PGOPTIONS"] = options
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["PGOPTIONS"]
+        else:
+            os.environ["PGOPTIONS"] = previous
+
+
+@contextmanager
 def _es_on_postgres() -> Iterator[_EsSide]:
     url = sa.make_url(_sql.POSTGRES_URL)
-    with _sql.postgres_schema(f"{_sql.POSTGRES_SCHEMA}_es") as schema:
+    schema_name = f"{_sql.POSTGRES_SCHEMA}_es"
+    with _pgoptions(_sql.POSTGRES_OPTIONS), _sql.postgres_schema(schema_name) as schema:
         es = _EsSide(
             {
                 "PERSISTENCE_MODULE": "eventsourcing.postgres",

@@ -87,6 +87,13 @@ class TestGoal:
         assert Goal(1.0).met_by(1.0)
         assert (str(Goal(1.0, strict=True)), str(Goal(1.1))) == ("< 1.00x", "<= 1.10x")
 
+    def test_a_goal_between_the_quartiles_is_unclear(self) -> None:
+        """A verdict whose goal lies between the ratio's quartiles says it is unclear."""
+        row = Comparison("g", "n", "", "", 1.05, 1.0, 1.05, 0.9, 1.2, 9, 1, Goal(1.1))
+        assert row.verdict == "met (unclear)"
+        row = Comparison("g", "n", "", "", 1.3, 1.0, 1.3, 1.2, 1.4, 9, 1, Goal(1.1))
+        assert row.verdict == "MISSED"
+
 
 class TestReport:
     def test_skipped_rows_appear_in_the_table_with_their_reason(self) -> None:
