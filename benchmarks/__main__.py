@@ -22,6 +22,7 @@ from benchmarks._harness import METHOD, Report
 GROUPS: dict[str, str] = {
     "sql": "benchmarks.bench_sql",
     "eventsourcing": "benchmarks.bench_eventsourcing",
+    "indexes": "benchmarks.bench_indexes",
     "memory": "benchmarks.bench_memory",
     "large": "benchmarks.bench_large",
     "async": "benchmarks.bench_async",

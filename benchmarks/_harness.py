@@ -261,7 +261,7 @@ class Report:
     @staticmethod
     def header() -> str:
         return (
-            f"{'group':<16} {'database':<10} {'workload':<44} {'tactical':>9} "
+            f"{'group':<16} {'database':<10} {'workload':<44} {'candidate':>9} "
             f"{'baseline':>9} {'ratio':>6} {'(q1-q3)':>11}  goal"
         )
 
@@ -277,7 +277,7 @@ class Report:
     def markdown(self) -> str:
         """The table of every row, as the performance page shows it."""
         lines = [
-            "| group | workload | database | against | tactical (µs) | baseline (µs) "
+            "| group | workload | database | against | candidate (µs) | baseline (µs) "
             "| ratio (q1-q3) | goal | met |",
             "| --- | --- | --- | --- | ---: | ---: | ---: | --- | --- |",
         ]
