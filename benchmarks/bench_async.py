@@ -23,7 +23,7 @@ CONCURRENCY = (1, 4, 16, 32)
 DRIVERS = ("psycopg async", "asyncpg")
 # Time of the async side as a multiple of the sync side's for the same commands.
 GOALS: dict[int, Goal] = {1: Goal(1.0), 16: Goal(round(1 / 1.3, 2))}
-REASON = "not yet available (no async unit of work yet, issue 18)"
+REASON = "not yet available (no async unit of work yet)"
 
 
 def available() -> bool:
