@@ -77,10 +77,9 @@ def postgres_reachable() -> str | None:
         finally:
             admin.dispose()
     except Exception as error:  # any failure means: no PostgreSQL here
-        return (
-            f"PostgreSQL at {POSTGRES_URL} unreachable ({type(error).__name__}); "
-            f"set {POSTGRES_URL_VARIABLE}"
-        )
+        shown = sa.make_url(POSTGRES_URL).render_as_string(hide_password=True)
+        problem = type(error).__name__
+        return f"PostgreSQL at {shown} unreachable ({problem}); set {POSTGRES_URL_VARIABLE}"
     return None
 
 

@@ -2,9 +2,10 @@
 
 The hand-written Core create (a new account document and one outbox row, one transaction)
 on an outbox table with all of tactical's secondary indexes, and with each one alone,
-against the same table with none (its primary key only). Each variant is a SQLite file of
-its own (WAL, synchronous=NORMAL), both sides fresh for each row. The indexes are read from ``outbox_table`` (its unique
-columns count as one index each), so the rows follow the schema as it changes.
+against the same table with none (its primary key only). Each side is a SQLite file of its
+own (WAL, synchronous=NORMAL), both fresh for each row. The indexes are read from
+``outbox_table`` (its unique columns count as one index each), so the rows follow the schema
+as it changes.
 """
 
 from __future__ import annotations
