@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - started
     print("\nThe table of docs/explanation/performance.md:\n")
     print(report.markdown())
+    print("\nNotes printed by the same run:\n")
+    print("\n".join(f"- {note}" for note in report.notes))
     report.write_json(RESULTS)
     print(f"\n{len(report.comparisons)} comparisons in {elapsed:.0f}s; wrote {RESULTS}")
 
