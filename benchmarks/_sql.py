@@ -99,11 +99,12 @@ def postgres_schema(name: str = POSTGRES_SCHEMA) -> Iterator[str]:
 
 
 @contextmanager
-def postgres_engine() -> Iterator[sa.Engine]:
+def postgres_engine(pool_size: int = 5) -> Iterator[sa.Engine]:
     """tactical's schema in a private PostgreSQL schema, dropped at the end."""
     with postgres_schema() as schema:
         engine = sa.create_engine(
             POSTGRES_URL,
+            pool_size=pool_size,
             connect_args={
                 "connect_timeout": 3,
                 "options": f"-csearch_path={schema} {POSTGRES_OPTIONS}",
