@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
-from benchmarks._domain import Account, Deposited
+from benchmarks._domain import Account, Deposited, PlainAccount
 from benchmarks._sql import AMOUNT, saved_account
 from tactical import JsonCodec
 from tactical.sqlalchemy import aggregates_table, outbox_table
@@ -41,16 +41,6 @@ INSERT = aggregates_table.insert()
 INSERT_OUTBOX = outbox_table.insert()
 
 Handler = Callable[[dict[str, Any]], object]
-
-
-class PlainAccount:
-    """What a hand-written repository returns: a plain object rebuilt from the row."""
-
-    def __init__(self, account_id: UUID, owner: str, balance: Decimal, version: int) -> None:
-        self.id = account_id
-        self.owner = owner
-        self.balance = balance
-        self.version = version
 
 
 def outbox_row(

@@ -8,38 +8,13 @@ a dict and rebuilds a plain object on load, so callers get copies, as the unit o
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
-from benchmarks._domain import Account, Deposited
+from benchmarks._domain import Account, Deposited, PlainAccount, PlainDeposited
 from benchmarks._harness import Goal, Report, compare
 from tactical import EventBus, InMemoryStore, InMemoryUnitOfWork
-
-
-@dataclass(frozen=True, slots=True)
-class PlainDeposited:
-    account_id: UUID
-    amount: Decimal
-    event_id: UUID
-    occurred_at: datetime
-
-
-class PlainAccount:
-    """What a hand-written aggregate looks like: a plain class with a list of events."""
-
-    def __init__(self, account_id: UUID, owner: str, balance: Decimal, version: int) -> None:
-        self.id = account_id
-        self.owner = owner
-        self.balance = balance
-        self.version = version
-        self.events: list[PlainDeposited] = []
-
-    def deposit(self, amount: Decimal) -> None:
-        self.balance += amount
-        self.events.append(PlainDeposited(self.id, amount, uuid4(), datetime.now(UTC)))
 
 
 class DictRepository:
