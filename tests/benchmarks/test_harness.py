@@ -2,53 +2,43 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import time
-from collections.abc import Callable
 
 from benchmarks._harness import Comparison, Goal, Report, calls_per_round, compare, timed_rounds
 
 
-def _recorder(log: list[str], name: str) -> Callable[[], None]:
-    return lambda: log.append(name)
+def _rounds(names: list[str], *, number: int, rounds: int, seed: int) -> list[list[str]]:
+    """Run ``timed_rounds`` over variants that log their name; the log, cut into rounds."""
+    log: list[str] = []
+    times = timed_rounds(
+        [functools.partial(log.append, name) for name in names],
+        number=number,
+        order=random.Random(seed),
+        rounds=rounds,
+    )
+    assert [len(t) for t in times] == [rounds] * len(names)
+    size = number * len(names)
+    return [log[i : i + size] for i in range(0, len(log), size)]
 
 
 class TestTimedRounds:
     def test_every_variant_runs_once_per_round(self) -> None:
         """Each round calls every variant exactly once (with one call per round)."""
-        log: list[str] = []
-        names = ["a", "b", "c"]
-        times = timed_rounds(
-            [_recorder(log, n) for n in names], number=1, order=random.Random(1), rounds=40
-        )
-        rounds = [log[i : i + len(names)] for i in range(0, len(log), len(names))]
+        rounds = _rounds(["a", "b", "c"], number=1, rounds=40, seed=1)
         assert len(rounds) == 40
-        assert all(sorted(r) == names for r in rounds)
-        assert [len(t) for t in times] == [40, 40, 40]
+        assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
 
     def test_the_order_is_shuffled_from_round_to_round(self) -> None:
         """The order changes between rounds and every variant sometimes runs first."""
-        log: list[str] = []
-        timed_rounds(
-            [_recorder(log, "candidate"), _recorder(log, "baseline")],
-            number=1,
-            order=random.Random(7),
-            rounds=60,
-        )
-        orders = [tuple(log[i : i + 2]) for i in range(0, len(log), 2)]
-        assert set(orders) == {("candidate", "baseline"), ("baseline", "candidate")}
-        assert 10 < sum(o[0] == "candidate" for o in orders) < 50
+        orders = [tuple(r) for r in _rounds(["cand", "base"], number=1, rounds=60, seed=7)]
+        assert set(orders) == {("cand", "base"), ("base", "cand")}
+        assert 10 < sum(o[0] == "cand" for o in orders) < 50
 
     def test_a_batch_runs_the_same_number_of_calls_of_each_variant(self) -> None:
         """With a batch of n calls, a round is n calls of one variant, then n of the other."""
-        log: list[str] = []
-        timed_rounds(
-            [_recorder(log, "a"), _recorder(log, "b")],
-            number=3,
-            order=random.Random(3),
-            rounds=10,
-        )
-        rounds = [log[i : i + 6] for i in range(0, len(log), 6)]
+        rounds = _rounds(["a", "b"], number=3, rounds=10, seed=3)
         assert all(r in (["a"] * 3 + ["b"] * 3, ["b"] * 3 + ["a"] * 3) for r in rounds)
 
 
