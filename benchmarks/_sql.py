@@ -12,7 +12,7 @@ The workloads of issue 17's table, each one call = one transaction on one accoun
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -84,7 +84,7 @@ def postgres_reachable() -> str | None:
 
 
 @contextmanager
-def postgres_schema(name: str = POSTGRES_SCHEMA) -> Iterator[str]:
+def postgres_schema(name: str = POSTGRES_SCHEMA) -> Generator[str, None, None]:
     """Create the schema ``name`` for the duration of the block; drop it afterwards."""
     admin = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
     try:
@@ -99,7 +99,7 @@ def postgres_schema(name: str = POSTGRES_SCHEMA) -> Iterator[str]:
 
 
 @contextmanager
-def postgres_engine(pool_size: int = 5) -> Iterator[sa.Engine]:
+def postgres_engine(pool_size: int = 5) -> Generator[sa.Engine, None, None]:
     """tactical's schema in a private PostgreSQL schema, dropped at the end."""
     with postgres_schema() as schema:
         engine = sa.create_engine(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -96,7 +96,7 @@ def _async_side(
 @contextmanager
 def _async_engine(
     driver: str, schema: str, connections: int, loop: asyncio.Runner
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """An ``AsyncEngine`` on ``driver``, used and disposed of on ``loop`` (connections are
     bound to the event loop that opened them)."""
     from sqlalchemy.ext.asyncio import create_async_engine

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, closing, contextmanager
 from decimal import Decimal
 from importlib.metadata import version
@@ -57,7 +57,8 @@ def _patch_eventsourcing_pool() -> None:
     """Let chosen eventsourcing SQLite databases open connections with synchronous=NORMAL."""
     from eventsourcing.sqlite import SQLiteConnectionPool
 
-    original: Any = SQLiteConnectionPool._create_connection
+    # eventsourcing has no setting for it: its pool's connection factory is wrapped.
+    original: Any = getattr(SQLiteConnectionPool, "_create_connection")  # noqa: B009
     if getattr(original, "bench_patched", False):
         return
 
@@ -67,8 +68,8 @@ def _patch_eventsourcing_pool() -> None:
             connection._sqlite_conn.execute("PRAGMA synchronous = NORMAL")
         return connection
 
-    create_connection.bench_patched = True  # type: ignore[attr-defined]
-    SQLiteConnectionPool._create_connection = create_connection  # type: ignore[method-assign]
+    setattr(create_connection, "bench_patched", True)  # noqa: B010
+    setattr(SQLiteConnectionPool, "_create_connection", create_connection)  # noqa: B010
 
 
 class _EsSide:
@@ -177,7 +178,7 @@ def _compare(report: Report, database: str, engine: sa.Engine, es: _EsSide, seco
 
 
 @contextmanager
-def _pgoptions(options: str) -> Iterator[None]:
+def _pgoptions(options: str) -> Generator[None, None, None]:
     """libpq's PGOPTIONS for the block: eventsourcing's pool takes no connection options."""
     previous = os.environ.get("PGOPTIONS")
     os.environ["PGOPTIONS"] = options
@@ -191,7 +192,7 @@ def _pgoptions(options: str) -> Iterator[None]:
 
 
 @contextmanager
-def _es_on_postgres() -> Iterator[_EsSide]:
+def _es_on_postgres() -> Generator[_EsSide, None, None]:
     url = sa.make_url(_sql.POSTGRES_URL)
     schema_name = f"{_sql.POSTGRES_SCHEMA}_es"
     with _pgoptions(_sql.POSTGRES_OPTIONS), _sql.postgres_schema(schema_name) as schema:
