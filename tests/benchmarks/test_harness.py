@@ -69,6 +69,16 @@ class TestCompare:
         assert comparison.rounds == 5
         assert comparison.verdict == "met"
 
+    def test_long_calls_get_a_cpu_ratio_and_short_ones_none(self) -> None:
+        """The CPU-time ratio is reported for calls of 30 us or more only."""
+        work = list(range(20_000))
+        long = compare("g", "long", lambda: sum(work), lambda: sum(work), rounds=3, seconds=0)
+        short = compare("g", "short", lambda: None, lambda: None, rounds=3, seconds=0)
+        assert long.cpu_ratio is not None
+        assert long.baseline_cpu_ns is not None
+        assert short.cpu_ratio is None
+        assert short.baseline_cpu_ns is None
+
 
 class TestGoal:
     def test_a_strict_goal_is_not_met_at_its_limit(self) -> None:
