@@ -164,14 +164,14 @@ def timed_rounds(
 
     Runs at least ``rounds`` rounds, then more until ``seconds`` have passed or
     ``max_rounds`` are done. Returns the wall-clock nanoseconds of each round, per variant
-    (the lists are parallel: index ``r`` of each is round ``r``); with ``cpu``, appends the
-    CPU nanoseconds to its lists the same way.
+    (the lists are parallel: index ``r`` of each is round ``r``); with ``cpu``, fills that
+    list with the CPU nanoseconds the same way (what it held is replaced).
     """
     limit = rounds if max_rounds is None else max(rounds, max_rounds)
     indexed = list(enumerate(variants))
     times: list[list[int]] = [[] for _ in variants]
-    cpu_times: list[list[int]] = [[] for _ in variants] if cpu is None else cpu
-    cpu_times.extend([] for _ in range(len(variants) - len(cpu_times)))
+    cpu_times: list[list[int]] = [] if cpu is None else cpu
+    cpu_times[:] = [[] for _ in variants]
     deadline = time.perf_counter() + seconds
     enabled = gc.isenabled()
     try:
