@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from inspect import isawaitable
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -15,7 +14,7 @@ from uuid import UUID
 from tactical._asyncness import discard_awaitable, is_async_callable
 from tactical._flow import Flow, run, run_async
 from tactical._model import DomainEvent
-from tactical._tracing import start_handling, stop_handling, trace_of
+from tactical._tracing import Trace, reset_trace, set_trace, trace_of
 
 __all__ = ["EventBus", "EventHandlerError"]
 
@@ -97,24 +96,34 @@ class _Route(NamedTuple):
 
 
 class _Dispatch:
-    """The queue of one outermost publish, and who may add to it (see ``EventBus._joinable``)."""
+    """One outermost publish in progress: its queue, and who may add to it.
 
-    __slots__ = ("active", "is_async", "owner", "queue")
+    Linked to the dispatch that was running in the context when it started (of another bus,
+    or of this bus in another thread or task), so each context knows all of its dispatches.
+    """
 
-    def __init__(self, owner: object, *, is_async: bool) -> None:
-        self.queue: deque[tuple[DomainEvent, UUID]] = deque()
+    __slots__ = ("active", "bus", "is_async", "outer", "owner", "queue")
+
+    def __init__(
+        self,
+        bus: EventBus,
+        queue: list[tuple[DomainEvent, UUID]],
+        owner: object,
+        *,
+        is_async: bool,
+    ) -> None:
+        self.bus = bus
+        self.queue = queue
         self.owner = owner
         self.is_async = is_async
         self.active = True
+        self.outer = _dispatching.get()
 
 
-# The dispatches running in this context, by id(bus). A context variable, not a thread-local:
+# The innermost dispatch running in this context. A context variable, not a thread-local:
 # asyncio tasks on one thread each have their own context, so each task dispatches its own
 # events; each thread has its own context too, so threads keep dispatching independently.
-_dispatching: ContextVar[Mapping[int, _Dispatch]] = ContextVar(
-    "tactical_bus_dispatching",
-    default={},  # noqa: B039  (never mutated: replaced by a new mapping)
-)
+_dispatching: ContextVar[_Dispatch | None] = ContextVar("tactical_bus_dispatching", default=None)
 
 
 class EventBus:
@@ -212,11 +221,7 @@ class EventBus:
         for event_type in event_types:
             handler = route(event_type).first_async
             if handler is not None:
-                raise TypeError(
-                    f"async handler {_name(handler)} for {event_type.__qualname__} cannot be "
-                    "run by a sync publish (nothing would await it): commit in an async unit "
-                    "of work, or publish with await bus.publish_async(...)"
-                )
+                raise _sync_publish_refused(event_type, handler)
 
     def publish(self, event: DomainEvent) -> None:
         """Deliver ``event`` to its handlers (after those already queued here).
@@ -238,16 +243,14 @@ class EventBus:
             EventHandlerError: A handler raised (raised by the outermost publish only, after
                 every queued event was delivered).
         """
-        queued = self._traced(events)
+        queued, refused = self._traced(events)
         dispatch = self._joinable(asynchronous=False)
+        if refused is not None and (dispatch is None or not dispatch.is_async):
+            raise _sync_publish_refused(*refused)
         if dispatch is not None:
-            if not dispatch.is_async:
-                self.require_sync_handlers(type(event) for event, _ in queued)
             dispatch.queue.extend(queued)
         elif queued:
-            self.require_sync_handlers(type(event) for event, _ in queued)
-            dispatch = _Dispatch(threading.get_ident(), is_async=False)
-            dispatch.queue.extend(queued)
+            dispatch = _Dispatch(self, queued, threading.get_ident(), is_async=False)
             run(self._deliver(dispatch), _refuse_awaitable)
 
     async def publish_async(self, event: DomainEvent) -> None:
@@ -275,27 +278,32 @@ class EventBus:
 
         .. versionadded:: 0.2.0
         """
-        queued = self._traced(events)
+        queued, _ = self._traced(events)
         dispatch = self._joinable(asynchronous=True)
         if dispatch is not None:
             dispatch.queue.extend(queued)
         elif queued:
-            dispatch = _Dispatch(_current_task_or_thread(), is_async=True)
-            dispatch.queue.extend(queued)
+            dispatch = _Dispatch(self, queued, _current_task_or_thread(), is_async=True)
             await run_async(self._deliver(dispatch), _awaited)
 
     # -- dispatch ------------------------------------------------------------------------
 
-    def _traced(self, events: Iterable[DomainEvent]) -> list[tuple[DomainEvent, UUID]]:
+    def _traced(
+        self, events: Iterable[DomainEvent]
+    ) -> tuple[list[tuple[DomainEvent, UUID]], tuple[type[DomainEvent], Handler] | None]:
+        """The events to queue, with their correlation ids; the first async handler they reach."""
         # Each event's trace is fixed now, in the publisher's context (a handler's, or the
         # unit of work's that knows how its events were recorded), not when it is dispatched.
         # An event nobody handles is skipped: no handler can record anything in its trace.
-        route = self._route
-        return [
-            (event, trace_of(event.event_id).correlation_id)
-            for event in events
-            if route(type(event)).handlers
-        ]
+        routes, queued, first_async = self._routes, list[tuple[DomainEvent, UUID]](), None
+        for event in events:
+            event_type = type(event)
+            route = routes.get(event_type) or self._route(event_type)
+            if route.handlers:
+                queued.append((event, trace_of(event.event_id).correlation_id))
+                if route.first_async is not None and first_async is None:
+                    first_async = (event_type, route.first_async)
+        return queued, first_async
 
     def _joinable(self, *, asynchronous: bool) -> _Dispatch | None:
         """The dispatch running here that a publish now must queue its events on, if any.
@@ -305,7 +313,9 @@ class EventBus:
         dispatches its own events. An async publish joins only an async dispatch (a sync one
         could not await its handlers); a sync publish joins either.
         """
-        dispatch = _dispatching.get().get(id(self))
+        dispatch = _dispatching.get()
+        while dispatch is not None and dispatch.bus is not self:
+            dispatch = dispatch.outer
         if dispatch is None or not dispatch.active:
             return None
         if dispatch.is_async:
@@ -320,13 +330,12 @@ class EventBus:
         The sync driver refuses every awaitable (closing it; the handler's failure), the
         async one awaits it; what the await raises is thrown back in at the ``yield``.
         """
-        route, queue, failures = self._route, dispatch.queue, list[Exception]()
-        outer = _dispatching.get()
-        token = _dispatching.set({**outer, id(self): dispatch})
+        route, failures = self._route, list[Exception]()
+        token = _dispatching.set(dispatch)
         try:
-            while queue:
-                event, correlation_id = queue.popleft()
-                trace = start_handling(correlation_id, event.event_id)
+            # Iterating a list that grows: events queued by the handlers are reached in turn.
+            for event, correlation_id in dispatch.queue:
+                trace = set_trace(Trace(correlation_id, event.event_id))
                 try:
                     for handler, is_async in route(type(event)).calls:
                         try:
@@ -337,10 +346,9 @@ class EventBus:
                         except Exception as error:
                             failures.append(_annotated(error, handler, event))
                 finally:
-                    stop_handling(trace)
+                    reset_trace(trace)
         finally:
             dispatch.active = False
-            queue.clear()
             _dispatching.reset(token)
         if failures:
             raise EventHandlerError(
@@ -359,6 +367,14 @@ class EventBus:
                 first_async = next((h for h, is_async in calls if is_async), None)
                 route = self._routes[event_type] = _Route(handlers, calls, first_async)
             return route
+
+
+def _sync_publish_refused(event_type: type[DomainEvent], handler: Handler) -> TypeError:
+    return TypeError(
+        f"async handler {_name(handler)} for {event_type.__qualname__} cannot be run by a "
+        "sync publish (nothing would await it): commit in an async unit of work, or publish "
+        "with await bus.publish_async(...)"
+    )
 
 
 def _refuse_awaitable(result: Awaitable[object]) -> object:

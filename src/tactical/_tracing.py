@@ -12,8 +12,8 @@ __all__ = [
     "current_trace",
     "handling",
     "recorded_traces",
-    "start_handling",
-    "stop_handling",
+    "reset_trace",
+    "set_trace",
     "trace_of",
 ]
 
@@ -37,6 +37,12 @@ class Trace:
 
 _current: ContextVar[Trace | None] = ContextVar("tactical_trace", default=None)
 _recorded: ContextVar[Mapping[UUID, Trace]] = ContextVar("tactical_recorded_traces", default={})  # noqa: B039  (never mutated)
+
+
+set_trace = _current.set
+"""Make a trace current; returns the token for :data:`reset_trace` (``handling`` without ``with``)."""
+reset_trace = _current.reset
+"""Restore the trace that was current before the :data:`set_trace` that gave the token."""
 
 
 def current_trace() -> Trace | None:
@@ -98,17 +104,3 @@ def trace_of(event_id: UUID, recorded: Trace | None = None) -> Trace:
         return known
     current = _current.get()
     return current if current is not None else Trace(event_id)
-
-
-def start_handling(correlation_id: UUID, event_id: UUID) -> Token[Trace | None]:
-    """Make ``Trace(correlation_id, event_id)`` current; give the token :func:`stop_handling` takes.
-
-    :class:`handling` without the context manager, for the bus's dispatch loop (a flow that
-    sets the trace around each event's handlers and may be suspended while they are awaited).
-    """
-    return _current.set(Trace(correlation_id, event_id))
-
-
-def stop_handling(token: Token[Trace | None]) -> None:
-    """Restore the trace that was current before :func:`start_handling` gave ``token``."""
-    _current.reset(token)
