@@ -7,9 +7,10 @@ import functools
 import gc
 import inspect
 import logging
+import subprocess
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 import pytest
@@ -27,6 +28,14 @@ class HappenedAgain(Happened):
 
 class Other(DomainEvent):
     n: int
+
+
+async def publish_all_by(path: str, bus: EventBus, events: list[DomainEvent]) -> None:
+    """Publish through the sync or the async path (the same semantics, tested once)."""
+    if path == "sync":
+        bus.publish_all(events)
+    else:
+        await bus.publish_all_async(events)
 
 
 class TestSubscriptions:
@@ -121,31 +130,86 @@ class TestDispatchOrder:
         bus.publish(Happened("x"))
         assert seen == ["other", "happened, other delivered: True"]
 
+    def test_each_bus_dispatches_its_own_queue(self) -> None:
+        """A handler of one bus publishing on another has it delivered there and then."""
+        first, second, log = EventBus(), EventBus(), list[str]()
+
+        def on_first(event: Happened) -> None:
+            log.append(f"first {event.what}")
+            if event.what == "1":
+                second.publish(Other(1))
+                log.append("first done publishing")
+
+        def on_second(event: Other) -> None:
+            log.append("second")
+            first.publish(Happened("2"))  # queued on the first bus, running below us
+
+        first.subscribe(Happened, on_first)
+        second.subscribe(Other, on_second)
+        first.publish(Happened("1"))
+        assert log == ["first 1", "second", "first done publishing", "first 2"]
+
+    def test_an_event_loop_run_by_a_sync_handler_dispatches_its_own_events(self) -> None:
+        """asyncio.run inside a sync handler: its async publish is delivered at once, not queued."""
+        bus, log = EventBus(), list[str]()
+
+        def run_loop(event: Happened) -> None:
+            asyncio.run(bus.publish_async(Other(1)))
+            log.append("handler resumed")
+
+        bus.subscribe(Happened, run_loop)
+        bus.subscribe(Other, lambda e: log.append("other delivered"))
+        bus.publish(Happened("x"))
+        assert log == ["other delivered", "handler resumed"]
+
+    def test_the_sync_bus_never_imports_asyncio(self) -> None:
+        """Publishing, also from handlers, in a program without asyncio keeps it out."""
+        program = (
+            "import sys\n"
+            "from tactical import DomainEvent, EventBus\n"
+            "class Ticked(DomainEvent):\n"
+            "    n: int\n"
+            "bus, seen = EventBus(), []\n"
+            "bus.subscribe(Ticked, seen.append)\n"
+            "bus.subscribe(Ticked, lambda e: bus.publish(Ticked(2)) if e.n == 1 else None)\n"
+            "bus.publish(Ticked(1))\n"
+            "print(len(seen), 'asyncio' in sys.modules)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+        )
+        assert done.stdout.split() == ["2", "False"]
+
 
 class TestFailingHandlers:
-    def test_failure_is_raised_after_every_handler_ran(
-        self, caplog: pytest.LogCaptureFixture
+    @pytest.mark.parametrize("path", ["sync", "async"])
+    async def test_failure_is_raised_after_every_handler_ran(
+        self, path: str, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A failing handler neither stops the others nor is lost: it is logged and raised."""
+        """A failing handler neither stops the others nor is lost: it is logged once and raised."""
         bus, delivered = EventBus(), list[str]()
 
         def broken(event: Happened) -> None:
             raise RuntimeError(f"cannot handle {event.what}")
 
-        bus.subscribe(Happened, broken)
+        async def broken_async(event: Happened) -> None:
+            await asyncio.sleep(0)
+            broken(event)
+
+        bus.subscribe(Happened, broken if path == "sync" else broken_async)
         bus.subscribe(Happened, lambda e: delivered.append(e.what))
         with (
             caplog.at_level(logging.ERROR, logger="tactical.bus"),
             pytest.raises(EventHandlerError, match="2 event handler") as raised,
         ):
-            bus.publish_all([Happened("a"), Happened("b")])
+            await publish_all_by(path, bus, [Happened("a"), Happened("b")])
         assert delivered == ["a", "b"]
         errors = raised.value.exceptions
         assert [str(e) for e in errors] == ["cannot handle a", "cannot handle b"]
         assert "broken" in errors[0].__notes__[0]
         assert "Happened" in errors[0].__notes__[0]
         assert "committed" in str(raised.value)
-        assert any("broken" in record.getMessage() for record in caplog.records)
+        assert len([r for r in caplog.records if "broken" in r.getMessage()]) == 2
 
     def test_every_failure_of_a_dispatch_is_reported(self) -> None:
         """Failures of queued follow-up events are collected into the same error."""
@@ -236,28 +300,6 @@ class TestAsyncHandlers:
         await bus.publish_async(Other(1))
         assert seen == list(range(1, 5_001))
 
-    async def test_async_failures_are_raised_together_after_every_handler_ran(
-        self, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        """A failing async handler is logged once and raised with the others, at the end."""
-        bus, delivered = EventBus(), list[str]()
-
-        async def broken(event: Happened) -> None:
-            await asyncio.sleep(0)
-            raise RuntimeError(f"cannot handle {event.what}")
-
-        bus.subscribe(Happened, broken)
-        bus.subscribe(Happened, lambda e: delivered.append(e.what))
-        with (
-            caplog.at_level(logging.ERROR, logger="tactical.bus"),
-            pytest.raises(EventHandlerError, match="2 event handler") as raised,
-        ):
-            await bus.publish_all_async([Happened("a"), Happened("b")])
-        assert delivered == ["a", "b"]
-        assert [str(e) for e in raised.value.exceptions] == ["cannot handle a", "cannot handle b"]
-        assert "broken" in raised.value.exceptions[0].__notes__[0]
-        assert len([r for r in caplog.records if "broken" in r.getMessage()]) == 2
-
     async def test_a_sync_handler_returning_an_awaitable_is_awaited(self) -> None:
         """On the async path a plain function returning a coroutine has it awaited."""
         bus, seen = EventBus(), list[str]()
@@ -285,6 +327,14 @@ class TestAsyncHandlers:
         assert current_trace() is None
 
 
+# Ways a handler starts work that runs with a copy of its context: a sync publish in a
+# thread (asyncio.to_thread copies the context), an async publish in a new task.
+ELSEWHERE: dict[str, Callable[[EventBus, DomainEvent], Awaitable[None]]] = {
+    "a task": lambda bus, event: asyncio.create_task(bus.publish_async(event)),
+    "a thread": lambda bus, event: asyncio.to_thread(bus.publish, event),
+}
+
+
 class TestAsyncDispatchPerTask:
     async def test_concurrent_tasks_each_dispatch_their_own_events(self) -> None:
         """Two tasks interleaving on one thread: each task's events are delivered in that task."""
@@ -309,31 +359,46 @@ class TestAsyncDispatchPerTask:
         assert delivered["a"] == [(step, task_a) for step in range(5)]
         assert delivered["b"] == [(step, task_b) for step in range(5)]
 
-    async def test_a_task_started_by_a_handler_dispatches_its_own_events(self) -> None:
-        """A task created inside a handler inherits the context, not the handler's queue."""
+    @pytest.mark.parametrize("elsewhere", list(ELSEWHERE))
+    async def test_work_started_by_a_handler_dispatches_its_own_events(
+        self, elsewhere: str
+    ) -> None:
+        """A task or thread started by a handler inherits its context, not its queue."""
         bus, log = EventBus(), list[str]()
 
-        async def spawn(event: Happened) -> None:
-            await asyncio.create_task(bus.publish_async(Other(1)))
-            log.append("spawner resumed")
+        async def start_elsewhere(event: Happened) -> None:
+            await ELSEWHERE[elsewhere](bus, Other(1))
+            log.append("handler resumed")
 
-        bus.subscribe(Happened, spawn)
+        bus.subscribe(Happened, start_elsewhere)
         bus.subscribe(Other, lambda e: log.append("other delivered"))
         await bus.publish_async(Happened("x"))
-        assert log == ["other delivered", "spawner resumed"]
+        assert log == ["other delivered", "handler resumed"]
 
-    async def test_a_thread_given_the_context_dispatches_its_own_events(self) -> None:
-        """A sync publish in asyncio.to_thread, from a handler, is not queued on the task."""
+    async def test_a_loop_callback_scheduled_by_a_handler_dispatches_its_own_events(
+        self,
+    ) -> None:
+        """A callback (no task) gets the handler's context copied, but not its queue."""
         bus, log = EventBus(), list[str]()
+        called_back = asyncio.Event()
 
-        async def offload(event: Happened) -> None:
-            await asyncio.to_thread(bus.publish, Other(1))
-            log.append("offloader resumed")
+        async def schedule(event: Happened) -> None:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(lambda: (bus.publish(Other(1)), called_back.set()))
+            await called_back.wait()
+            log.append("handler resumed")
 
-        bus.subscribe(Happened, offload)
+        bus.subscribe(Happened, schedule)
         bus.subscribe(Other, lambda e: log.append("other delivered"))
         await bus.publish_async(Happened("x"))
-        assert log == ["other delivered", "offloader resumed"]
+        assert log == ["other delivered", "handler resumed"]
+
+    async def test_an_event_without_handlers_is_not_dispatched(self) -> None:
+        """publish_async of an event nobody handles returns at once, delivering nothing."""
+        bus, seen = EventBus(), list[DomainEvent]()
+        bus.subscribe(Happened, seen.append)
+        await bus.publish_async(Other(1))
+        assert seen == []
 
     async def test_cancellation_propagates_and_leaves_the_bus_usable(self) -> None:
         """Cancelling a task mid-handler stops its dispatch at once; the next publish works."""
@@ -439,6 +504,14 @@ class TestSyncPublishRefusesAsyncHandlers:
         assert inspect.getcoroutinestate(made[0]) == inspect.CORO_CLOSED
         assert delivered == ["x"]
 
+    def test_a_sync_looking_handler_returning_any_awaitable_fails(self) -> None:
+        """An awaitable that is not a coroutine (nothing to close) is refused the same way."""
+        bus = EventBus()
+        bus.subscribe(Happened, lambda e: _Awaitable())
+        with pytest.raises(EventHandlerError) as raised:
+            bus.publish(Happened("x"))
+        assert "returned an awaitable (_Awaitable)" in str(raised.value.exceptions[0])
+
     def test_a_sync_handler_publishing_to_an_async_one_fails_in_the_sync_dispatch(self) -> None:
         """Inside a sync dispatch, a publish reaching an async handler is the publisher's failure."""
         bus, delivered = EventBus(), list[str]()
@@ -464,6 +537,11 @@ class TestSyncPublishRefusesAsyncHandlers:
         bus.subscribe(Other, on_other)
         await bus.publish_async(Happened("x"))
         assert log == ["other 1"]
+
+
+class _Awaitable:
+    def __await__(self) -> Generator[None, None, None]:
+        yield
 
 
 async def _async_other(event: Other) -> None:

@@ -392,17 +392,16 @@ async def _awaited(result: Awaitable[object]) -> object:
 
 
 def _current_task_or_thread() -> object:
-    """The asyncio task running now, else the thread (without importing asyncio)."""
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is not None:
-        try:
-            task: object = asyncio.current_task()
-        except RuntimeError:  # no event loop running in this thread
-            pass
-        else:
-            if task is not None:
-                return task
-    return threading.get_ident()
+    """The asyncio task running now, else the thread.
+
+    Only called where asyncio is in use (an async publish, or an async dispatch running in
+    this context), so it is imported already: the sync bus never imports it.
+    """
+    try:
+        task: object = sys.modules["asyncio"].current_task()
+    except RuntimeError:  # no event loop running in this thread
+        return threading.get_ident()
+    return threading.get_ident() if task is None else task
 
 
 def _name(handler: Handler) -> str:
