@@ -166,16 +166,19 @@ class EventBus:
     """
 
     def __init__(self) -> None:
-        self._subscriptions: Subscriptions[Handler] = Subscriptions()
+        # Each handler with whether it is async, decided once, when it subscribes.
+        self._subscriptions: Subscriptions[tuple[Handler, bool]] = Subscriptions()
         self._routes: dict[type[DomainEvent], _Route] = {}
         self._lock = threading.Lock()
 
     def subscribe(self, event_type: type[E], handler: Callable[[E], object]) -> None:
         """Call ``handler`` with every published event that is an instance of ``event_type``.
 
-        ``handler`` may be ``async def`` (or a ``functools.partial`` of one, or an object
-        whose ``__call__`` is): it is then awaited by :meth:`publish_async`, and refused by
-        the sync :meth:`publish`.
+        ``handler`` may be ``async def`` (or a ``functools.partial`` of one, an object whose
+        ``__call__`` is, or a function marked with ``inspect.markcoroutinefunction``): that
+        is decided here, once; it is then awaited by :meth:`publish_async`, and refused by
+        the sync :meth:`publish`. To a type checker ``handler`` is a callable taking an
+        ``event_type`` (or a base class of it) and returning anything, an awaitable included.
 
         Raises:
             TypeError: ``event_type`` is not a :class:`~tactical.DomainEvent` subclass, or
@@ -185,7 +188,7 @@ class EventBus:
         if not callable(handler):
             raise TypeError(f"handler for {event_type.__qualname__} is not callable: {handler!r}")
         with self._lock:
-            self._subscriptions.add(event_type, handler)
+            self._subscriptions.add(event_type, (handler, is_async_callable(handler)))
             self._routes = {}
 
     def handlers_for(self, event_type: type[DomainEvent]) -> tuple[Callable[[Any], object], ...]:
@@ -295,7 +298,8 @@ class EventBus:
         # Each event's trace is fixed now, in the publisher's context (a handler's, or the
         # unit of work's that knows how its events were recorded), not when it is dispatched.
         # An event nobody handles is skipped: no handler can record anything in its trace.
-        routes, queued, first_async = self._routes, list[tuple[DomainEvent, UUID]](), None
+        routes, first_async = self._routes, None
+        queued: list[tuple[DomainEvent, UUID]] = []
         for event in events:
             event_type = type(event)
             route = routes.get(event_type) or self._route(event_type)
@@ -330,7 +334,8 @@ class EventBus:
         The sync driver refuses every awaitable (closing it; the handler's failure), the
         async one awaits it; what the await raises is thrown back in at the ``yield``.
         """
-        route, failures = self._route, list[Exception]()
+        route = self._route
+        failures: list[Exception] = []
         token = _dispatching.set(dispatch)
         try:
             # Iterating a list that grows: events queued by the handlers are reached in turn.
@@ -362,8 +367,8 @@ class EventBus:
             return self._routes[event_type]
         except KeyError:
             with self._lock:
-                handlers = self._subscriptions.for_type(event_type)
-                calls = tuple((h, is_async_callable(h)) for h in handlers)
+                calls = self._subscriptions.for_type(event_type)
+                handlers = tuple(handler for handler, _ in calls)
                 first_async = next((h for h, is_async in calls if is_async), None)
                 route = self._routes[event_type] = _Route(handlers, calls, first_async)
             return route
