@@ -239,3 +239,10 @@ class TestRetryOnConflictAsync:
         with pytest.raises(TypeError, match="pass the async def function itself"):
             retry_on_conflict(start)
         assert inspect.getcoroutinestate(made[0]) == inspect.CORO_CLOSED
+
+    def test_an_async_sleep_for_a_sync_operation_is_refused(self) -> None:
+        """A sync retry cannot await its pause: a clear error instead of no pause at all."""
+        operation = Flaky(1)
+        with pytest.raises(TypeError, match="given sleep, which returned an awaitable"):
+            retry_on_conflict(operation, sleep=Pauses())
+        assert operation.calls == 1

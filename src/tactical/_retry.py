@@ -41,7 +41,7 @@ def retry_on_conflict(
     attempts: int = 10,
     base_delay: float = 0.02,
     max_delay: float = 1.0,
-    sleep: Callable[[float], object] = ...,
+    sleep: Callable[[float], None] = ...,
     random: Callable[[], float] = ...,
 ) -> T: ...
 
@@ -132,14 +132,13 @@ def retry_on_conflict(
         )
 
     def perform(pause: float | None) -> object:
-        if pause is not None:
-            return (sleep or time.sleep)(pause)
-        result = operation()
+        result = operation() if pause is None else (sleep or time.sleep)(pause)
         if discard_awaitable(result):
+            what = "sleep" if pause is not None else _name(operation)
             raise TypeError(
-                f"retry_on_conflict() was given {_name(operation)}, which returned an awaitable "
-                "(closed, never awaited): pass the async def function itself and await the "
-                "function it returns, retry_on_conflict(approve)(claim_id)"
+                f"retry_on_conflict() was given {what}, which returned an awaitable (closed, "
+                "never awaited) to a sync operation: pass the async def function itself and "
+                "await the function it returns, await retry_on_conflict(approve)(claim_id)"
             )
         return result
 

@@ -85,3 +85,11 @@ async def approve_claims() -> None:
     await approve(uuid4(), notes="x")  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
     approve(uuid4())  # type: ignore[unused-coroutine]  # pyright: ignore[reportUnusedCoroutine]
     retry_on_conflict(approve_once, sleep=time.sleep)  # type: ignore[arg-type]  # pyright: ignore[reportCallIssue, reportArgumentType]
+
+
+def count_claims() -> int:
+    return 1
+
+
+assert_type(retry_on_conflict(count_claims, sleep=lambda seconds: None), int)
+retry_on_conflict(count_claims, sleep=asyncio.sleep)  # type: ignore[arg-type]  # pyright: ignore[reportCallIssue, reportArgumentType]
