@@ -199,16 +199,27 @@ class TestRetryOnConflictAsync:
 
     async def test_cancellation_during_the_backoff_pause_propagates_at_once(self) -> None:
         """Cancelled while pausing (a minute) before a retry: the task ends now, with no retry."""
-        operation = AsyncFlaky(100)
-        approve = retry_on_conflict(operation, base_delay=60.0, max_delay=60.0, random=lambda: 1.0)
+        operation, pausing = AsyncFlaky(100), asyncio.Event()
+
+        async def pause(seconds: float) -> None:
+            pausing.set()
+            await asyncio.sleep(seconds)
+
+        approve = retry_on_conflict(
+            operation, base_delay=60.0, max_delay=60.0, sleep=pause, random=lambda: 1.0
+        )
         task = asyncio.create_task(approve(1))
-        await operation.conflicted.wait()
-        await asyncio.sleep(0.01)  # into the real asyncio.sleep of the pause
+        await pausing.wait()
         task.cancel()
         async with asyncio.timeout(5):  # a bound on a hang, not a speed assertion
             with pytest.raises(asyncio.CancelledError):
                 await task
         assert operation.calls == 1
+
+    async def test_the_default_pause_is_asyncio_sleep(self) -> None:
+        """Without a sleep given, the pauses are awaited on the event loop (zero jitter here)."""
+        operation = AsyncFlaky(2)
+        assert await retry_on_conflict(operation, random=lambda: 0.0)(5) == "5 after 3 runs"
 
     async def test_the_decorated_function_keeps_its_name_and_is_async(self) -> None:
         """What wraps an async def is itself an async def, named after it (the bus sees it)."""
