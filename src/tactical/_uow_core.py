@@ -1,0 +1,435 @@
+"""The unit-of-work core: every decision of a unit of work, written once for sync and async.
+
+:class:`UnitOfWorkCore` holds the state of a unit of work (lifecycle, identity map,
+what the last commits saved) and makes every decision: what is a change, the
+one-aggregate rule, version bookkeeping, what to publish and with which traces, which
+warnings a block's end raises. It never touches storage: where it needs I/O it is a flow
+(:mod:`tactical._flow`) that yields operations naming a hook and its arguments,
+``("_begin",)``, ``("_load", type, id)``, ``("_store", changes)``, ``("_rollback",)``,
+``("_end",)`` and ``("_publish", events, traces)``. The sync base class
+(``TransactionalUnitOfWork``) carries them out with plain calls, the async one
+(``AsyncTransactionalUnitOfWork``) by awaiting its async hooks of the same names.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Literal, TypeAlias, TypeVar, cast
+from uuid import UUID
+
+from tactical._bus import EventBus
+from tactical._errors import UncommittedChangesWarning
+from tactical._flow import Flow
+from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
+from tactical._structural import structural_state
+from tactical._tracing import Trace
+from tactical._tracking import (
+    DIRTY,
+    Change,
+    Committed,
+    Tracked,
+    boundary_violation,
+    changed_since_commit,
+    check_id,
+    identities,
+    report_at_collection,
+    warn_lost,
+)
+
+__all__ = ["Miss", "Op", "RepositoryBase", "UnitOfWorkCore"]
+
+A = TypeVar("A", bound=AggregateRoot[Any])
+
+Op: TypeAlias = tuple[Any, ...]
+"""An operation of a flow: the name of the hook to run, then its arguments."""
+
+
+class Miss(enum.Enum):
+    """Not in the identity map: the aggregate must be loaded."""
+
+    MISS = enum.auto()
+
+
+@dataclass(slots=True)
+class Leftovers:
+    """What a block left unsaved, to warn about once its storage transaction is over."""
+
+    uncommitted: tuple[tuple[type[Any], object], ...]
+    after_commit: list[Committed]
+    after_block: list[Committed]
+
+    def warn(self, owner: str, stacklevel: int) -> None:
+        """Raise the warnings, pointing ``stacklevel`` frames above the caller."""
+        if self.uncommitted:
+            warnings.warn(
+                UncommittedChangesWarning(
+                    f"{owner}'s `with` block ended without commit(), so its changes were "
+                    "rolled back",
+                    self.uncommitted,
+                ),
+                stacklevel=stacklevel + 1,
+            )
+        if self.after_commit:
+            warn_lost(
+                f"aggregates were changed after {owner}.commit() in the same `with` block and "
+                "saved nowhere",
+                self.after_commit,
+                stacklevel=stacklevel + 1,
+            )
+        if self.after_block:
+            warn_lost(
+                f"aggregates committed by {owner}'s previous `with` block were changed after "
+                "it ended and saved nowhere (add them to a unit of work and commit)",
+                self.after_block,
+                stacklevel=stacklevel + 1,
+            )
+
+
+class UnitOfWorkCore:
+    """State and decisions shared by the sync and the async units of work (no I/O).
+
+    Subclasses carry out the flows' operations (see the module docstring) and set
+    ``_awaits_handlers``: whether their commit awaits ``async def`` event handlers (a sync
+    commit refuses to store changes whose events would reach one).
+    """
+
+    _awaits_handlers: ClassVar[bool] = False
+    _repository_class: ClassVar[type[RepositoryBase[Any]]]
+
+    def __init__(
+        self, bus: EventBus | None = None, *, allow_multiple_aggregates: bool = False
+    ) -> None:
+        candidate: object = bus
+        if candidate is not None and not isinstance(candidate, EventBus):  # pyright: ignore[reportUnnecessaryIsInstance]
+            # Found at the boundary: otherwise the first commit would store its changes and
+            # only then fail to publish their events.
+            # Imported here: tactical._memory, which defines the store, imports this module.
+            from tactical._memory import InMemoryStore
+
+            hint = " (pass it as store=...)" if isinstance(candidate, InMemoryStore) else ""
+            raise TypeError(
+                f"{type(self).__name__}'s bus must be an EventBus or None, "
+                f"got {type(candidate).__qualname__}{hint}"
+            )
+        self._bus = bus if bus is not None else EventBus()
+        self._allow_multiple_aggregates = allow_multiple_aggregates
+        self._active = False
+        self._finished = False
+        self._tracked: dict[tuple[type[AggregateRoot[Any]], object], Tracked] = {}
+        self._repositories: dict[type[AggregateRoot[Any]], RepositoryBase[Any]] = {}
+        # What this block's commit saved, and what the previous block's did: checked for
+        # changes made after their commit when a block ends and when this object is collected.
+        self._committed: list[Committed] = []
+        self._previous: list[Committed] = []
+        weakref.finalize(
+            self, report_at_collection, self._previous, type(self).__name__
+        ).atexit = False
+
+    @property
+    def bus(self) -> EventBus:
+        """The bus committed events are published on."""
+        return self._bus
+
+    @property
+    def allow_multiple_aggregates(self) -> bool:
+        """Whether one transaction may change several aggregates (off by default).
+
+        .. versionadded:: 0.2.0
+        """
+        return self._allow_multiple_aggregates
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _check_enterable(self) -> None:
+        if self._active:
+            raise RuntimeError(
+                f"{type(self).__name__} is already in a transaction: "
+                "a unit of work cannot be entered again before its `with` block ends"
+            )
+
+    def _entered(self) -> None:
+        self._active = True
+        self._finished = False
+
+    def _exit_flow(self, clean: bool) -> Flow[Op, Leftovers | None]:
+        """End the block: roll back what was not committed, note what is left unsaved.
+
+        ``clean`` is whether the block ended without an exception (only then is anything
+        left unsaved worth a warning). Returns what to warn about, if anything.
+        """
+        leftovers: Leftovers | None = None
+        try:
+            if not self._finished:
+                yield ("_rollback",)
+            if clean:
+                leftovers = self._leftovers()
+        finally:
+            reported = {id(c) for c in leftovers.after_commit} if leftovers else set[int]()
+            self._previous[:] = [c for c in self._committed if id(c) not in reported]
+            self._committed = []
+            self._reset()
+            self._active = False
+            yield ("_end",)
+        if leftovers and (leftovers.uncommitted or leftovers.after_commit or leftovers.after_block):
+            return leftovers
+        return None
+
+    def _leftovers(self) -> Leftovers:
+        uncommitted = () if self._finished else identities(self._changes())
+        handled = frozenset(id(t.aggregate) for t in self._tracked.values())
+        return Leftovers(
+            uncommitted,
+            changed_since_commit(self._committed),
+            changed_since_commit(self._previous, handled),
+        )
+
+    def _reset(self) -> None:
+        self._tracked = {}
+        self._repositories = {}
+
+    def _check_open(self, action: str) -> None:
+        if not self._active:
+            raise RuntimeError(
+                f"cannot {action}: {type(self).__name__} is not in a transaction "
+                "(use it inside a `with` block)"
+            )
+        if self._finished:
+            raise RuntimeError(
+                f"cannot {action}: this transaction already ended with commit() "
+                "(or a failed commit); start a new `with` block"
+            )
+
+    def _rollback_flow(self) -> Flow[Op, None]:
+        if not self._active:
+            raise RuntimeError(f"cannot rollback: {type(self).__name__} is not in a transaction")
+        if self._finished:
+            return
+        for t in self._tracked.values():
+            t.aggregate.clear_events()
+        self._reset()
+        yield ("_rollback",)
+        yield ("_end",)
+        yield ("_begin",)
+
+    # -- repositories ------------------------------------------------------------------------
+
+    def _repository_for(self, aggregate_type: type[AggregateRoot[Any]]) -> RepositoryBase[Any]:
+        self._check_open("use a repository")
+        candidate: object = aggregate_type
+        if not (isinstance(candidate, type) and issubclass(candidate, AggregateRoot)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"repository() takes an AggregateRoot subclass, got {aggregate_type!r}")
+        try:
+            return self._repositories[aggregate_type]
+        except KeyError:
+            repository = self._repository_class(self, aggregate_type)
+            self._repositories[aggregate_type] = repository
+            return repository
+
+    def _known(
+        self, aggregate_type: type[A], aggregate_id: object
+    ) -> A | Literal[Miss.MISS] | None:
+        """The identity map's answer for this id, or ``Miss.MISS`` when it must be loaded."""
+        self._check_open("load an aggregate")
+        check_id(aggregate_type, aggregate_id)
+        tracked = self._tracked.get((aggregate_type, aggregate_id))
+        if tracked is None:
+            return Miss.MISS
+        return None if tracked.removed else cast("A", tracked.aggregate)
+
+    def _loaded(
+        self, aggregate_type: type[A], aggregate_id: object, aggregate: A | None
+    ) -> A | None:
+        """Track what ``_load`` returned (an aggregate at its stored version, or None)."""
+        if aggregate is not None:
+            self._tracked[(aggregate_type, aggregate_id)] = Tracked(
+                aggregate_type, aggregate, aggregate.version, structural_state(aggregate)
+            )
+        return aggregate
+
+    def _add(self, aggregate_type: type[A], aggregate: A) -> None:
+        self._check_open("add an aggregate")
+        if not isinstance(aggregate, aggregate_type):
+            raise TypeError(
+                f"Repository[{aggregate_type.__qualname__}].add() takes a "
+                f"{aggregate_type.__qualname__}, got a {type(aggregate).__qualname__}"
+            )
+        check_id(aggregate_type, aggregate.id)
+        key = (aggregate_type, aggregate.id)
+        tracked = self._tracked.get(key)
+        if tracked is not None:
+            if tracked.aggregate is not aggregate and tracked.removed:
+                raise ValueError(
+                    f"{aggregate_type.__qualname__} {aggregate.id} was removed in this unit of "
+                    "work: add back the instance that was removed, or add a new one with this "
+                    "id in a later transaction"
+                )
+            if tracked.aggregate is not aggregate:
+                raise ValueError(
+                    f"another {aggregate_type.__qualname__} with id {aggregate.id} "
+                    "is already in this unit of work"
+                )
+            tracked.removed = False
+            return
+        # version 0: a new aggregate to insert; otherwise one saved before (detached from an
+        # earlier unit of work) that is written back under a version check.
+        stored = aggregate.version or None
+        self._tracked[key] = Tracked(aggregate_type, aggregate, stored, DIRTY)
+
+    def _remove(self, aggregate_type: type[A], aggregate: A) -> None:
+        self._check_open("remove an aggregate")
+        key = (aggregate_type, aggregate.id)
+        tracked = self._tracked.get(key)
+        if tracked is None:
+            self._add(aggregate_type, aggregate)
+            tracked = self._tracked[key]
+        elif tracked.aggregate is not aggregate:
+            raise ValueError(
+                f"cannot remove {aggregate_type.__qualname__} {aggregate.id}: "
+                "it is not the instance this unit of work holds"
+            )
+        tracked.removed = True
+
+    # -- commit ------------------------------------------------------------------------------
+
+    def _commit_flow(self) -> Flow[Op, None]:
+        """Check, store, then publish: what ``commit()`` does, sync or async."""
+        self._check_open("commit")
+        changes = self._changes()
+        self._finished = True
+        if not self._allow_multiple_aggregates:
+            refused = boundary_violation(changes)
+            if refused is not None:
+                yield ("_rollback",)
+                raise refused
+        if not self._awaits_handlers:
+            self._refuse_async_handlers(changes)
+        versions = [change.aggregate.version for change in changes]
+        try:
+            yield ("_store", changes)
+        except BaseException:
+            # Nothing was stored: the aggregates are as loaded, to be retried or dropped.
+            for change, version in zip(changes, versions, strict=True):
+                change.aggregate.version = version
+            raise
+        events, traces = self._committed_events(changes)
+        if events:
+            yield ("_publish", events, traces)
+
+    def _refuse_async_handlers(self, changes: Sequence[Change]) -> None:
+        """Refuse a sync commit whose events would reach an ``async def`` handler.
+
+        Checked before anything is stored: a sync commit cannot await the handler, and a
+        coroutine left un-awaited would drop the event in silence.
+        """
+        # TODO(H4): the one spot to switch to EventBus's own check of async handlers.
+        handlers_for = self._bus.handlers_for
+        for change in changes:
+            for event in change.events:
+                for handler in handlers_for(type(event)):
+                    if _is_async(handler):
+                        raise TypeError(
+                            f"{type(self).__name__}.commit() cannot publish "
+                            f"{type(event).__qualname__}: its handler "
+                            f"{getattr(handler, '__qualname__', repr(handler))} is an async "
+                            "function, which a sync commit cannot await; commit through an "
+                            "async unit of work, or subscribe a sync handler. Nothing was stored"
+                        )
+
+    def _committed_events(
+        self, changes: Sequence[Change]
+    ) -> tuple[list[DomainEvent], dict[UUID, Trace]]:
+        """Bookkeeping after a successful store; returns the events to publish, and traces."""
+        for change in changes:
+            if change.new_version is not None:
+                change.aggregate.version = change.new_version
+        trackeds = [t.aggregate for t in self._tracked.values()]
+        # Only what was written is published: a new aggregate removed again before commit
+        # was never stored, and its events (never in an outbox) describe nothing.
+        written = {id(e) for change in changes for e in change.events}
+        events = [e for e in recorded_in_order(trackeds) if id(e) in written]
+        traces = {
+            e.event_id: trace
+            for aggregate in trackeds
+            for e in aggregate.pending_events
+            if (trace := recorded_trace(aggregate, e)) is not None
+        }
+        for aggregate in trackeds:
+            aggregate.clear_events()
+        saved = {id(change.aggregate) for change in changes}
+        self._committed = [
+            Committed(
+                t.aggregate_type,
+                t.aggregate.id,
+                weakref.ref(t.aggregate),
+                t.aggregate.version,
+                structural_state(t.aggregate)
+                if id(t.aggregate) in saved or t.snapshot is DIRTY
+                else t.snapshot,
+            )
+            for t in self._tracked.values()
+            if not t.removed
+        ]
+        return events, traces
+
+    def _changes(self) -> list[Change]:
+        changes: list[Change] = []
+        for (_, tracked_id), t in self._tracked.items():
+            if t.aggregate.id != tracked_id:
+                # Written under its new id, it would overwrite the aggregate that has it.
+                raise ValueError(
+                    f"cannot commit {t.aggregate_type.__qualname__} {tracked_id!r}: its id was "
+                    f"changed to {t.aggregate.id!r} after it was loaded or added (an id is an "
+                    "aggregate's identity: make a new aggregate instead); nothing was stored"
+                )
+            events = t.aggregate.pending_events
+            if t.removed:
+                if t.stored_version is not None:
+                    changes.append(
+                        Change(
+                            "delete", t.aggregate_type, t.aggregate, t.stored_version, None, events
+                        )
+                    )
+            elif t.stored_version is None:
+                changes.append(Change("insert", t.aggregate_type, t.aggregate, None, 1, events))
+            elif events or t.snapshot is DIRTY or structural_state(t.aggregate) != t.snapshot:
+                changes.append(
+                    Change(
+                        "update",
+                        t.aggregate_type,
+                        t.aggregate,
+                        t.stored_version,
+                        t.stored_version + 1,
+                        events,
+                    )
+                )
+        return changes
+
+
+def _is_async(handler: Callable[..., object]) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004  (an instance with an async __call__)
+    )
+
+
+class RepositoryBase(Generic[A]):
+    """What the sync and async repositories share: the calls that need no I/O."""
+
+    __slots__ = ("_type", "_uow")
+
+    def __init__(self, uow: UnitOfWorkCore, aggregate_type: type[A]) -> None:
+        self._uow = uow
+        self._type = aggregate_type
+
+    def add(self, aggregate: A, /) -> None:
+        self._uow._add(self._type, aggregate)  # pyright: ignore[reportPrivateUsage]
+
+    def remove(self, aggregate: A, /) -> None:
+        self._uow._remove(self._type, aggregate)  # pyright: ignore[reportPrivateUsage]
+
+    def __repr__(self) -> str:
+        return f"<Repository[{self._type.__qualname__}] of {self._uow!r}>"
