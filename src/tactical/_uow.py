@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self, TypeVar, cast
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 from uuid import UUID
 
 from tactical._errors import AggregateNotFound
@@ -89,14 +89,14 @@ class UnitOfWork(Protocol):
         ...
 
 
-class _TrackingRepository(RepositoryBase[A], Repository[A, Any]):
+class _TrackingRepository(RepositoryBase["TransactionalUnitOfWork", A], Repository[A, Any]):
     __slots__ = ()
 
     def get(self, aggregate_id: Any, /) -> A | None:
-        return cast("TransactionalUnitOfWork", self._uow)._get(self._type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
+        return self._uow._get(self._type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
 
     def require(self, aggregate_id: Any, /) -> A:
-        aggregate = cast("TransactionalUnitOfWork", self._uow)._get(self._type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
+        aggregate = self._uow._get(self._type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
         if aggregate is None:
             raise AggregateNotFound(self._type, aggregate_id)
         return aggregate
@@ -117,7 +117,7 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
     .. versionadded:: 0.1.0
     """
 
-    _repository_class: ClassVar[type[RepositoryBase[Any]]] = _TrackingRepository
+    _repository_class: ClassVar[type[RepositoryBase[Any, Any]]] = _TrackingRepository
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -134,7 +134,8 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
         traceback: TracebackType | None,
     ) -> None:
         self._run(self._exit_flow(exc_type is None))
-        self._warn_unsaved(stacklevel=2)
+        if self._unsaved is not None:
+            self._warn_unsaved(stacklevel=2)
 
     def _run(self, flow: Flow[Op, None]) -> None:
         """Carry out ``flow``'s operations by calling the hooks they name.
@@ -164,7 +165,7 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
             TypeError: ``aggregate_type`` is not an :class:`~tactical.AggregateRoot` subclass.
             RuntimeError: Not inside a ``with`` block, or the transaction already committed.
         """
-        return cast("Repository[A, Any]", self._repository_for(aggregate_type))
+        return self._repository_for(aggregate_type)  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
 
     def _get(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
         known = self._known(aggregate_type, aggregate_id)

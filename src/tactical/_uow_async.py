@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self, TypeVar, cast
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 from uuid import UUID
 
 from tactical._errors import AggregateNotFound
@@ -87,16 +87,16 @@ class AsyncUnitOfWork(Protocol):
         ...
 
 
-class _AsyncTrackingRepository(RepositoryBase[A], AsyncRepository[A, Any]):
+class _AsyncTrackingRepository(
+    RepositoryBase["AsyncTransactionalUnitOfWork", A], AsyncRepository[A, Any]
+):
     __slots__ = ()
 
     async def get(self, aggregate_id: Any, /) -> A | None:
-        uow = cast("AsyncTransactionalUnitOfWork", self._uow)
-        return await uow._get(self._type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
+        return await self._uow._get(self._type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
 
     async def require(self, aggregate_id: Any, /) -> A:
-        uow = cast("AsyncTransactionalUnitOfWork", self._uow)
-        aggregate = await uow._get(self._type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
+        aggregate = await self._uow._get(self._type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
         if aggregate is None:
             raise AggregateNotFound(self._type, aggregate_id)
         return aggregate
@@ -121,7 +121,7 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
     .. versionadded:: 0.2.0
     """
 
-    _repository_class: ClassVar[type[RepositoryBase[Any]]] = _AsyncTrackingRepository
+    _repository_class: ClassVar[type[RepositoryBase[Any, Any]]] = _AsyncTrackingRepository
     # TODO(H4): True once EventBus awaits async handlers (publish_all_async, below).
     _awaits_handlers: ClassVar[bool] = False
 
@@ -140,7 +140,8 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
         traceback: TracebackType | None,
     ) -> None:
         await run_async(self._exit_flow(exc_type is None), self._perform)
-        self._warn_unsaved(stacklevel=2)
+        if self._unsaved is not None:
+            self._warn_unsaved(stacklevel=2)
 
     async def _perform(self, op: Op) -> object:
         return await getattr(self, op[0])(*op[1:])
@@ -155,7 +156,7 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
             RuntimeError: Not inside an ``async with`` block, or the transaction already
                 committed.
         """
-        return cast("AsyncRepository[A, Any]", self._repository_for(aggregate_type))
+        return self._repository_for(aggregate_type)  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
 
     async def _get(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
         known = self._known(aggregate_type, aggregate_id)
