@@ -19,7 +19,7 @@ from tactical._model import AggregateRoot, DomainEvent
 from tactical._repository import AsyncRepository
 from tactical._tracing import Trace, recorded_traces
 from tactical._tracking import Change
-from tactical._uow_core import Miss, Op, RepositoryBase, UnitOfWorkCore
+from tactical._uow_core import MISS, Op, RepositoryBase, UnitOfWorkCore
 
 __all__ = ["AsyncTransactionalUnitOfWork", "AsyncUnitOfWork"]
 
@@ -160,7 +160,7 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
 
     async def _get(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
         known = self._known(aggregate_type, aggregate_id)
-        if known is not Miss.MISS:
+        if known is not MISS:
             return known
         loaded = await self._load(aggregate_type, aggregate_id)
         return self._loaded(aggregate_type, aggregate_id, loaded)

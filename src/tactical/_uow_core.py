@@ -19,7 +19,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
 from tactical._bus import EventBus
@@ -41,7 +41,7 @@ from tactical._tracking import (
     warn_lost,
 )
 
-__all__ = ["Miss", "Op", "RepositoryBase", "UnitOfWorkCore"]
+__all__ = ["MISS", "Miss", "Op", "RepositoryBase", "UnitOfWorkCore"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
 
@@ -53,6 +53,10 @@ class Miss(enum.Enum):
     """Not in the identity map: the aggregate must be loaded."""
 
     MISS = enum.auto()
+
+
+# A module constant: looking up an Enum member on its class costs ~0.2 us in Python 3.11.
+MISS: Final = Miss.MISS
 
 
 @dataclass(slots=True)
@@ -247,7 +251,7 @@ class UnitOfWorkCore:
         check_id(aggregate_type, aggregate_id)
         tracked = self._tracked.get((aggregate_type, aggregate_id))
         if tracked is None:
-            return Miss.MISS
+            return MISS
         # Not cast(): a call on the path of every get().
         return None if tracked.removed else tracked.aggregate  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
 
