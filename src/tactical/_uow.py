@@ -122,9 +122,10 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
     # -- lifecycle -------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
-        self._check_enterable()
+        if self._active:
+            raise self._reentered()
         self._begin()
-        self._entered()
+        self._active, self._finished = True, False
         return self
 
     def __exit__(

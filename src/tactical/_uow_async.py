@@ -128,9 +128,10 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._check_enterable()
+        if self._active:
+            raise self._reentered()
         await self._begin()
-        self._entered()
+        self._active, self._finished = True, False
         return self
 
     async def __aexit__(

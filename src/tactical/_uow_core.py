@@ -152,16 +152,11 @@ class UnitOfWorkCore:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _check_enterable(self) -> None:
-        if self._active:
-            raise RuntimeError(
-                f"{type(self).__name__} is already in a transaction: "
-                "a unit of work cannot be entered again before its `with` block ends"
-            )
-
-    def _entered(self) -> None:
-        self._active = True
-        self._finished = False
+    def _reentered(self) -> RuntimeError:
+        return RuntimeError(
+            f"{type(self).__name__} is already in a transaction: "
+            "a unit of work cannot be entered again before its `with` block ends"
+        )
 
     def _exit_flow(self, clean: bool) -> Flow[Op, None]:
         """End the block: roll back what was not committed, note what is left unsaved.
@@ -175,7 +170,12 @@ class UnitOfWorkCore:
             if not self._finished:
                 yield ("_rollback",)
             if clean:
-                leftovers = self._leftovers()
+                handled = frozenset(id(t.aggregate) for t in self._tracked.values())
+                leftovers = Leftovers(
+                    () if self._finished else identities(self._changes()),
+                    changed_since_commit(self._committed),
+                    changed_since_commit(self._previous, handled),
+                )
         finally:
             reported: set[int] = {id(c) for c in leftovers.after_commit} if leftovers else set()
             self._previous[:] = [c for c in self._committed if id(c) not in reported]
@@ -191,15 +191,6 @@ class UnitOfWorkCore:
         leftovers, self._unsaved = self._unsaved, None
         if leftovers is not None:
             leftovers.warn(type(self).__name__, stacklevel + 1)
-
-    def _leftovers(self) -> Leftovers:
-        uncommitted = () if self._finished else identities(self._changes())
-        handled = frozenset(id(t.aggregate) for t in self._tracked.values())
-        return Leftovers(
-            uncommitted,
-            changed_since_commit(self._committed),
-            changed_since_commit(self._previous, handled),
-        )
 
     def _reset(self) -> None:
         self._tracked = {}
