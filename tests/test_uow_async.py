@@ -144,6 +144,8 @@ class TestSyncCommitWithAsyncHandlers:
             loaded.tick()
             with pytest.raises(TypeError, match=r"notify") as refused:
                 uow.commit()
+            with pytest.raises(RuntimeError, match="already ended"):
+                uow.commit()
         assert "async" in str(refused.value)
         after = stored(store, counter.id)
         assert after is not None

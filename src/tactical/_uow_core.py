@@ -306,15 +306,17 @@ class UnitOfWorkCore:
         self._check_open("commit")
         changes = self._changes()
         self._finished = True
+        refused: Exception | None = None
         if not self._allow_multiple_aggregates:
             refused = boundary_violation(changes)
-            if refused is not None:
-                yield ("_rollback",)
-                raise refused
-        if not self._awaits_handlers:
+        if refused is None and not self._awaits_handlers:
             event_types = [type(e) for change in changes for e in change.events]
             if event_types:
-                self._refuse_async_handlers(event_types)
+                refused = self._async_handlers_refusal(event_types)
+        if refused is not None:
+            # Refused before anything is stored; the transaction is over.
+            yield ("_rollback",)
+            raise refused
         versions = [change.aggregate.version for change in changes]
         try:
             yield ("_store", changes)
@@ -327,24 +329,25 @@ class UnitOfWorkCore:
         if events:
             yield ("_publish", events, traces)
 
-    def _refuse_async_handlers(self, event_types: Sequence[type[DomainEvent]]) -> None:
-        """Refuse a sync commit whose events would reach an ``async def`` handler.
+    def _async_handlers_refusal(self, event_types: Sequence[type[DomainEvent]]) -> TypeError | None:
+        """The error refusing a sync commit whose events would reach an async handler.
 
-        Checked before anything is stored: a sync commit cannot await the handler, and a
-        coroutine left un-awaited would drop the event in silence.
+        A sync commit cannot await an ``async def`` handler, and a coroutine left un-awaited
+        would drop the event in silence: the commit is refused before anything is stored.
         """
-        # TODO(H4): the one spot to switch to `self._bus.require_sync_handlers(event_types)`.
+        # TODO(H4): the one spot to switch to EventBus.require_sync_handlers(event_types).
         handlers_for = self._bus.handlers_for
         for event_type in event_types:
             for handler in handlers_for(event_type):
                 if _is_async(handler):
-                    raise TypeError(
+                    return TypeError(
                         f"{type(self).__name__}.commit() cannot publish "
                         f"{event_type.__qualname__}: its handler "
                         f"{getattr(handler, '__qualname__', repr(handler))} is an async "
                         "function, which a sync commit cannot await; commit through an "
                         "async unit of work, or subscribe a sync handler. Nothing was stored"
                     )
+        return None
 
     def _committed_events(
         self, changes: Sequence[Change]
