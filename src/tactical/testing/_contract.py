@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import field
 from typing import Any, Protocol
 from uuid import UUID, uuid4
@@ -841,7 +841,8 @@ class AsyncUnitOfWorkContract(_ContractTests):
     event loop of a private :class:`asyncio.Runner`, one per test, so no pytest plugin is
     needed, and the fixture must not be async. Handlers that use units of work themselves
     are run as ``async def`` handlers, awaited by the commit. Objects bound to an event
-    loop (an ``AsyncEngine``'s connections) must be made and used within one test.
+    loop (an ``AsyncEngine``'s connections) live within one test: request the
+    ``run_on_loop`` fixture to run set-up or clean-up coroutines on the suite's loop.
 
     .. versionadded:: 0.2.0
     """
@@ -858,6 +859,16 @@ class AsyncUnitOfWorkContract(_ContractTests):
             yield driver
         finally:
             driver.close()
+
+    @pytest.fixture
+    def run_on_loop(self, driver: AsyncDriver) -> Callable[[Coroutine[Any, Any, Any]], Any]:
+        """Runs a coroutine to completion on the event loop the suite's units of work use.
+
+        For set-up and clean-up bound to that loop: a ``unit_of_work_factory`` fixture that
+        requests it can, say, create the tables through an ``AsyncEngine`` and, after the
+        test, ``run_on_loop(engine.dispose())``.
+        """
+        return driver.run
 
     @pytest.fixture
     def new(
