@@ -154,6 +154,31 @@ class TestSyncCommitWithAsyncHandlers:
         assert seen == []
 
 
+    def test_an_async_handler_subscribed_later_is_refused_too(self) -> None:
+        """A unit of work that committed to sync handlers refuses once an async one joins."""
+        store = InMemoryStore()
+        counter = saved(store)
+        bus, seen = EventBus(), list[DomainEvent]()
+        bus.subscribe(CounterTicked, seen.append)
+        uow = InMemoryUnitOfWork(bus, store=store)
+        with uow:
+            uow.repository(Counter).require(counter.id).tick()
+            uow.commit()
+
+        async def notify_later(event: CounterTicked) -> None:
+            seen.append(event)  # pragma: no cover  (never called: the commit is refused)
+
+        bus.subscribe(CounterTicked, notify_later)
+        with uow:
+            uow.repository(Counter).require(counter.id).tick()
+            with pytest.raises(TypeError, match=r"notify_later"):
+                uow.commit()
+        after = stored(store, counter.id)
+        assert after is not None
+        assert (after.count, after.version) == (1, 2)
+        assert len(seen) == 1
+
+
 class Gated(AsyncInMemoryUnitOfWork):
     """Blocks for ever at the first call of one hook, so a test can cancel the task there."""
 

@@ -133,6 +133,7 @@ class UnitOfWorkCore:
         self._committed: list[Committed] = []
         self._previous: list[Committed] = []
         self._unsaved: Leftovers | None = None
+        self._sync_routes: dict[type[DomainEvent], tuple[Callable[..., object], ...]] = {}
         weakref.finalize(
             self, report_at_collection, self._previous, type(self).__name__
         ).atexit = False
@@ -336,9 +337,12 @@ class UnitOfWorkCore:
         would drop the event in silence: the commit is refused before anything is stored.
         """
         # TODO(H4): the one spot to switch to EventBus.require_sync_handlers(event_types).
-        handlers_for = self._bus.handlers_for
+        handlers_for, checked = self._bus.handlers_for, self._sync_routes
         for event_type in event_types:
-            for handler in handlers_for(event_type):
+            handlers = handlers_for(event_type)
+            if checked.get(event_type) is handlers:
+                continue  # the same subscriptions were found sync before
+            for handler in handlers:
                 if _is_async(handler):
                     return TypeError(
                         f"{type(self).__name__}.commit() cannot publish "
@@ -347,6 +351,7 @@ class UnitOfWorkCore:
                         "function, which a sync commit cannot await; commit through an "
                         "async unit of work, or subscribe a sync handler. Nothing was stored"
                     )
+            checked[event_type] = handlers
         return None
 
     def _committed_events(
