@@ -153,7 +153,6 @@ class TestSyncCommitWithAsyncHandlers:
         assert loaded.version == 1
         assert seen == []
 
-
     def test_an_async_handler_subscribed_later_is_refused_too(self) -> None:
         """A unit of work that committed to sync handlers refuses once an async one joins."""
         store = InMemoryStore()
