@@ -235,6 +235,15 @@ async def rolling_back(uow: Gated, counter_id: UUID, loaded: list[Counter]) -> N
         raise LookupError("the command failed")
 
 
+async def failing(uow: Gated, counter_id: UUID, loaded: list[Counter]) -> None:
+    """A block that ticks and fails: leaving it rolls back (begin, load, rollback, end)."""
+    async with uow:
+        counter = await uow.repository(Counter).require(counter_id)
+        loaded.append(counter)
+        counter.tick()
+        raise LookupError("the command failed")
+
+
 Block = Callable[[Gated, UUID, list[Counter]], Awaitable[None]]
 
 # (block, the hook it is cancelled in, whether its commit had been stored by then)
@@ -246,6 +255,8 @@ AWAIT_POINTS = [
     (rolling_back, "_rollback", False),
     (rolling_back, "_end", False),
     (rolling_back, "_begin", False),
+    (failing, "_rollback", False),
+    (failing, "_end", False),
 ]
 
 
