@@ -122,8 +122,7 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
     """
 
     _repository_class: ClassVar[type[RepositoryBase[Any, Any]]] = _AsyncTrackingRepository
-    # TODO(H4): True once EventBus awaits async handlers (publish_all_async, below).
-    _awaits_handlers: ClassVar[bool] = False
+    _awaits_handlers: ClassVar[bool] = True
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -191,8 +190,7 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
 
     async def _publish(self, events: Sequence[DomainEvent], traces: Mapping[UUID, Trace]) -> None:
         with recorded_traces(traces):
-            # TODO(H4): the one place to switch to `await self._bus.publish_all_async(events)`.
-            self._bus.publish_all(events)
+            await self._bus.publish_all_async(events)
 
     async def rollback(self) -> None:
         """Discard every change made in this transaction so far; the block stays usable.

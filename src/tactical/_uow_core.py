@@ -14,10 +14,9 @@ warnings a block's end raises. It never touches storage: where it needs I/O it i
 from __future__ import annotations
 
 import enum
-import inspect
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
 from uuid import UUID
@@ -133,7 +132,6 @@ class UnitOfWorkCore:
         self._committed: list[Committed] = []
         self._previous: list[Committed] = []
         self._unsaved: Leftovers | None = None
-        self._sync_routes: dict[type[DomainEvent], tuple[Callable[..., object], ...]] = {}
         weakref.finalize(
             self, report_at_collection, self._previous, type(self).__name__
         ).atexit = False
@@ -336,22 +334,10 @@ class UnitOfWorkCore:
         A sync commit cannot await an ``async def`` handler, and a coroutine left un-awaited
         would drop the event in silence: the commit is refused before anything is stored.
         """
-        # TODO(H4): the one spot to switch to EventBus.require_sync_handlers(event_types).
-        handlers_for, checked = self._bus.handlers_for, self._sync_routes
-        for event_type in event_types:
-            handlers = handlers_for(event_type)
-            if checked.get(event_type) is handlers:
-                continue  # the same subscriptions were found sync before
-            for handler in handlers:
-                if _is_async(handler):
-                    return TypeError(
-                        f"{type(self).__name__}.commit() cannot publish "
-                        f"{event_type.__qualname__}: its handler "
-                        f"{getattr(handler, '__qualname__', repr(handler))} is an async "
-                        "function, which a sync commit cannot await; commit through an "
-                        "async unit of work, or subscribe a sync handler. Nothing was stored"
-                    )
-            checked[event_type] = handlers
+        try:
+            self._bus.require_sync_handlers(event_types)
+        except TypeError as refused:
+            return refused
         return None
 
     def _committed_events(
@@ -422,12 +408,6 @@ class UnitOfWorkCore:
                     )
                 )
         return changes
-
-
-def _is_async(handler: Callable[..., object]) -> bool:
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004  (an instance with an async __call__)
-    )
 
 
 U = TypeVar("U", bound=UnitOfWorkCore)
