@@ -316,13 +316,13 @@ class UnitOfWorkCore:
             # Refused before anything is stored; the transaction is over.
             yield ("_rollback",)
             raise refused
-        versions = [change.aggregate.version for change in changes]
         try:
             yield ("_store", changes)
         except BaseException:
-            # Nothing was stored: the aggregates are as loaded, to be retried or dropped.
-            for change, version in zip(changes, versions, strict=True):
-                change.aggregate.version = version
+            # Nothing was stored: the aggregates are back at the version they were loaded or
+            # added at (the one each write expected; 0 for a new one), to retry or drop.
+            for change in changes:
+                change.aggregate.version = change.expected_version or 0
             raise
         events, traces = self._committed_events(changes)
         if events:
