@@ -11,13 +11,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tactical import (
+    AsyncInMemoryUnitOfWork,
     ConcurrencyError,
     InMemoryStore,
     InMemoryUnitOfWork,
     TransactionBoundaryError,
     UncommittedChangesWarning,
+    UnitOfWork,
 )
 from tactical.testing import Counter
+from tactical.testing._async_driver import AsyncDriver, SyncView
 
 WRITERS = 2
 IDS = 3
@@ -40,14 +43,14 @@ class UnitOfWorkMachine(RuleBasedStateMachine):
         self.store = InMemoryStore()
         self.ids = [uuid4() for _ in range(IDS)]
         self.model: dict[UUID, tuple[int, int]] = {}
-        self.writers = [
+        self.writers: list[UnitOfWork] = [
             InMemoryUnitOfWork(store=self.store, allow_multiple_aggregates=w > 0)
             for w in range(WRITERS)
         ]
         self.open = [False] * WRITERS
         self.touched: list[dict[UUID, tuple[int, int, int]]] = [{} for _ in range(WRITERS)]
 
-    def _ensure_open(self, w: int) -> InMemoryUnitOfWork:
+    def _ensure_open(self, w: int) -> UnitOfWork:
         if not self.open[w]:
             self.writers[w].__enter__()
             self.open[w] = True
@@ -153,3 +156,26 @@ UnitOfWorkMachine.TestCase.settings = settings(
     max_examples=75, stateful_step_count=40, deadline=None
 )
 TestUnitOfWorkMachine = UnitOfWorkMachine.TestCase
+
+
+class MixedUnitOfWorkMachine(UnitOfWorkMachine):
+    """The same rules with writer 1 an async unit of work: one core, one store, same model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.driver = AsyncDriver()
+        self.writers[1] = SyncView(
+            AsyncInMemoryUnitOfWork(store=self.store, allow_multiple_aggregates=True), self.driver
+        )
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            self.driver.close()
+
+
+MixedUnitOfWorkMachine.TestCase.settings = settings(
+    max_examples=50, stateful_step_count=40, deadline=None
+)
+TestMixedUnitOfWorkMachine = MixedUnitOfWorkMachine.TestCase

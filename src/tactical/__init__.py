@@ -16,15 +16,20 @@ from tactical._errors import (
 )
 from tactical._exports import publish as _publish
 from tactical._memory import InMemoryStore, InMemoryUnitOfWork
+from tactical._memory_async import AsyncInMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
-from tactical._repository import Repository
+from tactical._repository import AsyncRepository, Repository
 from tactical._retry import retry_on_conflict
 from tactical._tracing import Trace, current_trace
 from tactical._uow import UnitOfWork
+from tactical._uow_async import AsyncUnitOfWork
 
 __all__ = [
     "AggregateNotFound",
     "AggregateRoot",
+    "AsyncInMemoryUnitOfWork",
+    "AsyncRepository",
+    "AsyncUnitOfWork",
     "ConcurrencyError",
     "DeserializationError",
     "DomainError",

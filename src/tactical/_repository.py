@@ -1,4 +1,4 @@
-"""The Repository protocol: a collection-like view of one aggregate type."""
+"""The Repository protocols: a collection-like view of one aggregate type, sync or async."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any, Protocol, TypeVar
 
 from tactical._model import AggregateRoot
 
-__all__ = ["Repository"]
+__all__ = ["AsyncRepository", "Repository"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
 IdT_contra = TypeVar("IdT_contra", contravariant=True)
@@ -70,6 +70,63 @@ class Repository(Protocol[A, IdT_contra]):
         Raises:
             TypeError: ``aggregate`` is not of this repository's type, or its id is not of
                 the declared id type.
+            ValueError: The unit of work holds another instance for this id.
+            RuntimeError: The unit of work is not in a transaction.
+        """
+        ...
+
+
+class AsyncRepository(Protocol[A, IdT_contra]):
+    """The aggregates of one type inside an :class:`~tactical.AsyncUnitOfWork`.
+
+    :class:`Repository` for asyncio code, with the same guarantees (an identity map per
+    transaction, changes saved when the unit of work commits): loading is awaited,
+    ``add()`` and ``remove()`` do no I/O and are plain calls::
+
+        async with uow:
+            policy = await uow.repository(InsurancePolicy).require(policy_id)
+            policy.suspend()
+            await uow.commit()
+
+    .. versionadded:: 0.2.0
+    """
+
+    async def get(self, aggregate_id: IdT_contra, /) -> A | None:
+        """The aggregate with this id, or None if there is none (or it was removed).
+
+        Raises:
+            TypeError: ``aggregate_id`` is not of the aggregate's declared id type.
+            RuntimeError: The unit of work is not in a transaction.
+        """
+        ...
+
+    async def require(self, aggregate_id: IdT_contra, /) -> A:
+        """The aggregate with this id.
+
+        Raises:
+            AggregateNotFound: There is none; the error names the type and the id.
+            TypeError: ``aggregate_id`` is not of the aggregate's declared id type.
+            RuntimeError: The unit of work is not in a transaction.
+        """
+        ...
+
+    def add(self, aggregate: A, /) -> None:
+        """Store ``aggregate`` when the unit of work commits (as :meth:`Repository.add`).
+
+        Raises:
+            TypeError: ``aggregate`` is not of this repository's type, or its id is not of
+                the declared id type.
+            ValueError: Another instance with this id is already in the unit of work, or
+                one with this id was removed in it.
+            RuntimeError: The unit of work is not in a transaction.
+        """
+        ...
+
+    def remove(self, aggregate: A, /) -> None:
+        """Delete ``aggregate`` when the unit of work commits (version-checked).
+
+        Raises:
+            TypeError: ``aggregate`` is not of this repository's type.
             ValueError: The unit of work holds another instance for this id.
             RuntimeError: The unit of work is not in a transaction.
         """

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tactical import (
     AggregateRoot,
+    AsyncInMemoryUnitOfWork,
     DomainEvent,
     EventBus,
     InMemoryUnitOfWork,
@@ -21,6 +22,8 @@ from tactical import (
 )
 from tactical.testing import (
     INFRASTRUCTURE,
+    AsyncUnitOfWorkContract,
+    AsyncUnitOfWorkFactory,
     Counter,
     CounterRenamed,
     CounterTicked,
@@ -102,6 +105,23 @@ class TestMyUnitOfWork(UnitOfWorkContract):
             return InMemoryUnitOfWork(bus, allow_multiple_aggregates=allow_multiple_aggregates)
 
         return factory
+
+
+class TestMyAsyncUnitOfWork(AsyncUnitOfWorkContract):
+    @pytest.fixture
+    def unit_of_work_factory(self) -> AsyncUnitOfWorkFactory:
+        def factory(
+            bus: EventBus | None = None, *, allow_multiple_aggregates: bool = False
+        ) -> AsyncInMemoryUnitOfWork:
+            return AsyncInMemoryUnitOfWork(bus, allow_multiple_aggregates=allow_multiple_aggregates)
+
+        return factory
+
+
+class TestNotAnAsyncUnitOfWork(AsyncUnitOfWorkContract):
+    @pytest.fixture
+    def unit_of_work_factory(self) -> AsyncUnitOfWorkFactory:
+        return InMemoryUnitOfWork  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
 
 
 A = TypeVar("A", bound=AggregateRoot[Any])

@@ -4,7 +4,8 @@
 - :func:`value_objects`, :func:`aggregates` and :func:`strategy_for` are Hypothesis
   strategies that build valid instances from type annotations.
 - :class:`UnitOfWorkContract` is the contract suite every tactical unit of work passes;
-  subclass it to prove your own unit of work, repository or mapper honours the contract.
+  subclass it to prove your own unit of work, repository or mapper honours the contract;
+  :class:`AsyncUnitOfWorkContract` runs the same tests against an async unit of work.
   Its sample aggregate :class:`Counter` (with :class:`Tag`, :class:`Tally` and the events
   :class:`CounterTicked` and :class:`CounterRenamed`) is exported so that a relational
   mapper of your own can store it.
@@ -37,6 +38,8 @@ from tactical.testing._architecture import (  # noqa: E402
     assert_value_objects_hold_no_entities,
 )
 from tactical.testing._contract import (  # noqa: E402
+    AsyncUnitOfWorkContract,
+    AsyncUnitOfWorkFactory,
     Counter,
     CounterRenamed,
     CounterTicked,
@@ -50,6 +53,8 @@ from tactical.testing._strategies import aggregates, strategy_for, value_objects
 
 __all__ = [
     "INFRASTRUCTURE",
+    "AsyncUnitOfWorkContract",
+    "AsyncUnitOfWorkFactory",
     "Counter",
     "CounterRenamed",
     "CounterTicked",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import field
 from typing import Any, Protocol
 from uuid import UUID, uuid4
@@ -18,8 +19,11 @@ from tactical._errors import (
 )
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
 from tactical._uow import UnitOfWork
+from tactical.testing._async_driver import AsyncDriver, AsyncUnitOfWorkFactory
 
 __all__ = [
+    "AsyncUnitOfWorkContract",
+    "AsyncUnitOfWorkFactory",
     "Counter",
     "CounterRenamed",
     "CounterTicked",
@@ -130,37 +134,21 @@ class UnitOfWorkFactory(Protocol):
     ) -> UnitOfWork: ...
 
 
-class UnitOfWorkContract:
-    """The guarantees of a tactical unit of work, as a pytest suite to subclass.
+Handler = Callable[[Any], object]
 
-    Subclass it in a test module (the subclass name must start with ``Test``) and provide a
-    ``unit_of_work_factory`` fixture returning a :class:`UnitOfWorkFactory`: every unit of
-    work it makes must see the same committed state, like connections to one database::
 
-        class TestMyUnitOfWork(UnitOfWorkContract):
-            @pytest.fixture
-            def unit_of_work_factory(self, engine) -> UnitOfWorkFactory:
-                def factory(bus=None, *, allow_multiple_aggregates=False):
-                    return MyUnitOfWork(
-                        engine, bus=bus, allow_multiple_aggregates=allow_multiple_aggregates
-                    )
+class _ContractTests:
+    """The contract's tests, written once as sync code against ``new`` (see the subclasses).
 
-                return factory
-
-    The suite stores the sample :class:`Counter` aggregate. A unit of work whose storage
-    needs set-up for it (a relational mapper, say) does that in the fixture.
-
-    .. versionadded:: 0.1.0
+    :class:`UnitOfWorkContract` runs them on sync units of work as they are;
+    :class:`AsyncUnitOfWorkContract` on sync views of async ones, so the two kinds pass the
+    same tests, not copies. ``as_handler`` turns a sync test function into a handler the
+    bus of the units of work under test can run (for async ones, an ``async def`` handler).
     """
 
     @pytest.fixture
-    def unit_of_work_factory(self) -> UnitOfWorkFactory:
-        """Override: return a factory of units of work sharing one store."""
-        raise NotImplementedError("UnitOfWorkContract subclasses provide unit_of_work_factory")
-
-    @pytest.fixture
-    def new(self, unit_of_work_factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
-        return unit_of_work_factory
+    def as_handler(self) -> Callable[[Handler], Handler]:
+        return lambda handler: handler
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -514,7 +502,9 @@ class UnitOfWorkContract:
                 loser.commit()
         assert seen == []
 
-    def test_handlers_run_after_the_commit_is_visible(self, new: UnitOfWorkFactory) -> None:
+    def test_handlers_run_after_the_commit_is_visible(
+        self, new: UnitOfWorkFactory, as_handler: Callable[[Handler], Handler]
+    ) -> None:
         """A handler reading through its own unit of work sees the committed state."""
         counter = self.saved_counter(new)
         bus, counts = EventBus(), list[int]()
@@ -523,13 +513,15 @@ class UnitOfWorkContract:
             with new() as reader:
                 counts.append(reader.repository(Counter).require(event.counter_id).count)
 
-        bus.subscribe(CounterTicked, read_back)
+        bus.subscribe(CounterTicked, as_handler(read_back))
         with new(bus) as uow:
             uow.repository(Counter).require(counter.id).tick()
             uow.commit()
         assert counts == [1]
 
-    def test_a_handler_may_commit_its_own_transaction(self, new: UnitOfWorkFactory) -> None:
+    def test_a_handler_may_commit_its_own_transaction(
+        self, new: UnitOfWorkFactory, as_handler: Callable[[Handler], Handler]
+    ) -> None:
         """A handler changes another aggregate in its own unit of work; its events follow FIFO."""
         source, target = self.saved_counter(new, "source"), self.saved_counter(new, "target")
         bus, seen = EventBus(), list[tuple[str, UUID]]()
@@ -540,7 +532,7 @@ class UnitOfWorkContract:
                     uow.repository(Counter).require(target.id).tick()
                     uow.commit()
 
-        bus.subscribe(CounterTicked, propagate)
+        bus.subscribe(CounterTicked, as_handler(propagate))
         bus.subscribe(CounterTicked, lambda e: seen.append((type(e).__name__, e.counter_id)))
         bus.subscribe(CounterRenamed, lambda e: seen.append((type(e).__name__, e.counter_id)))
         with new(bus) as uow:
@@ -791,3 +783,99 @@ class UnitOfWorkContract:
         wrong: Any = Other(uuid4())
         with new() as uow, pytest.raises(TypeError, match="Other"):
             uow.repository(Counter).add(wrong)
+
+
+class UnitOfWorkContract(_ContractTests):
+    """The guarantees of a tactical unit of work, as a pytest suite to subclass.
+
+    Subclass it in a test module (the subclass name must start with ``Test``) and provide a
+    ``unit_of_work_factory`` fixture returning a :class:`UnitOfWorkFactory`: every unit of
+    work it makes must see the same committed state, like connections to one database::
+
+        class TestMyUnitOfWork(UnitOfWorkContract):
+            @pytest.fixture
+            def unit_of_work_factory(self, engine) -> UnitOfWorkFactory:
+                def factory(bus=None, *, allow_multiple_aggregates=False):
+                    return MyUnitOfWork(
+                        engine, bus=bus, allow_multiple_aggregates=allow_multiple_aggregates
+                    )
+
+                return factory
+
+    The suite stores the sample :class:`Counter` aggregate. A unit of work whose storage
+    needs set-up for it (a relational mapper, say) does that in the fixture. For an async
+    unit of work, subclass :class:`AsyncUnitOfWorkContract` instead: the same tests.
+
+    .. versionadded:: 0.1.0
+    """
+
+    @pytest.fixture
+    def unit_of_work_factory(self) -> UnitOfWorkFactory:
+        """Override: return a factory of units of work sharing one store."""
+        raise NotImplementedError("UnitOfWorkContract subclasses provide unit_of_work_factory")
+
+    @pytest.fixture
+    def new(self, unit_of_work_factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
+        return unit_of_work_factory
+
+
+class AsyncUnitOfWorkContract(_ContractTests):
+    """:class:`UnitOfWorkContract`'s guarantees, as a pytest suite for an async unit of work.
+
+    The same tests as :class:`UnitOfWorkContract`, run against an
+    :class:`~tactical.AsyncUnitOfWork`: subclass it in a test module (the subclass name
+    must start with ``Test``) and provide a ``unit_of_work_factory`` fixture returning an
+    :class:`AsyncUnitOfWorkFactory`::
+
+        class TestMyAsyncUnitOfWork(AsyncUnitOfWorkContract):
+            @pytest.fixture
+            def unit_of_work_factory(self, engine) -> AsyncUnitOfWorkFactory:
+                def factory(bus=None, *, allow_multiple_aggregates=False):
+                    return MyAsyncUnitOfWork(
+                        engine, bus=bus, allow_multiple_aggregates=allow_multiple_aggregates
+                    )
+
+                return factory
+
+    The tests are sync functions: each call on a unit of work is run to completion on the
+    event loop of a private :class:`asyncio.Runner`, one per test, so no pytest plugin is
+    needed, and the fixture must not be async. Handlers that use units of work themselves
+    are run as ``async def`` handlers, awaited by the commit. Objects bound to an event
+    loop (an ``AsyncEngine``'s connections) live within one test: request the
+    ``run_on_loop`` fixture to run set-up or clean-up coroutines on the suite's loop.
+
+    .. versionadded:: 0.2.0
+    """
+
+    @pytest.fixture
+    def unit_of_work_factory(self) -> AsyncUnitOfWorkFactory:
+        """Override: return a factory of async units of work sharing one store."""
+        raise NotImplementedError("AsyncUnitOfWorkContract subclasses provide unit_of_work_factory")
+
+    @pytest.fixture
+    def driver(self) -> Iterator[AsyncDriver]:
+        driver = AsyncDriver()
+        try:
+            yield driver
+        finally:
+            driver.close()
+
+    @pytest.fixture
+    def run_on_loop(self, driver: AsyncDriver) -> Callable[[Coroutine[Any, Any, Any]], Any]:
+        """Runs a coroutine to completion on the event loop the suite's units of work use.
+
+        For set-up and clean-up bound to that loop: a ``unit_of_work_factory`` fixture that
+        requests it can, say, create the tables through an ``AsyncEngine`` and, after the
+        test, ``run_on_loop(engine.dispose())``.
+        """
+        return driver.run
+
+    @pytest.fixture
+    def new(
+        self, unit_of_work_factory: AsyncUnitOfWorkFactory, driver: AsyncDriver
+    ) -> UnitOfWorkFactory:
+        return driver.factory(unit_of_work_factory)
+
+    @pytest.fixture
+    def as_handler(self, driver: AsyncDriver) -> Callable[[Handler], Handler]:
+        return driver.handler

@@ -1,0 +1,230 @@
+"""Async units of work: the AsyncUnitOfWork protocol and the base every async one shares.
+
+:class:`AsyncTransactionalUnitOfWork` is :class:`~tactical._uow.TransactionalUnitOfWork`
+for asyncio: the same core (:class:`~tactical._uow_core.UnitOfWorkCore`) makes every
+decision, and this class awaits its storage hooks where the sync one calls them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, Self, TypeVar
+from uuid import UUID
+
+from tactical._errors import AggregateNotFound
+from tactical._flow import run_async
+from tactical._model import AggregateRoot, DomainEvent
+from tactical._repository import AsyncRepository
+from tactical._tracing import Trace, recorded_traces
+from tactical._tracking import Change
+from tactical._uow_core import MISS, Op, RepositoryBase, UnitOfWorkCore
+
+__all__ = ["AsyncTransactionalUnitOfWork", "AsyncUnitOfWork"]
+
+A = TypeVar("A", bound=AggregateRoot[Any])
+
+
+class AsyncUnitOfWork(Protocol):
+    """One business transaction in asyncio code: load, change, commit all or nothing.
+
+    The async twin of :class:`~tactical.UnitOfWork`, with the same guarantees: use it as
+    ``async with uow:``, each block one transaction; leaving the block without
+    :meth:`commit` (or with an exception, :class:`asyncio.CancelledError` included) rolls
+    back everything. Loading is awaited (``await uow.repository(A).get(id)``); ``add()``
+    and ``remove()`` do no I/O and are plain calls. After a successful commit the pending
+    events of every aggregate the unit of work saw are published on its bus in recorded
+    order, ``async def`` handlers awaited.
+
+    .. versionadded:: 0.2.0
+    """
+
+    async def __aenter__(self) -> Self:
+        """Begin a transaction and return the unit of work itself.
+
+        Raises:
+            RuntimeError: It is already in a transaction (its block has not ended).
+        """
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """End the transaction, rolling back whatever was not committed."""
+        ...
+
+    def repository(self, aggregate_type: type[A]) -> AsyncRepository[A, Any]:
+        """The repository of ``aggregate_type`` in the current transaction.
+
+        Raises:
+            TypeError: ``aggregate_type`` is not an :class:`~tactical.AggregateRoot` subclass.
+            RuntimeError: Not inside an ``async with`` block, or the transaction already
+                committed.
+        """
+        ...
+
+    async def commit(self) -> None:
+        """Save every change atomically, then publish the events.
+
+        Raises:
+            ConcurrencyError: An aggregate was changed, added or removed by another unit of
+                work since it was loaded; nothing was stored.
+            EventHandlerError: The commit succeeded, but event handlers failed.
+            RuntimeError: Not in a transaction, or it already committed.
+        """
+        ...
+
+    async def rollback(self) -> None:
+        """Discard every change made in this transaction so far.
+
+        Raises:
+            RuntimeError: Not inside an ``async with`` block.
+        """
+        ...
+
+
+class _AsyncTrackingRepository(
+    RepositoryBase["AsyncTransactionalUnitOfWork", A], AsyncRepository[A, Any]
+):
+    __slots__ = ()
+
+    async def get(self, aggregate_id: Any, /) -> A | None:
+        return await self._uow._get(self._type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
+
+    async def require(self, aggregate_id: Any, /) -> A:
+        aggregate = await self._uow._get(self._type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
+        if aggregate is None:
+            raise AggregateNotFound(self._type, aggregate_id)
+        return aggregate
+
+
+class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
+    """The machinery every tactical async unit of work shares; storage parts are hooks.
+
+    The async counterpart of ``TransactionalUnitOfWork``: the same lifecycle, identity
+    map, change detection, version bookkeeping and publication after commit (the decisions
+    are shared, not copied). A subclass implements the async hooks :meth:`_begin`,
+    :meth:`_load`, :meth:`_store` and :meth:`_rollback` (and optionally :meth:`_end`).
+
+    Cancellation: an :class:`asyncio.CancelledError` (a timeout, say) raised at any await
+    of a block or a commit is handled like any other exception: the unit of work rolls
+    back and ends its storage transaction on the way out, and a store that failed leaves
+    the aggregates' versions as they were.
+
+    A unit of work object is reusable (one transaction per ``async with`` block) but is not
+    meant to be shared between concurrent tasks: give each task its own.
+
+    .. versionadded:: 0.2.0
+    """
+
+    _repository_class: ClassVar[type[RepositoryBase[Any, Any]]] = _AsyncTrackingRepository
+    _awaits_handlers: ClassVar[bool] = True
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._active:
+            raise self._reentered()
+        await self._begin()
+        self._active, self._finished = True, False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await run_async(self._exit_flow(exc_type is None), self._perform)
+        if self._unsaved is not None:
+            self._warn_unsaved(stacklevel=2)
+
+    async def _perform(self, op: Op) -> object:
+        return await getattr(self, op[0])(*op[1:])
+
+    # -- repositories ------------------------------------------------------------------------
+
+    def repository(self, aggregate_type: type[A]) -> AsyncRepository[A, Any]:
+        """The repository of ``aggregate_type`` in the current transaction.
+
+        Raises:
+            TypeError: ``aggregate_type`` is not an :class:`~tactical.AggregateRoot` subclass.
+            RuntimeError: Not inside an ``async with`` block, or the transaction already
+                committed.
+        """
+        return self._repository_for(aggregate_type)  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
+
+    async def _get(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
+        known = self._known(aggregate_type, aggregate_id)
+        if known is not MISS:
+            return known
+        loaded = await self._load(aggregate_type, aggregate_id)
+        return self._loaded(aggregate_type, aggregate_id, loaded)
+
+    # -- commit ------------------------------------------------------------------------------
+
+    async def commit(self) -> None:
+        """Save every change atomically, then publish the events in recorded order.
+
+        The same rules as :meth:`tactical.UnitOfWork.commit`: what is written, the version
+        checks, the one-aggregate rule, publication after the commit only.
+
+        Raises:
+            ConcurrencyError: An aggregate was changed, added or removed by another unit of
+                work since it was loaded; nothing of this commit is stored and no event is
+                published.
+            ValueError: An aggregate's id was changed after it was loaded or added (it
+                would overwrite another aggregate); nothing is stored.
+            EventHandlerError: The commit succeeded, but event handlers failed (see
+                :class:`~tactical.EventBus`).
+            TransactionBoundaryError: The transaction changed more than one aggregate and
+                the unit of work was not created with ``allow_multiple_aggregates=True``;
+                nothing is stored and the transaction is over.
+            RuntimeError: Not in a transaction, or it already committed.
+        """
+        await run_async(self._commit_flow(), self._perform)
+
+    async def _publish(self, events: Sequence[DomainEvent], traces: Mapping[UUID, Trace]) -> None:
+        with recorded_traces(traces):
+            await self._bus.publish_all_async(events)
+
+    async def rollback(self) -> None:
+        """Discard every change made in this transaction so far; the block stays usable.
+
+        Aggregates obtained before are forgotten (load them again) and their pending events
+        are cleared. After :meth:`commit` it does nothing.
+
+        Raises:
+            RuntimeError: Not inside an ``async with`` block.
+        """
+        await run_async(self._rollback_flow(), self._perform)
+
+    # -- storage hooks ----------------------------------------------------------------------
+
+    @abstractmethod
+    async def _begin(self) -> None:
+        """Start a storage transaction."""
+
+    @abstractmethod
+    async def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
+        """Read one aggregate (its ``version`` set to the stored version), or None."""
+
+    @abstractmethod
+    async def _store(self, changes: Sequence[Change]) -> None:
+        """Write ``changes`` atomically and end the storage transaction.
+
+        The contract of the sync ``_store``: raise :class:`ConcurrencyError` having stored
+        nothing on a version mismatch. A cancellation while it runs must leave either
+        everything stored or nothing.
+        """
+
+    @abstractmethod
+    async def _rollback(self) -> None:
+        """Abandon the storage transaction."""
+
+    async def _end(self) -> None:
+        """Release resources after an ``async with`` block."""

@@ -1,0 +1,432 @@
+"""The unit-of-work core: every decision of a unit of work, written once for sync and async.
+
+:class:`UnitOfWorkCore` holds the state of a unit of work (lifecycle, identity map,
+what the last commits saved) and makes every decision: what is a change, the
+one-aggregate rule, version bookkeeping, what to publish and with which traces, which
+warnings a block's end raises. It never touches storage: where it needs I/O it is a flow
+(:mod:`tactical._flow`) that yields operations naming a hook and its arguments,
+``("_begin",)``, ``("_load", type, id)``, ``("_store", changes)``, ``("_rollback",)``,
+``("_end",)`` and ``("_publish", events, traces)``. The sync base class
+(``TransactionalUnitOfWork``) carries them out with plain calls, the async one
+(``AsyncTransactionalUnitOfWork``) by awaiting its async hooks of the same names.
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
+from uuid import UUID
+
+from tactical._bus import EventBus
+from tactical._errors import UncommittedChangesWarning
+from tactical._flow import Flow
+from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
+from tactical._structural import structural_state
+from tactical._tracing import Trace
+from tactical._tracking import (
+    DIRTY,
+    Change,
+    Committed,
+    Tracked,
+    boundary_violation,
+    changed_since_commit,
+    check_id,
+    identities,
+    report_at_collection,
+    warn_lost,
+)
+
+__all__ = ["MISS", "Miss", "Op", "RepositoryBase", "UnitOfWorkCore"]
+
+A = TypeVar("A", bound=AggregateRoot[Any])
+
+Op: TypeAlias = tuple[Any, ...]
+"""An operation of a flow: the name of the hook to run, then its arguments."""
+
+
+class Miss(enum.Enum):
+    """Not in the identity map: the aggregate must be loaded."""
+
+    MISS = enum.auto()
+
+
+# A module constant: looking up an Enum member on its class costs ~0.2 us in Python 3.11.
+MISS: Final = Miss.MISS
+
+
+@dataclass(slots=True)
+class Leftovers:
+    """What a block left unsaved, to warn about once its storage transaction is over."""
+
+    uncommitted: tuple[tuple[type[Any], object], ...]
+    after_commit: list[Committed]
+    after_block: list[Committed]
+
+    def warn(self, owner: str, stacklevel: int) -> None:
+        """Raise the warnings, pointing ``stacklevel`` frames above the caller."""
+        if self.uncommitted:
+            warnings.warn(
+                UncommittedChangesWarning(
+                    f"{owner}'s `with` block ended without commit(), so its changes were "
+                    "rolled back",
+                    self.uncommitted,
+                ),
+                stacklevel=stacklevel + 1,
+            )
+        if self.after_commit:
+            warn_lost(
+                f"aggregates were changed after {owner}.commit() in the same `with` block and "
+                "saved nowhere",
+                self.after_commit,
+                stacklevel=stacklevel + 1,
+            )
+        if self.after_block:
+            warn_lost(
+                f"aggregates committed by {owner}'s previous `with` block were changed after "
+                "it ended and saved nowhere (add them to a unit of work and commit)",
+                self.after_block,
+                stacklevel=stacklevel + 1,
+            )
+
+
+class UnitOfWorkCore:
+    """State and decisions shared by the sync and the async units of work (no I/O).
+
+    Subclasses carry out the flows' operations (see the module docstring) and set
+    ``_awaits_handlers``: whether their commit awaits ``async def`` event handlers (a sync
+    commit refuses to store changes whose events would reach one). The flows return
+    nothing and their operations' results are not used, so a sync driver may run them
+    with ``next()`` alone.
+    """
+
+    _awaits_handlers: ClassVar[bool] = False
+    _repository_class: ClassVar[type[RepositoryBase[Any, Any]]]
+
+    def __init__(
+        self, bus: EventBus | None = None, *, allow_multiple_aggregates: bool = False
+    ) -> None:
+        candidate: object = bus
+        if candidate is not None and not isinstance(candidate, EventBus):  # pyright: ignore[reportUnnecessaryIsInstance]
+            # Found at the boundary: otherwise the first commit would store its changes and
+            # only then fail to publish their events.
+            # Imported here: tactical._memory, which defines the store, imports this module.
+            from tactical._memory import InMemoryStore
+
+            hint = " (pass it as store=...)" if isinstance(candidate, InMemoryStore) else ""
+            raise TypeError(
+                f"{type(self).__name__}'s bus must be an EventBus or None, "
+                f"got {type(candidate).__qualname__}{hint}"
+            )
+        self._bus = bus if bus is not None else EventBus()
+        self._allow_multiple_aggregates = allow_multiple_aggregates
+        self._active = False
+        self._finished = False
+        self._tracked: dict[tuple[type[AggregateRoot[Any]], object], Tracked] = {}
+        self._repositories: dict[type[AggregateRoot[Any]], RepositoryBase[Any, Any]] = {}
+        # What this block's commit saved, and what the previous block's did: checked for
+        # changes made after their commit when a block ends and when this object is collected.
+        self._committed: list[Committed] = []
+        self._previous: list[Committed] = []
+        self._unsaved: Leftovers | None = None
+        weakref.finalize(
+            self, report_at_collection, self._previous, type(self).__name__
+        ).atexit = False
+
+    @property
+    def bus(self) -> EventBus:
+        """The bus committed events are published on."""
+        return self._bus
+
+    @property
+    def allow_multiple_aggregates(self) -> bool:
+        """Whether one transaction may change several aggregates (off by default).
+
+        .. versionadded:: 0.2.0
+        """
+        return self._allow_multiple_aggregates
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _reentered(self) -> RuntimeError:
+        return RuntimeError(
+            f"{type(self).__name__} is already in a transaction: "
+            "a unit of work cannot be entered again before its `with` block ends"
+        )
+
+    def _exit_flow(self, clean: bool) -> Flow[Op, None]:
+        """End the block: roll back what was not committed, note what is left unsaved.
+
+        ``clean`` is whether the block ended without an exception (only then is anything
+        left unsaved worth a warning); what to warn about is left in ``_unsaved`` for the
+        caller to raise once the flow is over (its warnings point at the caller's caller).
+        """
+        leftovers: Leftovers | None = None
+        try:
+            if not self._finished:
+                yield ("_rollback",)
+            if clean:
+                handled = frozenset(id(t.aggregate) for t in self._tracked.values())
+                leftovers = Leftovers(
+                    () if self._finished else identities(self._changes()),
+                    changed_since_commit(self._committed),
+                    changed_since_commit(self._previous, handled),
+                )
+        finally:
+            reported: set[int] = {id(c) for c in leftovers.after_commit} if leftovers else set()
+            self._previous[:] = [c for c in self._committed if id(c) not in reported]
+            self._committed = []
+            self._reset()
+            self._active = False
+            yield ("_end",)
+        if leftovers and (leftovers.uncommitted or leftovers.after_commit or leftovers.after_block):
+            self._unsaved = leftovers
+
+    def _warn_unsaved(self, stacklevel: int) -> None:
+        """Raise the warnings the last ``_exit_flow`` left, ``stacklevel`` frames up."""
+        leftovers, self._unsaved = self._unsaved, None
+        if leftovers is not None:
+            leftovers.warn(type(self).__name__, stacklevel + 1)
+
+    def _reset(self) -> None:
+        self._tracked = {}
+        self._repositories = {}
+
+    def _check_open(self, action: str) -> None:
+        if not self._active:
+            raise RuntimeError(
+                f"cannot {action}: {type(self).__name__} is not in a transaction "
+                "(use it inside a `with` block)"
+            )
+        if self._finished:
+            raise RuntimeError(
+                f"cannot {action}: this transaction already ended with commit() "
+                "(or a failed commit); start a new `with` block"
+            )
+
+    def _rollback_flow(self) -> Flow[Op, None]:
+        if not self._active:
+            raise RuntimeError(f"cannot rollback: {type(self).__name__} is not in a transaction")
+        if self._finished:
+            return
+        for t in self._tracked.values():
+            t.aggregate.clear_events()
+        self._reset()
+        yield ("_rollback",)
+        yield ("_end",)
+        yield ("_begin",)
+
+    # -- repositories ------------------------------------------------------------------------
+
+    def _repository_for(self, aggregate_type: type[AggregateRoot[Any]]) -> RepositoryBase[Any, Any]:
+        self._check_open("use a repository")
+        candidate: object = aggregate_type
+        if not (isinstance(candidate, type) and issubclass(candidate, AggregateRoot)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"repository() takes an AggregateRoot subclass, got {aggregate_type!r}")
+        try:
+            return self._repositories[aggregate_type]
+        except KeyError:
+            repository = self._repository_class(self, aggregate_type)
+            self._repositories[aggregate_type] = repository
+            return repository
+
+    def _known(
+        self, aggregate_type: type[A], aggregate_id: object
+    ) -> A | Literal[Miss.MISS] | None:
+        """The identity map's answer for this id, or ``Miss.MISS`` when it must be loaded."""
+        self._check_open("load an aggregate")
+        check_id(aggregate_type, aggregate_id)
+        tracked = self._tracked.get((aggregate_type, aggregate_id))
+        if tracked is None:
+            return MISS
+        # Not cast(): a call on the path of every get().
+        return None if tracked.removed else tracked.aggregate  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
+
+    def _loaded(
+        self, aggregate_type: type[A], aggregate_id: object, aggregate: A | None
+    ) -> A | None:
+        """Track what ``_load`` returned (an aggregate at its stored version, or None)."""
+        if aggregate is not None:
+            self._tracked[(aggregate_type, aggregate_id)] = Tracked(
+                aggregate_type, aggregate, aggregate.version, structural_state(aggregate)
+            )
+        return aggregate
+
+    def _add(self, aggregate_type: type[A], aggregate: A) -> None:
+        self._check_open("add an aggregate")
+        if not isinstance(aggregate, aggregate_type):
+            raise TypeError(
+                f"Repository[{aggregate_type.__qualname__}].add() takes a "
+                f"{aggregate_type.__qualname__}, got a {type(aggregate).__qualname__}"
+            )
+        check_id(aggregate_type, aggregate.id)
+        key = (aggregate_type, aggregate.id)
+        tracked = self._tracked.get(key)
+        if tracked is not None:
+            if tracked.aggregate is not aggregate and tracked.removed:
+                raise ValueError(
+                    f"{aggregate_type.__qualname__} {aggregate.id} was removed in this unit of "
+                    "work: add back the instance that was removed, or add a new one with this "
+                    "id in a later transaction"
+                )
+            if tracked.aggregate is not aggregate:
+                raise ValueError(
+                    f"another {aggregate_type.__qualname__} with id {aggregate.id} "
+                    "is already in this unit of work"
+                )
+            tracked.removed = False
+            return
+        # version 0: a new aggregate to insert; otherwise one saved before (detached from an
+        # earlier unit of work) that is written back under a version check.
+        stored = aggregate.version or None
+        self._tracked[key] = Tracked(aggregate_type, aggregate, stored, DIRTY)
+
+    def _remove(self, aggregate_type: type[A], aggregate: A) -> None:
+        self._check_open("remove an aggregate")
+        key = (aggregate_type, aggregate.id)
+        tracked = self._tracked.get(key)
+        if tracked is None:
+            self._add(aggregate_type, aggregate)
+            tracked = self._tracked[key]
+        elif tracked.aggregate is not aggregate:
+            raise ValueError(
+                f"cannot remove {aggregate_type.__qualname__} {aggregate.id}: "
+                "it is not the instance this unit of work holds"
+            )
+        tracked.removed = True
+
+    # -- commit ------------------------------------------------------------------------------
+
+    def _commit_flow(self) -> Flow[Op, None]:
+        """Check, store, then publish: what ``commit()`` does, sync or async."""
+        self._check_open("commit")
+        changes = self._changes()
+        self._finished = True
+        refused: Exception | None = None
+        if not self._allow_multiple_aggregates:
+            refused = boundary_violation(changes)
+        if refused is None and not self._awaits_handlers:
+            event_types = [type(e) for change in changes for e in change.events]
+            if event_types:
+                refused = self._async_handlers_refusal(event_types)
+        if refused is not None:
+            # Refused before anything is stored; the transaction is over.
+            yield ("_rollback",)
+            raise refused
+        try:
+            yield ("_store", changes)
+        except BaseException:
+            # Nothing was stored: the aggregates are back at the version they were loaded or
+            # added at (the one each write expected; 0 for a new one), to retry or drop.
+            for change in changes:
+                change.aggregate.version = change.expected_version or 0
+            raise
+        events, traces = self._committed_events(changes)
+        if events:
+            yield ("_publish", events, traces)
+
+    def _async_handlers_refusal(self, event_types: Sequence[type[DomainEvent]]) -> TypeError | None:
+        """The error refusing a sync commit whose events would reach an async handler.
+
+        A sync commit cannot await an ``async def`` handler, and a coroutine left un-awaited
+        would drop the event in silence: the commit is refused before anything is stored.
+        """
+        try:
+            self._bus.require_sync_handlers(event_types)
+        except TypeError as refused:
+            return refused
+        return None
+
+    def _committed_events(
+        self, changes: Sequence[Change]
+    ) -> tuple[list[DomainEvent], dict[UUID, Trace]]:
+        """Bookkeeping after a successful store; returns the events to publish, and traces."""
+        for change in changes:
+            if change.new_version is not None:
+                change.aggregate.version = change.new_version
+        trackeds = [t.aggregate for t in self._tracked.values()]
+        # Only what was written is published: a new aggregate removed again before commit
+        # was never stored, and its events (never in an outbox) describe nothing.
+        written = {id(e) for change in changes for e in change.events}
+        events = [e for e in recorded_in_order(trackeds) if id(e) in written]
+        traces = {
+            e.event_id: trace
+            for aggregate in trackeds
+            for e in aggregate.pending_events
+            if (trace := recorded_trace(aggregate, e)) is not None
+        }
+        for aggregate in trackeds:
+            aggregate.clear_events()
+        saved = {id(change.aggregate) for change in changes}
+        self._committed = [
+            Committed(
+                t.aggregate_type,
+                t.aggregate.id,
+                weakref.ref(t.aggregate),
+                t.aggregate.version,
+                structural_state(t.aggregate)
+                if id(t.aggregate) in saved or t.snapshot is DIRTY
+                else t.snapshot,
+            )
+            for t in self._tracked.values()
+            if not t.removed
+        ]
+        return events, traces
+
+    def _changes(self) -> list[Change]:
+        changes: list[Change] = []
+        for (_, tracked_id), t in self._tracked.items():
+            if t.aggregate.id != tracked_id:
+                # Written under its new id, it would overwrite the aggregate that has it.
+                raise ValueError(
+                    f"cannot commit {t.aggregate_type.__qualname__} {tracked_id!r}: its id was "
+                    f"changed to {t.aggregate.id!r} after it was loaded or added (an id is an "
+                    "aggregate's identity: make a new aggregate instead); nothing was stored"
+                )
+            events = t.aggregate.pending_events
+            if t.removed:
+                if t.stored_version is not None:
+                    changes.append(
+                        Change(
+                            "delete", t.aggregate_type, t.aggregate, t.stored_version, None, events
+                        )
+                    )
+            elif t.stored_version is None:
+                changes.append(Change("insert", t.aggregate_type, t.aggregate, None, 1, events))
+            elif events or t.snapshot is DIRTY or structural_state(t.aggregate) != t.snapshot:
+                changes.append(
+                    Change(
+                        "update",
+                        t.aggregate_type,
+                        t.aggregate,
+                        t.stored_version,
+                        t.stored_version + 1,
+                        events,
+                    )
+                )
+        return changes
+
+
+U = TypeVar("U", bound=UnitOfWorkCore)
+
+
+class RepositoryBase(Generic[U, A]):
+    """What the sync and async repositories share: the calls that need no I/O."""
+
+    __slots__ = ("_type", "_uow")
+
+    def __init__(self, uow: U, aggregate_type: type[A]) -> None:
+        self._uow = uow
+        self._type = aggregate_type
+
+    def add(self, aggregate: A, /) -> None:
+        self._uow._add(self._type, aggregate)  # pyright: ignore[reportPrivateUsage]
+
+    def remove(self, aggregate: A, /) -> None:
+        self._uow._remove(self._type, aggregate)  # pyright: ignore[reportPrivateUsage]
+
+    def __repr__(self) -> str:
+        return f"<Repository[{self._type.__qualname__}] of {self._uow!r}>"
