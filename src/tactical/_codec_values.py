@@ -143,7 +143,11 @@ def encode_json_value(value: object, depth: int = 0) -> Any:
 
 
 def decode_json_value(value: Any, depth: int = 0) -> Any:
-    """A stored value of an ``Any`` field, refused where :func:`encode_json_value` would refuse it."""
+    """A stored value of an ``Any`` field, refused where :func:`encode_json_value` would refuse it.
+
+    Arrays and objects come back as new lists and dicts: what is read never shares a
+    container with what was stored (the in-memory store's rows stay its own).
+    """
     kind = type(cast("object", value))
     if kind is str:
         return _readable_text(value)
@@ -153,27 +157,29 @@ def decode_json_value(value: Any, depth: int = 0) -> Any:
         if depth >= MAX_JSON_DEPTH:
             raise _TooDeep(f"a JSON value nested more than {MAX_JSON_DEPTH} arrays or objects deep")
         if kind is list:
-            for index, item in enumerate(cast("list[Any]", value)):
-                try:
-                    decode_json_value(item, depth + 1)
-                except _TooDeep:
-                    raise  # the path would be a hundred indexes long
-                except Malformed as error:
-                    error.path.insert(0, f"[{index}]")
-                    raise
-        else:
-            for key, item in cast("dict[Any, Any]", value).items():
-                try:
-                    if type(key) is not str:
-                        raise Malformed(f"expected a JSON value, got {show(key)} as a key")
-                    _readable_text(key)
-                    decode_json_value(item, depth + 1)
-                except _TooDeep:
-                    raise
-                except Malformed as error:
-                    error.path.insert(0, f"[{key!r}]")
-                    raise
-    elif value is not None and kind is not bool and kind is not int:
+            items: list[Any] = []
+            try:
+                for item in cast("list[Any]", value):
+                    items.append(decode_json_value(item, depth + 1))
+            except _TooDeep:
+                raise  # the path would be a hundred indexes long
+            except Malformed as error:
+                error.path.insert(0, f"[{len(items)}]")
+                raise
+            return items
+        mapping: dict[str, Any] = {}
+        for key, item in cast("dict[Any, Any]", value).items():
+            try:
+                if type(key) is not str:
+                    raise Malformed(f"expected a JSON value, got {show(key)} as a key")
+                mapping[_readable_text(key)] = decode_json_value(item, depth + 1)
+            except _TooDeep:
+                raise
+            except Malformed as error:
+                error.path.insert(0, f"[{key!r}]")
+                raise
+        return mapping
+    if value is not None and kind is not bool and kind is not int:
         raise Malformed(f"expected a JSON value, got {type(value).__qualname__} {show(value)}")
     return value
 
