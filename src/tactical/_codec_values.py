@@ -226,6 +226,25 @@ def show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_GUARDS: dict[Callable[[Any], Any], str] = {}
+
+
+def pass_through_guard(convert: Callable[[Any], Any]) -> str | None:
+    """A Python expression in ``{v}`` that is true when ``convert(v)`` would return ``v`` itself.
+
+    The generated encoders and decoders test it inline and call ``convert`` only when it is
+    false, so a value needing no conversion costs no call. It may name ``isfinite`` and
+    ``_HUGE``, and must never raise.
+    """
+    return _GUARDS.get(convert)
+
+
+def guard(convert: T, expression: str) -> T:
+    """Register ``expression`` as the pass-through guard of ``convert``; return ``convert``."""
+    _GUARDS[cast("Callable[[Any], Any]", convert)] = expression
+    return convert
+
+
 def expect(kind: type, json_name: str) -> Decode:
     def check(value: Any) -> Any:
         if type(value) is not kind:
@@ -401,13 +420,29 @@ def _encode_date(value: Any) -> Any:
     return refuse("a date (not a datetime: its time would be lost)", value)
 
 
+_decode_bool = expect(bool, "a boolean")
+_decode_int = expect(int, "an integer")
+_ASCII_WITHOUT_NUL = 'type({v}) is str and {v}.isascii() and "\\x00" not in {v}'
+guard(_encode_bool, "type({v}) is bool")
+guard(_decode_bool, "type({v}) is bool")
+guard(_encode_int, "type({v}) is int and -_HUGE < {v} < _HUGE")
+guard(_decode_int, "type({v}) is int")
+guard(_encode_float, "type({v}) is float and isfinite({v})")
+guard(_decode_float, "type({v}) is float and isfinite({v})")
+guard(_encode_str, _ASCII_WITHOUT_NUL)
+guard(_decode_str, _ASCII_WITHOUT_NUL)
+
+GUARD_NAMES: dict[str, object] = {"isfinite": math.isfinite, "_HUGE": _HUGE}
+"""The names pass-through guards may use, for the namespace of the generated code."""
+
+
 def scalar(cls: type) -> tuple[Encode, Decode] | None:
     if cls is bool:
-        return _encode_bool, expect(bool, "a boolean")
+        return _encode_bool, _decode_bool
     if issubclass(cls, enum.Enum):
         return _enum(cls)
     if cls is int:
-        return _encode_int, expect(int, "an integer")
+        return _encode_int, _decode_int
     if cls is float:
         return _encode_float, _decode_float
     if cls is str:

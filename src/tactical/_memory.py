@@ -142,13 +142,13 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
     Args:
         bus: Where committed events are published; a new :class:`EventBus` if omitted.
         store: The committed state to work on; a new, empty one if omitted.
-        codec: How aggregates and events become JSON; a shared default
-            :class:`~tactical.JsonCodec` if omitted (pass the one whose names you register,
-            as to the SQL unit of work) (``.. versionadded:: 0.2.0``).
         allow_multiple_aggregates: Let one transaction change several aggregates; by
             default :meth:`~tactical.UnitOfWork.commit` refuses that with
             :class:`~tactical.TransactionBoundaryError`
             (``.. versionadded:: 0.2.0``).
+        codec: How aggregates and events become JSON; a shared default
+            :class:`~tactical.JsonCodec` if omitted (pass the one whose names you register,
+            as to the SQL unit of work) (``.. versionadded:: 0.2.0``).
 
     Raises:
         TypeError: ``bus`` is not an :class:`EventBus` (a store passed positionally, say),
@@ -165,8 +165,8 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
         bus: EventBus | None = None,
         *,
         store: InMemoryStore | None = None,
-        codec: JsonCodec | None = None,
         allow_multiple_aggregates: bool = False,
+        codec: JsonCodec | None = None,
     ) -> None:
         super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
         candidate: object = store
