@@ -400,11 +400,45 @@ def _decode_str(value: Any) -> Any:
     return _readable_text(value)
 
 
-def _encode_as_str(cls: type, expected: str) -> Encode:
-    def encode(value: Any) -> Any:
-        return str(value) if isinstance(value, cls) else refuse(expected, value)
+# A UUID's text is made in Python (str() of one cost as much as encoding the rest of a small
+# aggregate), and the same ids are written and read again and again: as a row's key, in its
+# state, in every event naming the aggregate. UUIDs are immutable, so both directions are
+# memoised, in caches bounded like the codec's others.
+_UUID_TEXTS: dict[int, str] = {}
+_UUIDS: dict[str, UUID] = {}
+_MEMO_SIZE = 4096
 
-    return encode
+
+def uuid_text(value: UUID) -> str:
+    """``str(value)``, memoised for exact UUIDs (a subclass may write itself otherwise)."""
+    if type(value) is not UUID:
+        return str(value)
+    number = value.int
+    text = _UUID_TEXTS.get(number)
+    if text is None:
+        if len(_UUID_TEXTS) >= _MEMO_SIZE:
+            _UUID_TEXTS.clear()
+        text = _UUID_TEXTS[number] = str(value)
+    return text
+
+
+def _encode_uuid(value: Any) -> Any:
+    return uuid_text(value) if isinstance(value, UUID) else refuse("a UUID", value)
+
+
+def _decode_uuid(value: Any) -> Any:
+    if type(value) is not str:
+        raise Malformed(f"expected UUID as a string, got {show(value)}")
+    found = _UUIDS.get(value)
+    if found is None:
+        try:
+            found = UUID(value)
+        except ValueError:
+            raise Malformed(f"invalid UUID {value!r}") from None
+        if len(_UUIDS) >= _MEMO_SIZE:
+            _UUIDS.clear()
+        _UUIDS[value] = found
+    return found
 
 
 def _encode_datetime(value: Any) -> Any:
@@ -450,7 +484,7 @@ def scalar(cls: type) -> tuple[Encode, Decode] | None:
     if cls is Decimal:
         return _encode_decimal, _decode_decimal
     if cls is UUID:
-        return _encode_as_str(UUID, "a UUID"), _parse(UUID, "UUID")
+        return _encode_uuid, _decode_uuid
     if cls is dt.datetime:
         return _encode_datetime, _parse(dt.datetime.fromisoformat, "datetime")
     if cls is dt.date:

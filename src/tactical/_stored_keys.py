@@ -7,8 +7,9 @@ columns cannot hold them, the in-memory one so that it never accepts what SQL re
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
-from tactical._codec_values import show, unstorable_text
+from tactical._codec_values import show, unstorable_text, uuid_text
 
 __all__ = ["MAX_KEY_LENGTH", "id_key", "stored_key", "unstorable_key"]
 
@@ -18,7 +19,9 @@ MAX_KEY_LENGTH = 255
 
 def id_key(aggregate_id: object) -> str:
     """The text an id is stored as: UUIDs, ints and strings all have an unambiguous str()."""
-    return str(aggregate_id)
+    if type(aggregate_id) is str:
+        return aggregate_id
+    return uuid_text(aggregate_id) if type(aggregate_id) is UUID else str(aggregate_id)
 
 
 def unstorable_key(key: str) -> str | None:
