@@ -38,6 +38,8 @@ _ATOMIC: frozenset[type] = frozenset(
 )
 
 
+_all_atomic = _ATOMIC.issuperset
+
 _FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
 # Per dataclass type: a function returning its field values in order (attrgetter, in C).
 _FIELD_READERS: dict[type, Callable[[object], tuple[object, ...]] | None] = {}
@@ -95,15 +97,18 @@ def structural_state(value: object) -> object:
     kind: type[object] = type(value)
     if kind in _ATOMIC:
         return value
-    # Atomic members are tested inline: a call per field was most of the cost of a picture.
+    # A call per field was most of the cost of a picture: members that are all atomic (most
+    # entities, most lists) are checked at once, in C; others are tested inline, one by one.
     reader = _field_reader(kind)
     if reader is not None:
-        return (
-            kind,
-            tuple([v if type(v) in _ATOMIC else structural_state(v) for v in reader(value)]),
-        )
+        values = reader(value)
+        if _all_atomic(map(type, values)):
+            return (kind, values)
+        return (kind, tuple([v if type(v) in _ATOMIC else structural_state(v) for v in values]))
     if kind is list or kind is tuple or isinstance(value, list | tuple):
         items = cast("Iterable[object]", value)
+        if _all_atomic(map(type, items)):
+            return (kind, tuple(items))
         return (kind, tuple([i if type(i) in _ATOMIC else structural_state(i) for i in items]))
     if isinstance(value, dict):
         mapping = cast("dict[object, object]", value)
