@@ -7,6 +7,7 @@ replaced by values of every JSON kind, both must give the same object or the sam
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -42,6 +43,17 @@ def sample_policy() -> Policy:
         tags=frozenset({"home"}),
         excess=usd,
     )
+
+
+@dataclasses.dataclass
+class Swapped:
+    """A dataclass whose own __init__ takes its fields in another order than declared."""
+
+    first: int
+    second: str
+
+    def __init__(self, second: str, first: int) -> None:
+        self.first, self.second = first, second
 
 
 class SpecialMoney(Money):
@@ -94,6 +106,11 @@ class TestGeneratedDecoders:
             DeserializationError, match=r"children\[0\]\.children\[0\]\.label: expected a string"
         ):
             codec.decode(Node, tree)
+
+    def test_fields_reach_an_init_that_orders_them_otherwise(self) -> None:
+        """Values are passed by the class's own parameter order, never by declaration order."""
+        read = JsonCodec().decode(Swapped, {"first": 1, "second": "two"})
+        assert (read.first, read.second) == (1, "two")
 
     def test_a_field_outside_init_is_set_after_construction(self) -> None:
         """init=False fields are read back as stored, not recomputed."""

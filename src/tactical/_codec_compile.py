@@ -15,6 +15,7 @@ reports what is wrong.
 
 from __future__ import annotations
 
+import inspect
 import keyword
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
@@ -105,6 +106,28 @@ def compile_encoder(cls: type, plan: Sequence[Planned]) -> Encode:
     return cast("Encode", _build("\n".join(lines), "encode", namespace))
 
 
+def _call_arguments(cls: type, values: dict[str, str]) -> str:
+    """The arguments of ``cls(...)`` passing each field's value (``values``: name -> local).
+
+    Positionally, in the order of the class's parameters, as far as they are the fields
+    themselves (a keyword argument cost more than the rest of reading an entity); the
+    others by keyword, as any ``__init__`` taking the fields by name accepts them.
+    """
+    positional: list[str] = []
+    try:
+        parameters = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: every value by keyword
+        parameters = []
+    for parameter in parameters:
+        if parameter.kind is not parameter.POSITIONAL_OR_KEYWORD or parameter.name not in values:
+            break
+        positional.append(parameter.name)
+    keywords = [name for name in values if name not in positional]
+    return ", ".join(
+        [values[name] for name in positional] + [f"{name}={values[name]}" for name in keywords]
+    )
+
+
 def compile_decoder(cls: type, label: str, plan: Sequence[Planned], general: Decode) -> Decode:
     """The function rebuilding a ``cls`` from its JSON object, as ``general`` does, faster.
 
@@ -145,7 +168,9 @@ def compile_decoder(cls: type, label: str, plan: Sequence[Planned], general: Dec
             "        error.path.insert(0, field)",
             "        raise",
         ]
-    arguments = ", ".join(f"{f.name}=v{index}" for index, f in enumerate(plan) if f.init)
+    arguments = _call_arguments(
+        cls, {f.name: f"v{index}" for index, f in enumerate(plan) if f.init}
+    )
     lines += [
         "    try:",
         f"        instance = cls({arguments})",
