@@ -10,14 +10,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from uuid import uuid4
 
 import pytest
 from tests.sqlalchemy.main_model import MainEntryBooked, MainLedger
 
 import sqlalchemy as sa
-from tactical import AggregateRoot, DomainEvent, Entity, InMemoryUnitOfWork, UnitOfWork, ValueObject
+from tactical import (
+    AggregateRoot,
+    AsyncInMemoryUnitOfWork,
+    DomainEvent,
+    Entity,
+    InMemoryStore,
+    InMemoryUnitOfWork,
+    UnitOfWork,
+    ValueObject,
+)
 from tactical._codec import JsonCodec
 from tactical._structural import structural_state
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork
@@ -258,6 +267,21 @@ class TestMemoryRefusesWhatSqlRefuses:
         assert uow.codec is codec
         with InMemoryUnitOfWork(store=uow.store, codec=codec) as again:
             assert again.repository(MainLedger).require(ledger.id).version == 1
+
+
+class TestAsyncMemoryRefusesTheSame:
+    @pytest.mark.parametrize("name", [n for n, case in REFUSALS.items() if not case.stored_first])
+    async def test_the_async_in_memory_unit_of_work_refuses_as_the_sync_one(
+        self, name: str, memory: Callable[..., UnitOfWork]
+    ) -> None:
+        """It stores through the same store and codec: same error, nothing stored."""
+        store = InMemoryStore()
+        async with AsyncInMemoryUnitOfWork(store=store, codec=JsonCodec()) as uow:
+            REFUSALS[name].act(cast("UnitOfWork", uow))  # add() is a plain call in both
+            with pytest.raises((TypeError, ValueError)) as caught:
+                await uow.commit()
+        assert (type(caught.value), str(caught.value)) == refusal(memory, REFUSALS[name])
+        assert len(store) == 0
 
 
 class TestMemoryReadsBackWhatSqlReadsBack:
