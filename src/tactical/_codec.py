@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar, cast
 
-from tactical._codec_plans import FieldPlans, encode_fields
+from tactical._codec_plans import FieldPlans
 from tactical._codec_values import Malformed, Unstorable, show, unstorable_text
 from tactical._model import SUPERSEDED, AggregateRoot, DomainEvent
 
@@ -86,6 +86,8 @@ class JsonCodec:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._name_of: dict[type, str] = {}
+        # Default names already checked, so that every commit need not build and check them.
+        self._default_names: dict[type, str] = {}
         self._version_of: dict[type, int] = {}
         self._class_of: dict[str, type] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
@@ -152,8 +154,13 @@ class JsonCodec:
         """
         name = self._name_of.get(cls)
         if name is None:
+            name = self._default_names.get(cls)
+        if name is None:
             name = _stable_default_name(cls)
             _check_type_name(name, cls)
+            if len(self._default_names) >= 4096:  # classes made at run time: keep it bounded
+                self._default_names.clear()
+            self._default_names[cls] = name
         return name
 
     def schema_version(self, cls: type) -> int:
@@ -320,7 +327,7 @@ class JsonCodec:
            are refused.
         """
         try:
-            return encode_fields(self._plans.plan(type(obj)), obj)
+            return cast("dict[str, Any]", self._plans.encoder(type(obj))(obj))
         except Unstorable as error:
             raise error.kind(f"cannot store {type(obj).__qualname__}: {error.describe()}") from None
         except RecursionError:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from tactical._codec_compile import compile_decoder, compile_encoder
 from tactical._codec_values import (
     MAX_JSON_DEPTH,
     Decode,
@@ -25,9 +26,11 @@ from tactical._codec_values import (
     decode_json_value,
     encode_json_value,
     expect,
+    guard,
     is_instance,
     key_converters,
     literal,
+    pass_through_guard,
     refuse,
     scalar,
     show,
@@ -49,23 +52,12 @@ class Field:
     optional: bool = False
 
 
-def encode_fields(plan: tuple[Field, ...], obj: object) -> dict[str, Any]:
-    """The JSON object of ``obj``, written field by field as ``plan`` says."""
-    encoded: dict[str, Any] = {}
-    for f in plan:
-        try:
-            encoded[f.name] = f.encode(getattr(obj, f.name))
-        except Unstorable as error:
-            error.path.insert(0, f.name)
-            raise
-    return encoded
-
-
 class FieldPlans:
     """The field plans and decoders of the classes one codec has met, built on first use."""
 
     def __init__(self) -> None:
         self._plans: dict[type, tuple[Field, ...]] = {}
+        self._encoders: dict[type, Encode] = {}
         self._decoders: dict[type, Decode] = {}
 
     def plan(self, cls: Any) -> tuple[Field, ...]:
@@ -109,6 +101,14 @@ class FieldPlans:
             fields.append(Field(f.name, f.init, encode, decode, optional))
         return tuple(fields)
 
+    def encoder(self, key: Any) -> Encode:
+        """The encoder of ``key``: raises ``TypeError`` for a class the codec cannot store."""
+        encoder = self._encoders.get(key)
+        if encoder is None:
+            encoder = compile_encoder(typing.get_origin(key) or key, self.plan(key))
+            self._encoders[key] = encoder
+        return encoder
+
     def decoder(self, key: Any) -> Decode:
         """The decoder of ``key`` (a class or parameterised generic class)."""
         decoder = self._decoders.get(key)
@@ -123,7 +123,7 @@ class FieldPlans:
         cls: type = typing.get_origin(key) or key
         name = type_label(key)
 
-        def decode(data: Any) -> Any:
+        def general(data: Any) -> Any:
             if not isinstance(data, dict):
                 raise Malformed(f"expected a JSON object for {name}, got {show(data)}")
             mapping = cast("dict[str, Any]", data)
@@ -155,7 +155,7 @@ class FieldPlans:
                 object.__setattr__(instance, field_name, value)
             return instance
 
-        return decode
+        return compile_decoder(cls, name, plan, general)
 
     def _converters(self, annotation: Any) -> tuple[Encode, Decode]:
         origin = typing.get_origin(annotation)
@@ -175,8 +175,8 @@ class FieldPlans:
                 raise TypeError(f"only `X | None` unions are supported, not {annotation}")
             inner_encode, inner_decode = self._converters(members[0])
             return (
-                lambda v: None if v is None else inner_encode(v),
-                lambda v: None if v is None else inner_decode(v),
+                _or_none(inner_encode),
+                _or_none(inner_decode),
             )
         if origin is typing.Literal:
             return literal(args)
@@ -212,26 +212,19 @@ class FieldPlans:
 
     def _nested(self, key: Any) -> tuple[Encode, Decode]:
         cls: type = typing.get_origin(key) or key
+        if not _is_recursive(cls):
+            # Built now: only a class that can contain itself reaches its own plan again.
+            return self.encoder(key), self.decoder(key)
+        # A recursive type (a tree) meets itself before its plan exists: its converters are
+        # looked up on first use, and bounded like JSON values, so that whatever is written
+        # can be read back within Python's recursion limit.
 
         def encode(value: Any) -> Any:
-            if type(value) is not cls:
-                raise Unstorable(
-                    f"expected exactly {cls.__qualname__}, got {type(value).__qualname__}: "
-                    "fields are stored by their declared type (no subclass polymorphism)"
-                )
-            return encode_fields(self.plan(key), value)
-
-        decode_holder: list[Decode] = []
+            return self.encoder(key)(value)
 
         def decode(value: Any) -> Any:
-            if not decode_holder:
-                decode_holder.append(self.decoder(key))
-            return decode_holder[0](value)
+            return self.decoder(key)(value)
 
-        if not _is_recursive(cls):
-            return encode, decode
-        # A recursive type (a tree) nests as deep as its values: bounded like JSON values,
-        # so that whatever is written can be read back within Python's recursion limit.
         return _bounded(encode, cls, Unstorable), _bounded(decode, cls, Malformed)
 
     def _sequence(self, kind: Any, args: tuple[Any, ...]) -> tuple[Encode, Decode]:
@@ -293,8 +286,16 @@ class FieldPlans:
             encode = encode_items
 
         def decode(v: Any) -> Any:
-            items: list[Any] = expect(list, "array")(v)
-            return build(at(i, item_decode, x) for i, x in enumerate(items))
+            if type(cast("object", v)) is not list:
+                raise Malformed(f"expected array, got {show(v)}")
+            decoded: list[Any] = []
+            try:
+                for x in v:
+                    decoded.append(item_decode(x))
+            except Malformed as error:
+                error.path.insert(0, f"[{len(decoded)}]")  # the failing item is the next one
+                raise
+            return decoded if kind is list else build(iter(decoded))
 
         if kind in (set, frozenset):
             decode_items = decode
@@ -309,6 +310,16 @@ class FieldPlans:
             encode,
             decode,
         )
+
+
+def _or_none(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert`` for an ``X | None`` field: None passes as it is."""
+
+    def or_none(value: Any) -> Any:
+        return None if value is None else convert(value)
+
+    inner = pass_through_guard(convert)
+    return guard(or_none, "{v} is None" if inner is None else f"{{v}} is None or ({inner})")
 
 
 _nesting = threading.local()

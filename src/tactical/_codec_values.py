@@ -143,7 +143,11 @@ def encode_json_value(value: object, depth: int = 0) -> Any:
 
 
 def decode_json_value(value: Any, depth: int = 0) -> Any:
-    """A stored value of an ``Any`` field, refused where :func:`encode_json_value` would refuse it."""
+    """A stored value of an ``Any`` field, refused where :func:`encode_json_value` would refuse it.
+
+    Arrays and objects come back as new lists and dicts: what is read never shares a
+    container with what was stored (the in-memory store's rows stay its own).
+    """
     kind = type(cast("object", value))
     if kind is str:
         return _readable_text(value)
@@ -153,27 +157,29 @@ def decode_json_value(value: Any, depth: int = 0) -> Any:
         if depth >= MAX_JSON_DEPTH:
             raise _TooDeep(f"a JSON value nested more than {MAX_JSON_DEPTH} arrays or objects deep")
         if kind is list:
-            for index, item in enumerate(cast("list[Any]", value)):
-                try:
-                    decode_json_value(item, depth + 1)
-                except _TooDeep:
-                    raise  # the path would be a hundred indexes long
-                except Malformed as error:
-                    error.path.insert(0, f"[{index}]")
-                    raise
-        else:
-            for key, item in cast("dict[Any, Any]", value).items():
-                try:
-                    if type(key) is not str:
-                        raise Malformed(f"expected a JSON value, got {show(key)} as a key")
-                    _readable_text(key)
-                    decode_json_value(item, depth + 1)
-                except _TooDeep:
-                    raise
-                except Malformed as error:
-                    error.path.insert(0, f"[{key!r}]")
-                    raise
-    elif value is not None and kind is not bool and kind is not int:
+            items: list[Any] = []
+            try:
+                for item in cast("list[Any]", value):
+                    items.append(decode_json_value(item, depth + 1))
+            except _TooDeep:
+                raise  # the path would be a hundred indexes long
+            except Malformed as error:
+                error.path.insert(0, f"[{len(items)}]")
+                raise
+            return items
+        mapping: dict[str, Any] = {}
+        for key, item in cast("dict[Any, Any]", value).items():
+            try:
+                if type(key) is not str:
+                    raise Malformed(f"expected a JSON value, got {show(key)} as a key")
+                mapping[_readable_text(key)] = decode_json_value(item, depth + 1)
+            except _TooDeep:
+                raise
+            except Malformed as error:
+                error.path.insert(0, f"[{key!r}]")
+                raise
+        return mapping
+    if value is not None and kind is not bool and kind is not int:
         raise Malformed(f"expected a JSON value, got {type(value).__qualname__} {show(value)}")
     return value
 
@@ -218,6 +224,25 @@ def type_label(key: Any) -> str:
 def show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+_GUARDS: dict[Callable[[Any], Any], str] = {}
+
+
+def pass_through_guard(convert: Callable[[Any], Any]) -> str | None:
+    """A Python expression in ``{v}`` that is true when ``convert(v)`` would return ``v`` itself.
+
+    The generated encoders and decoders test it inline and call ``convert`` only when it is
+    false, so a value needing no conversion costs no call. It may name ``isfinite`` and
+    ``_HUGE``, and must never raise.
+    """
+    return _GUARDS.get(convert)
+
+
+def guard(convert: T, expression: str) -> T:
+    """Register ``expression`` as the pass-through guard of ``convert``; return ``convert``."""
+    _GUARDS[cast("Callable[[Any], Any]", convert)] = expression
+    return convert
 
 
 def expect(kind: type, json_name: str) -> Decode:
@@ -375,11 +400,45 @@ def _decode_str(value: Any) -> Any:
     return _readable_text(value)
 
 
-def _encode_as_str(cls: type, expected: str) -> Encode:
-    def encode(value: Any) -> Any:
-        return str(value) if isinstance(value, cls) else refuse(expected, value)
+# A UUID's text is made in Python (str() of one cost as much as encoding the rest of a small
+# aggregate), and the same ids are written and read again and again: as a row's key, in its
+# state, in every event naming the aggregate. UUIDs are immutable, so both directions are
+# memoised, in caches bounded like the codec's others.
+_UUID_TEXTS: dict[int, str] = {}
+_UUIDS: dict[str, UUID] = {}
+_MEMO_SIZE = 4096
 
-    return encode
+
+def uuid_text(value: UUID) -> str:
+    """``str(value)``, memoised for exact UUIDs (a subclass may write itself otherwise)."""
+    if type(value) is not UUID:
+        return str(value)
+    number = value.int
+    text = _UUID_TEXTS.get(number)
+    if text is None:
+        if len(_UUID_TEXTS) >= _MEMO_SIZE:
+            _UUID_TEXTS.clear()
+        text = _UUID_TEXTS[number] = str(value)
+    return text
+
+
+def _encode_uuid(value: Any) -> Any:
+    return uuid_text(value) if isinstance(value, UUID) else refuse("a UUID", value)
+
+
+def _decode_uuid(value: Any) -> Any:
+    if type(value) is not str:
+        raise Malformed(f"expected UUID as a string, got {show(value)}")
+    found = _UUIDS.get(value)
+    if found is None:
+        try:
+            found = UUID(value)
+        except ValueError:
+            raise Malformed(f"invalid UUID {value!r}") from None
+        if len(_UUIDS) >= _MEMO_SIZE:
+            _UUIDS.clear()
+        _UUIDS[value] = found
+    return found
 
 
 def _encode_datetime(value: Any) -> Any:
@@ -395,13 +454,29 @@ def _encode_date(value: Any) -> Any:
     return refuse("a date (not a datetime: its time would be lost)", value)
 
 
+_decode_bool = expect(bool, "a boolean")
+_decode_int = expect(int, "an integer")
+_ASCII_WITHOUT_NUL = 'type({v}) is str and {v}.isascii() and "\\x00" not in {v}'
+guard(_encode_bool, "type({v}) is bool")
+guard(_decode_bool, "type({v}) is bool")
+guard(_encode_int, "type({v}) is int and -_HUGE < {v} < _HUGE")
+guard(_decode_int, "type({v}) is int")
+guard(_encode_float, "type({v}) is float and isfinite({v})")
+guard(_decode_float, "type({v}) is float and isfinite({v})")
+guard(_encode_str, _ASCII_WITHOUT_NUL)
+guard(_decode_str, _ASCII_WITHOUT_NUL)
+
+GUARD_NAMES: dict[str, object] = {"isfinite": math.isfinite, "_HUGE": _HUGE}
+"""The names pass-through guards may use, for the namespace of the generated code."""
+
+
 def scalar(cls: type) -> tuple[Encode, Decode] | None:
     if cls is bool:
-        return _encode_bool, expect(bool, "a boolean")
+        return _encode_bool, _decode_bool
     if issubclass(cls, enum.Enum):
         return _enum(cls)
     if cls is int:
-        return _encode_int, expect(int, "an integer")
+        return _encode_int, _decode_int
     if cls is float:
         return _encode_float, _decode_float
     if cls is str:
@@ -409,7 +484,7 @@ def scalar(cls: type) -> tuple[Encode, Decode] | None:
     if cls is Decimal:
         return _encode_decimal, _decode_decimal
     if cls is UUID:
-        return _encode_as_str(UUID, "a UUID"), _parse(UUID, "UUID")
+        return _encode_uuid, _decode_uuid
     if cls is dt.datetime:
         return _encode_datetime, _parse(dt.datetime.fromisoformat, "datetime")
     if cls is dt.date:

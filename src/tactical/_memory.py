@@ -1,20 +1,33 @@
-"""The in-memory store and unit of work: real transactional semantics, no database."""
+"""The in-memory store and unit of work: real transactional semantics, no database.
+
+The store keeps what a SQL unit of work keeps: each aggregate as the codec's JSON state and a
+version, and it refuses at commit exactly what the SQL unit of work refuses (a value that does
+not fit its field, a string no database carries, an id no ``aggregate_id`` column holds, a
+class of ``__main__``), so a test that passes in memory does not fail against a database.
+"""
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from tactical._bus import EventBus
+from tactical._codec import JsonCodec
 from tactical._errors import ConcurrencyError
-from tactical._model import AggregateRoot
+from tactical._model import AggregateRoot, DomainEvent, recorded_in_order
+from tactical._stored_keys import id_key, stored_key
 from tactical._uow import Change, TransactionalUnitOfWork
 
 __all__ = ["InMemoryStore", "InMemoryUnitOfWork"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
+
+_default_codec = JsonCodec()
+
+# A row as a SQL document row holds it: the version and the aggregate's JSON state. Rows are
+# replaced whole, never changed in place, and the state is never handed out (reads decode it).
+_Row = tuple[int, dict[str, Any]]
 
 
 class InMemoryStore:
@@ -22,30 +35,49 @@ class InMemoryStore:
 
     Each unit of work works on private copies, so a store behaves like a database that
     several connections use: uncommitted changes are invisible to the others, and a commit
-    applies all of its writes, or none, under one lock.
+    applies all of its writes, or none, under one lock. Aggregates are kept as their JSON
+    state (as the SQL unit of work stores them) and rebuilt by the codec on every read.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       Keeps the codec's JSON state of each aggregate, and refuses at commit what the SQL
+       unit of work refuses.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rows: dict[tuple[type[AggregateRoot[Any]], object], AggregateRoot[Any]] = {}
+        self._rows: dict[tuple[type[AggregateRoot[Any]], str], _Row] = {}
 
     def __len__(self) -> int:
         """The number of aggregates stored."""
         return len(self._rows)
 
-    def _read(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
-        with self._lock:
-            row = self._rows.get((aggregate_type, aggregate_id))
-        return None if row is None else cast("A", copy.deepcopy(row))
+    def _read(
+        self, aggregate_type: type[A], aggregate_id: object, codec: JsonCodec = _default_codec
+    ) -> A | None:
+        # Keyed by the id as SQL stores it (its text), so that the same ids find the same rows.
+        row = self._rows.get((aggregate_type, id_key(aggregate_id)))
+        if row is None:
+            return None
+        version, state = row
+        return codec.aggregate_from_state(aggregate_type, state, version=version)
 
-    def _apply(self, changes: Sequence[Change]) -> None:
+    def _apply(self, changes: Sequence[Change], codec: JsonCodec = _default_codec) -> None:
+        # Everything the SQL unit of work checks, in its order: every change's type name and
+        # key, then change by change its state and its version, then the events in recorded
+        # order. Encoding runs outside the lock; its errors are raised where SQL meets them.
+        keys = [
+            (c.aggregate_type, _checked_key(codec, c.aggregate_type, c.aggregate)) for c in changes
+        ]
+        rows: list[_Row | BaseException | None] = [_encoded(codec, c) for c in changes]
+        refused_event = _first_unstorable_event(codec, changes)
         with self._lock:
-            for change in changes:
-                key = (change.aggregate_type, change.aggregate.id)
-                row = self._rows.get(key)
-                found = None if row is None else row.version
+            writes: list[tuple[tuple[type[AggregateRoot[Any]], str], _Row | None]] = []
+            for change, key, row in zip(changes, keys, rows, strict=True):
+                if isinstance(row, BaseException):
+                    raise row
+                stored = self._rows.get(key)
+                found = None if stored is None else stored[0]
                 if found != change.expected_version:
                     raise ConcurrencyError.stale(
                         change.aggregate_type,
@@ -53,22 +85,44 @@ class InMemoryStore:
                         expected_version=change.expected_version or 0,
                         actual_version=found,
                     )
-            for change in changes:
-                key = (change.aggregate_type, change.aggregate.id)
-                if change.new_version is None:
+                writes.append((key, row))
+            if refused_event is not None:
+                raise refused_event
+            for key, row in writes:
+                if row is None:
                     del self._rows[key]
                 else:
-                    self._rows[key] = _stored_copy(change.aggregate, change.new_version)
+                    self._rows[key] = row
 
 
-def _stored_copy(aggregate: AggregateRoot[Any], version: int) -> AggregateRoot[Any]:
-    # The pending events are not state: the memo hands the copy an empty list in place of
-    # theirs instead of deep-copying every event (which was most of the cost of a commit).
-    pending = aggregate._events()  # pyright: ignore[reportPrivateUsage]
-    stored = copy.deepcopy(aggregate, {id(pending): []})
-    stored.clear_events()
-    stored.version = version
-    return stored
+def _checked_key(codec: JsonCodec, aggregate_type: type[Any], aggregate: AggregateRoot[Any]) -> str:
+    codec.type_name(aggregate_type)  # refuses a class of __main__, a name no column holds
+    return stored_key(aggregate_type, aggregate.id)
+
+
+def _encoded(codec: JsonCodec, change: Change) -> _Row | BaseException | None:
+    """The row ``change`` writes (None for a delete), or why the codec refuses it."""
+    if change.new_version is None:
+        return None
+    try:
+        return change.new_version, codec.aggregate_to_state(change.aggregate)
+    except (TypeError, ValueError) as error:
+        return error
+
+
+def _first_unstorable_event(codec: JsonCodec, changes: Sequence[Change]) -> BaseException | None:
+    """Why the codec refuses the first event (in recorded order) it cannot store, or None."""
+    if len(changes) == 1:
+        events: Sequence[DomainEvent] = changes[0].events
+    else:
+        written = {id(e) for c in changes for e in c.events}
+        events = [e for e in recorded_in_order(c.aggregate for c in changes) if id(e) in written]
+    try:
+        for event in events:
+            codec.event_to_record(event)
+    except (TypeError, ValueError) as error:
+        return error
+    return None
 
 
 class InMemoryUnitOfWork(TransactionalUnitOfWork):
@@ -79,6 +133,12 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
     Optimistic concurrency works as in SQL: a stale write raises
     :class:`~tactical.ConcurrencyError` at commit and nothing of that commit is stored.
 
+    The codec decides what can be stored, as in the SQL unit of work: at commit, a ``TypeError``
+    or ``ValueError`` for an aggregate or event value that cannot be stored as JSON (an ``int``
+    in a ``Decimal`` field, a string with a NUL), an id no ``aggregate_id`` column holds, or a
+    class of ``__main__`` without a registered name; nothing of that commit is stored. Loaded
+    aggregates are rebuilt from their JSON state, as a database would give them back.
+
     Args:
         bus: Where committed events are published; a new :class:`EventBus` if omitted.
         store: The committed state to work on; a new, empty one if omitted.
@@ -86,12 +146,18 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
             default :meth:`~tactical.UnitOfWork.commit` refuses that with
             :class:`~tactical.TransactionBoundaryError`
             (``.. versionadded:: 0.2.0``).
+        codec: How aggregates and events become JSON; a shared default
+            :class:`~tactical.JsonCodec` if omitted (pass the one whose names you register,
+            as to the SQL unit of work) (``.. versionadded:: 0.2.0``).
 
     Raises:
-        TypeError: ``bus`` is not an :class:`EventBus` (a store passed positionally, say) or
-            ``store`` is not an :class:`InMemoryStore`.
+        TypeError: ``bus`` is not an :class:`EventBus` (a store passed positionally, say),
+            ``store`` is not an :class:`InMemoryStore` or ``codec`` not a
+            :class:`~tactical.JsonCodec`.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       Refuses at commit what the SQL unit of work refuses.
     """
 
     def __init__(
@@ -100,6 +166,7 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
         *,
         store: InMemoryStore | None = None,
         allow_multiple_aggregates: bool = False,
+        codec: JsonCodec | None = None,
     ) -> None:
         super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
         candidate: object = store
@@ -108,21 +175,36 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
                 f"InMemoryUnitOfWork's store must be an InMemoryStore or None, "
                 f"got {type(candidate).__qualname__}"
             )
+        candidate = codec
+        if candidate is not None and not isinstance(candidate, JsonCodec):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(
+                f"InMemoryUnitOfWork's codec must be a JsonCodec or None, "
+                f"got {type(candidate).__qualname__}"
+            )
         self._store_ = store if store is not None else InMemoryStore()
+        self._codec = codec if codec is not None else _default_codec
 
     @property
     def store(self) -> InMemoryStore:
         """The committed state this unit of work reads and writes."""
         return self._store_
 
+    @property
+    def codec(self) -> JsonCodec:
+        """The codec that decides what can be stored, and rebuilds what is read.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._codec
+
     def _begin(self) -> None:
         pass
 
     def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
-        return self._store_._read(aggregate_type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
+        return self._store_._read(aggregate_type, aggregate_id, self._codec)  # pyright: ignore[reportPrivateUsage]
 
     def _store(self, changes: Sequence[Change]) -> None:
-        self._store_._apply(changes)  # pyright: ignore[reportPrivateUsage]
+        self._store_._apply(changes, self._codec)  # pyright: ignore[reportPrivateUsage]
 
     def _rollback(self) -> None:
         pass

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from tactical._bus import EventBus
+from tactical._codec import JsonCodec
 from tactical._memory import InMemoryStore, InMemoryUnitOfWork
 from tactical._model import AggregateRoot
 from tactical._tracking import Change
@@ -31,10 +32,14 @@ class AsyncInMemoryUnitOfWork(AsyncTransactionalUnitOfWork):
         allow_multiple_aggregates: Let one transaction change several aggregates; by
             default :meth:`~tactical.AsyncUnitOfWork.commit` refuses that with
             :class:`~tactical.TransactionBoundaryError`.
+        codec: How aggregates and events become JSON, deciding at commit what can be
+            stored, as for :class:`InMemoryUnitOfWork`; a shared default
+            :class:`~tactical.JsonCodec` if omitted.
 
     Raises:
-        TypeError: ``bus`` is not an :class:`EventBus` (a store passed positionally, say) or
-            ``store`` is not an :class:`InMemoryStore`.
+        TypeError: ``bus`` is not an :class:`EventBus` (a store passed positionally, say),
+            ``store`` is not an :class:`InMemoryStore` or ``codec`` not a
+            :class:`~tactical.JsonCodec`.
 
     .. versionadded:: 0.2.0
     """
@@ -45,6 +50,7 @@ class AsyncInMemoryUnitOfWork(AsyncTransactionalUnitOfWork):
         *,
         store: InMemoryStore | None = None,
         allow_multiple_aggregates: bool = False,
+        codec: JsonCodec | None = None,
     ) -> None:
         super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
         given: object = InMemoryStore() if store is None else store
@@ -55,12 +61,17 @@ class AsyncInMemoryUnitOfWork(AsyncTransactionalUnitOfWork):
             )
         # In-memory storage is written once: the sync unit of work's hooks do the work (no
         # I/O to await), this one only lends them its transactions.
-        self._storage = InMemoryUnitOfWork(store=given)
+        self._storage = InMemoryUnitOfWork(store=given, codec=codec)
 
     @property
     def store(self) -> InMemoryStore:
         """The committed state this unit of work reads and writes."""
         return self._storage.store
+
+    @property
+    def codec(self) -> JsonCodec:
+        """The codec that decides what can be stored, and rebuilds what is read."""
+        return self._storage.codec
 
     async def _begin(self) -> None:
         self._storage._begin()  # pyright: ignore[reportPrivateUsage]

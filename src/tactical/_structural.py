@@ -10,8 +10,9 @@ import copy
 import dataclasses
 import datetime as dt
 import enum
+import operator
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import cast
 
@@ -37,7 +38,11 @@ _ATOMIC: frozenset[type] = frozenset(
 )
 
 
+_all_atomic = _ATOMIC.issuperset
+
 _FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+# Per dataclass type: a function returning its field values in order (attrgetter, in C).
+_FIELD_READERS: dict[type, Callable[[object], tuple[object, ...]] | None] = {}
 
 
 def _dataclass_field_names(kind: type) -> tuple[str, ...] | None:
@@ -49,10 +54,29 @@ def _dataclass_field_names(kind: type) -> tuple[str, ...] | None:
     names = (
         tuple(f.name for f in dataclasses.fields(kind)) if dataclasses.is_dataclass(kind) else None
     )
-    if len(_FIELD_NAMES) >= 4096:  # types made at run time: keep the cache bounded
+    if len(_FIELD_NAMES) >= 4096:  # types made at run time: keep the caches bounded
         _FIELD_NAMES.clear()
+        _FIELD_READERS.clear()
     _FIELD_NAMES[kind] = names
     return names
+
+
+def _field_reader(kind: type) -> Callable[[object], tuple[object, ...]] | None:
+    try:
+        return _FIELD_READERS[kind]
+    except KeyError:
+        pass
+    names = _dataclass_field_names(kind)
+    reader = None if names is None else _reader_of(names)
+    _FIELD_READERS[kind] = reader
+    return reader
+
+
+def _reader_of(names: tuple[str, ...]) -> Callable[[object], tuple[object, ...]]:
+    if len(names) != 1:
+        return operator.attrgetter(*names) if names else lambda _: ()
+    (name,) = names  # attrgetter of one name returns the value, not a tuple
+    return lambda value: (getattr(value, name),)
 
 
 def structural_state(value: object) -> object:
@@ -73,12 +97,19 @@ def structural_state(value: object) -> object:
     kind: type[object] = type(value)
     if kind in _ATOMIC:
         return value
-    names = _dataclass_field_names(kind)
-    if names is not None:
-        return (kind, tuple(structural_state(getattr(value, name)) for name in names))
-    if isinstance(value, list | tuple):
+    # A call per field was most of the cost of a picture: members that are all atomic (most
+    # entities, most lists) are checked at once, in C; others are tested inline, one by one.
+    reader = _field_reader(kind)
+    if reader is not None:
+        values = reader(value)
+        if _all_atomic(map(type, values)):
+            return (kind, values)
+        return (kind, tuple([v if type(v) in _ATOMIC else structural_state(v) for v in values]))
+    if kind is list or kind is tuple or isinstance(value, list | tuple):
         items = cast("Iterable[object]", value)
-        return (kind, tuple(structural_state(i) for i in items))
+        if _all_atomic(map(type, items)):
+            return (kind, tuple(items))
+        return (kind, tuple([i if type(i) in _ATOMIC else structural_state(i) for i in items]))
     if isinstance(value, dict):
         mapping = cast("dict[object, object]", value)
         return (dict, tuple((k, structural_state(v)) for k, v in mapping.items()))

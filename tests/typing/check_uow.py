@@ -12,6 +12,7 @@ from tactical import (
     EventHandlerError,
     InMemoryStore,
     InMemoryUnitOfWork,
+    JsonCodec,
     Repository,
     Trace,
     TransactionBoundaryError,
@@ -72,6 +73,9 @@ several = InMemoryUnitOfWork(allow_multiple_aggregates=True)
 assert_type(several.allow_multiple_aggregates, bool)
 InMemoryUnitOfWork(None, None, True)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
 InMemoryUnitOfWork(allow_multiple_aggregate=True)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+coded = InMemoryUnitOfWork(codec=JsonCodec())
+assert_type(coded.codec, JsonCodec)
+InMemoryUnitOfWork(codec="json")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 boundary = TransactionBoundaryError(((Policy, uuid4()),))
 assert_type(boundary.aggregates, tuple[tuple[type[Any], object], ...])
 boundary_as_runtime: RuntimeError = boundary

@@ -12,9 +12,12 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from tactical._bus import EventBus
 from tactical._codec import DeserializationError, JsonCodec
-from tactical._codec_values import show, unstorable_text
+from tactical._codec_values import show
 from tactical._errors import ConcurrencyError
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
+from tactical._stored_keys import id_key as _key
+from tactical._stored_keys import stored_key as _stored_key
+from tactical._stored_keys import unstorable_key
 from tactical._tracing import trace_of
 from tactical._uow import Change, TransactionalUnitOfWork
 from tactical.sqlalchemy._engine import (
@@ -526,33 +529,7 @@ def _document_row(type_name: str, key: str) -> str:
     return f"row {aggregates_table.name}(aggregate_type={type_name!r}, aggregate_id={key!r})"
 
 
-def _key(aggregate_id: object) -> str:
-    # Ids are stored as text: UUIDs, ints and strings all have an unambiguous str().
-    return str(aggregate_id)
-
-
-_MAX_KEY_LENGTH = 255  # the String(255) aggregate_id columns
 _NOT_UTF8 = "Could not decode to UTF-8"
-
-
-def unstorable_key(key: str) -> str | None:
-    """Why no aggregate_id column can hold ``key`` (an id as text), or None."""
-    if len(key) <= _MAX_KEY_LENGTH and key.isascii() and "\x00" not in key:
-        return None  # the common case (a UUID, an int), decided at once
-    if len(key) > _MAX_KEY_LENGTH:
-        return (
-            f"{show(key)} is {len(key)} characters as text, over the {_MAX_KEY_LENGTH} "
-            "of tactical's aggregate_id columns"
-        )
-    return unstorable_text(key)
-
-
-def _stored_key(aggregate_type: type[Any], aggregate_id: object) -> str:
-    key = _key(aggregate_id)
-    reason = unstorable_key(key)
-    if reason is not None:
-        raise ValueError(f"cannot store {aggregate_type.__qualname__}: its id {reason}")
-    return key
 
 
 _DbError = TypeVar("_DbError", bound=exc.DBAPIError)
