@@ -44,7 +44,7 @@ __all__ = [
 _Processor: TypeAlias = Callable[[Any], Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Execute:
     """Run ``sql`` with ``parameters`` (one set, or a list for executemany).
 
@@ -110,6 +110,9 @@ class Prepared:
 
     __slots__ = ("_keys", "_order", "_processors", "_reads", "names", "sql")
 
+    _order: tuple[int, ...] | None
+    _processors: tuple[tuple[int, _Processor], ...]
+
     def __init__(
         self,
         statement: sa.Executable,
@@ -131,11 +134,15 @@ class Prepared:
             if compiled.positiontup is not None
             else tuple(compiled.escaped_bind_names.get(name, name) for name in bound)
         )
-        # For each parameter in compiled order: the index of its value, and its processor.
-        self._order = tuple(self.names.index(name) for name in bound)
+        # Where each parameter's value is in ``values`` (None: in the same place), and the
+        # bind processors there are, by position in compiled order.
+        order = tuple(self.names.index(name) for name in bound)
+        self._order = None if order == tuple(range(len(order))) else order
         self._processors = tuple(
-            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in bound
+            (index, process)
+            for index, name in enumerate(bound)
+            if (process := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            is not None
         )
         self._reads = (
             _row_reader(compiled, dialect) if returns_rows or statement.is_select else None
@@ -143,15 +150,12 @@ class Prepared:
 
     def bind(self, values: Sequence[Any]) -> tuple[Any, ...] | dict[str, Any]:
         """``values`` (in ``names`` order) processed for the driver, in its paramstyle."""
-        processed = [
-            value if process is None else process(value)
-            for process, value in zip(
-                self._processors, (values[i] for i in self._order), strict=True
-            )
-        ]
+        ordered = list(values) if self._order is None else [values[i] for i in self._order]
+        for index, process in self._processors:
+            ordered[index] = process(ordered[index])
         if self._keys is not None:
-            return dict(zip(self._keys, processed, strict=True))
-        return tuple(processed)
+            return dict(zip(self._keys, ordered, strict=True))
+        return tuple(ordered)
 
     def __call__(self, *values: Any) -> Execute:
         """Run once with ``values`` (in ``names`` order)."""

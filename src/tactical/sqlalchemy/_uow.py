@@ -17,7 +17,6 @@ from tactical._uow import Change, TransactionalUnitOfWork
 from tactical.sqlalchemy._engine import configure_engine, restart_sqlite_for_writing
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._statements import (
-    ROLLBACK,
     SUPPORTED_DIALECTS,
     Commit,
     Execute,
@@ -197,15 +196,33 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             )
 
     def _end(self) -> None:
-        self._round_trips = None
-        self._deadline.close()
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._release()
 
     def _rollback(self) -> None:
-        if self._connection is not None:
-            self._perform(ROLLBACK)
+        self._release()
+
+    def _release(self) -> None:
+        """Close the connection, which rolls back a transaction it still has."""
+        connection, deadline = self._connection, self._round_trips
+        if connection is None:
+            return
+        self._connection = self._round_trips = None
+        self._deadline.close()  # before the connection goes back to the pool
+        if deadline is not None:
+            deadline.arm()
+        try:
+            transaction = connection.get_transaction()
+            if transaction is not None and not transaction.is_active:
+                # A failed COMMIT leaves its transaction inactive, and closing that would
+                # return the driver's connection unreset (SQLite's still holding its write
+                # lock): rolling it back first lets the pool reset it. An active one is
+                # rolled back by close() itself, once (a rollback before would make the
+                # pool roll back again).
+                connection.rollback()
+            connection.close()
+        finally:
+            if deadline is not None:
+                deadline.disarm()
 
     def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
         storage = cast("DocumentStorage", self._storage)
