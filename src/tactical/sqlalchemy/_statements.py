@@ -115,7 +115,7 @@ class Prepared:
 
     def __init__(
         self,
-        statement: sa.Executable,
+        statement: sa.ClauseElement,
         names: Sequence[str],
         dialect: Dialect,
         *,
@@ -144,8 +144,11 @@ class Prepared:
             if (process := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
             is not None
         )
+        selected = statement.selected_columns if isinstance(statement, sa.Select) else ()
         self._reads = (
-            _row_reader(compiled, dialect) if returns_rows or statement.is_select else None
+            _row_reader([c.type for c in selected], dialect)
+            if returns_rows or isinstance(statement, sa.Select)
+            else None
         )
 
     def bind(self, values: Sequence[Any]) -> tuple[Any, ...] | dict[str, Any]:
@@ -168,12 +171,14 @@ class Prepared:
         return Execute(self.sql, [self.bind(values) for values in rows], self._reads)
 
 
-def _row_reader(compiled: SQLCompiler, dialect: Dialect) -> Callable[[Sequence[Any]], list[Any]]:
+def _row_reader(
+    types: Sequence[sa.types.TypeEngine[Any]], dialect: Dialect
+) -> Callable[[Sequence[Any]], list[Any]]:
     """Apply the result processors SQLAlchemy would (JSON text parsed on SQLite)."""
     processors = [
         (index, process)
-        for index, column in enumerate(compiled._result_columns)
-        if (process := column[3].dialect_impl(dialect).result_processor(dialect, None)) is not None
+        for index, type_ in enumerate(types)
+        if (process := type_.dialect_impl(dialect).result_processor(dialect, None)) is not None
     ]
     if not processors:
         return list
@@ -223,7 +228,10 @@ _is_row = (
     _doc.aggregate_id == sa.bindparam("b_id", type_=_doc.aggregate_id.type),
 )
 _is_version = _doc.version == sa.bindparam("b_expected", type_=_doc.version.type)
-_INSERT_DOCUMENT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+_INSERT_DOCUMENT: dict[str, Callable[[sa.Table], sqlite.Insert | postgresql.Insert]] = {
+    "sqlite": sqlite.insert,
+    "postgresql": postgresql.insert,
+}
 SUPPORTED_DIALECTS = tuple(_INSERT_DOCUMENT)
 
 _documents: weakref.WeakKeyDictionary[Dialect, DocumentStatements] = weakref.WeakKeyDictionary()

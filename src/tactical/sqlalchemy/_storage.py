@@ -140,7 +140,10 @@ class DocumentStorage:
             raise
         if loaded is None:
             return None
-        if not isinstance(loaded, mapper.aggregate_type) or loaded.id != aggregate_id:
+        if (
+            not isinstance(loaded, mapper.aggregate_type)
+            or cast("AggregateRoot[Any]", loaded).id != aggregate_id
+        ):
             raise DeserializationError(
                 f"{type(mapper).__qualname__}.load({aggregate_id!r}) returned {show(loaded)}, "
                 f"not the {mapper.aggregate_type.__qualname__} with id {aggregate_id!r}"

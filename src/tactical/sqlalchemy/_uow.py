@@ -241,7 +241,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         try:
             if isinstance(operation, Execute):
                 return operation.outcome(
-                    connection.exec_driver_sql(operation.sql, operation.parameters)  # type: ignore[arg-type]
+                    connection.exec_driver_sql(operation.sql, operation.parameters)
                 )
             if isinstance(operation, MapperCall):
                 if deadline is not None:
