@@ -1,11 +1,13 @@
 """The unit of work's statements, compiled once per dialect, and the operations that run them.
 
-Each statement is built with SQLAlchemy and compiled for the engine's dialect (SQLite's
-``?``, psycopg's ``%(name)s``, asyncpg's ``$1``), and its values go through the same bind
+Each statement is built with SQLAlchemy and compiled once for each dialect object (every
+engine has its own: SQLite's ``?``, psycopg's ``%(name)s`` in sync and async mode, asyncpg's
+``$1::TYPE``, each with its driver's JSON serializer). Its values go through the bind
 processors SQLAlchemy would apply (JSON text on SQLite, ``Jsonb`` on psycopg, UTC datetimes,
-UUIDs as SQLite stores them), so the rows are exactly what Core writes and reads back.
-What is skipped is SQLAlchemy's per-call work: no statement cache lookup, no compiled
-parameter processing, no result metadata. Every value stays a bound parameter.
+UUIDs as SQLite stores them) and its rows through the result processors, so the rows are
+exactly what Core writes and reads back. What is skipped is SQLAlchemy's per-call statement
+work: no cache key and cache lookup, no compiled parameter handling, no ``RETURNING`` of
+the outbox position. Every value stays a bound parameter.
 
 The operations (:class:`Execute`, :class:`Commit`, ...) are what the unit of work's flows
 yield; a sync driver runs them on a ``Connection``, an async one on an ``AsyncConnection``

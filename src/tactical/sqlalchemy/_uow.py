@@ -233,35 +233,13 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         run(storage.store(changes), self._perform)
 
     def _perform(self, operation: Operation) -> object:
-        """Carry out one operation of a storage flow on the transaction's connection."""
-        connection = cast("sa.Connection", self._connection)
-        deadline = self._round_trips
+        """Carry out one operation of a storage flow, under the round-trip deadline."""
+        # A mapper's statements are bounded one by one through the engine's events.
+        deadline = None if isinstance(operation, MapperCall) else self._round_trips
         if deadline is not None:
             deadline.arm()
         try:
-            if isinstance(operation, Execute):
-                return operation.outcome(
-                    connection.exec_driver_sql(operation.sql, operation.parameters)
-                )
-            if isinstance(operation, MapperCall):
-                if deadline is not None:
-                    deadline.disarm()  # the engine's events bound the mapper's statements
-                if not operation.isolated:
-                    return operation.method(connection, operation.argument)
-                with connection.begin_nested():
-                    return operation.method(connection, operation.argument)
-            if isinstance(operation, Commit):
-                connection.commit()
-            elif isinstance(operation, Rollback):
-                # get_transaction(), not in_transaction(): after a failed COMMIT the
-                # transaction is inactive but still the connection's, and only rolling it
-                # back lets the pool reset the driver's connection (else SQLite's would go
-                # back to the pool mid-transaction, holding its write lock).
-                if connection.get_transaction() is not None:
-                    connection.rollback()
-            else:
-                restart_sqlite_for_writing(connection)
-            return None
+            return _carry_out(cast("sa.Connection", self._connection), operation)
         except exc.DBAPIError as error:
             self._note_deadline(error)
             raise
@@ -279,3 +257,24 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
                 f"({self._database_timeout}s), so tactical shut its connection down; "
                 "nothing was stored"
             )
+
+
+def _carry_out(connection: sa.Connection, operation: Operation) -> object:
+    """Run ``operation`` on ``connection``; its result, as the flow expects it."""
+    if isinstance(operation, Execute):
+        return operation.outcome(connection.exec_driver_sql(operation.sql, operation.parameters))
+    if isinstance(operation, MapperCall):
+        if not operation.isolated:
+            return operation.method(connection, operation.argument)
+        with connection.begin_nested():
+            return operation.method(connection, operation.argument)
+    if isinstance(operation, Commit):
+        connection.commit()
+    elif isinstance(operation, Rollback):
+        # Also an inactive transaction (a failed COMMIT): the lookups that may follow
+        # begin a new one.
+        if connection.get_transaction() is not None:
+            connection.rollback()
+    else:
+        restart_sqlite_for_writing(connection)
+    return None
