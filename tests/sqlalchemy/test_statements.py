@@ -25,6 +25,7 @@ from tactical._flow import run_async
 from tactical._uow import Change
 from tactical.sqlalchemy import aggregates_table, outbox_table
 from tactical.sqlalchemy._statements import (
+    OUTBOX_COLUMNS,
     Commit,
     Execute,
     Operation,
@@ -128,7 +129,7 @@ class TestPreparedStatementsOnAsyncDrivers:
             await connection.commit()
             stored = (
                 await connection.execute(
-                    sa.select(*(outbox_table.c[name] for name in _OUTBOX_COLUMNS)).order_by(
+                    sa.select(*(outbox_table.c[name] for name in OUTBOX_COLUMNS)).order_by(
                         outbox_table.c.position
                     )
                 )
@@ -136,20 +137,6 @@ class TestPreparedStatementsOnAsyncDrivers:
             published = (await connection.execute(sa.select(outbox_table.c.published_at))).all()
         assert [tuple(row) for row in stored] == rows
         assert [tuple(row) for row in published] == [(None,), (None,)]
-
-
-_OUTBOX_COLUMNS = (
-    "event_id",
-    "event_type",
-    "event_version",
-    "aggregate_type",
-    "aggregate_id",
-    "aggregate_version",
-    "payload",
-    "occurred_at",
-    "correlation_id",
-    "causation_id",
-)
 
 
 class TestStorageFlowsOnAsyncDrivers:

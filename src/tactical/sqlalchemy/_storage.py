@@ -314,13 +314,7 @@ class DocumentStorage:
     def _stale(
         self, change: Change, cause: Exception | None = None
     ) -> Flow[Operation, ConcurrencyError]:
-        actual = yield from self._stored_version(change)
-        error = ConcurrencyError.stale(
-            change.aggregate_type,
-            change.aggregate.id,
-            expected_version=change.expected_version or 0,
-            actual_version=actual,
-        )
+        error = _stale_error(change, (yield from self._stored_version(change)))
         if cause is not None:
             error.add_note(f"the database refused the insert: {getattr(cause, 'orig', cause)}")
         return error
@@ -335,12 +329,7 @@ class DocumentStorage:
         for change in changes:
             actual = yield from self._stored_version(change)
             if actual != change.expected_version:
-                return ConcurrencyError.stale(
-                    change.aggregate_type,
-                    change.aggregate.id,
-                    expected_version=change.expected_version or 0,
-                    actual_version=actual,
-                )
+                return _stale_error(change, actual)
         written = ", ".join(f"{c.aggregate_type.__qualname__} {c.aggregate.id}" for c in changes)
         timeout = "" if busy_timeout_ms is None else f" ({busy_timeout_ms} ms)"
         only = changes[0] if len(changes) == 1 else None
@@ -351,6 +340,15 @@ class DocumentStorage:
             aggregate_type=only.aggregate_type if only is not None else None,
             aggregate_id=only.aggregate.id if only is not None else None,
         )
+
+
+def _stale_error(change: Change, actual_version: int | None) -> ConcurrencyError:
+    return ConcurrencyError.stale(
+        change.aggregate_type,
+        change.aggregate.id,
+        expected_version=change.expected_version or 0,
+        actual_version=actual_version,
+    )
 
 
 def _document_row(type_name: str, key: str) -> str:
