@@ -1,29 +1,47 @@
 """Run the benchmarks, print the table of ratios, write ``benchmarks/results/latest.json``.
 
-``python -m benchmarks`` runs every group; ``python -m benchmarks model sql`` runs only the
-groups named. Each group is a module with ``run(report)``; add new ones to ``GROUPS``.
+``python -m benchmarks`` runs every group; ``python -m benchmarks sql eventsourcing`` runs
+only the groups named. Each group is a module with ``run(report)``; add new ones to
+``GROUPS``. PostgreSQL rows use ``TACTICAL_BENCH_POSTGRES_URL`` (default: the ``test``
+database on 127.0.0.1) and are skipped, with the reason, when it does not answer.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import platform
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks._harness import Report
+import sqlalchemy as sa
+from benchmarks._harness import METHOD, Report
 
 # Group name -> module (in run order). A new benchmark module goes here, nowhere else.
 GROUPS: dict[str, str] = {
-    "model": "benchmarks.bench_model",
-    "uow": "benchmarks.bench_uow",
     "sql": "benchmarks.bench_sql",
     "eventsourcing": "benchmarks.bench_eventsourcing",
+    "indexes": "benchmarks.bench_indexes",
+    "memory": "benchmarks.bench_memory",
+    "large": "benchmarks.bench_large",
+    "async": "benchmarks.bench_async",
+    "model": "benchmarks.bench_model",
     "scaling": "benchmarks.bench_scaling",
     "relay": "benchmarks.bench_relay",
 }
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+
+
+def _machine() -> str:
+    import sqlite3
+
+    return (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {platform.platform()}; "
+        f"{platform.processor() or platform.machine()}; Python {platform.python_version()}; "
+        f"SQLAlchemy {sa.__version__}; SQLite {sqlite3.sqlite_version}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,13 +59,19 @@ def main(argv: list[str] | None = None) -> None:
     selected = arguments.groups or list(GROUPS)
 
     report = Report()
+    print(f"machine: {_machine()}")
+    print(f"method: {METHOD}\n")
     print(Report.header())
     started = time.perf_counter()
     for group in selected:
         importlib.import_module(GROUPS[group]).run(report)
+    elapsed = time.perf_counter() - started
+    print("\nThe table of docs/explanation/performance.md:\n")
+    print(report.markdown())
+    print("\nNotes printed by the same run:\n")
+    print("\n".join(f"- {note}" for note in report.notes))
     report.write_json(RESULTS)
-    print(f"\n{len(report.comparisons)} comparisons in {time.perf_counter() - started:.0f}s")
-    print(f"wrote {RESULTS}")
+    print(f"\n{len(report.comparisons)} comparisons in {elapsed:.0f}s; wrote {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def _rows(codec: JsonCodec) -> list[dict[str, Any]]:
 def _show_rate(report: Report, comparison: Comparison) -> None:
     report.add(comparison)
     for label, ns in (("candidate", comparison.candidate_ns), ("baseline", comparison.baseline_ns)):
-        print(f"{'':<22}   {label}: {BATCH / (ns / 1e9):>10,.0f} events/s", flush=True)
+        report.note(f"{comparison.name}: {label} {BATCH / (ns / 1e9):,.0f} events/s")
 
 
 def run(report: Report) -> None:
@@ -102,11 +102,15 @@ def run(report: Report) -> None:
                 f"{BATCH} events to the in-process bus",
                 relay_through(EventBusPublisher(bus, codec)),
                 nowhere,
+                database="SQLite",
+                against="relay to nowhere",
                 rounds=7,
             ),
         )
         if not _listening(5672):
-            print(f"{'outbox relay':<22} RabbitMQ not reachable on 127.0.0.1:5672: skipped")
+            name = f"{BATCH} events to RabbitMQ (confirmed)"
+            reason = "RabbitMQ not reachable on 127.0.0.1:5672"
+            report.skip("outbox relay", [name], "SQLite", reason, against="relay to nowhere")
         else:
             from tactical.outbox.rabbitmq import RabbitMQPublisher
 
@@ -119,6 +123,8 @@ def run(report: Report) -> None:
                         f"{BATCH} events to RabbitMQ (confirmed)",
                         relay_through(publisher),
                         nowhere,
+                        database="SQLite",
+                        against="relay to nowhere",
                         rounds=7,
                     ),
                 )

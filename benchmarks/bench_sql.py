@@ -1,9 +1,9 @@
-"""The SQL unit of work against a hand-written SQLAlchemy Core transaction.
+"""The SQL unit of work against hand-written Core with prebuilt statements (issue 17's table).
 
-Workload, one call: load one account (a JSON document row), deposit, commit with the
-version-checked update and the outbox row; the baseline issues the same statements itself,
-either building them on every call (the usual way to write Core) or once. Runs on a SQLite
-file (WAL) and on PostgreSQL when it is reachable.
+Four workloads (``benchmarks._sql.WORKLOADS``), each on a SQLite file (WAL,
+synchronous=NORMAL, as ``configure_engine`` sets it) and on PostgreSQL when it is reachable.
+Both sides work on the same engine, tables and indexes; tactical's events go to one
+subscriber after the commit, the baseline hands its payloads to one as well.
 """
 
 from __future__ import annotations
@@ -12,38 +12,39 @@ import tempfile
 from pathlib import Path
 
 import sqlalchemy as sa
-from benchmarks import _sql
-from benchmarks._domain import Deposited
-from benchmarks._harness import Report, compare
-from tactical import EventBus
-from tactical._codec import JsonCodec
+from benchmarks import _core, _sql
+from benchmarks._harness import Goal, Report, compare
+from tactical import JsonCodec
 
-GOAL = 1.3
+GROUP = "sql uow"
+AGAINST = "hand-written Core"
+GOAL = Goal(1.10)
 
 
-def _compare(report: Report, database: str, engine: sa.Engine) -> None:
+def _compare(report: Report, database: str, engine: sa.Engine, seconds: float) -> None:
     codec = JsonCodec()
-    bus = EventBus()
-    published: list[Deposited] = []
-    bus.subscribe(Deposited, published.append)
-    candidate = _sql.tactical_deposit(engine, codec, bus, _sql.saved_account(engine, codec))
-    for prebuilt in (False, True):
-        baseline = _sql.core_deposit(
-            engine, codec, _sql.saved_account(engine, codec), prebuilt=prebuilt
-        )
+    seen = [0, 0]
+    bus = _sql.counting_bus(seen)
+
+    def handler(_: object) -> None:
+        seen[1] += 1
+
+    for workload, name in _sql.WORKLOADS.items():
         report.add(
             compare(
-                "sql uow",
-                f"{database}: vs Core built {'once' if prebuilt else 'per call'}",
-                candidate,
-                baseline,
+                GROUP,
+                name,
+                _sql.tactical_workload(workload, engine, codec, bus),
+                _core.core_workload(workload, engine, codec, handler),
+                database=database,
+                against=AGAINST,
                 goal=GOAL,
                 rounds=_sql.ROUNDS,
-                seconds=_sql.SECONDS,
+                seconds=seconds,
             )
         )
-    if not published:
-        raise RuntimeError("the SQL unit of work published no event")
+    if seen[0] == 0 or seen[0] != seen[1]:
+        raise RuntimeError(f"events published: tactical {seen[0]}, baseline {seen[1]}")
 
 
 def run(report: Report) -> None:
@@ -51,14 +52,13 @@ def run(report: Report) -> None:
     with tempfile.TemporaryDirectory(prefix="tactical-bench-") as directory:
         engine = _sql.sqlite_engine(Path(directory))
         try:
-            _compare(report, "SQLite WAL", engine)
+            _compare(report, _sql.SQLITE, engine, _sql.SECONDS)
         finally:
             engine.dispose()
-    postgres = _sql.postgres_engine()
-    if isinstance(postgres, str):
-        report.note(f"sql uow: PostgreSQL row skipped: {postgres}")
+    unreachable = _sql.postgres_reachable()
+    if unreachable is not None:
+        names = list(_sql.WORKLOADS.values())
+        report.skip(GROUP, names, _sql.POSTGRES, unreachable, against=AGAINST, goal=GOAL)
         return
-    try:
-        _compare(report, "PostgreSQL", postgres)
-    finally:
-        _sql.drop_postgres_schema(postgres)
+    with _sql.postgres_engine() as engine:
+        _compare(report, _sql.POSTGRES, engine, _sql.POSTGRES_SECONDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from uuid import UUID, uuid4
 
 from tactical import EventBus, InMemoryStore, InMemoryUnitOfWork
@@ -82,3 +83,30 @@ class TestTracingOnTheBus:
         assert recorded_trace(counter, event) is not None
         counter.pull_events()
         assert recorded_trace(counter, event) is None
+
+
+class TestTracingAcrossAwaits:
+    async def test_interleaved_tasks_keep_their_own_flows(self) -> None:
+        """Two tasks run handler chains that interleave at every await: no trace crosses over."""
+        bus = EventBus()
+        seen: dict[UUID, list[tuple[CounterTicked, Trace | None]]] = {}
+
+        async def tick_again(event: CounterTicked) -> None:
+            before = current_trace()
+            for _ in range(3):
+                await asyncio.sleep(0)  # the other task's handler runs here
+            assert current_trace() == before
+            seen.setdefault(event.counter_id, []).append((event, before))
+            if event.count < 4:
+                await bus.publish_async(CounterTicked(event.counter_id, event.count + 1))
+
+        bus.subscribe(CounterTicked, tick_again)
+        firsts = [CounterTicked(uuid4(), 1), CounterTicked(uuid4(), 1)]
+        await asyncio.gather(*(bus.publish_async(first) for first in firsts))
+        for first in firsts:
+            chain = seen[first.counter_id]
+            assert [event.count for event, _ in chain] == [1, 2, 3, 4]
+            assert [trace for _, trace in chain] == [
+                Trace(first.event_id, event.event_id) for event, _ in chain
+            ]
+        assert current_trace() is None

@@ -227,6 +227,6 @@ bus.subscribe(Money, on_happened)  # type: ignore[type-var, arg-type]  # pyright
 bus.publish(m)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 AggregateNotFound(Order)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
 ConcurrencyError.stale(Order, 1, expected_version=1)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
-retry_on_conflict(lambda: 1, attempts="5")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+retry_on_conflict(lambda: 1, attempts="5")  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType, reportCallIssue]
 codec.event_to_record(m)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 InMemoryUnitOfWork(store=bus)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]

@@ -1,0 +1,167 @@
+"""The async unit of work against the sync one on threads, on PostgreSQL (goals: see GOALS).
+
+Workload: load + command (1 event) + commit, ``COMMANDS`` of them per call, with ``n`` in
+flight at once for each ``n`` in ``CONCURRENCY``: ``n`` workers, each on an account of its
+own, run ``COMMANDS // n`` commands back to back. The baseline is ``SqlAlchemyUnitOfWork``
+on ``n`` threads (a pool of ``n`` connections); the candidate is ``AsyncSqlAlchemyUnitOfWork``
+on one event loop with ``n`` tasks, once per async driver (psycopg's async mode, asyncpg).
+Both sides do the same number of commands per call, so the ratio (time of the async side
+over time of the sync side) is the inverse of their throughputs: async >= 1.0x the sync
+throughput at 1 in flight is a ratio <= 1.00x, and >= 1.3x at 16 is <= 0.77x.
+
+Until tactical has an async unit of work the rows print as "not yet available" and nothing
+is measured. The async side below follows the documented API (``async with uow``, ``await
+uow.repository(A).require(id)``, ``await uow.commit()``); it runs for the first time when
+``AsyncSqlAlchemyUnitOfWork`` exists, so check its first figures with that in mind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from benchmarks import _sql
+from benchmarks._domain import Account
+from benchmarks._harness import Goal, Report, compare
+from tactical import EventBus, JsonCodec
+
+GROUP = "async uow"
+CONCURRENCY = (1, 4, 16, 32)
+COMMANDS = 64  # per call, split among the workers in flight
+# SQLAlchemy URL driver name -> the name the table shows.
+DRIVERS = {"psycopg": "psycopg async", "asyncpg": "asyncpg"}
+# Time of the async side as a multiple of the sync side's for the same commands.
+GOALS: dict[int, Goal] = {1: Goal(1.0), 16: Goal(round(1 / 1.3, 2))}
+AGAINST = "sync uow on threads"
+REASON = "not yet available (no async unit of work yet)"
+ROUNDS = 8
+SECONDS = 3.0
+
+
+def _async_uow_class() -> Any | None:
+    """``AsyncSqlAlchemyUnitOfWork`` if the installed tactical has it."""
+    module = importlib.import_module("tactical.sqlalchemy")
+    return getattr(module, "AsyncSqlAlchemyUnitOfWork", None)
+
+
+def _name(concurrency: int, driver: str) -> str:
+    return f"load + command + commit, {concurrency} at once, {driver}"
+
+
+def _sync_side(
+    engine: sa.Engine, codec: JsonCodec, accounts: list[UUID], pool: ThreadPoolExecutor
+) -> Callable[[], None]:
+    """``len(accounts)`` threads, each running its share of the commands on its account."""
+    deposits = [_sql.tactical_deposit(engine, codec, EventBus(), a) for a in accounts]
+    share = COMMANDS // len(accounts)
+
+    def worker(deposit: Callable[[], None]) -> None:
+        for _ in range(share):
+            deposit()
+
+    def call() -> None:
+        for future in [pool.submit(worker, deposit) for deposit in deposits]:
+            future.result()
+
+    return call
+
+
+def _async_side(
+    uow_class: Any, engine: Any, codec: JsonCodec, accounts: list[UUID], loop: asyncio.Runner
+) -> Callable[[], None]:
+    """One event loop, ``len(accounts)`` tasks, each its share of the commands."""
+    share = COMMANDS // len(accounts)
+
+    async def worker(account_id: UUID) -> None:
+        uow = uow_class(engine, EventBus(), codec=codec)
+        for _ in range(share):
+            async with uow:
+                account: Account = await uow.repository(Account).require(account_id)
+                account.deposit(_sql.AMOUNT)
+                await uow.commit()
+
+    async def all_workers() -> None:
+        tasks: list[Awaitable[None]] = [worker(a) for a in accounts]
+        await asyncio.gather(*tasks)
+
+    return lambda: loop.run(all_workers())
+
+
+@contextmanager
+def _async_engine(
+    driver: str, schema: str, connections: int, loop: asyncio.Runner
+) -> Generator[Any, None, None]:
+    """An ``AsyncEngine`` on ``driver``, used and disposed of on ``loop`` (connections are
+    bound to the event loop that opened them)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = sa.make_url(_sql.POSTGRES_URL).set(drivername=f"postgresql+{driver}")
+    settings = {"search_path": schema, "synchronous_commit": _sql.POSTGRES_SYNCHRONOUS_COMMIT}
+    connect_args: dict[str, Any] = (
+        {"server_settings": settings}
+        if driver == "asyncpg"
+        else {"options": " ".join(f"-c{k}={v}" for k, v in settings.items())}
+    )
+    engine = create_async_engine(
+        url, pool_size=connections, max_overflow=0, connect_args=connect_args
+    )
+    try:
+        yield engine
+    finally:
+        loop.run(engine.dispose())
+
+
+def _measure(report: Report, uow_class: Any) -> None:
+    codec = JsonCodec()
+    most = max(CONCURRENCY)
+    with (
+        _sql.postgres_engine(pool_size=most) as engine,
+        ThreadPoolExecutor(max_workers=most) as threads,
+        asyncio.Runner() as loop,
+    ):
+        schema = _sql.POSTGRES_SCHEMA
+        for driver, shown in DRIVERS.items():
+            with _async_engine(driver, schema, most, loop) as async_engine:
+                for concurrency in CONCURRENCY:
+                    sync_accounts, async_accounts = (
+                        [_sql.saved_account(engine, codec) for _ in range(concurrency)]
+                        for _ in range(2)
+                    )
+                    report.add(
+                        compare(
+                            GROUP,
+                            _name(concurrency, shown),
+                            _async_side(uow_class, async_engine, codec, async_accounts, loop),
+                            _sync_side(engine, codec, sync_accounts, threads),
+                            database=_sql.POSTGRES,
+                            against=AGAINST,
+                            goal=GOALS.get(concurrency),
+                            rounds=ROUNDS,
+                            seconds=SECONDS,
+                        )
+                    )
+
+
+def run(report: Report) -> None:
+    """Run the async benchmark into ``report``, or say why its rows cannot run."""
+    uow_class = _async_uow_class()
+    reason = REASON if uow_class is None else _sql.postgres_reachable()
+    if reason is None:
+        _measure(report, uow_class)
+        return
+    for shown in DRIVERS.values():
+        for concurrency in CONCURRENCY:
+            report.skip(
+                GROUP,
+                [_name(concurrency, shown)],
+                _sql.POSTGRES,
+                reason,
+                against=AGAINST,
+                goal=GOALS.get(concurrency),
+            )
