@@ -39,8 +39,8 @@ def _postgres_engine() -> Iterator[sa.Engine]:
 
 def _drop_outdated_tables(engine: sa.Engine) -> None:
     # The test database outlives schema changes (a column or an index added to the outbox,
-    # say): create_all skips existing tables, so drop those that lack a column or a named
-    # index to recreate them.
+    # or an index removed, say): create_all skips existing tables, so drop those whose
+    # columns or named indexes differ from the metadata's to recreate them.
     inspector = sa.inspect(engine)
     outdated = [
         table
@@ -48,12 +48,20 @@ def _drop_outdated_tables(engine: sa.Engine) -> None:
         if inspector.has_table(table.name)
         and (
             {c.name for c in table.columns} - {c["name"] for c in inspector.get_columns(table.name)}
-            or {i.name for i in table.indexes}
-            - {i["name"] for i in inspector.get_indexes(table.name)}
+            or {i.name for i in table.indexes} != _named_indexes(inspector, table.name)
         )
     ]
     if outdated:
         metadata.drop_all(engine, tables=outdated)
+
+
+def _named_indexes(inspector: sa.Inspector, table: str) -> set[str | None]:
+    """The table's indexes, without those a unique constraint brings (PostgreSQL lists them)."""
+    return {
+        index["name"]
+        for index in inspector.get_indexes(table)
+        if not index.get("duplicates_constraint")
+    }
 
 
 @pytest.fixture

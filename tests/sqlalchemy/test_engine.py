@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -164,3 +165,11 @@ class TestErrorsThatAreNotConflicts:
         ):
             uow.repository(Counter).get(uuid4())
         assert getattr(raised.value, "__notes__", []) == []
+
+
+class TestSupportedDatabases:
+    def test_an_engine_of_another_database_is_refused_when_the_unit_of_work_is_made(self) -> None:
+        """A MySQL engine gets a ValueError naming the databases the unit of work runs on."""
+        engine = sa.create_engine("mysql+mysqldb://user@host/db", module=sqlite3)
+        with pytest.raises(ValueError, match="runs on SQLite and PostgreSQL, not mysql"):
+            SqlAlchemyUnitOfWork(engine)

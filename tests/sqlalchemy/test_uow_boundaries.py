@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
@@ -25,6 +24,7 @@ from tactical import (
 )
 from tactical._uow import Change
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, create_schema, outbox_table
+from tactical.sqlalchemy._statements import Execute, MapperCall, Operation
 from tactical.testing import Counter, Tag
 
 
@@ -191,30 +191,25 @@ class CrashingUnitOfWork(SqlAlchemyUnitOfWork):
     """Raises at the ``crash_at``-th write of a commit (the outbox insert counts as the last)."""
 
     crash_at: int | None = None
+    _writes = 0
 
     def _store(self, changes: Sequence[Change]) -> None:
         self._writes = 0
         super()._store(changes)
 
-    def _write(
-        self, connection: sa.Connection, change: Change, name: tuple[str, str], now: datetime
-    ) -> None:
-        self._crash_here()
-        super()._write(connection, change, name, now)
+    def _perform(self, operation: Operation) -> object:
+        if _writes(operation):
+            self._writes += 1
+            if self._writes == self.crash_at:
+                raise Sabotaged(f"crash at write {self._writes}")
+        return super()._perform(operation)
 
-    def _write_outbox(
-        self,
-        connection: sa.Connection,
-        changes: Sequence[Change],
-        names: dict[int, tuple[str, str]],
-    ) -> None:
-        self._crash_here()
-        super()._write_outbox(connection, changes, names)
 
-    def _crash_here(self) -> None:
-        self._writes += 1
-        if self._writes == self.crash_at:
-            raise Sabotaged(f"crash at write {self._writes}")
+def _writes(operation: Operation) -> bool:
+    """Whether ``operation`` writes rows: a statement answering with a count, a mapper's write."""
+    if isinstance(operation, Execute):
+        return operation.reads is None
+    return isinstance(operation, MapperCall) and operation.method.__name__ != "load"
 
 
 operations = st.lists(

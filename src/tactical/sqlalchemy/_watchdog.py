@@ -9,7 +9,10 @@ work is to shut the socket down from another thread: the blocked read returns at
 the driver raises a disconnect error, after which SQLAlchemy discards the connection.
 
 One daemon thread per process serves every guarded connection; arming and disarming a
-deadline is a dictionary update under a lock.
+deadline is a dictionary update under a lock. Code that issues its own round trips (the unit
+of work's statements, commit and rollback) arms the deadline itself around each one, which
+costs far less than SQLAlchemy's engine events; the events (:func:`watch_round_trips`) bound
+the statements others run on the connection (a relational mapper's, a user's query).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-__all__ = ["Deadlines", "guard_round_trips", "watch_round_trips"]
+__all__ = ["Deadlines", "RoundTripDeadline", "guard_round_trips", "watch_round_trips"]
 
 
 class Deadlines:
@@ -90,17 +93,23 @@ DEADLINES = Deadlines()
 """The process's deadline thread (started on first use)."""
 
 
-def _nothing() -> None:
-    pass
-
-
 _GUARD = "tactical_deadline"  # the pooled connection's info key of its current guard
 
 
 @dataclass(eq=False, slots=True)
-class _Guard:
+class RoundTripDeadline:
+    """The deadline of one connection's round trips: arm it before one, disarm it after."""
+
     seconds: float
     expire: Callable[[], None]
+
+    def arm(self) -> None:
+        """Cut the connection unless :meth:`disarm` is called within ``seconds``."""
+        DEADLINES.arm(self, self.seconds, self.expire)
+
+    def disarm(self) -> None:
+        """Forget the deadline (nothing happens if it is not armed)."""
+        DEADLINES.disarm(self)
 
 
 def watch_round_trips(engine: sa.Engine) -> None:
@@ -115,7 +124,7 @@ def watch_round_trips(engine: sa.Engine) -> None:
             event.listen(engine, name, listener)
 
 
-def _guard_of(connection: sa.Connection) -> _Guard | None:
+def _guard_of(connection: sa.Connection) -> RoundTripDeadline | None:
     # An invalidated connection (its socket was cut) has no pooled connection to ask:
     # reading .info would try to reconnect.
     return None if connection.invalidated else connection.info.get(_GUARD)
@@ -124,13 +133,13 @@ def _guard_of(connection: sa.Connection) -> _Guard | None:
 def _arm(connection: sa.Connection, *_args: object) -> None:
     guard = _guard_of(connection)
     if guard is not None:
-        DEADLINES.arm(guard, guard.seconds, guard.expire)
+        guard.arm()
 
 
 def _disarm(connection: sa.Connection, *_args: object) -> None:
     guard = _guard_of(connection)
     if guard is not None:
-        DEADLINES.disarm(guard)
+        guard.disarm()
 
 
 _LISTENERS: tuple[tuple[str, Callable[..., None]], ...] = (
@@ -144,38 +153,34 @@ _LISTENERS: tuple[tuple[str, Callable[..., None]], ...] = (
 @contextlib.contextmanager
 def guard_round_trips(
     connection: sa.Connection, seconds: float, on_expiry: Callable[[], None]
-) -> Generator[Callable[[], None], None, None]:
+) -> Generator[RoundTripDeadline | None, None, None]:
     """Bound every statement, commit and rollback on ``connection`` to ``seconds``.
 
     A round trip still running after ``seconds`` has its socket shut down (its driver
-    connection must have ``fileno()``, as psycopg's has; others are not guarded) and
-    ``on_expiry()`` is called first. Nothing is armed between round trips, so work done
-    between statements (publishing a batch) is not limited. Yields the function that
-    disarms the current deadline: call it when a commit has returned (SQLAlchemy has no
-    event after a commit), if more work follows before the block ends. The engine must
-    have been prepared with :func:`watch_round_trips` before ``connection`` was made.
+    connection must have ``fileno()``, as psycopg's has; others are not guarded: None is
+    yielded) and ``on_expiry()`` is called first. Nothing is armed between round trips, so
+    work done between statements (publishing a batch) is not limited. Statements run
+    through SQLAlchemy are armed by the engine's listeners, if :func:`watch_round_trips`
+    installed them; yields the deadline, for code that arms its own round trips instead
+    (and to disarm it when a commit has returned: SQLAlchemy has no event after a commit).
     """
     dbapi_connection: Any = connection.connection.dbapi_connection
     fileno: Callable[[], int] | None = getattr(dbapi_connection, "fileno", None)
     if fileno is None:
-        yield _nothing
+        yield None
         return
 
     def expire() -> None:
         on_expiry()
         _shut_down(fileno)
 
-    guard = _Guard(seconds, expire)
-
-    def disarm() -> None:
-        DEADLINES.disarm(guard)
-
+    deadline = RoundTripDeadline(seconds, expire)
     info = connection.info
-    info[_GUARD] = guard
+    info[_GUARD] = deadline
     try:
-        yield disarm
+        yield deadline
     finally:
-        disarm()
+        deadline.disarm()
         info.pop(_GUARD, None)
 
 

@@ -1,0 +1,395 @@
+"""What the SQL unit of work reads and writes, and what each answer means, as flows.
+
+:class:`DocumentStorage` decides everything about loading and storing aggregates: the
+statements to run, conflict detection from row counts, the stale-version lookup, SQLite's
+restart as a writer, the outbox rows, the errors raised. It never touches a connection:
+its flows (:mod:`tactical._flow`) yield :mod:`~tactical.sqlalchemy._statements` operations
+and receive their results, so the sync unit of work and an async one run the very same
+decisions with their own drivers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+from sqlalchemy.engine import Dialect
+
+from sqlalchemy import exc
+from tactical._codec import DeserializationError, JsonCodec
+from tactical._codec_values import show
+from tactical._errors import ConcurrencyError
+from tactical._flow import Flow
+from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
+from tactical._stored_keys import id_key, stored_key, unstorable_key
+from tactical._tracing import trace_of
+from tactical._uow import Change
+from tactical.sqlalchemy._engine import says_sqlite_locked
+from tactical.sqlalchemy._mapper import RelationalMapper
+from tactical.sqlalchemy._schema import aggregates_table, metadata
+from tactical.sqlalchemy._statements import (
+    COMMIT,
+    RESTART_FOR_WRITING,
+    ROLLBACK,
+    Execute,
+    MapperCall,
+    Operation,
+    document_statements,
+    mapper_statements,
+)
+
+__all__ = ["DocumentStorage"]
+
+A = TypeVar("A", bound=AggregateRoot[Any])
+
+_Names = Mapping[int, tuple[str, str]]  # id(change) -> (type name, stored key)
+
+
+class DocumentStorage:
+    """The SQL unit of work's reads and writes on one dialect, as flows of operations.
+
+    Aggregates are JSON documents in ``tactical_aggregates`` unless a relational mapper
+    stores their type; events go to ``tactical_outbox`` in the same transaction.
+    """
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        codec: JsonCodec,
+        mappers: Mapping[type[AggregateRoot[Any]], RelationalMapper[Any, Any]],
+    ) -> None:
+        self._statements = document_statements(dialect)
+        self._sqlite = dialect.name == "sqlite"
+        self._codec = codec
+        self._mappers = mappers
+        self._mapped = {t: mapper_statements(m, dialect) for t, m in mappers.items()}
+
+    # -- load --------------------------------------------------------------------------------
+
+    def load(self, aggregate_type: type[A], aggregate_id: object) -> Flow[Operation, A | None]:
+        """Read one aggregate (its ``version`` set to the stored one), or None."""
+        mapper = self._mappers.get(aggregate_type)
+        if mapper is not None:
+            loaded = yield from self._load_mapped(mapper, aggregate_type, aggregate_id)
+            return cast("A | None", loaded)
+        type_name, key = self._codec.type_name(aggregate_type), id_key(aggregate_id)
+        if unstorable_key(key) is not None:
+            return None  # no row can have this id (and the driver would refuse to look)
+        try:
+            rows = yield self._statements.select_document(type_name, key)
+        except (ValueError, RecursionError) as error:
+            # The JSON parser: text that is not JSON (SQLite's text column), or nested
+            # deeper than the parser's recursion allows (both databases).
+            problem = "nested too deeply to be" if isinstance(error, RecursionError) else "not"
+            raise DeserializationError(
+                f"{aggregate_type.__qualname__} state is {problem} valid JSON "
+                f"({_document_row(type_name, key)}): {error}"
+            ) from error
+        except exc.OperationalError as error:
+            if _NOT_UTF8 in str(error.orig):  # SQLite: the column's text is not UTF-8
+                raise DeserializationError(
+                    f"{aggregate_type.__qualname__} state is not UTF-8 text "
+                    f"({_document_row(type_name, key)}): {error.orig}"
+                ) from error
+            raise _busy(_with_schema_hint(error), aggregate_type, aggregate_id) from error
+        except exc.ProgrammingError as error:
+            _with_schema_hint(error)
+            raise
+        if not rows:
+            return None
+        version, state = rows[0]
+        return self._aggregate(aggregate_type, aggregate_id, type_name, key, version, state)
+
+    def _aggregate(
+        self,
+        aggregate_type: type[A],
+        aggregate_id: object,
+        type_name: str,
+        key: str,
+        version: int,
+        state: Any,
+    ) -> A:
+        try:
+            aggregate = self._codec.aggregate_from_state(aggregate_type, state, version=version)
+        except DeserializationError:
+            # Read again to raise the same error naming the row (named only when needed).
+            return self._codec.aggregate_from_state(
+                aggregate_type, state, version=version, context=_document_row(type_name, key)
+            )
+        if aggregate.id != aggregate_id:
+            # A copied or damaged row: saving it would overwrite the aggregate it names.
+            raise DeserializationError(
+                f"{aggregate_type.__qualname__} state ({_document_row(type_name, key)}) has "
+                f"id {aggregate.id!r}, not the row's {aggregate_id!r}"
+            )
+        return aggregate
+
+    def _load_mapped(
+        self,
+        mapper: RelationalMapper[Any, Any],
+        aggregate_type: type[Any],
+        aggregate_id: object,
+    ) -> Flow[Operation, object]:
+        try:
+            loaded: object = yield MapperCall(mapper.load, aggregate_id)
+        except exc.OperationalError as error:
+            raise _busy(_with_schema_hint(error), aggregate_type, aggregate_id) from error
+        except exc.ProgrammingError as error:
+            _with_schema_hint(error)
+            raise
+        if loaded is None:
+            return None
+        if (
+            not isinstance(loaded, mapper.aggregate_type)
+            or cast("AggregateRoot[Any]", loaded).id != aggregate_id
+        ):
+            raise DeserializationError(
+                f"{type(mapper).__qualname__}.load({aggregate_id!r}) returned {show(loaded)}, "
+                f"not the {mapper.aggregate_type.__qualname__} with id {aggregate_id!r}"
+            )
+        return loaded
+
+    # -- store -------------------------------------------------------------------------------
+
+    def store(self, changes: Sequence[Change]) -> Flow[Operation, None]:
+        """Write ``changes`` and their events, then commit; on any failure roll back.
+
+        A failed store leaves each aggregate's version as it was and raises: a
+        :class:`~tactical.ConcurrencyError` for a version that moved (or an insert of an
+        existing aggregate, or a SQLite write lock held past the busy timeout), else the
+        error itself (a missing table's with a note saying how to create it).
+        """
+        versions = {id(c.aggregate): c.aggregate.version for c in changes}
+        busy_timeout_ms: int | None = None
+        try:
+            now = datetime.now(UTC)
+            names = {
+                id(c): (
+                    self._codec.type_name(c.aggregate_type),
+                    stored_key(c.aggregate_type, c.aggregate.id),
+                )
+                for c in changes
+            }
+            try:
+                yield from self._write_all(changes, names, now)
+            except exc.OperationalError as error:
+                if not (self._sqlite and _is_busy(error)):
+                    raise
+                # SQLITE_BUSY on a write means this transaction holds no write lock, so it
+                # has written nothing (one that wrote keeps the lock until it ends): its read
+                # snapshot was stale or the lock was taken, and a reading transaction cannot
+                # wait for the lock. The writes are version-checked and need no snapshot, so
+                # restart as a writer, which waits up to the busy timeout, and write again.
+                busy_timeout_ms = yield from self._busy_timeout_ms()
+                yield RESTART_FOR_WRITING
+                busy_timeout_ms = None
+                yield from self._write_all(changes, names, now)
+            yield COMMIT
+        except BaseException as error:
+            for change in changes:
+                change.aggregate.version = versions[id(change.aggregate)]
+            yield ROLLBACK
+            if isinstance(error, exc.OperationalError | sqlite3.OperationalError) and _is_busy(
+                error
+            ):
+                raise (yield from self._conflict_after_busy(changes, busy_timeout_ms)) from error
+            if isinstance(error, exc.DBAPIError):
+                _with_schema_hint(error)
+            raise
+
+    def _write_all(
+        self, changes: Sequence[Change], names: _Names, now: datetime
+    ) -> Flow[Operation, None]:
+        for change in changes:
+            yield from self._write(change, names[id(change)], now)
+        yield from self._write_outbox(changes, names)
+
+    def _write(self, change: Change, name: tuple[str, str], now: datetime) -> Flow[Operation, None]:
+        """Write one aggregate's row (or a mapper's rows) under its version check."""
+        mapper = self._mappers.get(change.aggregate_type)
+        if mapper is not None:
+            yield from self._write_mapped(mapper, change)
+            return
+        type_name, key = name
+        statements = self._statements
+        if change.kind == "insert":
+            state = self._codec.aggregate_to_state(change.aggregate)
+            written = yield statements.insert_document(
+                type_name, key, change.new_version, state, now
+            )
+        elif change.kind == "update":
+            state = self._codec.aggregate_to_state(change.aggregate)
+            written = yield statements.update_document(
+                type_name, key, change.expected_version, change.new_version, state, now
+            )
+        else:
+            written = yield statements.delete_document(type_name, key, change.expected_version)
+        if written != 1:
+            raise (yield from self._stale(change))
+
+    def _write_mapped(
+        self, mapper: RelationalMapper[Any, Any], change: Change
+    ) -> Flow[Operation, None]:
+        aggregate = change.aggregate
+        if change.kind == "insert":
+            aggregate.version = cast("int", change.new_version)
+            try:
+                yield MapperCall(mapper.insert, aggregate, isolated=True)
+            except exc.IntegrityError as error:
+                raise (yield from self._stale(change, error)) from error
+            return
+        # Check and bump the root's version first: this also locks the row (PostgreSQL) so
+        # the mapper's writes below cannot interleave with another writer's.
+        expected = cast("int", change.expected_version)
+        bumped = yield self._mapped[change.aggregate_type].bump_version(
+            aggregate.id, expected, expected + 1
+        )
+        if bumped != 1:
+            raise (yield from self._stale(change))
+        if change.kind == "update":
+            aggregate.version = cast("int", change.new_version)
+            yield MapperCall(mapper.update, aggregate)
+        else:
+            yield MapperCall(mapper.delete, aggregate)
+
+    def _write_outbox(self, changes: Sequence[Change], names: _Names) -> Flow[Operation, None]:
+        """Insert the outbox rows of every change's events, in recorded order."""
+        owner: dict[int, Change] = {id(e): c for c in changes for e in c.events}
+        if not owner:
+            return
+        rows: list[tuple[Any, ...]] = []
+        for event in recorded_in_order(c.aggregate for c in changes):
+            change = owner.get(id(event))
+            if change is None:  # recorded after the snapshot of pending events was taken
+                continue
+            rows.append(self._outbox_row(change, names[id(change)], event))
+        yield self._statements.insert_outbox.many(rows)
+
+    def _outbox_row(
+        self, change: Change, name: tuple[str, str], event: DomainEvent
+    ) -> tuple[Any, ...]:
+        record = self._codec.event_to_record(event)
+        trace = trace_of(event.event_id, recorded_trace(change.aggregate, event))
+        version = change.new_version
+        return (  # in OUTBOX_COLUMNS order
+            event.event_id,
+            record.type_name,
+            record.schema_version,
+            name[0],
+            name[1],
+            version if version is not None else cast("int", change.expected_version) + 1,
+            record.payload,
+            event.occurred_at,
+            trace.correlation_id,
+            trace.causation_id,
+        )
+
+    # -- conflicts ---------------------------------------------------------------------------
+
+    def _busy_timeout_ms(self) -> Flow[Operation, int | None]:
+        statement = self._statements.busy_timeout
+        if statement is None:
+            return None
+        try:
+            rows = yield statement()
+        except exc.DBAPIError:
+            return None
+        return cast("int | None", rows[0][0] if rows else None)
+
+    def _stored_version(self, change: Change) -> Flow[Operation, int | None]:
+        mapped = self._mapped.get(change.aggregate_type)
+        if mapped is not None:
+            lookup: Execute = mapped.stored_version(change.aggregate.id)
+        else:
+            lookup = self._statements.document_version(
+                self._codec.type_name(change.aggregate_type), id_key(change.aggregate.id)
+            )
+        try:
+            rows = yield lookup
+        except exc.DBAPIError:
+            return None
+        return cast("int | None", rows[0][0] if rows else None)
+
+    def _stale(
+        self, change: Change, cause: Exception | None = None
+    ) -> Flow[Operation, ConcurrencyError]:
+        error = _stale_error(change, (yield from self._stored_version(change)))
+        if cause is not None:
+            error.add_note(f"the database refused the insert: {getattr(cause, 'orig', cause)}")
+        return error
+
+    def _conflict_after_busy(
+        self, changes: Sequence[Change], busy_timeout_ms: int | None
+    ) -> Flow[Operation, ConcurrencyError]:
+        """SQLite stayed locked past the busy timeout: report who changed what, if anyone.
+
+        Runs after the rollback, in a new read transaction of the same connection.
+        """
+        for change in changes:
+            actual = yield from self._stored_version(change)
+            if actual != change.expected_version:
+                return _stale_error(change, actual)
+        written = ", ".join(f"{c.aggregate_type.__qualname__} {c.aggregate.id}" for c in changes)
+        timeout = "" if busy_timeout_ms is None else f" ({busy_timeout_ms} ms)"
+        only = changes[0] if len(changes) == 1 else None
+        return ConcurrencyError(
+            f"could not write {written or 'the transaction'}: the database was busy with "
+            f"another writer for longer than its busy timeout{timeout}; nothing was stored "
+            "(retry the transaction)",
+            aggregate_type=only.aggregate_type if only is not None else None,
+            aggregate_id=only.aggregate.id if only is not None else None,
+        )
+
+
+def _stale_error(change: Change, actual_version: int | None) -> ConcurrencyError:
+    return ConcurrencyError.stale(
+        change.aggregate_type,
+        change.aggregate.id,
+        expected_version=change.expected_version or 0,
+        actual_version=actual_version,
+    )
+
+
+def _document_row(type_name: str, key: str) -> str:
+    return f"row {aggregates_table.name}(aggregate_type={type_name!r}, aggregate_id={key!r})"
+
+
+_NOT_UTF8 = "Could not decode to UTF-8"
+
+
+_DbError = TypeVar("_DbError", bound=exc.DBAPIError)
+_TABLES = tuple(table.name for table in metadata.sorted_tables)
+_MISSING = ("no such table", "does not exist")  # SQLite; PostgreSQL's "relation ... does not exist"
+
+
+def _with_schema_hint(error: _DbError) -> _DbError:
+    """Add a note saying how to create tactical's tables when the error is that one is missing."""
+    message = str(error.orig)
+    if any(m in message for m in _MISSING) and any(t in message for t in _TABLES):
+        error.add_note(
+            "tactical's tables are missing from this database: create them with "
+            "tactical.sqlalchemy.create_schema(engine), or with Alembic over "
+            "tactical.sqlalchemy.metadata"
+        )
+    return error
+
+
+def _is_busy(error: exc.OperationalError | sqlite3.OperationalError) -> bool:
+    # SQLAlchemy's wraps the driver's; the begin hook's BEGIN raises the driver's own.
+    message = str(error.orig if isinstance(error, exc.OperationalError) else error)
+    return says_sqlite_locked(message)
+
+
+def _busy(
+    error: exc.OperationalError, aggregate_type: type[Any], aggregate_id: object
+) -> BaseException:
+    if not _is_busy(error):
+        return error
+    return ConcurrencyError(
+        f"could not read {aggregate_type.__qualname__} {aggregate_id}: the database was busy "
+        "for longer than its busy timeout (retry the transaction)",
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+    )
