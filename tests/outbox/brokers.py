@@ -277,6 +277,14 @@ class Broker:
         return self.port if proxy is None else proxy.port
 
 
+def rabbit_publisher(side: Side, exchange: str, url: str = AMQP_URL, **options: Any) -> Any:
+    """The side's RabbitMQ publisher (closed with the side)."""
+    kind = AsyncRabbitMQPublisher if isinstance(side, AsyncSide) else RabbitMQPublisher
+    made = kind(url, exchange=exchange, **options)
+    side.on_close(made.close)
+    return made
+
+
 def rabbit_broker(rabbit: Rabbit) -> Broker:
     """The real RabbitMQ, publishing to ``rabbit``'s exchange and reading its queue."""
     closers: list[Callable[[], object]] = []

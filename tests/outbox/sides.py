@@ -65,8 +65,9 @@ class SyncSide:
         return value
 
     def close(self) -> None:
-        """Run the closers."""
-        for closer in self._closers:
+        """Run the closers (once)."""
+        closers, self._closers = self._closers, []
+        for closer in closers:
             closer()
 
 
@@ -141,8 +142,11 @@ class AsyncSide:
         self._closers.append(closer)
 
     def close(self) -> None:
-        """Run the closers, dispose of the engines, stop the loop."""
-        for closer in self._closers:
+        """Run the closers, dispose of the engines, stop the loop (once)."""
+        if self.loop.is_closed():
+            return
+        closers, self._closers = self._closers, []
+        for closer in closers:
             self.call(closer())
         for engine in self._engines.values():
             self.call(engine.dispose())

@@ -193,8 +193,13 @@ class TestRedisConsumerWhenRedisGoesSilent:
 
     def test_publisher_client_without_socket_timeout_is_refused(self) -> None:
         """A client that would wait for ever on a silent Redis is refused, saying what to set."""
-        with pytest.raises(ValueError, match="needs a Redis client with a socket_timeout"):
+        with pytest.raises(ValueError, match="RedisStreamPublisher needs a Redis client with a"):
             RedisStreamPublisher(redis.Redis(socket_timeout=None))
+
+    def test_async_publisher_client_without_socket_timeout_is_refused(self) -> None:
+        """The async publisher refuses a redis.asyncio client without a socket timeout too."""
+        with pytest.raises(ValueError, match="AsyncRedisStreamPublisher needs a Redis client"):
+            AsyncRedisStreamPublisher(redis_async.Redis(socket_timeout=None))
 
     def test_consumer_client_without_socket_timeout_is_refused(
         self, consumer_engine: sa.Engine

@@ -62,6 +62,7 @@ def _amqp_wire(message: OutboxMessage, *, exchange: str, mandatory: bool) -> _Am
     """
     properties = amqp_properties(message)
     wire = aio_pika.Message(message.body, **properties)
+    wire.priority = None  # aio-pika sends 0 unless told; pika, and so the sync one, sends none
     amqp_header.ContentHeader(0, len(wire.body), wire.properties).marshal()
     amqp_commands.Basic.Publish(
         exchange=exchange, routing_key=message.event_type, mandatory=mandatory

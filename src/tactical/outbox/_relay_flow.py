@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import exc
 from tactical._flow import Flow
 from tactical.outbox._message import OutboxMessage, UndeliverableError, backoff_delay
 from tactical.outbox._parking import (
@@ -185,6 +184,9 @@ class RelayCore:
         # Set when a round trip was cut for taking longer than database_timeout, so that the
         # failure is logged as the database's silence rather than as the error it caused.
         self._cut = threading.Event()
+        # What the publisher raised in the last batch, to tell it from a database failure
+        # (asyncpg, say, raises a plain OSError when it cannot connect).
+        self._publisher_failure: Exception | None = None
         self._batch_size = batch_size
         self._lock_key = lock_key
         self._postgres = dialect == "postgresql"
@@ -214,6 +216,7 @@ class RelayCore:
             if published or plan.park:
                 yield from _transaction(self._record(published, plan.park))
         if failure is not None:
+            self._publisher_failure = failure
             raise failure
         return len(published)
 
@@ -294,6 +297,7 @@ class RelayCore:
         )
         while not (yield Stopped()):
             self._cut.clear()
+            self._publisher_failure = None
             try:
                 count: int = yield RelayBatch()
             except Exception as error:
@@ -329,10 +333,10 @@ class RelayCore:
                 f"the database at {self._database} did not answer within "
                 f"{self._database_timeout}s, so its connection was cut"
             )
-        if isinstance(error, exc.SQLAlchemyError):
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            return f"the database at {self._database} failed ({type(error).__name__}: {reason})"
-        return f"publishing failed ({type(error).__name__}: {error})"
+        if error is self._publisher_failure:
+            return f"publishing failed ({type(error).__name__}: {error})"
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"the database at {self._database} failed ({type(error).__name__}: {reason})"
 
 
 def _database_address(url: sa.URL) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from tactical._exports import publish as _publish
 from tactical._flow import run
 from tactical.outbox import _amqp
 from tactical.outbox._amqp import ConfirmingPublisher
@@ -395,3 +396,6 @@ class RabbitMQConsumer:
                 channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
             raise
         channel.basic_ack(delivery_tag=method.delivery_tag)
+
+
+_publish(__name__, globals(), ["AsyncRabbitMQPublisher"])
