@@ -17,7 +17,7 @@ from tests.outbox.brokers import (
     silent_port,
     stream_name,
 )
-from tests.outbox.sides import AsyncSide, Side, SyncSide
+from tests.outbox.sides import Side, make_side
 from tests.sqlalchemy.conftest import (
     _postgres_engine,  # pyright: ignore[reportPrivateUsage]
     engine,
@@ -28,13 +28,11 @@ from tests.sqlalchemy.conftest import (
 import sqlalchemy as sa
 from tactical.sqlalchemy import create_schema
 
-SIDES = {"sync": SyncSide, "async": AsyncSide, "asyncpg": lambda: AsyncSide("asyncpg")}
-
 
 @pytest.fixture(params=["sync", "async"])
 def side(request: pytest.FixtureRequest) -> Iterator[Side]:
     """The sync API, or the async one (aiosqlite, psycopg's async mode; asyncpg with ``engine``)."""
-    made: Side = SIDES[request.param]()
+    made = make_side(request.param)
     yield made
     made.close()
 

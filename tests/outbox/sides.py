@@ -197,3 +197,10 @@ class DrivenRelay:
 
 Side = SyncSide | AsyncSide
 Relay = OutboxRelay | DrivenRelay
+
+
+def make_side(api: str) -> Side:
+    """``sync``, ``async`` (psycopg's async mode on PostgreSQL) or ``asyncpg``."""
+    if api == "sync":
+        return SyncSide()
+    return AsyncSide("psycopg" if api == "async" else api)

@@ -1,25 +1,23 @@
-"""What is particular to AsyncOutboxRelay: its engine, cancellation, and sharing the lock with sync relays.
+"""What is particular to AsyncOutboxRelay: the engine it takes, and cancellation.
 
-Everything else it promises is tested by the relay, parking, publisher, dead-peer and
-crash-injection suites, which run over the sync and the async API alike (``side``).
+Everything else it promises is tested by the relay, parking, publisher, log, dead-peer and
+crash-injection suites, which run over the sync and the async API alike (``side``); sync and
+async relays racing for the lock are in ``test_relay.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tests.outbox.helpers import (
-    RecordingPublisher,
     all_positions,
     commit_ticks,
     pending_positions,
     published_positions,
 )
-from tests.outbox.sides import AsyncSide, Relay, SyncSide
 
 import sqlalchemy as sa
 from tactical.outbox import AsyncOutboxRelay, OutboxMessage
@@ -109,37 +107,3 @@ class TestCancellation:
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(loop, 10)
         assert pending_positions(engine) == all_positions(engine)
-
-
-class TestSyncAndAsyncRelaysOnPostgres:
-    @pytest.mark.postgres
-    def test_sync_and_async_relays_share_the_lock_and_publish_every_row_once_in_order(
-        self, postgres_engine: sa.Engine
-    ) -> None:
-        """Two sync and two async relays racing over 1,000 rows publish each once, in order."""
-        commit_ticks(postgres_engine, counters=10, ticks=100)
-        publisher = RecordingPublisher()
-        sync_side, async_side = SyncSide(), AsyncSide()
-        relays: list[Relay] = [
-            side.relay(postgres_engine, publisher, batch_size=40)
-            for side in (sync_side, async_side, sync_side, async_side)
-        ]
-
-        def drain(relay: Relay) -> None:
-            idle = 0
-            while idle < 20:
-                idle = 0 if relay.relay_once() else idle + 1
-
-        threads = [threading.Thread(target=drain, args=(r,)) for r in relays]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        async_side.close()
-        positions = [m.position for m in publisher.published]
-        assert sorted(positions) == all_positions(postgres_engine)
-        assert len(set(positions)) == len(positions) == 1000
-        by_aggregate: dict[str, list[int]] = {}
-        for message in publisher.published:
-            by_aggregate.setdefault(message.aggregate_id, []).append(message.payload["count"])
-        assert all(counts == list(range(1, 101)) for counts in by_aggregate.values())

@@ -19,7 +19,7 @@ from tests.outbox.helpers import (
     pending_positions,
     tick,
 )
-from tests.outbox.sides import Relay, Side
+from tests.outbox.sides import Relay, Side, make_side
 
 import sqlalchemy as sa
 from tactical import JsonCodec
@@ -155,13 +155,22 @@ class TestRun:
 
 class TestSeveralRelaysOnPostgres:
     @pytest.mark.postgres
+    @pytest.mark.parametrize(
+        "apis",
+        [
+            pytest.param(("sync",) * 4, id="sync"),
+            pytest.param(("async",) * 4, id="async"),
+            pytest.param(("sync", "async", "sync", "asyncpg"), id="sync-and-async"),
+        ],
+    )
     def test_parallel_relays_publish_every_row_once_in_order(
-        self, side: Side, postgres_engine: sa.Engine
+        self, apis: tuple[str, ...], postgres_engine: sa.Engine
     ) -> None:
-        """Four relays racing over 2,000 rows publish each exactly once, per-aggregate in order."""
+        """Four relays (sync, async or both) racing over 2,000 rows publish each once, in order."""
         commit_ticks(postgres_engine, counters=20, ticks=100)
         publisher = RecordingPublisher()
-        relays = [side.relay(postgres_engine, publisher, batch_size=50) for _ in range(4)]
+        sides = {api: make_side(api) for api in set(apis)}
+        relays = [sides[api].relay(postgres_engine, publisher, batch_size=50) for api in apis]
 
         def drain(relay: Relay) -> None:
             idle = 0
@@ -173,6 +182,8 @@ class TestSeveralRelaysOnPostgres:
             thread.start()
         for thread in threads:
             thread.join(30)
+        for side in sides.values():
+            side.close()
         positions = [m.position for m in publisher.published]
         assert sorted(positions) == all_positions(postgres_engine)
         assert len(set(positions)) == len(positions) == 2000
