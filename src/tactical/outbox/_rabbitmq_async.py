@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from tactical._extras import missing_extra
 from tactical._flow import run_async
@@ -27,7 +29,13 @@ __all__ = ["AsyncRabbitMQPublisher"]
 
 _log = logging.getLogger("tactical.outbox")
 
-# aio-pika waits up to 2 s for the reader of a connection it closes to stop.
+# aiormq 7 can queue a publish without waiting for the socket to drain, which makes a batch
+# about 1.6 times as fast; older versions cannot.
+_QUEUE_ONLY: dict[str, Any] = (
+    {"wait": False} if "wait" in inspect.signature(aiormq.Channel.basic_publish).parameters else {}
+)
+
+# aiormq waits up to 2 s (READER_CLOSE_TIMEOUT) for the reader of a connection it closes.
 _ABANDON_SECONDS = 3.0
 
 _LOST = (
@@ -47,27 +55,38 @@ class _Refused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _AmqpWire:
-    """An outbox message as aio-pika sends it, checked to be encodable beforehand."""
+    """An outbox message as aiormq sends it, checked to be encodable beforehand."""
 
+    message_id: str
     routing_key: str
-    message: aio_pika.Message
+    body: bytes
+    properties: aiormq.spec.Basic.Properties
 
 
 def _amqp_wire(message: OutboxMessage, *, exchange: str, mandatory: bool) -> _AmqpWire:
-    """The aio-pika form of ``message``, encoded once here so that nothing fails mid-batch.
+    """The AMQP form of ``message``, encoded once here so that nothing fails mid-batch.
+
+    The properties are the sync publisher's (:func:`amqp_properties`), so a consumer gets
+    the same message from either.
 
     Raises:
         Exception: AMQP cannot carry the message (``UnicodeEncodeError`` for a lone surrogate
             in the payload, ``TypeError`` for a routing key or type over 255 UTF-8 bytes).
     """
     properties = amqp_properties(message)
-    wire = aio_pika.Message(message.body, **properties)
-    wire.priority = None  # aio-pika sends 0 unless told; pika, and so the sync one, sends none
+    properties["timestamp"] = datetime.fromtimestamp(properties["timestamp"], UTC)
+    properties["message_type"] = properties.pop("type")  # pamqp's name for it
+    wire = _AmqpWire(
+        str(message.event_id),
+        message.event_type,
+        message.body,
+        aiormq.spec.Basic.Properties(**properties),
+    )
     amqp_header.ContentHeader(0, len(wire.body), wire.properties).marshal()
     amqp_commands.Basic.Publish(
-        exchange=exchange, routing_key=message.event_type, mandatory=mandatory
+        exchange=exchange, routing_key=wire.routing_key, mandatory=mandatory
     ).marshal()
-    return _AmqpWire(message.event_type, wire)
+    return wire
 
 
 def _describe(error: BaseException) -> str:
@@ -105,7 +124,7 @@ class AsyncRabbitMQPublisher(ConfirmingPublisher):
     def _setup(self) -> None:
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._underlay: aiormq.abc.AbstractChannel | None = None
         self._hung = False
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -148,28 +167,35 @@ class AsyncRabbitMQPublisher(ConfirmingPublisher):
                 )
                 self._channel = channel
                 if self._declare:
-                    self._exchange = await channel.declare_exchange(
+                    await channel.declare_exchange(
                         self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
                     )
-                else:
-                    self._exchange = await channel.get_exchange(self._exchange_name, ensure=False)
+                self._underlay = await channel.get_underlay_channel()
         except TimeoutError:
+            self._hung = True
             raise BrokerSilent(
                 f"no answer from the broker while connecting within {self._timeout}s"
             ) from None
 
     async def _send(self, wire: Sequence[_AmqpWire]) -> None:
-        exchange = self._exchange
-        if exchange is None:  # the flow connects first; a lost link is reported as such
+        channel = self._underlay
+        if channel is None:  # the flow connects first; a lost link is reported as such
             raise ConnectionError("no RabbitMQ connection to send on")
         try:
             async with asyncio.timeout(self._timeout):
-                # Each publish writes its frames in call order (the channel's lock is fair)
-                # and then waits for its own confirm: the batch goes out first, the waits
-                # overlap.
-                results = await asyncio.gather(
+                # Each publish queues its frames in call order (the channel's lock is fair)
+                # without waiting for the socket to drain, then waits for its own confirm:
+                # the batch goes out first, the waits overlap.
+                results: list[object] = await asyncio.gather(
                     *(
-                        exchange.publish(w.message, w.routing_key, mandatory=self._mandatory)
+                        channel.basic_publish(
+                            w.body,
+                            exchange=self._exchange_name,
+                            routing_key=w.routing_key,
+                            properties=w.properties,
+                            mandatory=self._mandatory,
+                            **_QUEUE_ONLY,
+                        )
                         for w in wire
                     ),
                     return_exceptions=True,
@@ -187,7 +213,7 @@ class AsyncRabbitMQPublisher(ConfirmingPublisher):
         # answer the close either); that connection is closed in the background, within
         # aio-pika's own bounds, and close() waits for it.
         connection, self._connection = self._connection, None
-        self._channel = self._exchange = None
+        self._channel = self._underlay = None
         hung, self._hung = self._hung, False
         if connection is None:
             return
@@ -238,9 +264,9 @@ def _raise_refusals(wire: Sequence[_AmqpWire], results: Sequence[object]) -> Non
     returned: list[str] = []
     for sent, result in zip(wire, results, strict=True):
         if isinstance(result, aiormq.exceptions.PublishError):
-            returned.append(str(sent.message.message_id))
+            returned.append(sent.message_id)
         elif isinstance(result, aiormq.exceptions.DeliveryError):
-            nacked.append(str(sent.message.message_id))
+            nacked.append(sent.message_id)
         elif isinstance(result, BaseException):
             raise result
     if nacked:
