@@ -189,6 +189,24 @@ class TestRabbitMQPublisher(BrokerPublisherContract):
         assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
         assert elapsed < 1.5 * self.timeout
 
+    def test_messages_the_broker_nacks_are_a_publish_error(
+        self, side: Side, sqlite_engine: sa.Engine, rabbit: Rabbit
+    ) -> None:
+        """A queue refusing every message (reject-publish at length 0) is a nack: nothing is marked."""
+        full = f"{rabbit.queue}.full"
+        rabbit.channel.queue_declare(
+            queue=full, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+        )
+        rabbit.channel.queue_bind(queue=full, exchange=rabbit.exchange, routing_key="#")
+        commit_ticks(sqlite_engine, counters=1, ticks=2)
+        publisher = rabbit_publisher(side, rabbit.exchange)
+        try:
+            with pytest.raises(PublishError, match="nacked 2 message"):
+                side.relay(sqlite_engine, publisher).relay_once()
+        finally:
+            rabbit.channel.queue_delete(queue=full)
+        assert pending_positions(sqlite_engine) == all_positions(sqlite_engine)
+
     def test_mandatory_refuses_unroutable_messages(
         self, side: Side, sqlite_engine: sa.Engine, rabbit: Rabbit
     ) -> None:
