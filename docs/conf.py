@@ -71,6 +71,8 @@ nitpick_ignore_regex = [
     ("py:class", r"asyncio\.locks\.Event|AsyncEngine"),
     # The contract suite's sample model, documented in the suite's own docstring.
     ("py:class", r"tactical\.testing\._contract\.\w+"),
+    # The async contract's driver, a fixture's internals (users only call run_on_loop).
+    ("py:class", r"tactical\.testing\._async_driver\.\w+"),
 ]
 
 html_theme = "furo"
