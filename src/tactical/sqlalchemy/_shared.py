@@ -43,10 +43,10 @@ __all__ = ["SqlUnitOfWorkBase", "carry_out", "release_connection"]
 _default_codec = JsonCodec()
 
 
-EngineT = TypeVar("EngineT", sa.Engine, AsyncEngine)
+E = TypeVar("E", sa.Engine, AsyncEngine)
 
 
-class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[EngineT]):
+class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
     """The constructor, settings and decisions of a SQL unit of work that involve no I/O.
 
     The sync and the async unit of work subclass it with their engine type and set
@@ -58,7 +58,7 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[EngineT]):
 
     def __init__(
         self,
-        engine: EngineT,
+        engine: E,
         bus: EventBus | None = None,
         *,
         codec: JsonCodec | None = None,
@@ -83,7 +83,7 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[EngineT]):
                 f"{name} runs on SQLite and PostgreSQL, "
                 f"not {sync_engine.dialect.name} ({sync_engine.url!r})"
             )
-        self._engine: EngineT = engine
+        self._engine: E = engine
         self._database_timeout = database_timeout
         self._sqlite = sync_engine.dialect.name == "sqlite"
         self._codec = codec if codec is not None else _default_codec
@@ -104,7 +104,7 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[EngineT]):
         """Set up the subclass's own state, once the arguments are checked."""
 
     @property
-    def engine(self) -> EngineT:
+    def engine(self) -> E:
         """The engine this unit of work connects through."""
         return self._engine
 
