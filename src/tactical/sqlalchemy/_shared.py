@@ -1,0 +1,178 @@
+"""What the sync and the async SQL units of work share: settings, checks, error translation.
+
+:class:`SqlUnitOfWorkBase` holds everything about a SQL unit of work that does not depend
+on how its operations are carried out: the constructor's validation (engine, codec,
+mappers, ``database_timeout``, dialect), the storage compiled for the connection's dialect,
+and the errors it translates or annotates. ``SqlAlchemyUnitOfWork`` and
+``AsyncSqlAlchemyUnitOfWork`` differ only in how they run the storage flows' operations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from tactical._bus import EventBus
+from tactical._codec import JsonCodec
+from tactical._model import AggregateRoot
+from tactical._uow_core import UnitOfWorkCore
+from tactical.sqlalchemy._engine import (
+    configure_engine,
+    engine_refusal,
+    restart_sqlite_for_writing,
+)
+from tactical.sqlalchemy._mapper import RelationalMapper
+from tactical.sqlalchemy._statements import (
+    SUPPORTED_DIALECTS,
+    Commit,
+    Execute,
+    MapperCall,
+    Operation,
+    Rollback,
+)
+from tactical.sqlalchemy._storage import DocumentStorage
+
+__all__ = ["SqlUnitOfWorkBase", "carry_out", "release_connection"]
+
+_default_codec = JsonCodec()
+
+
+E = TypeVar("E", sa.Engine, AsyncEngine)
+
+
+class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
+    """The constructor, settings and decisions of a SQL unit of work that involve no I/O.
+
+    The sync and the async unit of work subclass it with their engine type and set
+    ``_asynchronous``; they add only how operations are carried out (and :meth:`_setup`
+    for their own state).
+    """
+
+    _asynchronous: ClassVar[bool]
+
+    def __init__(
+        self,
+        engine: E,
+        bus: EventBus | None = None,
+        *,
+        codec: JsonCodec | None = None,
+        mappers: Iterable[RelationalMapper[Any, Any]] = (),
+        allow_multiple_aggregates: bool = False,
+        database_timeout: float | None = 30.0,
+    ) -> None:
+        super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
+        candidate: object = engine
+        name = type(self).__name__
+        if self._asynchronous and isinstance(candidate, AsyncEngine):
+            sync_engine = candidate.sync_engine
+        elif not self._asynchronous and isinstance(candidate, sa.Engine):
+            sync_engine = candidate
+        else:
+            raise TypeError(engine_refusal(candidate, asynchronous=self._asynchronous))
+        if database_timeout is not None and not database_timeout > 0:
+            raise ValueError(f"database_timeout must be positive, got {database_timeout}")
+        configure_engine(sync_engine)
+        if sync_engine.dialect.name not in SUPPORTED_DIALECTS:
+            raise ValueError(
+                f"{name} runs on SQLite and PostgreSQL, "
+                f"not {sync_engine.dialect.name} ({sync_engine.url!r})"
+            )
+        self._engine: E = engine
+        self._database_timeout = database_timeout
+        self._sqlite = sync_engine.dialect.name == "sqlite"
+        self._codec = codec if codec is not None else _default_codec
+        self._mappers: dict[type[AggregateRoot[Any]], RelationalMapper[Any, Any]] = {}
+        for mapper in mappers:
+            existing = self._mappers.get(mapper.aggregate_type)
+            if existing is not None:
+                raise ValueError(
+                    f"two relational mappers for {mapper.aggregate_type.__qualname__}: "
+                    f"{existing!r} and {mapper!r} (pass one per aggregate type)"
+                )
+            self._mappers[mapper.aggregate_type] = mapper
+        # Compiled on the first connection, once the dialect knows its server.
+        self._storage: DocumentStorage | None = None
+        self._setup()
+
+    def _setup(self) -> None:
+        """Set up the subclass's own state, once the arguments are checked."""
+
+    @property
+    def engine(self) -> E:
+        """The engine this unit of work connects through."""
+        return self._engine
+
+    @property
+    def codec(self) -> JsonCodec:
+        """The codec that turns aggregates and events into JSON."""
+        return self._codec
+
+    def _storage_for(self, dialect: Dialect) -> DocumentStorage:
+        storage = self._storage
+        if storage is None:
+            storage = self._storage = DocumentStorage(dialect, self._codec, self._mappers)
+        return storage
+
+    def _not_in_transaction(self) -> RuntimeError:
+        return RuntimeError(f"{type(self).__name__} is not in a transaction")
+
+    def _refuse_begin(self, error: BaseException) -> NoReturn:
+        """Raise what a transaction that could not begin with ``error`` should raise."""
+        # The SQLite "begin" listener talks to the driver directly: its error is sqlite3's.
+        if isinstance(
+            error, exc.OperationalError | sqlite3.OperationalError
+        ) and "cannot start a transaction within a transaction" in str(error):
+            raise RuntimeError(
+                f"{type(self).__name__} cannot begin: the engine's only SQLite connection "
+                "is in another unit of work's transaction. An in-memory database "
+                "('sqlite://') is one connection, so its units of work cannot overlap; "
+                "use a file database ('sqlite:///path') for concurrent units of work"
+            ) from error
+        raise error
+
+    def _note_cut(self, error: BaseException) -> None:
+        """Say on ``error`` that the database_timeout cut the round trip it reports."""
+        error.add_note(
+            f"the database did not answer within database_timeout "
+            f"({self._database_timeout}s), so tactical shut its connection down; "
+            "nothing was stored"
+        )
+
+
+def carry_out(connection: sa.Connection, operation: Operation) -> object:
+    """Run ``operation`` on ``connection``; its result, as the flow expects it."""
+    if isinstance(operation, Execute):
+        return operation.outcome(connection.exec_driver_sql(operation.sql, operation.parameters))
+    if isinstance(operation, MapperCall):
+        if not operation.isolated:
+            return operation.method(connection, operation.argument)
+        with connection.begin_nested():
+            return operation.method(connection, operation.argument)
+    if isinstance(operation, Commit):
+        connection.commit()
+    elif isinstance(operation, Rollback):
+        # Also an inactive transaction (a failed COMMIT): the lookups that may follow
+        # begin a new one.
+        if connection.get_transaction() is not None:
+            connection.rollback()
+    else:
+        restart_sqlite_for_writing(connection)
+    return None
+
+
+def release_connection(connection: sa.Connection) -> None:
+    """Close ``connection``, which rolls back a transaction it still has."""
+    transaction = connection.get_transaction()
+    if transaction is not None and not transaction.is_active:
+        # A failed COMMIT leaves its transaction inactive, and closing that would return the
+        # driver's connection unreset (SQLite's still holding its write lock): rolling it
+        # back first lets the pool reset it. An active one is rolled back by close()
+        # itself, once (a rollback before would make the pool roll back again).
+        connection.rollback()
+    connection.close()
