@@ -4,20 +4,43 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tactical import (
     AggregateRoot,
     AsyncInMemoryUnitOfWork,
+    AsyncUnitOfWork,
     DomainEvent,
     EventBus,
+    InMemoryStore,
     InvalidStateError,
 )
+from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, configure_engine, metadata
 from tactical.testing import given
+
+UnitOfWorkMaker = Callable[[EventBus], AsyncUnitOfWork]
+
+
+@pytest.fixture(params=["memory", "aiosqlite"])
+async def make_uow(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[UnitOfWorkMaker]:
+    """Async units of work on one store: in memory, or an aiosqlite file database."""
+    if request.param == "memory":
+        store = InMemoryStore()
+        yield lambda bus: AsyncInMemoryUnitOfWork(bus, store=store)
+        return
+    engine = configure_engine(create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'db'}"))
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    yield lambda bus: AsyncSqlAlchemyUnitOfWork(engine, bus)
+    await engine.dispose()
 
 
 class Deposited(DomainEvent):
@@ -74,14 +97,14 @@ class TestScenarioInAsyncTests:
         assert account.balance == 3
 
     async def test_an_aggregate_loaded_from_an_async_unit_of_work_is_tested_then_committed(
-        self,
+        self, make_uow: UnitOfWorkMaker
     ) -> None:
         """An aggregate awaited from an async repository is a scenario's start; its commit
         stores the change and publishes the event the scenario checked."""
         bus = EventBus()
         published: list[DomainEvent] = []
         bus.subscribe(Deposited, published.append)
-        uow = AsyncInMemoryUnitOfWork(bus)
+        uow = make_uow(bus)
         account_id = uuid4()
         async with uow:
             uow.repository(Account).add(Account(account_id))
@@ -100,10 +123,10 @@ class TestScenarioInAsyncTests:
         ]
 
     async def test_a_refusal_is_checked_on_an_aggregate_from_an_async_unit_of_work(
-        self,
+        self, make_uow: UnitOfWorkMaker
     ) -> None:
         """then_raises works on a loaded aggregate and leaves nothing for the commit to store."""
-        uow = AsyncInMemoryUnitOfWork()
+        uow = make_uow(EventBus())
         account_id = uuid4()
         async with uow:
             uow.repository(Account).add(Account(account_id, frozen=True))
@@ -161,9 +184,11 @@ class TestAwaitablesAreRefused:
             given(Account(uuid4())).when(command).then_raises(TypeError)
         assert closed(command.coroutines[0])
 
-    async def test_an_unawaited_repository_call_given_is_refused_and_closed(self) -> None:
+    async def test_an_unawaited_repository_call_given_is_refused_and_closed(
+        self, make_uow: UnitOfWorkMaker
+    ) -> None:
         """given(uow.repository(A).require(id)) without await says to await it first."""
-        uow = AsyncInMemoryUnitOfWork()
+        uow = make_uow(EventBus())
         account_id = uuid4()
         async with uow:
             uow.repository(Account).add(Account(account_id))
