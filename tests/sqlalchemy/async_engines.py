@@ -44,3 +44,11 @@ def make_async_engine(driver: str, url: sa.URL, **kw: Any) -> AsyncEngine:
     elif name is not None and driver == "asyncpg":
         kw["connect_args"] = {"server_settings": {"application_name": name}}
     return create_async_engine(url, **kw)
+
+
+async def async_engine_for(
+    request: pytest.FixtureRequest, tmp_path: Path, **kw: Any
+) -> tuple[str, AsyncEngine]:
+    """The test's driver (its ``driver`` parameter) and an AsyncEngine on its database."""
+    driver: str = request.param
+    return driver, make_async_engine(driver, async_url(request, driver, tmp_path), **kw)

@@ -163,7 +163,7 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase, AsyncTransactionalUnitOfWork)
         connection = cast("AsyncConnection", self._connection)
         if isinstance(operation, Execute):
             result = await self._bounded(
-                connection.exec_driver_sql(operation.sql, operation.parameters)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+                connection.exec_driver_sql(operation.sql, operation.parameters)
             )
             return operation.outcome(result)
         # A mapper's calls, commit, rollback and SQLite's restart are the sync driver's own,
@@ -187,9 +187,15 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase, AsyncTransactionalUnitOfWork)
 
 
 async def _discard(connection: AsyncConnection) -> None:
-    """Close ``connection`` after an interrupted round trip, invalidating it first."""
+    """Close ``connection`` after an interrupted round trip, invalidating it first.
+
+    Interrupted while closing, it is closed already: the pool discarded its driver
+    connection when the reset (a rollback) failed.
+    """
+    if connection.closed:
+        return
     try:
-        if not connection.invalidated and connection.sync_connection is not None:
+        if not connection.invalidated:
             await connection.invalidate()
     finally:
         await connection.close()
