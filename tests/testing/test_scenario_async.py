@@ -221,6 +221,11 @@ class TestAwaitablesAreRefused:
         with pytest.raises(TypeError, match="returning int"):
             given(lambda: 42)  # type: ignore[arg-type,return-value]
 
+    def test_neither_an_aggregate_nor_a_callable_is_refused(self) -> None:
+        """given() names the type it got when it is neither an aggregate nor a factory."""
+        with pytest.raises(TypeError, match="or a callable that builds one, got int"):
+            given(42)  # type: ignore[arg-type]
+
     def test_refusals_also_hold_in_sync_tests(self) -> None:
         """Outside an event loop the same slip gets the same error."""
         with pytest.raises(TypeError, match="is an async function"):
