@@ -14,17 +14,25 @@ from uuid import uuid4
 import pika
 import pytest
 import redis
+import redis.asyncio as redis_async
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from tests.conftest import require_server
+from tests.outbox.sides import AsyncSide, Side
 
 import sqlalchemy as sa
 from tactical.outbox import InboxConsumer, OutboxMessage, Publisher
-from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
-from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
+from tactical.outbox.rabbitmq import AsyncRabbitMQPublisher, RabbitMQConsumer, RabbitMQPublisher
+from tactical.outbox.redis_streams import (
+    AsyncRedisStreamPublisher,
+    RedisStreamConsumer,
+    RedisStreamPublisher,
+)
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 NO_RETRY = Retry(NoBackoff(), 0)
+NO_ASYNC_RETRY = AsyncRetry(NoBackoff(), 0)
 
 
 def closed_port() -> int:
@@ -246,13 +254,19 @@ class Broker:
     name: str
     port: int
     make_publisher: Callable[[int, float], Publisher]
+    make_async_publisher: Callable[[int, float, AsyncSide], Any]
     consumer: Callable[[InboxConsumer[Any]], Callable[[], int]]
     read_all: Callable[[], list[OutboxMessage]]
     unacknowledged: Callable[[str], int]
     closers: list[Callable[[], object]]
 
-    def publisher(self, port: int, *, timeout: float = 2.0) -> Publisher:
-        """A new publisher to the broker on ``port`` (the real one, or a proxy's)."""
+    def publisher(self, port: int, *, timeout: float = 2.0, side: Side | None = None) -> Any:
+        """A new publisher to the broker on ``port`` (the real one, or a proxy's).
+
+        The sync one, or with an async ``side`` the async one (closed when the side closes).
+        """
+        if isinstance(side, AsyncSide):
+            return self.make_async_publisher(port, timeout, side)
         return self.make_publisher(port, timeout)
 
     def close(self) -> None:
@@ -263,6 +277,14 @@ class Broker:
         return self.port if proxy is None else proxy.port
 
 
+def rabbit_publisher(side: Side, exchange: str, url: str = AMQP_URL, **options: Any) -> Any:
+    """The side's RabbitMQ publisher (closed with the side)."""
+    kind = AsyncRabbitMQPublisher if isinstance(side, AsyncSide) else RabbitMQPublisher
+    made = kind(url, exchange=exchange, **options)
+    side.on_close(made.close)
+    return made
+
+
 def rabbit_broker(rabbit: Rabbit) -> Broker:
     """The real RabbitMQ, publishing to ``rabbit``'s exchange and reading its queue."""
     closers: list[Callable[[], object]] = []
@@ -271,6 +293,12 @@ def rabbit_broker(rabbit: Rabbit) -> Broker:
         url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
         made = RabbitMQPublisher(url, exchange=rabbit.exchange, timeout=timeout)
         closers.append(made.close)
+        return made
+
+    def async_publisher(port: int, timeout: float, side: AsyncSide) -> AsyncRabbitMQPublisher:
+        url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+        made = AsyncRabbitMQPublisher(url, exchange=rabbit.exchange, timeout=timeout)
+        side.on_close(made.close)
         return made
 
     def consumer(inbox: InboxConsumer[Any]) -> Callable[[], int]:
@@ -298,23 +326,32 @@ def rabbit_broker(rabbit: Rabbit) -> Broker:
     def unacknowledged(consumer_name: str) -> int:
         return len(read_all())
 
-    return Broker("rabbitmq", 5672, publisher, consumer, read_all, unacknowledged, closers)
+    return Broker(
+        "rabbitmq", 5672, publisher, async_publisher, consumer, read_all, unacknowledged, closers
+    )
 
 
 def redis_broker(client: redis.Redis, stream: str) -> Broker:
     """The real Redis, appending to and reading ``stream``."""
     closers: list[Callable[[], object]] = []
 
+    def options(port: int, timeout: float) -> dict[str, Any]:
+        return {
+            "host": "127.0.0.1",
+            "port": port,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
+
     def publisher(port: int, timeout: float) -> Publisher:
-        target = redis.Redis(
-            host="127.0.0.1",
-            port=port,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=NO_RETRY,
-        )
+        target = redis.Redis(**options(port, timeout), retry=NO_RETRY)
         closers.append(target.close)
         return RedisStreamPublisher(target, stream)
+
+    def async_publisher(port: int, timeout: float, side: AsyncSide) -> AsyncRedisStreamPublisher:
+        target = redis_async.Redis(**options(port, timeout), retry=NO_ASYNC_RETRY)
+        side.on_close(target.aclose)
+        return AsyncRedisStreamPublisher(target, stream)
 
     def consumer(inbox: InboxConsumer[Any]) -> Callable[[], int]:
         return RedisStreamConsumer(inbox, client, stream=stream).consume_available
@@ -329,7 +366,9 @@ def redis_broker(client: redis.Redis, stream: str) -> Broker:
         (info,) = (g for g in client.xinfo_groups(stream) if g["name"].decode() == group)
         return int(info["pending"]) + int(info["lag"] or 0)
 
-    return Broker("redis", 6379, publisher, consumer, read_all, unacknowledged, closers)
+    return Broker(
+        "redis", 6379, publisher, async_publisher, consumer, read_all, unacknowledged, closers
+    )
 
 
 @pytest.fixture(

@@ -17,6 +17,7 @@ from tests.outbox.brokers import (
     silent_port,
     stream_name,
 )
+from tests.outbox.sides import Side, make_side
 from tests.sqlalchemy.conftest import (
     _postgres_engine,  # pyright: ignore[reportPrivateUsage]
     engine,
@@ -26,6 +27,38 @@ from tests.sqlalchemy.conftest import (
 
 import sqlalchemy as sa
 from tactical.sqlalchemy import create_schema
+
+
+@pytest.fixture(params=["sync", "async"])
+def side(request: pytest.FixtureRequest) -> Iterator[Side]:
+    """The sync API, or the async one (aiosqlite, psycopg's async mode; asyncpg with ``engine``)."""
+    made = make_side(request.param)
+    yield made
+    made.close()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking ``engine`` and ``side`` runs on each database with each of its drivers.
+
+    As a parametrize mark, which takes precedence over the two fixtures' own parameters.
+    """
+    if not {"engine", "side"} <= set(metafunc.fixturenames):
+        return
+    postgres = pytest.mark.postgres
+    metafunc.definition.add_marker(
+        pytest.mark.parametrize(
+            ("engine", "side"),
+            [
+                pytest.param("sqlite", "sync", id="sqlite-sync"),
+                pytest.param("sqlite", "async", id="sqlite-aiosqlite"),
+                pytest.param("postgres", "sync", id="postgres-sync", marks=postgres),
+                pytest.param("postgres", "async", id="postgres-psycopg-async", marks=postgres),
+                pytest.param("postgres", "asyncpg", id="postgres-asyncpg", marks=postgres),
+            ],
+            indirect=True,
+        )
+    )
 
 
 @pytest.fixture
@@ -48,6 +81,7 @@ __all__ = [
     "rabbit_proxy",
     "redis_client",
     "redis_proxy",
+    "side",
     "silent_port",
     "sqlite_engine",
     "stream_name",

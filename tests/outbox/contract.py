@@ -3,7 +3,9 @@
 Subclass :class:`PublisherContract` and provide its ``destination`` fixture, or subclass
 :class:`BrokerPublisherContract` and provide ``broker`` for a publisher that reaches a broker
 over the network; every test below then runs against that publisher. ``test_publishers.py``
-does so for the in-process bus, RabbitMQ and Redis Streams.
+does so for the in-process bus, RabbitMQ and Redis Streams. A broker's contract runs twice,
+through the ``side`` fixture: on the sync publisher with :class:`OutboxRelay`, and on the
+async publisher with :class:`AsyncOutboxRelay`.
 """
 
 from __future__ import annotations
@@ -12,18 +14,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from tests.outbox.brokers import Broker, TcpProxy, closed_port
 from tests.outbox.helpers import Line, all_positions, commit_ticks, pending_positions
+from tests.outbox.sides import Relay, Side, SyncSide
 
 import sqlalchemy as sa
 from tactical import JsonCodec
+from tactical._flow import Flow
 from tactical.outbox import (
     OutboxMessage,
-    OutboxRelay,
-    Publisher,
     PublishError,
     UndeliverableError,
 )
@@ -41,7 +44,7 @@ class Destination:
     """Where the publisher under test sends messages, and how to see what arrived there.
 
     Attributes:
-        publisher: A publisher to the working destination.
+        publisher: A publisher to the working destination (sync or async, as ``side``).
         received: Everything that arrived so far, in arrival order (call it once per test:
             reading a queue consumes it).
         arrival: What a message looks like once it arrived (the message itself, for a
@@ -49,14 +52,28 @@ class Destination:
         refusing: A publisher to a destination that refuses every batch.
         failure: What ``refusing.publish`` raises.
         spoiled: Outbox columns that make a row one this publisher can never send.
+        side: The API the publishers belong to, which sends through them and relays to them.
     """
 
-    publisher: Publisher
+    publisher: Any
     received: Callable[[], list[object]]
     arrival: Callable[[OutboxMessage], object]
-    refusing: Publisher
+    refusing: Any
     failure: type[Exception] = PublishError
     spoiled: dict[str, object] = field(default_factory=lambda: {"payload": LONE_SURROGATE})
+    side: Side = field(default_factory=SyncSide)
+
+    def publish(self, batch: Sequence[OutboxMessage], publisher: Any = None) -> None:
+        """Publish ``batch`` through ``publisher`` (the working one if omitted)."""
+        self.side.send(self.publisher if publisher is None else publisher, batch)
+
+    def relay(self, engine: sa.Engine, publisher: Any) -> Relay:
+        """The side's relay on ``engine``, publishing through ``publisher``."""
+        return self.side.relay(engine, publisher)
+
+    def tee(self, publisher: Any = None) -> Tee:
+        """A Tee in front of ``publisher`` (the working one if omitted)."""
+        return Tee(self.side, self.publisher if publisher is None else publisher)
 
     def spoil(self, message: OutboxMessage) -> OutboxMessage:
         """``message`` with the spoiled columns: one the publisher can never send."""
@@ -67,14 +84,14 @@ class Destination:
 class Tee:
     """A publisher that remembers the batches the relay gave it, then passes them on."""
 
-    def __init__(self, publisher: Publisher) -> None:
-        self.publisher = publisher
+    def __init__(self, side: Side, publisher: Any) -> None:
         self.given: list[OutboxMessage] = []
         self.delivered: list[OutboxMessage] = []
+        self.publisher = side.wrap(publisher, self._pass_on)
 
-    def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+    def _pass_on(self, messages: Sequence[OutboxMessage]) -> Flow[Sequence[OutboxMessage], None]:
         self.given.extend(messages)
-        self.publisher.publish(messages)
+        yield messages
         self.delivered.extend(messages)
 
 
@@ -133,7 +150,7 @@ class PublisherContract:
     def test_batch_arrives_complete_and_in_order(self, destination: Destination) -> None:
         """Every message of a batch arrives once, in batch order, with its ids, body and trace."""
         batch = sample_batch()
-        destination.publisher.publish(batch)
+        destination.publish(batch)
         assert destination.received() == [destination.arrival(m) for m in batch]
 
     def test_batches_arrive_in_the_order_they_were_published(
@@ -141,13 +158,13 @@ class PublisherContract:
     ) -> None:
         """A second batch arrives after the first, each in its own order."""
         first, second = sample_batch(start=1), sample_batch(aggregates=1, events_each=3, start=7)
-        destination.publisher.publish(first)
-        destination.publisher.publish(second)
+        destination.publish(first)
+        destination.publish(second)
         assert destination.received() == [destination.arrival(m) for m in [*first, *second]]
 
     def test_empty_batch_sends_nothing(self, destination: Destination) -> None:
         """Publishing no messages succeeds and delivers nothing."""
-        destination.publisher.publish([])
+        destination.publish([])
         assert destination.received() == []
 
     def test_relay_marks_rows_after_they_were_published(
@@ -155,8 +172,8 @@ class PublisherContract:
     ) -> None:
         """Through the relay, every committed row arrives in position order and is then marked."""
         commit_ticks(sqlite_engine, counters=2, ticks=3)
-        tee = Tee(destination.publisher)
-        assert OutboxRelay(sqlite_engine, tee).relay_once() == 6
+        tee = destination.tee()
+        assert destination.relay(sqlite_engine, tee.publisher).relay_once() == 6
         assert pending_positions(sqlite_engine) == []
         assert [m.position for m in tee.given] == all_positions(sqlite_engine)
         assert destination.received() == [destination.arrival(m) for m in tee.given]
@@ -167,11 +184,11 @@ class PublisherContract:
         """A refused batch raises from publish, every row stays pending, and a later relay sends it."""
         commit_ticks(sqlite_engine, counters=2, ticks=2)
         with pytest.raises(destination.failure):
-            OutboxRelay(sqlite_engine, destination.refusing).relay_once()
+            destination.relay(sqlite_engine, destination.refusing).relay_once()
         assert pending_positions(sqlite_engine) == all_positions(sqlite_engine)
-        assert OutboxRelay(sqlite_engine, destination.refusing).parked() == []
-        tee = Tee(destination.publisher)
-        assert OutboxRelay(sqlite_engine, tee).relay_once() == 4
+        assert destination.relay(sqlite_engine, destination.refusing).parked() == []
+        tee = destination.tee()
+        assert destination.relay(sqlite_engine, tee.publisher).relay_once() == 4
         assert pending_positions(sqlite_engine) == []
         assert destination.received() == [destination.arrival(m) for m in tee.given]
 
@@ -182,7 +199,7 @@ class PublisherContract:
         batch = sample_batch()
         spoiled = destination.spoil(batch[3])
         with pytest.raises(UndeliverableError) as raised:
-            destination.publisher.publish([*batch[:3], spoiled, *batch[4:]])
+            destination.publish([*batch[:3], spoiled, *batch[4:]])
         assert list(raised.value.reasons) == [spoiled.position]
         assert isinstance(raised.value, PublishError)
         received = destination.received()
@@ -194,8 +211,8 @@ class PublisherContract:
     ) -> None:
         """The other aggregates' rows go out, the spoiled row is parked, its successor waits."""
         line = Line(sqlite_engine, **destination.spoiled)
-        tee = Tee(destination.publisher)
-        relay = OutboxRelay(sqlite_engine, tee)
+        tee = destination.tee()
+        relay = destination.relay(sqlite_engine, tee.publisher)
         assert relay.relay_once() == 4
         assert [m.position for m in tee.delivered] == line.good
         assert [p.position for p in relay.parked()] == [line.poison]
@@ -218,12 +235,13 @@ class BrokerPublisherContract(PublisherContract):
         raise NotImplementedError("a broker publisher's contract tests provide the broker fixture")
 
     @pytest.fixture
-    def destination(self, broker: Broker) -> Destination:
+    def destination(self, broker: Broker, side: Side) -> Destination:
         return Destination(
-            publisher=broker.publisher(broker.port, timeout=self.timeout),
+            publisher=broker.publisher(broker.port, timeout=self.timeout, side=side),
             received=lambda: list(broker.read_all()),
             arrival=lambda message: message,
-            refusing=broker.publisher(closed_port(), timeout=self.timeout),
+            refusing=broker.publisher(closed_port(), timeout=self.timeout, side=side),
+            side=side,
         )
 
     @pytest.fixture
@@ -233,65 +251,71 @@ class BrokerPublisherContract(PublisherContract):
         yield proxy
         proxy.stop()
 
-    def publish_timed(self, publisher: Publisher, batch: Sequence[OutboxMessage]) -> float:
+    def publish_timed(
+        self, destination: Destination, publisher: Any, batch: Sequence[OutboxMessage]
+    ) -> float:
         """Seconds ``publish(batch)`` took to raise PublishError (it must raise)."""
         started = time.monotonic()
         with pytest.raises(PublishError) as raised:
-            publisher.publish(batch)
+            destination.publish(batch, publisher)
         elapsed = time.monotonic() - started
         assert str(batch[0].event_id) in str(raised.value)
         return elapsed
 
-    def test_unreachable_broker_is_a_prompt_publish_error(self, broker: Broker) -> None:
+    def test_unreachable_broker_is_a_prompt_publish_error(
+        self, broker: Broker, destination: Destination
+    ) -> None:
         """A refused connection raises PublishError at once, naming the broker and the first event."""
         port = closed_port()
         batch = sample_batch()
         started = time.monotonic()
         with pytest.raises(PublishError) as raised:
-            broker.publisher(port, timeout=self.timeout).publish(batch)
+            destination.publish(
+                batch, broker.publisher(port, timeout=self.timeout, side=destination.side)
+            )
         assert time.monotonic() - started < self.timeout
         assert f"127.0.0.1:{port}" in str(raised.value)
         assert str(batch[0].event_id) in str(raised.value)
 
     def test_silent_broker_is_reported_within_the_timeout(
-        self, broker: Broker, silent_port: int
+        self, broker: Broker, destination: Destination, silent_port: int
     ) -> None:
         """A server that accepts the connection and never answers is a PublishError, not a hang."""
-        publisher = broker.publisher(silent_port, timeout=self.timeout)
-        assert self.publish_timed(publisher, sample_batch()) < 3 * self.timeout
+        publisher = broker.publisher(silent_port, timeout=self.timeout, side=destination.side)
+        assert self.publish_timed(destination, publisher, sample_batch()) < 3 * self.timeout
 
     def test_broker_that_stops_answering_is_reported_within_the_timeout(
-        self, broker: Broker, proxy: TcpProxy
+        self, broker: Broker, destination: Destination, proxy: TcpProxy
     ) -> None:
         """A connection that hangs while a batch waits for its confirms is a PublishError in time."""
-        publisher = broker.publisher(proxy.port, timeout=self.timeout)
+        publisher = broker.publisher(proxy.port, timeout=self.timeout, side=destination.side)
         first, second = sample_batch(start=1), sample_batch(start=7)
-        publisher.publish(first)
+        destination.publish(first, publisher)
         proxy.pause()
-        assert self.publish_timed(publisher, second) < 3 * self.timeout
+        assert self.publish_timed(destination, publisher, second) < 3 * self.timeout
         proxy.resume()
-        publisher.publish(second)
+        destination.publish(second, publisher)
         assert first_copies(broker.read_all()) == [*first, *second]
 
     def test_publisher_recovers_once_the_broker_is_back(
-        self, broker: Broker, proxy: TcpProxy
+        self, broker: Broker, destination: Destination, proxy: TcpProxy
     ) -> None:
         """The same publisher, after failing while the broker was down, delivers once it is up."""
-        publisher = broker.publisher(proxy.port, timeout=self.timeout)
+        publisher = broker.publisher(proxy.port, timeout=self.timeout, side=destination.side)
         batch = sample_batch()
         proxy.stop()
-        self.publish_timed(publisher, batch)
+        self.publish_timed(destination, publisher, batch)
         proxy.start()
-        publisher.publish(batch)
+        destination.publish(batch, publisher)
         assert broker.read_all() == batch
 
     def test_connection_cut_while_idle_does_not_fail_the_next_batch(
-        self, broker: Broker, proxy: TcpProxy
+        self, broker: Broker, destination: Destination, proxy: TcpProxy
     ) -> None:
         """A connection the broker or network dropped between batches is replaced on the next one."""
-        publisher = broker.publisher(proxy.port, timeout=self.timeout)
+        publisher = broker.publisher(proxy.port, timeout=self.timeout, side=destination.side)
         first, second = sample_batch(start=1), sample_batch(start=7)
-        publisher.publish(first)
+        destination.publish(first, publisher)
         proxy.drop()
-        publisher.publish(second)
+        destination.publish(second, publisher)
         assert first_copies(broker.read_all()) == [*first, *second]

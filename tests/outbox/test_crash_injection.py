@@ -6,6 +6,10 @@ RabbitMQ between them. Hypothesis draws a sequence of commands over a few counte
 (committed or abandoned), relay batches and consumer runs, and the points where a component
 dies (its process would; here a :class:`Crash` that nothing in tactical catches). The dead
 component is restarted as a new process would be; at the end everything is drained.
+
+The relay is the sync :class:`OutboxRelay` with the pika publisher, or the
+:class:`AsyncOutboxRelay` (aiosqlite) with the aio-pika publisher, in the same pipeline: the
+writer is the sync unit of work either way, so the async relay reads what a sync service wrote.
 """
 
 from __future__ import annotations
@@ -21,25 +25,26 @@ from uuid import UUID, uuid4
 
 import pika
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import event as note_event
 from hypothesis import strategies as st
 from tests.conftest import require_server
 from tests.outbox.brokers import AMQP_URL
 from tests.outbox.helpers import mirror_tick, mirrors, pending_count
+from tests.outbox.sides import AsyncSide, Behaviour, Relay, Side, SyncSide
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from tactical import JsonCodec
+from tactical._flow import Flow
 from tactical.outbox import (
     InboxConsumer,
     OutboxMessage,
-    OutboxRelay,
     Outcome,
     dead_letters_table,
     inbox_table,
 )
-from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
+from tactical.outbox.rabbitmq import AsyncRabbitMQPublisher, RabbitMQConsumer, RabbitMQPublisher
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, create_schema, outbox_table
 from tactical.testing import Counter, CounterTicked
 
@@ -90,18 +95,16 @@ class CrashPlan:
             raise Crash(point)
 
 
-class CrashingPublisher:
-    """A RabbitMQ publisher whose process may die in the middle of sending a batch."""
+def crashing(plan: CrashPlan) -> Behaviour:
+    """A publisher's behaviour whose process may die in the middle of sending a batch."""
 
-    def __init__(self, publisher: RabbitMQPublisher, plan: CrashPlan) -> None:
-        self.publisher = publisher
-        self.plan = plan
-
-    def publish(self, messages: Sequence[OutboxMessage], /) -> None:
-        if self.plan.due(RELAY_PUBLISH):
-            self.publisher.publish(messages[: len(messages) // 2])
+    def publish(messages: Sequence[OutboxMessage]) -> Flow[Sequence[OutboxMessage], None]:
+        if plan.due(RELAY_PUBLISH):
+            yield messages[: len(messages) // 2]
             raise Crash(RELAY_PUBLISH)
-        self.publisher.publish(messages)
+        yield messages
+
+    return publish
 
 
 class CrashingInbox(InboxConsumer[SqlAlchemyUnitOfWork]):
@@ -136,7 +139,10 @@ class Model:
 class Pipeline:
     """The writing service, the relay and the consuming service, each restartable."""
 
-    def __init__(self, directory: Path, exchange: str, counters: int, plan: CrashPlan) -> None:
+    def __init__(
+        self, directory: Path, exchange: str, counters: int, plan: CrashPlan, side: Side
+    ) -> None:
+        self.side = side
         self.plan = plan
         self.exchange = exchange
         self.ids = [uuid4() for _ in range(counters)]
@@ -148,7 +154,10 @@ class Pipeline:
         self.writing = False
         event.listen(self.producer, "before_cursor_execute", self._producer_statement)
         event.listen(self.consumer_db, "commit", self._consumer_commit)
-        self.publisher = RabbitMQPublisher(AMQP_URL, exchange=exchange, declare=False)
+        if isinstance(side, AsyncSide):  # the async relay's own engine on the same file
+            relay_engine = side.async_engine(self.producer).sync_engine
+            event.listen(relay_engine, "before_cursor_execute", self._producer_statement)
+        self.publisher = self._start_publisher()
         self.relay = self._start_relay()
         self.consumer = self._start_consumer()
 
@@ -166,10 +175,19 @@ class Pipeline:
 
     # -- components ------------------------------------------------------------------------
 
-    def _start_relay(self) -> OutboxRelay:
-        return OutboxRelay(
-            self.producer, CrashingPublisher(self.publisher, self.plan), batch_size=4
-        )
+    def _start_publisher(self) -> Any:
+        if isinstance(self.side, AsyncSide):
+            return AsyncRabbitMQPublisher(AMQP_URL, exchange=self.exchange, declare=False)
+        return RabbitMQPublisher(AMQP_URL, exchange=self.exchange, declare=False)
+
+    def _close_publisher(self) -> None:
+        closed = self.publisher.close()
+        if isinstance(self.side, AsyncSide):
+            self.side.call(closed)
+
+    def _start_relay(self) -> Relay:
+        publisher = self.side.wrap(self.publisher, crashing(self.plan))
+        return self.side.relay(self.producer, publisher, batch_size=4)
 
     def _start_consumer(self) -> RabbitMQConsumer:
         inbox = CrashingInbox(lambda: SqlAlchemyUnitOfWork(self.consumer_db), "mirror")
@@ -221,8 +239,8 @@ class Pipeline:
         try:
             return self.relay.relay_once()
         except Crash:
-            self.publisher.close()
-            self.publisher = RabbitMQPublisher(AMQP_URL, exchange=self.exchange, declare=False)
+            self._close_publisher()
+            self.publisher = self._start_publisher()
             self.relay = self._start_relay()
             return 1
 
@@ -244,7 +262,8 @@ class Pipeline:
 
     def close(self) -> None:
         self.consumer.close()
-        self.publisher.close()
+        self._close_publisher()
+        self.side.close()
         self.producer.dispose()
         self.consumer_db.dispose()
 
@@ -264,14 +283,15 @@ def amqp_channel() -> Iterator[Any]:
 
 
 @contextmanager
-def pipeline(channel: Any, crashes: dict[str, int], counters: int) -> Iterator[Pipeline]:
+def pipeline(channel: Any, crashes: dict[str, int], counters: int, api: str) -> Iterator[Pipeline]:
     """A fresh pipeline: two SQLite files and a bound exchange and queue, removed afterwards."""
     name = f"tactical-crash-{uuid4().hex[:12]}"
     channel.exchange_declare(exchange=name, exchange_type="topic", durable=True)
     channel.queue_declare(queue=name, durable=True)
     channel.queue_bind(queue=name, exchange=name, routing_key="#")
     directory = Path(tempfile.mkdtemp(prefix="tactical-crash-"))
-    made = Pipeline(directory, name, counters, CrashPlan(crashes))
+    side: Side = SyncSide() if api == "sync" else AsyncSide()
+    made = Pipeline(directory, name, counters, CrashPlan(crashes), side)
     try:
         yield made
     finally:
@@ -288,10 +308,18 @@ writes = st.builds(
     abandoned=st.sampled_from([False, False, False, True]),
 )
 steps = st.lists(st.one_of(writes, st.just("relay"), st.just("consume")), min_size=1, max_size=14)
+RELAYED_TWICE: list[Write | str] = [
+    Write(0, 2, abandoned=False),
+    Write(1, 3, abandoned=False),
+    "relay",
+    "relay",
+    "consume",
+]
 crash_plans = st.dictionaries(st.sampled_from(POINTS), st.integers(0, 3), min_size=1, max_size=3)
 
 
 @pytest.mark.rabbitmq
+@pytest.mark.parametrize("api", ["sync", "async"])
 class TestCrashAnywhere:
     @settings(
         max_examples=40,
@@ -301,11 +329,14 @@ class TestCrashAnywhere:
         phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
     )
     @given(program=steps, crashes=crash_plans)
+    # The relay's own crash points, whatever the random draws reach.
+    @example(program=RELAYED_TWICE, crashes={RELAY_PUBLISH: 0})
+    @example(program=RELAYED_TWICE, crashes={RELAY_MARK: 1})
     def test_every_committed_event_is_handled_once_in_order(
-        self, amqp_channel: Any, program: list[Write | str], crashes: dict[str, int]
+        self, amqp_channel: Any, api: str, program: list[Write | str], crashes: dict[str, int]
     ) -> None:
         """Whatever dies where, each committed tick is mirrored once, in order, and no other."""
-        with pipeline(amqp_channel, crashes, counters=3) as run:
+        with pipeline(amqp_channel, crashes, counters=3, api=api) as run:
             for step in program:
                 if isinstance(step, Write):
                     run.write(step)

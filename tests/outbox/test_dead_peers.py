@@ -12,11 +12,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 import redis
-from tests.outbox.brokers import AMQP_URL, NO_RETRY, Rabbit, TcpProxy
+import redis.asyncio as redis_async
+from tests.outbox.brokers import AMQP_URL, NO_ASYNC_RETRY, NO_RETRY, Rabbit, TcpProxy
 from tests.outbox.contract import sample_batch
 from tests.outbox.helpers import (
     RecordingPublisher,
@@ -25,13 +27,18 @@ from tests.outbox.helpers import (
     mirrors,
     pending_count,
 )
+from tests.outbox.sides import AsyncSide, Relay, Side
 from tests.sqlalchemy.conftest import POSTGRES_URL
 
 import sqlalchemy as sa
 from sqlalchemy import exc
 from tactical.outbox import OutboxMessage, OutboxRelay, Publisher, PublishError
-from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
-from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
+from tactical.outbox.rabbitmq import AsyncRabbitMQPublisher, RabbitMQConsumer, RabbitMQPublisher
+from tactical.outbox.redis_streams import (
+    AsyncRedisStreamPublisher,
+    RedisStreamConsumer,
+    RedisStreamPublisher,
+)
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork
 from tactical.testing import Counter
 
@@ -100,6 +107,31 @@ def amqp_via(proxy: TcpProxy) -> str:
     return f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
 
 
+def redis_publisher_via(proxy: TcpProxy, stream: str, side: Side) -> Any:
+    """The side's Redis publisher through ``proxy``: short socket timeout, no retries."""
+    if not isinstance(side, AsyncSide):
+        client = redis_via(proxy)
+        side.on_close(client.close)
+        return RedisStreamPublisher(client, stream)
+    async_client = redis_async.Redis(
+        host="127.0.0.1",
+        port=proxy.port,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=NO_ASYNC_RETRY,
+    )
+    side.on_close(async_client.aclose)
+    return AsyncRedisStreamPublisher(async_client, stream)
+
+
+def rabbit_publisher_via(proxy: TcpProxy, exchange: str, side: Side) -> Any:
+    """The side's RabbitMQ publisher through ``proxy``, with a 1 s timeout."""
+    kind = AsyncRabbitMQPublisher if isinstance(side, AsyncSide) else RabbitMQPublisher
+    made = kind(amqp_via(proxy), exchange=exchange, timeout=1.0)
+    side.on_close(made.close)
+    return made
+
+
 class ProducerSide:
     """Commits counters' ticks to an outbox and relays them to the real broker (not proxied)."""
 
@@ -161,8 +193,13 @@ class TestRedisConsumerWhenRedisGoesSilent:
 
     def test_publisher_client_without_socket_timeout_is_refused(self) -> None:
         """A client that would wait for ever on a silent Redis is refused, saying what to set."""
-        with pytest.raises(ValueError, match="needs a Redis client with a socket_timeout"):
+        with pytest.raises(ValueError, match="RedisStreamPublisher needs a Redis client with a"):
             RedisStreamPublisher(redis.Redis(socket_timeout=None))
+
+    def test_async_publisher_client_without_socket_timeout_is_refused(self) -> None:
+        """The async publisher refuses a redis.asyncio client without a socket timeout too."""
+        with pytest.raises(ValueError, match="AsyncRedisStreamPublisher needs a Redis client"):
+            AsyncRedisStreamPublisher(redis_async.Redis(socket_timeout=None))
 
     def test_consumer_client_without_socket_timeout_is_refused(
         self, consumer_engine: sa.Engine
@@ -177,6 +214,7 @@ class TestRedisConsumerWhenRedisGoesSilent:
 class TestRelayToRedisWhenRedisGoesSilent:
     def test_silence_is_logged_with_the_address_and_publishing_resumes(
         self,
+        side: Side,
         sqlite_engine: sa.Engine,
         stream_name: str,
         redis_client: redis.Redis,
@@ -184,8 +222,7 @@ class TestRelayToRedisWhenRedisGoesSilent:
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         """The relay's publish times out on the silent connection, says where, then delivers."""
-        client = redis_via(redis_proxy)
-        relay = OutboxRelay(sqlite_engine, RedisStreamPublisher(client, stream_name))
+        relay = side.relay(sqlite_engine, redis_publisher_via(redis_proxy, stream_name, side))
         with (
             caplog.at_level(logging.INFO, logger="tactical.outbox"),
             looping(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF)) as loop,
@@ -200,21 +237,18 @@ class TestRelayToRedisWhenRedisGoesSilent:
         address = f"127.0.0.1:{redis_proxy.port}"
         assert lines(caplog, logging.WARNING, "publishing failed", f"Redis at {address}")
         assert lines(caplog, logging.INFO, "publishing from the database at", "again after")
-        client.close()
 
     def test_stop_ends_run_while_redis_is_silent(
-        self, sqlite_engine: sa.Engine, stream_name: str, redis_proxy: TcpProxy
+        self, side: Side, sqlite_engine: sa.Engine, stream_name: str, redis_proxy: TcpProxy
     ) -> None:
         """relay.run() returns after a stop request while its publish waits on a silent Redis."""
-        client = redis_via(redis_proxy)
-        relay = OutboxRelay(sqlite_engine, RedisStreamPublisher(client, stream_name))
+        relay = side.relay(sqlite_engine, redis_publisher_via(redis_proxy, stream_name, side))
         commit_ticks(sqlite_engine, counters=1, ticks=1)
         loop = Loop(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF))
         eventually(lambda: pending_count(sqlite_engine) == 0, "first rows published")
         redis_proxy.silence()
         commit_ticks(sqlite_engine, counters=1, ticks=1)
         assert loop.stopped()
-        client.close()
 
 
 @pytest.mark.rabbitmq
@@ -272,14 +306,14 @@ class TestRabbitMQConsumerWhenTheBrokerGoesSilent:
 class TestRelayToRabbitMQWhenTheBrokerGoesSilent:
     def test_silence_is_logged_with_the_address_and_publishing_resumes(
         self,
+        side: Side,
         sqlite_engine: sa.Engine,
         rabbit: Rabbit,
         rabbit_proxy: TcpProxy,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         """An unconfirmed batch on the silent connection is logged with the address, then sent."""
-        publisher = RabbitMQPublisher(amqp_via(rabbit_proxy), exchange=rabbit.exchange, timeout=1.0)
-        relay = OutboxRelay(sqlite_engine, publisher)
+        relay = side.relay(sqlite_engine, rabbit_publisher_via(rabbit_proxy, rabbit.exchange, side))
         with (
             caplog.at_level(logging.INFO, logger="tactical.outbox"),
             looping(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF)) as loop,
@@ -290,25 +324,22 @@ class TestRelayToRabbitMQWhenTheBrokerGoesSilent:
             commit_ticks(sqlite_engine, counters=1, ticks=2)
             eventually(lambda: pending_count(sqlite_engine) == 0, "later rows published")
             assert loop.stopped()
-        publisher.close()
         assert len(rabbit.drain()) >= 4
         address = f"127.0.0.1:{rabbit_proxy.port}"
         assert lines(caplog, logging.WARNING, "publishing failed", f"RabbitMQ at {address}")
         assert lines(caplog, logging.INFO, "publishing from the database at", "again after")
 
     def test_stop_ends_run_while_the_broker_is_silent(
-        self, sqlite_engine: sa.Engine, rabbit: Rabbit, rabbit_proxy: TcpProxy
+        self, side: Side, sqlite_engine: sa.Engine, rabbit: Rabbit, rabbit_proxy: TcpProxy
     ) -> None:
         """relay.run() returns after a stop request while a batch waits for its confirms."""
-        publisher = RabbitMQPublisher(amqp_via(rabbit_proxy), exchange=rabbit.exchange, timeout=1.0)
-        relay = OutboxRelay(sqlite_engine, publisher)
+        relay = side.relay(sqlite_engine, rabbit_publisher_via(rabbit_proxy, rabbit.exchange, side))
         commit_ticks(sqlite_engine, counters=1, ticks=1)
         loop = Loop(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF))
         eventually(lambda: pending_count(sqlite_engine) == 0, "first rows published")
         rabbit_proxy.silence()
         commit_ticks(sqlite_engine, counters=1, ticks=1)
         assert loop.stopped()
-        publisher.close()
 
     def test_giving_up_a_silent_connection_breaks_nothing_inside_pika(
         self, rabbit: Rabbit, rabbit_proxy: TcpProxy, caplog: pytest.LogCaptureFixture
@@ -327,21 +358,25 @@ class TestRelayToRabbitMQWhenTheBrokerGoesSilent:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("side", ["sync", "async", "asyncpg"], indirect=True)
 class TestPostgresRelayWhenTheDatabaseGoesSilent:
-    def relay_via(self, proxy: TcpProxy, publisher: Publisher) -> tuple[OutboxRelay, sa.Engine]:
+    def relay_via(
+        self, side: Side, proxy: TcpProxy, publisher: Publisher
+    ) -> tuple[Relay, sa.Engine]:
         url = sa.make_url(POSTGRES_URL).set(host="127.0.0.1", port=proxy.port)
         engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
-        return OutboxRelay(engine, publisher, database_timeout=0.5), engine
+        return side.relay(engine, publisher, database_timeout=0.5), engine
 
     def test_silence_is_logged_with_the_address_and_relaying_resumes(
         self,
+        side: Side,
         postgres_engine: sa.Engine,
         postgres_proxy: TcpProxy,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         """A round trip that never returns is cut after database_timeout, logged, and retried."""
         publisher = RecordingPublisher()
-        relay, engine = self.relay_via(postgres_proxy, publisher)
+        relay, engine = self.relay_via(side, postgres_proxy, publisher)
         with (
             caplog.at_level(logging.INFO, logger="tactical.outbox"),
             looping(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF)) as loop,
@@ -359,7 +394,7 @@ class TestPostgresRelayWhenTheDatabaseGoesSilent:
         assert lines(caplog, logging.INFO, f"the database at {database}", "again after")
 
     def test_stop_ends_run_while_the_database_is_silent(
-        self, postgres_engine: sa.Engine, postgres_proxy: TcpProxy
+        self, side: Side, postgres_engine: sa.Engine, postgres_proxy: TcpProxy
     ) -> None:
         """relay.run() returns after a stop request while marking a batch on a silent database."""
         stop_requested = threading.Event()
@@ -372,17 +407,19 @@ class TestPostgresRelayWhenTheDatabaseGoesSilent:
                 postgres_proxy.silence()
                 stop_requested.set()
 
-        relay, engine = self.relay_via(postgres_proxy, SilencingPublisher())
+        relay, engine = self.relay_via(side, postgres_proxy, SilencingPublisher())
         commit_ticks(postgres_engine, counters=1, ticks=1)
         loop = Loop(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF))
         eventually(stop_requested.is_set, "a batch published")
         assert loop.stopped()
         engine.dispose()
 
-    def test_database_timeout_must_be_positive(self, postgres_engine: sa.Engine) -> None:
+    def test_database_timeout_must_be_positive(
+        self, side: Side, postgres_engine: sa.Engine
+    ) -> None:
         """A zero or negative database_timeout is refused."""
         with pytest.raises(ValueError, match="database_timeout must be positive, got 0"):
-            OutboxRelay(postgres_engine, RecordingPublisher(), database_timeout=0)
+            side.relay(postgres_engine, RecordingPublisher(), database_timeout=0)
 
 
 class TestUnitOfWorkWhenTheDatabaseGoesSilent:

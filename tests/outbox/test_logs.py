@@ -8,11 +8,11 @@ import re
 import pytest
 from tests.outbox.brokers import Rabbit, TcpProxy
 from tests.outbox.helpers import RecordingPublisher, commit_ticks, make_consumer, pending_count
+from tests.outbox.sides import Side
 from tests.outbox.test_dead_peers import BACKOFF, Loop, eventually, lines
 from tests.sqlalchemy.conftest import POSTGRES_URL
 
 import sqlalchemy as sa
-from tactical.outbox import OutboxRelay
 from tactical.outbox._rabbitmq_channel import describe_error, pika_exceptions
 from tactical.outbox.rabbitmq import RabbitMQConsumer
 
@@ -70,8 +70,10 @@ class TestRabbitMQConsumerLogs:
 
 class TestRelayLogs:
     @pytest.mark.postgres
+    @pytest.mark.parametrize("side", ["sync", "async", "asyncpg"], indirect=True)
     def test_database_failure_names_the_database_not_the_publisher(
         self,
+        side: Side,
         postgres_engine: sa.Engine,
         postgres_proxy: TcpProxy,
         caplog: pytest.LogCaptureFixture,
@@ -79,7 +81,7 @@ class TestRelayLogs:
         """An unreachable database is logged as the database at host:port/name, then recovery."""
         url = sa.make_url(POSTGRES_URL).set(host="127.0.0.1", port=postgres_proxy.port)
         engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
-        relay = OutboxRelay(engine, RecordingPublisher())
+        relay = side.relay(engine, RecordingPublisher())
         commit_ticks(postgres_engine, counters=1, ticks=1)
         postgres_proxy.stop()
         with caplog.at_level(logging.INFO, logger="tactical.outbox"):
@@ -94,17 +96,23 @@ class TestRelayLogs:
         database = f"the database at 127.0.0.1:{postgres_proxy.port}/{url.database}"
         failures = lines(caplog, logging.WARNING, "outbox relay")
         assert failures
-        assert all(f"{database} failed (OperationalError: " in line for line in failures)
+        # psycopg's refusal comes wrapped in SQLAlchemy's OperationalError, asyncpg's as it is.
+        assert all(
+            re.search(
+                f"{re.escape(database)} failed \\((OperationalError|ConnectionRefusedError): ", line
+            )
+            for line in failures
+        )
         assert not any("publishing failed" in line for line in failures)
         assert all("nothing was marked published, retrying in" in line for line in failures)
         assert lines(caplog, logging.INFO, f"publishing from {database} again after")
 
     def test_publisher_failure_is_logged_as_publishing_failed(
-        self, sqlite_engine: sa.Engine, caplog: pytest.LogCaptureFixture
+        self, side: Side, sqlite_engine: sa.Engine, caplog: pytest.LogCaptureFixture
     ) -> None:
         """A publisher that raises is named as the failure, with its error."""
         commit_ticks(sqlite_engine, counters=1, ticks=1)
-        relay = OutboxRelay(sqlite_engine, RecordingPublisher(failures=2))
+        relay = side.relay(sqlite_engine, RecordingPublisher(failures=2))
         with caplog.at_level(logging.INFO, logger="tactical.outbox"):
             loop = Loop(lambda stop: relay.run(stop, idle_interval=0.05, **BACKOFF))
             try:

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 from tests.outbox.brokers import (
-    AMQP_URL,
     Broker,
     Rabbit,
     TcpProxy,
     rabbit_broker,
+    rabbit_publisher,
     redis_broker,
 )
 from tests.outbox.contract import (
@@ -29,6 +29,7 @@ from tests.outbox.contract import (
     sample_batch,
 )
 from tests.outbox.helpers import all_positions, commit_ticks, pending_positions
+from tests.outbox.sides import AsyncSide, Side, SyncSide
 
 import sqlalchemy as sa
 from tactical import (
@@ -43,12 +44,9 @@ from tactical import (
 from tactical.outbox import (
     EventBusPublisher,
     OutboxMessage,
-    OutboxRelay,
     PublishError,
     UndeliverableError,
 )
-from tactical.outbox.rabbitmq import RabbitMQPublisher
-from tactical.outbox.redis_streams import RedisStreamPublisher
 
 codec = JsonCodec()
 
@@ -135,12 +133,12 @@ class TestRabbitMQPublisher(BrokerPublisherContract):
         made.close()
 
     def test_messages_are_persistent_json_routed_by_event_type(
-        self, sqlite_engine: sa.Engine, rabbit: Rabbit
+        self, side: Side, sqlite_engine: sa.Engine, rabbit: Rabbit
     ) -> None:
         """Each row becomes a persistent JSON message routed by event type, with its id as message id."""
         commit_ticks(sqlite_engine, counters=1, ticks=3)
-        with RabbitMQPublisher(AMQP_URL, exchange=rabbit.exchange) as publisher:
-            assert OutboxRelay(sqlite_engine, publisher).relay_once() == 3
+        publisher = rabbit_publisher(side, rabbit.exchange)
+        assert side.relay(sqlite_engine, publisher).relay_once() == 3
         received = rabbit.drain()
         messages = [OutboxMessage.from_wire(body, p.headers) for _, p, body in received]
         assert [m.routing_key for m, _, _ in received] == [m.event_type for m in messages]
@@ -152,35 +150,72 @@ class TestRabbitMQPublisher(BrokerPublisherContract):
         ]
         assert [json.loads(body)["count"] for _, _, body in received] == [1, 2, 3]
 
+    def test_sync_and_async_publishers_put_the_same_messages_on_the_wire(
+        self, rabbit: Rabbit
+    ) -> None:
+        """A consumer cannot tell which publisher sent a message: same key, properties and body."""
+        batch = sample_batch()
+        sides = [SyncSide(), AsyncSide()]
+        wire: list[list[tuple[object, ...]]] = []
+        for side in sides:
+            side.send(rabbit_publisher(side, rabbit.exchange), batch)
+            wire.append(
+                [
+                    (m.routing_key, vars(p), body)  # every property, headers included
+                    for m, p, body in rabbit.drain()
+                ]
+            )
+            side.close()
+        assert wire[0] == wire[1]
+        assert len(wire[0]) == len(batch)
+
     def test_connection_that_stopped_answering_is_closed_when_given_up(
-        self, rabbit: Rabbit, proxy: TcpProxy
+        self, side: Side, rabbit: Rabbit, proxy: TcpProxy
     ) -> None:
         """The socket of a hung connection is closed with the error, not left to the garbage collector."""
         url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
-        publisher = RabbitMQPublisher(url, exchange=rabbit.exchange, timeout=self.timeout)
-        publisher.publish(sample_batch(start=1))
+        publisher = rabbit_publisher(side, rabbit.exchange, url, timeout=self.timeout)
+        side.send(publisher, sample_batch(start=1))
         proxy.pause()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             started = time.monotonic()
             with pytest.raises(PublishError, match="no answer from the broker while confirming"):
-                publisher.publish(sample_batch(start=7))
+                side.send(publisher, sample_batch(start=7))
             elapsed = time.monotonic() - started
+            proxy.resume()
+            side.close()  # waits for the connections given up to be closed
             gc.collect()
         assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
         assert elapsed < 1.5 * self.timeout
 
+    def test_messages_the_broker_nacks_are_a_publish_error(
+        self, side: Side, sqlite_engine: sa.Engine, rabbit: Rabbit
+    ) -> None:
+        """A queue refusing every message (reject-publish at length 0) is a nack: nothing is marked."""
+        full = f"{rabbit.queue}.full"
+        rabbit.channel.queue_declare(
+            queue=full, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+        )
+        rabbit.channel.queue_bind(queue=full, exchange=rabbit.exchange, routing_key="#")
+        commit_ticks(sqlite_engine, counters=1, ticks=2)
+        publisher = rabbit_publisher(side, rabbit.exchange)
+        try:
+            with pytest.raises(PublishError, match="nacked 2 message"):
+                side.relay(sqlite_engine, publisher).relay_once()
+        finally:
+            rabbit.channel.queue_delete(queue=full)
+        assert pending_positions(sqlite_engine) == all_positions(sqlite_engine)
+
     def test_mandatory_refuses_unroutable_messages(
-        self, sqlite_engine: sa.Engine, rabbit: Rabbit
+        self, side: Side, sqlite_engine: sa.Engine, rabbit: Rabbit
     ) -> None:
         """With mandatory=True a message no queue receives is an error and stays pending."""
         commit_ticks(sqlite_engine, counters=1, ticks=1)
         rabbit.channel.queue_unbind(queue=rabbit.queue, exchange=rabbit.exchange, routing_key="#")
-        with (
-            RabbitMQPublisher(AMQP_URL, exchange=rabbit.exchange, mandatory=True) as publisher,
-            pytest.raises(PublishError, match="UnroutableError"),
-        ):
-            OutboxRelay(sqlite_engine, publisher).relay_once()
+        publisher = rabbit_publisher(side, rabbit.exchange, mandatory=True)
+        with pytest.raises(PublishError, match="UnroutableError"):
+            side.relay(sqlite_engine, publisher).relay_once()
         assert pending_positions(sqlite_engine) == all_positions(sqlite_engine)
 
 
@@ -195,11 +230,11 @@ class TestRedisStreamPublisher(BrokerPublisherContract):
         made.close()
 
     def test_entry_holds_the_body_and_the_headers_as_json(
-        self, redis_client: redis.Redis, stream_name: str
+        self, side: Side, broker: Broker, redis_client: redis.Redis, stream_name: str
     ) -> None:
         """An entry has exactly two fields: the outbox JSON body and the headers as a JSON object."""
         (message,) = sample_batch(aggregates=1, events_each=1)
-        RedisStreamPublisher(redis_client, stream_name).publish([message])
+        side.send(broker.publisher(broker.port, side=side), [message])
         ((_, fields),) = redis_client.xrange(stream_name)
         assert fields == {
             b"body": message.body,

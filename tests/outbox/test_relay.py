@@ -1,4 +1,4 @@
-"""OutboxRelay with an in-memory publisher and the in-process bus, on SQLite and PostgreSQL."""
+"""The sync and the async relay with an in-memory publisher, on SQLite and PostgreSQL (each driver)."""
 
 from __future__ import annotations
 
@@ -19,20 +19,23 @@ from tests.outbox.helpers import (
     pending_positions,
     tick,
 )
+from tests.outbox.sides import Relay, Side, make_side
 
 import sqlalchemy as sa
 from tactical import JsonCodec
-from tactical.outbox import OutboxMessage, OutboxRelay
+from tactical.outbox import OutboxMessage
 from tactical.sqlalchemy import outbox_table
 from tactical.testing import CounterTicked
 
 
 class TestRelayOnce:
-    def test_rows_are_published_in_position_order_and_marked(self, engine: sa.Engine) -> None:
+    def test_rows_are_published_in_position_order_and_marked(
+        self, side: Side, engine: sa.Engine
+    ) -> None:
         """One batch publishes every pending row in position order and marks each one."""
         ids = commit_ticks(engine, counters=3, ticks=4)
         publisher = RecordingPublisher()
-        relay = OutboxRelay(engine, publisher)
+        relay = side.relay(engine, publisher)
         assert relay.relay_once() == 12
         assert [m.position for m in publisher.published] == all_positions(engine)
         assert {m.aggregate_id for m in publisher.published} == {str(i) for i in ids}
@@ -40,11 +43,11 @@ class TestRelayOnce:
         assert relay.relay_once() == 0
         assert len(publisher.published) == 12
 
-    def test_message_carries_the_outbox_row(self, engine: sa.Engine) -> None:
+    def test_message_carries_the_outbox_row(self, side: Side, engine: sa.Engine) -> None:
         """A message holds the row's type, version, aggregate and payload as stored."""
         (counter_id,) = commit_ticks(engine, counters=1, ticks=2)
         publisher = RecordingPublisher()
-        OutboxRelay(engine, publisher).relay_once()
+        side.relay(engine, publisher).relay_once()
         first, second = publisher.published
         assert first.event_type == JsonCodec().type_name(CounterTicked)
         assert first.event_version == 1
@@ -54,32 +57,34 @@ class TestRelayOnce:
         assert second.payload["count"] == 2
         assert first.occurred_at.tzinfo is not None
 
-    def test_batches_are_bounded_by_batch_size(self, engine: sa.Engine) -> None:
+    def test_batches_are_bounded_by_batch_size(self, side: Side, engine: sa.Engine) -> None:
         """No batch holds more than batch_size rows; later batches continue where it stopped."""
         commit_ticks(engine, counters=1, ticks=7)
         publisher = RecordingPublisher()
-        relay = OutboxRelay(engine, publisher, batch_size=3)
+        relay = side.relay(engine, publisher, batch_size=3)
         assert [relay.relay_once() for _ in range(4)] == [3, 3, 1, 0]
         assert [m.position for m in publisher.published] == all_positions(engine)
 
-    def test_failed_publish_marks_nothing(self, engine: sa.Engine) -> None:
+    def test_failed_publish_marks_nothing(self, side: Side, engine: sa.Engine) -> None:
         """When the publisher raises, every row stays pending and is published on the next try."""
         commit_ticks(engine, counters=2, ticks=2)
         publisher = RecordingPublisher(failures=1)
-        relay = OutboxRelay(engine, publisher)
+        relay = side.relay(engine, publisher)
         with pytest.raises(ConnectionError, match="injected"):
             relay.relay_once()
         assert pending_positions(engine) == all_positions(engine)
         assert relay.relay_once() == 4
         assert pending_positions(engine) == []
 
-    def test_rows_committed_later_are_published_by_the_next_batch(self, engine: sa.Engine) -> None:
+    def test_rows_committed_later_are_published_by_the_next_batch(
+        self, side: Side, engine: sa.Engine
+    ) -> None:
         """The relay keeps no cursor in memory: it resumes from what the outbox says."""
         (counter_id,) = commit_ticks(engine, counters=1, ticks=1)
         publisher = RecordingPublisher()
-        OutboxRelay(engine, publisher).relay_once()
+        side.relay(engine, publisher).relay_once()
         tick(engine, counter_id, times=2)
-        assert OutboxRelay(engine, publisher).relay_once() == 2
+        assert side.relay(engine, publisher).relay_once() == 2
         assert [m.payload["count"] for m in publisher.published] == [1, 2, 3]
 
     def test_outbox_table_has_no_published_rows_before_relaying(
@@ -95,20 +100,20 @@ class TestRelayOnce:
                 == 0
             )
 
-    def test_batch_size_must_be_positive(self, sqlite_engine: sa.Engine) -> None:
+    def test_batch_size_must_be_positive(self, side: Side, sqlite_engine: sa.Engine) -> None:
         """A batch size below 1 is refused, naming the value."""
         with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
-            OutboxRelay(sqlite_engine, RecordingPublisher(), batch_size=0)
+            side.relay(sqlite_engine, RecordingPublisher(), batch_size=0)
 
 
 class TestRun:
     def test_run_backs_off_while_publishing_fails_then_delivers(
-        self, engine: sa.Engine, caplog: pytest.LogCaptureFixture
+        self, side: Side, engine: sa.Engine, caplog: pytest.LogCaptureFixture
     ) -> None:
         """run() retries with growing delays, logs each failure, and delivers once it succeeds."""
         commit_ticks(engine, counters=1, ticks=3)
         publisher = RecordingPublisher(failures=3)
-        relay = OutboxRelay(engine, publisher)
+        relay = side.relay(engine, publisher)
         stop = threading.Event()
         caplog.set_level(logging.INFO, logger="tactical.outbox")
         thread = threading.Thread(
@@ -133,11 +138,11 @@ class TestRun:
         assert "attempt 3" in warnings[-1].getMessage()
         assert any("again after 3 failed" in r.getMessage() for r in caplog.records)
 
-    def test_run_returns_when_stop_is_set(self, sqlite_engine: sa.Engine) -> None:
+    def test_run_returns_when_stop_is_set(self, side: Side, sqlite_engine: sa.Engine) -> None:
         """A stopped relay leaves its loop even while it is idle."""
         stop = threading.Event()
         thread = threading.Thread(
-            target=OutboxRelay(sqlite_engine, RecordingPublisher()).run,
+            target=side.relay(sqlite_engine, RecordingPublisher()).run,
             args=(stop,),
             kwargs={"idle_interval": 10.0},
         )
@@ -150,15 +155,24 @@ class TestRun:
 
 class TestSeveralRelaysOnPostgres:
     @pytest.mark.postgres
+    @pytest.mark.parametrize(
+        "apis",
+        [
+            pytest.param(("sync",) * 4, id="sync"),
+            pytest.param(("async",) * 4, id="async"),
+            pytest.param(("sync", "async", "sync", "asyncpg"), id="sync-and-async"),
+        ],
+    )
     def test_parallel_relays_publish_every_row_once_in_order(
-        self, postgres_engine: sa.Engine
+        self, apis: tuple[str, ...], postgres_engine: sa.Engine
     ) -> None:
-        """Four relays racing over 2,000 rows publish each exactly once, per-aggregate in order."""
+        """Four relays (sync, async or both) racing over 2,000 rows publish each once, in order."""
         commit_ticks(postgres_engine, counters=20, ticks=100)
         publisher = RecordingPublisher()
-        relays = [OutboxRelay(postgres_engine, publisher, batch_size=50) for _ in range(4)]
+        sides = {api: make_side(api) for api in set(apis)}
+        relays = [sides[api].relay(postgres_engine, publisher, batch_size=50) for api in apis]
 
-        def drain(relay: OutboxRelay) -> None:
+        def drain(relay: Relay) -> None:
             idle = 0
             while idle < 20:
                 idle = 0 if relay.relay_once() else idle + 1
@@ -168,6 +182,8 @@ class TestSeveralRelaysOnPostgres:
             thread.start()
         for thread in threads:
             thread.join(30)
+        for side in sides.values():
+            side.close()
         positions = [m.position for m in publisher.published]
         assert sorted(positions) == all_positions(postgres_engine)
         assert len(set(positions)) == len(positions) == 2000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -9,6 +10,8 @@ from typing import assert_type
 from uuid import UUID
 
 import redis
+import redis.asyncio as redis_async
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import sqlalchemy as sa
 from tactical import AggregateRoot, DomainEvent, EventBus, JsonCodec
@@ -17,6 +20,8 @@ from tactical.outbox import (
     DEFAULT_INBOX_RETENTION,
     HEADER_NAMES,
     RELAY_LOCK_KEY,
+    AsyncOutboxRelay,
+    AsyncPublisher,
     EventBusPublisher,
     InboxConsumer,
     OutboxMessage,
@@ -32,8 +37,17 @@ from tactical.outbox import (
     inbox_table,
     purge_inbox,
 )
-from tactical.outbox.rabbitmq import DEFAULT_HEARTBEAT, RabbitMQConsumer, RabbitMQPublisher
-from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
+from tactical.outbox.rabbitmq import (
+    DEFAULT_HEARTBEAT,
+    AsyncRabbitMQPublisher,
+    RabbitMQConsumer,
+    RabbitMQPublisher,
+)
+from tactical.outbox.redis_streams import (
+    AsyncRedisStreamPublisher,
+    RedisStreamConsumer,
+    RedisStreamPublisher,
+)
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork
 
 
@@ -144,3 +158,50 @@ patient = InboxConsumer(
     conflict_max_delay=0.5,
 )
 InboxConsumer(lambda: BillingUnitOfWork(engine), "billing", conflict_attempts="20")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+# Async (0.2): the relay over an AsyncEngine, to an AsyncPublisher.
+
+
+class AsyncListPublisher:
+    def __init__(self) -> None:
+        self.sent: list[OutboxMessage] = []
+
+    async def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        self.sent.extend(messages)
+
+
+async_engine = create_async_engine("sqlite+aiosqlite://")
+async_publisher: AsyncPublisher = AsyncListPublisher()  # any class with async publish()
+not_async: AsyncPublisher = ListPublisher()  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+not_sync: Publisher = AsyncListPublisher()  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+
+
+async def relay_asynchronously() -> None:
+    async_relay = AsyncOutboxRelay(async_engine, async_publisher, batch_size=50)
+    assert_type(await async_relay.relay_once(), int)
+    assert_type(await async_relay.parked(), list[ParkedRow])
+    assert_type(await async_relay.parked(aggregate=("billing.Account", "a-1")), list[ParkedRow])
+    assert_type(await async_relay.retry_parked(position=7), int)
+    assert_type(await async_relay.run(asyncio.Event(), idle_interval=1.0, max_backoff=10.0), None)
+    assert_type(async_relay.batch_size, int)
+    forgot_await: int = async_relay.relay_once()  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+    await async_relay.run(threading.Event())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    AsyncOutboxRelay(async_engine, async_publisher, database_timeout=None)
+    AsyncOutboxRelay(engine, async_publisher)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    AsyncOutboxRelay(async_engine, publisher)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    OutboxRelay(engine, async_publisher)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+    rabbit_publisher = AsyncRabbitMQPublisher(exchange="billing", timeout=2.0)
+    AsyncOutboxRelay(async_engine, rabbit_publisher)
+    async with AsyncRabbitMQPublisher(exchange="billing") as opened:
+        assert_type(opened, AsyncRabbitMQPublisher)
+        assert_type(await opened.publish([message]), None)
+    assert_type(await rabbit_publisher.close(), None)
+    assert_type(rabbit_publisher.exchange, str)
+
+    stream_publisher = AsyncRedisStreamPublisher(redis_async.Redis(), "billing:events")
+    AsyncOutboxRelay(async_engine, stream_publisher)
+    assert_type(stream_publisher.stream, str)
+    AsyncRedisStreamPublisher(redis.Redis(), "billing:events")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    RedisStreamPublisher(redis_async.Redis(), "billing:events")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    print(forgot_await, not_async, not_sync)

@@ -3,7 +3,8 @@
 :class:`OutboxRelay` moves the events the SQL unit of work wrote to ``tactical_outbox`` to
 a :class:`Publisher`: the in-process :class:`EventBusPublisher` here, RabbitMQ in
 :mod:`tactical.outbox.rabbitmq` (extra ``rabbitmq``) and Redis Streams in
-:mod:`tactical.outbox.redis_streams` (extra ``redis``).
+:mod:`tactical.outbox.redis_streams` (extra ``redis``). :class:`AsyncOutboxRelay` does the
+same on asyncio (extra ``async``), to an :class:`AsyncPublisher`.
 
 .. versionadded:: 0.1.0
 """
@@ -18,10 +19,12 @@ except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "tactical.outbox", "sql") from _missing
 
 from tactical._tracing import Trace, current_trace
+from tactical.outbox._async_relay import AsyncOutboxRelay
 from tactical.outbox._bus_publisher import EventBusPublisher
 from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox
 from tactical.outbox._message import (
     HEADER_NAMES,
+    AsyncPublisher,
     OutboxMessage,
     Publisher,
     PublishError,
@@ -36,6 +39,8 @@ __all__ = [
     "DEFAULT_INBOX_RETENTION",
     "HEADER_NAMES",
     "RELAY_LOCK_KEY",
+    "AsyncOutboxRelay",
+    "AsyncPublisher",
     "EventBusPublisher",
     "InboxConsumer",
     "OutboxMessage",

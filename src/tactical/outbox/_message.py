@@ -12,7 +12,14 @@ from uuid import UUID
 
 from tactical._backoff import backoff_bound
 
-__all__ = ["HEADER_NAMES", "OutboxMessage", "PublishError", "Publisher", "UndeliverableError"]
+__all__ = [
+    "HEADER_NAMES",
+    "AsyncPublisher",
+    "OutboxMessage",
+    "PublishError",
+    "Publisher",
+    "UndeliverableError",
+]
 
 HEADER_NAMES: tuple[str, ...] = (
     "type",
@@ -232,6 +239,24 @@ class Publisher(Protocol):
             Exception: Any other failure (:class:`PublishError` by convention) is taken as
                 transient: the relay marks none of the batch published, parks nothing and
                 sends it again later.
+        """
+        ...
+
+
+class AsyncPublisher(Protocol):
+    """Sends outbox messages to a broker for :class:`AsyncOutboxRelay`: :class:`Publisher`, awaited.
+
+    .. versionadded:: 0.2.0
+    """
+
+    async def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        """Send ``messages`` in order; return only once the broker confirmed every one.
+
+        Raises:
+            UndeliverableError: Some messages can never be sent; nothing after the first of
+                them was sent. The relay parks them and publishes the others.
+            Exception: Any other failure is taken as transient: the relay marks none of
+                the batch published and sends it again later.
         """
         ...
 

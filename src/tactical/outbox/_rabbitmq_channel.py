@@ -13,10 +13,22 @@ from collections.abc import Callable, Generator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from tactical._extras import missing_extra
+from tactical.outbox._amqp import amqp_properties, broker_address
 from tactical.outbox._message import OutboxMessage
+
+__all__ = [
+    "AmqpMessage",
+    "BrokerSilent",
+    "ConfirmedChannel",
+    "Silence",
+    "amqp_message",
+    "answer_within",
+    "broker_address",
+    "connection_parameters",
+    "describe_error",
+]
 
 try:
     pika: Any = importlib.import_module("pika")
@@ -33,12 +45,6 @@ _log = logging.getLogger("tactical.outbox")
 _pika_log = logging.getLogger("pika")
 if _pika_log.level == logging.NOTSET:
     _pika_log.setLevel(logging.CRITICAL)
-
-
-def broker_address(url: str) -> str:
-    """``host:port`` of the broker at ``url``, for messages (the URL may hold a password)."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
 
 
 def connection_parameters(url: str, *, timeout: float, heartbeat: int | None = None) -> Any:
@@ -340,15 +346,7 @@ def amqp_message(message: OutboxMessage, *, exchange: str, mandatory: bool) -> A
             surrogate in the payload, pika's ``ShortStringTooLong`` for a routing key or type
             over 255 UTF-8 bytes): a failure of this message alone, whenever it is sent.
     """
-    properties = pika.BasicProperties(
-        content_type="application/json",
-        delivery_mode=2,
-        message_id=str(message.event_id),
-        correlation_id=None if message.correlation_id is None else str(message.correlation_id),
-        type=message.event_type,
-        timestamp=int(message.occurred_at.timestamp()),
-        headers=message.headers,
-    )
+    properties = pika.BasicProperties(**amqp_properties(message))
     properties.encode()
     pika_spec.Basic.Publish(
         exchange=exchange, routing_key=message.event_type, mandatory=mandatory

@@ -3,44 +3,33 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
-from collections.abc import Generator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Generator
+from functools import partial
+from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import exc
-from tactical.outbox._message import OutboxMessage, Publisher, UndeliverableError, backoff_delay
-from tactical.outbox._parking import (
-    BatchPlan,
-    ParkedRow,
-    eligible_rows,
-    park_statement,
-    parked_row,
-    parked_rows,
-    plan_after_refusal,
-    plan_batch,
-    retry_statement,
+from tactical._flow import Flow, run
+from tactical.outbox._message import Publisher
+from tactical.outbox._parking import ParkedRow
+from tactical.outbox._relay_flow import (
+    DEFAULT_DATABASE_TIMEOUT,
+    RELAY_LOCK_KEY,
+    BatchOp,
+    LoopOp,
+    Publish,
+    RelayBatch,
+    RelayCore,
+    Wait,
 )
-from tactical.sqlalchemy._engine import configure_engine
-from tactical.sqlalchemy._schema import outbox_table
 from tactical.sqlalchemy._watchdog import guard_round_trips, watch_round_trips
 
 __all__ = ["DEFAULT_DATABASE_TIMEOUT", "RELAY_LOCK_KEY", "OutboxRelay"]
 
-_log = logging.getLogger("tactical.outbox")
-
-RELAY_LOCK_KEY: int = 0x7461_6374_6F75_7462  # "tactoutb": the PostgreSQL advisory lock of relays
-"""The PostgreSQL advisory lock key relays take, one at a time, for each batch."""
-
-DEFAULT_DATABASE_TIMEOUT: float = 10.0
-"""Seconds one database round trip of a relay on PostgreSQL may take before it is cut.
-
-.. versionadded:: 0.2.0
-"""
+R = TypeVar("R")
 
 
-class OutboxRelay:
+class OutboxRelay(RelayCore):
     """Publishes the outbox's unpublished rows through a :class:`Publisher`, oldest first.
 
     Each :meth:`relay_once` reads up to ``batch_size`` rows whose ``published_at`` is NULL
@@ -124,26 +113,11 @@ class OutboxRelay:
         lock_key: int = RELAY_LOCK_KEY,
         database_timeout: float | None = DEFAULT_DATABASE_TIMEOUT,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if database_timeout is not None and not database_timeout > 0:
-            raise ValueError(f"database_timeout must be positive, got {database_timeout}")
-        self._database_timeout = database_timeout
-        self._database = _database_address(engine.url)
-        self._cut = threading.Event()
-        self._engine = configure_engine(engine)
+        super().__init__(engine, batch_size, lock_key, database_timeout)
+        self._engine = engine
         self._publisher = publisher
-        self._batch_size = batch_size
-        self._lock_key = lock_key
-        self._postgres = engine.dialect.name == "postgresql"
         if self._postgres and database_timeout is not None:
             watch_round_trips(engine)
-        self._eligible = eligible_rows(batch_size, engine.dialect.name)
-
-    @property
-    def batch_size(self) -> int:
-        """The most rows published per batch."""
-        return self._batch_size
 
     def relay_once(self) -> int:
         """Publish one batch of unpublished rows and mark them; return how many were published.
@@ -159,29 +133,7 @@ class OutboxRelay:
                 (a transient failure): no row of the batch was marked; rows found
                 unpublishable before it are parked all the same.
         """
-        with self._connect() as connection:
-            if self._postgres:
-                with connection.begin():
-                    locked = connection.execute(
-                        sa.select(sa.func.pg_try_advisory_xact_lock(self._lock_key))
-                    ).scalar_one()
-                    if not locked:
-                        return 0
-                    plan = plan_batch(connection.execute(self._eligible).all())
-                    published, plan, failure = self._publish(plan)
-                    self._record(connection, published, plan.park)
-            else:
-                with connection.begin():
-                    plan = plan_batch(connection.execute(self._eligible).all())
-                if not plan.publish and not plan.park:
-                    return 0
-                published, plan, failure = self._publish(plan)
-                if published or plan.park:
-                    with connection.begin():
-                        self._record(connection, published, plan.park)
-        if failure is not None:
-            raise failure
-        return len(published)
+        return self._on_connection(self._relay_batch())
 
     def parked(self, *, aggregate: tuple[str, str] | None = None) -> list[ParkedRow]:
         """The outbox rows this relay's outbox holds parked, oldest first, with their error.
@@ -192,9 +144,7 @@ class OutboxRelay:
 
         .. versionadded:: 0.2.0
         """
-        with self._engine.connect() as connection:
-            rows = connection.execute(parked_rows(aggregate)).all()
-        return [parked_row(row) for row in rows]
+        return self._on_connection(self._parked(aggregate))
 
     def retry_parked(
         self, *, position: int | None = None, aggregate: tuple[str, str] | None = None
@@ -219,12 +169,7 @@ class OutboxRelay:
 
         .. versionadded:: 0.2.0
         """
-        statement = retry_statement(position, aggregate)
-        with self._engine.begin() as connection:
-            count = connection.execute(statement).rowcount
-        if count:
-            _log.info("outbox relay: %d parked row(s) will be tried again", count)
-        return count
+        return self._on_connection(self._retry_parked(position, aggregate))
 
     def run(
         self,
@@ -249,53 +194,25 @@ class OutboxRelay:
             initial_backoff: Seconds to wait after the first failure.
             max_backoff: The longest wait between attempts while failures continue.
         """
-        failures = 0
-        _log.info(
-            "outbox relay started on the database at %s (batch size %d)",
-            self._database,
-            self._batch_size,
-        )
-        while not stop.is_set():
-            self._cut.clear()
-            try:
-                count = self.relay_once()
-            except Exception as error:
-                failures += 1
-                delay = backoff_delay(failures, initial_backoff, max_backoff)
-                _log.warning(
-                    "outbox relay: %s (attempt %d); nothing was marked published, retrying in "
-                    "%.1fs",
-                    self._what_failed(error),
-                    failures,
-                    delay,
-                    exc_info=_log.isEnabledFor(logging.DEBUG),
-                )
-                stop.wait(delay)
-                continue
-            if failures:
-                _log.info(
-                    "outbox relay: publishing from the database at %s again after %d failed "
-                    "attempt(s)",
-                    self._database,
-                    failures,
-                )
-                failures = 0
-            if count:
-                _log.debug("outbox relay: published %d message(s)", count)
-            if count < self._batch_size:
-                stop.wait(idle_interval)
-        _log.info("outbox relay stopped")
 
-    def _what_failed(self, error: Exception) -> str:
-        if self._cut.is_set():
-            return (
-                f"the database at {self._database} did not answer within "
-                f"{self._database_timeout}s, so its connection was cut"
-            )
-        if isinstance(error, exc.SQLAlchemyError):
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            return f"the database at {self._database} failed ({type(error).__name__}: {reason})"
-        return f"publishing failed ({type(error).__name__}: {error})"
+        def perform(op: LoopOp) -> object:
+            if isinstance(op, RelayBatch):
+                return self.relay_once()
+            if isinstance(op, Wait):
+                return stop.wait(op.seconds)
+            return stop.is_set()
+
+        run(self._loop(idle_interval, initial_backoff, max_backoff), perform)
+
+    def _on_connection(self, flow: Flow[BatchOp, R]) -> R:
+        with self._connect() as connection:
+            return run(flow, partial(self._perform, connection))
+
+    def _perform(self, connection: sa.Connection, op: BatchOp) -> object:
+        if isinstance(op, Publish):
+            self._publisher.publish(op.messages)
+            return None
+        return op.finish(op.start(connection))
 
     @contextlib.contextmanager
     def _connect(self) -> Generator[sa.Connection, None, None]:
@@ -305,54 +222,3 @@ class OutboxRelay:
                 return
             with guard_round_trips(connection, self._database_timeout, self._cut.set):
                 yield connection
-
-    def _publish(
-        self, plan: BatchPlan
-    ) -> tuple[Sequence[OutboxMessage], BatchPlan, Exception | None]:
-        # Publish the plan's messages; on a refusal of some, park them and send the rest.
-        # Each round parks at least one more message, so the loop ends.
-        while plan.publish:
-            try:
-                self._publisher.publish(plan.publish)
-            except UndeliverableError as refusal:
-                after = plan_after_refusal(plan, refusal)
-                if after is None:
-                    return (), plan, refusal
-                plan = after
-            except Exception as error:  # raised after the parks are written
-                return (), plan, error
-            else:
-                return plan.publish, plan, None
-        return (), plan, None
-
-    def _record(
-        self,
-        connection: sa.Connection,
-        published: Sequence[OutboxMessage],
-        park: dict[int, str],
-    ) -> None:
-        now = datetime.now(UTC)
-        if published:
-            t = outbox_table
-            connection.execute(
-                t.update()
-                .where(t.c.position.in_([m.position for m in published]))
-                .values(published_at=now)
-            )
-        for statement in park_statement(park, now):
-            connection.execute(statement)
-        for position, error in park.items():
-            _log.warning(
-                "outbox relay parked the row at position %d, which can never be published: %s; "
-                "later events of its aggregate wait until it is retried "
-                "(OutboxRelay.retry_parked)",
-                position,
-                error,
-            )
-
-
-def _database_address(url: sa.URL) -> str:
-    """``host:port/database`` of ``url`` (never its password), or a SQLite file's path."""
-    if url.get_backend_name() == "sqlite":
-        return url.database or ":memory:"
-    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"

@@ -1,4 +1,7 @@
-"""RabbitMQ for the outbox (extra ``rabbitmq``, pika): a confirming publisher and a consumer loop.
+"""RabbitMQ for the outbox (extra ``rabbitmq``): confirming publishers and a consumer loop.
+
+:class:`RabbitMQPublisher` and :class:`RabbitMQConsumer` run on pika; :class:`AsyncRabbitMQPublisher`
+is the publisher on asyncio (aio-pika).
 
 .. versionadded:: 0.1.0
 """
@@ -12,9 +15,15 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from tactical._exports import publish as _publish
+from tactical._flow import run
+from tactical.outbox import _amqp
+from tactical.outbox._amqp import ConfirmingPublisher
 from tactical.outbox._inbox import InboxConsumer
-from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay, wire_forms
+from tactical.outbox._message import OutboxMessage, backoff_delay
+from tactical.outbox._rabbitmq_async import AsyncRabbitMQPublisher
 from tactical.outbox._rabbitmq_channel import (
+    AmqpMessage,
     ConfirmedChannel,
     Silence,
     amqp_message,
@@ -26,11 +35,17 @@ from tactical.outbox._rabbitmq_channel import (
     pika_exceptions,
 )
 
-__all__ = ["DEFAULT_EXCHANGE", "DEFAULT_HEARTBEAT", "RabbitMQConsumer", "RabbitMQPublisher"]
+__all__ = [
+    "DEFAULT_EXCHANGE",
+    "DEFAULT_HEARTBEAT",
+    "AsyncRabbitMQPublisher",
+    "RabbitMQConsumer",
+    "RabbitMQPublisher",
+]
 
 _log = logging.getLogger("tactical.outbox")
 
-DEFAULT_EXCHANGE = "tactical.events"
+DEFAULT_EXCHANGE = _amqp.DEFAULT_EXCHANGE
 """The topic exchange events are published to unless another is named."""
 
 DEFAULT_HEARTBEAT: int = 10
@@ -40,7 +55,7 @@ DEFAULT_HEARTBEAT: int = 10
 """
 
 
-class RabbitMQPublisher:
+class RabbitMQPublisher(ConfirmingPublisher):
     """Publishes outbox messages to a durable RabbitMQ topic exchange, with publisher confirms.
 
     Each message is sent persistent (``delivery_mode=2``) with routing key = event type name,
@@ -71,26 +86,10 @@ class RabbitMQPublisher:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(
-        self,
-        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
-        *,
-        exchange: str = DEFAULT_EXCHANGE,
-        declare: bool = True,
-        mandatory: bool = False,
-        timeout: float = 10.0,
-    ) -> None:
-        self._url = url
-        self._exchange = exchange
-        self._declare = declare
-        self._mandatory = mandatory
-        self._timeout = timeout
-        self._link: ConfirmedChannel | None = None
+    _link: ConfirmedChannel | None
 
-    @property
-    def exchange(self) -> str:
-        """The exchange messages are published to."""
-        return self._exchange
+    def _setup(self) -> None:
+        self._link = None
 
     def publish(self, messages: Sequence[OutboxMessage], /) -> None:
         """Send ``messages`` in order and wait until the broker confirmed all of them.
@@ -105,52 +104,36 @@ class RabbitMQPublisher:
                 the connection was lost; the error names the broker's host and port and the
                 batch's first event.
         """
-        if not messages:
-            return
-        wire = wire_forms(
-            messages,
-            lambda m: amqp_message(m, exchange=self._exchange, mandatory=self._mandatory),
-        )
-        while True:
-            reused = self._link is not None
-            try:
-                self._connected().publish(wire, mandatory=self._mandatory)
-                return
-            except Exception as error:
-                self.close()
-                if reused and isinstance(error, pika_exceptions.AMQPConnectionError):
-                    # An idle connection the broker or the network dropped: the loss may
-                    # only show once used. Send the batch again on a new connection (the
-                    # broker may have some of it twice; consumers deduplicate).
-                    _log.info(
-                        "RabbitMQ connection to %s lost (%s): reconnecting",
-                        broker_address(self._url),
-                        describe_error(error),
-                    )
-                    continue
-                first = messages[0]
-                raise PublishError(
-                    f"RabbitMQ at {broker_address(self._url)} did not confirm {len(messages)} event(s) "
-                    f"from {first.event_id} ({first.event_type}, outbox position "
-                    f"{first.position}) on exchange {self._exchange!r}: {describe_error(error)}"
-                ) from error
+        run(self._publishing(messages), lambda call: call.on(self))
 
-    def _connected(self) -> ConfirmedChannel:
-        link = self._link
-        if link is None or not link.is_usable():
-            self.close()
-            link = self._link = ConfirmedChannel(
-                connection_parameters(self._url, timeout=self._timeout),
-                exchange=self._exchange,
-                declare=self._declare,
-                timeout=self._timeout,
-            )
-            _log.info(
-                "connected to RabbitMQ at %s (exchange %r)",
-                broker_address(self._url),
-                self._exchange,
-            )
-        return link
+    def _encode(self, message: OutboxMessage) -> AmqpMessage:
+        return amqp_message(message, exchange=self._exchange_name, mandatory=self._mandatory)
+
+    def _describe(self, error: BaseException) -> str:
+        return describe_error(error)
+
+    def _lost(self, error: BaseException) -> bool:
+        return isinstance(error, pika_exceptions.AMQPConnectionError)
+
+    def _usable(self) -> bool | None:
+        return None if self._link is None else self._link.is_usable()
+
+    def _connect(self) -> None:
+        self.close()
+        self._link = ConfirmedChannel(
+            connection_parameters(self._url, timeout=self._timeout),
+            exchange=self._exchange_name,
+            declare=self._declare,
+            timeout=self._timeout,
+        )
+
+    def _send(self, wire: Sequence[AmqpMessage]) -> None:
+        if self._link is None:  # the flow connects first; a lost link is reported as such
+            raise ConnectionError("no RabbitMQ connection to send on")
+        self._link.publish(wire, mandatory=self._mandatory)
+
+    def _close(self) -> None:
+        self.close()
 
     def close(self) -> None:
         """Close the connection (a later :meth:`publish` opens a new one)."""
@@ -413,3 +396,6 @@ class RabbitMQConsumer:
                 channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
             raise
         channel.basic_ack(delivery_tag=method.delivery_tag)
+
+
+_publish(__name__, globals(), ["AsyncRabbitMQPublisher"])

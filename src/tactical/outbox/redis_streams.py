@@ -9,7 +9,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 from tactical._extras import missing_extra
 
@@ -18,20 +18,61 @@ try:
 except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "tactical.outbox.redis_streams", "redis") from _missing
 
+import redis.asyncio
 from redis.typing import EncodableT, FieldT
 
+from tactical._flow import Flow, run, run_async
 from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay, wire_forms
 
-__all__ = ["DEFAULT_STREAM", "RedisStreamConsumer", "RedisStreamPublisher"]
+__all__ = [
+    "DEFAULT_STREAM",
+    "AsyncRedisStreamPublisher",
+    "RedisStreamConsumer",
+    "RedisStreamPublisher",
+]
 
 _log = logging.getLogger("tactical.outbox")
 
 DEFAULT_STREAM = "tactical:events"
 """The stream events are appended to unless another is named."""
 
+_Entries: TypeAlias = "list[dict[FieldT, EncodableT]]"
 
-class RedisStreamPublisher:
+
+class _StreamAppender:
+    """What both Redis publishers decide: the entries of a batch, and what a failure means."""
+
+    def __init__(
+        self, client: redis.Redis | redis.asyncio.Redis, stream: str, maxlen: int | None
+    ) -> None:
+        _socket_timeout(client, type(self).__name__)
+        self._stream = stream
+        self._maxlen = maxlen
+        self._address = _redis_address(client)
+
+    @property
+    def stream(self) -> str:
+        """The stream's key."""
+        return self._stream
+
+    def _appending(self, messages: Sequence[OutboxMessage]) -> Flow[_Entries, None]:
+        """Yield the batch's entries to append in one pipeline; a Redis failure is a PublishError."""
+        if not messages:
+            return
+        entries = wire_forms(messages, _entry)
+        try:
+            yield entries
+        except redis.RedisError as error:
+            first = messages[0]
+            raise PublishError(
+                f"Redis at {self._address} did not append {len(messages)} "
+                f"event(s) from {first.event_id} (outbox position {first.position}) to stream "
+                f"{self._stream!r}: {type(error).__name__}: {error}"
+            ) from error
+
+
+class RedisStreamPublisher(_StreamAppender):
     """Appends outbox messages to a Redis stream (``XADD``), one entry per event, in order.
 
     Each entry has two fields: ``body`` (the event's JSON, as in the outbox) and ``headers``
@@ -65,15 +106,8 @@ class RedisStreamPublisher:
     def __init__(
         self, client: redis.Redis, stream: str = DEFAULT_STREAM, *, maxlen: int | None = None
     ) -> None:
-        _socket_timeout(client, "RedisStreamPublisher")
+        super().__init__(client, stream, maxlen)
         self._client = client
-        self._stream = stream
-        self._maxlen = maxlen
-
-    @property
-    def stream(self) -> str:
-        """The stream's key."""
-        return self._stream
 
     def publish(self, messages: Sequence[OutboxMessage], /) -> None:
         """Append ``messages`` to the stream, in order.
@@ -86,21 +120,58 @@ class RedisStreamPublisher:
                 ``socket_timeout`` or refused an entry; the error names Redis's address, the
                 stream and the batch's first event.
         """
-        if not messages:
-            return
-        entries = wire_forms(messages, _entry)
-        try:
-            pipeline = self._client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-            for entry in entries:
-                pipeline.xadd(self._stream, entry, maxlen=self._maxlen, approximate=True)
-            pipeline.execute()
-        except redis.RedisError as error:
-            first = messages[0]
-            raise PublishError(
-                f"Redis at {_redis_address(self._client)} did not append {len(messages)} "
-                f"event(s) from {first.event_id} (outbox position {first.position}) to stream {self._stream!r}: "
-                f"{type(error).__name__}: {error}"
-            ) from error
+        run(self._appending(messages), self._append)
+
+    def _append(self, entries: _Entries) -> None:
+        pipeline = self._client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
+        for entry in entries:
+            pipeline.xadd(self._stream, entry, maxlen=self._maxlen, approximate=True)
+        pipeline.execute()
+
+
+class AsyncRedisStreamPublisher(_StreamAppender):
+    """:class:`RedisStreamPublisher` on ``redis.asyncio``: the same entries, awaited.
+
+    Every wait is bounded by the client's ``socket_timeout`` (a client without one is
+    refused); a failure is a :class:`~tactical.outbox.PublishError` naming Redis's address,
+    and the next batch gets a new connection from the client's pool.
+
+    Args:
+        client: A ``redis.asyncio.Redis`` made with a ``socket_timeout``.
+        stream: The stream's key.
+        maxlen: Trim the stream to about this many entries (``MAXLEN ~``); None keeps all.
+
+    Raises:
+        ValueError: ``client`` has no ``socket_timeout``.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        stream: str = DEFAULT_STREAM,
+        *,
+        maxlen: int | None = None,
+    ) -> None:
+        super().__init__(client, stream, maxlen)
+        self._client = client
+
+    async def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        """Append ``messages`` to the stream, in order (see :meth:`RedisStreamPublisher.publish`).
+
+        Raises:
+            UndeliverableError: Some messages cannot be encoded into an entry; nothing was sent.
+            PublishError: Redis is unreachable, did not answer within ``socket_timeout`` or
+                refused an entry.
+        """
+        await run_async(self._appending(messages), self._append)
+
+    async def _append(self, entries: _Entries) -> None:
+        pipeline = self._client.pipeline(transaction=False)
+        for entry in entries:
+            pipeline.xadd(self._stream, entry, maxlen=self._maxlen, approximate=True)
+        await pipeline.execute()
 
 
 def _entry(message: OutboxMessage) -> dict[FieldT, EncodableT]:
@@ -306,7 +377,7 @@ def _message_of_entry(fields: Mapping[bytes, bytes]) -> OutboxMessage:
     return OutboxMessage.from_wire(body, cast("dict[str, object]", decoded))
 
 
-def _redis_address(client: redis.Redis) -> str:
+def _redis_address(client: redis.Redis | redis.asyncio.Redis) -> str:
     """``host:port`` (or the socket path) of the Redis server ``client`` talks to."""
     kwargs: dict[str, Any] = getattr(client.connection_pool, "connection_kwargs", {})
     if "path" in kwargs:
@@ -314,7 +385,7 @@ def _redis_address(client: redis.Redis) -> str:
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
-def _socket_timeout(client: redis.Redis, user: str) -> float:
+def _socket_timeout(client: redis.Redis | redis.asyncio.Redis, user: str) -> float:
     kwargs: dict[str, Any] = getattr(client.connection_pool, "connection_kwargs", {})
     timeout = kwargs.get("socket_timeout")
     if timeout is None:

@@ -1,0 +1,175 @@
+"""What both RabbitMQ publishers decide, without a client: the message's AMQP form, the retry.
+
+:class:`~tactical.outbox.rabbitmq.RabbitMQPublisher` (pika) and
+:class:`~tactical.outbox.rabbitmq.AsyncRabbitMQPublisher` (aio-pika) drive
+:func:`confirmed_publishing` with their own connection: it yields :class:`LinkCall`
+operations (is the link usable, connect, send the batch and wait for its confirms, close),
+which each publisher carries out by calling its method of that name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from tactical._flow import Flow
+from tactical.outbox._message import OutboxMessage, PublishError, wire_forms
+
+__all__ = [
+    "DEFAULT_EXCHANGE",
+    "ConfirmingPublisher",
+    "LinkCall",
+    "amqp_properties",
+    "broker_address",
+    "confirmed_publishing",
+]
+
+DEFAULT_EXCHANGE = "tactical.events"
+
+_log = logging.getLogger("tactical.outbox")
+
+_Wire = TypeVar("_Wire")
+
+
+def broker_address(url: str) -> str:
+    """``host:port`` of the broker at ``url``, for messages (the URL may hold a password)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+
+
+def amqp_properties(message: OutboxMessage) -> dict[str, Any]:
+    """The AMQP basic properties of ``message``, as keyword arguments of either client.
+
+    Persistent (``delivery_mode`` 2), JSON, the event id as ``message_id``, the flow's
+    correlation id, the event type as ``type``, the event's time (seconds) as ``timestamp``
+    and :attr:`~tactical.outbox.OutboxMessage.headers` as the headers.
+    """
+    return {
+        "content_type": "application/json",
+        "delivery_mode": 2,
+        "message_id": str(message.event_id),
+        "correlation_id": None if message.correlation_id is None else str(message.correlation_id),
+        "type": message.event_type,
+        "timestamp": int(message.occurred_at.timestamp()),
+        "headers": message.headers,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCall:
+    """An operation of :func:`confirmed_publishing`: call the publisher's ``_<name>(*args)``.
+
+    The names: ``usable`` (None without a link, else whether it is still open), ``connect``
+    (replace any link by a new one), ``send`` (publish the wire forms, wait for every
+    confirm), ``close``.
+    """
+
+    name: str
+    args: tuple[object, ...] = ()
+
+    def on(self, publisher: object) -> Any:
+        """Call it on ``publisher``: its result, or for an async publisher the awaitable."""
+        return getattr(publisher, f"_{self.name}")(*self.args)
+
+
+def confirmed_publishing(
+    messages: Sequence[OutboxMessage],
+    encode: Callable[[OutboxMessage], _Wire],
+    *,
+    address: str,
+    exchange: str,
+    describe: Callable[[BaseException], str],
+    lost: Callable[[BaseException], bool],
+) -> Flow[LinkCall, None]:
+    """Send ``messages`` on a confirming link, reconnecting once if an idle link was lost.
+
+    Every message is encoded (``encode``) before anything is sent, so that one the broker's
+    protocol cannot carry is refused (:class:`~tactical.outbox.UndeliverableError`) with
+    nothing of the batch sent. A link that was open before this batch and turns out lost
+    (``lost(error)``: the broker or the network dropped it while idle, which may only show
+    once used) is replaced and the batch sent again (the broker may then have some of it
+    twice; consumers deduplicate). Any other failure closes the link and is a
+    :class:`~tactical.outbox.PublishError` naming ``address``, the batch's first event and
+    ``exchange``.
+    """
+    if not messages:
+        return
+    wire = wire_forms(messages, encode)
+    while True:
+        usable: bool | None = yield LinkCall("usable")
+        try:
+            if not usable:
+                yield LinkCall("connect")
+                _log.info("connected to RabbitMQ at %s (exchange %r)", address, exchange)
+            yield LinkCall("send", (wire,))
+            return
+        except Exception as error:
+            yield LinkCall("close")
+            if usable is not None and lost(error):
+                _log.info(
+                    "RabbitMQ connection to %s lost (%s): reconnecting", address, describe(error)
+                )
+                continue
+            first = messages[0]
+            raise PublishError(
+                f"RabbitMQ at {address} did not confirm {len(messages)} event(s) "
+                f"from {first.event_id} ({first.event_type}, outbox position "
+                f"{first.position}) on exchange {exchange!r}: {describe(error)}"
+            ) from error
+
+
+class ConfirmingPublisher:
+    """What both RabbitMQ publishers share: their settings, and the flow of one publish.
+
+    A subclass sets up its connection state in ``_setup``, encodes a message for its client
+    in ``_encode``, describes its client's errors in ``_describe``, tells a lost idle link in
+    ``_lost``, and carries :class:`LinkCall` operations out with its ``_usable``,
+    ``_connect``, ``_send`` and ``_close`` methods. The constructor's arguments are
+    documented on the publishers.
+    """
+
+    def __init__(
+        self,
+        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
+        *,
+        exchange: str = DEFAULT_EXCHANGE,
+        declare: bool = True,
+        mandatory: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        self._url = url
+        self._exchange_name = exchange
+        self._declare = declare
+        self._mandatory = mandatory
+        self._timeout = timeout
+        self._setup()
+
+    @property
+    def exchange(self) -> str:
+        """The exchange messages are published to."""
+        return self._exchange_name
+
+    def _setup(self) -> None:
+        raise NotImplementedError
+
+    def _encode(self, message: OutboxMessage) -> object:
+        raise NotImplementedError
+
+    def _describe(self, error: BaseException) -> str:
+        raise NotImplementedError
+
+    def _lost(self, error: BaseException) -> bool:
+        raise NotImplementedError
+
+    def _publishing(self, messages: Sequence[OutboxMessage]) -> Flow[LinkCall, None]:
+        return confirmed_publishing(
+            messages,
+            self._encode,
+            address=broker_address(self._url),
+            exchange=self._exchange_name,
+            describe=self._describe,
+            lost=self._lost,
+        )

@@ -1,0 +1,225 @@
+"""AsyncOutboxRelay: the outbox relay on asyncio, over a SQLAlchemy ``AsyncEngine``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tactical._flow import Flow, run_async
+from tactical.outbox import _relay_flow as core
+from tactical.outbox._message import AsyncPublisher
+from tactical.outbox._parking import ParkedRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+__all__ = ["AsyncOutboxRelay"]
+
+R = TypeVar("R")
+
+
+class AsyncOutboxRelay(core.RelayCore):
+    """:class:`OutboxRelay` on asyncio: the same batches, marks, parks and loop, awaited.
+
+    It reads and marks the outbox through a SQLAlchemy ``AsyncEngine`` (aiosqlite for
+    SQLite; psycopg's async mode or asyncpg for PostgreSQL) and publishes through an
+    :class:`AsyncPublisher` (:class:`~tactical.outbox.rabbitmq.AsyncRabbitMQPublisher`,
+    :class:`~tactical.outbox.redis_streams.AsyncRedisStreamPublisher`). Every decision is
+    the one :class:`OutboxRelay` takes (the two run the same code): rows go out in outbox
+    order and are marked published only after the publisher returned, rows that can never
+    be published are parked with their error while the later rows of their aggregate wait,
+    a transient failure marks and parks nothing, and on PostgreSQL the transaction-scoped
+    advisory lock (``lock_key``) lets one relay publish at a time, sync and async relays of
+    one outbox alike. Its rows are the ones the sync and the async units of work write, so a
+    sync service and an async relay share one database.
+
+    **A database that stops answering.** On PostgreSQL each round trip (a statement, the
+    commit, a rollback) that has not returned after ``database_timeout`` seconds has its
+    connection's socket shut down (asyncpg's connection is terminated) from the event loop:
+    the call fails at once, the connection is discarded, and :meth:`run` logs the
+    database's address and tries again on a new one. The driver's own cancellation (which
+    waits seconds for the server) is not relied on. The publish is bounded by the
+    publisher's timeout. Connecting is bounded by the driver's connect timeout
+    (``connect_args={"connect_timeout": 5}`` for psycopg, ``{"timeout": 5}`` for asyncpg).
+
+    **Cancellation.** Cancelling the task that awaits :meth:`relay_once` or :meth:`run`
+    rolls the batch's transaction back; rows the publisher may have sent stay unmarked and
+    are sent again (at least once). :meth:`run` also ends, after its current batch, once
+    ``stop`` is set.
+
+    Args:
+        engine: The ``AsyncEngine`` of the database holding ``tactical_outbox``.
+        publisher: Where the messages go.
+        batch_size: As for :class:`OutboxRelay`: the most rows per batch.
+        lock_key: As for :class:`OutboxRelay`; sync and async relays of one outbox share it.
+        database_timeout: As for :class:`OutboxRelay`, enforced from the event loop.
+
+    Raises:
+        TypeError: ``engine`` is not a SQLAlchemy ``AsyncEngine`` (a sync ``Engine``, say).
+        ValueError: ``batch_size`` is below 1, or ``database_timeout`` is not positive.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        publisher: AsyncPublisher,
+        *,
+        batch_size: int = 100,
+        lock_key: int = core.RELAY_LOCK_KEY,
+        database_timeout: float | None = core.DEFAULT_DATABASE_TIMEOUT,
+    ) -> None:
+        from sqlalchemy.ext.asyncio import AsyncEngine  # greenlet is needed only once used
+
+        candidate: object = engine
+        if not isinstance(candidate, AsyncEngine):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(
+                f"expected a SQLAlchemy AsyncEngine, got {candidate!r}: make one with "
+                "sqlalchemy.ext.asyncio.create_async_engine (an OutboxRelay takes an Engine)"
+            )
+        super().__init__(engine.sync_engine, batch_size, lock_key, database_timeout)
+        self._engine = engine
+        self._publisher = publisher
+
+    async def relay_once(self) -> int:
+        """Publish one batch of unpublished rows and mark them; return how many were published.
+
+        As :meth:`OutboxRelay.relay_once`.
+
+        Raises:
+            Exception: Whatever the publisher raised other than :class:`UndeliverableError`:
+                no row of the batch was marked.
+        """
+        return await self._on_connection(self._relay_batch())
+
+    async def parked(self, *, aggregate: tuple[str, str] | None = None) -> list[ParkedRow]:
+        """The outbox rows held parked, oldest first, with their error.
+
+        As :meth:`OutboxRelay.parked`.
+
+        Args:
+            aggregate: Only the rows of this aggregate, as ``(aggregate_type, aggregate_id)``.
+        """
+        return await self._on_connection(self._parked(aggregate))
+
+    async def retry_parked(
+        self, *, position: int | None = None, aggregate: tuple[str, str] | None = None
+    ) -> int:
+        """Un-park rows so that the next batches try them again; return how many.
+
+        As :meth:`OutboxRelay.retry_parked`.
+
+        Args:
+            position: Only the row at this outbox position.
+            aggregate: Only the rows of this aggregate, as ``(aggregate_type, aggregate_id)``.
+
+        Raises:
+            ValueError: Both ``position`` and ``aggregate`` were given.
+        """
+        return await self._on_connection(self._retry_parked(position, aggregate))
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        idle_interval: float = 0.5,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """Relay batches until ``stop`` is set; never raises for publisher or database errors.
+
+        As :meth:`OutboxRelay.run`: the same waits, backoff and log lines.
+
+        Args:
+            stop: Set it to end the loop (or cancel the task running it).
+            idle_interval: Seconds to wait when the outbox had less than a full batch.
+            initial_backoff: Seconds to wait after the first failure.
+            max_backoff: The longest wait between attempts while failures continue.
+        """
+
+        async def perform(op: core.LoopOp) -> object:
+            if isinstance(op, core.RelayBatch):
+                return await self.relay_once()
+            if isinstance(op, core.Wait):
+                return await _wait(stop, op.seconds)
+            return stop.is_set()
+
+        await run_async(self._loop(idle_interval, initial_backoff, max_backoff), perform)
+
+    async def _on_connection(self, flow: Flow[core.BatchOp, R]) -> R:
+        async with self._connect() as (connection, cut):
+
+            async def perform(op: core.BatchOp) -> object:
+                if isinstance(op, core.Publish):
+                    await self._publisher.publish(op.messages)
+                    return None
+                with _deadline(self._database_timeout if cut else None, cut):
+                    return op.finish(await op.start(connection))
+
+            return await run_async(flow, perform)
+
+    @contextlib.asynccontextmanager
+    async def _connect(
+        self,
+    ) -> AsyncGenerator[tuple[AsyncConnection, Callable[[], None] | None], None]:
+        async with self._engine.connect() as connection:
+            if not self._postgres or self._database_timeout is None:
+                yield connection, None
+                return
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+
+            def cut() -> None:
+                self._cut.set()
+                _cut_connection(driver)
+
+            yield connection, cut
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``stop`` is set or ``seconds`` passed; whether it is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    return stop.is_set()
+
+
+@contextlib.contextmanager
+def _deadline(
+    seconds: float | None, expire: Callable[[], None] | None
+) -> Generator[None, None, None]:
+    """Call ``expire`` if the block is still running after ``seconds`` (None: never)."""
+    if seconds is None or expire is None:
+        yield
+        return
+    timer = asyncio.get_running_loop().call_later(seconds, expire)
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _cut_connection(driver: Any) -> None:
+    """Make a round trip blocked on ``driver``'s connection fail now, whatever the peer does.
+
+    psycopg's ``AsyncConnection`` has ``fileno()``: shutting its socket down (through a
+    duplicate of the descriptor, leaving the driver's own alone) ends the pending read at
+    once. asyncpg's connection has ``terminate()``, which aborts its transport. Either way
+    the driver raises a disconnect error and SQLAlchemy discards the connection.
+    """
+    fileno: Callable[[], int] | None = getattr(driver, "fileno", None)
+    if fileno is None:
+        driver.terminate()
+        return
+    duplicate = socket.socket(fileno=os.dup(fileno()))
+    try:
+        duplicate.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: the round trip ends all the same
+    finally:
+        duplicate.close()

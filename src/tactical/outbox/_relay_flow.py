@@ -1,0 +1,346 @@
+"""What a relay does, written once: flows that :class:`OutboxRelay` and :class:`AsyncOutboxRelay` drive.
+
+Every decision of a relay (which rows to read, what to publish, what to mark and to park,
+when to retry, what to log) lives here, in generators that yield the I/O they need as the
+operations below (see :mod:`tactical._flow`). The sync relay carries the operations out on a
+SQLAlchemy ``Connection`` and a :class:`~tactical.outbox.Publisher`; the async one awaits
+them on an ``AsyncConnection`` and an :class:`~tactical.outbox.AsyncPublisher`. Neither
+decides anything of its own, so the two cannot drift apart.
+
+Each database operation knows how to start itself on a connection (``start``: the value, or
+for an ``AsyncConnection`` the awaitable of it) and how to read what came back (``finish``),
+so that a driver is one line for all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeAlias, TypeVar
+
+import sqlalchemy as sa
+from tactical._flow import Flow
+from tactical.outbox._message import OutboxMessage, UndeliverableError, backoff_delay
+from tactical.outbox._parking import (
+    BatchPlan,
+    ParkedRow,
+    eligible_rows,
+    park_statement,
+    parked_row,
+    parked_rows,
+    plan_after_refusal,
+    plan_batch,
+    retry_statement,
+)
+from tactical.sqlalchemy._engine import configure_engine
+from tactical.sqlalchemy._schema import outbox_table
+
+__all__ = [
+    "DEFAULT_DATABASE_TIMEOUT",
+    "RELAY_LOCK_KEY",
+    "BatchOp",
+    "DatabaseOp",
+    "LoopOp",
+    "Publish",
+    "RelayBatch",
+    "RelayCore",
+    "Statement",
+    "Stopped",
+    "Transaction",
+    "Wait",
+]
+
+_log = logging.getLogger("tactical.outbox")
+
+RELAY_LOCK_KEY: int = 0x7461_6374_6F75_7462  # "tactoutb": the PostgreSQL advisory lock of relays
+"""The PostgreSQL advisory lock key relays take, one at a time, for each batch."""
+
+DEFAULT_DATABASE_TIMEOUT: float = 10.0
+"""Seconds one database round trip of a relay on PostgreSQL may take before it is cut.
+
+.. versionadded:: 0.2.0
+"""
+
+R = TypeVar("R")
+
+
+# -- operations on the database (a Connection or an AsyncConnection) ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """Begin, commit or roll back the connection's transaction."""
+
+    step: Literal["begin", "commit", "rollback"]
+
+    def start(self, connection: Any) -> Any:
+        return getattr(connection, self.step)()
+
+    def finish(self, _raw: object) -> None:
+        return None
+
+
+BEGIN, COMMIT, ROLLBACK = Transaction("begin"), Transaction("commit"), Transaction("rollback")
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """Run a statement; its result is every row (a query) or how many rows it changed."""
+
+    statement: sa.Executable
+    rows: bool
+
+    def start(self, connection: Any) -> Any:
+        return connection.execute(self.statement)
+
+    def finish(self, raw: sa.CursorResult[Any]) -> list[sa.Row[Any]] | int:
+        return list(raw.all()) if self.rows else raw.rowcount
+
+
+DatabaseOp: TypeAlias = Transaction | Statement
+
+
+# -- the other operations -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Hand messages to the publisher; returns once the broker confirmed them, or raises."""
+
+    messages: tuple[OutboxMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayBatch:
+    """Relay one batch (``relay_once``); its result is how many rows were published."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Wait ``seconds``, or less if a stop is requested meanwhile."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """Whether a stop was requested."""
+
+
+BatchOp: TypeAlias = DatabaseOp | Publish
+LoopOp: TypeAlias = RelayBatch | Wait | Stopped
+
+
+def _transaction(body: Flow[BatchOp, R]) -> Flow[BatchOp, R]:
+    """``body`` inside a transaction: committed if it returns, rolled back if it raises."""
+    yield BEGIN
+    try:
+        result = yield from body
+    except BaseException:
+        yield ROLLBACK
+        raise
+    yield COMMIT
+    return result
+
+
+def _fetch(statement: sa.Executable) -> Flow[BatchOp, list[sa.Row[Any]]]:
+    rows: list[sa.Row[Any]] = yield Statement(statement, rows=True)
+    return rows
+
+
+def _execute(statement: sa.Executable) -> Flow[BatchOp, int]:
+    count: int = yield Statement(statement, rows=False)
+    return count
+
+
+_Outcome: TypeAlias = tuple[Sequence[OutboxMessage], BatchPlan, Exception | None]
+
+
+class RelayCore:
+    """What the sync and the async relay share: their settings and every decision they take.
+
+    Args:
+        engine: The (sync) engine of the outbox's database, prepared here for the relay.
+
+    Raises:
+        TypeError: ``engine`` is not a SQLAlchemy ``Engine``.
+        ValueError: ``batch_size`` is below 1, or ``database_timeout`` is not positive.
+    """
+
+    def __init__(
+        self, engine: sa.Engine, batch_size: int, lock_key: int, database_timeout: float | None
+    ) -> None:
+        configure_engine(engine)
+        url, dialect = engine.url, engine.dialect.name
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if database_timeout is not None and not database_timeout > 0:
+            raise ValueError(f"database_timeout must be positive, got {database_timeout}")
+        self._database_timeout = database_timeout
+        self._database = _database_address(url)
+        # Set when a round trip was cut for taking longer than database_timeout, so that the
+        # failure is logged as the database's silence rather than as the error it caused.
+        self._cut = threading.Event()
+        # What the publisher raised in the last batch, to tell it from a database failure
+        # (asyncpg, say, raises a plain OSError when it cannot connect).
+        self._publisher_failure: Exception | None = None
+        self._batch_size = batch_size
+        self._lock_key = lock_key
+        self._postgres = dialect == "postgresql"
+        self._eligible = eligible_rows(batch_size, dialect)
+
+    @property
+    def batch_size(self) -> int:
+        """The most rows published per batch."""
+        return self._batch_size
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    def _relay_batch(self) -> Flow[BatchOp, int]:
+        """Publish one batch, mark it, park what can never be sent; how many were published.
+
+        On PostgreSQL one transaction holds the advisory lock from the read to the mark; on
+        SQLite the read and the mark are two short transactions around the publish, so that
+        a slow broker never blocks the application's writers.
+        """
+        if self._postgres:
+            published, plan, failure = yield from _transaction(self._locked_batch())
+        else:
+            plan = plan_batch((yield from _transaction(_fetch(self._eligible))))
+            if not plan.publish and not plan.park:
+                return 0
+            published, plan, failure = yield from self._publish(plan)
+            if published or plan.park:
+                yield from _transaction(self._record(published, plan.park))
+        if failure is not None:
+            self._publisher_failure = failure
+            raise failure
+        return len(published)
+
+    def _locked_batch(self) -> Flow[BatchOp, _Outcome]:
+        lock = sa.select(sa.func.pg_try_advisory_xact_lock(self._lock_key))
+        ((locked,),) = yield from _fetch(lock)
+        if not locked:
+            return (), BatchPlan(()), None
+        plan = plan_batch((yield from _fetch(self._eligible)))
+        published, plan, failure = yield from self._publish(plan)
+        yield from self._record(published, plan.park)
+        return published, plan, failure
+
+    def _publish(self, plan: BatchPlan) -> Flow[BatchOp, _Outcome]:
+        # Publish the plan's messages; on a refusal of some, park them and send the rest.
+        # Each round parks at least one more message, so the loop ends.
+        while plan.publish:
+            try:
+                yield Publish(plan.publish)
+            except UndeliverableError as refusal:
+                after = plan_after_refusal(plan, refusal)
+                if after is None:
+                    return (), plan, refusal
+                plan = after
+            except Exception as error:  # raised after the parks are written
+                return (), plan, error
+            else:
+                return plan.publish, plan, None
+        return (), plan, None
+
+    def _record(
+        self, published: Sequence[OutboxMessage], park: dict[int, str]
+    ) -> Flow[BatchOp, None]:
+        now = datetime.now(UTC)
+        if published:
+            t = outbox_table
+            yield from _execute(
+                t.update()
+                .where(t.c.position.in_([m.position for m in published]))
+                .values(published_at=now)
+            )
+        for statement in park_statement(park, now):
+            yield from _execute(statement)
+        for position, error in park.items():
+            _log.warning(
+                "outbox relay parked the row at position %d, which can never be published: %s; "
+                "later events of its aggregate wait until it is retried "
+                "(OutboxRelay.retry_parked)",
+                position,
+                error,
+            )
+
+    # -- parked rows -------------------------------------------------------------------------
+
+    def _parked(self, aggregate: tuple[str, str] | None) -> Flow[BatchOp, list[ParkedRow]]:
+        rows = yield from _fetch(parked_rows(aggregate))
+        return [parked_row(row) for row in rows]
+
+    def _retry_parked(
+        self, position: int | None, aggregate: tuple[str, str] | None
+    ) -> Flow[BatchOp, int]:
+        count = yield from _transaction(_execute(retry_statement(position, aggregate)))
+        if count:
+            _log.info("outbox relay: %d parked row(s) will be tried again", count)
+        return count
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _loop(
+        self, idle_interval: float, initial_backoff: float, max_backoff: float
+    ) -> Flow[LoopOp, None]:
+        """Relay batches until stopped, backing off and logging while they fail."""
+        failures = 0
+        _log.info(
+            "outbox relay started on the database at %s (batch size %d)",
+            self._database,
+            self._batch_size,
+        )
+        while not (yield Stopped()):
+            self._cut.clear()
+            self._publisher_failure = None
+            try:
+                count: int = yield RelayBatch()
+            except Exception as error:
+                failures += 1
+                delay = backoff_delay(failures, initial_backoff, max_backoff)
+                _log.warning(
+                    "outbox relay: %s (attempt %d); nothing was marked published, retrying in "
+                    "%.1fs",
+                    self._what_failed(error),
+                    failures,
+                    delay,
+                    exc_info=_log.isEnabledFor(logging.DEBUG),
+                )
+                yield Wait(delay)
+                continue
+            if failures:
+                _log.info(
+                    "outbox relay: publishing from the database at %s again after %d failed "
+                    "attempt(s)",
+                    self._database,
+                    failures,
+                )
+                failures = 0
+            if count:
+                _log.debug("outbox relay: published %d message(s)", count)
+            if count < self._batch_size:
+                yield Wait(idle_interval)
+        _log.info("outbox relay stopped")
+
+    def _what_failed(self, error: Exception) -> str:
+        if self._cut.is_set():
+            return (
+                f"the database at {self._database} did not answer within "
+                f"{self._database_timeout}s, so its connection was cut"
+            )
+        if error is self._publisher_failure:
+            return f"publishing failed ({type(error).__name__}: {error})"
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"the database at {self._database} failed ({type(error).__name__}: {reason})"
+
+
+def _database_address(url: sa.URL) -> str:
+    """``host:port/database`` of ``url`` (never its password), or a SQLite file's path."""
+    if url.get_backend_name() == "sqlite":
+        return url.database or ":memory:"
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"

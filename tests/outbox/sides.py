@@ -1,0 +1,206 @@
+"""The sync and the async outbox API behind one face, so that one test runs against both.
+
+A test takes the ``side`` fixture and builds its relay and publishers through it. The sync
+side hands out :class:`OutboxRelay` and the sync publishers as they are. The async side
+runs an event loop in a thread of its own (a portal, as anyio calls it): the test's sync
+code submits coroutines to it and waits for their result, so an :class:`AsyncOutboxRelay`
+over an ``AsyncEngine`` on the same database (aiosqlite, psycopg's async mode or asyncpg),
+and the async publishers, are driven by the very same test code, from any thread.
+
+Publisher wrappers that tests need (recording what the relay handed over, crashing half
+way) are written once as flows (:mod:`tactical._flow`) over the wrapped publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+import sqlalchemy as sa
+from tactical._flow import Flow, run, run_async
+from tactical.outbox import AsyncOutboxRelay, OutboxMessage, OutboxRelay, ParkedRow
+
+T = TypeVar("T")
+
+Behaviour = Callable[[Sequence[OutboxMessage]], Flow[Sequence[OutboxMessage], None]]
+"""A publisher's behaviour as a flow: it yields the batches to pass on to the wrapped one."""
+
+
+def passing(messages: Sequence[OutboxMessage]) -> Flow[Sequence[OutboxMessage], None]:
+    """Pass every batch on as it is."""
+    yield messages
+
+
+class SyncSide:
+    """The sync API: OutboxRelay and the sync publishers, called directly."""
+
+    name = "sync"
+
+    def __init__(self) -> None:
+        self._closers: list[Callable[[], object]] = []
+
+    def on_close(self, closer: Callable[[], object]) -> None:
+        """Call ``closer()`` when the side closes."""
+        self._closers.append(closer)
+
+    def relay(self, engine: sa.Engine, publisher: Any, **options: Any) -> OutboxRelay:
+        """An OutboxRelay on ``engine`` publishing through ``publisher``."""
+        return OutboxRelay(engine, publisher, **options)
+
+    def send(self, publisher: Any, messages: Sequence[OutboxMessage]) -> None:
+        """``publisher.publish(messages)``."""
+        publisher.publish(messages)
+
+    def wrap(self, publisher: Any, behaviour: Behaviour = passing) -> Any:
+        """A publisher that runs ``behaviour`` over ``publisher``."""
+        return _SyncWrapped(publisher, behaviour)
+
+    def call(self, value: T) -> T:
+        """What a sync call returned, as it is."""
+        return value
+
+    def close(self) -> None:
+        """Run the closers (once)."""
+        closers, self._closers = self._closers, []
+        for closer in closers:
+            closer()
+
+
+class _SyncWrapped:
+    def __init__(self, publisher: Any, behaviour: Behaviour) -> None:
+        self.publisher, self.behaviour = publisher, behaviour
+
+    def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        run(self.behaviour(messages), self.publisher.publish)
+
+
+class _AsyncWrapped:
+    def __init__(self, publisher: Any, behaviour: Behaviour) -> None:
+        self.publisher, self.behaviour = publisher, behaviour
+
+    async def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        async def send(batch: Sequence[OutboxMessage]) -> None:
+            sent = self.publisher.publish(batch)
+            if inspect.isawaitable(sent):  # an in-memory sync publisher is called as it is
+                await sent
+
+        await run_async(self.behaviour(messages), send)
+
+
+class AsyncSide:
+    """The async API, driven from sync test code through an event loop in its own thread.
+
+    Args:
+        postgres_driver: The async driver for PostgreSQL engines (``psycopg`` or
+            ``asyncpg``); SQLite engines get aiosqlite.
+    """
+
+    def __init__(self, postgres_driver: str = "psycopg") -> None:
+        self.name = "async" if postgres_driver == "psycopg" else postgres_driver
+        self.postgres_driver = postgres_driver
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._engines: dict[str, AsyncEngine] = {}
+        self._closers: list[Callable[[], Coroutine[Any, Any, object]]] = []
+
+    def call(self, awaitable: Coroutine[Any, Any, T]) -> T:
+        """Run ``awaitable`` on the side's loop and return its result (from any thread)."""
+        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result()
+
+    def async_engine(self, engine: sa.Engine) -> AsyncEngine:
+        """An AsyncEngine on ``engine``'s database (one per database, disposed at close)."""
+        url = engine.url
+        driver = "aiosqlite" if url.get_backend_name() == "sqlite" else self.postgres_driver
+        async_url = url.set(drivername=f"{url.get_backend_name()}+{driver}")
+        key = async_url.render_as_string(hide_password=False)
+        if key not in self._engines:
+            self._engines[key] = self.call(_make_engine(async_url))
+        return self._engines[key]
+
+    def relay(self, engine: sa.Engine, publisher: Any, **options: Any) -> DrivenRelay:
+        """An AsyncOutboxRelay on ``engine``'s database, driven on the side's loop."""
+        if not inspect.iscoroutinefunction(publisher.publish):
+            publisher = _AsyncWrapped(publisher, passing)
+        return DrivenRelay(self, AsyncOutboxRelay(self.async_engine(engine), publisher, **options))
+
+    def send(self, publisher: Any, messages: Sequence[OutboxMessage]) -> None:
+        """``await publisher.publish(messages)`` on the side's loop."""
+        self.call(publisher.publish(messages))
+
+    def wrap(self, publisher: Any, behaviour: Behaviour = passing) -> Any:
+        """An async publisher that runs ``behaviour`` over ``publisher``."""
+        return _AsyncWrapped(publisher, behaviour)
+
+    def on_close(self, closer: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        """Await ``closer()`` on the loop when the side closes (before the engines go)."""
+        self._closers.append(closer)
+
+    def close(self) -> None:
+        """Run the closers, dispose of the engines, stop the loop (once)."""
+        if self.loop.is_closed():
+            return
+        closers, self._closers = self._closers, []
+        for closer in closers:
+            self.call(closer())
+        for engine in self._engines.values():
+            self.call(engine.dispose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+async def _make_engine(url: sa.URL) -> AsyncEngine:
+    timeout = {"aiosqlite": {}, "psycopg": {"connect_timeout": 2}, "asyncpg": {"timeout": 2}}
+    return create_async_engine(url, connect_args=timeout[url.get_driver_name()])
+
+
+class DrivenRelay:
+    """An AsyncOutboxRelay with the sync relay's methods, each run on the side's loop."""
+
+    def __init__(self, side: AsyncSide, relay: AsyncOutboxRelay) -> None:
+        self.side = side
+        self.relay = relay
+
+    @property
+    def batch_size(self) -> int:
+        return self.relay.batch_size
+
+    def relay_once(self) -> int:
+        return self.side.call(self.relay.relay_once())
+
+    def parked(self, *, aggregate: tuple[str, str] | None = None) -> list[ParkedRow]:
+        return self.side.call(self.relay.parked(aggregate=aggregate))
+
+    def retry_parked(
+        self, *, position: int | None = None, aggregate: tuple[str, str] | None = None
+    ) -> int:
+        return self.side.call(self.relay.retry_parked(position=position, aggregate=aggregate))
+
+    def run(self, stop: threading.Event, **options: Any) -> None:
+        """``await relay.run(...)`` until ``stop`` (a threading.Event) is set."""
+        self.side.call(self._run(stop, **options))
+
+    async def _run(self, stop: threading.Event, **options: Any) -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.create_task(self.relay.run(stopping, **options))
+        while not stop.is_set() and not loop.done():
+            await asyncio.sleep(0.01)
+        stopping.set()
+        await loop
+
+
+Side = SyncSide | AsyncSide
+Relay = OutboxRelay | DrivenRelay
+
+
+def make_side(api: str) -> Side:
+    """``sync``, ``async`` (psycopg's async mode on PostgreSQL) or ``asyncpg``."""
+    if api == "sync":
+        return SyncSide()
+    return AsyncSide("psycopg" if api == "async" else api)
