@@ -60,10 +60,8 @@ intersphinx_mapping = {
 # Type variables appear in signatures but have no page of their own.
 nitpick_ignore_regex = [
     ("py:.*", r"(.*\.)?(IdT\w*|A|E|T|P|U|V)"),
-    # Annotations written against `import sqlalchemy as sa` are shown as written, and so
-    # are the asyncio layer's classes, imported by name.
+    # Annotations written against `import sqlalchemy as sa` are shown as written.
     ("py:class", r"sa\.\w+"),
-    ("py:class", r"Async(Engine|Connection)"),
     # Hypothesis publishes no inventory we vendor; its names are plain text here.
     ("py:.*", r"hypothesis\..*"),
     # Nor do redis-py and pika.
