@@ -49,7 +49,8 @@ INSTALLED = frozenset(
 )
 
 # What a reader who ran `pip install "tactical[sql,postgres,rabbitmq,redis,testing]"` can
-# import, plus Alembic, which the Alembic how-to is about.
+# import, plus Alembic, which the Alembic how-to is about, and Starlette with httpx2 (its test
+# client's HTTP library), which the async how-to builds its web app on.
 ALLOWED_IMPORTS = frozenset(
     {
         *sys.stdlib_module_names,
@@ -62,6 +63,8 @@ ALLOWED_IMPORTS = frozenset(
         "pytest",
         "hypothesis",
         "alembic",
+        "starlette",
+        "httpx2",
     }
 )
 

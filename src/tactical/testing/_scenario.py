@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar, cast
 
+from tactical._asyncness import discard_awaitable, is_async_callable
 from tactical._model import AggregateRoot, DomainEvent
 from tactical._structural import structural_state
 
@@ -40,10 +41,19 @@ def given(aggregate: A | Callable[[], A], *history: Callable[[A], object]) -> Sc
             lambda p: p.file_claim(claim_id, Money(Decimal("500"), "USD"), "Water damage")
         ).then(ClaimFiled(claim_id, policy_id, Money(Decimal("500"), "USD"), "Water damage"))
 
+    In an ``async def`` test, load the aggregate first (``await
+    uow.repository(Policy).require(policy_id)``) and pass it: commands are plain calls, so
+    the scenario itself is never awaited.
+
     Raises:
         AssertionError: A history command raised; the message names it.
+        TypeError: ``aggregate`` is an awaitable (a repository call without ``await``), or
+            the factory or a history command is ``async def`` or returned an awaitable.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       Awaitables and ``async def`` callables are refused with a :class:`TypeError`
+       instead of being left un-awaited.
     """
     return Scenario(aggregate, history)
 
@@ -61,21 +71,17 @@ class Scenario(Generic[A]):
     def __init__(
         self, aggregate: A | Callable[[], A], history: Sequence[Callable[[A], object]] = ()
     ) -> None:
-        # pyright narrows an instance check on `A | Callable[[], A]` to a partly unknown
-        # type (an aggregate class may be callable); mypy narrows it to A.
-        built: A = (
-            cast("A", aggregate)  # type: ignore[redundant-cast]
-            if isinstance(aggregate, AggregateRoot)
-            else aggregate()
-        )
+        built = cast("A", _start(aggregate))
         for number, command in enumerate(history, start=1):
+            _refuse_async(command, f"given: history command {number}")
             try:
-                command(built)
+                result = command(built)
             except Exception as error:
                 raise AssertionError(
                     f"given: history command {number} ({_describe(command)}) raised "
                     f"{type(error).__name__}: {error}"
                 ) from error
+            _refuse_awaitable(result, command, f"given: history command {number}")
         built.clear_events()
         self.aggregate: A = built
         self._command: Callable[[A], object] | None = None
@@ -83,14 +89,28 @@ class Scenario(Generic[A]):
     def when(self, command: Callable[[A], object]) -> Scenario[A]:
         """Set the command under test: a callable that takes the aggregate.
 
+        The command is a plain call on the aggregate (``lambda p: p.activate()``): an
+        ``async def`` function, which would give a coroutine instead of running, is refused
+        here, and a command that returns an awaitable fails the ``then...`` call with a
+        :class:`TypeError` (the awaitable is closed, never awaited).
+
         Returns:
             The scenario itself, to call ``then...`` on.
 
         Raises:
             RuntimeError: :meth:`when` was already called on this scenario.
+            TypeError: ``command`` is an ``async def`` function (or a partial of one), or an
+                awaitable (a coroutine object) rather than a callable.
         """
         if self._command is not None:
             raise RuntimeError("when() was already called on this scenario")
+        if discard_awaitable(command):
+            raise TypeError(
+                f"when: got {_awaitable_name(command)}, not a command: pass a callable that "
+                "takes the aggregate (lambda a: a.method(...)), not the result of calling an "
+                "async function"
+            )
+        _refuse_async(command, "when")
         self._command = command
         return self
 
@@ -119,6 +139,8 @@ class Scenario(Generic[A]):
         Raises:
             AssertionError: The command raised, or the events differ; the message shows
                 expected and actual events side by side.
+            TypeError: The command returned an awaitable instead of running (see
+                :meth:`when`).
             ValueError: ``compare`` names a field other than ``event_id`` and ``occurred_at``.
             RuntimeError: :meth:`when` was not called first.
         """
@@ -131,12 +153,13 @@ class Scenario(Generic[A]):
         ignored = GENERATED_FIELDS - set(compare)
         before = structural_state(_without_version(self.aggregate))
         try:
-            self._run()
+            result = self._run()
         except Exception as error:
             raise AssertionError(
                 f"when: {_describe(self._require_command())} raised "
                 f"{type(error).__name__}: {error}\nexpected events:\n{_listing(expected)}"
             ) from error
+        _refuse_awaitable(result, self._require_command(), "when")
         actual = self.aggregate.pending_events
         mismatch = _first_mismatch(expected, actual, ignored)
         if mismatch is not None:
@@ -163,6 +186,7 @@ class Scenario(Generic[A]):
 
         Raises:
             AssertionError: The command raised, recorded events or changed the state.
+            TypeError: The command returned an awaitable instead of running.
             RuntimeError: :meth:`when` was not called first.
         """
         return self.then(require_events_for_changes=True)
@@ -180,12 +204,14 @@ class Scenario(Generic[A]):
         Raises:
             AssertionError: Nothing was raised, another type was, the message does not match,
                 or the failing command recorded events or changed state anyway.
+            TypeError: The command returned an awaitable instead of running (it is never
+                counted as the expected error, even when ``error`` is :class:`TypeError`).
             RuntimeError: :meth:`when` was not called first.
         """
         before = structural_state(self.aggregate)
         command = _describe(self._require_command())
         try:
-            self._run()
+            result = self._run()
         except error as raised:
             if match is not None and not re.search(match, str(raised)):
                 raise AssertionError(
@@ -207,6 +233,7 @@ class Scenario(Generic[A]):
             raise AssertionError(
                 f"when: {command} raised {type(other).__name__}: {other}; expected {error.__name__}"
             ) from other
+        _refuse_awaitable(result, self._require_command(), "when")
         raise AssertionError(
             f"when: {command} did not raise; expected {error.__name__}. It recorded:\n"
             f"{_listing(self.aggregate.pending_events)}"
@@ -217,8 +244,59 @@ class Scenario(Generic[A]):
             raise RuntimeError("call when(command) before then()")
         return self._command
 
-    def _run(self) -> None:
-        self._require_command()(self.aggregate)
+    def _run(self) -> object:
+        return self._require_command()(self.aggregate)
+
+
+def _start(aggregate: object) -> object:
+    """The aggregate a scenario starts from: ``aggregate`` itself, or what its factory built."""
+    # issubclass on the type, not isinstance: pyright would narrow to a partly unknown type.
+    if issubclass(type(aggregate), AggregateRoot):
+        return aggregate
+    if discard_awaitable(aggregate):
+        raise TypeError(
+            f"given: got {_awaitable_name(aggregate)}, not an aggregate: await it first "
+            "(aggregate = await uow.repository(...).require(id)), then pass the aggregate"
+        )
+    if not callable(aggregate):
+        raise TypeError(
+            "given: expected an aggregate or a callable that builds one, got "
+            f"{type(aggregate).__qualname__}"
+        )
+    _refuse_async(aggregate, "given: the factory")
+    built: object = aggregate()
+    _refuse_awaitable(built, aggregate, "given: the factory")
+    if not issubclass(type(built), AggregateRoot):
+        raise TypeError(
+            f"given: expected an aggregate or a callable that builds one, got "
+            f"{_describe(aggregate)} returning {type(built).__qualname__}"
+        )
+    return built
+
+
+def _refuse_async(command: Callable[..., object], where: str) -> None:
+    if is_async_callable(command):
+        raise TypeError(
+            f"{where}: {_describe(command)} is an async function; a scenario runs aggregate "
+            "commands, which are plain methods. Await the async service in the test itself, "
+            "or pass the aggregate command it calls (lambda a: a.method(...))"
+        )
+
+
+def _refuse_awaitable(result: object, command: Callable[..., object], where: str) -> None:
+    if discard_awaitable(result):
+        raise TypeError(
+            f"{where}: {_describe(command)} returned {_awaitable_name(result)} instead of "
+            "running: an async function was passed where an aggregate command belongs "
+            "(the awaitable was closed, never awaited). Await the async service in the test "
+            "itself, or pass the aggregate command it calls"
+        )
+
+
+def _awaitable_name(awaitable: object) -> str:
+    name = getattr(awaitable, "__qualname__", None)
+    kind = type(awaitable).__name__
+    return f"a {kind} ({name})" if isinstance(name, str) else f"an awaitable {kind}"
 
 
 def _without_version(aggregate: AggregateRoot[Any]) -> object:
