@@ -66,17 +66,15 @@ class InMemoryStore:
         # Everything the SQL unit of work checks, in its order: every change's type name and
         # key, then change by change its state and its version, then the events in recorded
         # order. Encoding runs outside the lock; its errors are raised where SQL meets them.
-        keys = [
-            (c.aggregate_type, _checked_key(codec, c.aggregate_type, c.aggregate)) for c in changes
-        ]
-        rows: list[_Row | BaseException | None] = [_encoded(codec, c) for c in changes]
+        keys = [_checked_key(codec, change) for change in changes]
+        rows = [_encoded(codec, change) for change in changes]
         refused_event = _first_unstorable_event(codec, changes)
         with self._lock:
-            writes: list[tuple[tuple[type[AggregateRoot[Any]], str], _Row | None]] = []
+            held = self._rows
             for change, key, row in zip(changes, keys, rows, strict=True):
                 if isinstance(row, BaseException):
                     raise row
-                stored = self._rows.get(key)
+                stored = held.get(key)
                 found = None if stored is None else stored[0]
                 if found != change.expected_version:
                     raise ConcurrencyError.stale(
@@ -85,19 +83,20 @@ class InMemoryStore:
                         expected_version=change.expected_version or 0,
                         actual_version=found,
                     )
-                writes.append((key, row))
             if refused_event is not None:
                 raise refused_event
-            for key, row in writes:
+            for key, row in zip(keys, rows, strict=True):
                 if row is None:
-                    del self._rows[key]
+                    del held[key]
                 else:
-                    self._rows[key] = row
+                    held[key] = row
 
 
-def _checked_key(codec: JsonCodec, aggregate_type: type[Any], aggregate: AggregateRoot[Any]) -> str:
+def _checked_key(codec: JsonCodec, change: Change) -> tuple[type[AggregateRoot[Any]], str]:
+    """The store's key of ``change``'s aggregate; refuses what no SQL column holds."""
+    aggregate_type = change.aggregate_type
     codec.type_name(aggregate_type)  # refuses a class of __main__, a name no column holds
-    return stored_key(aggregate_type, aggregate.id)
+    return aggregate_type, stored_key(aggregate_type, change.aggregate.id)
 
 
 def _encoded(codec: JsonCodec, change: Change) -> _Row | BaseException | None:
@@ -117,9 +116,12 @@ def _first_unstorable_event(codec: JsonCodec, changes: Sequence[Change]) -> Base
     else:
         written = {id(e) for c in changes for e in c.events}
         events = [e for e in recorded_in_order(c.aggregate for c in changes) if id(e) in written]
+    # What JsonCodec.event_to_record checks (its type name, its payload), without the record.
+    type_name, encode = codec.type_name, codec.encode
     try:
         for event in events:
-            codec.event_to_record(event)
+            type_name(type(event))
+            encode(event)
     except (TypeError, ValueError) as error:
         return error
     return None
