@@ -86,10 +86,10 @@ class InMemoryStore:
             if refused_event is not None:
                 raise refused_event
             for key, row in zip(keys, rows, strict=True):
-                if row is None:
-                    del held[key]
-                else:
+                if isinstance(row, tuple):
                     held[key] = row
+                else:  # None: a delete (an error was raised above)
+                    del held[key]
 
 
 def _checked_key(codec: JsonCodec, change: Change) -> tuple[type[AggregateRoot[Any]], str]:
