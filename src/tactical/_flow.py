@@ -69,15 +69,16 @@ async def run_async(flow: Flow[Op, R], perform: Callable[[Op], Awaitable[object]
         BaseException: Whatever the flow raises (an operation's exception it does not catch,
             ``asyncio.CancelledError`` included).
     """
-    send = flow.send  # as in run()
-    try:
-        op = send(None)
-        while True:
-            try:
-                result = await perform(op)
-            except BaseException as error:
-                op = flow.throw(error)
-            else:
-                op = send(result)
-    except StopIteration as stop:
-        return cast("R", stop.value)
+    # run()'s drive, one step at a time: the next step sends the operation's result, or
+    # throws its exception in; only the flow's end raises StopIteration.
+    step: Callable[[Any], Any] = flow.send
+    value: Any = None
+    while True:
+        try:
+            op = step(value)
+        except StopIteration as stop:
+            return cast("R", stop.value)
+        try:
+            value, step = await perform(op), flow.send
+        except BaseException as error:
+            value, step = error, flow.throw
