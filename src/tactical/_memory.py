@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any, TypeVar
 
 from tactical._bus import EventBus
@@ -66,8 +67,8 @@ class InMemoryStore:
         # Everything the SQL unit of work checks, in its order: every change's type name and
         # key, then change by change its state and its version, then the events in recorded
         # order. Encoding runs outside the lock; its errors are raised where SQL meets them.
-        keys = [_checked_key(codec, change) for change in changes]
-        rows = [_encoded(codec, change) for change in changes]
+        keys = list(map(_checked_key, repeat(codec), changes))
+        rows = list(map(_encoded, repeat(codec), changes))
         refused_event = _first_unstorable_event(codec, changes)
         with self._lock:
             held = self._rows

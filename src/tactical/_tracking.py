@@ -129,7 +129,9 @@ def changed_since_commit(
         if aggregate is None or aggregate.version != c.version:
             continue
         if handled is None:
-            handled = {id(t.aggregate) for t in taken_again}
+            handled = set()
+            for t in taken_again:
+                handled.add(id(t.aggregate))
         if id(aggregate) not in handled and (
             aggregate.pending_events or structural_state(aggregate) != c.state
         ):

@@ -368,7 +368,6 @@ class UnitOfWorkCore:
             tracked_aggregates = (t.aggregate for t in self._tracked.values())
             events = [e for e in recorded_in_order(tracked_aggregates) if id(e) in written]
         traces: dict[UUID, Trace] = {}
-        saved = {id(change.aggregate) for change in changes}
         committed: list[Committed] = []
         for t in self._tracked.values():
             aggregate = t.aggregate
@@ -376,18 +375,17 @@ class UnitOfWorkCore:
             if recorded:
                 traces.update(recorded)
             aggregate.clear_events()
-            if not t.removed:
-                committed.append(
-                    Committed(
-                        t.aggregate_type,
-                        aggregate.id,
-                        weakref.ref(aggregate),
-                        aggregate.version,
-                        structural_state(aggregate)
-                        if t.snapshot is DIRTY or id(aggregate) in saved
-                        else t.snapshot,
-                    )
+            if t.removed:
+                continue
+            # Its state now, unless it is the one loaded and was not written.
+            state = t.snapshot
+            if state is DIRTY or _written(aggregate, changes):
+                state = structural_state(aggregate)
+            committed.append(
+                Committed(
+                    t.aggregate_type, aggregate.id, weakref.ref(aggregate), aggregate.version, state
                 )
+            )
         self._committed = committed
         return events, traces
 
@@ -423,6 +421,14 @@ class UnitOfWorkCore:
                     )
                 )
         return changes
+
+
+def _written(aggregate: AggregateRoot[Any], changes: Sequence[Change]) -> bool:
+    """Whether ``aggregate`` is one of those ``changes`` wrote."""
+    for change in changes:  # noqa: SIM110  (any() of a generator costs a frame; usually 1 change)
+        if change.aggregate is aggregate:
+            return True
+    return False
 
 
 U = TypeVar("U", bound=UnitOfWorkCore)
