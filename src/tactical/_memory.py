@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from itertools import repeat
 from typing import Any, TypeVar
 
 from tactical._bus import EventBus
@@ -29,6 +28,8 @@ _default_codec = JsonCodec()
 # A row as a SQL document row holds it: the version and the aggregate's JSON state. Rows are
 # replaced whole, never changed in place, and the state is never handed out (reads decode it).
 _Row = tuple[int, dict[str, Any]]
+# A row's key: the aggregate's class and its id as text (as SQL keeps it).
+_Key = tuple[type[AggregateRoot[Any]], str]
 
 
 class InMemoryStore:
@@ -47,7 +48,7 @@ class InMemoryStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rows: dict[tuple[type[AggregateRoot[Any]], str], _Row] = {}
+        self._rows: dict[_Key, _Row] = {}
 
     def __len__(self) -> int:
         """The number of aggregates stored."""
@@ -66,9 +67,21 @@ class InMemoryStore:
     def _apply(self, changes: Sequence[Change], codec: JsonCodec = _default_codec) -> None:
         # Everything the SQL unit of work checks, in its order: every change's type name and
         # key, then change by change its state and its version, then the events in recorded
-        # order. Encoding runs outside the lock; its errors are raised where SQL meets them.
-        keys = list(map(_checked_key, repeat(codec), changes))
-        rows = list(map(_encoded, repeat(codec), changes))
+        # order. Encoding runs outside the lock; its errors are raised where SQL meets them
+        # (a key's at once: no error of a change's state is raised before every key is checked).
+        keys: list[_Key] = []
+        rows: list[_Row | BaseException | None] = []
+        for change in changes:
+            aggregate_type = change.aggregate_type
+            codec.type_name(aggregate_type)  # refuses a class of __main__, a name no column holds
+            keys.append((aggregate_type, stored_key(aggregate_type, change.aggregate.id)))
+            if change.new_version is None:
+                rows.append(None)  # a delete
+                continue
+            try:
+                rows.append((change.new_version, codec.aggregate_to_state(change.aggregate)))
+            except (TypeError, ValueError) as error:
+                rows.append(error)
         refused_event = _first_unstorable_event(codec, changes)
         with self._lock:
             held = self._rows
@@ -91,23 +104,6 @@ class InMemoryStore:
                     held[key] = row
                 else:  # None: a delete (an error was raised above)
                     del held[key]
-
-
-def _checked_key(codec: JsonCodec, change: Change) -> tuple[type[AggregateRoot[Any]], str]:
-    """The store's key of ``change``'s aggregate; refuses what no SQL column holds."""
-    aggregate_type = change.aggregate_type
-    codec.type_name(aggregate_type)  # refuses a class of __main__, a name no column holds
-    return aggregate_type, stored_key(aggregate_type, change.aggregate.id)
-
-
-def _encoded(codec: JsonCodec, change: Change) -> _Row | BaseException | None:
-    """The row ``change`` writes (None for a delete), or why the codec refuses it."""
-    if change.new_version is None:
-        return None
-    try:
-        return change.new_version, codec.aggregate_to_state(change.aggregate)
-    except (TypeError, ValueError) as error:
-        return error
 
 
 def _first_unstorable_event(codec: JsonCodec, changes: Sequence[Change]) -> BaseException | None:
