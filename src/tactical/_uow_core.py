@@ -171,14 +171,14 @@ class UnitOfWorkCore:
             if clean:
                 leftovers = self._leftovers()
         finally:
-            committed = self._committed
-            if leftovers is not None and leftovers.after_commit:
-                # Reported now: not again when the next block ends.
-                reported = {id(c) for c in leftovers.after_commit}
-                committed = [c for c in committed if id(c) not in reported]
-            self._previous[:] = committed
-            self._committed = []
+            committed, self._committed = self._committed, []
             self._reset()
+            reported = leftovers.after_commit if leftovers is not None else ()
+            # What the next block's end checks: the aggregates committed now that someone
+            # still holds (no other can be changed) and that were not reported just now.
+            self._previous[:] = [
+                c for c in committed if c.aggregate() is not None and c not in reported
+            ]
             self._active = False
             yield ("_end",)
         self._unsaved = leftovers
@@ -187,7 +187,9 @@ class UnitOfWorkCore:
         """What the block ending now leaves unsaved, if anything."""
         uncommitted = () if self._finished else identities(self._changes())
         after_commit = changed_since_commit(self._committed)
-        after_block = changed_since_commit(self._previous, self._tracked.values())
+        after_block = (
+            changed_since_commit(self._previous, self._tracked.values()) if self._previous else []
+        )
         if uncommitted or after_commit or after_block:
             return Leftovers(uncommitted, after_commit, after_block)
         return None
@@ -205,6 +207,7 @@ class UnitOfWorkCore:
         self._repositories = {}
 
     def _check_open(self, action: str) -> None:
+        """Refuse ``action`` outside an open transaction (callers test the flags first)."""
         if not self._active:
             raise RuntimeError(
                 f"cannot {action}: {type(self).__name__} is not in a transaction "
@@ -231,7 +234,8 @@ class UnitOfWorkCore:
     # -- repositories ------------------------------------------------------------------------
 
     def _repository_for(self, aggregate_type: type[AggregateRoot[Any]]) -> RepositoryBase[Any, Any]:
-        self._check_open("use a repository")
+        if not self._active or self._finished:  # the check, without a call when open
+            self._check_open("use a repository")
         try:
             repository = self._repositories.get(aggregate_type)
         except TypeError:  # not even hashable: refused below
@@ -249,7 +253,8 @@ class UnitOfWorkCore:
         self, aggregate_type: type[A], aggregate_id: object
     ) -> A | Literal[Miss.MISS] | None:
         """The identity map's answer for this id, or ``Miss.MISS`` when it must be loaded."""
-        self._check_open("load an aggregate")
+        if not self._active or self._finished:  # the check, without a call when open
+            self._check_open("load an aggregate")
         check_id(aggregate_type, aggregate_id)
         tracked = self._tracked.get((aggregate_type, aggregate_id))
         if tracked is None:
@@ -268,7 +273,8 @@ class UnitOfWorkCore:
         return aggregate
 
     def _add(self, aggregate_type: type[A], aggregate: A) -> None:
-        self._check_open("add an aggregate")
+        if not self._active or self._finished:  # the check, without a call when open
+            self._check_open("add an aggregate")
         if not isinstance(aggregate, aggregate_type):
             raise TypeError(
                 f"Repository[{aggregate_type.__qualname__}].add() takes a "
@@ -297,7 +303,8 @@ class UnitOfWorkCore:
         self._tracked[key] = Tracked(aggregate_type, aggregate, stored, DIRTY)
 
     def _remove(self, aggregate_type: type[A], aggregate: A) -> None:
-        self._check_open("remove an aggregate")
+        if not self._active or self._finished:  # the check, without a call when open
+            self._check_open("remove an aggregate")
         key = (aggregate_type, aggregate.id)
         tracked = self._tracked.get(key)
         if tracked is None:
@@ -314,7 +321,8 @@ class UnitOfWorkCore:
 
     def _commit_flow(self) -> Flow[Op, None]:
         """Check, store, then publish: what ``commit()`` does, sync or async."""
-        self._check_open("commit")
+        if not self._active or self._finished:  # the check, without a call when open
+            self._check_open("commit")
         changes = self._changes()
         self._finished = True
         refused: Exception | None = None
@@ -392,7 +400,8 @@ class UnitOfWorkCore:
     def _changes(self) -> list[Change]:
         changes: list[Change] = []
         for (_, tracked_id), t in self._tracked.items():
-            if t.aggregate.id != tracked_id:
+            aggregate_id = t.aggregate.id
+            if aggregate_id is not tracked_id and aggregate_id != tracked_id:
                 # Written under its new id, it would overwrite the aggregate that has it.
                 raise ValueError(
                     f"cannot commit {t.aggregate_type.__qualname__} {tracked_id!r}: its id was "
