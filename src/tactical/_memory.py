@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 from tactical._bus import EventBus
 from tactical._codec import JsonCodec
-from tactical._errors import ConcurrencyError
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order
 from tactical._stored_keys import id_key, stored_key
+from tactical._tracking import stale
 from tactical._uow import Change, TransactionalUnitOfWork
 
 __all__ = ["InMemoryStore", "InMemoryUnitOfWork"]
@@ -91,12 +91,7 @@ class InMemoryStore:
                 stored = held.get(key)
                 found = None if stored is None else stored[0]
                 if found != change.expected_version:
-                    raise ConcurrencyError.stale(
-                        change.aggregate_type,
-                        change.aggregate.id,
-                        expected_version=change.expected_version or 0,
-                        actual_version=found,
-                    )
+                    raise stale(change, found)
             if refused_event is not None:
                 raise refused_event
             for key, row in zip(keys, rows, strict=True):

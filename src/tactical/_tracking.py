@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tactical._errors import TransactionBoundaryError, UncommittedChangesWarning
+from tactical._errors import ConcurrencyError, TransactionBoundaryError, UncommittedChangesWarning
 from tactical._generics import substitute, type_bindings
 from tactical._model import AggregateRoot, DomainEvent, Entity
 from tactical._structural import structural_state
@@ -31,6 +31,7 @@ __all__ = [
     "check_id",
     "identities",
     "report_at_collection",
+    "stale",
     "warn_lost",
 ]
 
@@ -155,6 +156,19 @@ def report_at_collection(previous: list[Committed], owner: str) -> None:
             lost,
             stacklevel=1,
         )
+
+
+def stale(change: Change, actual_version: int | None) -> ConcurrencyError:
+    """The error refusing ``change``: the stored version is not the one the write expected.
+
+    ``actual_version`` is the version found (None: no row). For every store, sync or async.
+    """
+    return ConcurrencyError.stale(
+        change.aggregate_type,
+        change.aggregate.id,
+        expected_version=change.expected_version or 0,
+        actual_version=actual_version,
+    )
 
 
 def boundary_violation(changes: Sequence[Change]) -> TransactionBoundaryError | None:
