@@ -19,6 +19,7 @@ from tactical import (
     UncommittedChangesWarning,
 )
 from tactical._structural import structural_state
+from tactical._tracking import Change
 from tactical.testing import (
     Counter,
     CounterTicked,
@@ -228,6 +229,26 @@ class TestIdTypes:
 
         with InMemoryUnitOfWork() as uow, pytest.raises(TypeError, match="ids are UUID"):
             uow.repository(LocalOrder).get("anything")
+
+
+class TestChange:
+    def test_is_a_frozen_dataclass_despite_its_own_init(self) -> None:
+        """A Change sets its fields through its slots, and stays frozen and comparable."""
+        counter = Counter(uuid4(), "change")
+        change = Change("update", Counter, counter, 1, 2, ())
+        assert (change.kind, change.aggregate, change.expected_version, change.new_version) == (
+            "update",
+            counter,
+            1,
+            2,
+        )
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            change.kind = "delete"  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
+        assert change == Change("update", Counter, counter, 1, 2, ())
+        assert dataclasses.replace(change, new_version=None, kind="delete") == Change(
+            "delete", Counter, counter, 1, None, ()
+        )
+        assert "expected_version=1" in repr(change)
 
 
 class TestStructuralState:

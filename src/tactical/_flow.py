@@ -42,15 +42,21 @@ def run(flow: Flow[Op, R], perform: Callable[[Op], object]) -> R:
     Raises:
         BaseException: Whatever the flow raises (an operation's exception it does not catch).
     """
-    op, done = _resume(flow.send, None)
-    while not done:
-        try:
-            result = perform(op)
-        except BaseException as error:
-            op, done = _resume(flow.throw, error)
-        else:
-            op, done = _resume(flow.send, result)
-    return cast("R", op)
+    # One try around the whole drive rather than one a step: only the flow's end raises
+    # StopIteration here (an operation's exception goes into the flow, and a StopIteration
+    # leaving a generator is a RuntimeError), and a step costs no extra call or tuple.
+    send = flow.send
+    try:
+        op = send(None)
+        while True:
+            try:
+                result = perform(op)
+            except BaseException as error:
+                op = flow.throw(error)
+            else:
+                op = send(result)
+    except StopIteration as stop:
+        return cast("R", stop.value)
 
 
 async def run_async(flow: Flow[Op, R], perform: Callable[[Op], Awaitable[object]]) -> R:
@@ -63,20 +69,16 @@ async def run_async(flow: Flow[Op, R], perform: Callable[[Op], Awaitable[object]
         BaseException: Whatever the flow raises (an operation's exception it does not catch,
             ``asyncio.CancelledError`` included).
     """
-    op, done = _resume(flow.send, None)
-    while not done:
+    # run()'s drive, one step at a time: the next step sends the operation's result, or
+    # throws its exception in; only the flow's end raises StopIteration.
+    step: Callable[[Any], Any] = flow.send
+    value: Any = None
+    while True:
         try:
-            result = await perform(op)
+            op = step(value)
+        except StopIteration as stop:
+            return cast("R", stop.value)
+        try:
+            value, step = await perform(op), flow.send
         except BaseException as error:
-            op, done = _resume(flow.throw, error)
-        else:
-            op, done = _resume(flow.send, result)
-    return cast("R", op)
-
-
-def _resume(step: Callable[[Any], Any], value: Any) -> tuple[Any, bool]:
-    """(next operation, False), or (the flow's result, True) once it has returned."""
-    try:
-        return step(value), False
-    except StopIteration as stop:
-        return stop.value, True
+            value, step = error, flow.throw

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 from tactical._bus import EventBus
 from tactical._codec import JsonCodec
-from tactical._errors import ConcurrencyError
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order
 from tactical._stored_keys import id_key, stored_key
+from tactical._tracking import stale
 from tactical._uow import Change, TransactionalUnitOfWork
 
 __all__ = ["InMemoryStore", "InMemoryUnitOfWork"]
@@ -28,6 +28,8 @@ _default_codec = JsonCodec()
 # A row as a SQL document row holds it: the version and the aggregate's JSON state. Rows are
 # replaced whole, never changed in place, and the state is never handed out (reads decode it).
 _Row = tuple[int, dict[str, Any]]
+# A row's key: the aggregate's class and its id as text (as SQL keeps it).
+_Key = tuple[type[AggregateRoot[Any]], str]
 
 
 class InMemoryStore:
@@ -46,7 +48,7 @@ class InMemoryStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rows: dict[tuple[type[AggregateRoot[Any]], str], _Row] = {}
+        self._rows: dict[_Key, _Row] = {}
 
     def __len__(self) -> int:
         """The number of aggregates stored."""
@@ -65,49 +67,38 @@ class InMemoryStore:
     def _apply(self, changes: Sequence[Change], codec: JsonCodec = _default_codec) -> None:
         # Everything the SQL unit of work checks, in its order: every change's type name and
         # key, then change by change its state and its version, then the events in recorded
-        # order. Encoding runs outside the lock; its errors are raised where SQL meets them.
-        keys = [
-            (c.aggregate_type, _checked_key(codec, c.aggregate_type, c.aggregate)) for c in changes
-        ]
-        rows: list[_Row | BaseException | None] = [_encoded(codec, c) for c in changes]
+        # order. Encoding runs outside the lock; its errors are raised where SQL meets them
+        # (a key's at once: no error of a change's state is raised before every key is checked).
+        keys: list[_Key] = []
+        rows: list[_Row | BaseException | None] = []
+        for change in changes:
+            aggregate_type = change.aggregate_type
+            codec.type_name(aggregate_type)  # refuses a class of __main__, a name no column holds
+            keys.append((aggregate_type, stored_key(aggregate_type, change.aggregate.id)))
+            if change.new_version is None:
+                rows.append(None)  # a delete
+                continue
+            try:
+                rows.append((change.new_version, codec.aggregate_to_state(change.aggregate)))
+            except (TypeError, ValueError) as error:
+                rows.append(error)
         refused_event = _first_unstorable_event(codec, changes)
         with self._lock:
-            writes: list[tuple[tuple[type[AggregateRoot[Any]], str], _Row | None]] = []
+            held = self._rows
             for change, key, row in zip(changes, keys, rows, strict=True):
                 if isinstance(row, BaseException):
                     raise row
-                stored = self._rows.get(key)
+                stored = held.get(key)
                 found = None if stored is None else stored[0]
                 if found != change.expected_version:
-                    raise ConcurrencyError.stale(
-                        change.aggregate_type,
-                        change.aggregate.id,
-                        expected_version=change.expected_version or 0,
-                        actual_version=found,
-                    )
-                writes.append((key, row))
+                    raise stale(change, found)
             if refused_event is not None:
                 raise refused_event
-            for key, row in writes:
-                if row is None:
-                    del self._rows[key]
-                else:
-                    self._rows[key] = row
-
-
-def _checked_key(codec: JsonCodec, aggregate_type: type[Any], aggregate: AggregateRoot[Any]) -> str:
-    codec.type_name(aggregate_type)  # refuses a class of __main__, a name no column holds
-    return stored_key(aggregate_type, aggregate.id)
-
-
-def _encoded(codec: JsonCodec, change: Change) -> _Row | BaseException | None:
-    """The row ``change`` writes (None for a delete), or why the codec refuses it."""
-    if change.new_version is None:
-        return None
-    try:
-        return change.new_version, codec.aggregate_to_state(change.aggregate)
-    except (TypeError, ValueError) as error:
-        return error
+            for key, row in zip(keys, rows, strict=True):
+                if isinstance(row, tuple):
+                    held[key] = row
+                else:  # None: a delete (an error was raised above)
+                    del held[key]
 
 
 def _first_unstorable_event(codec: JsonCodec, changes: Sequence[Change]) -> BaseException | None:
@@ -117,9 +108,12 @@ def _first_unstorable_event(codec: JsonCodec, changes: Sequence[Change]) -> Base
     else:
         written = {id(e) for c in changes for e in c.events}
         events = [e for e in recorded_in_order(c.aggregate for c in changes) if id(e) in written]
+    # What JsonCodec.event_to_record checks (its type name, its payload), without the record.
+    type_name, encode = codec.type_name, codec.encode
     try:
         for event in events:
-            codec.event_to_record(event)
+            type_name(type(event))
+            encode(event)
     except (TypeError, ValueError) as error:
         return error
     return None

@@ -11,6 +11,7 @@ import collections
 import collections.abc
 import dataclasses
 import itertools
+import operator
 import re
 import sys
 import threading
@@ -34,7 +35,12 @@ __all__ = ["AggregateRoot", "DomainEvent", "Entity", "ValueObject"]
 
 IdT = TypeVar("IdT")
 
+# An aggregate's pending events live in its __dict__ under these keys, not in dataclass fields
+# (so out of eq, repr and storage), created by its first record(): the events oldest first,
+# each one's number in _recording_sequence (the same index), and the traces of those recorded
+# inside an event handler. Parallel lists, so pending_events is a copy made in C.
 _EVENTS = "_tactical_pending_events"
+_ORDER = "_tactical_recording_order"
 _TRACES = "_tactical_event_traces"
 SUPERSEDED = "__tactical_superseded__"
 # Per value-object class: the names of its ``__init__`` fields, computed once when the class is
@@ -405,17 +411,6 @@ class AggregateRoot(Entity[IdT]):
 
     version: int = field(default=0, kw_only=True)
 
-    def _events(self) -> list[tuple[int, DomainEvent]]:
-        # Kept out of the dataclass fields (and so out of eq, repr and storage); created on
-        # first use so subclasses need no __post_init__ cooperation.
-        state = vars(self)
-        try:
-            return cast("list[tuple[int, DomainEvent]]", state[_EVENTS])
-        except KeyError:
-            events: list[tuple[int, DomainEvent]] = []
-            state[_EVENTS] = events
-            return events
-
     def record(self, event: DomainEvent) -> None:
         """Record that ``event`` happened to this aggregate; it is published after commit.
 
@@ -426,20 +421,30 @@ class AggregateRoot(Entity[IdT]):
             raise TypeError(
                 f"{type(self).__qualname__}.record() takes a DomainEvent, got {event!r}"
             )
-        self._events().append((next(_recording_sequence), event))
+        state = vars(self)
+        events: list[DomainEvent] | None = state.get(_EVENTS)
+        if events is None:
+            state[_EVENTS] = [event]
+            state[_ORDER] = [next(_recording_sequence)]
+        else:
+            events.append(event)
+            state[_ORDER].append(next(_recording_sequence))
         trace = current_trace()
         if trace is not None:
-            vars(self).setdefault(_TRACES, {})[event.event_id] = trace
+            state.setdefault(_TRACES, {})[event.event_id] = trace
 
     @property
     def pending_events(self) -> tuple[DomainEvent, ...]:
         """The events recorded and not yet published or cleared, oldest first."""
-        return tuple(event for _, event in vars(self).get(_EVENTS, ()))
+        events: list[DomainEvent] | None = vars(self).get(_EVENTS)
+        return tuple(events) if events else ()
 
     def clear_events(self) -> None:
         """Forget the pending events."""
-        self._events().clear()
-        vars(self).pop(_TRACES, None)
+        state = vars(self)
+        state.pop(_EVENTS, None)
+        state.pop(_ORDER, None)
+        state.pop(_TRACES, None)
 
     def pull_events(self) -> tuple[DomainEvent, ...]:
         """Return the pending events, oldest first, and clear them."""
@@ -453,15 +458,31 @@ def recorded_in_order(aggregates: Iterable[AggregateRoot[Any]]) -> list[DomainEv
 
     For units of work: this is the publication order after a commit.
     """
-    numbered = [entry for aggregate in aggregates for entry in aggregate._events()]  # pyright: ignore[reportPrivateUsage]
-    numbered.sort(key=lambda entry: entry[0])
+    numbered: list[tuple[int, DomainEvent]] = []
+    for aggregate in aggregates:
+        state = vars(aggregate)
+        events: list[DomainEvent] | None = state.get(_EVENTS)
+        if events:
+            numbered.extend(zip(state[_ORDER], events, strict=True))
+    numbered.sort(key=_first)  # the numbers are unique: events are never compared
     return [event for _, event in numbered]
+
+
+_first = operator.itemgetter(0)
 
 
 def recorded_trace(aggregate: AggregateRoot[Any], event: DomainEvent) -> Trace | None:
     """The trace that was current when ``aggregate`` recorded ``event`` (None: outside handlers)."""
     traces: dict[UUID, Trace] | None = vars(aggregate).get(_TRACES)
     return None if traces is None else traces.get(event.event_id)
+
+
+def recorded_traces_of(aggregate: AggregateRoot[Any]) -> dict[UUID, Trace] | None:
+    """The traces of ``aggregate``'s pending events recorded inside event handlers, by event id.
+
+    None when it recorded none there (the common case: a command run outside any handler).
+    """
+    return vars(aggregate).get(_TRACES)
 
 
 def _utc_now() -> datetime:

@@ -99,7 +99,7 @@ def structural_state(value: object) -> object:
         return value
     # A call per field was most of the cost of a picture: members that are all atomic (most
     # entities, most lists) are checked at once, in C; others are tested inline, one by one.
-    reader = _field_reader(kind)
+    reader = _FIELD_READERS.get(kind) or _field_reader(kind)
     if reader is not None:
         values = reader(value)
         if _all_atomic(map(type, values)):

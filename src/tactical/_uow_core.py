@@ -24,7 +24,7 @@ from uuid import UUID
 from tactical._bus import EventBus
 from tactical._errors import UncommittedChangesWarning
 from tactical._flow import Flow
-from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
+from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_traces_of
 from tactical._structural import structural_state
 from tactical._tracing import Trace
 from tactical._tracking import (
@@ -169,21 +169,30 @@ class UnitOfWorkCore:
             if not self._finished:
                 yield ("_rollback",)
             if clean:
-                handled = frozenset(id(t.aggregate) for t in self._tracked.values())
-                leftovers = Leftovers(
-                    () if self._finished else identities(self._changes()),
-                    changed_since_commit(self._committed),
-                    changed_since_commit(self._previous, handled),
-                )
+                leftovers = self._leftovers()
         finally:
-            reported: set[int] = {id(c) for c in leftovers.after_commit} if leftovers else set()
-            self._previous[:] = [c for c in self._committed if id(c) not in reported]
-            self._committed = []
+            committed, self._committed = self._committed, []
             self._reset()
+            reported = leftovers.after_commit if leftovers is not None else ()
+            # What the next block's end checks: the aggregates committed now that someone
+            # still holds (no other can be changed) and that were not reported just now.
+            self._previous[:] = [
+                c for c in committed if c.aggregate() is not None and c not in reported
+            ]
             self._active = False
             yield ("_end",)
-        if leftovers and (leftovers.uncommitted or leftovers.after_commit or leftovers.after_block):
-            self._unsaved = leftovers
+        self._unsaved = leftovers
+
+    def _leftovers(self) -> Leftovers | None:
+        """What the block ending now leaves unsaved, if anything."""
+        uncommitted = () if self._finished else identities(self._changes())
+        after_commit = changed_since_commit(self._committed)
+        after_block = (
+            changed_since_commit(self._previous, self._tracked.values()) if self._previous else []
+        )
+        if uncommitted or after_commit or after_block:
+            return Leftovers(uncommitted, after_commit, after_block)
+        return None
 
     def _warn_unsaved(self, stacklevel: int) -> None:
         """Raise the warnings the last ``_exit_flow`` left, ``stacklevel`` frames up."""
@@ -192,10 +201,13 @@ class UnitOfWorkCore:
             leftovers.warn(type(self).__name__, stacklevel + 1)
 
     def _reset(self) -> None:
+        # Repositories go too: each refers to this unit of work, a cycle that would keep a
+        # unit of work dropped after its block alive until the garbage collector runs.
         self._tracked = {}
         self._repositories = {}
 
     def _check_open(self, action: str) -> None:
+        """Refuse ``action`` outside an open transaction (callers test the flags first)."""
         if not self._active:
             raise RuntimeError(
                 f"cannot {action}: {type(self).__name__} is not in a transaction "
@@ -222,22 +234,27 @@ class UnitOfWorkCore:
     # -- repositories ------------------------------------------------------------------------
 
     def _repository_for(self, aggregate_type: type[AggregateRoot[Any]]) -> RepositoryBase[Any, Any]:
-        self._check_open("use a repository")
+        if not self._active or self._finished:  # the check, without a call when open
+            self._check_open("use a repository")
+        try:
+            repository = self._repositories.get(aggregate_type)
+        except TypeError:  # not even hashable: refused below
+            repository = None
+        if repository is not None:
+            return repository
         candidate: object = aggregate_type
         if not (isinstance(candidate, type) and issubclass(candidate, AggregateRoot)):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(f"repository() takes an AggregateRoot subclass, got {aggregate_type!r}")
-        try:
-            return self._repositories[aggregate_type]
-        except KeyError:
-            repository = self._repository_class(self, aggregate_type)
-            self._repositories[aggregate_type] = repository
-            return repository
+        repository = self._repository_class(self, aggregate_type)
+        self._repositories[aggregate_type] = repository
+        return repository
 
     def _known(
         self, aggregate_type: type[A], aggregate_id: object
     ) -> A | Literal[Miss.MISS] | None:
         """The identity map's answer for this id, or ``Miss.MISS`` when it must be loaded."""
-        self._check_open("load an aggregate")
+        if not self._active or self._finished:  # the check, without a call when open
+            self._check_open("load an aggregate")
         check_id(aggregate_type, aggregate_id)
         tracked = self._tracked.get((aggregate_type, aggregate_id))
         if tracked is None:
@@ -256,7 +273,8 @@ class UnitOfWorkCore:
         return aggregate
 
     def _add(self, aggregate_type: type[A], aggregate: A) -> None:
-        self._check_open("add an aggregate")
+        if not self._active or self._finished:  # the check, without a call when open
+            self._check_open("add an aggregate")
         if not isinstance(aggregate, aggregate_type):
             raise TypeError(
                 f"Repository[{aggregate_type.__qualname__}].add() takes a "
@@ -285,7 +303,8 @@ class UnitOfWorkCore:
         self._tracked[key] = Tracked(aggregate_type, aggregate, stored, DIRTY)
 
     def _remove(self, aggregate_type: type[A], aggregate: A) -> None:
-        self._check_open("remove an aggregate")
+        if not self._active or self._finished:  # the check, without a call when open
+            self._check_open("remove an aggregate")
         key = (aggregate_type, aggregate.id)
         tracked = self._tracked.get(key)
         if tracked is None:
@@ -302,11 +321,12 @@ class UnitOfWorkCore:
 
     def _commit_flow(self) -> Flow[Op, None]:
         """Check, store, then publish: what ``commit()`` does, sync or async."""
-        self._check_open("commit")
+        if not self._active or self._finished:  # the check, without a call when open
+            self._check_open("commit")
         changes = self._changes()
         self._finished = True
         refused: Exception | None = None
-        if not self._allow_multiple_aggregates:
+        if len(changes) > 1 and not self._allow_multiple_aggregates:
             refused = boundary_violation(changes)
         if refused is None and not self._awaits_handlers:
             event_types = [type(e) for change in changes for e in change.events]
@@ -347,39 +367,41 @@ class UnitOfWorkCore:
         for change in changes:
             if change.new_version is not None:
                 change.aggregate.version = change.new_version
-        trackeds = [t.aggregate for t in self._tracked.values()]
         # Only what was written is published: a new aggregate removed again before commit
         # was never stored, and its events (never in an outbox) describe nothing.
-        written = {id(e) for change in changes for e in change.events}
-        events = [e for e in recorded_in_order(trackeds) if id(e) in written]
-        traces = {
-            e.event_id: trace
-            for aggregate in trackeds
-            for e in aggregate.pending_events
-            if (trace := recorded_trace(aggregate, e)) is not None
-        }
-        for aggregate in trackeds:
+        if len(changes) == 1:
+            events = list(changes[0].events)  # one aggregate's: in recorded order already
+        else:
+            written = {id(e) for change in changes for e in change.events}
+            tracked_aggregates = (t.aggregate for t in self._tracked.values())
+            events = [e for e in recorded_in_order(tracked_aggregates) if id(e) in written]
+        traces: dict[UUID, Trace] = {}
+        committed: list[Committed] = []
+        for t in self._tracked.values():
+            aggregate = t.aggregate
+            recorded = recorded_traces_of(aggregate)
+            if recorded:
+                traces.update(recorded)
             aggregate.clear_events()
-        saved = {id(change.aggregate) for change in changes}
-        self._committed = [
-            Committed(
-                t.aggregate_type,
-                t.aggregate.id,
-                weakref.ref(t.aggregate),
-                t.aggregate.version,
-                structural_state(t.aggregate)
-                if id(t.aggregate) in saved or t.snapshot is DIRTY
-                else t.snapshot,
+            if t.removed:
+                continue
+            # Its state now, unless it is the one loaded and was not written.
+            state = t.snapshot
+            if state is DIRTY or _written(aggregate, changes):
+                state = structural_state(aggregate)
+            committed.append(
+                Committed(
+                    t.aggregate_type, aggregate.id, weakref.ref(aggregate), aggregate.version, state
+                )
             )
-            for t in self._tracked.values()
-            if not t.removed
-        ]
+        self._committed = committed
         return events, traces
 
     def _changes(self) -> list[Change]:
         changes: list[Change] = []
         for (_, tracked_id), t in self._tracked.items():
-            if t.aggregate.id != tracked_id:
+            aggregate_id = t.aggregate.id
+            if aggregate_id is not tracked_id and aggregate_id != tracked_id:
                 # Written under its new id, it would overwrite the aggregate that has it.
                 raise ValueError(
                     f"cannot commit {t.aggregate_type.__qualname__} {tracked_id!r}: its id was "
@@ -408,6 +430,14 @@ class UnitOfWorkCore:
                     )
                 )
         return changes
+
+
+def _written(aggregate: AggregateRoot[Any], changes: Sequence[Change]) -> bool:
+    """Whether ``aggregate`` is one of those ``changes`` wrote."""
+    for change in changes:  # noqa: SIM110  (any() of a generator costs a frame; usually 1 change)
+        if change.aggregate is aggregate:
+            return True
+    return False
 
 
 U = TypeVar("U", bound=UnitOfWorkCore)
