@@ -14,6 +14,7 @@ try:
 except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "tactical.sqlalchemy", "sql") from _missing
 
+from tactical.sqlalchemy._async_uow import AsyncSqlAlchemyUnitOfWork
 from tactical.sqlalchemy._engine import SQLITE_BUSY_TIMEOUT_MS, configure_engine
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._schema import (
@@ -29,6 +30,7 @@ from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
+    "AsyncSqlAlchemyUnitOfWork",
     "RelationalMapper",
     "SqlAlchemyUnitOfWork",
     "UtcDateTime",

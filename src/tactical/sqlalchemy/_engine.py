@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -10,6 +12,7 @@ from sqlalchemy import event
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "configure_engine",
+    "engine_refusal",
     "restart_sqlite_for_writing",
     "says_sqlite_locked",
 ]
@@ -21,7 +24,11 @@ _CONFIGURED = "tactical_configured"
 _BEGIN_IMMEDIATE = "tactical_begin_immediate"
 
 
-def configure_engine(engine: sa.Engine) -> sa.Engine:
+@overload
+def configure_engine(engine: sa.Engine) -> sa.Engine: ...
+@overload
+def configure_engine(engine: AsyncEngine) -> AsyncEngine: ...
+def configure_engine(engine: sa.Engine | AsyncEngine) -> sa.Engine | AsyncEngine:
     """Prepare ``engine`` for the SQL unit of work; idempotent, returns the engine.
 
     On SQLite (the embedded default) every connection gets foreign keys on, a busy timeout,
@@ -38,6 +45,10 @@ def configure_engine(engine: sa.Engine) -> sa.Engine:
     Other databases are left as they are (PostgreSQL runs at its default READ COMMITTED;
     optimistic concurrency comes from version-checked updates, not from isolation).
 
+    An :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (aiosqlite, psycopg's async mode,
+    asyncpg) is prepared the same way, through its ``sync_engine`` (``.. versionadded::
+    0.2.0``).
+
     Args:
         engine: The engine to prepare.
 
@@ -45,22 +56,39 @@ def configure_engine(engine: sa.Engine) -> sa.Engine:
         ``engine`` itself, prepared.
 
     Raises:
-        TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine` (a URL
-            string or a connection, say).
+        TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine` or
+            :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (a URL string or a connection, say).
 
     .. versionadded:: 0.1.0
     """
     candidate: object = engine
-    if not isinstance(candidate, sa.Engine):  # pyright: ignore[reportUnnecessaryIsInstance]
-        hint = (
-            f": make one with sqlalchemy.create_engine({candidate!r})"
-            if isinstance(candidate, str)
-            else ""
-        )
-        raise TypeError(f"expected a SQLAlchemy Engine, got {candidate!r}{hint}")
-    if engine.dialect.name == "sqlite" and not event.contains(engine, "begin", _begin_sqlite):
-        event.listen(engine, "begin", _begin_sqlite)
+    if isinstance(candidate, AsyncEngine):
+        sync_engine = candidate.sync_engine
+    elif isinstance(candidate, sa.Engine):
+        sync_engine = candidate
+    else:
+        raise TypeError(engine_refusal(candidate, asynchronous=False))
+    if sync_engine.dialect.name == "sqlite" and not event.contains(
+        sync_engine, "begin", _begin_sqlite
+    ):
+        event.listen(sync_engine, "begin", _begin_sqlite)
     return engine
+
+
+def engine_refusal(candidate: object, *, asynchronous: bool) -> str:
+    """The message refusing ``candidate`` where an engine (async or not) was expected."""
+    kind = "AsyncEngine" if asynchronous else "Engine"
+    make = (
+        "sqlalchemy.ext.asyncio.create_async_engine" if asynchronous else "sqlalchemy.create_engine"
+    )
+    if isinstance(candidate, str):
+        hint = f": make one with {make}({candidate!r})"
+    elif isinstance(candidate, sa.Engine | AsyncEngine):
+        other = "SqlAlchemyUnitOfWork" if asynchronous else "AsyncSqlAlchemyUnitOfWork"
+        hint = f": use {other} for it, or make an {kind} with {make}"
+    else:
+        hint = ""
+    return f"expected a SQLAlchemy {kind}, got {candidate!r}{hint}"
 
 
 def _begin_sqlite(connection: sa.Connection) -> None:

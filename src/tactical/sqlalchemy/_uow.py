@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -14,15 +13,11 @@ from tactical._codec import JsonCodec
 from tactical._flow import run
 from tactical._model import AggregateRoot
 from tactical._uow import Change, TransactionalUnitOfWork
-from tactical.sqlalchemy._engine import configure_engine, restart_sqlite_for_writing
 from tactical.sqlalchemy._mapper import RelationalMapper
+from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
 from tactical.sqlalchemy._statements import (
-    SUPPORTED_DIALECTS,
-    Commit,
-    Execute,
     MapperCall,
     Operation,
-    Rollback,
 )
 from tactical.sqlalchemy._storage import DocumentStorage
 from tactical.sqlalchemy._watchdog import RoundTripDeadline, guard_round_trips, watch_round_trips
@@ -31,10 +26,8 @@ __all__ = ["SqlAlchemyUnitOfWork"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
 
-_default_codec = JsonCodec()
 
-
-class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
+class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase, TransactionalUnitOfWork):
     """A unit of work over a SQLAlchemy 2 :class:`~sqlalchemy.engine.Engine`.
 
     Each ``with`` block runs in one database transaction on its own connection. By default
@@ -105,49 +98,29 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         database_timeout: float | None = 30.0,
     ) -> None:
         super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
-        if database_timeout is not None and not database_timeout > 0:
-            raise ValueError(f"database_timeout must be positive, got {database_timeout}")
-        self._engine = configure_engine(engine)
-        if engine.dialect.name not in SUPPORTED_DIALECTS:
-            raise ValueError(
-                f"{type(self).__name__} runs on SQLite and PostgreSQL, "
-                f"not {engine.dialect.name} ({engine.url!r})"
-            )
-        self._database_timeout = database_timeout
+        self._engine = self._configure(
+            engine,
+            asynchronous=False,
+            codec=codec,
+            mappers=mappers,
+            database_timeout=database_timeout,
+        )
         self._deadline = contextlib.ExitStack()
         self._round_trips: RoundTripDeadline | None = None
         self._cut = False  # set by the deadline thread when it shut a connection down
-        self._sqlite = engine.dialect.name == "sqlite"
         # Drivers without a socket (SQLite) are not guarded.
         self._guarded = database_timeout is not None and not self._sqlite
-        self._codec = codec if codec is not None else _default_codec
-        self._mappers: dict[type[AggregateRoot[Any]], RelationalMapper[Any, Any]] = {}
-        for mapper in mappers:
-            existing = self._mappers.get(mapper.aggregate_type)
-            if existing is not None:
-                raise ValueError(
-                    f"two relational mappers for {mapper.aggregate_type.__qualname__}: "
-                    f"{existing!r} and {mapper!r} (pass one per aggregate type)"
-                )
-            self._mappers[mapper.aggregate_type] = mapper
         # The unit of work arms the deadline around its own round trips; a mapper's
         # statements are bounded through the engine's events.
         self._watching = False
         if self._guarded and self._mappers:
             self._watch_others()
-        # Compiled on the first connection, once the dialect knows its server.
-        self._storage: DocumentStorage | None = None
         self._connection: sa.Connection | None = None
 
     @property
     def engine(self) -> sa.Engine:
         """The engine this unit of work connects through."""
         return self._engine
-
-    @property
-    def codec(self) -> JsonCodec:
-        """The codec that turns aggregates and events into JSON."""
-        return self._codec
 
     @property
     def connection(self) -> sa.Connection:
@@ -160,7 +133,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
             RuntimeError: Not inside a ``with`` block.
         """
         if self._connection is None:
-            raise RuntimeError(f"{type(self).__name__} is not in a transaction")
+            raise self._not_in_transaction()
         if self._guarded and not self._watching:
             self._watch_others()  # the caller's statements get the deadline too
         return self._connection
@@ -175,20 +148,14 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         connection = self._engine.connect()
         try:
             connection.begin()
-        except (exc.OperationalError, sqlite3.OperationalError) as error:
-            # The SQLite "begin" listener talks to the driver directly: its error is sqlite3's.
+        except BaseException as error:
             connection.close()
-            if "cannot start a transaction within a transaction" in str(error):
-                raise RuntimeError(
-                    f"{type(self).__name__} cannot begin: the engine's only SQLite connection "
-                    "is in another unit of work's transaction. An in-memory database "
-                    "('sqlite://') is one connection, so its units of work cannot overlap; "
-                    "use a file database ('sqlite:///path') for concurrent units of work"
-                ) from error
-            raise
+            refusal = self._begin_refusal(error)
+            if refusal is error:
+                raise
+            raise refusal from error
         self._connection = connection
-        if self._storage is None:
-            self._storage = DocumentStorage(connection.dialect, self._codec, self._mappers)
+        self._storage_for(connection.dialect)
         if self._guarded:
             self._cut = False
             self._round_trips = self._deadline.enter_context(
@@ -211,15 +178,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         if deadline is not None:
             deadline.arm()
         try:
-            transaction = connection.get_transaction()
-            if transaction is not None and not transaction.is_active:
-                # A failed COMMIT leaves its transaction inactive, and closing that would
-                # return the driver's connection unreset (SQLite's still holding its write
-                # lock): rolling it back first lets the pool reset it. An active one is
-                # rolled back by close() itself, once (a rollback before would make the
-                # pool roll back again).
-                connection.rollback()
-            connection.close()
+            release_connection(connection)
         finally:
             if deadline is not None:
                 deadline.disarm()
@@ -239,7 +198,7 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
         if deadline is not None:
             deadline.arm()
         try:
-            return _carry_out(cast("sa.Connection", self._connection), operation)
+            return carry_out(cast("sa.Connection", self._connection), operation)
         except exc.DBAPIError as error:
             self._note_deadline(error)
             raise
@@ -252,29 +211,4 @@ class SqlAlchemyUnitOfWork(TransactionalUnitOfWork):
 
     def _note_deadline(self, error: exc.DBAPIError) -> None:
         if self._cut:
-            error.add_note(
-                f"the database did not answer within database_timeout "
-                f"({self._database_timeout}s), so tactical shut its connection down; "
-                "nothing was stored"
-            )
-
-
-def _carry_out(connection: sa.Connection, operation: Operation) -> object:
-    """Run ``operation`` on ``connection``; its result, as the flow expects it."""
-    if isinstance(operation, Execute):
-        return operation.outcome(connection.exec_driver_sql(operation.sql, operation.parameters))
-    if isinstance(operation, MapperCall):
-        if not operation.isolated:
-            return operation.method(connection, operation.argument)
-        with connection.begin_nested():
-            return operation.method(connection, operation.argument)
-    if isinstance(operation, Commit):
-        connection.commit()
-    elif isinstance(operation, Rollback):
-        # Also an inactive transaction (a failed COMMIT): the lookups that may follow
-        # begin a new one.
-        if connection.get_transaction() is not None:
-            connection.rollback()
-    else:
-        restart_sqlite_for_writing(connection)
-    return None
+            self._note_cut(error)

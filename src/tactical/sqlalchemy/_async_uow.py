@@ -1,0 +1,195 @@
+"""AsyncSqlAlchemyUnitOfWork: the SQL unit of work over SQLAlchemy's AsyncEngine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, TypeVar, cast
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tactical._bus import EventBus
+from tactical._codec import JsonCodec
+from tactical._flow import run_async
+from tactical._model import AggregateRoot
+from tactical._tracking import Change
+from tactical._uow_async import AsyncTransactionalUnitOfWork
+from tactical.sqlalchemy._mapper import RelationalMapper
+from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
+from tactical.sqlalchemy._statements import Execute, Operation
+from tactical.sqlalchemy._storage import DocumentStorage
+
+__all__ = ["AsyncSqlAlchemyUnitOfWork"]
+
+A = TypeVar("A", bound=AggregateRoot[Any])
+T = TypeVar("T")
+
+
+class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase, AsyncTransactionalUnitOfWork):
+    """:class:`SqlAlchemyUnitOfWork` for asyncio, over a SQLAlchemy ``AsyncEngine``.
+
+    The same tables, rows and decisions as the sync unit of work (the two share their
+    storage logic; only the way a statement is carried out differs), so a sync worker and
+    an async web application can share one database. Drivers: aiosqlite for SQLite (a file
+    database, ``sqlite+aiosqlite:///path``), psycopg's async mode
+    (``postgresql+psycopg://``) or asyncpg (``postgresql+asyncpg://``) for PostgreSQL.
+
+    Each ``async with`` block is one database transaction on its own connection. Every
+    write is version-checked and raises :class:`~tactical.ConcurrencyError` on a mismatch
+    (on SQLite only a moved version, or a write lock held past the busy timeout, ever
+    does); the outbox rows of the events are written in the same transaction, and the
+    events are published after the commit in recorded order, ``async def`` handlers
+    awaited. A cancellation (``task.cancel()``, ``asyncio.timeout``) at any await rolls
+    the transaction back: a connection interrupted in the middle of a round trip is
+    invalidated, never returned to the pool inside a transaction. Only a cancellation
+    while the ``COMMIT`` itself is in flight leaves it to the database whether the commit
+    happened (everything of it stored, or nothing).
+
+    Create the tables with :func:`create_schema` (``await conn.run_sync(metadata.create_all)``
+    on an async connection).
+
+    Args:
+        engine: The :class:`~sqlalchemy.ext.asyncio.AsyncEngine` to use; it is prepared
+            with :func:`configure_engine`.
+        bus: Where committed events are published; a new :class:`~tactical.EventBus` if
+            omitted.
+        codec: How aggregates and events become JSON; a shared default
+            :class:`~tactical.JsonCodec` if omitted.
+        mappers: Relational mappers, one per aggregate type they store (their methods are
+            sync: they run on the connection through ``run_sync``).
+        allow_multiple_aggregates: Let one transaction change several aggregates; by
+            default :meth:`~tactical.AsyncUnitOfWork.commit` refuses that with
+            :class:`~tactical.TransactionBoundaryError`.
+        database_timeout: Seconds each await on PostgreSQL (connecting, a statement, a
+            commit, a rollback) may take (30 by default): past it the await is cancelled,
+            the connection invalidated, and :class:`TimeoutError` raised with a note
+            saying so; the transaction is rolled back. None turns it off. Statements you
+            run yourself on :attr:`connection` are not bounded (wrap them in
+            :func:`asyncio.timeout`); SQLite is not bounded (a busy timeout applies).
+
+    Raises:
+        TypeError: ``engine`` is not a SQLAlchemy ``AsyncEngine`` (a sync ``Engine`` or a
+            URL string, say) or ``bus`` is not an :class:`~tactical.EventBus`.
+        ValueError: Two of ``mappers`` store the same aggregate type, ``database_timeout``
+            is not positive, or the engine's database is neither SQLite nor PostgreSQL.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: EventBus | None = None,
+        *,
+        codec: JsonCodec | None = None,
+        mappers: Iterable[RelationalMapper[Any, Any]] = (),
+        allow_multiple_aggregates: bool = False,
+        database_timeout: float | None = 30.0,
+    ) -> None:
+        super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
+        self._configure(
+            engine,
+            asynchronous=True,
+            codec=codec,
+            mappers=mappers,
+            database_timeout=database_timeout,
+        )
+        self._engine = engine
+        # Drivers without a socket (SQLite) are not bounded, as in the sync unit of work.
+        self._timeout = None if self._sqlite else database_timeout
+        self._connection: AsyncConnection | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine this unit of work connects through."""
+        return self._engine
+
+    @property
+    def connection(self) -> AsyncConnection:
+        """The current transaction's connection, for queries (read models, reports).
+
+        Write aggregates through repositories, not through this connection: only
+        repository writes are version-checked and produce outbox rows.
+
+        Raises:
+            RuntimeError: Not inside an ``async with`` block.
+        """
+        if self._connection is None:
+            raise self._not_in_transaction()
+        return self._connection
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    async def _begin(self) -> None:
+        connection = await self._bounded(self._engine.connect())
+        try:
+            await self._bounded(connection.begin())
+        except BaseException as error:
+            await connection.close()
+            refusal = self._begin_refusal(error)
+            if refusal is error:
+                raise
+            raise refusal from error
+        self._connection = connection
+        self._storage_for(connection.dialect)
+
+    async def _end(self) -> None:
+        await self._release()
+
+    async def _rollback(self) -> None:
+        await self._release()
+
+    async def _release(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        self._connection = None
+        try:
+            await self._bounded(connection.run_sync(release_connection))
+        except BaseException:
+            await _discard(connection)
+            raise
+
+    async def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
+        storage = cast("DocumentStorage", self._storage)
+        return await run_async(storage.load(aggregate_type, aggregate_id), self._carry_out)
+
+    async def _store(self, changes: Sequence[Change]) -> None:
+        storage = cast("DocumentStorage", self._storage)
+        await run_async(storage.store(changes), self._carry_out)
+
+    async def _carry_out(self, operation: Operation) -> object:
+        """Carry out one operation of a storage flow on the connection, bounded."""
+        connection = cast("AsyncConnection", self._connection)
+        if isinstance(operation, Execute):
+            result = await self._bounded(
+                connection.exec_driver_sql(operation.sql, operation.parameters)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+            )
+            return operation.outcome(result)
+        # A mapper's calls, commit, rollback and SQLite's restart are the sync driver's own,
+        # run on the connection's sync side.
+        return await self._bounded(connection.run_sync(carry_out, operation))
+
+    async def _bounded(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` within database_timeout (a round trip to the database).
+
+        Cancelled in the middle of a driver call, SQLAlchemy invalidates the connection
+        (its state is unknown), so it is discarded instead of going back to the pool.
+        """
+        if self._timeout is None:
+            return await awaitable
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await awaitable
+        except TimeoutError as error:
+            self._note_cut(error)
+            raise
+
+
+async def _discard(connection: AsyncConnection) -> None:
+    """Close ``connection`` after an interrupted round trip, invalidating it first."""
+    try:
+        if not connection.invalidated and connection.sync_connection is not None:
+            await connection.invalidate()
+    finally:
+        await connection.close()
