@@ -8,7 +8,11 @@ over an ``AsyncEngine`` on the same database (aiosqlite, psycopg's async mode or
 and the async publishers, are driven by the very same test code, from any thread.
 
 Publisher wrappers that tests need (recording what the relay handed over, crashing half
-way) are written once as flows (:mod:`tactical._flow`) over the wrapped publisher.
+way) are written once as flows (:mod:`tactical._flow`) over the wrapped publisher. Inbox
+handlers are written once too, as generators that yield what a unit of work's repository
+returned (the sync side passes the value back, the async side awaits it): see
+:data:`HandlerFlow`. The side's :meth:`~SyncSide.inbox` gives an :class:`InboxConsumer` or an
+:class:`AsyncInboxConsumer` driven from sync code.
 """
 
 from __future__ import annotations
@@ -23,12 +27,42 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import sqlalchemy as sa
 from tactical._flow import Flow, run, run_async
-from tactical.outbox import AsyncOutboxRelay, OutboxMessage, OutboxRelay, ParkedRow
+from tactical.outbox import (
+    AsyncInboxConsumer,
+    AsyncOutboxRelay,
+    InboxConsumer,
+    OutboxMessage,
+    OutboxRelay,
+    Outcome,
+    ParkedRow,
+)
+from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 
 T = TypeVar("T")
 
 Behaviour = Callable[[Sequence[OutboxMessage]], Flow[Sequence[OutboxMessage], None]]
 """A publisher's behaviour as a flow: it yields the batches to pass on to the wrapped one."""
+
+
+HandlerFlow = Callable[[Any, Any], Flow[Any, None]]
+"""An inbox handler written once: ``yield uow.repository(A).get(id)`` gives the aggregate."""
+
+
+def _given(value: T) -> T:
+    return value
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def sync_handler(flow: HandlerFlow) -> Callable[[Any, Any], None]:
+    """``flow`` as a sync handler (each yielded value is the result)."""
+
+    def handler(event: Any, uow: Any) -> None:
+        run(flow(event, uow), _given)
+
+    return handler
 
 
 def passing(messages: Sequence[OutboxMessage]) -> Flow[Sequence[OutboxMessage], None]:
@@ -63,6 +97,16 @@ class SyncSide:
     def call(self, value: T) -> T:
         """What a sync call returned, as it is."""
         return value
+
+    def inbox(
+        self, engine: sa.Engine, name: str = "mirror", **options: Any
+    ) -> InboxConsumer[SqlAlchemyUnitOfWork]:
+        """An InboxConsumer on ``engine``."""
+        return InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine), name, **options)
+
+    def handler(self, flow: HandlerFlow) -> Callable[[Any, Any], None]:
+        """``flow`` as a sync handler."""
+        return sync_handler(flow)
 
     def close(self) -> None:
         """Run the closers (once)."""
@@ -137,6 +181,21 @@ class AsyncSide:
         """An async publisher that runs ``behaviour`` over ``publisher``."""
         return _AsyncWrapped(publisher, behaviour)
 
+    def inbox(self, engine: sa.Engine, name: str = "mirror", **options: Any) -> DrivenInbox:
+        """An AsyncInboxConsumer on ``engine``'s database, driven on the side's loop."""
+        database = self.async_engine(engine)
+        return DrivenInbox(
+            self, AsyncInboxConsumer(lambda: AsyncSqlAlchemyUnitOfWork(database), name, **options)
+        )
+
+    def handler(self, flow: HandlerFlow) -> Callable[[Any, Any], Coroutine[Any, Any, None]]:
+        """``flow`` as an ``async def`` handler (each yielded awaitable is awaited)."""
+
+        async def handler(event: Any, uow: Any) -> None:
+            await run_async(flow(event, uow), _awaited)
+
+        return handler
+
     def on_close(self, closer: Callable[[], Coroutine[Any, Any, object]]) -> None:
         """Await ``closer()`` on the loop when the side closes (before the engines go)."""
         self._closers.append(closer)
@@ -195,7 +254,35 @@ class DrivenRelay:
         await loop
 
 
+class DrivenInbox:
+    """An AsyncInboxConsumer with the sync consumer's methods, each run on the side's loop."""
+
+    def __init__(self, side: AsyncSide, inbox: AsyncInboxConsumer[Any]) -> None:
+        self.side = side
+        self.inbox = inbox
+
+    @property
+    def name(self) -> str:
+        return self.inbox.name
+
+    def subscribe(self, event_type: Any, handler: Any) -> None:
+        self.inbox.subscribe(event_type, handler)
+
+    def handle(self, message: OutboxMessage) -> Outcome:
+        return self.side.call(self.inbox.handle(message))
+
+    def parked(self) -> list[tuple[OutboxMessage, str]]:
+        return self.side.call(self.inbox.parked())
+
+    def retry_parked(self) -> dict[Outcome, int]:
+        return self.side.call(self.inbox.retry_parked())
+
+    def purge_inbox(self, *older_than: Any) -> int:
+        return self.side.call(self.inbox.purge_inbox(*older_than))
+
+
 Side = SyncSide | AsyncSide
+Inbox = InboxConsumer[Any] | DrivenInbox
 Relay = OutboxRelay | DrivenRelay
 
 
