@@ -151,6 +151,7 @@ class AsyncSide:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self._engines: dict[str, AsyncEngine] = {}
+        self._engines_lock = threading.Lock()
         self._closers: list[Callable[[], Coroutine[Any, Any, object]]] = []
 
     def call(self, awaitable: Coroutine[Any, Any, T]) -> T:
@@ -163,9 +164,10 @@ class AsyncSide:
         driver = "aiosqlite" if url.get_backend_name() == "sqlite" else self.postgres_driver
         async_url = url.set(drivername=f"{url.get_backend_name()}+{driver}")
         key = async_url.render_as_string(hide_password=False)
-        if key not in self._engines:
-            self._engines[key] = self.call(_make_engine(async_url))
-        return self._engines[key]
+        with self._engines_lock:  # feeds in threads must not each make (and lose) one
+            if key not in self._engines:
+                self._engines[key] = self.call(_make_engine(async_url))
+            return self._engines[key]
 
     def relay(self, engine: sa.Engine, publisher: Any, **options: Any) -> DrivenRelay:
         """An AsyncOutboxRelay on ``engine``'s database, driven on the side's loop."""
