@@ -12,8 +12,8 @@ only supplies how to open and close a unit of work and how to sleep.
 from __future__ import annotations
 
 import contextlib
-import functools
 import enum
+import functools
 import logging
 import random
 from collections.abc import Callable

@@ -18,9 +18,10 @@ from typing import Any, Self
 from tactical._exports import publish as _publish
 from tactical._flow import run
 from tactical.outbox import _amqp
-from tactical.outbox._amqp import ConfirmingPublisher
+from tactical.outbox._amqp import AmqpConsumer, ConfirmingPublisher
+from tactical.outbox._consumer_flow import Handle, Settle, perform_sync
 from tactical.outbox._inbox import InboxConsumer
-from tactical.outbox._message import OutboxMessage, backoff_delay
+from tactical.outbox._message import OutboxMessage
 from tactical.outbox._rabbitmq_async import AsyncRabbitMQPublisher
 from tactical.outbox._rabbitmq_channel import (
     AmqpMessage,
@@ -28,7 +29,6 @@ from tactical.outbox._rabbitmq_channel import (
     Silence,
     amqp_message,
     answer_within,
-    broker_address,
     connection_parameters,
     describe_error,
     pika,
@@ -48,7 +48,7 @@ _log = logging.getLogger("tactical.outbox")
 DEFAULT_EXCHANGE = _amqp.DEFAULT_EXCHANGE
 """The topic exchange events are published to unless another is named."""
 
-DEFAULT_HEARTBEAT: int = 10
+DEFAULT_HEARTBEAT: int = _amqp.DEFAULT_HEARTBEAT
 """The AMQP heartbeat in seconds that consumers negotiate; a connection silent this long is dead.
 
 .. versionadded:: 0.2.0
@@ -155,7 +155,7 @@ class RabbitMQPublisher(ConfirmingPublisher):
         self.close()
 
 
-class RabbitMQConsumer:
+class RabbitMQConsumer(AmqpConsumer):
     """Feeds a durable RabbitMQ queue to an inbox consumer, acknowledging after commit.
 
     The queue is declared durable and bound to the (durable topic) exchange for each of
@@ -202,38 +202,14 @@ class RabbitMQConsumer:
        ``heartbeat``; every wait is bounded, and a silent connection is replaced.
     """
 
-    def __init__(
-        self,
-        inbox: InboxConsumer[Any],
-        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
-        *,
-        queue: str,
-        exchange: str = DEFAULT_EXCHANGE,
-        routing_keys: Sequence[str] = ("#",),
-        prefetch: int = 10,
-        timeout: float = 5.0,
-        heartbeat: int = DEFAULT_HEARTBEAT,
-    ) -> None:
-        if heartbeat < 1:
-            raise ValueError(f"heartbeat must be at least 1 second, got {heartbeat}")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        self._inbox = inbox
-        self._url = url
-        self._address = broker_address(url)
-        self._queue = queue
-        self._exchange = exchange
-        self._routing_keys = tuple(routing_keys)
-        self._prefetch = prefetch
-        self._timeout = timeout
-        self._heartbeat = heartbeat
+    _inbox: InboxConsumer[Any]
+
+    def _setup(self) -> None:
         self._connection: Any = None
         self._channel: Any = None
 
-    @property
-    def queue(self) -> str:
-        """The queue consumed."""
-        return self._queue
+    def _describe(self, error: BaseException) -> str:
+        return describe_error(error)
 
     def consume_available(self, *, idle_timeout: float = 0.5) -> int:
         """Handle messages until none arrived for ``idle_timeout`` seconds; return how many.
@@ -265,44 +241,12 @@ class RabbitMQConsumer:
             initial_backoff: Seconds to wait after the first failure, doubling after each.
             max_backoff: The longest wait between attempts.
         """
-        failures = 0
-        _log.info(
-            "RabbitMQ consumer %s started on queue %r at %s",
-            self._inbox.name,
-            self._queue,
-            self._address,
-        )
-        while not stop.is_set():
-            try:
-                self._open_channel()
-                if failures:
-                    _log.info(
-                        "RabbitMQ consumer %s: consuming queue %r at %s again after %d failed "
-                        "attempt(s)",
-                        self._inbox.name,
-                        self._queue,
-                        self._address,
-                        failures,
-                    )
-                    failures = 0
-                self._consume(stop, poll_interval)
-            except Exception as error:
-                failures += 1
-                self.close()
-                delay = backoff_delay(failures, initial_backoff, max_backoff)
-                _log.warning(
-                    "RabbitMQ consumer %s: consuming queue %r at %s failed (%s) (attempt %d); "
-                    "retrying in %.1fs",
-                    self._inbox.name,
-                    self._queue,
-                    self._address,
-                    describe_error(error),
-                    failures,
-                    delay,
-                )
-                stop.wait(delay)
-        self.close()
-        _log.info("RabbitMQ consumer %s stopped", self._inbox.name)
+        steps = {
+            "connect": self._open_channel,
+            "consume": lambda: self._consume(stop, poll_interval),
+            "close": self.close,
+        }
+        run(self._loop(initial_backoff, max_backoff), perform_sync(stop, steps))
 
     def close(self) -> None:
         """Close the connection (unacknowledged messages go back to the queue).
@@ -374,28 +318,19 @@ class RabbitMQConsumer:
         return count
 
     def _deliver(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        try:
-            message = OutboxMessage.from_wire(body, properties.headers or {})
-        except Exception as error:  # any decode failure: the message is malformed
-            _log.error(
-                "RabbitMQ consumer %s rejected message %s (delivery tag %s) from queue %r "
-                "without requeue: not a tactical event (%s: %s)",
-                self._inbox.name,
-                properties.message_id,
-                method.delivery_tag,
-                self._queue,
-                type(error).__name__,
-                error,
-            )
-            channel.basic_nack(delivery_tag=method.delivery_tag, requeue=False)
-            return
-        try:
-            self._inbox.handle(message)
-        except BaseException:
-            if channel.is_open:
-                channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
-            raise
-        channel.basic_ack(delivery_tag=method.delivery_tag)
+        def perform(op: Handle | Settle) -> object:
+            if isinstance(op, Handle):
+                return self._inbox.handle(op.message)
+            if op.ack:
+                channel.basic_ack(delivery_tag=method.delivery_tag)
+            elif channel.is_open:
+                channel.basic_nack(delivery_tag=method.delivery_tag, requeue=op.requeue)
+            return None
+
+        run(
+            self._delivery(body, properties.headers, properties.message_id, method.delivery_tag),
+            perform,
+        )
 
 
 _publish(__name__, globals(), ["AsyncRabbitMQPublisher"])
