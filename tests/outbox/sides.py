@@ -23,6 +23,10 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+import redis
+import redis.asyncio as redis_async
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import sqlalchemy as sa
@@ -36,6 +40,8 @@ from tactical.outbox import (
     Outcome,
     ParkedRow,
 )
+from tactical.outbox.rabbitmq import AsyncRabbitMQConsumer, RabbitMQConsumer
+from tactical.outbox.redis_streams import AsyncRedisStreamConsumer, RedisStreamConsumer
 from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 
 T = TypeVar("T")
@@ -107,6 +113,16 @@ class SyncSide:
     def handler(self, flow: HandlerFlow) -> Callable[[Any, Any], None]:
         """``flow`` as a sync handler."""
         return sync_handler(flow)
+
+    def rabbit_consumer(self, inbox: Any, url: str, **options: Any) -> RabbitMQConsumer:
+        """A RabbitMQConsumer feeding ``inbox``."""
+        return RabbitMQConsumer(inbox, url, **options)
+
+    def redis_consumer(
+        self, inbox: Any, client: redis.Redis, **options: Any
+    ) -> RedisStreamConsumer:
+        """A RedisStreamConsumer feeding ``inbox`` through ``client``."""
+        return RedisStreamConsumer(inbox, client, **options)
 
     def close(self) -> None:
         """Run the closers (once)."""
@@ -198,6 +214,29 @@ class AsyncSide:
 
         return handler
 
+    def rabbit_consumer(self, inbox: DrivenInbox, url: str, **options: Any) -> DrivenConsumer:
+        """An AsyncRabbitMQConsumer feeding ``inbox``, driven on the side's loop."""
+        return DrivenConsumer(self, AsyncRabbitMQConsumer(inbox.inbox, url, **options))
+
+    def redis_consumer(
+        self, inbox: DrivenInbox, client: redis.Redis, **options: Any
+    ) -> DrivenConsumer:
+        """An AsyncRedisStreamConsumer feeding ``inbox`` through a client like ``client``.
+
+        The ``redis.asyncio`` client has the sync one's address and timeouts, and as many
+        retries; it is closed with the side.
+        """
+        settings = client.connection_pool.connection_kwargs
+        known = ("host", "port", "socket_timeout", "socket_connect_timeout")
+        retry: Any = settings.get("retry")
+        retries = 3 if retry is None else retry._retries
+        async_client = redis_async.Redis(
+            **{k: settings[k] for k in known if k in settings},
+            retry=AsyncRetry(NoBackoff(), retries),
+        )
+        self.on_close(async_client.aclose)
+        return DrivenConsumer(self, AsyncRedisStreamConsumer(inbox.inbox, async_client, **options))
+
     def on_close(self, closer: Callable[[], Coroutine[Any, Any, object]]) -> None:
         """Await ``closer()`` on the loop when the side closes (before the engines go)."""
         self._closers.append(closer)
@@ -245,15 +284,39 @@ class DrivenRelay:
 
     def run(self, stop: threading.Event, **options: Any) -> None:
         """``await relay.run(...)`` until ``stop`` (a threading.Event) is set."""
-        self.side.call(self._run(stop, **options))
+        self.side.call(run_until(self.relay.run, stop, **options))
 
-    async def _run(self, stop: threading.Event, **options: Any) -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.create_task(self.relay.run(stopping, **options))
-        while not stop.is_set() and not loop.done():
-            await asyncio.sleep(0.01)
-        stopping.set()
-        await loop
+
+async def run_until(
+    run: Callable[..., Coroutine[Any, Any, None]], stop: threading.Event, **options: Any
+) -> None:
+    """``await run(an asyncio.Event, **options)``, setting the event once ``stop`` is set."""
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(run(stopping, **options))
+    while not stop.is_set() and not loop.done():
+        await asyncio.sleep(0.01)
+    stopping.set()
+    await loop
+
+
+class DrivenConsumer:
+    """An async broker consumer with the sync one's methods, each run on the side's loop."""
+
+    def __init__(self, side: AsyncSide, consumer: Any) -> None:
+        self.side = side
+        self.consumer = consumer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.consumer, name)  # queue, group
+
+    def consume_available(self, **options: Any) -> int:
+        return self.side.call(self.consumer.consume_available(**options))
+
+    def run(self, stop: threading.Event, **options: Any) -> None:
+        self.side.call(run_until(self.consumer.run, stop, **options))
+
+    def close(self) -> None:
+        self.side.call(self.consumer.close())
 
 
 class DrivenInbox:

@@ -1,7 +1,7 @@
 """RabbitMQ for the outbox (extra ``rabbitmq``): confirming publishers and a consumer loop.
 
 :class:`RabbitMQPublisher` and :class:`RabbitMQConsumer` run on pika; :class:`AsyncRabbitMQPublisher`
-is the publisher on asyncio (aio-pika).
+and :class:`AsyncRabbitMQConsumer` are the publisher and the consumer on asyncio (aio-pika).
 
 .. versionadded:: 0.1.0
 """
@@ -23,6 +23,7 @@ from tactical.outbox._consumer_flow import Handle, Settle, perform_sync
 from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import OutboxMessage
 from tactical.outbox._rabbitmq_async import AsyncRabbitMQPublisher
+from tactical.outbox._rabbitmq_async_consumer import AsyncRabbitMQConsumer
 from tactical.outbox._rabbitmq_channel import (
     AmqpMessage,
     ConfirmedChannel,
@@ -38,6 +39,7 @@ from tactical.outbox._rabbitmq_channel import (
 __all__ = [
     "DEFAULT_EXCHANGE",
     "DEFAULT_HEARTBEAT",
+    "AsyncRabbitMQConsumer",
     "AsyncRabbitMQPublisher",
     "RabbitMQConsumer",
     "RabbitMQPublisher",
@@ -333,4 +335,4 @@ class RabbitMQConsumer(AmqpConsumer):
         )
 
 
-_publish(__name__, globals(), ["AsyncRabbitMQPublisher"])
+_publish(__name__, globals(), ["AsyncRabbitMQConsumer", "AsyncRabbitMQPublisher"])
