@@ -16,7 +16,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tactical._flow import Flow
-from tactical.outbox._consumer_flow import Handle, LoopOp, Settle, amqp_delivery, consumer_loop
+from tactical.outbox._consumer_flow import (
+    ConsumeOp,
+    Handle,
+    LoopOp,
+    Settle,
+    amqp_consuming,
+    amqp_delivery,
+    consumer_loop,
+)
 from tactical.outbox._message import OutboxMessage, PublishError, wire_forms
 
 __all__ = [
@@ -237,6 +245,14 @@ class AmqpConsumer:
             connected_is_up=True,
             initial_backoff=initial_backoff,
             max_backoff=max_backoff,
+        )
+
+    def _consuming(self, until_stopped: bool, idle_timeout: float) -> Flow[ConsumeOp, int]:
+        return amqp_consuming(
+            until_stopped=until_stopped,
+            idle_timeout=idle_timeout,
+            heartbeat=self._heartbeat,
+            address=self._address,
         )
 
     def _delivery(

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -24,10 +25,19 @@ from tactical.outbox._message import OutboxMessage, backoff_delay
 from tactical.outbox._relay_flow import Stopped, Wait
 
 __all__ = [
+    "Abandon",
+    "BrokerSilent",
+    "ConsumeOp",
+    "Deliver",
+    "GiveBack",
     "Handle",
     "LoopOp",
+    "Receive",
     "Settle",
+    "Silent",
     "Step",
+    "Stopping",
+    "amqp_consuming",
     "amqp_delivery",
     "consumer_loop",
     "perform_async",
@@ -137,6 +147,116 @@ def perform_async(
         return await steps[op.name]()
 
     return perform
+
+
+# -- a RabbitMQ consumer's deliveries ------------------------------------------------------
+
+
+class BrokerSilent(ConnectionError):
+    """The broker sent nothing, not even a heartbeat, for longer than it promised."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    """The next delivery, if one arrives within ``seconds``; else None."""
+
+    seconds: float
+
+    def start(self, target: Any) -> Any:
+        return target.receive(self.seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Handle a delivery (see :func:`amqp_delivery`)."""
+
+    delivery: Any
+
+    def start(self, target: Any) -> Any:
+        return target.deliver(self.delivery)
+
+
+@dataclass(frozen=True, slots=True)
+class Silent:
+    """Seconds since the broker last sent anything (None: unknown); ``heard``: it just did."""
+
+    heard: bool
+
+    def start(self, target: Any) -> Any:
+        return target.heard() if self.heard else target.silent_for()
+
+
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """Give up the connection: the broker went silent (``error`` says so)."""
+
+    error: BrokerSilent
+
+    def start(self, target: Any) -> Any:
+        return target.abandon(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class GiveBack:
+    """Cancel the consumer, requeueing what the broker sent ahead (quietly, bounded)."""
+
+    def start(self, target: Any) -> Any:
+        return target.give_back()
+
+
+@dataclass(frozen=True, slots=True)
+class Stopping:
+    """Whether a stop was requested."""
+
+    def start(self, target: Any) -> Any:
+        return target.stopping()
+
+
+ConsumeOp: TypeAlias = Receive | Deliver | Silent | Abandon | GiveBack | Stopping
+
+
+def amqp_consuming(
+    *, until_stopped: bool, idle_timeout: float, heartbeat: float, address: str
+) -> Flow[ConsumeOp, int]:
+    """Handle deliveries until stopped, or until none came for ``idle_timeout`` seconds.
+
+    With a negotiated heartbeat the broker sends something at least every half of it:
+    nothing received for ``heartbeat`` seconds means the peer is gone (a fail-over, or a
+    network that stopped forwarding) even if TCP still looks alive, and the connection is
+    abandoned with :class:`BrokerSilent`. Returns how many deliveries were handled.
+    """
+    count = 0
+    last_delivery = time.monotonic()
+    give_back = True  # not when stopping (closing cancels the consumer) nor when abandoned
+    try:
+        while True:
+            delivery = yield Receive(min(idle_timeout, heartbeat / 2))
+            if delivery is not None:
+                yield Deliver(delivery)
+                count += 1
+                last_delivery = time.monotonic()
+                # A delivery is news from the broker; the clock restarts after the handler,
+                # which may have run longer than a heartbeat without I/O.
+                yield Silent(heard=True)
+            elif not until_stopped and time.monotonic() - last_delivery >= idle_timeout:
+                break
+            else:
+                silent: float | None = yield Silent(heard=False)
+                if silent is not None and silent > heartbeat:
+                    give_back = False
+                    error = BrokerSilent(
+                        f"RabbitMQ at {address} sent nothing, not even a heartbeat, for "
+                        f"{silent:.1f}s (heartbeat {heartbeat}s): the connection is dead"
+                    )
+                    yield Abandon(error)
+                    raise error
+            if until_stopped and (yield Stopping()):
+                give_back = False
+                break
+    finally:
+        if give_back:
+            yield GiveBack()
+    return count
 
 
 # -- one RabbitMQ delivery --------------------------------------------------------------------

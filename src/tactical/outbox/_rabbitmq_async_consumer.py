@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from tactical._flow import run_async
 from tactical.outbox._amqp import DEFAULT_EXCHANGE, DEFAULT_HEARTBEAT, AmqpConsumer
 from tactical.outbox._async_inbox import AsyncInboxConsumer
-from tactical.outbox._consumer_flow import Handle, Settle, perform_async
+from tactical.outbox._consumer_flow import BrokerSilent, ConsumeOp, Handle, Settle, perform_async
 from tactical.outbox._rabbitmq_async import aio_pika, describe_async_error
 
 __all__ = ["AsyncRabbitMQConsumer"]
@@ -19,10 +19,6 @@ __all__ = ["AsyncRabbitMQConsumer"]
 _log = logging.getLogger("tactical.outbox")
 
 T = TypeVar("T")
-
-
-class BrokerSilent(ConnectionError):
-    """The broker sent nothing, not even a heartbeat, for longer than it promised."""
 
 
 class AsyncRabbitMQConsumer(AmqpConsumer):
@@ -184,46 +180,21 @@ class AsyncRabbitMQConsumer(AmqpConsumer):
 
     async def _consume(self, stop: asyncio.Event | None, idle_timeout: float) -> int:
         queue = await self._open_channel()
-        connection = self._connection
         deliveries: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
         tag = await self._within(queue.consume(deliveries.put), f"consuming {self._queue!r}")
-        silence = _Silence(connection, self._heartbeat, self._address)
-        loop = asyncio.get_running_loop()
-        count = 0
-        last_delivery = loop.time()
-        try:
-            while True:
-                incoming = await _next(deliveries, min(idle_timeout, self._heartbeat / 2))
-                if incoming is not None:
-                    await self._deliver(incoming)
-                    count += 1
-                    last_delivery = loop.time()
-                    silence.heard()
-                elif stop is None and loop.time() - last_delivery >= idle_timeout:
-                    break
-                else:
-                    silence.check()
-                if stop is not None and stop.is_set():
-                    break
-        finally:
-            stopping = stop is not None and stop.is_set()
-            if not stopping and not silence.dead and connection is not None:
-                await self._give_back(queue, tag, deliveries)
-        return count
+        consumption = _Consumption(
+            self._connection,
+            self._address,
+            lambda: self._within(queue.cancel(tag), "cancelling"),
+            self._deliver,
+            deliveries,
+            stop,
+        )
 
-    async def _give_back(
-        self,
-        queue: aio_pika.abc.AbstractQueue,
-        tag: str,
-        deliveries: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage],
-    ) -> None:
-        """Cancel the consumer and requeue what the broker sent ahead (bounded, quietly)."""
-        try:
-            await self._within(queue.cancel(tag), "cancelling")
-            while not deliveries.empty():
-                await deliveries.get_nowait().nack(requeue=True)
-        except Exception:
-            _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
+        async def perform(op: ConsumeOp) -> object:
+            return await op.start(consumption)
+
+        return await run_async(self._consuming(stop is not None, idle_timeout), perform)
 
     async def _deliver(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
         async def perform(op: Handle | Settle) -> object:
@@ -241,49 +212,65 @@ class AsyncRabbitMQConsumer(AmqpConsumer):
         await run_async(flow, perform)
 
 
-async def _next(
-    deliveries: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage], seconds: float
-) -> aio_pika.abc.AbstractIncomingMessage | None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            return await deliveries.get()
-    return None
+class _Consumption:
+    """One consuming run on an aio-pika queue: carries out :func:`amqp_consuming`'s operations.
 
-
-class _Silence:
-    """Watches a consuming connection for a broker that went silent (see the sync ``Silence``).
-
-    aio-pika gives a connection up only after three heartbeats without a frame; this gives it
-    up after one, as the sync consumer does, from the time aiormq last received a frame.
+    The silence is measured from the time aiormq last received a frame (aio-pika itself
+    gives a connection up only after three heartbeats without one); where that is not
+    known, aio-pika's own check remains, seen as the connection closing.
     """
 
-    def __init__(self, connection: Any, heartbeat: float, address: str) -> None:
+    def __init__(
+        self,
+        connection: aio_pika.abc.AbstractConnection | None,
+        address: str,
+        cancel: Callable[[], Awaitable[object]],
+        deliver: Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]],
+        deliveries: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage],
+        stop: asyncio.Event | None,
+    ) -> None:
         self._connection = connection
-        amqp = getattr(getattr(connection, "transport", None), "connection", None)
-        self._amqp = amqp
-        self._heartbeat = heartbeat
         self._address = address
+        self._cancel = cancel
+        self._deliver = deliver
+        self._deliveries = deliveries
+        self._stop = stop
+        transport = getattr(connection, "transport", None)
+        self._amqp = getattr(transport, "connection", None)
         self._loop = asyncio.get_running_loop()
         self._heard = self._loop.time()
-        self.dead = False
 
-    def heard(self) -> None:
-        """A delivery was just handled: restart the silence clock."""
+    async def receive(self, seconds: float) -> aio_pika.abc.AbstractIncomingMessage | None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                return await self._deliveries.get()
+        return None
+
+    async def deliver(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await self._deliver(incoming)
+
+    async def heard(self) -> None:
         self._heard = self._loop.time()
 
-    def check(self) -> None:
-        """Raise if the connection closed, or if the broker went quiet (closing it)."""
+    async def silent_for(self) -> float | None:
         if self._connection is None or self._connection.is_closed:
             raise ConnectionError(f"the RabbitMQ connection to {self._address} closed")
-        # aiormq's time of the last frame received; without it, aiormq's own check remains.
         last: float | None = getattr(self._amqp, "_Connection__last_frame_time", None)
         if last is None:
-            return
+            return None
         self._heard = max(self._heard, last)
-        silent = self._loop.time() - self._heard
-        if silent > self._heartbeat:
-            self.dead = True
-            raise BrokerSilent(
-                f"RabbitMQ at {self._address} sent nothing, not even a heartbeat, for "
-                f"{silent:.1f}s (heartbeat {self._heartbeat}s): the connection is dead"
-            )
+        return self._loop.time() - self._heard
+
+    async def abandon(self, error: BaseException) -> None:
+        del error  # the loop's close gives the connection up, bounded by the timeout
+
+    async def give_back(self) -> None:
+        try:
+            await self._cancel()
+            while not self._deliveries.empty():
+                await self._deliveries.get_nowait().nack(requeue=True)
+        except Exception:
+            _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
+
+    async def stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -288,36 +287,12 @@ class RabbitMQConsumer(AmqpConsumer):
 
     def _consume(self, stop: threading.Event | None, idle_timeout: float) -> int:
         channel = self._open_channel()
-        silence = Silence(self._connection, self._heartbeat, self._address)
-        count = 0
-        last_delivery = time.monotonic()
-        try:
-            for method, properties, body in channel.consume(
-                self._queue, inactivity_timeout=min(idle_timeout, self._heartbeat / 2)
-            ):
-                if method is not None:
-                    self._deliver(channel, method, properties, body)
-                    count += 1
-                    last_delivery = time.monotonic()
-                    # A delivery is news from the broker; the clock restarts after the
-                    # handler, which may have run longer than a heartbeat without I/O.
-                    silence.heard()
-                elif stop is None and time.monotonic() - last_delivery >= idle_timeout:
-                    break
-                else:
-                    silence.check()
-                if stop is not None and stop.is_set():
-                    break
-        finally:
-            stopping = stop is not None and stop.is_set()
-            if channel.is_open and not stopping and not silence.dead:
-                # When stopping, closing the connection cancels the consumer with it.
-                try:
-                    with answer_within(self._connection, self._timeout, "cancelling"):
-                        channel.cancel()
-                except Exception:
-                    _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
-        return count
+        consumption = _Consumption(
+            channel, self._connection, self._queue, self._timeout, self._deliver, stop
+        )
+        return run(
+            self._consuming(stop is not None, idle_timeout), lambda op: op.start(consumption)
+        )
 
     def _deliver(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         def perform(op: Handle | Settle) -> object:
@@ -333,6 +308,61 @@ class RabbitMQConsumer(AmqpConsumer):
             self._delivery(body, properties.headers, properties.message_id, method.delivery_tag),
             perform,
         )
+
+
+class _Consumption:
+    """One consuming run on a pika channel: carries out :func:`amqp_consuming`'s operations."""
+
+    def __init__(
+        self,
+        channel: Any,
+        connection: Any,
+        queue: str,
+        timeout: float,
+        deliver: Callable[[Any, Any, Any, bytes], None],
+        stop: threading.Event | None,
+    ) -> None:
+        self._channel = channel
+        self._connection = connection
+        self._queue = queue
+        self._timeout = timeout
+        self._deliver = deliver
+        self._stop = stop
+        self._silence = Silence(connection)
+        self._deliveries: Iterator[tuple[Any, Any, bytes]] | None = None
+
+    def receive(self, seconds: float) -> tuple[Any, Any, bytes] | None:
+        deliveries = self._deliveries
+        if deliveries is None:
+            deliveries = self._deliveries = self._channel.consume(
+                self._queue, inactivity_timeout=seconds
+            )
+        method, properties, body = next(deliveries)
+        return None if method is None else (method, properties, body)
+
+    def deliver(self, delivery: tuple[Any, Any, bytes]) -> None:
+        self._deliver(self._channel, *delivery)
+
+    def heard(self) -> None:
+        self._silence.heard()
+
+    def silent_for(self) -> float:
+        return self._silence.silent_for()
+
+    def abandon(self, error: BaseException) -> None:
+        self._silence.abandon(error)
+
+    def give_back(self) -> None:
+        if not self._channel.is_open:
+            return
+        try:
+            with answer_within(self._connection, self._timeout, "cancelling"):
+                self._channel.cancel()
+        except Exception:
+            _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
+
+    def stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
 
 _publish(__name__, globals(), ["AsyncRabbitMQConsumer", "AsyncRabbitMQPublisher"])
