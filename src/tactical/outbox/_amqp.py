@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from tactical._flow import Flow
@@ -40,6 +40,9 @@ __all__ = [
 
 DEFAULT_EXCHANGE = "tactical.events"
 DEFAULT_HEARTBEAT = 10
+
+if TYPE_CHECKING:
+    from tactical.outbox._inbox_flow import InboxCore
 
 _log = logging.getLogger("tactical.outbox")
 
@@ -187,7 +190,10 @@ class ConfirmingPublisher:
         )
 
 
-class AmqpConsumer:
+_Inbox = TypeVar("_Inbox", bound="InboxCore[Any]")
+
+
+class AmqpConsumer(Generic[_Inbox]):
     """What both RabbitMQ consumers share: their settings, their loop and each delivery's fate.
 
     A subclass sets up its connection state in ``_setup`` and describes its client's errors
@@ -196,7 +202,7 @@ class AmqpConsumer:
 
     def __init__(
         self,
-        inbox: Any,
+        inbox: _Inbox,
         url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
         *,
         queue: str,

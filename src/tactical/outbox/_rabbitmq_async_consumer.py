@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from tactical._flow import run_async
-from tactical.outbox._amqp import DEFAULT_EXCHANGE, DEFAULT_HEARTBEAT, AmqpConsumer
+from tactical.outbox._amqp import AmqpConsumer
 from tactical.outbox._async_inbox import AsyncInboxConsumer
 from tactical.outbox._consumer_flow import BrokerSilent, ConsumeOp, Handle, Settle, perform_async
 from tactical.outbox._rabbitmq_async import aio_pika, describe_async_error
@@ -21,7 +21,7 @@ _log = logging.getLogger("tactical.outbox")
 T = TypeVar("T")
 
 
-class AsyncRabbitMQConsumer(AmqpConsumer):
+class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
     """:class:`RabbitMQConsumer` on asyncio (aio-pika), feeding an :class:`~tactical.outbox.AsyncInboxConsumer`.
 
     The same queue, bindings, acknowledgements and logs (the two share their decisions):
@@ -42,45 +42,16 @@ class AsyncRabbitMQConsumer(AmqpConsumer):
     delivery being handled then goes back to the queue).
 
     Args:
-        inbox: Handles the events.
+        inbox: Handles the events (awaited).
         url: An AMQP URL.
-        queue: The queue's name (one per consumer, e.g. the inbox consumer's name).
-        exchange: The topic exchange the relay publishes to.
-        routing_keys: Binding keys of the queue.
-        prefetch: How many unacknowledged messages the broker sends ahead.
-        timeout: Seconds to wait for connecting and for each request to the broker.
-        heartbeat: The AMQP heartbeat in seconds (at least 1).
+        queue: As for :class:`RabbitMQConsumer`, and so are ``exchange``, ``routing_keys``,
+            ``prefetch``, ``timeout`` (seconds for each request) and ``heartbeat``.
 
     Raises:
         ValueError: ``heartbeat`` is below 1 or ``timeout`` is not positive.
 
     .. versionadded:: 0.2.0
     """
-
-    _inbox: AsyncInboxConsumer[Any]
-
-    def __init__(
-        self,
-        inbox: AsyncInboxConsumer[Any],
-        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
-        *,
-        queue: str,
-        exchange: str = DEFAULT_EXCHANGE,
-        routing_keys: Sequence[str] = ("#",),
-        prefetch: int = 10,
-        timeout: float = 5.0,
-        heartbeat: int = DEFAULT_HEARTBEAT,
-    ) -> None:
-        super().__init__(
-            inbox,
-            url,
-            queue=queue,
-            exchange=exchange,
-            routing_keys=routing_keys,
-            prefetch=prefetch,
-            timeout=timeout,
-            heartbeat=heartbeat,
-        )
 
     def _setup(self) -> None:
         self._connection: aio_pika.abc.AbstractConnection | None = None
@@ -113,9 +84,8 @@ class AsyncRabbitMQConsumer(AmqpConsumer):
 
         Args:
             stop: Set it to end the loop (or cancel the task running it).
-            poll_interval: Seconds to wait for a message before checking ``stop``.
-            initial_backoff: Seconds to wait after the first failure, doubling after each.
-            max_backoff: The longest wait between attempts.
+            poll_interval: As for :meth:`RabbitMQConsumer.run`, and so are
+                ``initial_backoff`` and ``max_backoff``.
         """
         steps = {
             "connect": self._open_channel,

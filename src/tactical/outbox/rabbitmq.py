@@ -156,7 +156,7 @@ class RabbitMQPublisher(ConfirmingPublisher):
         self.close()
 
 
-class RabbitMQConsumer(AmqpConsumer):
+class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
     """Feeds a durable RabbitMQ queue to an inbox consumer, acknowledging after commit.
 
     The queue is declared durable and bound to the (durable topic) exchange for each of
@@ -202,8 +202,6 @@ class RabbitMQConsumer(AmqpConsumer):
     .. versionchanged:: 0.2.0
        ``heartbeat``; every wait is bounded, and a silent connection is replaced.
     """
-
-    _inbox: InboxConsumer[Any]
 
     def _setup(self) -> None:
         self._connection: Any = None

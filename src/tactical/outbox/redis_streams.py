@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
 
 from tactical._extras import missing_extra
 
@@ -36,6 +36,9 @@ __all__ = [
     "RedisStreamConsumer",
     "RedisStreamPublisher",
 ]
+
+if TYPE_CHECKING:
+    from tactical.outbox._inbox_flow import InboxCore
 
 _log = logging.getLogger("tactical.outbox")
 
@@ -210,7 +213,11 @@ _StreamOp: TypeAlias = _Call | _Handle
 _Entry: TypeAlias = tuple[bytes, dict[bytes, bytes]]
 
 
-class _StreamReader:
+_Inbox = TypeVar("_Inbox", bound="InboxCore[Any]")
+_Client = TypeVar("_Client", bound="redis.Redis | redis.asyncio.Redis")
+
+
+class _StreamReader(Generic[_Inbox, _Client]):
     """What both Redis consumers decide: the group, pending entries first, ack after handling.
 
     The constructor's arguments are documented on the consumers.
@@ -218,8 +225,8 @@ class _StreamReader:
 
     def __init__(
         self,
-        inbox: Any,
-        client: redis.Redis | redis.asyncio.Redis,
+        inbox: _Inbox,
+        client: _Client,
         *,
         stream: str = DEFAULT_STREAM,
         group: str | None = None,
@@ -227,6 +234,8 @@ class _StreamReader:
         batch_size: int = 100,
     ) -> None:
         self._socket_timeout = _socket_timeout(client, type(self).__name__)
+        self._inbox = inbox
+        self._client = client
         self._stream = stream
         self._group = group if group is not None else inbox.name
         self._consumer = consumer
@@ -307,7 +316,7 @@ class _StreamReader:
         return len(entries)
 
 
-class RedisStreamConsumer(_StreamReader):
+class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
     """Feeds a Redis stream, through a consumer group, to an inbox consumer.
 
     The group (default: the inbox consumer's name) is created at the stream's start if it does
@@ -345,22 +354,6 @@ class RedisStreamConsumer(_StreamReader):
     .. versionchanged:: 0.2.0
        A client without ``socket_timeout`` is refused.
     """
-
-    def __init__(
-        self,
-        inbox: InboxConsumer[Any],
-        client: redis.Redis,
-        *,
-        stream: str = DEFAULT_STREAM,
-        group: str | None = None,
-        consumer: str = "consumer-1",
-        batch_size: int = 100,
-    ) -> None:
-        super().__init__(
-            inbox, client, stream=stream, group=group, consumer=consumer, batch_size=batch_size
-        )
-        self._inbox = inbox
-        self._client = client
 
     def consume_available(self) -> int:
         """Handle every entry pending for this consumer, then every new one; return how many.
@@ -403,7 +396,7 @@ class RedisStreamConsumer(_StreamReader):
         return op.start(self._client, self._inbox)
 
 
-class AsyncRedisStreamConsumer(_StreamReader):
+class AsyncRedisStreamConsumer(_StreamReader[AsyncInboxConsumer[Any], redis.asyncio.Redis]):
     """:class:`RedisStreamConsumer` on ``redis.asyncio``, feeding an :class:`~tactical.outbox.AsyncInboxConsumer`.
 
     The same group, order and acknowledgements (the two run the same code): pending entries
@@ -416,34 +409,16 @@ class AsyncRedisStreamConsumer(_StreamReader):
     entry being handled pending, to be handled first next time.
 
     Args:
-        inbox: Handles the events.
+        inbox: Handles the events (awaited).
         client: A ``redis.asyncio.Redis`` made with a ``socket_timeout`` (RESP2).
-        stream: The stream's key.
-        group: The consumer group's name; the inbox consumer's name if omitted.
-        consumer: This reader's name within the group.
-        batch_size: The most entries read per ``XREADGROUP``.
+        stream: As for :class:`RedisStreamConsumer`, and so are ``group``, ``consumer``
+            and ``batch_size``.
 
     Raises:
         ValueError: ``client`` has no ``socket_timeout``.
 
     .. versionadded:: 0.2.0
     """
-
-    def __init__(
-        self,
-        inbox: AsyncInboxConsumer[Any],
-        client: redis.asyncio.Redis,
-        *,
-        stream: str = DEFAULT_STREAM,
-        group: str | None = None,
-        consumer: str = "consumer-1",
-        batch_size: int = 100,
-    ) -> None:
-        super().__init__(
-            inbox, client, stream=stream, group=group, consumer=consumer, batch_size=batch_size
-        )
-        self._inbox = inbox
-        self._client = client
 
     async def consume_available(self) -> int:
         """Handle every entry pending for this consumer, then every new one; return how many.
@@ -467,9 +442,8 @@ class AsyncRedisStreamConsumer(_StreamReader):
 
         Args:
             stop: Set it to end the loop (or cancel the task running it).
-            poll_interval: Seconds ``XREADGROUP`` blocks waiting for new entries.
-            initial_backoff: Seconds to wait after the first failure, doubling after each.
-            max_backoff: The longest wait between attempts.
+            poll_interval: As for :meth:`RedisStreamConsumer.run`, and so are
+                ``initial_backoff`` and ``max_backoff``.
         """
         block_ms = self._block_ms(poll_interval)
         steps = {
