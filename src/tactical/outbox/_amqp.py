@@ -190,10 +190,10 @@ class ConfirmingPublisher:
         )
 
 
-_Inbox = TypeVar("_Inbox", bound="InboxCore[Any]")
+U = TypeVar("U", bound="InboxCore[Any]")  # the inbox consumer fed
 
 
-class AmqpConsumer(Generic[_Inbox]):
+class AmqpConsumer(Generic[U]):
     """What both RabbitMQ consumers share: their settings, their loop and each delivery's fate.
 
     A subclass sets up its connection state in ``_setup`` and describes its client's errors
@@ -202,7 +202,7 @@ class AmqpConsumer(Generic[_Inbox]):
 
     def __init__(
         self,
-        inbox: _Inbox,
+        inbox: U,
         url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
         *,
         queue: str,

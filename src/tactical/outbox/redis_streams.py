@@ -213,11 +213,11 @@ _StreamOp: TypeAlias = _Call | _Handle
 _Entry: TypeAlias = tuple[bytes, dict[bytes, bytes]]
 
 
-_Inbox = TypeVar("_Inbox", bound="InboxCore[Any]")
-_Client = TypeVar("_Client", bound="redis.Redis | redis.asyncio.Redis")
+U = TypeVar("U", bound="InboxCore[Any]")  # the inbox consumer fed
+V = TypeVar("V", bound="redis.Redis | redis.asyncio.Redis")  # the client
 
 
-class _StreamReader(Generic[_Inbox, _Client]):
+class _StreamReader(Generic[U, V]):
     """What both Redis consumers decide: the group, pending entries first, ack after handling.
 
     The constructor's arguments are documented on the consumers.
@@ -225,8 +225,8 @@ class _StreamReader(Generic[_Inbox, _Client]):
 
     def __init__(
         self,
-        inbox: _Inbox,
-        client: _Client,
+        inbox: U,
+        client: V,
         *,
         stream: str = DEFAULT_STREAM,
         group: str | None = None,
