@@ -117,7 +117,7 @@ def _public_ancestors(base: Any) -> list[Any]:
     cls = typing.get_origin(base) or base
     found: list[Any] = []
     for parent in getattr(cls, "__orig_bases__", cls.__bases__):
-        if parent in (object, ABC):
+        if parent in (object, ABC) or typing.get_origin(parent) is typing.Generic:
             continue
         found += [a for a in _public_ancestors(parent) if a not in found]
     return found

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tactical._bus import EventBus
-from tactical._codec import JsonCodec
 from tactical._flow import run_async
 from tactical._model import AggregateRoot
 from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
-from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
 from tactical.sqlalchemy._statements import Execute, Operation
-from tactical.sqlalchemy._storage import DocumentStorage
 
 __all__ = ["AsyncSqlAlchemyUnitOfWork"]
 
@@ -25,7 +21,7 @@ A = TypeVar("A", bound=AggregateRoot[Any])
 T = TypeVar("T")
 
 
-class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase, AsyncTransactionalUnitOfWork):
+class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransactionalUnitOfWork):
     """:class:`SqlAlchemyUnitOfWork` for asyncio, over a SQLAlchemy ``AsyncEngine``.
 
     The same tables, rows and decisions as the sync unit of work (the two share their
@@ -76,33 +72,12 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase, AsyncTransactionalUnitOfWork)
     .. versionadded:: 0.2.0
     """
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        bus: EventBus | None = None,
-        *,
-        codec: JsonCodec | None = None,
-        mappers: Iterable[RelationalMapper[Any, Any]] = (),
-        allow_multiple_aggregates: bool = False,
-        database_timeout: float | None = 30.0,
-    ) -> None:
-        super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
-        self._configure(
-            engine,
-            asynchronous=True,
-            codec=codec,
-            mappers=mappers,
-            database_timeout=database_timeout,
-        )
-        self._engine = engine
-        # Drivers without a socket (SQLite) are not bounded, as in the sync unit of work.
-        self._timeout = None if self._sqlite else database_timeout
-        self._connection: AsyncConnection | None = None
+    _asynchronous = True
 
-    @property
-    def engine(self) -> AsyncEngine:
-        """The engine this unit of work connects through."""
-        return self._engine
+    def _setup(self) -> None:
+        # Drivers without a socket (SQLite) are not bounded, as in the sync unit of work.
+        self._timeout = None if self._sqlite else self._database_timeout
+        self._connection: AsyncConnection | None = None
 
     @property
     def connection(self) -> AsyncConnection:
@@ -126,12 +101,8 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase, AsyncTransactionalUnitOfWork)
             await self._bounded(connection.begin())
         except BaseException as error:
             await connection.close()
-            refusal = self._begin_refusal(error)
-            if refusal is error:
-                raise
-            raise refusal from error
+            self._refuse_begin(error)
         self._connection = connection
-        self._storage_for(connection.dialect)
 
     async def _end(self) -> None:
         await self._release()
@@ -151,11 +122,15 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase, AsyncTransactionalUnitOfWork)
             raise
 
     async def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
-        storage = cast("DocumentStorage", self._storage)
+        storage = self._storage or self._storage_for(
+            cast("AsyncConnection", self._connection).dialect
+        )
         return await run_async(storage.load(aggregate_type, aggregate_id), self._carry_out)
 
     async def _store(self, changes: Sequence[Change]) -> None:
-        storage = cast("DocumentStorage", self._storage)
+        storage = self._storage or self._storage_for(
+            cast("AsyncConnection", self._connection).dialect
+        )
         await run_async(storage.store(changes), self._carry_out)
 
     async def _carry_out(self, operation: Operation) -> object:
@@ -163,7 +138,7 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase, AsyncTransactionalUnitOfWork)
         connection = cast("AsyncConnection", self._connection)
         if isinstance(operation, Execute):
             result = await self._bounded(
-                connection.exec_driver_sql(operation.sql, operation.parameters)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+                connection.exec_driver_sql(operation.sql, operation.parameters)
             )
             return operation.outcome(result)
         # A mapper's calls, commit, rollback and SQLite's restart are the sync driver's own,
@@ -187,9 +162,15 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase, AsyncTransactionalUnitOfWork)
 
 
 async def _discard(connection: AsyncConnection) -> None:
-    """Close ``connection`` after an interrupted round trip, invalidating it first."""
+    """Close ``connection`` after an interrupted round trip, invalidating it first.
+
+    Interrupted while closing, it is closed already: the pool discarded its driver
+    connection when the reset (a rollback) failed.
+    """
+    if connection.closed:
+        return
     try:
-        if not connection.invalidated and connection.sync_connection is not None:
+        if not connection.invalidated:
             await connection.invalidate()
     finally:
         await connection.close()

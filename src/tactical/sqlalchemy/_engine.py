@@ -64,7 +64,7 @@ def configure_engine(engine: sa.Engine | AsyncEngine) -> sa.Engine | AsyncEngine
     candidate: object = engine
     if isinstance(candidate, AsyncEngine):
         sync_engine = candidate.sync_engine
-    elif isinstance(candidate, sa.Engine):
+    elif isinstance(candidate, sa.Engine):  # pyright: ignore[reportUnnecessaryIsInstance]
         sync_engine = candidate
     else:
         raise TypeError(engine_refusal(candidate, asynchronous=False))

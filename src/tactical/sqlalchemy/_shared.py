@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import sqlalchemy as sa
 from sqlalchemy import exc
+from tactical._bus import EventBus
 from tactical._codec import JsonCodec
 from tactical._model import AggregateRoot
+from tactical._uow_core import UnitOfWorkCore
 from tactical.sqlalchemy._engine import (
     configure_engine,
     engine_refusal,
@@ -41,38 +43,38 @@ __all__ = ["SqlUnitOfWorkBase", "carry_out", "release_connection"]
 _default_codec = JsonCodec()
 
 
-class SqlUnitOfWorkBase:
-    """The settings and the decisions of a SQL unit of work that involve no I/O."""
+E = TypeVar("E", sa.Engine, AsyncEngine)
 
-    _codec: JsonCodec
-    _mappers: dict[type[AggregateRoot[Any]], RelationalMapper[Any, Any]]
-    _database_timeout: float | None
-    _sqlite: bool
-    _storage: DocumentStorage | None
 
-    def _configure(
+class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
+    """The constructor, settings and decisions of a SQL unit of work that involve no I/O.
+
+    The sync and the async unit of work subclass it with their engine type and set
+    ``_asynchronous``; they add only how operations are carried out (and :meth:`_setup`
+    for their own state).
+    """
+
+    _asynchronous: ClassVar[bool]
+
+    def __init__(
         self,
-        engine: object,
+        engine: E,
+        bus: EventBus | None = None,
         *,
-        asynchronous: bool,
-        codec: JsonCodec | None,
-        mappers: Iterable[RelationalMapper[Any, Any]],
-        database_timeout: float | None,
-    ) -> sa.Engine:
-        """Check and keep the constructor's arguments; the engine's sync side, configured.
-
-        Raises:
-            TypeError: ``engine`` is not the kind of engine this unit of work runs on.
-            ValueError: Two mappers store one type, ``database_timeout`` is not positive,
-                or the database is neither SQLite nor PostgreSQL.
-        """
+        codec: JsonCodec | None = None,
+        mappers: Iterable[RelationalMapper[Any, Any]] = (),
+        allow_multiple_aggregates: bool = False,
+        database_timeout: float | None = 30.0,
+    ) -> None:
+        super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
+        candidate: object = engine
         name = type(self).__name__
-        if asynchronous and isinstance(engine, AsyncEngine):
-            sync_engine = engine.sync_engine
-        elif not asynchronous and isinstance(engine, sa.Engine):
-            sync_engine = engine
+        if self._asynchronous and isinstance(candidate, AsyncEngine):
+            sync_engine = candidate.sync_engine
+        elif not self._asynchronous and isinstance(candidate, sa.Engine):
+            sync_engine = candidate
         else:
-            raise TypeError(engine_refusal(engine, asynchronous=asynchronous))
+            raise TypeError(engine_refusal(candidate, asynchronous=self._asynchronous))
         if database_timeout is not None and not database_timeout > 0:
             raise ValueError(f"database_timeout must be positive, got {database_timeout}")
         configure_engine(sync_engine)
@@ -81,10 +83,11 @@ class SqlUnitOfWorkBase:
                 f"{name} runs on SQLite and PostgreSQL, "
                 f"not {sync_engine.dialect.name} ({sync_engine.url!r})"
             )
+        self._engine: E = engine
         self._database_timeout = database_timeout
         self._sqlite = sync_engine.dialect.name == "sqlite"
         self._codec = codec if codec is not None else _default_codec
-        self._mappers = {}
+        self._mappers: dict[type[AggregateRoot[Any]], RelationalMapper[Any, Any]] = {}
         for mapper in mappers:
             existing = self._mappers.get(mapper.aggregate_type)
             if existing is not None:
@@ -94,8 +97,16 @@ class SqlUnitOfWorkBase:
                 )
             self._mappers[mapper.aggregate_type] = mapper
         # Compiled on the first connection, once the dialect knows its server.
-        self._storage = None
-        return sync_engine
+        self._storage: DocumentStorage | None = None
+        self._setup()
+
+    def _setup(self) -> None:
+        """Set up the subclass's own state, once the arguments are checked."""
+
+    @property
+    def engine(self) -> E:
+        """The engine this unit of work connects through."""
+        return self._engine
 
     @property
     def codec(self) -> JsonCodec:
@@ -111,21 +122,19 @@ class SqlUnitOfWorkBase:
     def _not_in_transaction(self) -> RuntimeError:
         return RuntimeError(f"{type(self).__name__} is not in a transaction")
 
-    def _begin_refusal(self, error: BaseException) -> BaseException:
-        """What to raise when a transaction could not begin with ``error``."""
+    def _refuse_begin(self, error: BaseException) -> NoReturn:
+        """Raise what a transaction that could not begin with ``error`` should raise."""
         # The SQLite "begin" listener talks to the driver directly: its error is sqlite3's.
         if isinstance(
             error, exc.OperationalError | sqlite3.OperationalError
         ) and "cannot start a transaction within a transaction" in str(error):
-            refusal = RuntimeError(
+            raise RuntimeError(
                 f"{type(self).__name__} cannot begin: the engine's only SQLite connection "
                 "is in another unit of work's transaction. An in-memory database "
                 "('sqlite://') is one connection, so its units of work cannot overlap; "
                 "use a file database ('sqlite:///path') for concurrent units of work"
-            )
-            refusal.__cause__ = error
-            return refusal
-        return error
+            ) from error
+        raise error
 
     def _note_cut(self, error: BaseException) -> None:
         """Say on ``error`` that the database_timeout cut the round trip it reports."""

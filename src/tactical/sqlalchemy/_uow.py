@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from tactical._bus import EventBus
-from tactical._codec import JsonCodec
 from tactical._flow import run
 from tactical._model import AggregateRoot
 from tactical._uow import Change, TransactionalUnitOfWork
-from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
 from tactical.sqlalchemy._statements import (
     MapperCall,
     Operation,
 )
-from tactical.sqlalchemy._storage import DocumentStorage
 from tactical.sqlalchemy._watchdog import RoundTripDeadline, guard_round_trips, watch_round_trips
 
 __all__ = ["SqlAlchemyUnitOfWork"]
@@ -27,7 +23,7 @@ __all__ = ["SqlAlchemyUnitOfWork"]
 A = TypeVar("A", bound=AggregateRoot[Any])
 
 
-class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase, TransactionalUnitOfWork):
+class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork):
     """A unit of work over a SQLAlchemy 2 :class:`~sqlalchemy.engine.Engine`.
 
     Each ``with`` block runs in one database transaction on its own connection. By default
@@ -87,40 +83,20 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase, TransactionalUnitOfWork):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(
-        self,
-        engine: sa.Engine,
-        bus: EventBus | None = None,
-        *,
-        codec: JsonCodec | None = None,
-        mappers: Iterable[RelationalMapper[Any, Any]] = (),
-        allow_multiple_aggregates: bool = False,
-        database_timeout: float | None = 30.0,
-    ) -> None:
-        super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
-        self._engine = self._configure(
-            engine,
-            asynchronous=False,
-            codec=codec,
-            mappers=mappers,
-            database_timeout=database_timeout,
-        )
+    _asynchronous = False
+
+    def _setup(self) -> None:
         self._deadline = contextlib.ExitStack()
         self._round_trips: RoundTripDeadline | None = None
         self._cut = False  # set by the deadline thread when it shut a connection down
         # Drivers without a socket (SQLite) are not guarded.
-        self._guarded = database_timeout is not None and not self._sqlite
+        self._guarded = self._database_timeout is not None and not self._sqlite
         # The unit of work arms the deadline around its own round trips; a mapper's
         # statements are bounded through the engine's events.
         self._watching = False
         if self._guarded and self._mappers:
             self._watch_others()
         self._connection: sa.Connection | None = None
-
-    @property
-    def engine(self) -> sa.Engine:
-        """The engine this unit of work connects through."""
-        return self._engine
 
     @property
     def connection(self) -> sa.Connection:
@@ -150,12 +126,8 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase, TransactionalUnitOfWork):
             connection.begin()
         except BaseException as error:
             connection.close()
-            refusal = self._begin_refusal(error)
-            if refusal is error:
-                raise
-            raise refusal from error
+            self._refuse_begin(error)
         self._connection = connection
-        self._storage_for(connection.dialect)
         if self._guarded:
             self._cut = False
             self._round_trips = self._deadline.enter_context(
@@ -184,11 +156,15 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase, TransactionalUnitOfWork):
                 deadline.disarm()
 
     def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
-        storage = cast("DocumentStorage", self._storage)
+        storage = self._storage or self._storage_for(
+            cast("sa.Connection", self._connection).dialect
+        )
         return run(storage.load(aggregate_type, aggregate_id), self._perform)
 
     def _store(self, changes: Sequence[Change]) -> None:
-        storage = cast("DocumentStorage", self._storage)
+        storage = self._storage or self._storage_for(
+            cast("sa.Connection", self._connection).dialect
+        )
         run(storage.store(changes), self._perform)
 
     def _perform(self, operation: Operation) -> object:
