@@ -26,7 +26,7 @@ class AsyncInboxConsumer(InboxCore[U]):
     The same decisions as :class:`InboxConsumer` (the two run the same code) in an
     :class:`~tactical.sqlalchemy.AsyncSqlAlchemyUnitOfWork` per attempt: the inbox row
     ``(consumer_name, event_id)`` is the transaction's first write, so a redelivered event
-    is a :attr:`~tactical.outbox.Outcome.DUPLICATE` and its effect happens once per consumer; handlers
+    is a ``DUPLICATE`` and its effect happens once per consumer; handlers
     (``async def`` or plain) run in the unit of work and the consumer commits; a failing
     handler is retried, then parked with its error; a conflict or lock wait is retried as
     transient and never parks; an undecodable message is parked at once; the later
