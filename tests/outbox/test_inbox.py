@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 import pytest
 from tests.outbox.helpers import (
     Flaky,
     commit_ticks,
+    mirroring,
     mirrors,
     relayed,
     side_consumer,
@@ -335,6 +339,41 @@ class TestAsyncHandlers:
             assert counter_id
         finally:
             side.close()
+
+    def test_cancelled_async_handling_stores_nothing_and_the_next_delivery_handles_it(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """Cancelling handle() inside a handler rolls back inbox row and changes; a redelivery applies it once."""
+        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
+        (message,) = relayed(sqlite_engine)
+        side = AsyncSide()
+        try:
+            entered = asyncio.Event()
+            release = asyncio.Event()
+
+            async def mirror_when_released(event: CounterTicked, uow: Any) -> None:
+                entered.set()
+                await release.wait()
+                await side.handler(mirroring)(event, uow)
+
+            inbox = side.inbox(consumer_engine).inbox
+            inbox.subscribe(CounterTicked, mirror_when_released)
+
+            async def cancel_then_redeliver() -> tuple[bool, Outcome]:
+                first = asyncio.create_task(inbox.handle(message))
+                await entered.wait()
+                first.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await first
+                release.set()
+                return first.cancelled(), await inbox.handle(message)
+
+            assert side.call(cancel_then_redeliver()) == (True, Outcome.HANDLED)
+        finally:
+            side.close()
+        assert mirrors(consumer_engine) == {counter_id: [1]}
+        assert [e for _, e in inbox_rows(consumer_engine)] == [message.event_id]
+        assert dead_letters(consumer_engine) == []
 
 
 class TestRetention:
