@@ -10,9 +10,11 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy.dialects import postgresql
+from tests.outbox.sides import Inbox, Side, sync_handler
 
 import sqlalchemy as sa
 from tactical import AggregateRoot, DomainEvent, JsonCodec, retry_on_conflict
+from tactical._flow import Flow
 from tactical.outbox import InboxConsumer, OutboxMessage, OutboxRelay, UndeliverableError
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, outbox_table
 from tactical.testing import Counter, CounterTicked
@@ -120,14 +122,18 @@ class Mirror(AggregateRoot[UUID]):
         self.record(CounterMirrored(self.id, count))
 
 
-def mirror_tick(event: CounterTicked, uow: SqlAlchemyUnitOfWork) -> None:
-    """The consumer's handler: add the tick to the counter's mirror (created on first use)."""
+def mirroring(event: CounterTicked, uow: Any) -> Flow[Any, None]:
+    """The consumer's handler, for either side: add the tick to the counter's mirror."""
     mirrors = uow.repository(Mirror)
-    mirror = mirrors.get(event.counter_id)
+    mirror = yield mirrors.get(event.counter_id)
     if mirror is None:
         mirror = Mirror(event.counter_id)
         mirrors.add(mirror)
     mirror.observe(event.count)
+
+
+mirror_tick = sync_handler(mirroring)
+"""The consumer's sync handler: add the tick to the counter's mirror (created on first use)."""
 
 
 def mirrors(engine: sa.Engine) -> dict[UUID, list[int]]:
@@ -159,6 +165,13 @@ def make_consumer(
     return consumer
 
 
+def side_consumer(side: Side, engine: sa.Engine, name: str = "mirror", **options: Any) -> Inbox:
+    """The side's inbox consumer on ``engine`` with the mirroring handler subscribed."""
+    consumer = side.inbox(engine, name, **options)
+    consumer.subscribe(CounterTicked, side.handler(mirroring))
+    return consumer
+
+
 class Flaky:
     """A handler that fails a number of times, or always for some counters, else mirrors."""
 
@@ -168,13 +181,17 @@ class Flaky:
         self.calls = 0
 
     def __call__(self, event: CounterTicked, uow: SqlAlchemyUnitOfWork) -> None:
+        sync_handler(self.flow)(event, uow)
+
+    def flow(self, event: CounterTicked, uow: Any) -> Flow[Any, None]:
+        """The handler written once, for either side."""
         self.calls += 1
         if event.counter_id in self.fail_for:
             raise RuntimeError(f"refusing counter {event.counter_id}")
         if self.failures:
             self.failures -= 1
             raise RuntimeError(f"ledger unavailable while handling count {event.count}")
-        mirror_tick(event, uow)
+        yield from mirroring(event, uow)
 
 
 def ticked_row(counter_id: UUID, count: int) -> dict[str, Any]:

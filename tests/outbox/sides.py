@@ -8,7 +8,11 @@ over an ``AsyncEngine`` on the same database (aiosqlite, psycopg's async mode or
 and the async publishers, are driven by the very same test code, from any thread.
 
 Publisher wrappers that tests need (recording what the relay handed over, crashing half
-way) are written once as flows (:mod:`tactical._flow`) over the wrapped publisher.
+way) are written once as flows (:mod:`tactical._flow`) over the wrapped publisher. Inbox
+handlers are written once too, as generators that yield what a unit of work's repository
+returned (the sync side passes the value back, the async side awaits it): see
+:data:`HandlerFlow`. The side's :meth:`~SyncSide.inbox` gives an :class:`InboxConsumer` or an
+:class:`AsyncInboxConsumer` driven from sync code.
 """
 
 from __future__ import annotations
@@ -19,16 +23,52 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+import redis
+import redis.asyncio as redis_async
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import sqlalchemy as sa
 from tactical._flow import Flow, run, run_async
-from tactical.outbox import AsyncOutboxRelay, OutboxMessage, OutboxRelay, ParkedRow
+from tactical.outbox import (
+    AsyncInboxConsumer,
+    AsyncOutboxRelay,
+    InboxConsumer,
+    OutboxMessage,
+    OutboxRelay,
+    Outcome,
+    ParkedRow,
+)
+from tactical.outbox.rabbitmq import AsyncRabbitMQConsumer, RabbitMQConsumer
+from tactical.outbox.redis_streams import AsyncRedisStreamConsumer, RedisStreamConsumer
+from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 
 T = TypeVar("T")
 
 Behaviour = Callable[[Sequence[OutboxMessage]], Flow[Sequence[OutboxMessage], None]]
 """A publisher's behaviour as a flow: it yields the batches to pass on to the wrapped one."""
+
+
+HandlerFlow = Callable[[Any, Any], Flow[Any, None]]
+"""An inbox handler written once: ``yield uow.repository(A).get(id)`` gives the aggregate."""
+
+
+def _given(value: T) -> T:
+    return value
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def sync_handler(flow: HandlerFlow) -> Callable[[Any, Any], None]:
+    """``flow`` as a sync handler (each yielded value is the result)."""
+
+    def handler(event: Any, uow: Any) -> None:
+        run(flow(event, uow), _given)
+
+    return handler
 
 
 def passing(messages: Sequence[OutboxMessage]) -> Flow[Sequence[OutboxMessage], None]:
@@ -63,6 +103,26 @@ class SyncSide:
     def call(self, value: T) -> T:
         """What a sync call returned, as it is."""
         return value
+
+    def inbox(
+        self, engine: sa.Engine, name: str = "mirror", **options: Any
+    ) -> InboxConsumer[SqlAlchemyUnitOfWork]:
+        """An InboxConsumer on ``engine``."""
+        return InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine), name, **options)
+
+    def handler(self, flow: HandlerFlow) -> Callable[[Any, Any], None]:
+        """``flow`` as a sync handler."""
+        return sync_handler(flow)
+
+    def rabbit_consumer(self, inbox: Any, url: str, **options: Any) -> RabbitMQConsumer:
+        """A RabbitMQConsumer feeding ``inbox``."""
+        return RabbitMQConsumer(inbox, url, **options)
+
+    def redis_consumer(
+        self, inbox: Any, client: redis.Redis, **options: Any
+    ) -> RedisStreamConsumer:
+        """A RedisStreamConsumer feeding ``inbox`` through ``client``."""
+        return RedisStreamConsumer(inbox, client, **options)
 
     def close(self) -> None:
         """Run the closers (once)."""
@@ -107,6 +167,7 @@ class AsyncSide:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self._engines: dict[str, AsyncEngine] = {}
+        self._engines_lock = threading.Lock()
         self._closers: list[Callable[[], Coroutine[Any, Any, object]]] = []
 
     def call(self, awaitable: Coroutine[Any, Any, T]) -> T:
@@ -119,9 +180,10 @@ class AsyncSide:
         driver = "aiosqlite" if url.get_backend_name() == "sqlite" else self.postgres_driver
         async_url = url.set(drivername=f"{url.get_backend_name()}+{driver}")
         key = async_url.render_as_string(hide_password=False)
-        if key not in self._engines:
-            self._engines[key] = self.call(_make_engine(async_url))
-        return self._engines[key]
+        with self._engines_lock:  # feeds in threads must not each make (and lose) one
+            if key not in self._engines:
+                self._engines[key] = self.call(_make_engine(async_url))
+            return self._engines[key]
 
     def relay(self, engine: sa.Engine, publisher: Any, **options: Any) -> DrivenRelay:
         """An AsyncOutboxRelay on ``engine``'s database, driven on the side's loop."""
@@ -136,6 +198,44 @@ class AsyncSide:
     def wrap(self, publisher: Any, behaviour: Behaviour = passing) -> Any:
         """An async publisher that runs ``behaviour`` over ``publisher``."""
         return _AsyncWrapped(publisher, behaviour)
+
+    def inbox(self, engine: sa.Engine, name: str = "mirror", **options: Any) -> DrivenInbox:
+        """An AsyncInboxConsumer on ``engine``'s database, driven on the side's loop."""
+        database = self.async_engine(engine)
+        return DrivenInbox(
+            self, AsyncInboxConsumer(lambda: AsyncSqlAlchemyUnitOfWork(database), name, **options)
+        )
+
+    def handler(self, flow: HandlerFlow) -> Callable[[Any, Any], Coroutine[Any, Any, None]]:
+        """``flow`` as an ``async def`` handler (each yielded awaitable is awaited)."""
+
+        async def handler(event: Any, uow: Any) -> None:
+            await run_async(flow(event, uow), _awaited)
+
+        return handler
+
+    def rabbit_consumer(self, inbox: DrivenInbox, url: str, **options: Any) -> DrivenConsumer:
+        """An AsyncRabbitMQConsumer feeding ``inbox``, driven on the side's loop."""
+        return DrivenConsumer(self, AsyncRabbitMQConsumer(inbox.inbox, url, **options))
+
+    def redis_consumer(
+        self, inbox: DrivenInbox, client: redis.Redis, **options: Any
+    ) -> DrivenConsumer:
+        """An AsyncRedisStreamConsumer feeding ``inbox`` through a client like ``client``.
+
+        The ``redis.asyncio`` client has the sync one's address and timeouts, and as many
+        retries; it is closed with the side.
+        """
+        settings = client.connection_pool.connection_kwargs
+        known = ("host", "port", "socket_timeout", "socket_connect_timeout")
+        retry: Any = settings.get("retry")
+        retries = 3 if retry is None else retry._retries
+        async_client = redis_async.Redis(
+            **{k: settings[k] for k in known if k in settings},
+            retry=AsyncRetry(NoBackoff(), retries),
+        )
+        self.on_close(async_client.aclose)
+        return DrivenConsumer(self, AsyncRedisStreamConsumer(inbox.inbox, async_client, **options))
 
     def on_close(self, closer: Callable[[], Coroutine[Any, Any, object]]) -> None:
         """Await ``closer()`` on the loop when the side closes (before the engines go)."""
@@ -184,18 +284,70 @@ class DrivenRelay:
 
     def run(self, stop: threading.Event, **options: Any) -> None:
         """``await relay.run(...)`` until ``stop`` (a threading.Event) is set."""
-        self.side.call(self._run(stop, **options))
+        self.side.call(run_until(self.relay.run, stop, **options))
 
-    async def _run(self, stop: threading.Event, **options: Any) -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.create_task(self.relay.run(stopping, **options))
-        while not stop.is_set() and not loop.done():
-            await asyncio.sleep(0.01)
-        stopping.set()
-        await loop
+
+async def run_until(
+    run: Callable[..., Coroutine[Any, Any, None]], stop: threading.Event, **options: Any
+) -> None:
+    """``await run(an asyncio.Event, **options)``, setting the event once ``stop`` is set."""
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(run(stopping, **options))
+    while not stop.is_set() and not loop.done():
+        await asyncio.sleep(0.01)
+    stopping.set()
+    await loop
+
+
+class DrivenConsumer:
+    """An async broker consumer with the sync one's methods, each run on the side's loop."""
+
+    def __init__(self, side: AsyncSide, consumer: Any) -> None:
+        self.side = side
+        self.consumer = consumer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.consumer, name)  # queue, group
+
+    def consume_available(self, **options: Any) -> int:
+        return self.side.call(self.consumer.consume_available(**options))
+
+    def run(self, stop: threading.Event, **options: Any) -> None:
+        self.side.call(run_until(self.consumer.run, stop, **options))
+
+    def close(self) -> None:
+        self.side.call(self.consumer.close())
+
+
+class DrivenInbox:
+    """An AsyncInboxConsumer with the sync consumer's methods, each run on the side's loop."""
+
+    def __init__(self, side: AsyncSide, inbox: AsyncInboxConsumer[Any]) -> None:
+        self.side = side
+        self.inbox = inbox
+
+    @property
+    def name(self) -> str:
+        return self.inbox.name
+
+    def subscribe(self, event_type: Any, handler: Any) -> None:
+        self.inbox.subscribe(event_type, handler)
+
+    def handle(self, message: OutboxMessage) -> Outcome:
+        return self.side.call(self.inbox.handle(message))
+
+    def parked(self) -> list[tuple[OutboxMessage, str]]:
+        return self.side.call(self.inbox.parked())
+
+    def retry_parked(self) -> dict[Outcome, int]:
+        return self.side.call(self.inbox.retry_parked())
+
+    def purge_inbox(self, *older_than: Any) -> int:
+        return self.side.call(self.inbox.purge_inbox(*older_than))
 
 
 Side = SyncSide | AsyncSide
+Inbox = InboxConsumer[Any] | DrivenInbox
 Relay = OutboxRelay | DrivenRelay
 
 

@@ -12,26 +12,30 @@ import pika
 import pytest
 import redis
 from tests.outbox.brokers import AMQP_URL, NO_RETRY, Rabbit, closed_port
-from tests.outbox.helpers import commit_ticks, make_consumer, mirrors
+from tests.outbox.helpers import commit_ticks, mirrors, side_consumer
+from tests.outbox.sides import Side
 from tests.outbox.test_message import DEEP, deep_json, valid_headers
 
 import sqlalchemy as sa
 from tactical.outbox import OutboxRelay
-from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
-from tactical.outbox.redis_streams import RedisStreamConsumer, RedisStreamPublisher
+from tactical.outbox.rabbitmq import RabbitMQPublisher
+from tactical.outbox.redis_streams import RedisStreamPublisher
 
 
 @pytest.mark.rabbitmq
 class TestRabbitMQConsumer:
     def test_relayed_events_are_handled_and_acknowledged(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine, rabbit: Rabbit
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine, rabbit: Rabbit
     ) -> None:
         """Every relayed event reaches the handler once, in order, and leaves the queue."""
         ids = commit_ticks(sqlite_engine, counters=3, ticks=5)
         with RabbitMQPublisher(AMQP_URL, exchange=rabbit.exchange) as publisher:
             OutboxRelay(sqlite_engine, publisher).relay_once()
-        consumer = RabbitMQConsumer(
-            make_consumer(consumer_engine), AMQP_URL, queue=rabbit.queue, exchange=rabbit.exchange
+        consumer = side.rabbit_consumer(
+            side_consumer(side, consumer_engine),
+            AMQP_URL,
+            queue=rabbit.queue,
+            exchange=rabbit.exchange,
         )
         try:
             assert consumer.consume_available(idle_timeout=0.2) == 15
@@ -41,7 +45,11 @@ class TestRabbitMQConsumer:
         assert rabbit.drain() == []
 
     def test_foreign_message_is_rejected_and_logged(
-        self, consumer_engine: sa.Engine, rabbit: Rabbit, caplog: pytest.LogCaptureFixture
+        self,
+        side: Side,
+        consumer_engine: sa.Engine,
+        rabbit: Rabbit,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         """A message without tactical headers is rejected (not requeued) with an error log."""
         rabbit.channel.basic_publish(
@@ -50,8 +58,11 @@ class TestRabbitMQConsumer:
             body=b"{}",
             properties=pika.BasicProperties(headers={"kind": "legacy"}),
         )
-        consumer = RabbitMQConsumer(
-            make_consumer(consumer_engine), AMQP_URL, queue=rabbit.queue, exchange=rabbit.exchange
+        consumer = side.rabbit_consumer(
+            side_consumer(side, consumer_engine),
+            AMQP_URL,
+            queue=rabbit.queue,
+            exchange=rabbit.exchange,
         )
         with caplog.at_level(logging.ERROR, logger="tactical.outbox"):
             try:
@@ -63,7 +74,11 @@ class TestRabbitMQConsumer:
         assert rabbit.drain() == []
 
     def test_message_nested_beyond_the_recursion_limit_is_rejected_and_logged(
-        self, consumer_engine: sa.Engine, rabbit: Rabbit, caplog: pytest.LogCaptureFixture
+        self,
+        side: Side,
+        consumer_engine: sa.Engine,
+        rabbit: Rabbit,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         """A body nested too deep for json is rejected without requeue and logged with its id."""
         headers = valid_headers()
@@ -73,8 +88,11 @@ class TestRabbitMQConsumer:
             body=deep_json(),
             properties=pika.BasicProperties(message_id=headers["event_id"], headers=headers),
         )
-        consumer = RabbitMQConsumer(
-            make_consumer(consumer_engine), AMQP_URL, queue=rabbit.queue, exchange=rabbit.exchange
+        consumer = side.rabbit_consumer(
+            side_consumer(side, consumer_engine),
+            AMQP_URL,
+            queue=rabbit.queue,
+            exchange=rabbit.exchange,
         )
         with caplog.at_level(logging.ERROR, logger="tactical.outbox"):
             try:
@@ -88,11 +106,14 @@ class TestRabbitMQConsumer:
         assert rabbit.drain() == []
 
     def test_run_handles_events_until_stopped(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine, rabbit: Rabbit
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine, rabbit: Rabbit
     ) -> None:
         """run() keeps consuming as events arrive and returns once stop is set."""
-        consumer = RabbitMQConsumer(
-            make_consumer(consumer_engine), AMQP_URL, queue=rabbit.queue, exchange=rabbit.exchange
+        consumer = side.rabbit_consumer(
+            side_consumer(side, consumer_engine),
+            AMQP_URL,
+            queue=rabbit.queue,
+            exchange=rabbit.exchange,
         )
         stop = threading.Event()
         thread = threading.Thread(target=consumer.run, args=(stop,), kwargs={"poll_interval": 0.05})
@@ -115,6 +136,7 @@ class TestRabbitMQConsumer:
 class TestRedisStreamConsumer:
     def test_relayed_events_are_handled_and_acknowledged(
         self,
+        side: Side,
         sqlite_engine: sa.Engine,
         consumer_engine: sa.Engine,
         redis_client: redis.Redis,
@@ -123,8 +145,8 @@ class TestRedisStreamConsumer:
         """Every relayed entry reaches the handler once, in order, and is acknowledged."""
         ids = commit_ticks(sqlite_engine, counters=2, ticks=3)
         OutboxRelay(sqlite_engine, RedisStreamPublisher(redis_client, stream_name)).relay_once()
-        consumer = RedisStreamConsumer(
-            make_consumer(consumer_engine), redis_client, stream=stream_name
+        consumer = side.redis_consumer(
+            side_consumer(side, consumer_engine), redis_client, stream=stream_name
         )
         assert consumer.consume_available() == 6
         assert consumer.consume_available() == 0
@@ -133,6 +155,7 @@ class TestRedisStreamConsumer:
 
     def test_entries_read_but_not_acknowledged_are_handled_first(
         self,
+        side: Side,
         sqlite_engine: sa.Engine,
         consumer_engine: sa.Engine,
         redis_client: redis.Redis,
@@ -141,17 +164,18 @@ class TestRedisStreamConsumer:
         """Entries a crashed reader took without XACK are handled again before new ones."""
         (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=3)
         OutboxRelay(sqlite_engine, RedisStreamPublisher(redis_client, stream_name)).relay_once()
-        inbox = make_consumer(consumer_engine)
+        inbox = side_consumer(side, consumer_engine)
         redis_client.xgroup_create(stream_name, inbox.name, id="0")
         taken = redis_client.xreadgroup(inbox.name, "consumer-1", {stream_name: ">"}, count=2)
         assert len(taken[0][1]) == 2  # read, then the reader "crashed" before handling
-        consumer = RedisStreamConsumer(inbox, redis_client, stream=stream_name)
+        consumer = side.redis_consumer(inbox, redis_client, stream=stream_name)
         assert consumer.consume_available() == 3
         assert mirrors(consumer_engine) == {counter_id: [1, 2, 3]}
         assert redis_client.xpending(stream_name, inbox.name)["pending"] == 0
 
     def test_foreign_entry_is_acknowledged_and_logged(
         self,
+        side: Side,
         consumer_engine: sa.Engine,
         redis_client: redis.Redis,
         stream_name: str,
@@ -159,8 +183,8 @@ class TestRedisStreamConsumer:
     ) -> None:
         """An entry that is not a tactical message is logged and acknowledged, not retried forever."""
         redis_client.xadd(stream_name, {"something": json.dumps({"else": 1})})
-        consumer = RedisStreamConsumer(
-            make_consumer(consumer_engine), redis_client, stream=stream_name
+        consumer = side.redis_consumer(
+            side_consumer(side, consumer_engine), redis_client, stream=stream_name
         )
         with caplog.at_level(logging.ERROR, logger="tactical.outbox"):
             assert consumer.consume_available() == 1
@@ -179,6 +203,7 @@ class TestRedisStreamConsumer:
     )
     def test_malformed_entry_is_acknowledged_and_logged_with_its_id(
         self,
+        side: Side,
         consumer_engine: sa.Engine,
         redis_client: redis.Redis,
         stream_name: str,
@@ -192,8 +217,8 @@ class TestRedisStreamConsumer:
             for name, value in fields.items()
         }
         entry_id = redis_client.xadd(stream_name, entry).decode()  # pyright: ignore[reportArgumentType]
-        consumer = RedisStreamConsumer(
-            make_consumer(consumer_engine), redis_client, stream=stream_name
+        consumer = side.redis_consumer(
+            side_consumer(side, consumer_engine), redis_client, stream=stream_name
         )
         with caplog.at_level(logging.ERROR, logger="tactical.outbox"):
             assert consumer.consume_available() == 1
@@ -205,14 +230,15 @@ class TestRedisStreamConsumer:
 
     def test_run_handles_entries_until_stopped(
         self,
+        side: Side,
         sqlite_engine: sa.Engine,
         consumer_engine: sa.Engine,
         redis_client: redis.Redis,
         stream_name: str,
     ) -> None:
         """run() blocks on the stream, handles entries as they come, and stops when told."""
-        consumer = RedisStreamConsumer(
-            make_consumer(consumer_engine), redis_client, stream=stream_name
+        consumer = side.redis_consumer(
+            side_consumer(side, consumer_engine), redis_client, stream=stream_name
         )
         stop = threading.Event()
         thread = threading.Thread(target=consumer.run, args=(stop,), kwargs={"poll_interval": 0.05})
@@ -246,11 +272,11 @@ class TestLoopsWhileTheBrokerIsDown:
 
     @pytest.mark.rabbitmq
     def test_rabbitmq_consumer_retries_with_backoff(
-        self, consumer_engine: sa.Engine, caplog: pytest.LogCaptureFixture
+        self, side: Side, consumer_engine: sa.Engine, caplog: pytest.LogCaptureFixture
     ) -> None:
         """Connection failures are logged as warnings with the delay; stop ends the loop."""
-        consumer = RabbitMQConsumer(
-            make_consumer(consumer_engine),
+        consumer = side.rabbit_consumer(
+            side_consumer(side, consumer_engine),
             f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F",
             queue="never-declared",
             timeout=0.2,
@@ -266,11 +292,15 @@ class TestLoopsWhileTheBrokerIsDown:
 
     @pytest.mark.redis
     def test_redis_consumer_retries_with_backoff(
-        self, consumer_engine: sa.Engine, caplog: pytest.LogCaptureFixture
+        self, side: Side, consumer_engine: sa.Engine, caplog: pytest.LogCaptureFixture
     ) -> None:
         """Connection failures are logged as warnings with the delay; stop ends the loop."""
-        client = redis.Redis(port=closed_port(), socket_connect_timeout=0.2, retry=NO_RETRY)
-        consumer = RedisStreamConsumer(make_consumer(consumer_engine), client, stream="nowhere")
+        client = redis.Redis(
+            port=closed_port(), socket_timeout=1, socket_connect_timeout=0.2, retry=NO_RETRY
+        )
+        consumer = side.redis_consumer(
+            side_consumer(side, consumer_engine), client, stream="nowhere"
+        )
         with caplog.at_level(logging.WARNING, logger="tactical.outbox"):
             waited = self.run_briefly(
                 lambda stop: consumer.run(stop, initial_backoff=0.05, max_backoff=0.1)

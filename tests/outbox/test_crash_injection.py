@@ -7,9 +7,11 @@ RabbitMQ between them. Hypothesis draws a sequence of commands over a few counte
 dies (its process would; here a :class:`Crash` that nothing in tactical catches). The dead
 component is restarted as a new process would be; at the end everything is drained.
 
-The relay is the sync :class:`OutboxRelay` with the pika publisher, or the
-:class:`AsyncOutboxRelay` (aiosqlite) with the aio-pika publisher, in the same pipeline: the
-writer is the sync unit of work either way, so the async relay reads what a sync service wrote.
+The relay and the consumer are the sync :class:`OutboxRelay` and :class:`RabbitMQConsumer`
+(pika) with :class:`InboxConsumer`, or the :class:`AsyncOutboxRelay` and
+:class:`AsyncRabbitMQConsumer` (aio-pika) with :class:`AsyncInboxConsumer` (aiosqlite), in the
+same pipeline: the writer is the sync unit of work either way, so the async relay reads what a
+sync service wrote.
 """
 
 from __future__ import annotations
@@ -30,22 +32,33 @@ from hypothesis import event as note_event
 from hypothesis import strategies as st
 from tests.conftest import require_server
 from tests.outbox.brokers import AMQP_URL
-from tests.outbox.helpers import mirror_tick, mirrors, pending_count
-from tests.outbox.sides import AsyncSide, Behaviour, Relay, Side, SyncSide
+from tests.outbox.helpers import mirroring, mirrors, pending_count
+from tests.outbox.sides import AsyncSide, Behaviour, DrivenConsumer, Relay, Side, SyncSide
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from tactical import JsonCodec
 from tactical._flow import Flow
 from tactical.outbox import (
+    AsyncInboxConsumer,
     InboxConsumer,
     OutboxMessage,
     Outcome,
     dead_letters_table,
     inbox_table,
 )
-from tactical.outbox.rabbitmq import AsyncRabbitMQPublisher, RabbitMQConsumer, RabbitMQPublisher
-from tactical.sqlalchemy import SqlAlchemyUnitOfWork, create_schema, outbox_table
+from tactical.outbox.rabbitmq import (
+    AsyncRabbitMQConsumer,
+    AsyncRabbitMQPublisher,
+    RabbitMQConsumer,
+    RabbitMQPublisher,
+)
+from tactical.sqlalchemy import (
+    AsyncSqlAlchemyUnitOfWork,
+    SqlAlchemyUnitOfWork,
+    create_schema,
+    outbox_table,
+)
 from tactical.testing import Counter, CounterTicked
 
 TICKED = JsonCodec().type_name(CounterTicked)
@@ -118,6 +131,17 @@ class CrashingInbox(InboxConsumer[SqlAlchemyUnitOfWork]):
         return outcome
 
 
+class CrashingAsyncInbox(AsyncInboxConsumer[AsyncSqlAlchemyUnitOfWork]):
+    """The async inbox consumer, whose process may die after handling, before the ack."""
+
+    plan: CrashPlan
+
+    async def handle(self, message: OutboxMessage) -> Outcome:
+        outcome = await super().handle(message)
+        self.plan.reach(ACK)
+        return outcome
+
+
 @dataclass
 class Write:
     """A service call ticking one counter (creating it first if needed), maybe abandoned."""
@@ -154,9 +178,11 @@ class Pipeline:
         self.writing = False
         event.listen(self.producer, "before_cursor_execute", self._producer_statement)
         event.listen(self.consumer_db, "commit", self._consumer_commit)
-        if isinstance(side, AsyncSide):  # the async relay's own engine on the same file
+        if isinstance(side, AsyncSide):  # the async relay's and inbox's own engines
             relay_engine = side.async_engine(self.producer).sync_engine
             event.listen(relay_engine, "before_cursor_execute", self._producer_statement)
+            inbox_engine = side.async_engine(self.consumer_db).sync_engine
+            event.listen(inbox_engine, "commit", self._consumer_commit)
         self.publisher = self._start_publisher()
         self.relay = self._start_relay()
         self.consumer = self._start_consumer()
@@ -189,16 +215,24 @@ class Pipeline:
         publisher = self.side.wrap(self.publisher, crashing(self.plan))
         return self.side.relay(self.producer, publisher, batch_size=4)
 
-    def _start_consumer(self) -> RabbitMQConsumer:
+    def _start_consumer(self) -> Any:
+        def handle(ticked: CounterTicked, uow: Any) -> Flow[Any, None]:
+            self.plan.reach(CONSUMER_HANDLE)
+            yield from mirroring(ticked, uow)
+
+        options: dict[str, Any] = {"queue": self.exchange, "exchange": self.exchange}
+        if isinstance(self.side, AsyncSide):
+            database = self.side.async_engine(self.consumer_db)
+            async_inbox = CrashingAsyncInbox(lambda: AsyncSqlAlchemyUnitOfWork(database), "mirror")
+            async_inbox.plan = self.plan
+            async_inbox.subscribe(CounterTicked, self.side.handler(handle))
+            return DrivenConsumer(
+                self.side, AsyncRabbitMQConsumer(async_inbox, AMQP_URL, **options)
+            )
         inbox = CrashingInbox(lambda: SqlAlchemyUnitOfWork(self.consumer_db), "mirror")
         inbox.plan = self.plan
-
-        def handle(ticked: CounterTicked, uow: SqlAlchemyUnitOfWork) -> None:
-            self.plan.reach(CONSUMER_HANDLE)
-            mirror_tick(ticked, uow)
-
-        inbox.subscribe(CounterTicked, handle)
-        return RabbitMQConsumer(inbox, AMQP_URL, queue=self.exchange, exchange=self.exchange)
+        inbox.subscribe(CounterTicked, self.side.handler(handle))
+        return RabbitMQConsumer(inbox, AMQP_URL, **options)
 
     def write(self, command: Write) -> None:
         """Run one service call; a crash of the writer loses the call, nothing else."""
@@ -332,6 +366,9 @@ class TestCrashAnywhere:
     # The relay's own crash points, whatever the random draws reach.
     @example(program=RELAYED_TWICE, crashes={RELAY_PUBLISH: 0})
     @example(program=RELAYED_TWICE, crashes={RELAY_MARK: 1})
+    # The consumer's, whatever the draws reach (sync, and the async consumer and inbox).
+    @example(program=RELAYED_TWICE, crashes={CONSUMER_HANDLE: 1, INBOX_COMMIT: 2})
+    @example(program=RELAYED_TWICE, crashes={ACK: 0})
     def test_every_committed_event_is_handled_once_in_order(
         self, amqp_channel: Any, api: str, program: list[Write | str], crashes: dict[str, int]
     ) -> None:

@@ -26,15 +26,23 @@ from tests.outbox.helpers import (
     make_consumer,
     mirrors,
     pending_count,
+    side_consumer,
 )
 from tests.outbox.sides import AsyncSide, Relay, Side
 from tests.sqlalchemy.conftest import POSTGRES_URL
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from tactical.outbox import OutboxMessage, OutboxRelay, Publisher, PublishError
-from tactical.outbox.rabbitmq import AsyncRabbitMQPublisher, RabbitMQConsumer, RabbitMQPublisher
+from tactical.outbox import (
+    AsyncInboxConsumer,
+    OutboxMessage,
+    OutboxRelay,
+    Publisher,
+    PublishError,
+)
+from tactical.outbox.rabbitmq import AsyncRabbitMQPublisher, RabbitMQPublisher
 from tactical.outbox.redis_streams import (
+    AsyncRedisStreamConsumer,
     AsyncRedisStreamPublisher,
     RedisStreamConsumer,
     RedisStreamPublisher,
@@ -151,6 +159,7 @@ class ProducerSide:
 class TestRedisConsumerWhenRedisGoesSilent:
     def test_silence_is_logged_with_the_address_and_consuming_resumes(
         self,
+        side: Side,
         sqlite_engine: sa.Engine,
         consumer_engine: sa.Engine,
         redis_client: redis.Redis,
@@ -161,7 +170,9 @@ class TestRedisConsumerWhenRedisGoesSilent:
         """A silenced connection times out, is logged with Redis's address, and is replaced."""
         producer = ProducerSide(sqlite_engine, RedisStreamPublisher(redis_client, stream_name))
         client = redis_via(redis_proxy)
-        consumer = RedisStreamConsumer(make_consumer(consumer_engine), client, stream=stream_name)
+        consumer = side.redis_consumer(
+            side_consumer(side, consumer_engine), client, stream=stream_name
+        )
         with (
             caplog.at_level(logging.INFO, logger="tactical.outbox"),
             looping(lambda stop: consumer.run(stop, **BACKOFF)) as loop,
@@ -179,13 +190,16 @@ class TestRedisConsumerWhenRedisGoesSilent:
 
     def test_stop_ends_run_while_redis_is_silent(
         self,
+        side: Side,
         consumer_engine: sa.Engine,
         stream_name: str,
         redis_proxy: TcpProxy,
     ) -> None:
         """run() returns after a stop request although every open connection went silent."""
         client = redis_via(redis_proxy)
-        consumer = RedisStreamConsumer(make_consumer(consumer_engine), client, stream=stream_name)
+        consumer = side.redis_consumer(
+            side_consumer(side, consumer_engine), client, stream=stream_name
+        )
         loop = Loop(lambda stop: consumer.run(stop, **BACKOFF))
         eventually(lambda: redis_proxy.silence() >= 1, "a connection to silence")
         assert loop.stopped()
@@ -208,6 +222,14 @@ class TestRedisConsumerWhenRedisGoesSilent:
         inbox = make_consumer(consumer_engine)
         with pytest.raises(ValueError, match="needs a Redis client with a socket_timeout"):
             RedisStreamConsumer(inbox, redis.Redis(socket_timeout=None))
+
+    def test_async_consumer_client_without_socket_timeout_is_refused(
+        self, consumer_engine: sa.Engine
+    ) -> None:
+        """The async consumer refuses a redis.asyncio client without a socket timeout, by name."""
+        inbox = AsyncInboxConsumer(lambda: pytest.fail("no unit of work is made"), "mirror")
+        with pytest.raises(ValueError, match="AsyncRedisStreamConsumer needs a Redis client"):
+            AsyncRedisStreamConsumer(inbox, redis_async.Redis(socket_timeout=None))
 
 
 @pytest.mark.redis
@@ -253,9 +275,9 @@ class TestRelayToRedisWhenRedisGoesSilent:
 
 @pytest.mark.rabbitmq
 class TestRabbitMQConsumerWhenTheBrokerGoesSilent:
-    def consumer(self, consumer_engine: sa.Engine, rabbit: Rabbit, url: str) -> RabbitMQConsumer:
-        return RabbitMQConsumer(
-            make_consumer(consumer_engine),
+    def consumer(self, side: Side, consumer_engine: sa.Engine, rabbit: Rabbit, url: str) -> Any:
+        return side.rabbit_consumer(
+            side_consumer(side, consumer_engine),
             url,
             queue=rabbit.queue,
             exchange=rabbit.exchange,
@@ -265,6 +287,7 @@ class TestRabbitMQConsumerWhenTheBrokerGoesSilent:
 
     def test_silence_is_logged_with_the_address_and_consuming_resumes(
         self,
+        side: Side,
         sqlite_engine: sa.Engine,
         consumer_engine: sa.Engine,
         rabbit: Rabbit,
@@ -274,7 +297,7 @@ class TestRabbitMQConsumerWhenTheBrokerGoesSilent:
         """A connection silent for a heartbeat is given up, logged with its address, and replaced."""
         publisher = RabbitMQPublisher(AMQP_URL, exchange=rabbit.exchange)
         producer = ProducerSide(sqlite_engine, publisher)
-        consumer = self.consumer(consumer_engine, rabbit, amqp_via(rabbit_proxy))
+        consumer = self.consumer(side, consumer_engine, rabbit, amqp_via(rabbit_proxy))
         with (
             caplog.at_level(logging.INFO, logger="tactical.outbox"),
             looping(lambda stop: consumer.run(stop, poll_interval=0.1, **BACKOFF)) as loop,
@@ -293,10 +316,10 @@ class TestRabbitMQConsumerWhenTheBrokerGoesSilent:
         assert lines(caplog, logging.INFO, "consuming queue", address, "again after")
 
     def test_stop_ends_run_while_the_broker_is_silent(
-        self, consumer_engine: sa.Engine, rabbit: Rabbit, rabbit_proxy: TcpProxy
+        self, side: Side, consumer_engine: sa.Engine, rabbit: Rabbit, rabbit_proxy: TcpProxy
     ) -> None:
         """run() returns after a stop request although the broker stopped answering."""
-        consumer = self.consumer(consumer_engine, rabbit, amqp_via(rabbit_proxy))
+        consumer = self.consumer(side, consumer_engine, rabbit, amqp_via(rabbit_proxy))
         loop = Loop(lambda stop: consumer.run(stop, poll_interval=0.1, **BACKOFF))
         eventually(lambda: rabbit_proxy.silence() >= 1, "a connection to silence")
         assert loop.stopped()

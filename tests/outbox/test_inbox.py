@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 import pytest
 from tests.outbox.helpers import (
     Flaky,
     commit_ticks,
-    make_consumer,
+    mirroring,
     mirrors,
     relayed,
+    side_consumer,
     tick,
 )
+from tests.outbox.sides import AsyncSide, Inbox, Side
 
 import sqlalchemy as sa
 from tactical import ConcurrencyError
@@ -47,27 +52,22 @@ def dead_letters(engine: sa.Engine) -> list[sa.Row[tuple[object, ...]]]:
 
 
 def flaky_consumer(
-    engine: sa.Engine, failures: int, **options: object
-) -> tuple[InboxConsumer[SqlAlchemyUnitOfWork], Flaky]:
+    side: Side, engine: sa.Engine, failures: int, **options: object
+) -> tuple[Inbox, Flaky]:
     handler = Flaky(failures)
-    consumer = InboxConsumer(
-        lambda: SqlAlchemyUnitOfWork(engine),
-        "mirror",
-        retry_delay=0.001,
-        **options,  # type: ignore[arg-type]
-    )
-    consumer.subscribe(CounterTicked, handler)
+    consumer = side.inbox(engine, "mirror", retry_delay=0.001, **options)
+    consumer.subscribe(CounterTicked, side.handler(handler.flow))
     return consumer, handler
 
 
 class TestExactlyOnce:
     def test_redelivered_event_has_its_effect_once(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """The second delivery of an event finds its inbox row and changes nothing."""
         (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=2)
         first, second = relayed(sqlite_engine)
-        consumer = make_consumer(consumer_engine)
+        consumer = side_consumer(side, consumer_engine)
         assert [consumer.handle(m) for m in (first, first, second, first, second)] == [
             Outcome.HANDLED,
             Outcome.DUPLICATE,
@@ -81,21 +81,21 @@ class TestExactlyOnce:
         )
 
     def test_each_consumer_name_handles_the_event_once(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """Inbox rows are per consumer: two consumers each handle the same event once."""
         commit_ticks(sqlite_engine, counters=1, ticks=1)
         (message,) = relayed(sqlite_engine)
         seen: list[str] = []
         for name in ("billing", "audit"):
-            consumer = InboxConsumer(lambda: SqlAlchemyUnitOfWork(consumer_engine), name)
+            consumer = side.inbox(consumer_engine, name)
             consumer.subscribe(CounterTicked, lambda e, uow, n=name: seen.append(n))
             assert consumer.handle(message) is Outcome.HANDLED
             assert consumer.handle(message) is Outcome.DUPLICATE
         assert seen == ["billing", "audit"]
 
     def test_event_without_a_handler_is_ignored(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """A known event type nobody subscribed to is acknowledged with nothing written."""
         (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=0)
@@ -105,19 +105,19 @@ class TestExactlyOnce:
         tick(sqlite_engine, counter_id)
         renamed, ticked = relayed(sqlite_engine)
         assert renamed.event_type.endswith(CounterRenamed.__qualname__)
-        consumer = make_consumer(consumer_engine)
+        consumer = side_consumer(side, consumer_engine)
         assert consumer.handle(renamed) is Outcome.IGNORED
         assert consumer.handle(ticked) is Outcome.HANDLED
         assert [e for _, e in inbox_rows(consumer_engine)] == [ticked.event_id]
 
     @pytest.mark.postgres
     def test_concurrent_copies_on_postgres_take_effect_once(
-        self, postgres_engine: sa.Engine
+        self, side: Side, postgres_engine: sa.Engine
     ) -> None:
-        """Eight threads handling the same event at once: one handles it, seven see a duplicate."""
+        """Eight deliveries of the same event at once: one handles it, seven see a duplicate."""
         (counter_id,) = commit_ticks(postgres_engine, counters=1, ticks=1)
         (message,) = relayed(postgres_engine)
-        consumer = make_consumer(postgres_engine)
+        consumer = side_consumer(side, postgres_engine)
         barrier = threading.Barrier(8)
         outcomes: list[Outcome] = []
 
@@ -136,24 +136,24 @@ class TestExactlyOnce:
 
 class TestRetriesAndParking:
     def test_transient_failure_is_retried_within_handle(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """A handler that fails fewer than max_attempts times ends up handled, once."""
         (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
         (message,) = relayed(sqlite_engine)
-        consumer, handler = flaky_consumer(consumer_engine, failures=2, max_attempts=3)
+        consumer, handler = flaky_consumer(side, consumer_engine, failures=2, max_attempts=3)
         assert consumer.handle(message) is Outcome.HANDLED
         assert handler.calls == 3
         assert mirrors(consumer_engine) == {counter_id: [1]}
         assert dead_letters(consumer_engine) == []
 
     def test_message_failing_every_attempt_is_parked_with_its_error(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """After max_attempts failures the message is a dead letter; the handler's writes are undone."""
         commit_ticks(sqlite_engine, counters=1, ticks=1)
         (message,) = relayed(sqlite_engine)
-        consumer, handler = flaky_consumer(consumer_engine, failures=99, max_attempts=3)
+        consumer, handler = flaky_consumer(side, consumer_engine, failures=99, max_attempts=3)
         assert consumer.handle(message) is Outcome.PARKED
         assert handler.calls == 3
         assert mirrors(consumer_engine) == {}
@@ -165,18 +165,20 @@ class TestRetriesAndParking:
         assert consumer.parked()[0][0] == message
 
     def test_parked_message_redelivered_stays_parked(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """A redelivered parked message is reported parked again, without trying it or a second row."""
         commit_ticks(sqlite_engine, counters=1, ticks=1)
         (message,) = relayed(sqlite_engine)
-        consumer, handler = flaky_consumer(consumer_engine, failures=99, max_attempts=2)
+        consumer, handler = flaky_consumer(side, consumer_engine, failures=99, max_attempts=2)
         consumer.handle(message)
         assert consumer.handle(message) is Outcome.PARKED
         assert handler.calls == 2
         assert len(dead_letters(consumer_engine)) == 1
 
-    def test_undecodable_message_is_parked_at_once(self, consumer_engine: sa.Engine) -> None:
+    def test_undecodable_message_is_parked_at_once(
+        self, side: Side, consumer_engine: sa.Engine
+    ) -> None:
         """An unknown event type is parked on the first attempt with an error naming the type."""
         message = OutboxMessage(
             position=1,
@@ -189,7 +191,7 @@ class TestRetriesAndParking:
             payload={},
             occurred_at=datetime.now(UTC),
         )
-        consumer = make_consumer(consumer_engine)
+        consumer = side_consumer(side, consumer_engine)
         assert consumer.handle(message) is Outcome.PARKED
         (row,) = dead_letters(consumer_engine)
         assert row.attempts == 1
@@ -197,14 +199,14 @@ class TestRetriesAndParking:
         assert "unknown type name 'nowhere.Vanished'" in row.error
 
     def test_later_events_of_a_parked_aggregate_are_held_back_not_others(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """Once X's event is parked, X's later events are parked behind it; Y's are handled."""
         x, y = commit_ticks(sqlite_engine, counters=2, ticks=2)
         messages = relayed(sqlite_engine)
         x1, x2 = (m for m in messages if m.aggregate_id == str(x))
         y1, y2 = (m for m in messages if m.aggregate_id == str(y))
-        consumer, _ = flaky_consumer(consumer_engine, failures=1, max_attempts=1)
+        consumer, _ = flaky_consumer(side, consumer_engine, failures=1, max_attempts=1)
         assert [consumer.handle(m) for m in (x1, y1, x2, y2)] == [
             Outcome.PARKED,
             Outcome.HANDLED,
@@ -218,24 +220,24 @@ class TestRetriesAndParking:
         assert (first.attempts, second.attempts) == (1, 0)
 
     def test_retry_parked_handles_them_in_order_once_the_cause_is_fixed(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """retry_parked re-handles dead letters in position order and empties the table."""
         (x,) = commit_ticks(sqlite_engine, counters=1, ticks=3)
         messages = relayed(sqlite_engine)
-        consumer, _ = flaky_consumer(consumer_engine, failures=1, max_attempts=1)
+        consumer, _ = flaky_consumer(side, consumer_engine, failures=1, max_attempts=1)
         assert [consumer.handle(m) for m in messages] == [Outcome.PARKED] * 3
         assert consumer.retry_parked() == {Outcome.HANDLED: 3}
         assert mirrors(consumer_engine) == {x: [1, 2, 3]}
         assert dead_letters(consumer_engine) == []
 
     def test_retry_parked_parks_again_what_still_fails(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """A dead letter that fails again is parked again, and so are the ones it holds back."""
         commit_ticks(sqlite_engine, counters=1, ticks=2)
         messages = relayed(sqlite_engine)
-        consumer, _ = flaky_consumer(consumer_engine, failures=99, max_attempts=1)
+        consumer, _ = flaky_consumer(side, consumer_engine, failures=99, max_attempts=1)
         for message in messages:
             consumer.handle(message)
         assert consumer.retry_parked() == {Outcome.PARKED: 2}
@@ -243,38 +245,33 @@ class TestRetriesAndParking:
             m.event_id for m in messages
         ]
 
-    def test_invalid_settings_are_refused(self, consumer_engine: sa.Engine) -> None:
+    def test_invalid_settings_are_refused(self, side: Side, consumer_engine: sa.Engine) -> None:
         """A consumer needs a name and at least one attempt; subscribe takes event classes."""
-        factory = lambda: SqlAlchemyUnitOfWork(consumer_engine)  # noqa: E731
         with pytest.raises(ValueError, match="max_attempts must be at least 1, got 0"):
-            InboxConsumer(factory, "c", max_attempts=0)
+            side.inbox(consumer_engine, "c", max_attempts=0)
         with pytest.raises(ValueError, match="consumer_name must be 1 to 255 characters"):
-            InboxConsumer(factory, "")
+            side.inbox(consumer_engine, "")
         with pytest.raises(TypeError, match="takes a DomainEvent subclass, got <class 'int'>"):
-            InboxConsumer(factory, "c").subscribe(int, print)  # type: ignore[type-var]
+            side.inbox(consumer_engine, "c").subscribe(int, print)
         with pytest.raises(ValueError, match="conflict_attempts must be at least 1, got 0"):
-            InboxConsumer(factory, "c", conflict_attempts=0)
+            side.inbox(consumer_engine, "c", conflict_attempts=0)
         with pytest.raises(ValueError, match="delays must not be negative"):
-            InboxConsumer(factory, "c", conflict_max_delay=-1.0)
+            side.inbox(consumer_engine, "c", conflict_max_delay=-1.0)
 
     def test_a_conflict_that_persists_gives_up_on_the_delivery_without_parking(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """Conflicts are retried conflict_attempts times in a row, then raised; nothing is parked or stored."""
         (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
         (message,) = relayed(sqlite_engine)
         calls: list[int] = []
 
-        def always_conflicts(event: CounterTicked, uow: SqlAlchemyUnitOfWork) -> None:
+        def always_conflicts(event: CounterTicked, uow: object) -> None:
             calls.append(event.count)
             raise ConcurrencyError(f"Mirror {event.counter_id} was changed concurrently")
 
-        consumer = InboxConsumer(
-            lambda: SqlAlchemyUnitOfWork(consumer_engine),
-            "mirror",
-            max_attempts=1,
-            conflict_attempts=5,
-            conflict_delay=0.0,
+        consumer = side.inbox(
+            consumer_engine, "mirror", max_attempts=1, conflict_attempts=5, conflict_delay=0.0
         )
         consumer.subscribe(CounterTicked, always_conflicts)
         with pytest.raises(ConcurrencyError, match=str(counter_id)):
@@ -284,9 +281,104 @@ class TestRetriesAndParking:
         assert inbox_rows(consumer_engine) == []
 
 
+class TestAsyncHandlers:
+    def test_sync_consumer_refuses_an_async_handler_at_subscribe(
+        self, consumer_engine: sa.Engine
+    ) -> None:
+        """An ``async def`` handler given to InboxConsumer is refused, naming AsyncInboxConsumer."""
+
+        async def mirror(event: CounterTicked, uow: SqlAlchemyUnitOfWork) -> None:
+            del event, uow
+
+        consumer = InboxConsumer(lambda: SqlAlchemyUnitOfWork(consumer_engine), "mirror")
+        with pytest.raises(TypeError, match="subscribe it to an AsyncInboxConsumer"):
+            consumer.subscribe(CounterTicked, mirror)
+
+    def test_sync_consumer_parks_a_handler_returning_an_awaitable_unawaited(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """A plain handler returning a coroutine fails each attempt (closed, never left pending), then parks."""
+
+        async def mirror() -> None:
+            raise AssertionError("never awaited")
+
+        commit_ticks(sqlite_engine, counters=1, ticks=1)
+        (message,) = relayed(sqlite_engine)
+        consumer = InboxConsumer(
+            lambda: SqlAlchemyUnitOfWork(consumer_engine), "mirror", max_attempts=1
+        )
+        consumer.subscribe(CounterTicked, lambda event, uow: mirror())
+        assert consumer.handle(message) is Outcome.PARKED
+        (row,) = dead_letters(consumer_engine)
+        assert "InboxConsumer cannot await" in row.error
+        assert inbox_rows(consumer_engine) == []
+
+    def test_async_consumer_awaits_async_handlers_and_calls_plain_ones(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """AsyncInboxConsumer runs an async and a plain handler of one event, in order, once."""
+        side = AsyncSide()
+        try:
+            (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
+            (message,) = relayed(sqlite_engine)
+            seen: list[str] = []
+
+            async def first(event: CounterTicked, uow: object) -> None:
+                seen.append(f"async {event.count}")
+
+            consumer = side.inbox(consumer_engine)
+            consumer.subscribe(CounterTicked, first)
+            consumer.subscribe(CounterTicked, lambda event, uow: seen.append("plain"))
+            assert [consumer.handle(message) for _ in range(2)] == [
+                Outcome.HANDLED,
+                Outcome.DUPLICATE,
+            ]
+            assert seen == ["async 1", "plain"]
+            assert [e for _, e in inbox_rows(consumer_engine)] == [message.event_id]
+            assert mirrors(consumer_engine) == {}
+            assert counter_id
+        finally:
+            side.close()
+
+    def test_cancelled_async_handling_stores_nothing_and_the_next_delivery_handles_it(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """Cancelling handle() inside a handler rolls back inbox row and changes; a redelivery applies it once."""
+        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
+        (message,) = relayed(sqlite_engine)
+        side = AsyncSide()
+        try:
+            entered = asyncio.Event()
+            release = asyncio.Event()
+
+            async def mirror_when_released(event: CounterTicked, uow: Any) -> None:
+                entered.set()
+                await release.wait()
+                await side.handler(mirroring)(event, uow)
+
+            inbox = side.inbox(consumer_engine).inbox
+            inbox.subscribe(CounterTicked, mirror_when_released)
+
+            async def cancel_then_redeliver() -> tuple[bool, Outcome]:
+                first = asyncio.create_task(inbox.handle(message))
+                await entered.wait()
+                first.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await first
+                release.set()
+                return first.cancelled(), await inbox.handle(message)
+
+            assert side.call(cancel_then_redeliver()) == (True, Outcome.HANDLED)
+        finally:
+            side.close()
+        assert mirrors(consumer_engine) == {counter_id: [1]}
+        assert [e for _, e in inbox_rows(consumer_engine)] == [message.event_id]
+        assert dead_letters(consumer_engine) == []
+
+
 class TestRetention:
     def test_purge_deletes_only_rows_older_than_the_window(
-        self, consumer_engine: sa.Engine
+        self, side: Side, consumer_engine: sa.Engine
     ) -> None:
         """purge_inbox removes rows past the retention window, for one consumer or all."""
         now = datetime.now(UTC)
@@ -301,7 +393,7 @@ class TestRetention:
                 inbox_table.insert(),
                 [{"consumer": c, "event_id": e, "processed_at": t} for c, e, t in rows],
             )
-        billing = make_consumer(consumer_engine, "billing")
+        billing = side_consumer(side, consumer_engine, "billing")
         assert billing.purge_inbox() == 1
         assert sorted(inbox_rows(consumer_engine)) == sorted([(c, e) for c, e, _ in rows[1:]])
         assert purge_inbox(consumer_engine, timedelta(hours=1)) == 2
@@ -310,12 +402,12 @@ class TestRetention:
             purge_inbox(consumer_engine, timedelta(days=-1))
 
     def test_purged_event_would_be_handled_again(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """Retention is a real window: after purging, a late copy takes effect a second time."""
         (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
         (message,) = relayed(sqlite_engine)
-        consumer = make_consumer(consumer_engine)
+        consumer = side_consumer(side, consumer_engine)
         consumer.handle(message)
         assert consumer.purge_inbox(timedelta(0)) == 1
         assert consumer.handle(message) is Outcome.HANDLED

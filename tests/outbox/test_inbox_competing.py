@@ -1,17 +1,20 @@
-"""Competing InboxConsumers: conflicts and lock waits are retried as transient, never parked."""
+"""Competing inbox consumers (sync and async): conflicts and lock waits are retried as transient, never parked."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import field
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from tests.outbox.helpers import commit_ticks, relayed
+from tests.outbox.sides import Inbox, Side
 
 import sqlalchemy as sa
 from tactical import AggregateRoot, ConcurrencyError
-from tactical.outbox import InboxConsumer, OutboxMessage, Outcome, dead_letters_table
+from tactical._flow import Flow
+from tactical.outbox import OutboxMessage, Outcome, dead_letters_table
 from tactical.outbox._inbox_retry import InboxRetries, Next, is_transient
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork
 from tactical.testing import CounterTicked
@@ -34,21 +37,22 @@ class Ledger(AggregateRoot[UUID]):
         ticks.append(count)
 
 
-def competing_consumer(engine: sa.Engine, ledger_id: UUID) -> InboxConsumer[SqlAlchemyUnitOfWork]:
-    consumer = InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine), "ledger", retry_delay=0.001)
+def competing_consumer(side: Side, engine: sa.Engine, ledger_id: UUID) -> Inbox:
+    consumer = side.inbox(engine, "ledger", retry_delay=0.001)
 
-    def take_tick(event: CounterTicked, uow: SqlAlchemyUnitOfWork) -> None:
-        uow.repository(Ledger).require(ledger_id).take(event.counter_id, event.count)
+    def take_tick(event: CounterTicked, uow: Any) -> Flow[Any, None]:
+        ledger = yield uow.repository(Ledger).require(ledger_id)
+        ledger.take(event.counter_id, event.count)
 
-    consumer.subscribe(CounterTicked, take_tick)
+    consumer.subscribe(CounterTicked, side.handler(take_tick))
     return consumer
 
 
 class TestCompetingConsumers:
     def test_two_consumers_of_the_same_events_apply_each_once_in_order_parking_none(
-        self, engine: sa.Engine
+        self, side: Side, engine: sa.Engine
     ) -> None:
-        """Two threads feed every event, in different per-aggregate-ordered sequences, to one shared ledger."""
+        """Two feeds (threads, or tasks on one loop) give every event, in different per-aggregate-ordered sequences, to one shared ledger."""
         ids = [commit_ticks(engine, counters=1, ticks=TICKS)[0] for _ in range(COUNTERS)]
         ledger_id = uuid4()
         with SqlAlchemyUnitOfWork(engine) as uow:
@@ -65,7 +69,7 @@ class TestCompetingConsumers:
         lock = threading.Lock()
 
         def feed(sequence: list[OutboxMessage]) -> None:
-            consumer = competing_consumer(engine, ledger_id)
+            consumer = competing_consumer(side, engine, ledger_id)
             try:
                 for message in sequence:
                     outcome = consumer.handle(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from uuid import UUID, uuid4
 
 import pytest
@@ -11,11 +12,20 @@ from tests.outbox.helpers import (
     commit_ticks,
     make_consumer,
     relayed,
+    side_consumer,
 )
+from tests.outbox.sides import AsyncSide, Side
 
 import sqlalchemy as sa
 from tactical import EventBus, JsonCodec
-from tactical.outbox import EventBusPublisher, OutboxMessage, OutboxRelay, Trace, current_trace
+from tactical.outbox import (
+    EventBusPublisher,
+    OutboxMessage,
+    OutboxRelay,
+    Outcome,
+    Trace,
+    current_trace,
+)
 from tactical.outbox.rabbitmq import RabbitMQPublisher
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
 from tactical.testing import Counter, CounterTicked
@@ -74,12 +84,12 @@ class TestOutboxColumns:
 
 class TestAcrossProcesses:
     def test_consumer_handlers_record_events_in_the_messages_flow(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """Events a consumer's handler records carry the message's correlation and its id as cause."""
         commit_ticks(sqlite_engine, counters=1, ticks=2)
         messages = relayed(sqlite_engine)
-        consumer = make_consumer(consumer_engine)
+        consumer = side_consumer(side, consumer_engine)
         for message in messages:
             consumer.handle(message)
         mirrored = relayed(consumer_engine)
@@ -89,18 +99,46 @@ class TestAcrossProcesses:
         ]
 
     def test_second_hop_keeps_the_first_correlation(
-        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:
         """A consumer of a consumer's events stays in the flow of the very first event."""
         commit_ticks(sqlite_engine, counters=1, ticks=1)
         (origin,) = relayed(sqlite_engine)
-        make_consumer(consumer_engine).handle(origin)
+        side_consumer(side, consumer_engine).handle(origin)
         (mirrored,) = relayed(consumer_engine)
         bus = EventBus()
         seen: list[Trace | None] = []
         bus.subscribe(CounterMirrored, lambda e: seen.append(current_trace()))
         EventBusPublisher(bus, JsonCodec()).publish([mirrored])
         assert seen == [Trace(origin.event_id, mirrored.event_id)]
+
+    def test_async_handlings_interleaving_on_one_loop_keep_their_own_trace(
+        self, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """Six messages handled at once by async handlers that await: each sees its own trace."""
+        commit_ticks(sqlite_engine, counters=3, ticks=2)
+        messages = relayed(sqlite_engine)
+        side = AsyncSide()
+        seen: dict[UUID, list[Trace | None]] = {}
+
+        async def note_trace(event: CounterTicked, uow: object) -> None:
+            traces = seen.setdefault(event.event_id, [current_trace()])
+            await asyncio.sleep(0.01)  # the other handlings run meanwhile
+            traces.append(current_trace())
+
+        try:
+            inbox = side.inbox(consumer_engine).inbox
+            inbox.subscribe(CounterTicked, note_trace)
+
+            async def handle_all() -> list[Outcome]:
+                return await asyncio.gather(*(inbox.handle(m) for m in messages))
+
+            assert side.call(handle_all()) == [Outcome.HANDLED] * 6
+        finally:
+            side.close()
+        assert {m.event_id: set(seen[m.event_id]) for m in messages} == {
+            m.event_id: {Trace(m.correlation_id or m.event_id, m.event_id)} for m in messages
+        }
 
     @pytest.mark.rabbitmq
     def test_trace_travels_as_rabbitmq_headers(

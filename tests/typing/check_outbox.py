@@ -20,6 +20,7 @@ from tactical.outbox import (
     DEFAULT_INBOX_RETENTION,
     HEADER_NAMES,
     RELAY_LOCK_KEY,
+    AsyncInboxConsumer,
     AsyncOutboxRelay,
     AsyncPublisher,
     EventBusPublisher,
@@ -39,16 +40,18 @@ from tactical.outbox import (
 )
 from tactical.outbox.rabbitmq import (
     DEFAULT_HEARTBEAT,
+    AsyncRabbitMQConsumer,
     AsyncRabbitMQPublisher,
     RabbitMQConsumer,
     RabbitMQPublisher,
 )
 from tactical.outbox.redis_streams import (
+    AsyncRedisStreamConsumer,
     AsyncRedisStreamPublisher,
     RedisStreamConsumer,
     RedisStreamPublisher,
 )
-from tactical.sqlalchemy import SqlAlchemyUnitOfWork
+from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 
 
 class PolicyIssued(DomainEvent):
@@ -205,3 +208,46 @@ async def relay_asynchronously() -> None:
     AsyncRedisStreamPublisher(redis.Redis(), "billing:events")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     RedisStreamPublisher(redis_async.Redis(), "billing:events")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     print(forgot_await, not_async, not_sync)
+
+
+# Async consumers (0.2): the inbox over an AsyncSqlAlchemyUnitOfWork, fed by aio-pika or redis.asyncio.
+class AsyncBillingUnitOfWork(AsyncSqlAlchemyUnitOfWork):
+    pass
+
+
+async def open_account_async(event: PolicyIssued, uow: AsyncBillingUnitOfWork) -> None:
+    account = await uow.repository(Account).get(event.policy_id)
+    assert_type(account, Account | None)
+
+
+async def consume_asynchronously() -> None:
+    inbox = AsyncInboxConsumer(lambda: AsyncBillingUnitOfWork(async_engine), "billing")
+    assert_type(inbox, AsyncInboxConsumer[AsyncBillingUnitOfWork])
+    inbox.subscribe(PolicyIssued, open_account_async)
+    inbox.subscribe(PolicyIssued, lambda event, uow: None)  # a plain handler is called as it is
+    inbox.subscribe(PolicyIssued, open_account)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    assert_type(await inbox.handle(message), Outcome)
+    assert_type(await inbox.parked(), list[tuple[OutboxMessage, str]])
+    assert_type(await inbox.retry_parked(), dict[Outcome, int])
+    assert_type(await inbox.purge_inbox(timedelta(days=1)), int)
+    assert_type(inbox.name, str)
+    forgot: Outcome = inbox.handle(message)  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+    AsyncInboxConsumer(lambda: BillingUnitOfWork(engine), "billing")  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
+    InboxConsumer(lambda: AsyncBillingUnitOfWork(async_engine), "billing")  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
+
+    rabbit_consumer = AsyncRabbitMQConsumer(inbox, queue="billing", prefetch=20, heartbeat=5)
+    assert_type(await rabbit_consumer.consume_available(idle_timeout=0.5), int)
+    assert_type(await rabbit_consumer.run(asyncio.Event(), poll_interval=0.2), None)
+    assert_type(await rabbit_consumer.close(), None)
+    assert_type(rabbit_consumer.queue, str)
+    await rabbit_consumer.run(threading.Event())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    AsyncRabbitMQConsumer(consumer, queue="billing")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    RabbitMQConsumer(inbox, queue="billing")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+    stream_consumer = AsyncRedisStreamConsumer(inbox, redis_async.Redis(), stream="billing:events")
+    assert_type(await stream_consumer.consume_available(), int)
+    assert_type(await stream_consumer.run(asyncio.Event()), None)
+    assert_type(stream_consumer.group, str)
+    AsyncRedisStreamConsumer(inbox, redis.Redis())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    RedisStreamConsumer(consumer, redis_async.Redis())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    print(forgot)

@@ -4,7 +4,8 @@
 a :class:`Publisher`: the in-process :class:`EventBusPublisher` here, RabbitMQ in
 :mod:`tactical.outbox.rabbitmq` (extra ``rabbitmq``) and Redis Streams in
 :mod:`tactical.outbox.redis_streams` (extra ``redis``). :class:`AsyncOutboxRelay` does the
-same on asyncio (extra ``async``), to an :class:`AsyncPublisher`.
+same on asyncio (extra ``async``), to an :class:`AsyncPublisher`. :class:`InboxConsumer` and
+:class:`AsyncInboxConsumer` handle each delivered event once per consumer.
 
 .. versionadded:: 0.1.0
 """
@@ -19,6 +20,7 @@ except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "tactical.outbox", "sql") from _missing
 
 from tactical._tracing import Trace, current_trace
+from tactical.outbox._async_inbox import AsyncInboxConsumer
 from tactical.outbox._async_relay import AsyncOutboxRelay
 from tactical.outbox._bus_publisher import EventBusPublisher
 from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox
@@ -39,6 +41,7 @@ __all__ = [
     "DEFAULT_INBOX_RETENTION",
     "HEADER_NAMES",
     "RELAY_LOCK_KEY",
+    "AsyncInboxConsumer",
     "AsyncOutboxRelay",
     "AsyncPublisher",
     "EventBusPublisher",

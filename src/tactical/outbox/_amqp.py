@@ -10,16 +10,27 @@ which each publisher carries out by calling its method of that name.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from tactical._flow import Flow
+from tactical.outbox._consumer_flow import (
+    ConsumeOp,
+    Handle,
+    LoopOp,
+    Settle,
+    amqp_consuming,
+    amqp_delivery,
+    consumer_loop,
+)
 from tactical.outbox._message import OutboxMessage, PublishError, wire_forms
 
 __all__ = [
     "DEFAULT_EXCHANGE",
+    "DEFAULT_HEARTBEAT",
+    "AmqpConsumer",
     "ConfirmingPublisher",
     "LinkCall",
     "amqp_properties",
@@ -28,6 +39,10 @@ __all__ = [
 ]
 
 DEFAULT_EXCHANGE = "tactical.events"
+DEFAULT_HEARTBEAT = 10
+
+if TYPE_CHECKING:
+    from tactical.outbox._inbox_flow import InboxCore
 
 _log = logging.getLogger("tactical.outbox")
 
@@ -172,4 +187,92 @@ class ConfirmingPublisher:
             exchange=self._exchange_name,
             describe=self._describe,
             lost=self._lost,
+        )
+
+
+U = TypeVar("U", bound="InboxCore[Any]")  # the inbox consumer fed
+
+
+class AmqpConsumer(Generic[U]):
+    """What both RabbitMQ consumers share: their settings, their loop and each delivery's fate.
+
+    A subclass sets up its connection state in ``_setup`` and describes its client's errors
+    in ``_describe``. The constructor's arguments are documented on the consumers.
+    """
+
+    def __init__(
+        self,
+        inbox: U,
+        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
+        *,
+        queue: str,
+        exchange: str = DEFAULT_EXCHANGE,
+        routing_keys: Sequence[str] = ("#",),
+        prefetch: int = 10,
+        timeout: float = 5.0,
+        heartbeat: int = DEFAULT_HEARTBEAT,
+    ) -> None:
+        if heartbeat < 1:
+            raise ValueError(f"heartbeat must be at least 1 second, got {heartbeat}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self._inbox = inbox
+        self._url = url
+        self._address = broker_address(url)
+        self._queue = queue
+        self._exchange = exchange
+        self._routing_keys = tuple(routing_keys)
+        self._prefetch = prefetch
+        self._timeout = timeout
+        self._heartbeat = heartbeat
+        self._label = f"RabbitMQ consumer {inbox.name}"
+        self._setup()
+
+    @property
+    def queue(self) -> str:
+        """The queue consumed."""
+        return self._queue
+
+    def _setup(self) -> None:
+        raise NotImplementedError
+
+    def _describe(self, error: BaseException) -> str:
+        raise NotImplementedError
+
+    def _loop(self, initial_backoff: float, max_backoff: float) -> Flow[LoopOp, None]:
+        return consumer_loop(
+            label=self._label,
+            source=f"queue {self._queue!r}",
+            address=self._address,
+            what_failed=lambda error: (
+                f"consuming queue {self._queue!r} at {self._address} failed "
+                f"({self._describe(error)})"
+            ),
+            connected_is_up=True,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+        )
+
+    def _consuming(self, until_stopped: bool, idle_timeout: float) -> Flow[ConsumeOp, int]:
+        return amqp_consuming(
+            until_stopped=until_stopped,
+            idle_timeout=idle_timeout,
+            heartbeat=self._heartbeat,
+            address=self._address,
+        )
+
+    def _delivery(
+        self,
+        body: bytes,
+        headers: Mapping[str, Any] | None,
+        message_id: object,
+        delivery_tag: object,
+    ) -> Flow[Handle | Settle, None]:
+        return amqp_delivery(
+            label=self._label,
+            queue=self._queue,
+            body=body,
+            headers=headers,
+            message_id=message_id,
+            delivery_tag=delivery_tag,
         )

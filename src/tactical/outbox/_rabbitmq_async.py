@@ -25,7 +25,7 @@ try:
 except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "tactical.outbox.rabbitmq", "rabbitmq") from _missing
 
-__all__ = ["AsyncRabbitMQPublisher"]
+__all__ = ["AsyncRabbitMQPublisher", "aio_pika", "describe_async_error"]
 
 _log = logging.getLogger("tactical.outbox")
 
@@ -89,10 +89,11 @@ def _amqp_wire(message: OutboxMessage, *, exchange: str, mandatory: bool) -> _Am
     return wire
 
 
-def _describe(error: BaseException) -> str:
+def describe_async_error(error: BaseException) -> str:
+    """``error``'s type and message, or its cause's where aio-pika's has no text."""
     text = str(error)
     if not text and error.__cause__ is not None:
-        return f"{type(error).__name__}: {_describe(error.__cause__)}"
+        return f"{type(error).__name__}: {describe_async_error(error.__cause__)}"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
@@ -143,7 +144,7 @@ class AsyncRabbitMQPublisher(ConfirmingPublisher):
         return _amqp_wire(message, exchange=self._exchange_name, mandatory=self._mandatory)
 
     def _describe(self, error: BaseException) -> str:
-        return _describe(error)
+        return describe_async_error(error)
 
     def _lost(self, error: BaseException) -> bool:
         return isinstance(error, _LOST)

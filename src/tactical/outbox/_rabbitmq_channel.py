@@ -119,42 +119,29 @@ def answer_within(connection: Any, seconds: float, what: str) -> Generator[None,
 
 
 class Silence:
-    """Watches a consuming ``BlockingConnection`` for a broker that went silent.
+    """Measures how long a consuming ``BlockingConnection`` has received nothing at all."""
 
-    With a negotiated heartbeat of ``heartbeat`` seconds the broker sends something at least
-    every half of it; nothing received for ``heartbeat`` seconds means the peer is gone
-    (a fail-over, or a network that stopped forwarding), even if TCP still looks alive.
-    """
-
-    def __init__(self, connection: Any, heartbeat: float, address: str) -> None:
+    def __init__(self, connection: Any) -> None:
         self._impl = connection._impl
-        self._heartbeat = heartbeat
-        self._address = address
         self._received = self._impl.bytes_received
         self._heard = time.monotonic()
-        self.dead = False
 
     def heard(self) -> None:
         """The broker was just heard from (a delivery): restart the silence clock."""
         self._received, self._heard = self._impl.bytes_received, time.monotonic()
 
-    def check(self) -> None:
-        """Raise :class:`BrokerSilent` (and drop the stream) if the broker went quiet."""
+    def silent_for(self) -> float:
+        """Seconds since the last byte arrived."""
         received = self._impl.bytes_received
         now = time.monotonic()
         if received != self._received:
             self._received, self._heard = received, now
-            return
-        if now - self._heard > self._heartbeat:
-            self.dead = True
-            error = BrokerSilent(
-                f"RabbitMQ at {self._address} sent nothing, not even a heartbeat, for "
-                f"{now - self._heard:.1f}s (heartbeat {self._heartbeat}s): the connection "
-                "is dead"
-            )
-            if not self._impl.is_closed:
-                self._impl._terminate_stream(error)
-            raise error
+        return now - self._heard
+
+    def abandon(self, error: BaseException) -> None:
+        """Drop the connection's stream with ``error`` (pika has no public call for it)."""
+        if not self._impl.is_closed:
+            self._impl._terminate_stream(error)
 
 
 class _Refused(Exception):

@@ -1,7 +1,7 @@
 """RabbitMQ for the outbox (extra ``rabbitmq``): confirming publishers and a consumer loop.
 
 :class:`RabbitMQPublisher` and :class:`RabbitMQConsumer` run on pika; :class:`AsyncRabbitMQPublisher`
-is the publisher on asyncio (aio-pika).
+and :class:`AsyncRabbitMQConsumer` are the publisher and the consumer on asyncio (aio-pika).
 
 .. versionadded:: 0.1.0
 """
@@ -10,25 +10,25 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from tactical._exports import publish as _publish
 from tactical._flow import run
 from tactical.outbox import _amqp
-from tactical.outbox._amqp import ConfirmingPublisher
+from tactical.outbox._amqp import AmqpConsumer, ConfirmingPublisher
+from tactical.outbox._consumer_flow import Handle, Settle, perform_sync
 from tactical.outbox._inbox import InboxConsumer
-from tactical.outbox._message import OutboxMessage, backoff_delay
+from tactical.outbox._message import OutboxMessage
 from tactical.outbox._rabbitmq_async import AsyncRabbitMQPublisher
+from tactical.outbox._rabbitmq_async_consumer import AsyncRabbitMQConsumer
 from tactical.outbox._rabbitmq_channel import (
     AmqpMessage,
     ConfirmedChannel,
     Silence,
     amqp_message,
     answer_within,
-    broker_address,
     connection_parameters,
     describe_error,
     pika,
@@ -38,6 +38,7 @@ from tactical.outbox._rabbitmq_channel import (
 __all__ = [
     "DEFAULT_EXCHANGE",
     "DEFAULT_HEARTBEAT",
+    "AsyncRabbitMQConsumer",
     "AsyncRabbitMQPublisher",
     "RabbitMQConsumer",
     "RabbitMQPublisher",
@@ -48,7 +49,7 @@ _log = logging.getLogger("tactical.outbox")
 DEFAULT_EXCHANGE = _amqp.DEFAULT_EXCHANGE
 """The topic exchange events are published to unless another is named."""
 
-DEFAULT_HEARTBEAT: int = 10
+DEFAULT_HEARTBEAT: int = _amqp.DEFAULT_HEARTBEAT
 """The AMQP heartbeat in seconds that consumers negotiate; a connection silent this long is dead.
 
 .. versionadded:: 0.2.0
@@ -155,7 +156,7 @@ class RabbitMQPublisher(ConfirmingPublisher):
         self.close()
 
 
-class RabbitMQConsumer:
+class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
     """Feeds a durable RabbitMQ queue to an inbox consumer, acknowledging after commit.
 
     The queue is declared durable and bound to the (durable topic) exchange for each of
@@ -202,38 +203,12 @@ class RabbitMQConsumer:
        ``heartbeat``; every wait is bounded, and a silent connection is replaced.
     """
 
-    def __init__(
-        self,
-        inbox: InboxConsumer[Any],
-        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
-        *,
-        queue: str,
-        exchange: str = DEFAULT_EXCHANGE,
-        routing_keys: Sequence[str] = ("#",),
-        prefetch: int = 10,
-        timeout: float = 5.0,
-        heartbeat: int = DEFAULT_HEARTBEAT,
-    ) -> None:
-        if heartbeat < 1:
-            raise ValueError(f"heartbeat must be at least 1 second, got {heartbeat}")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        self._inbox = inbox
-        self._url = url
-        self._address = broker_address(url)
-        self._queue = queue
-        self._exchange = exchange
-        self._routing_keys = tuple(routing_keys)
-        self._prefetch = prefetch
-        self._timeout = timeout
-        self._heartbeat = heartbeat
+    def _setup(self) -> None:
         self._connection: Any = None
         self._channel: Any = None
 
-    @property
-    def queue(self) -> str:
-        """The queue consumed."""
-        return self._queue
+    def _describe(self, error: BaseException) -> str:
+        return describe_error(error)
 
     def consume_available(self, *, idle_timeout: float = 0.5) -> int:
         """Handle messages until none arrived for ``idle_timeout`` seconds; return how many.
@@ -265,44 +240,12 @@ class RabbitMQConsumer:
             initial_backoff: Seconds to wait after the first failure, doubling after each.
             max_backoff: The longest wait between attempts.
         """
-        failures = 0
-        _log.info(
-            "RabbitMQ consumer %s started on queue %r at %s",
-            self._inbox.name,
-            self._queue,
-            self._address,
-        )
-        while not stop.is_set():
-            try:
-                self._open_channel()
-                if failures:
-                    _log.info(
-                        "RabbitMQ consumer %s: consuming queue %r at %s again after %d failed "
-                        "attempt(s)",
-                        self._inbox.name,
-                        self._queue,
-                        self._address,
-                        failures,
-                    )
-                    failures = 0
-                self._consume(stop, poll_interval)
-            except Exception as error:
-                failures += 1
-                self.close()
-                delay = backoff_delay(failures, initial_backoff, max_backoff)
-                _log.warning(
-                    "RabbitMQ consumer %s: consuming queue %r at %s failed (%s) (attempt %d); "
-                    "retrying in %.1fs",
-                    self._inbox.name,
-                    self._queue,
-                    self._address,
-                    describe_error(error),
-                    failures,
-                    delay,
-                )
-                stop.wait(delay)
-        self.close()
-        _log.info("RabbitMQ consumer %s stopped", self._inbox.name)
+        steps = {
+            "connect": self._open_channel,
+            "consume": lambda: self._consume(stop, poll_interval),
+            "close": self.close,
+        }
+        run(self._loop(initial_backoff, max_backoff), perform_sync(stop, steps))
 
     def close(self) -> None:
         """Close the connection (unacknowledged messages go back to the queue).
@@ -342,60 +285,82 @@ class RabbitMQConsumer:
 
     def _consume(self, stop: threading.Event | None, idle_timeout: float) -> int:
         channel = self._open_channel()
-        silence = Silence(self._connection, self._heartbeat, self._address)
-        count = 0
-        last_delivery = time.monotonic()
-        try:
-            for method, properties, body in channel.consume(
-                self._queue, inactivity_timeout=min(idle_timeout, self._heartbeat / 2)
-            ):
-                if method is not None:
-                    self._deliver(channel, method, properties, body)
-                    count += 1
-                    last_delivery = time.monotonic()
-                    # A delivery is news from the broker; the clock restarts after the
-                    # handler, which may have run longer than a heartbeat without I/O.
-                    silence.heard()
-                elif stop is None and time.monotonic() - last_delivery >= idle_timeout:
-                    break
-                else:
-                    silence.check()
-                if stop is not None and stop.is_set():
-                    break
-        finally:
-            stopping = stop is not None and stop.is_set()
-            if channel.is_open and not stopping and not silence.dead:
-                # When stopping, closing the connection cancels the consumer with it.
-                try:
-                    with answer_within(self._connection, self._timeout, "cancelling"):
-                        channel.cancel()
-                except Exception:
-                    _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
-        return count
+        consumption = _Consumption(
+            channel, self._connection, self._queue, self._timeout, self._deliver, stop
+        )
+        return run(
+            self._consuming(stop is not None, idle_timeout), lambda op: op.start(consumption)
+        )
 
     def _deliver(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        try:
-            message = OutboxMessage.from_wire(body, properties.headers or {})
-        except Exception as error:  # any decode failure: the message is malformed
-            _log.error(
-                "RabbitMQ consumer %s rejected message %s (delivery tag %s) from queue %r "
-                "without requeue: not a tactical event (%s: %s)",
-                self._inbox.name,
-                properties.message_id,
-                method.delivery_tag,
-                self._queue,
-                type(error).__name__,
-                error,
+        def perform(op: Handle | Settle) -> object:
+            if isinstance(op, Handle):
+                return self._inbox.handle(op.message)
+            if op.ack:
+                channel.basic_ack(delivery_tag=method.delivery_tag)
+            elif channel.is_open:
+                channel.basic_nack(delivery_tag=method.delivery_tag, requeue=op.requeue)
+            return None
+
+        run(
+            self._delivery(body, properties.headers, properties.message_id, method.delivery_tag),
+            perform,
+        )
+
+
+class _Consumption:
+    """One consuming run on a pika channel: carries out :func:`amqp_consuming`'s operations."""
+
+    def __init__(
+        self,
+        channel: Any,
+        connection: Any,
+        queue: str,
+        timeout: float,
+        deliver: Callable[[Any, Any, Any, bytes], None],
+        stop: threading.Event | None,
+    ) -> None:
+        self._channel = channel
+        self._connection = connection
+        self._queue = queue
+        self._timeout = timeout
+        self._deliver = deliver
+        self._stop = stop
+        self._silence = Silence(connection)
+        self._deliveries: Iterator[tuple[Any, Any, bytes]] | None = None
+
+    def receive(self, seconds: float) -> tuple[Any, Any, bytes] | None:
+        deliveries = self._deliveries
+        if deliveries is None:
+            deliveries = self._deliveries = self._channel.consume(
+                self._queue, inactivity_timeout=seconds
             )
-            channel.basic_nack(delivery_tag=method.delivery_tag, requeue=False)
+        method, properties, body = next(deliveries)
+        return None if method is None else (method, properties, body)
+
+    def deliver(self, delivery: tuple[Any, Any, bytes]) -> None:
+        self._deliver(self._channel, *delivery)
+
+    def heard(self) -> None:
+        self._silence.heard()
+
+    def silent_for(self) -> float:
+        return self._silence.silent_for()
+
+    def abandon(self, error: BaseException) -> None:
+        self._silence.abandon(error)
+
+    def give_back(self) -> None:
+        if not self._channel.is_open:
             return
         try:
-            self._inbox.handle(message)
-        except BaseException:
-            if channel.is_open:
-                channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
-            raise
-        channel.basic_ack(delivery_tag=method.delivery_tag)
+            with answer_within(self._connection, self._timeout, "cancelling"):
+                self._channel.cancel()
+        except Exception:
+            _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
+
+    def stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
 
-_publish(__name__, globals(), ["AsyncRabbitMQPublisher"])
+_publish(__name__, globals(), ["AsyncRabbitMQConsumer", "AsyncRabbitMQPublisher"])

@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeAlias, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
 
 from tactical._extras import missing_extra
 
@@ -22,15 +24,21 @@ import redis.asyncio
 from redis.typing import EncodableT, FieldT
 
 from tactical._flow import Flow, run, run_async
+from tactical.outbox._async_inbox import AsyncInboxConsumer
+from tactical.outbox._consumer_flow import LoopOp, consumer_loop, perform_async, perform_sync
 from tactical.outbox._inbox import InboxConsumer
-from tactical.outbox._message import OutboxMessage, PublishError, backoff_delay, wire_forms
+from tactical.outbox._message import OutboxMessage, PublishError, wire_forms
 
 __all__ = [
     "DEFAULT_STREAM",
+    "AsyncRedisStreamConsumer",
     "AsyncRedisStreamPublisher",
     "RedisStreamConsumer",
     "RedisStreamPublisher",
 ]
+
+if TYPE_CHECKING:
+    from tactical.outbox._inbox_flow import InboxCore
 
 _log = logging.getLogger("tactical.outbox")
 
@@ -179,7 +187,136 @@ def _entry(message: OutboxMessage) -> dict[FieldT, EncodableT]:
     return {"body": message.body, "headers": json.dumps(message.headers).encode()}
 
 
-class RedisStreamConsumer:
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Call the Redis client's method ``name``: its reply, or the awaitable of it."""
+
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def start(self, client: Any, _inbox: Any) -> Any:
+        return getattr(client, self.name)(*self.args, **self.kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Handle:
+    """Hand a message to the inbox consumer: its outcome, or the awaitable of it."""
+
+    message: OutboxMessage
+
+    def start(self, _client: Any, inbox: Any) -> Any:
+        return inbox.handle(self.message)
+
+
+_StreamOp: TypeAlias = _Call | _Handle
+_Entry: TypeAlias = tuple[bytes, dict[bytes, bytes]]
+
+
+U = TypeVar("U", bound="InboxCore[Any]")  # the inbox consumer fed
+V = TypeVar("V", bound="redis.Redis | redis.asyncio.Redis")  # the client
+
+
+class _StreamReader(Generic[U, V]):
+    """What both Redis consumers decide: the group, pending entries first, ack after handling.
+
+    The constructor's arguments are documented on the consumers.
+    """
+
+    def __init__(
+        self,
+        inbox: U,
+        client: V,
+        *,
+        stream: str = DEFAULT_STREAM,
+        group: str | None = None,
+        consumer: str = "consumer-1",
+        batch_size: int = 100,
+    ) -> None:
+        self._socket_timeout = _socket_timeout(client, type(self).__name__)
+        self._inbox = inbox
+        self._client = client
+        self._stream = stream
+        self._group = group if group is not None else inbox.name
+        self._consumer = consumer
+        self._batch_size = batch_size
+        self._group_ready = False
+        self._address = _redis_address(client)
+
+    @property
+    def group(self) -> str:
+        """The consumer group's name."""
+        return self._group
+
+    def _block_ms(self, poll_interval: float) -> int:
+        return max(1, int(min(poll_interval, self._socket_timeout / 2) * 1000))
+
+    def _loop(self, initial_backoff: float, max_backoff: float) -> Flow[LoopOp, None]:
+        return consumer_loop(
+            label=f"Redis consumer {self._group}",
+            source=f"stream {self._stream!r}",
+            address=self._address,
+            what_failed=lambda error: _what_failed(error, self._stream, self._address),
+            connected_is_up=False,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+        )
+
+    def _available(self) -> Flow[_StreamOp, int]:
+        total = 0
+        while True:
+            count = yield from self._poll(None)
+            if not count:
+                return total
+            total += count
+
+    def _poll(self, block_ms: int | None) -> Flow[_StreamOp, int]:
+        if not self._group_ready:
+            try:
+                yield _Call(
+                    "xgroup_create", (self._stream, self._group), {"id": "0", "mkstream": True}
+                )
+            except redis.ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+            self._group_ready = True
+        # Own pending entries first: delivered before but never acknowledged.
+        count = yield from self._handle_entries((yield from self._read("0", None)))
+        if count:
+            return count
+        return (yield from self._handle_entries((yield from self._read(">", block_ms))))
+
+    def _read(self, start: str, block_ms: int | None) -> Flow[_StreamOp, list[_Entry]]:
+        reply: Any = yield _Call(
+            "xreadgroup",
+            (self._group, self._consumer, {self._stream: start}),
+            {"count": self._batch_size, "block": block_ms},
+        )
+        if not reply:
+            return []
+        return cast("list[_Entry]", reply[0][1])
+
+    def _handle_entries(self, entries: list[_Entry]) -> Flow[_StreamOp, int]:
+        for entry_id, fields in entries:
+            try:
+                message = _message_of_entry(fields)
+            except Exception as error:  # any decode failure: the entry is malformed
+                _log.error(
+                    "Redis consumer %s acknowledged entry %s of stream %r without handling it: "
+                    "not a tactical event (%s: %s)",
+                    self._group,
+                    entry_id.decode(errors="replace"),
+                    self._stream,
+                    type(error).__name__,
+                    error,
+                )
+            else:
+                yield _Handle(message)
+            yield _Call("xack", (self._stream, self._group, entry_id), {})
+        return len(entries)
+
+
+class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
     """Feeds a Redis stream, through a consumer group, to an inbox consumer.
 
     The group (default: the inbox consumer's name) is created at the stream's start if it does
@@ -218,42 +355,13 @@ class RedisStreamConsumer:
        A client without ``socket_timeout`` is refused.
     """
 
-    def __init__(
-        self,
-        inbox: InboxConsumer[Any],
-        client: redis.Redis,
-        *,
-        stream: str = DEFAULT_STREAM,
-        group: str | None = None,
-        consumer: str = "consumer-1",
-        batch_size: int = 100,
-    ) -> None:
-        self._socket_timeout = _socket_timeout(client, "RedisStreamConsumer")
-        self._inbox = inbox
-        self._client = client
-        self._stream = stream
-        self._group = group if group is not None else inbox.name
-        self._consumer = consumer
-        self._batch_size = batch_size
-        self._group_ready = False
-
-    @property
-    def group(self) -> str:
-        """The consumer group's name."""
-        return self._group
-
     def consume_available(self) -> int:
         """Handle every entry pending for this consumer, then every new one; return how many.
 
         Raises:
             Exception: Redis failed, or handling an entry raised (it stays pending).
         """
-        total = 0
-        while True:
-            count = self._poll(block_ms=None)
-            if not count:
-                return total
-            total += count
+        return run(self._available(), self._perform)
 
     def run(
         self,
@@ -276,86 +384,85 @@ class RedisStreamConsumer:
             initial_backoff: Seconds to wait after the first failure, doubling after each.
             max_backoff: The longest wait between attempts.
         """
-        failures = 0
-        block = min(poll_interval, self._socket_timeout / 2)
-        address = _redis_address(self._client)
-        _log.info(
-            "Redis consumer %s started on stream %r at %s", self._group, self._stream, address
-        )
-        while not stop.is_set():
-            try:
-                self._poll(block_ms=max(1, int(block * 1000)))
-            except Exception as error:
-                failures += 1
-                delay = backoff_delay(failures, initial_backoff, max_backoff)
-                _log.warning(
-                    "Redis consumer %s: %s (attempt %d); retrying in %.1fs",
-                    self._group,
-                    _what_failed(error, self._stream, address),
-                    failures,
-                    delay,
-                )
-                stop.wait(delay)
-                continue
-            if failures:
-                _log.info(
-                    "Redis consumer %s: consuming stream %r at %s again after %d failed attempt(s)",
-                    self._group,
-                    self._stream,
-                    address,
-                    failures,
-                )
-                failures = 0
-        _log.info("Redis consumer %s stopped", self._group)
+        block_ms = self._block_ms(poll_interval)
+        steps = {
+            "connect": _nothing,
+            "consume": lambda: run(self._poll(block_ms), self._perform),
+            "close": _nothing,
+        }
+        run(self._loop(initial_backoff, max_backoff), perform_sync(stop, steps))
 
-    def _ensure_group(self) -> None:
-        if self._group_ready:
-            return
-        try:
-            self._client.xgroup_create(self._stream, self._group, id="0", mkstream=True)
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
-        self._group_ready = True
+    def _perform(self, op: _StreamOp) -> object:
+        return op.start(self._client, self._inbox)
 
-    def _poll(self, block_ms: int | None) -> int:
-        self._ensure_group()
-        # Own pending entries first: delivered before but never acknowledged.
-        count = self._handle_entries(self._read("0", None))
-        if count:
-            return count
-        return self._handle_entries(self._read(">", block_ms))
 
-    def _read(self, start: str, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        reply: Any = self._client.xreadgroup(
-            self._group,
-            self._consumer,
-            {self._stream: start},
-            count=self._batch_size,
-            block=block_ms,
-        )
-        if not reply:
-            return []
-        return cast("list[tuple[bytes, dict[bytes, bytes]]]", reply[0][1])
+class AsyncRedisStreamConsumer(_StreamReader[AsyncInboxConsumer[Any], redis.asyncio.Redis]):
+    """:class:`RedisStreamConsumer` on ``redis.asyncio``, feeding an :class:`~tactical.outbox.AsyncInboxConsumer`.
 
-    def _handle_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
-        for entry_id, fields in entries:
-            try:
-                message = _message_of_entry(fields)
-            except Exception as error:  # any decode failure: the entry is malformed
-                _log.error(
-                    "Redis consumer %s acknowledged entry %s of stream %r without handling it: "
-                    "not a tactical event (%s: %s)",
-                    self._group,
-                    entry_id.decode(errors="replace"),
-                    self._stream,
-                    type(error).__name__,
-                    error,
-                )
-            else:
-                self._inbox.handle(message)
-            self._client.xack(self._stream, self._group, entry_id)
-        return len(entries)
+    The same group, order and acknowledgements (the two run the same code): pending entries
+    of this consumer first, then new ones, each ``XACK``-ed only after
+    :meth:`~tactical.outbox.AsyncInboxConsumer.handle` returned (committed or parked); an
+    entry that is not a tactical message is logged and acknowledged. Every wait is bounded
+    by the client's ``socket_timeout`` (a client without one is refused), so :meth:`run`
+    notices a Redis gone silent, logs it with its address and tries again, and sees a stop
+    request as soon as the current wait ends. Cancelling the task running it leaves the
+    entry being handled pending, to be handled first next time.
+
+    Args:
+        inbox: Handles the events (awaited).
+        client: A ``redis.asyncio.Redis`` made with a ``socket_timeout`` (RESP2).
+        stream: As for :class:`RedisStreamConsumer`, and so are ``group``, ``consumer``
+            and ``batch_size``.
+
+    Raises:
+        ValueError: ``client`` has no ``socket_timeout``.
+
+    .. versionadded:: 0.2.0
+    """
+
+    async def consume_available(self) -> int:
+        """Handle every entry pending for this consumer, then every new one; return how many.
+
+        Raises:
+            Exception: Redis failed, or handling an entry raised (it stays pending).
+        """
+        return await run_async(self._available(), self._perform)
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        poll_interval: float = 0.5,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """Handle entries until ``stop`` is set; retry with bounded backoff on failures.
+
+        As :meth:`RedisStreamConsumer.run`: the same waits, backoff and log lines.
+
+        Args:
+            stop: Set it to end the loop (or cancel the task running it).
+            poll_interval: As for :meth:`RedisStreamConsumer.run`, and so are
+                ``initial_backoff`` and ``max_backoff``.
+        """
+        block_ms = self._block_ms(poll_interval)
+        steps = {
+            "connect": _nothing_async,
+            "consume": lambda: run_async(self._poll(block_ms), self._perform),
+            "close": _nothing_async,
+        }
+        await run_async(self._loop(initial_backoff, max_backoff), perform_async(stop, steps))
+
+    async def _perform(self, op: _StreamOp) -> object:
+        return await op.start(self._client, self._inbox)
+
+
+def _nothing() -> None:
+    """A step a Redis consumer does not need (its client connects by itself)."""
+
+
+async def _nothing_async() -> None:
+    """A step a Redis consumer does not need (its client connects by itself)."""
 
 
 def _message_of_entry(fields: Mapping[bytes, bytes]) -> OutboxMessage:

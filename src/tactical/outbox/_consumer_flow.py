@@ -1,0 +1,315 @@
+"""What every broker consumer loop does, written once for the sync and the async consumers.
+
+:func:`consumer_loop` is the ``run`` loop of the RabbitMQ and Redis consumers, sync and
+async: connect, consume until stopped, and on a failure close, log what failed and where,
+back off and try again; the first success after failures is logged too. It yields
+:class:`Step` operations (``connect``, ``consume``, ``close``) and the relay's
+:class:`~tactical.outbox._relay_flow.Stopped` and :class:`~tactical.outbox._relay_flow.Wait`;
+:func:`perform_sync` and :func:`perform_async` carry them out with the consumer's own steps.
+:func:`amqp_delivery` is what a RabbitMQ consumer does with one delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from tactical._flow import Flow
+from tactical.outbox._message import OutboxMessage, backoff_delay
+from tactical.outbox._relay_flow import Stopped, Wait
+
+__all__ = [
+    "Abandon",
+    "BrokerSilent",
+    "ConsumeOp",
+    "Deliver",
+    "GiveBack",
+    "Handle",
+    "LoopOp",
+    "Receive",
+    "Settle",
+    "Silent",
+    "Step",
+    "Stopping",
+    "amqp_consuming",
+    "amqp_delivery",
+    "consumer_loop",
+    "perform_async",
+    "perform_sync",
+]
+
+_log = logging.getLogger("tactical.outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One of the consumer's own steps: ``connect``, ``consume`` (until stopped) or ``close``."""
+
+    name: str
+
+
+LoopOp: TypeAlias = Step | Stopped | Wait
+
+
+def consumer_loop(
+    *,
+    label: str,
+    source: str,
+    address: str,
+    what_failed: Callable[[Exception], str],
+    connected_is_up: bool,
+    initial_backoff: float,
+    max_backoff: float,
+) -> Flow[LoopOp, None]:
+    """Consume until stopped, reconnecting with bounded, jittered backoff after failures.
+
+    Args:
+        label: Who logs, e.g. ``RabbitMQ consumer billing``.
+        source: What is consumed, e.g. ``queue 'billing'``.
+        address: The broker's ``host:port``.
+        what_failed: Describes a failure for the warning.
+        connected_is_up: Whether a successful ``connect`` proves the broker is back (a
+            RabbitMQ channel), or only a successful ``consume`` does (a Redis poll).
+        initial_backoff: Seconds to wait after the first failure, doubling after each.
+        max_backoff: The longest wait between attempts.
+    """
+    failures = 0
+    _log.info("%s started on %s at %s", label, source, address)
+    while not (yield Stopped()):
+        try:
+            yield Step("connect")
+            if connected_is_up:
+                failures = _back(label, source, address, failures)
+            yield Step("consume")
+            failures = _back(label, source, address, failures)
+        except Exception as error:
+            failures += 1
+            yield Step("close")
+            delay = backoff_delay(failures, initial_backoff, max_backoff)
+            _log.warning(
+                "%s: %s (attempt %d); retrying in %.1fs",
+                label,
+                what_failed(error),
+                failures,
+                delay,
+            )
+            yield Wait(delay)
+    yield Step("close")
+    _log.info("%s stopped", label)
+
+
+def _back(label: str, source: str, address: str, failures: int) -> int:
+    if failures:
+        _log.info(
+            "%s: consuming %s at %s again after %d failed attempt(s)",
+            label,
+            source,
+            address,
+            failures,
+        )
+    return 0
+
+
+def perform_sync(
+    stop: threading.Event, steps: Mapping[str, Callable[[], object]]
+) -> Callable[[LoopOp], object]:
+    """Carry :func:`consumer_loop`'s operations out with ``steps``, in a thread."""
+
+    def perform(op: LoopOp) -> object:
+        if isinstance(op, Stopped):
+            return stop.is_set()
+        if isinstance(op, Wait):
+            return stop.wait(op.seconds)
+        return steps[op.name]()
+
+    return perform
+
+
+def perform_async(
+    stop: asyncio.Event, steps: Mapping[str, Callable[[], Awaitable[object]]]
+) -> Callable[[LoopOp], Awaitable[object]]:
+    """Carry :func:`consumer_loop`'s operations out with ``steps``, on the event loop."""
+
+    async def perform(op: LoopOp) -> object:
+        if isinstance(op, Stopped):
+            return stop.is_set()
+        if isinstance(op, Wait):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(op.seconds):
+                    await stop.wait()
+            return stop.is_set()
+        return await steps[op.name]()
+
+    return perform
+
+
+# -- a RabbitMQ consumer's deliveries ------------------------------------------------------
+
+
+class BrokerSilent(ConnectionError):
+    """The broker sent nothing, not even a heartbeat, for longer than it promised."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    """The next delivery, if one arrives within ``seconds``; else None."""
+
+    seconds: float
+
+    def start(self, target: Any) -> Any:
+        return target.receive(self.seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Handle a delivery (see :func:`amqp_delivery`)."""
+
+    delivery: Any
+
+    def start(self, target: Any) -> Any:
+        return target.deliver(self.delivery)
+
+
+@dataclass(frozen=True, slots=True)
+class Silent:
+    """Seconds since the broker last sent anything (None: unknown); ``heard``: it just did."""
+
+    heard: bool
+
+    def start(self, target: Any) -> Any:
+        return target.heard() if self.heard else target.silent_for()
+
+
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """Give up the connection: the broker went silent (``error`` says so)."""
+
+    error: BrokerSilent
+
+    def start(self, target: Any) -> Any:
+        return target.abandon(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class GiveBack:
+    """Cancel the consumer, requeueing what the broker sent ahead (quietly, bounded)."""
+
+    def start(self, target: Any) -> Any:
+        return target.give_back()
+
+
+@dataclass(frozen=True, slots=True)
+class Stopping:
+    """Whether a stop was requested."""
+
+    def start(self, target: Any) -> Any:
+        return target.stopping()
+
+
+ConsumeOp: TypeAlias = Receive | Deliver | Silent | Abandon | GiveBack | Stopping
+
+
+def amqp_consuming(
+    *, until_stopped: bool, idle_timeout: float, heartbeat: float, address: str
+) -> Flow[ConsumeOp, int]:
+    """Handle deliveries until stopped, or until none came for ``idle_timeout`` seconds.
+
+    With a negotiated heartbeat the broker sends something at least every half of it:
+    nothing received for ``heartbeat`` seconds means the peer is gone (a fail-over, or a
+    network that stopped forwarding) even if TCP still looks alive, and the connection is
+    abandoned with :class:`BrokerSilent`. Returns how many deliveries were handled.
+    """
+    count = 0
+    last_delivery = time.monotonic()
+    give_back = True  # not when stopping (closing cancels the consumer) nor when abandoned
+    try:
+        while True:
+            delivery = yield Receive(min(idle_timeout, heartbeat / 2))
+            if delivery is not None:
+                yield Deliver(delivery)
+                count += 1
+                last_delivery = time.monotonic()
+                # A delivery is news from the broker; the clock restarts after the handler,
+                # which may have run longer than a heartbeat without I/O.
+                yield Silent(heard=True)
+            elif not until_stopped and time.monotonic() - last_delivery >= idle_timeout:
+                break
+            else:
+                silent: float | None = yield Silent(heard=False)
+                if silent is not None and silent > heartbeat:
+                    give_back = False
+                    error = BrokerSilent(
+                        f"RabbitMQ at {address} sent nothing, not even a heartbeat, for "
+                        f"{silent:.1f}s (heartbeat {heartbeat}s): the connection is dead"
+                    )
+                    yield Abandon(error)
+                    raise error
+            if until_stopped and (yield Stopping()):
+                give_back = False
+                break
+    finally:
+        if give_back:
+            yield GiveBack()
+    return count
+
+
+# -- one RabbitMQ delivery --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    """Hand the message to the inbox consumer; its result is the outcome."""
+
+    message: OutboxMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """Acknowledge the delivery, or reject it (back to the queue if ``requeue``)."""
+
+    ack: bool
+    requeue: bool = False
+
+
+def amqp_delivery(
+    *,
+    label: str,
+    queue: str,
+    body: bytes,
+    headers: Mapping[str, Any] | None,
+    message_id: object,
+    delivery_tag: object,
+) -> Flow[Handle | Settle, None]:
+    """Handle one delivery and acknowledge it after the inbox committed.
+
+    A delivery that is not a tactical message is rejected without requeue (to the queue's
+    dead-letter exchange if it has one) and logged with its id and the reason. If handling
+    raises, the delivery goes back to the queue and the error goes on up.
+    """
+    try:
+        message = OutboxMessage.from_wire(body, dict(headers or {}))
+    except Exception as error:  # any decode failure: the message is malformed
+        _log.error(
+            "%s rejected message %s (delivery tag %s) from queue %r without requeue: "
+            "not a tactical event (%s: %s)",
+            label,
+            message_id,
+            delivery_tag,
+            queue,
+            type(error).__name__,
+            error,
+        )
+        yield Settle(ack=False, requeue=False)
+        return
+    try:
+        yield Handle(message)
+    except BaseException:
+        yield Settle(ack=False, requeue=True)
+        raise
+    yield Settle(ack=True)

@@ -1,0 +1,246 @@
+"""AsyncRabbitMQConsumer: the RabbitMQ consumer loop on asyncio (aio-pika)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from tactical._flow import run_async
+from tactical.outbox._amqp import AmqpConsumer
+from tactical.outbox._async_inbox import AsyncInboxConsumer
+from tactical.outbox._consumer_flow import BrokerSilent, ConsumeOp, Handle, Settle, perform_async
+from tactical.outbox._rabbitmq_async import aio_pika, describe_async_error
+
+__all__ = ["AsyncRabbitMQConsumer"]
+
+_log = logging.getLogger("tactical.outbox")
+
+T = TypeVar("T")
+
+
+class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
+    """:class:`RabbitMQConsumer` on asyncio (aio-pika), feeding an :class:`~tactical.outbox.AsyncInboxConsumer`.
+
+    The same queue, bindings, acknowledgements and logs (the two share their decisions):
+    the queue is declared durable and bound for each of ``routing_keys``; each delivery is
+    acknowledged only after :meth:`~tactical.outbox.AsyncInboxConsumer.handle` returned
+    (committed with its inbox row, or parked); if handling raises, the delivery goes back to
+    the queue and the consumer reconnects with backoff; a delivery that is not a tactical
+    message is rejected without requeue and logged with its id and the reason. Messages are
+    handled one at a time, in queue order, with ``prefetch`` sent ahead by the broker.
+
+    **A broker that stops answering.** The connection negotiates an AMQP heartbeat of
+    ``heartbeat`` seconds, and a connection from which nothing arrived for ``heartbeat``
+    seconds is given up (as the sync consumer does; aio-pika's own check takes three
+    heartbeats) and replaced; connecting, declaring, cancelling and closing are each
+    bounded by ``timeout``. So :meth:`run` notices a dead broker within about ``heartbeat``
+    seconds, logs it with the broker's address, reconnects, and returns within about
+    ``timeout`` seconds of a stop request (or at once when its task is cancelled; the
+    delivery being handled then goes back to the queue).
+
+    Args:
+        inbox: Handles the events (awaited).
+        url: An AMQP URL.
+        queue: As for :class:`RabbitMQConsumer`, and so are ``exchange``, ``routing_keys``,
+            ``prefetch``, ``timeout`` (seconds for each request) and ``heartbeat``.
+
+    Raises:
+        ValueError: ``heartbeat`` is below 1 or ``timeout`` is not positive.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def _setup(self) -> None:
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._amqp_queue: aio_pika.abc.AbstractQueue | None = None
+
+    def _describe(self, error: BaseException) -> str:
+        return describe_async_error(error)
+
+    async def consume_available(self, *, idle_timeout: float = 0.5) -> int:
+        """Handle messages until none arrived for ``idle_timeout`` seconds; return how many.
+
+        Raises:
+            Exception: Connecting failed, the broker stopped answering, or handling a
+                message raised (it was requeued).
+        """
+        return await self._consume(None, idle_timeout)
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        poll_interval: float = 0.5,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """Handle messages until ``stop`` is set; reconnect with bounded backoff on failures.
+
+        As :meth:`RabbitMQConsumer.run`: the same waits, backoff and log lines.
+
+        Args:
+            stop: Set it to end the loop (or cancel the task running it).
+            poll_interval: As for :meth:`RabbitMQConsumer.run`, and so are
+                ``initial_backoff`` and ``max_backoff``.
+        """
+        steps = {
+            "connect": self._open_channel,
+            "consume": lambda: self._consume(stop, poll_interval),
+            "close": self.close,
+        }
+        await run_async(self._loop(initial_backoff, max_backoff), perform_async(stop, steps))
+
+    async def close(self) -> None:
+        """Close the connection (unacknowledged messages go back to the queue).
+
+        Waits at most ``timeout`` seconds for the broker to confirm.
+        """
+        connection, self._connection = self._connection, None
+        self._channel = self._amqp_queue = None
+        if connection is None or connection.is_closed:
+            return
+        try:
+            await self._within(connection.close(), "closing the connection")
+        except Exception:
+            _log.debug("closing a broken RabbitMQ connection failed", exc_info=True)
+
+    async def _within(self, request: Awaitable[T], what: str) -> T:
+        """Await ``request`` to the broker, at most ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await request
+        except TimeoutError:
+            raise BrokerSilent(
+                f"no answer from RabbitMQ while {what} within {self._timeout}s"
+            ) from None
+
+    async def _open_channel(self) -> aio_pika.abc.AbstractQueue:
+        connection, queue = self._connection, self._amqp_queue
+        if connection is not None and not connection.is_closed and queue is not None:
+            return queue
+        await self.close()
+        try:
+            connection = self._connection = await self._within(
+                aio_pika.connect(self._url, timeout=self._timeout, heartbeat=self._heartbeat),
+                "connecting",
+            )
+            queue = await self._within(self._declare(connection), f"declaring {self._queue!r}")
+        except BaseException:
+            await self.close()
+            raise
+        self._amqp_queue = queue
+        return queue
+
+    async def _declare(
+        self, connection: aio_pika.abc.AbstractConnection
+    ) -> aio_pika.abc.AbstractQueue:
+        channel = self._channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
+        exchange = await channel.declare_exchange(
+            self._exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(self._queue, durable=True)
+        for key in self._routing_keys:
+            await queue.bind(exchange, routing_key=key)
+        return queue
+
+    async def _consume(self, stop: asyncio.Event | None, idle_timeout: float) -> int:
+        queue = await self._open_channel()
+        deliveries: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+        tag = await self._within(queue.consume(deliveries.put), f"consuming {self._queue!r}")
+        consumption = _Consumption(
+            self._connection,
+            self._address,
+            lambda: self._within(queue.cancel(tag), "cancelling"),
+            self._deliver,
+            deliveries,
+            stop,
+        )
+
+        async def perform(op: ConsumeOp) -> object:
+            return await op.start(consumption)
+
+        return await run_async(self._consuming(stop is not None, idle_timeout), perform)
+
+    async def _deliver(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async def perform(op: Handle | Settle) -> object:
+            if isinstance(op, Handle):
+                return await self._inbox.handle(op.message)
+            if op.ack:
+                await incoming.ack()
+            elif not incoming.channel.is_closed:
+                await incoming.nack(requeue=op.requeue)
+            return None
+
+        flow = self._delivery(
+            incoming.body, incoming.headers, incoming.message_id, incoming.delivery_tag
+        )
+        await run_async(flow, perform)
+
+
+class _Consumption:
+    """One consuming run on an aio-pika queue: carries out :func:`amqp_consuming`'s operations.
+
+    The silence is measured from the time aiormq last received a frame (aio-pika itself
+    gives a connection up only after three heartbeats without one); where that is not
+    known, aio-pika's own check remains, seen as the connection closing.
+    """
+
+    def __init__(
+        self,
+        connection: aio_pika.abc.AbstractConnection | None,
+        address: str,
+        cancel: Callable[[], Awaitable[object]],
+        deliver: Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]],
+        deliveries: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage],
+        stop: asyncio.Event | None,
+    ) -> None:
+        self._connection = connection
+        self._address = address
+        self._cancel = cancel
+        self._deliver = deliver
+        self._deliveries = deliveries
+        self._stop = stop
+        transport = getattr(connection, "transport", None)
+        self._amqp = getattr(transport, "connection", None)
+        self._loop = asyncio.get_running_loop()
+        self._heard = self._loop.time()
+
+    async def receive(self, seconds: float) -> aio_pika.abc.AbstractIncomingMessage | None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                return await self._deliveries.get()
+        return None
+
+    async def deliver(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await self._deliver(incoming)
+
+    async def heard(self) -> None:
+        self._heard = self._loop.time()
+
+    async def silent_for(self) -> float | None:
+        if self._connection is None or self._connection.is_closed:
+            raise ConnectionError(f"the RabbitMQ connection to {self._address} closed")
+        last: float | None = getattr(self._amqp, "_Connection__last_frame_time", None)
+        if last is None:
+            return None
+        self._heard = max(self._heard, last)
+        return self._loop.time() - self._heard
+
+    async def abandon(self, error: BaseException) -> None:
+        del error  # the loop's close gives the connection up, bounded by the timeout
+
+    async def give_back(self) -> None:
+        try:
+            await self._cancel()
+            while not self._deliveries.empty():
+                await self._deliveries.get_nowait().nack(requeue=True)
+        except Exception:
+            _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
+
+    async def stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
