@@ -328,14 +328,15 @@ class JsonCodec:
         """
         try:
             return cast("dict[str, Any]", self._plans.encoder(type(obj))(obj))
-        except Unstorable as error:
-            raise error.kind(f"cannot store {type(obj).__qualname__}: {error.describe()}") from None
-        except RecursionError:
-            # A recursive value type (a tree) nested deeper than Python's stack allows.
-            raise ValueError(
-                f"cannot store {type(obj).__qualname__}: its values are nested too deeply "
-                "for Python's recursion limit"
-            ) from None
+        except (Unstorable, RecursionError) as error:
+            raise _refusal(obj, error) from None
+
+    def _check_storable(self, obj: object) -> None:
+        """Raise what :meth:`encode` raises for ``obj``, without building its JSON."""
+        try:
+            self._plans.checker(type(obj))(obj)
+        except (Unstorable, RecursionError) as error:
+            raise _refusal(obj, error) from None
 
     def decode(self, cls: type[T], data: Any, *, context: str = "") -> T:
         """Rebuild an instance of ``cls`` from :meth:`encode`'s output.
@@ -387,6 +388,17 @@ class JsonCodec:
         return self.decode(cls, data, context=context)
 
     # -- plans -------------------------------------------------------------------------------
+
+
+def _refusal(obj: object, error: Unstorable | RecursionError) -> Exception:
+    """The error :meth:`JsonCodec.encode` raises for what its encoders raised."""
+    if isinstance(error, Unstorable):
+        return error.kind(f"cannot store {type(obj).__qualname__}: {error.describe()}")
+    # A recursive value type (a tree) nested deeper than Python's stack allows.
+    return ValueError(
+        f"cannot store {type(obj).__qualname__}: its values are nested too deeply "
+        "for Python's recursion limit"
+    )
 
 
 # -- default type names   -------------------------------------------------------------------------

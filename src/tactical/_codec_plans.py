@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from tactical._codec_compile import compile_decoder, compile_encoder
+from tactical._codec_compile import compile_check, compile_decoder, compile_encoder
 from tactical._codec_values import (
     MAX_JSON_DEPTH,
     Decode,
@@ -34,6 +34,8 @@ from tactical._codec_values import (
     refuse,
     scalar,
     show,
+    storable,
+    storable_guard,
     type_label,
 )
 from tactical._generics import substitute, type_bindings
@@ -58,6 +60,7 @@ class FieldPlans:
     def __init__(self) -> None:
         self._plans: dict[type, tuple[Field, ...]] = {}
         self._encoders: dict[type, Encode] = {}
+        self._checkers: dict[type, Callable[[Any], None]] = {}
         self._decoders: dict[type, Decode] = {}
 
     def plan(self, cls: Any) -> tuple[Field, ...]:
@@ -108,6 +111,14 @@ class FieldPlans:
             encoder = compile_encoder(typing.get_origin(key) or key, self.plan(key))
             self._encoders[key] = encoder
         return encoder
+
+    def checker(self, key: Any) -> Callable[[Any], None]:
+        """The check of ``key``: raises what its encoder raises, without building JSON."""
+        checker = self._checkers.get(key)
+        if checker is None:
+            checker = compile_check(typing.get_origin(key) or key, self.plan(key))
+            self._checkers[key] = checker
+        return checker
 
     def decoder(self, key: Any) -> Decode:
         """The decoder of ``key`` (a class or parameterised generic class)."""
@@ -318,6 +329,9 @@ def _or_none(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def or_none(value: Any) -> Any:
         return None if value is None else convert(value)
 
+    inner = storable_guard(convert)
+    if inner is not None:
+        storable(or_none, f"{{v}} is None or ({inner})")
     inner = pass_through_guard(convert)
     return guard(or_none, "{v} is None" if inner is None else f"{{v}} is None or ({inner})")
 

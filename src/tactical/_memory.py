@@ -108,12 +108,13 @@ def _first_unstorable_event(codec: JsonCodec, changes: Sequence[Change]) -> Base
     else:
         written = {id(e) for c in changes for e in c.events}
         events = [e for e in recorded_in_order(c.aggregate for c in changes) if id(e) in written]
-    # What JsonCodec.event_to_record checks (its type name, its payload), without the record.
-    type_name, encode = codec.type_name, codec.encode
+    # What JsonCodec.event_to_record checks (its type name, its payload), without the record
+    # and without building the payload: events are published, never kept, in memory.
+    type_name, check = codec.type_name, codec._check_storable  # pyright: ignore[reportPrivateUsage]
     try:
         for event in events:
             type_name(type(event))
-            encode(event)
+            check(event)
     except (TypeError, ValueError) as error:
         return error
     return None
