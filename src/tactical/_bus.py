@@ -14,7 +14,7 @@ from uuid import UUID
 from tactical._asyncness import discard_awaitable, is_async_callable
 from tactical._flow import Flow, run, run_async
 from tactical._model import DomainEvent
-from tactical._tracing import Trace, reset_trace, set_trace, trace_of
+from tactical._tracing import Trace, correlation_of, reset_trace, set_trace
 
 __all__ = ["EventBus", "EventHandlerError"]
 
@@ -304,7 +304,7 @@ class EventBus:
             event_type = type(event)
             route = routes.get(event_type) or self._route(event_type)
             if route.handlers:
-                queued.append((event, trace_of(event.event_id).correlation_id))
+                queued.append((event, correlation_of(event.event_id)))
                 if route.first_async is not None and first_async is None:
                     first_async = (event_type, route.first_async)
         return queued, first_async
