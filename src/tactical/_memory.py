@@ -25,8 +25,9 @@ A = TypeVar("A", bound=AggregateRoot[Any])
 
 _default_codec = JsonCodec()
 
-# A row as a SQL document row holds it: the version and the aggregate's JSON state. Rows are
-# replaced whole, never changed in place, and the state is never handed out (reads decode it).
+# A row as a SQL document row holds it: the version and the aggregate's JSON state. The state
+# holds the version too (SQL adds it on read; kept here, a read decodes the state as it is).
+# Rows are replaced whole, never changed in place, and the state is never handed out.
 _Row = tuple[int, dict[str, Any]]
 # A row's key: the aggregate's class and its id as text (as SQL keeps it).
 _Key = tuple[type[AggregateRoot[Any]], str]
@@ -61,27 +62,32 @@ class InMemoryStore:
         row = self._rows.get((aggregate_type, id_key(aggregate_id)))
         if row is None:
             return None
-        version, state = row
-        return codec.aggregate_from_state(aggregate_type, state, version=version)
+        return codec.decode(aggregate_type, row[1])
 
     def _apply(self, changes: Sequence[Change], codec: JsonCodec = _default_codec) -> None:
         # Everything the SQL unit of work checks, in its order: every change's type name and
         # key, then change by change its state and its version, then the events in recorded
         # order. Encoding runs outside the lock; its errors are raised where SQL meets them
         # (a key's at once: no error of a change's state is raised before every key is checked).
+        type_name, encode = codec.type_name, codec.encode
         keys: list[_Key] = []
         rows: list[_Row | BaseException | None] = []
         for change in changes:
             aggregate_type = change.aggregate_type
-            codec.type_name(aggregate_type)  # refuses a class of __main__, a name no column holds
+            type_name(aggregate_type)  # refuses a class of __main__, a name no column holds
             keys.append((aggregate_type, stored_key(aggregate_type, change.aggregate.id)))
-            if change.new_version is None:
+            version = change.new_version
+            if version is None:
                 rows.append(None)  # a delete
                 continue
             try:
-                rows.append((change.new_version, codec.aggregate_to_state(change.aggregate)))
+                # What aggregate_to_state stores, with the version it is stored at.
+                state = encode(change.aggregate)
             except (TypeError, ValueError) as error:
                 rows.append(error)
+                continue
+            state["version"] = version
+            rows.append((version, state))
         refused_event = _first_unstorable_event(codec, changes)
         with self._lock:
             held = self._rows
