@@ -69,25 +69,16 @@ class InMemoryStore:
         # key, then change by change its state and its version, then the events in recorded
         # order. Encoding runs outside the lock; its errors are raised where SQL meets them
         # (a key's at once: no error of a change's state is raised before every key is checked).
-        type_name, encode = codec.type_name, codec.encode
-        keys: list[_Key] = []
+        if len(changes) == 1:
+            self._apply_one(changes[0], codec)
+            return
+        keys = [_key(change, codec) for change in changes]
         rows: list[_Row | BaseException | None] = []
         for change in changes:
-            aggregate_type = change.aggregate_type
-            type_name(aggregate_type)  # refuses a class of __main__, a name no column holds
-            keys.append((aggregate_type, stored_key(aggregate_type, change.aggregate.id)))
-            version = change.new_version
-            if version is None:
-                rows.append(None)  # a delete
-                continue
             try:
-                # What aggregate_to_state stores, with the version it is stored at.
-                state = encode(change.aggregate)
+                rows.append(_row(change, codec))
             except (TypeError, ValueError) as error:
                 rows.append(error)
-                continue
-            state["version"] = version
-            rows.append((version, state))
         refused_event = _first_unstorable_event(codec, changes)
         with self._lock:
             held = self._rows
@@ -105,6 +96,42 @@ class InMemoryStore:
                     held[key] = row
                 else:  # None: a delete (an error was raised above)
                     del held[key]
+
+    def _apply_one(self, change: Change, codec: JsonCodec) -> None:
+        # _apply of one change (most commits): in the same order, its state's error is due
+        # right after its key's, so nothing is kept aside to raise later.
+        key = _key(change, codec)
+        row = _row(change, codec)
+        refused_event = _first_unstorable_event(codec, (change,))
+        with self._lock:
+            held = self._rows
+            stored = held.get(key)
+            found = None if stored is None else stored[0]
+            if found != change.expected_version:
+                raise stale(change, found)
+            if refused_event is not None:
+                raise refused_event
+            if row is None:  # a delete
+                del held[key]
+            else:
+                held[key] = row
+
+
+def _key(change: Change, codec: JsonCodec) -> _Key:
+    """The key of ``change``'s row; refuses a class of __main__, a name or id no column holds."""
+    aggregate_type = change.aggregate_type
+    codec.type_name(aggregate_type)
+    return (aggregate_type, stored_key(aggregate_type, change.aggregate.id))
+
+
+def _row(change: Change, codec: JsonCodec) -> _Row | None:
+    """The row ``change`` writes (None for a delete); refuses a state the codec cannot store."""
+    version = change.new_version
+    if version is None:
+        return None
+    state = codec.encode(change.aggregate)  # what aggregate_to_state stores, and the version
+    state["version"] = version
+    return (version, state)
 
 
 def _first_unstorable_event(codec: JsonCodec, changes: Sequence[Change]) -> BaseException | None:
