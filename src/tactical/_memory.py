@@ -85,10 +85,7 @@ class InMemoryStore:
             for change, key, row in zip(changes, keys, rows, strict=True):
                 if isinstance(row, BaseException):
                     raise row
-                stored = held.get(key)
-                found = None if stored is None else stored[0]
-                if found != change.expected_version:
-                    raise stale(change, found)
+                _require_version(held, key, change)
             if refused_event is not None:
                 raise refused_event
             for key, row in zip(keys, rows, strict=True):
@@ -105,16 +102,21 @@ class InMemoryStore:
         refused_event = _first_unstorable_event(codec, (change,))
         with self._lock:
             held = self._rows
-            stored = held.get(key)
-            found = None if stored is None else stored[0]
-            if found != change.expected_version:
-                raise stale(change, found)
+            _require_version(held, key, change)
             if refused_event is not None:
                 raise refused_event
             if row is None:  # a delete
                 del held[key]
             else:
                 held[key] = row
+
+
+def _require_version(held: dict[_Key, _Row], key: _Key, change: Change) -> None:
+    """Refuse ``change`` if the row at ``key`` is not at the version it expects."""
+    stored = held.get(key)
+    found = None if stored is None else stored[0]
+    if found != change.expected_version:
+        raise stale(change, found)
 
 
 def _key(change: Change, codec: JsonCodec) -> _Key:
