@@ -79,7 +79,7 @@ class InMemoryStore:
                 rows.append(_row(change, codec))
             except (TypeError, ValueError) as error:
                 rows.append(error)
-        refused_event = _first_unstorable_event(codec, changes)
+        refused_event = _first_unstorable_event(codec, _written_events(changes))
         with self._lock:
             held = self._rows
             for change, key, row in zip(changes, keys, rows, strict=True):
@@ -99,7 +99,7 @@ class InMemoryStore:
         # right after its key's, so nothing is kept aside to raise later.
         key = _key(change, codec)
         row = _row(change, codec)
-        refused_event = _first_unstorable_event(codec, (change,))
+        refused_event = _first_unstorable_event(codec, change.events)  # in recorded order
         with self._lock:
             held = self._rows
             _require_version(held, key, change)
@@ -136,13 +136,16 @@ def _row(change: Change, codec: JsonCodec) -> _Row | None:
     return (version, state)
 
 
-def _first_unstorable_event(codec: JsonCodec, changes: Sequence[Change]) -> BaseException | None:
-    """Why the codec refuses the first event (in recorded order) it cannot store, or None."""
-    if len(changes) == 1:
-        events: Sequence[DomainEvent] = changes[0].events
-    else:
-        written = {id(e) for c in changes for e in c.events}
-        events = [e for e in recorded_in_order(c.aggregate for c in changes) if id(e) in written]
+def _written_events(changes: Sequence[Change]) -> list[DomainEvent]:
+    """The events ``changes`` write, in the order they were recorded across aggregates."""
+    written = {id(e) for c in changes for e in c.events}
+    return [e for e in recorded_in_order(c.aggregate for c in changes) if id(e) in written]
+
+
+def _first_unstorable_event(
+    codec: JsonCodec, events: Sequence[DomainEvent]
+) -> BaseException | None:
+    """Why the codec refuses the first of ``events`` it cannot store, or None."""
     # What JsonCodec.event_to_record checks (its type name, its payload), without the record
     # and without building the payload: events are published, never kept, in memory.
     type_name, check = codec.type_name, codec._check_storable  # pyright: ignore[reportPrivateUsage]

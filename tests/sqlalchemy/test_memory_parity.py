@@ -130,6 +130,15 @@ def each(*acts: Callable[[UnitOfWork], None]) -> Callable[[UnitOfWork], None]:
     return act
 
 
+def add_two_recording_misfits_latest_first(uow: UnitOfWork) -> None:
+    """Add probes "r" and "s"; "s" records its misfit event before "r" does."""
+    first, second = Probe("r"), Probe("s")
+    second.record(Relabelled("s", 2))  # type: ignore[arg-type]
+    first.record(Relabelled("r", 1))  # type: ignore[arg-type]
+    uow.repository(Probe).add(first)
+    uow.repository(Probe).add(second)
+
+
 def _deep(depth: int) -> list[Any]:
     value: list[Any] = []
     for _ in range(depth):
@@ -191,6 +200,9 @@ REFUSALS: dict[str, Refusal] = {
     "a misfit event, then a misfit state": Refusal(
         each(add_recording(Relabelled("q", 3)), add(probe("b", count="3"))),  # type: ignore[arg-type]
         allow_multiple_aggregates=True,
+    ),
+    "misfit events in two aggregates (the first recorded is named)": Refusal(
+        add_two_recording_misfits_latest_first, allow_multiple_aggregates=True
     ),
     "a misfit state, then another": Refusal(
         each(add(probe("c", count=1.5)), add(probe("d", price=1))),
