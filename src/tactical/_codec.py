@@ -326,15 +326,18 @@ class JsonCodec:
            Strings with NUL or lone surrogates, NaN Decimals and deeply nested values
            are refused.
         """
+        cls = type(obj)
         try:
-            return cast("dict[str, Any]", self._plans.encoder(type(obj))(obj))
+            encoder = self._plans.encoders.get(cls) or self._plans.encoder(cls)
+            return cast("dict[str, Any]", encoder(obj))
         except (Unstorable, RecursionError) as error:
             raise _refusal(obj, error) from None
 
     def _check_storable(self, obj: object) -> None:
         """Raise what :meth:`encode` raises for ``obj``, without building its JSON."""
+        cls = type(obj)
         try:
-            self._plans.checker(type(obj))(obj)
+            (self._plans.checkers.get(cls) or self._plans.checker(cls))(obj)
         except (Unstorable, RecursionError) as error:
             raise _refusal(obj, error) from None
 
@@ -352,7 +355,8 @@ class JsonCodec:
         """
         where = f" ({context})" if context else ""
         try:
-            return cast("T", self._plans.decoder(cls)(data))
+            decoder = self._plans.decoders.get(cls) or self._plans.decoder(cls)
+            return cast("T", decoder(data))
         except Malformed as error:
             raise DeserializationError(
                 f"cannot read {cls.__qualname__}{where}: {error.describe()}"

@@ -59,9 +59,11 @@ class FieldPlans:
 
     def __init__(self) -> None:
         self._plans: dict[type, tuple[Field, ...]] = {}
-        self._encoders: dict[type, Encode] = {}
-        self._checkers: dict[type, Callable[[Any], None]] = {}
-        self._decoders: dict[type, Decode] = {}
+        # What is built so far, by class: read by JsonCodec first (a hit costs no call), and
+        # only ever added to, by the methods below.
+        self.encoders: dict[type, Encode] = {}
+        self.checkers: dict[type, Callable[[Any], None]] = {}
+        self.decoders: dict[type, Decode] = {}
 
     def plan(self, cls: Any) -> tuple[Field, ...]:
         """The plan of ``cls``: raises ``TypeError`` for a class the codec cannot store."""
@@ -106,26 +108,26 @@ class FieldPlans:
 
     def encoder(self, key: Any) -> Encode:
         """The encoder of ``key``: raises ``TypeError`` for a class the codec cannot store."""
-        encoder = self._encoders.get(key)
+        encoder = self.encoders.get(key)
         if encoder is None:
             encoder = compile_encoder(typing.get_origin(key) or key, self.plan(key))
-            self._encoders[key] = encoder
+            self.encoders[key] = encoder
         return encoder
 
     def checker(self, key: Any) -> Callable[[Any], None]:
         """The check of ``key``: raises what its encoder raises, without building JSON."""
-        checker = self._checkers.get(key)
+        checker = self.checkers.get(key)
         if checker is None:
             checker = compile_check(typing.get_origin(key) or key, self.plan(key))
-            self._checkers[key] = checker
+            self.checkers[key] = checker
         return checker
 
     def decoder(self, key: Any) -> Decode:
         """The decoder of ``key`` (a class or parameterised generic class)."""
-        decoder = self._decoders.get(key)
+        decoder = self.decoders.get(key)
         if decoder is None:
             decoder = self._build_decoder(key)
-            self._decoders[key] = decoder
+            self.decoders[key] = decoder
         return decoder
 
     def _build_decoder(self, key: Any) -> Decode:
