@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from uuid import UUID, uuid4
+
+import pytest
 
 from tactical import EventBus, InMemoryStore, InMemoryUnitOfWork
 from tactical._model import recorded_trace
-from tactical._tracing import Trace, current_trace, handling
+from tactical._tracing import (
+    Trace,
+    correlation_of,
+    current_trace,
+    handling,
+    recorded_traces,
+    trace_of,
+)
 from tactical.testing import Counter, CounterTicked
 
 
@@ -110,3 +120,26 @@ class TestTracingAcrossAwaits:
                 Trace(first.event_id, event.event_id) for event, _ in chain
             ]
         assert current_trace() is None
+
+
+class TestTrace:
+    def test_a_trace_is_a_frozen_value_made_by_position_or_keyword(self) -> None:
+        """Its own __init__ sets both fields, defaults the cause, and leaves it immutable."""
+        flow, cause = uuid4(), uuid4()
+        trace = Trace(flow, cause)
+        assert trace == Trace(correlation_id=flow, causation_id=cause)
+        assert hash(trace) == hash(Trace(flow, cause))
+        assert Trace(flow).causation_id is None
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            trace.correlation_id = cause  # type: ignore[misc]
+
+    def test_correlation_of_is_the_correlation_of_the_trace_of_an_event(self) -> None:
+        """Outside handlers, inside one, and for a recorded trace, both give the same id."""
+        event_id, flow = uuid4(), uuid4()
+        assert correlation_of(event_id) == trace_of(event_id).correlation_id == event_id
+        with handling(flow, uuid4()):
+            assert correlation_of(event_id) == trace_of(event_id).correlation_id == flow
+            known = Trace(uuid4(), uuid4())
+            with recorded_traces({event_id: known}):
+                assert correlation_of(event_id) == known.correlation_id
+                assert trace_of(event_id) == known

@@ -326,16 +326,20 @@ class JsonCodec:
            Strings with NUL or lone surrogates, NaN Decimals and deeply nested values
            are refused.
         """
+        cls = type(obj)
         try:
-            return cast("dict[str, Any]", self._plans.encoder(type(obj))(obj))
-        except Unstorable as error:
-            raise error.kind(f"cannot store {type(obj).__qualname__}: {error.describe()}") from None
-        except RecursionError:
-            # A recursive value type (a tree) nested deeper than Python's stack allows.
-            raise ValueError(
-                f"cannot store {type(obj).__qualname__}: its values are nested too deeply "
-                "for Python's recursion limit"
-            ) from None
+            encoder = self._plans.encoders.get(cls) or self._plans.encoder(cls)
+            return cast("dict[str, Any]", encoder(obj))
+        except (Unstorable, RecursionError) as error:
+            raise _refusal(obj, error) from None
+
+    def _check_storable(self, obj: object) -> None:
+        """Raise what :meth:`encode` raises for ``obj``, without building its JSON."""
+        cls = type(obj)
+        try:
+            (self._plans.checkers.get(cls) or self._plans.checker(cls))(obj)
+        except (Unstorable, RecursionError) as error:
+            raise _refusal(obj, error) from None
 
     def decode(self, cls: type[T], data: Any, *, context: str = "") -> T:
         """Rebuild an instance of ``cls`` from :meth:`encode`'s output.
@@ -351,7 +355,8 @@ class JsonCodec:
         """
         where = f" ({context})" if context else ""
         try:
-            return cast("T", self._plans.decoder(cls)(data))
+            decoder = self._plans.decoders.get(cls) or self._plans.decoder(cls)
+            return cast("T", decoder(data))
         except Malformed as error:
             raise DeserializationError(
                 f"cannot read {cls.__qualname__}{where}: {error.describe()}"
@@ -387,6 +392,17 @@ class JsonCodec:
         return self.decode(cls, data, context=context)
 
     # -- plans -------------------------------------------------------------------------------
+
+
+def _refusal(obj: object, error: Unstorable | RecursionError) -> Exception:
+    """The error :meth:`JsonCodec.encode` raises for what its encoders raised."""
+    if isinstance(error, Unstorable):
+        return error.kind(f"cannot store {type(obj).__qualname__}: {error.describe()}")
+    # A recursive value type (a tree) nested deeper than Python's stack allows.
+    return ValueError(
+        f"cannot store {type(obj).__qualname__}: its values are nested too deeply "
+        "for Python's recursion limit"
+    )
 
 
 # -- default type names   -------------------------------------------------------------------------

@@ -8,6 +8,10 @@ value needs no conversion, and keep the field path of every error, as the plan s
 ``dataclasses`` and ``attrs``, they are built from source text with ``exec``: only field names
 (identifiers, checked) and the guards below go into that text, never a value.
 
+A *check* per class refuses exactly what its encoder refuses without building JSON (the
+in-memory store checks events it never keeps): it skips a value its field's *storable guard*
+vouches for (an exact UUID, a Decimal that is a number) and hands any other to the encoder.
+
 Decoding has a fast path for the common case, an object with exactly the plan's fields; any
 other input (a missing field, an unknown one, not a dict) takes the general decoder, which
 reports what is wrong.
@@ -27,9 +31,10 @@ from tactical._codec_values import (
     Malformed,
     Unstorable,
     pass_through_guard,
+    storable_guard,
 )
 
-__all__ = ["compile_decoder", "compile_encoder"]
+__all__ = ["compile_check", "compile_decoder", "compile_encoder"]
 
 
 class Planned(Protocol):
@@ -72,15 +77,16 @@ def _refuse_class(cls: type, obj: object) -> None:
     )
 
 
-def compile_encoder(cls: type, plan: Sequence[Planned]) -> Encode:
-    """The function writing an instance of exactly ``cls`` as a JSON object, field by field.
+def _each_field(
+    cls: type, plan: Sequence[Planned], name: str, convert: Callable[[str, str, Planned], str]
+) -> tuple[list[str], dict[str, Any]]:
+    """The start of ``name(obj)``: refuse another class, then one line per field.
 
-    It raises :class:`Unstorable` with the field path for a value its field refuses, and
-    for an instance of another class (a subclass included): fields are stored by their
-    declared type.
+    ``convert(local, converter, field)`` is the line for a field read into ``local``, whose
+    encoder is named ``converter``; an :class:`Unstorable` it raises gets the field's name.
     """
     lines = [
-        "def encode(obj):",
+        f"def {name}(obj):",
         "    if type(obj) is not cls:",
         "        refuse_class(cls, obj)",
     ]
@@ -93,17 +99,49 @@ def compile_encoder(cls: type, plan: Sequence[Planned]) -> Encode:
         lines.append("    field = None")
         lines.append("    try:")
         for index, f in enumerate(plan):
-            local, convert = f"v{index}", f"e{index}"
-            namespace[convert] = f.encode
+            local, converter = f"v{index}", f"e{index}"
+            namespace[converter] = f.encode
             lines.append(f"        field = {f.name!r}")
             lines.append(f"        {local} = {_attribute(f.name)}")
-            lines.append(f"        {_converted(local, convert, f.encode)}")
+            lines.append(f"        {convert(local, converter, f)}")
         lines.append("    except Unstorable as error:")
         lines.append("        error.path.insert(0, field)")
         lines.append("        raise")
+    return lines, namespace
+
+
+def compile_encoder(cls: type, plan: Sequence[Planned]) -> Encode:
+    """The function writing an instance of exactly ``cls`` as a JSON object, field by field.
+
+    It raises :class:`Unstorable` with the field path for a value its field refuses, and
+    for an instance of another class (a subclass included): fields are stored by their
+    declared type.
+    """
+
+    def converted(local: str, converter: str, f: Planned) -> str:
+        return _converted(local, converter, f.encode)
+
+    lines, namespace = _each_field(cls, plan, "encode", converted)
     items = ", ".join(f"{f.name!r}: v{index}" for index, f in enumerate(plan))
     lines.append(f"    return {{{items}}}")
     return cast("Encode", _build("\n".join(lines), "encode", namespace))
+
+
+def compile_check(cls: type, plan: Sequence[Planned]) -> Callable[[Any], None]:
+    """The function refusing exactly what the encoder of ``cls`` refuses, building no JSON.
+
+    A value its field's *storable guard* vouches for is not converted; any other value is
+    given to the field's own encoder, so a refusal is the encoder's error, path included.
+    """
+
+    def checked(local: str, converter: str, f: Planned) -> str:
+        storable = storable_guard(f.encode)
+        if storable is None:
+            return f"{converter}({local})"
+        return f"if not ({storable.format(v=local)}): {converter}({local})"
+
+    lines, namespace = _each_field(cls, plan, "check", checked)
+    return cast("Callable[[Any], None]", _build("\n".join(lines), "check", namespace))
 
 
 def _call_arguments(cls: type, values: dict[str, str]) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from tactical._codec_compile import compile_decoder, compile_encoder
+from tactical._codec_compile import compile_check, compile_decoder, compile_encoder
 from tactical._codec_values import (
     MAX_JSON_DEPTH,
     Decode,
@@ -34,6 +34,8 @@ from tactical._codec_values import (
     refuse,
     scalar,
     show,
+    storable,
+    storable_guard,
     type_label,
 )
 from tactical._generics import substitute, type_bindings
@@ -57,8 +59,11 @@ class FieldPlans:
 
     def __init__(self) -> None:
         self._plans: dict[type, tuple[Field, ...]] = {}
-        self._encoders: dict[type, Encode] = {}
-        self._decoders: dict[type, Decode] = {}
+        # What is built so far, by class: read by JsonCodec first (a hit costs no call), and
+        # only ever added to, by the methods below.
+        self.encoders: dict[type, Encode] = {}
+        self.checkers: dict[type, Callable[[Any], None]] = {}
+        self.decoders: dict[type, Decode] = {}
 
     def plan(self, cls: Any) -> tuple[Field, ...]:
         """The plan of ``cls``: raises ``TypeError`` for a class the codec cannot store."""
@@ -103,18 +108,26 @@ class FieldPlans:
 
     def encoder(self, key: Any) -> Encode:
         """The encoder of ``key``: raises ``TypeError`` for a class the codec cannot store."""
-        encoder = self._encoders.get(key)
+        encoder = self.encoders.get(key)
         if encoder is None:
             encoder = compile_encoder(typing.get_origin(key) or key, self.plan(key))
-            self._encoders[key] = encoder
+            self.encoders[key] = encoder
         return encoder
+
+    def checker(self, key: Any) -> Callable[[Any], None]:
+        """The check of ``key``: raises what its encoder raises, without building JSON."""
+        checker = self.checkers.get(key)
+        if checker is None:
+            checker = compile_check(typing.get_origin(key) or key, self.plan(key))
+            self.checkers[key] = checker
+        return checker
 
     def decoder(self, key: Any) -> Decode:
         """The decoder of ``key`` (a class or parameterised generic class)."""
-        decoder = self._decoders.get(key)
+        decoder = self.decoders.get(key)
         if decoder is None:
             decoder = self._build_decoder(key)
-            self._decoders[key] = decoder
+            self.decoders[key] = decoder
         return decoder
 
     def _build_decoder(self, key: Any) -> Decode:
@@ -318,6 +331,9 @@ def _or_none(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def or_none(value: Any) -> Any:
         return None if value is None else convert(value)
 
+    inner = storable_guard(convert)
+    if inner is not None:
+        storable(or_none, f"{{v}} is None or ({inner})")
     inner = pass_through_guard(convert)
     return guard(or_none, "{v} is None" if inner is None else f"{{v}} is None or ({inner})")
 

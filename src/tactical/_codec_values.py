@@ -233,8 +233,8 @@ def pass_through_guard(convert: Callable[[Any], Any]) -> str | None:
     """A Python expression in ``{v}`` that is true when ``convert(v)`` would return ``v`` itself.
 
     The generated encoders and decoders test it inline and call ``convert`` only when it is
-    false, so a value needing no conversion costs no call. It may name ``isfinite`` and
-    ``_HUGE``, and must never raise.
+    false, so a value needing no conversion costs no call. It may name what
+    :data:`GUARD_NAMES` holds, and must never raise.
     """
     return _GUARDS.get(convert)
 
@@ -242,6 +242,27 @@ def pass_through_guard(convert: Callable[[Any], Any]) -> str | None:
 def guard(convert: T, expression: str) -> T:
     """Register ``expression`` as the pass-through guard of ``convert``; return ``convert``."""
     _GUARDS[cast("Callable[[Any], Any]", convert)] = expression
+    return convert
+
+
+_STORABLE: dict[Callable[[Any], Any], str] = {}
+
+
+def storable_guard(convert: Callable[[Any], Any]) -> str | None:
+    """A Python expression in ``{v}`` that is true only when ``convert(v)`` would not raise.
+
+    Weaker than a pass-through guard (which also says ``convert`` returns ``v`` itself, and is
+    one): a UUID is storable, though its text is what is stored. The generated checks (which
+    refuse what the encoders refuse without building JSON) call ``convert`` only when it is
+    false, so a refusal is raised by the converter itself, with its message. It may name
+    what :data:`GUARD_NAMES` holds, and must never raise.
+    """
+    return _STORABLE.get(convert) or _GUARDS.get(convert)
+
+
+def storable(convert: T, expression: str) -> T:
+    """Register ``expression`` as the storable guard of ``convert``; return ``convert``."""
+    _STORABLE[cast("Callable[[Any], Any]", convert)] = expression
     return convert
 
 
@@ -465,8 +486,20 @@ guard(_encode_float, "type({v}) is float and isfinite({v})")
 guard(_decode_float, "type({v}) is float and isfinite({v})")
 guard(_encode_str, _ASCII_WITHOUT_NUL)
 guard(_decode_str, _ASCII_WITHOUT_NUL)
+# Exact types only: a subclass may override what the converter calls (str(), isoformat()).
+storable(_encode_uuid, "type({v}) is UUID")
+storable(_encode_decimal, "type({v}) is Decimal and not {v}.is_nan()")
+storable(_encode_datetime, "type({v}) is datetime")  # naive ones too: encode stores them
+storable(_encode_date, "type({v}) is date")
 
-GUARD_NAMES: dict[str, object] = {"isfinite": math.isfinite, "_HUGE": _HUGE}
+GUARD_NAMES: dict[str, object] = {
+    "isfinite": math.isfinite,
+    "_HUGE": _HUGE,
+    "UUID": UUID,
+    "Decimal": Decimal,
+    "datetime": dt.datetime,
+    "date": dt.date,
+}
 """The names pass-through guards may use, for the namespace of the generated code."""
 
 

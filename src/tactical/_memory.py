@@ -25,8 +25,9 @@ A = TypeVar("A", bound=AggregateRoot[Any])
 
 _default_codec = JsonCodec()
 
-# A row as a SQL document row holds it: the version and the aggregate's JSON state. Rows are
-# replaced whole, never changed in place, and the state is never handed out (reads decode it).
+# A row as a SQL document row holds it: the version and the aggregate's JSON state. The state
+# holds the version too (SQL adds it on read; kept here, a read decodes the state as it is).
+# Rows are replaced whole, never changed in place, and the state is never handed out.
 _Row = tuple[int, dict[str, Any]]
 # A row's key: the aggregate's class and its id as text (as SQL keeps it).
 _Key = tuple[type[AggregateRoot[Any]], str]
@@ -61,37 +62,30 @@ class InMemoryStore:
         row = self._rows.get((aggregate_type, id_key(aggregate_id)))
         if row is None:
             return None
-        version, state = row
-        return codec.aggregate_from_state(aggregate_type, state, version=version)
+        return codec.decode(aggregate_type, row[1])
 
     def _apply(self, changes: Sequence[Change], codec: JsonCodec = _default_codec) -> None:
         # Everything the SQL unit of work checks, in its order: every change's type name and
         # key, then change by change its state and its version, then the events in recorded
         # order. Encoding runs outside the lock; its errors are raised where SQL meets them
         # (a key's at once: no error of a change's state is raised before every key is checked).
-        keys: list[_Key] = []
+        if len(changes) == 1:
+            self._apply_one(changes[0], codec)
+            return
+        keys = [_key(change, codec) for change in changes]
         rows: list[_Row | BaseException | None] = []
         for change in changes:
-            aggregate_type = change.aggregate_type
-            codec.type_name(aggregate_type)  # refuses a class of __main__, a name no column holds
-            keys.append((aggregate_type, stored_key(aggregate_type, change.aggregate.id)))
-            if change.new_version is None:
-                rows.append(None)  # a delete
-                continue
             try:
-                rows.append((change.new_version, codec.aggregate_to_state(change.aggregate)))
+                rows.append(_row(change, codec))
             except (TypeError, ValueError) as error:
                 rows.append(error)
-        refused_event = _first_unstorable_event(codec, changes)
+        refused_event = _first_unstorable_event(codec, _written_events(changes))
         with self._lock:
             held = self._rows
             for change, key, row in zip(changes, keys, rows, strict=True):
                 if isinstance(row, BaseException):
                     raise row
-                stored = held.get(key)
-                found = None if stored is None else stored[0]
-                if found != change.expected_version:
-                    raise stale(change, found)
+                _require_version(held, key, change)
             if refused_event is not None:
                 raise refused_event
             for key, row in zip(keys, rows, strict=True):
@@ -100,20 +94,65 @@ class InMemoryStore:
                 else:  # None: a delete (an error was raised above)
                     del held[key]
 
+    def _apply_one(self, change: Change, codec: JsonCodec) -> None:
+        # _apply of one change (most commits): in the same order, its state's error is due
+        # right after its key's, so nothing is kept aside to raise later.
+        key = _key(change, codec)
+        row = _row(change, codec)
+        refused_event = _first_unstorable_event(codec, change.events)  # in recorded order
+        with self._lock:
+            held = self._rows
+            _require_version(held, key, change)
+            if refused_event is not None:
+                raise refused_event
+            if row is None:  # a delete
+                del held[key]
+            else:
+                held[key] = row
 
-def _first_unstorable_event(codec: JsonCodec, changes: Sequence[Change]) -> BaseException | None:
-    """Why the codec refuses the first event (in recorded order) it cannot store, or None."""
-    if len(changes) == 1:
-        events: Sequence[DomainEvent] = changes[0].events
-    else:
-        written = {id(e) for c in changes for e in c.events}
-        events = [e for e in recorded_in_order(c.aggregate for c in changes) if id(e) in written]
-    # What JsonCodec.event_to_record checks (its type name, its payload), without the record.
-    type_name, encode = codec.type_name, codec.encode
+
+def _require_version(held: dict[_Key, _Row], key: _Key, change: Change) -> None:
+    """Refuse ``change`` if the row at ``key`` is not at the version it expects."""
+    stored = held.get(key)
+    found = None if stored is None else stored[0]
+    if found != change.expected_version:
+        raise stale(change, found)
+
+
+def _key(change: Change, codec: JsonCodec) -> _Key:
+    """The key of ``change``'s row; refuses a class of __main__, a name or id no column holds."""
+    aggregate_type = change.aggregate_type
+    codec.type_name(aggregate_type)
+    return (aggregate_type, stored_key(aggregate_type, change.aggregate.id))
+
+
+def _row(change: Change, codec: JsonCodec) -> _Row | None:
+    """The row ``change`` writes (None for a delete); refuses a state the codec cannot store."""
+    version = change.new_version
+    if version is None:
+        return None
+    state = codec.encode(change.aggregate)  # what aggregate_to_state stores, and the version
+    state["version"] = version
+    return (version, state)
+
+
+def _written_events(changes: Sequence[Change]) -> list[DomainEvent]:
+    """The events ``changes`` write, in the order they were recorded across aggregates."""
+    written = {id(e) for c in changes for e in c.events}
+    return [e for e in recorded_in_order(c.aggregate for c in changes) if id(e) in written]
+
+
+def _first_unstorable_event(
+    codec: JsonCodec, events: Sequence[DomainEvent]
+) -> BaseException | None:
+    """Why the codec refuses the first of ``events`` it cannot store, or None."""
+    # What JsonCodec.event_to_record checks (its type name, its payload), without the record
+    # and without building the payload: events are published, never kept, in memory.
+    type_name, check = codec.type_name, codec._check_storable  # pyright: ignore[reportPrivateUsage]
     try:
         for event in events:
             type_name(type(event))
-            encode(event)
+            check(event)
     except (TypeError, ValueError) as error:
         return error
     return None

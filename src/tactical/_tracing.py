@@ -9,6 +9,7 @@ from uuid import UUID
 
 __all__ = [
     "Trace",
+    "correlation_of",
     "current_trace",
     "handling",
     "recorded_traces",
@@ -18,7 +19,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Trace:
     """The tracing ids of an event: the flow it belongs to, and the event that caused it.
 
@@ -34,6 +35,15 @@ class Trace:
     correlation_id: UUID
     causation_id: UUID | None = None
 
+    def __init__(self, correlation_id: UUID, causation_id: UUID | None = None) -> None:
+        # One is made for every event dispatched: the slots are written directly, as a
+        # frozen dataclass's own __init__ does through object.__setattr__ at twice the cost.
+        _set_correlation_id(self, correlation_id)
+        _set_causation_id(self, causation_id)
+
+
+_set_correlation_id = vars(Trace)["correlation_id"].__set__
+_set_causation_id = vars(Trace)["causation_id"].__set__
 
 _current: ContextVar[Trace | None] = ContextVar("tactical_trace", default=None)
 _recorded: ContextVar[Mapping[UUID, Trace]] = ContextVar("tactical_recorded_traces", default={})  # noqa: B039  (never mutated)
@@ -93,6 +103,15 @@ class recorded_traces:  # a function to its callers; a class so that entering it
 
     def __exit__(self, *exc_info: object) -> None:
         _recorded.reset(self._token)
+
+
+def correlation_of(event_id: UUID) -> UUID:
+    """The correlation id of :func:`trace_of` ``(event_id)``, without making a trace."""
+    known = _recorded.get().get(event_id)
+    if known is not None:
+        return known.correlation_id
+    current = _current.get()
+    return event_id if current is None else current.correlation_id
 
 
 def trace_of(event_id: UUID, recorded: Trace | None = None) -> Trace:

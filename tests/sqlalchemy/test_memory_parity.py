@@ -120,6 +120,25 @@ def add_recording(event: DomainEvent) -> Callable[[UnitOfWork], None]:
     return act
 
 
+def each(*acts: Callable[[UnitOfWork], None]) -> Callable[[UnitOfWork], None]:
+    """All of ``acts``, in order, in one unit of work (one commit of several aggregates)."""
+
+    def act(uow: UnitOfWork) -> None:
+        for one in acts:
+            one(uow)
+
+    return act
+
+
+def add_two_recording_misfits_latest_first(uow: UnitOfWork) -> None:
+    """Add probes "r" and "s"; "s" records its misfit event before "r" does."""
+    first, second = Probe("r"), Probe("s")
+    second.record(Relabelled("s", 2))  # type: ignore[arg-type]
+    first.record(Relabelled("r", 1))  # type: ignore[arg-type]
+    uow.repository(Probe).add(first)
+    uow.repository(Probe).add(second)
+
+
 def _deep(depth: int) -> list[Any]:
     value: list[Any] = []
     for _ in range(depth):
@@ -174,6 +193,20 @@ REFUSALS: dict[str, Refusal] = {
     "a removed aggregate recording a misfit event": Refusal(
         remove_stored_recording(Relabelled("p", 7)),  # type: ignore[arg-type]
         stored_first=True,
+    ),
+    "a misfit state, then an id no column holds": Refusal(
+        each(add(probe("a", price=1)), add(Probe("x" * 256))), allow_multiple_aggregates=True
+    ),
+    "a misfit event, then a misfit state": Refusal(
+        each(add_recording(Relabelled("q", 3)), add(probe("b", count="3"))),  # type: ignore[arg-type]
+        allow_multiple_aggregates=True,
+    ),
+    "misfit events in two aggregates (the first recorded is named)": Refusal(
+        add_two_recording_misfits_latest_first, allow_multiple_aggregates=True
+    ),
+    "a misfit state, then another": Refusal(
+        each(add(probe("c", count=1.5)), add(probe("d", price=1))),
+        allow_multiple_aggregates=True,
     ),
 }
 
@@ -244,6 +277,38 @@ class TestMemoryRefusesWhatSqlRefuses:
         for probe_id in ("p", "q"):
             assert stored(memory, probe_id) == stored(sql, probe_id)
 
+    @pytest.mark.parametrize(
+        "misfit",
+        [{"price": 2}, {"label": 7}],
+        ids=["a misfit state", "a misfit event"],
+    )
+    def test_a_stale_write_with_a_misfit_value_fails_alike(
+        self,
+        misfit: dict[str, Any],
+        memory: Callable[..., UnitOfWork],
+        sql: Callable[..., UnitOfWork],
+    ) -> None:
+        """A value the codec refuses and a version another commit moved on: the same error."""
+
+        def attempt(new: Callable[..., UnitOfWork]) -> object:
+            with new() as uow:
+                uow.repository(Probe).add(Probe("p"))
+                uow.commit()
+            with new() as uow:
+                loaded = uow.repository(Probe).require("p")
+                with new() as other:
+                    other.repository(Probe).require("p").count += 1
+                    other.commit()
+                if "price" in misfit:
+                    loaded.price = misfit["price"]
+                else:  # the state fits, the event does not
+                    loaded.record(Relabelled("p", misfit["label"]))
+                with pytest.raises(Exception) as caught:  # noqa: PT011  (compared below)
+                    uow.commit()
+            return type(caught.value), str(caught.value), stored(new, "p")
+
+        assert attempt(memory) == attempt(sql)
+
     def test_an_int_in_a_decimal_field_is_a_type_error_naming_the_field(
         self, memory: Callable[..., UnitOfWork]
     ) -> None:
@@ -275,12 +340,14 @@ class TestAsyncMemoryRefusesTheSame:
         self, name: str, memory: Callable[..., UnitOfWork]
     ) -> None:
         """It stores through the same store and codec: same error, nothing stored."""
-        store = InMemoryStore()
-        async with AsyncInMemoryUnitOfWork(store=store, codec=JsonCodec()) as uow:
-            REFUSALS[name].act(cast("UnitOfWork", uow))  # add() is a plain call in both
+        store, case = InMemoryStore(), REFUSALS[name]
+        async with AsyncInMemoryUnitOfWork(
+            store=store, codec=JsonCodec(), allow_multiple_aggregates=case.allow_multiple_aggregates
+        ) as uow:
+            case.act(cast("UnitOfWork", uow))  # add() is a plain call in both
             with pytest.raises((TypeError, ValueError)) as caught:
                 await uow.commit()
-        assert (type(caught.value), str(caught.value)) == refusal(memory, REFUSALS[name])
+        assert (type(caught.value), str(caught.value)) == refusal(memory, case)
         assert len(store) == 0
 
 
