@@ -8,12 +8,13 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+import sqlalchemy as sa
 from tactical._flow import run_async
 from tactical._model import AggregateRoot
 from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
-from tactical.sqlalchemy._statements import Execute, Operation
+from tactical.sqlalchemy._statements import Execute, Operation, ReadAlone
 
 __all__ = ["AsyncSqlAlchemyUnitOfWork"]
 
@@ -89,19 +90,25 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         Raises:
             RuntimeError: Not inside an ``async with`` block.
         """
-        if self._connection is None:
+        connection = self._connection
+        if connection is None:
             raise self._not_in_transaction()
-        return self._connection
+        if not (self._finished or connection.in_transaction()):
+            # Only on PostgreSQL (SQLite's blocks begin at once), where beginning sends
+            # nothing (the driver begins with the next statement): no await is needed.
+            cast("sa.Connection", connection.sync_connection).begin()
+        return connection
 
     # -- hooks -------------------------------------------------------------------------------
 
     async def _begin(self) -> None:
         connection = await self._bounded(self._engine.connect())
-        try:
-            await self._bounded(connection.begin())
-        except BaseException as error:
-            await connection.close()
-            self._refuse_begin(error)
+        if self._begins_at_start(cast("sa.Connection", connection.sync_connection)):
+            try:
+                await self._bounded(connection.begin())
+            except BaseException as error:
+                await connection.close()
+                self._refuse_begin(error)
         self._connection = connection
 
     async def _end(self) -> None:
@@ -136,13 +143,15 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     async def _carry_out(self, operation: Operation) -> object:
         """Carry out one operation of a storage flow on the connection, bounded."""
         connection = cast("AsyncConnection", self._connection)
+        if isinstance(operation, ReadAlone) and connection.in_transaction():
+            operation = operation.execute
         if isinstance(operation, Execute):
             result = await self._bounded(
                 connection.exec_driver_sql(operation.sql, operation.parameters)
             )
             return operation.outcome(result)
-        # A mapper's calls, commit, rollback and SQLite's restart are the sync driver's own,
-        # run on the connection's sync side.
+        # A mapper's calls, a read alone (it sets the driver's autocommit), commit, rollback
+        # and SQLite's restart are the sync driver's own, run on the connection's sync side.
         return await self._bounded(connection.run_sync(carry_out, operation))
 
     async def _bounded(self, awaitable: Awaitable[T]) -> T:

@@ -108,11 +108,14 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
         Raises:
             RuntimeError: Not inside a ``with`` block.
         """
-        if self._connection is None:
+        connection = self._connection
+        if connection is None:
             raise self._not_in_transaction()
         if self._guarded and not self._watching:
             self._watch_others()  # the caller's statements get the deadline too
-        return self._connection
+        if not (self._finished or connection.in_transaction()):
+            connection.begin()  # PostgreSQL: sends nothing, the driver begins with a statement
+        return connection
 
     def _watch_others(self) -> None:
         watch_round_trips(self._engine)
@@ -122,11 +125,12 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
 
     def _begin(self) -> None:
         connection = self._engine.connect()
-        try:
-            connection.begin()
-        except BaseException as error:
-            connection.close()
-            self._refuse_begin(error)
+        if self._begins_at_start(connection):
+            try:
+                connection.begin()
+            except BaseException as error:
+                connection.close()
+                self._refuse_begin(error)
         self._connection = connection
         if self._guarded:
             self._cut = False
