@@ -31,7 +31,9 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     database, ``sqlite+aiosqlite:///path``), psycopg's async mode
     (``postgresql+psycopg://``) or asyncpg (``postgresql+asyncpg://``) for PostgreSQL.
 
-    Each ``async with`` block is one database transaction on its own connection. Every
+    Each ``async with`` block is one database transaction on its own connection, which
+    begins when the sync unit of work's would (on PostgreSQL at READ COMMITTED, at the
+    first write, when :attr:`connection` is taken or a relational mapper loads). Every
     write is version-checked and raises :class:`~tactical.ConcurrencyError` on a mismatch
     (on SQLite only a moved version, or a write lock held past the busy timeout, ever
     does); the outbox rows of the events are written in the same transaction, and the
@@ -84,8 +86,11 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     def connection(self) -> AsyncConnection:
         """The current transaction's connection, for queries (read models, reports).
 
-        Write aggregates through repositories, not through this connection: only
-        repository writes are version-checked and produce outbox rows.
+        Taking it begins the block's transaction if it has not begun (no await is needed:
+        on PostgreSQL the driver sends ``BEGIN`` with the next statement), so what you
+        run on it commits or rolls back with the block; do not begin, commit or roll back
+        this connection yourself. Write aggregates through repositories, not through this
+        connection: only repository writes are version-checked and produce outbox rows.
 
         Raises:
             RuntimeError: Not inside an ``async with`` block.
