@@ -336,3 +336,29 @@ class TestSyncAndAsyncShareOneDatabase:
         with SqlAlchemyUnitOfWork(sync_twin) as sync_uow:
             stored = sync_uow.repository(Counter).require(counter.id)
         assert (stored.name, stored.count, stored.version) == ("from sync", 1, 2)
+
+
+class TestWhenTheTransactionBegins:
+    async def test_the_connection_taken_is_in_the_block_s_transaction(
+        self, driven: tuple[str, AsyncEngine]
+    ) -> None:
+        """uow.connection is in the transaction at once: what is written through it rolls back with the block."""
+        _, engine = driven
+        counter = await saved(engine)
+        async with AsyncSqlAlchemyUnitOfWork(engine) as uow:
+            (await uow.repository(Counter).require(counter.id)).tick()
+            await uow.commit()  # one outbox row
+        async with AsyncSqlAlchemyUnitOfWork(engine) as uow:
+            assert uow.connection.in_transaction()
+            await uow.connection.execute(
+                outbox_table.delete().where(outbox_table.c.aggregate_id == str(counter.id))
+            )
+            (await uow.repository(Counter).require(counter.id)).tick()
+            await uow.rollback()
+        async with AsyncSqlAlchemyUnitOfWork(engine) as uow:
+            outbox = (
+                await uow.connection.execute(
+                    sa.select(sa.func.count()).where(outbox_table.c.aggregate_id == str(counter.id))
+                )
+            ).scalar_one()
+        assert outbox == 1  # the delete was rolled back with the block

@@ -29,6 +29,7 @@ from tactical.sqlalchemy._statements import (
     Commit,
     Execute,
     Operation,
+    ReadAlone,
     Rollback,
     document_statements,
 )
@@ -62,6 +63,8 @@ async def async_engine(
 
 async def perform(connection: AsyncConnection, operation: Operation) -> object:
     """The whole async driver of a document flow: each operation, awaited."""
+    if isinstance(operation, ReadAlone):  # here always in the connection's transaction
+        operation = operation.execute
     if isinstance(operation, Execute):
         return operation.outcome(
             await connection.exec_driver_sql(operation.sql, operation.parameters)

@@ -8,12 +8,13 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+import sqlalchemy as sa
 from tactical._flow import run_async
 from tactical._model import AggregateRoot
 from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
-from tactical.sqlalchemy._statements import Execute, Operation
+from tactical.sqlalchemy._statements import Execute, Operation, ReadAlone
 
 __all__ = ["AsyncSqlAlchemyUnitOfWork"]
 
@@ -30,7 +31,9 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     database, ``sqlite+aiosqlite:///path``), psycopg's async mode
     (``postgresql+psycopg://``) or asyncpg (``postgresql+asyncpg://``) for PostgreSQL.
 
-    Each ``async with`` block is one database transaction on its own connection. Every
+    Each ``async with`` block is one database transaction on its own connection, which
+    begins when the sync unit of work's would (on PostgreSQL at READ COMMITTED, at the
+    first write, when :attr:`connection` is taken or a relational mapper loads). Every
     write is version-checked and raises :class:`~tactical.ConcurrencyError` on a mismatch
     (on SQLite only a moved version, or a write lock held past the busy timeout, ever
     does); the outbox rows of the events are written in the same transaction, and the
@@ -83,25 +86,34 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     def connection(self) -> AsyncConnection:
         """The current transaction's connection, for queries (read models, reports).
 
-        Write aggregates through repositories, not through this connection: only
-        repository writes are version-checked and produce outbox rows.
+        Taking it begins the block's transaction if it has not begun (no await is needed:
+        on PostgreSQL the driver sends ``BEGIN`` with the next statement), so what you
+        run on it commits or rolls back with the block; do not begin, commit or roll back
+        this connection yourself. Write aggregates through repositories, not through this
+        connection: only repository writes are version-checked and produce outbox rows.
 
         Raises:
             RuntimeError: Not inside an ``async with`` block.
         """
-        if self._connection is None:
+        connection = self._connection
+        if connection is None:
             raise self._not_in_transaction()
-        return self._connection
+        if not (self._finished or connection.in_transaction()):
+            # Only on PostgreSQL (SQLite's blocks begin at once), where beginning sends
+            # nothing (the driver begins with the next statement): no await is needed.
+            cast("sa.Connection", connection.sync_connection).begin()
+        return connection
 
     # -- hooks -------------------------------------------------------------------------------
 
     async def _begin(self) -> None:
         connection = await self._bounded(self._engine.connect())
-        try:
-            await self._bounded(connection.begin())
-        except BaseException as error:
-            await connection.close()
-            self._refuse_begin(error)
+        if self._begins_at_start(cast("sa.Connection", connection.sync_connection)):
+            try:
+                await self._bounded(connection.begin())
+            except BaseException as error:
+                await connection.close()
+                self._refuse_begin(error)
         self._connection = connection
 
     async def _end(self) -> None:
@@ -136,13 +148,15 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     async def _carry_out(self, operation: Operation) -> object:
         """Carry out one operation of a storage flow on the connection, bounded."""
         connection = cast("AsyncConnection", self._connection)
+        if isinstance(operation, ReadAlone) and connection.in_transaction():
+            operation = operation.execute
         if isinstance(operation, Execute):
             result = await self._bounded(
                 connection.exec_driver_sql(operation.sql, operation.parameters)
             )
             return operation.outcome(result)
-        # A mapper's calls, commit, rollback and SQLite's restart are the sync driver's own,
-        # run on the connection's sync side.
+        # A mapper's calls, a read alone (it sets the driver's autocommit), commit, rollback
+        # and SQLite's restart are the sync driver's own, run on the connection's sync side.
         return await self._bounded(connection.run_sync(carry_out, operation))
 
     async def _bounded(self, awaitable: Awaitable[T]) -> T:

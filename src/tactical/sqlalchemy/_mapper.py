@@ -44,7 +44,13 @@ class RelationalMapper(ABC, Generic[A, IdT]):
 
     @abstractmethod
     def load(self, connection: sa.Connection, aggregate_id: IdT) -> A | None:
-        """Read the aggregate with this id, its ``version`` set from the root row; None if absent."""
+        """Read the aggregate with this id, its ``version`` set from the root row; None if absent.
+
+        Read the root row first, then its children. On PostgreSQL at READ COMMITTED each
+        statement sees the latest commit: children read before the root could be older
+        than the version read after them, and a write based on them would pass the
+        version check and overwrite the newer children.
+        """
 
     @abstractmethod
     def insert(self, connection: sa.Connection, aggregate: A) -> None:

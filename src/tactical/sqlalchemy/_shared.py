@@ -34,11 +34,12 @@ from tactical.sqlalchemy._statements import (
     Execute,
     MapperCall,
     Operation,
+    ReadAlone,
     Rollback,
 )
 from tactical.sqlalchemy._storage import DocumentStorage
 
-__all__ = ["SqlUnitOfWorkBase", "carry_out", "release_connection"]
+__all__ = ["SqlUnitOfWorkBase", "begins_at_start", "carry_out", "release_connection"]
 
 _default_codec = JsonCodec()
 
@@ -98,6 +99,8 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
             self._mappers[mapper.aggregate_type] = mapper
         # Compiled on the first connection, once the dialect knows its server.
         self._storage: DocumentStorage | None = None
+        # Decided on the first connection too (the server's default isolation level).
+        self._eager: bool | None = None
         self._setup()
 
     def _setup(self) -> None:
@@ -118,6 +121,13 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
         if storage is None:
             storage = self._storage = DocumentStorage(dialect, self._codec, self._mappers)
         return storage
+
+    def _begins_at_start(self, connection: sa.Connection) -> bool:
+        """Whether each block begins its transaction at once (see :func:`begins_at_start`)."""
+        eager = self._eager
+        if eager is None:
+            eager = self._eager = begins_at_start(connection)
+        return eager
 
     def _not_in_transaction(self) -> RuntimeError:
         return RuntimeError(f"{type(self).__name__} is not in a transaction")
@@ -145,10 +155,35 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
         )
 
 
+_STRICT_LEVELS = ("REPEATABLE READ", "SERIALIZABLE")
+
+
+def begins_at_start(connection: sa.Connection) -> bool:
+    """Whether a block on ``connection`` must begin its transaction when it starts.
+
+    SQLite does: a deferred transaction gives the block's reads one snapshot, and a read
+    costs no round trip there, so reading outside it would save nothing. So does a
+    PostgreSQL engine set to an isolation level stricter than READ COMMITTED (on the engine,
+    its connect arguments or the server): it asked for the block's reads to share one
+    snapshot. At PostgreSQL's default READ COMMITTED every statement sees its own snapshot
+    anyway, so the block's transaction begins at its first write (or when
+    ``uow.connection`` is taken, or a relational mapper loads), and a document read before
+    that runs alone: one round trip instead of ``BEGIN``, the read and ``ROLLBACK``.
+    """
+    if connection.dialect.name == "sqlite":
+        return True
+    level = connection.get_execution_options().get("isolation_level")
+    return (level or connection.default_isolation_level) in _STRICT_LEVELS
+
+
 def carry_out(connection: sa.Connection, operation: Operation) -> object:
     """Run ``operation`` on ``connection``; its result, as the flow expects it."""
     if isinstance(operation, Execute):
         return operation.outcome(connection.exec_driver_sql(operation.sql, operation.parameters))
+    if isinstance(operation, ReadAlone):
+        if connection.in_transaction():
+            return carry_out(connection, operation.execute)
+        return _read_alone(connection, operation.execute)
     if isinstance(operation, MapperCall):
         if not operation.isolated:
             return operation.method(connection, operation.argument)
@@ -164,6 +199,32 @@ def carry_out(connection: sa.Connection, operation: Operation) -> object:
     else:
         restart_sqlite_for_writing(connection)
     return None
+
+
+def _read_alone(connection: sa.Connection, execute: Execute) -> object:
+    """Run ``execute`` in PostgreSQL's autocommit mode, leaving the connection as it was.
+
+    The driver's ``autocommit`` (psycopg's, and SQLAlchemy's adapters of psycopg's async
+    mode and of asyncpg) sends no ``BEGIN``; SQLAlchemy's own transaction, begun by the
+    statement, is then ended without a round trip (the database has none open). The
+    connection never goes back to the pool in autocommit mode: one that cannot be set back
+    is invalidated.
+    """
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    dbapi_connection.autocommit = True
+    try:
+        return carry_out(connection, execute)
+    finally:
+        try:
+            if connection.in_transaction():
+                connection.rollback()
+        finally:
+            if not connection.invalidated:
+                try:
+                    dbapi_connection.autocommit = False
+                except BaseException:
+                    connection.invalidate()
+                    raise
 
 
 def release_connection(connection: sa.Connection) -> None:

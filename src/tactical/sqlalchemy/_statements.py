@@ -37,6 +37,7 @@ __all__ = [
     "MapperStatements",
     "Operation",
     "Prepared",
+    "ReadAlone",
     "RestartForWriting",
     "Rollback",
     "document_statements",
@@ -63,6 +64,18 @@ class Execute:
         if self.reads is None:
             return result.rowcount
         return self.reads(result.all())
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAlone:
+    """Run the read ``execute`` in the block's transaction if it has begun, else on its own.
+
+    On its own means in the database's autocommit mode: one round trip, no ``BEGIN`` and
+    no ``ROLLBACK`` around it. Only single-statement reads whose answer a write checks
+    again (a document's version) may run so.
+    """
+
+    execute: Execute
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +106,7 @@ class RestartForWriting:
     """SQLite: end the read-only transaction and begin one that waits for the write lock."""
 
 
-Operation: TypeAlias = Execute | MapperCall | Commit | Rollback | RestartForWriting
+Operation: TypeAlias = Execute | ReadAlone | MapperCall | Commit | Rollback | RestartForWriting
 """What a unit of work's flow asks its driver to do."""
 
 COMMIT = Commit()

@@ -36,6 +36,7 @@ from tactical.sqlalchemy._statements import (
     Execute,
     MapperCall,
     Operation,
+    ReadAlone,
     document_statements,
     mapper_statements,
 )
@@ -78,7 +79,9 @@ class DocumentStorage:
         if unstorable_key(key) is not None:
             return None  # no row can have this id (and the driver would refuse to look)
         try:
-            rows = yield self._statements.select_document(type_name, key)
+            # Outside the transaction if none has begun: the version read here is checked
+            # again by the write, so a stale read can only end in a ConcurrencyError.
+            rows = yield ReadAlone(self._statements.select_document(type_name, key))
         except (ValueError, RecursionError) as error:
             # The JSON parser: text that is not JSON (SQLite's text column), or nested
             # deeper than the parser's recursion allows (both databases).

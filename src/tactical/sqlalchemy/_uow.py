@@ -26,7 +26,13 @@ A = TypeVar("A", bound=AggregateRoot[Any])
 class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork):
     """A unit of work over a SQLAlchemy 2 :class:`~sqlalchemy.engine.Engine`.
 
-    Each ``with`` block runs in one database transaction on its own connection. By default
+    Each ``with`` block runs in one database transaction on its own connection. On
+    PostgreSQL at READ COMMITTED (its default) the transaction begins when the block first
+    needs it: at the commit's first write, when :attr:`connection` is taken or when a
+    relational mapper loads; a document loaded before that is read alone, in the
+    driver's autocommit mode (one round trip; the write checks its version all the same).
+    SQLite, and PostgreSQL at a stricter isolation level, begin it when the block starts
+    (``.. versionchanged:: 0.2.0``). By default
     an aggregate is stored as one JSON document row (type, id, version, state) in
     ``tactical_aggregates``, with no mapping code; register a :class:`RelationalMapper` to
     store a type in tables of your own. Every write is version-checked
@@ -102,17 +108,23 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
     def connection(self) -> sa.Connection:
         """The current transaction's connection, for queries (read models, reports).
 
-        Write aggregates through repositories, not through this connection: only
-        repository writes are version-checked and produce outbox rows.
+        Taking it begins the block's transaction if it has not begun, so what you run on
+        it commits or rolls back with the block (and the block's later loads run in it);
+        do not begin, commit or roll back this connection yourself. Write aggregates
+        through repositories, not through this connection: only repository writes are
+        version-checked and produce outbox rows.
 
         Raises:
             RuntimeError: Not inside a ``with`` block.
         """
-        if self._connection is None:
+        connection = self._connection
+        if connection is None:
             raise self._not_in_transaction()
         if self._guarded and not self._watching:
             self._watch_others()  # the caller's statements get the deadline too
-        return self._connection
+        if not (self._finished or connection.in_transaction()):
+            connection.begin()  # PostgreSQL: sends nothing, the driver begins with a statement
+        return connection
 
     def _watch_others(self) -> None:
         watch_round_trips(self._engine)
@@ -122,11 +134,12 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
 
     def _begin(self) -> None:
         connection = self._engine.connect()
-        try:
-            connection.begin()
-        except BaseException as error:
-            connection.close()
-            self._refuse_begin(error)
+        if self._begins_at_start(connection):
+            try:
+                connection.begin()
+            except BaseException as error:
+                connection.close()
+                self._refuse_begin(error)
         self._connection = connection
         if self._guarded:
             self._cut = False
