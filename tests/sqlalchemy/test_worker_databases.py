@@ -1,0 +1,77 @@
+"""The suite's PostgreSQL databases: one per pytest-xdist worker, created once, even in a race."""
+
+from __future__ import annotations
+
+import threading
+from uuid import uuid4
+
+import pytest
+from tests.postgres import base_url, created_database, postgres_url, worker_url
+
+import sqlalchemy as sa
+
+BASE = sa.make_url("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+class TestWorkerUrl:
+    def test_outside_xdist_the_configured_database_is_used(self) -> None:
+        """Without a worker id the URL is the configured one, unchanged."""
+        assert worker_url(BASE, None) == BASE
+
+    def test_each_worker_gets_a_database_named_after_it(self) -> None:
+        """Worker gw3 uses <database>_gw3 on the same server, as the same user."""
+        url = worker_url(BASE, "gw3")
+        assert (url.database, url.host, url.port, url.username, url.drivername) == (
+            "test_gw3",
+            "127.0.0.1",
+            5432,
+            "postgres",
+            "postgresql+psycopg",
+        )
+
+
+@pytest.mark.postgres
+class TestWorkerDatabase:
+    def test_this_process_database_answers(self) -> None:
+        """postgres_url() names a database that exists (created if it was missing)."""
+        engine = sa.create_engine(postgres_url(), poolclass=sa.NullPool)
+        try:
+            with engine.connect() as connection:
+                name = connection.scalar(sa.text("SELECT current_database()"))
+        finally:
+            engine.dispose()
+        assert name == postgres_url().database
+
+    def test_concurrent_creators_of_one_database_all_succeed(self) -> None:
+        """Four processes' workers creating the same missing database at once all get it."""
+        postgres_url()  # skips without a server
+        base = base_url().render_as_string(hide_password=False)
+        worker = f"probe{uuid4().hex[:8]}"
+        results: list[sa.URL | BaseException] = []
+        start = threading.Barrier(4)
+
+        def create() -> None:
+            start.wait()
+            try:
+                results.append(created_database(base, worker))
+            except BaseException as error:
+                results.append(error)
+
+        threads = [threading.Thread(target=create) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        expected = worker_url(base_url(), worker)
+        admin = sa.create_engine(base, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                exists = connection.scalar(
+                    sa.text("SELECT count(*) FROM pg_database WHERE datname = :name"),
+                    {"name": expected.database},
+                )
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{expected.database}"')
+        finally:
+            admin.dispose()
+        assert results == [expected] * 4
+        assert exists == 1
