@@ -4,7 +4,9 @@ Every test, fixture and example test that talks to PostgreSQL takes its URL from
 ``postgres_url()``. Without xdist it is ``TACTICAL_TEST_POSTGRES_URL`` (default: the ``test``
 database on 127.0.0.1) unchanged; in xdist worker ``gw1`` it names the database ``<db>_gw1``,
 created through the base database on first use and reused by later runs, so that tests
-running at the same moment never share tables, advisory locks or sessions.
+running at the same moment never share tables, advisory locks or sessions. A process a test
+starts with its environment (``PYTEST_XDIST_WORKER`` included) gets the same database from
+``postgres_url()``; one that takes a URL argument is given ``postgres_url()``'s.
 """
 
 from __future__ import annotations
