@@ -11,8 +11,10 @@ starts with its environment (``PYTEST_XDIST_WORKER`` included) gets the same dat
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 
 from tests.conftest import require_server
 
@@ -60,19 +62,29 @@ def created_database(base: str, worker: str | None) -> sa.URL:
     url = worker_url(sa.make_url(base), worker)
     if url.database == sa.make_url(base).database:
         return url
-    # CREATE DATABASE refuses a transaction: an autocommit connection to the base database.
+    with administration(base) as connection:
+        if not database_exists(connection, str(url.database)):
+            _create_database(connection, str(url.database))
+    return url
+
+
+@contextlib.contextmanager
+def administration(base: str) -> Iterator[sa.Connection]:
+    """An autocommit connection to ``base`` (CREATE and DROP DATABASE refuse a transaction)."""
     engine = sa.create_engine(base, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
-            exists = connection.execute(
-                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                {"name": url.database},
-            ).first()
-            if exists is None:
-                _create_database(connection, str(url.database))
+            yield connection
     finally:
         engine.dispose()
-    return url
+
+
+def database_exists(connection: sa.Connection, name: str) -> bool:
+    """Whether the server ``connection`` is on has a database called ``name``."""
+    found = connection.execute(
+        sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+    ).first()
+    return found is not None
 
 
 def _create_database(connection: sa.Connection, name: str) -> None:

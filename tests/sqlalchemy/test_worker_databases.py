@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from uuid import uuid4
 
 import pytest
-from tests.postgres import base_url, created_database, postgres_url, worker_url
+from tests.postgres import (
+    administration,
+    base_url,
+    created_database,
+    database_exists,
+    postgres_url,
+    worker_url,
+)
 
 import sqlalchemy as sa
 
@@ -47,31 +55,19 @@ class TestWorkerDatabase:
         postgres_url()  # skips without a server
         base = base_url().render_as_string(hide_password=False)
         worker = f"probe{uuid4().hex[:8]}"
-        results: list[sa.URL | BaseException] = []
-        start = threading.Barrier(4)
-
-        def create() -> None:
-            start.wait()
-            try:
-                results.append(created_database(base, worker))
-            except BaseException as error:
-                results.append(error)
-
-        threads = [threading.Thread(target=create) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
         expected = worker_url(base_url(), worker)
-        admin = sa.create_engine(base, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+        together = threading.Barrier(4)
+
+        def create(_: int) -> sa.URL:
+            together.wait(30)
+            return created_database(base, worker)
+
         try:
-            with admin.connect() as connection:
-                exists = connection.scalar(
-                    sa.text("SELECT count(*) FROM pg_database WHERE datname = :name"),
-                    {"name": expected.database},
-                )
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{expected.database}"')
+            with ThreadPoolExecutor(4) as pool:
+                results = list(pool.map(create, range(4)))
         finally:
-            admin.dispose()
+            with administration(base) as connection:
+                exists = database_exists(connection, str(expected.database))
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{expected.database}"')
         assert results == [expected] * 4
-        assert exists == 1
+        assert exists
