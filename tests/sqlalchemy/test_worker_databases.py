@@ -51,7 +51,7 @@ class TestWorkerDatabase:
         assert name == postgres_url().database
 
     def test_concurrent_creators_of_one_database_all_succeed(self) -> None:
-        """Four processes' workers creating the same missing database at once all get it."""
+        """Four creators of one missing database at once (as two runs' workers gw0 would) all get it."""
         postgres_url()  # skips without a server
         base = base_url().render_as_string(hide_password=False)
         worker = f"probe{uuid4().hex[:8]}"
