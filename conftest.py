@@ -12,8 +12,22 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sybil import Sybil
 from sybil.parsers.myst import PythonCodeBlockParser, SkipParser
+
+# No wall-clock limits on Hypothesis examples: the suite runs in several xdist workers on
+# shared cores, where an example's first run can take ten times its usual time (the project
+# never asserts on timing). On top of the active profile: CI's keeps its derandomized runs.
+settings.register_profile(
+    "tactical",
+    settings(),
+    deadline=None,
+    suppress_health_check=list(
+        dict.fromkeys([*settings().suppress_health_check, HealthCheck.too_slow])
+    ),
+)
+settings.load_profile("tactical")
 
 pytest_collect_file = Sybil(
     parsers=[PythonCodeBlockParser(), SkipParser()],

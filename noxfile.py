@@ -33,6 +33,19 @@ ROOT = Path(__file__).parent
 DIST = ROOT / "build" / "nox-dist"
 # Tells the root conftest.py that tactical must be imported from the session's site-packages.
 INSTALLED = {"TACTICAL_TEST_INSTALLED": "1"}
+# The suite mostly waits on PostgreSQL, RabbitMQ, Redis and SQLite files, so pytest-xdist
+# workers overlap those waits: WORKERS_PER_CORE per core, at most MAX_WORKERS (each worker has a
+# PostgreSQL database of its own, tests/postgres.py). loadscope sends a test class, or a module's
+# functions, or a docs page's samples (which share one namespace, a later sample using what an
+# earlier one defined) to one worker, in order. `-- -n 0` after the session runs serially.
+WORKERS_PER_CORE = 2
+MAX_WORKERS = 4
+TEST_WORKERS = [
+    "-n",
+    str(min(MAX_WORKERS, WORKERS_PER_CORE * (os.cpu_count() or 1))),
+    "--dist",
+    "loadscope",
+]
 
 
 def _link_pyenv_pythons(versions: list[str]) -> None:
@@ -115,7 +128,7 @@ def tests(session: nox.Session) -> None:
     env = dict(INSTALLED)
     if "PYTHONHASHSEED" not in os.environ:
         env["PYTHONHASHSEED"] = "0"
-    session.run("pytest", *coverage, *session.posargs, env=env)
+    session.run("pytest", *TEST_WORKERS, *coverage, *session.posargs, env=env)
 
 
 # The files the sdist must hold to build, test and document the project by itself.

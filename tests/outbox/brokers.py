@@ -124,7 +124,12 @@ class TcpProxy:
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.port = closed_port()
+        # Bound now and kept until start() listens on it: a port picked, released and bound
+        # again later could be taken in between (by another xdist worker, say).
+        self._reserved: socket.socket | None = socket.socket()
+        self._reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._reserved.bind(("127.0.0.1", 0))
+        self.port = int(self._reserved.getsockname()[1])
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -134,9 +139,11 @@ class TcpProxy:
         self._silences: list[threading.Event] = []
 
     def start(self) -> TcpProxy:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener, self._reserved = self._reserved, None
+        if listener is None:
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
         listener.listen()
         self._listener = listener
         thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
@@ -210,6 +217,9 @@ class TcpProxy:
     def stop(self) -> None:
         """Stop listening and cut every open connection."""
         self._flowing.set()
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)

@@ -29,7 +29,7 @@ from tests.outbox.helpers import (
     side_consumer,
 )
 from tests.outbox.sides import AsyncSide, Relay, Side
-from tests.sqlalchemy.conftest import POSTGRES_URL
+from tests.postgres import postgres_url
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -386,7 +386,7 @@ class TestPostgresRelayWhenTheDatabaseGoesSilent:
     def relay_via(
         self, side: Side, proxy: TcpProxy, publisher: Publisher
     ) -> tuple[Relay, sa.Engine]:
-        url = sa.make_url(POSTGRES_URL).set(host="127.0.0.1", port=proxy.port)
+        url = postgres_url().set(host="127.0.0.1", port=proxy.port)
         engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
         return side.relay(engine, publisher, database_timeout=0.5), engine
 
@@ -447,7 +447,7 @@ class TestPostgresRelayWhenTheDatabaseGoesSilent:
 
 class TestUnitOfWorkWhenTheDatabaseGoesSilent:
     def uow_via(self, proxy: TcpProxy) -> tuple[SqlAlchemyUnitOfWork, sa.Engine]:
-        url = sa.make_url(POSTGRES_URL).set(host="127.0.0.1", port=proxy.port)
+        url = postgres_url().set(host="127.0.0.1", port=proxy.port)
         engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
         return SqlAlchemyUnitOfWork(engine, database_timeout=0.5), engine
 

@@ -10,7 +10,7 @@ from tests.outbox.brokers import Rabbit, TcpProxy
 from tests.outbox.helpers import RecordingPublisher, commit_ticks, make_consumer, pending_count
 from tests.outbox.sides import Side
 from tests.outbox.test_dead_peers import BACKOFF, Loop, eventually, lines
-from tests.sqlalchemy.conftest import POSTGRES_URL
+from tests.postgres import postgres_url
 
 import sqlalchemy as sa
 from tactical.outbox._rabbitmq_channel import describe_error, pika_exceptions
@@ -79,7 +79,7 @@ class TestRelayLogs:
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         """An unreachable database is logged as the database at host:port/name, then recovery."""
-        url = sa.make_url(POSTGRES_URL).set(host="127.0.0.1", port=postgres_proxy.port)
+        url = postgres_url().set(host="127.0.0.1", port=postgres_proxy.port)
         engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
         relay = side.relay(engine, RecordingPublisher())
         commit_ticks(postgres_engine, counters=1, ticks=1)

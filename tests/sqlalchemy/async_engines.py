@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from tests.sqlalchemy.conftest import POSTGRES_URL
+from tests.postgres import postgres_url
 
 import sqlalchemy as sa
 
@@ -28,7 +28,7 @@ def async_url(request: pytest.FixtureRequest, driver: str, tmp_path: Path) -> sa
         sync: sa.Engine = request.getfixturevalue("sqlite_engine")
         return sync.url.set(drivername="sqlite+aiosqlite")
     request.getfixturevalue("postgres_engine")
-    return sa.make_url(POSTGRES_URL).set(drivername=f"postgresql+{driver}")
+    return postgres_url().set(drivername=f"postgresql+{driver}")
 
 
 def sync_url(driver: str, url: sa.URL) -> sa.URL:

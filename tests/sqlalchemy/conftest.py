@@ -1,21 +1,17 @@
-"""Engines for the SQL tests: a SQLite file per test, and the real PostgreSQL on loopback."""
+"""Engines for the SQL tests: a SQLite file per test, and the real PostgreSQL on loopback
+(a database of its own for each pytest-xdist worker: see tests/postgres.py)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import require_server
+from tests.postgres import postgres_url
 from tests.sqlalchemy.counter_mapping import mapped
 
 import sqlalchemy as sa
 from tactical.sqlalchemy import create_schema, metadata
-
-POSTGRES_URL = os.environ.get(
-    "TACTICAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture
@@ -29,8 +25,8 @@ def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
 
 @pytest.fixture(scope="session")
 def _postgres_engine() -> Iterator[sa.Engine]:
-    require_server("PostgreSQL", 5432)
-    engine = sa.create_engine(POSTGRES_URL, pool_size=10, max_overflow=10)
+    # This process's own database (one per xdist worker), created on first use.
+    engine = sa.create_engine(postgres_url(), pool_size=10, max_overflow=10)
     _drop_outdated_tables(engine)
     create_schema(engine)
     yield engine

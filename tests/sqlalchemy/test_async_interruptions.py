@@ -22,8 +22,8 @@ from uuid import UUID, uuid4
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.outbox.brokers import TcpProxy, postgres_proxy
+from tests.postgres import postgres_url
 from tests.sqlalchemy.async_engines import ASYNC_DRIVERS, async_engine_for, make_async_engine
-from tests.sqlalchemy.conftest import POSTGRES_URL
 
 import sqlalchemy as sa
 from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, outbox_table
@@ -89,7 +89,7 @@ async def stored_state(engine: AsyncEngine, counter_id: UUID) -> tuple[int, int,
 
 def idle_in_transaction(application_name: str, *, settle: float = 5.0) -> int:
     """Sessions of ``application_name`` idle in a transaction (none within ``settle`` seconds?)."""
-    engine = sa.create_engine(POSTGRES_URL, poolclass=sa.NullPool)
+    engine = sa.create_engine(postgres_url(), poolclass=sa.NullPool)
     try:
         deadline = time.monotonic() + settle
         while True:
@@ -180,9 +180,7 @@ class TestInterruptedCommits:
 
 
 def engine_via(proxy: TcpProxy, driver: str, connect_timeout: int = 2) -> AsyncEngine:
-    url = sa.make_url(POSTGRES_URL).set(
-        drivername=f"postgresql+{driver}", host="127.0.0.1", port=proxy.port
-    )
+    url = postgres_url().set(drivername=f"postgresql+{driver}", host="127.0.0.1", port=proxy.port)
     connect_args: dict[str, Any] = (
         {"connect_timeout": connect_timeout}
         if driver == "psycopg"

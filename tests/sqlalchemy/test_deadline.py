@@ -14,7 +14,7 @@ from uuid import uuid4
 
 import pytest
 from tests.outbox.brokers import TcpProxy, postgres_proxy
-from tests.sqlalchemy.conftest import POSTGRES_URL
+from tests.postgres import postgres_url
 from tests.sqlalchemy.counter_mapping import CounterMapper, mapped
 
 import sqlalchemy as sa
@@ -29,7 +29,7 @@ LIVENESS = 15.0
 
 
 def engine_via(proxy: TcpProxy) -> sa.Engine:
-    url = sa.make_url(POSTGRES_URL).set(host="127.0.0.1", port=proxy.port)
+    url = postgres_url().set(host="127.0.0.1", port=proxy.port)
     return sa.create_engine(url, connect_args={"connect_timeout": 2})
 
 

@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 from tests.conftest import require_server
-from tests.sqlalchemy.conftest import POSTGRES_URL
+from tests.postgres import postgres_url
 from tests.sqlalchemy.test_mapper import CounterMapper, counters
 
 import sqlalchemy as sa
@@ -139,12 +139,12 @@ class TestErrorsThatAreNotConflicts:
     def test_a_missing_schema_on_postgresql_says_how_to_create_it(self) -> None:
         """PostgreSQL's "relation does not exist" gets the same note."""
         require_server("PostgreSQL", 5432)
-        setup = sa.create_engine(POSTGRES_URL)
+        setup = sa.create_engine(postgres_url())
         with setup.begin() as connection:
             connection.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS tactical_no_tables")
         setup.dispose()
         engine = sa.create_engine(
-            POSTGRES_URL, connect_args={"options": "-csearch_path=tactical_no_tables"}
+            postgres_url(), connect_args={"options": "-csearch_path=tactical_no_tables"}
         )
         try:
             uow = SqlAlchemyUnitOfWork(engine)

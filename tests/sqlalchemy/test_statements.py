@@ -16,7 +16,7 @@ from uuid import uuid4
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from tests.sqlalchemy.conftest import POSTGRES_URL
+from tests.postgres import postgres_url
 
 import sqlalchemy as sa
 from tactical import ConcurrencyError
@@ -52,7 +52,7 @@ async def async_engine(
         url = sa.make_url(f"sqlite+aiosqlite:///{tmp_path / 'async.sqlite3'}")
     else:
         request.getfixturevalue("postgres_engine")  # the tables, emptied
-        url = sa.make_url(POSTGRES_URL).set(drivername=f"postgresql+{request.param}")
+        url = postgres_url().set(drivername=f"postgresql+{request.param}")
     engine = create_async_engine(url)
     async with engine.begin() as connection:
         await connection.run_sync(aggregates_table.create, checkfirst=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -11,7 +10,7 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from tests.conftest import require_server
+from tests.postgres import postgres_url
 
 import sqlalchemy as sa
 from examples.insurance import app
@@ -24,10 +23,6 @@ from examples.insurance.tests.conftest import COVERAGE, TODAY, fixed_clock, usd
 from tactical import AggregateNotFound, DomainError, DomainEvent, InvariantViolation
 from tactical.sqlalchemy import metadata as tactical_metadata
 
-POSTGRES_URL = os.environ.get(
-    "TACTICAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
 
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
@@ -38,8 +33,7 @@ def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
 
 @pytest.fixture
 def postgres_engine() -> Iterator[sa.Engine]:
-    require_server("PostgreSQL", 5432)
-    engine = sa.create_engine(POSTGRES_URL)
+    engine = sa.create_engine(postgres_url())
     app.on_database(engine)  # creates the tables
     tables = [*policy_metadata.sorted_tables, *tactical_metadata.sorted_tables]
     with engine.begin() as connection:
