@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from uuid import UUID, uuid4
 
 import pytest
-from tests.sqlalchemy.conftest import POSTGRES_URL
+from tests.postgres import postgres_url
 
 import sqlalchemy as sa
 from tactical import ConcurrencyError
@@ -31,7 +31,7 @@ def named_engine(postgres_engine: sa.Engine) -> Iterator[tuple[sa.Engine, str]]:
     """A PostgreSQL engine of one pooled connection whose sessions carry a unique name."""
     name = f"tactical-begin-{uuid4().hex[:8]}"
     engine = sa.create_engine(
-        POSTGRES_URL, connect_args={"application_name": name}, pool_size=1, max_overflow=0
+        postgres_url(), connect_args={"application_name": name}, pool_size=1, max_overflow=0
     )
     yield engine, name
     engine.dispose()
@@ -47,7 +47,7 @@ def save(engine: sa.Engine) -> UUID:
 
 def session_states(name: str) -> list[str]:
     """The states of the sessions called ``name`` (from another connection)."""
-    engine = sa.create_engine(POSTGRES_URL, poolclass=sa.NullPool)
+    engine = sa.create_engine(postgres_url(), poolclass=sa.NullPool)
     try:
         with engine.connect() as connection:
             return list(
@@ -84,7 +84,7 @@ class TestReadsBeforeTheFirstWrite:
         """REPEATABLE READ on the engine: the block's loads share its snapshot, begun at the start."""
         name = f"tactical-rr-{uuid4().hex[:8]}"
         engine = sa.create_engine(
-            POSTGRES_URL,
+            postgres_url(),
             connect_args={"application_name": name},
             isolation_level="REPEATABLE READ",
         )
