@@ -93,6 +93,7 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         # The deadline of the statements others run on the connection (set when it is
         # taken), with the pooled connection's info it is registered in.
         self._guard: tuple[RoundTripDeadline, dict[Any, Any]] | None = None
+        self._watching = False  # the engine's listeners are installed
 
     @property
     def connection(self) -> AsyncConnection:
@@ -128,7 +129,9 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         in its greenlet for async statements too); past it, the connection is cut from its
         event loop, as the sync unit of work's watchdog does.
         """
-        watch_round_trips(self._engine.sync_engine)
+        if not self._watching:
+            watch_round_trips(self._engine.sync_engine)
+            self._watching = True
         self._guard = install_guard(connection, seconds, _nothing, self._note_cut)
 
     # -- hooks -------------------------------------------------------------------------------
