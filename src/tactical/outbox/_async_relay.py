@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,6 +11,7 @@ from tactical._flow import Flow, run_async
 from tactical.outbox import _relay_flow as core
 from tactical.outbox._message import AsyncPublisher
 from tactical.outbox._parking import ParkedRow
+from tactical.sqlalchemy._watchdog import cut_connection
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -176,7 +175,7 @@ class AsyncOutboxRelay(core.RelayCore):
 
             def cut() -> None:
                 self._cut.set()
-                _cut_connection(driver)
+                cut_connection(driver)
 
             yield connection, cut
 
@@ -202,24 +201,3 @@ def _deadline(
         yield
     finally:
         timer.cancel()
-
-
-def _cut_connection(driver: Any) -> None:
-    """Make a round trip blocked on ``driver``'s connection fail now, whatever the peer does.
-
-    psycopg's ``AsyncConnection`` has ``fileno()``: shutting its socket down (through a
-    duplicate of the descriptor, leaving the driver's own alone) ends the pending read at
-    once. asyncpg's connection has ``terminate()``, which aborts its transport. Either way
-    the driver raises a disconnect error and SQLAlchemy discards the connection.
-    """
-    fileno: Callable[[], int] | None = getattr(driver, "fileno", None)
-    if fileno is None:
-        driver.terminate()
-        return
-    duplicate = socket.socket(fileno=os.dup(fileno()))
-    try:
-        duplicate.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed: the round trip ends all the same
-    finally:
-        duplicate.close()

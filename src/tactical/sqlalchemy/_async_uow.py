@@ -15,6 +15,12 @@ from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
 from tactical.sqlalchemy._statements import Execute, Operation, ReadAlone
+from tactical.sqlalchemy._watchdog import (
+    RoundTripDeadline,
+    install_guard,
+    remove_guard,
+    watch_round_trips,
+)
 
 __all__ = ["AsyncSqlAlchemyUnitOfWork"]
 
@@ -62,9 +68,12 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         database_timeout: Seconds each await on PostgreSQL (connecting, a statement, a
             commit, a rollback) may take (30 by default): past it the await is cancelled,
             the connection invalidated, and :class:`TimeoutError` raised with a note
-            saying so; the transaction is rolled back. None turns it off. Statements you
-            run yourself on :attr:`connection` are not bounded (wrap them in
-            :func:`asyncio.timeout`); SQLite is not bounded (a busy timeout applies).
+            saying so; the transaction is rolled back. Statements you run yourself on
+            :attr:`connection` get the same bound: past it their connection is cut (the
+            socket shut down, asyncpg's connection terminated) and they fail with
+            SQLAlchemy's ``OperationalError`` or ``InterfaceError``, with the same note
+            (``.. versionchanged:: 0.2.0``). None turns it off. SQLite is not bounded (a
+            busy timeout applies).
 
     Raises:
         TypeError: ``engine`` is not a SQLAlchemy ``AsyncEngine`` (a sync ``Engine`` or a
@@ -81,6 +90,10 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         # Drivers without a socket (SQLite) are not bounded, as in the sync unit of work.
         self._timeout = None if self._sqlite else self._database_timeout
         self._connection: AsyncConnection | None = None
+        # The deadline of the statements others run on the connection (set when it is
+        # taken), with the pooled connection's info it is registered in.
+        self._guard: tuple[RoundTripDeadline, dict[Any, Any]] | None = None
+        self._watching = False  # the engine's listeners are installed
 
     @property
     def connection(self) -> AsyncConnection:
@@ -98,11 +111,28 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         connection = self._connection
         if connection is None:
             raise self._not_in_transaction()
+        sync_connection = cast("sa.Connection", connection.sync_connection)
         if not (self._finished or connection.in_transaction()):
             # Only on PostgreSQL (SQLite's blocks begin at once), where beginning sends
             # nothing (the driver begins with the next statement): no await is needed.
-            cast("sa.Connection", connection.sync_connection).begin()
+            sync_connection.begin()
+        # An invalidated connection (an await of the block was cut) is not guarded: its
+        # statements fail at once.
+        if self._timeout is not None and self._guard is None and not sync_connection.invalidated:
+            self._guard_others(sync_connection, self._timeout)
         return connection
+
+    def _guard_others(self, connection: sa.Connection, seconds: float) -> None:
+        """Bound the statements others run on ``connection`` (the caller, an inbox consumer).
+
+        The sync engine's events arm a deadline around each of them (SQLAlchemy runs them
+        in its greenlet for async statements too); past it, the connection is cut from its
+        event loop, as the sync unit of work's watchdog does.
+        """
+        if not self._watching:
+            watch_round_trips(self._engine.sync_engine)
+            self._watching = True
+        self._guard = install_guard(connection, seconds, _nothing, self._note_cut)
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -123,10 +153,12 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         await self._release()
 
     async def _release(self) -> None:
-        connection = self._connection
+        connection, guard = self._connection, self._guard
         if connection is None:
             return
-        self._connection = None
+        self._connection = self._guard = None
+        if guard is not None:
+            remove_guard(guard)  # before the connection goes back to the pool
         try:
             await self._bounded(connection.run_sync(release_connection))
         except BaseException:
@@ -167,12 +199,23 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         """
         if self._timeout is None:
             return await awaitable
+        # Its own round trips are bounded here: the engine's listeners leave them alone.
+        guard = self._guard
+        if guard is not None:
+            guard[0].suspended = True
         try:
             async with asyncio.timeout(self._timeout):
                 return await awaitable
         except TimeoutError as error:
             self._note_cut(error)
             raise
+        finally:
+            if guard is not None:
+                guard[0].suspended = False
+
+
+def _nothing() -> None:
+    """What the deadline does before it cuts: nothing more (its note marks the error)."""
 
 
 async def _discard(connection: AsyncConnection) -> None:

@@ -13,10 +13,16 @@ deadline is a dictionary update under a lock. Code that issues its own round tri
 of work's statements, commit and rollback) arms the deadline itself around each one, which
 costs far less than SQLAlchemy's engine events; the events (:func:`watch_round_trips`) bound
 the statements others run on the connection (a relational mapper's, a user's query).
+
+The async drivers are guarded the same way: SQLAlchemy runs the sync engine's events inside
+its greenlet for every statement of an ``AsyncConnection``, and the cut is handed to the
+connection's event loop (:func:`cut_connection`: psycopg's socket is shut down, asyncpg's
+connection terminated), whose pending read then fails at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -29,7 +35,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-__all__ = ["Deadlines", "RoundTripDeadline", "guard_round_trips", "watch_round_trips"]
+__all__ = [
+    "Deadlines",
+    "RoundTripDeadline",
+    "cut_connection",
+    "guard_round_trips",
+    "install_guard",
+    "remove_guard",
+    "watch_round_trips",
+]
 
 
 class Deadlines:
@@ -98,14 +112,26 @@ _GUARD = "tactical_deadline"  # the pooled connection's info key of its current 
 
 @dataclass(eq=False, slots=True)
 class RoundTripDeadline:
-    """The deadline of one connection's round trips: arm it before one, disarm it after."""
+    """The deadline of one connection's round trips: arm it before one, disarm it after.
+
+    ``note`` (if given) annotates the error of a statement run through SQLAlchemy that
+    failed because this deadline cut it; ``suspended`` makes the engine's listeners leave
+    the deadline alone (for round trips their issuer bounds in another way).
+    """
 
     seconds: float
     expire: Callable[[], None]
+    note: Callable[[BaseException], None] | None = None
+    suspended: bool = False
+    expired: bool = False
 
     def arm(self) -> None:
         """Cut the connection unless :meth:`disarm` is called within ``seconds``."""
-        DEADLINES.arm(self, self.seconds, self.expire)
+        DEADLINES.arm(self, self.seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.expire()
 
     def disarm(self) -> None:
         """Forget the deadline (nothing happens if it is not armed)."""
@@ -132,7 +158,7 @@ def _guard_of(connection: sa.Connection) -> RoundTripDeadline | None:
 
 def _arm(connection: sa.Connection, *_args: object) -> None:
     guard = _guard_of(connection)
-    if guard is not None:
+    if guard is not None and not guard.suspended:
         guard.arm()
 
 
@@ -142,11 +168,24 @@ def _disarm(connection: sa.Connection, *_args: object) -> None:
         guard.disarm()
 
 
+def _failed(context: sa.engine.ExceptionContext) -> None:
+    # A failed statement gets no after_cursor_execute: disarm here, or the deadline would
+    # cut the connection later, in the middle of whatever the block does next.
+    connection = context.connection
+    guard = None if connection is None else _guard_of(connection)
+    if guard is None or guard.suspended:
+        return
+    guard.disarm()
+    if guard.expired and guard.note is not None and context.sqlalchemy_exception is not None:
+        guard.note(context.sqlalchemy_exception)
+
+
 _LISTENERS: tuple[tuple[str, Callable[..., None]], ...] = (
     ("before_cursor_execute", _arm),
     ("after_cursor_execute", _disarm),
     ("commit", _arm),
     ("rollback", _arm),
+    ("handle_error", _failed),
 )
 
 
@@ -164,31 +203,74 @@ def guard_round_trips(
     installed them; yields the deadline, for code that arms its own round trips instead
     (and to disarm it when a commit has returned: SQLAlchemy has no event after a commit).
     """
-    dbapi_connection: Any = connection.connection.dbapi_connection
-    fileno: Callable[[], int] | None = getattr(dbapi_connection, "fileno", None)
-    if fileno is None:
+    guard = install_guard(connection, seconds, on_expiry)
+    if guard is None:
         yield None
         return
+    try:
+        yield guard[0]
+    finally:
+        remove_guard(guard)
 
-    def expire() -> None:
-        on_expiry()
-        _shut_down(fileno)
 
-    deadline = RoundTripDeadline(seconds, expire)
+def install_guard(
+    connection: sa.Connection,
+    seconds: float,
+    on_expiry: Callable[[], None],
+    note: Callable[[BaseException], None] | None = None,
+) -> tuple[RoundTripDeadline, dict[Any, Any]] | None:
+    """Set ``connection``'s round-trip deadline (see :func:`guard_round_trips`).
+
+    On an async driver's connection (taken in its event loop) the cut is sent to that loop;
+    ``note`` annotates the error of a statement the deadline cut. Returns what
+    :func:`remove_guard` takes, or None for a driver that cannot be cut (no socket).
+    """
+    driver: Any = connection.connection.driver_connection
+    if connection.dialect.is_async:
+        loop = asyncio.get_running_loop()
+
+        def expire() -> None:
+            on_expiry()
+            loop.call_soon_threadsafe(cut_connection, driver)
+
+    else:
+        if getattr(driver, "fileno", None) is None:
+            return None
+
+        def expire() -> None:
+            on_expiry()
+            cut_connection(driver)
+
+    deadline = RoundTripDeadline(seconds, expire, note)
     info = connection.info
     info[_GUARD] = deadline
-    try:
-        yield deadline
-    finally:
-        deadline.disarm()
-        info.pop(_GUARD, None)
+    return deadline, info
 
 
-def _shut_down(fileno: Callable[[], int]) -> None:
-    # shutdown() acts on the socket itself, so a duplicate of its descriptor is enough (and
-    # closing the duplicate leaves the driver's descriptor alone).
+def remove_guard(guard: tuple[RoundTripDeadline, dict[Any, Any]]) -> None:
+    """Disarm and forget a deadline :func:`install_guard` set (before the connection is pooled)."""
+    deadline, info = guard
+    deadline.disarm()
+    info.pop(_GUARD, None)
+
+
+def cut_connection(driver: Any) -> None:
+    """Make a round trip blocked on ``driver``'s connection fail now, whatever the peer does.
+
+    psycopg's connections (sync and async) have ``fileno()``: shutting the socket down
+    (through a duplicate of the descriptor, leaving the driver's own alone: shutdown()
+    acts on the socket itself) ends the pending read at once. asyncpg's connection has
+    ``terminate()``, which aborts its transport (call it in the connection's event loop).
+    Either way the driver raises a disconnect error and SQLAlchemy discards the connection.
+    """
+    fileno: Callable[[], int] | None = getattr(driver, "fileno", None)
+    if fileno is None:
+        driver.terminate()
+        return
     duplicate = socket.socket(fileno=os.dup(fileno()))
     try:
         duplicate.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: the round trip ends all the same
     finally:
         duplicate.close()
