@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
+from tests.test_uow_async import saved, stored
 
 from tactical import (
     AsyncInMemoryUnitOfWork,
     DomainEvent,
     EventBus,
     InMemoryStore,
-    InMemoryUnitOfWork,
     Trace,
     current_trace,
 )
 from tactical.testing import Counter, CounterRenamed, CounterTicked
-
-
-def saved(store: InMemoryStore, name: str) -> Counter:
-    """A counter committed to ``store`` by a sync unit of work."""
-    counter = Counter(uuid4(), name)
-    with InMemoryUnitOfWork(store=store) as uow:
-        uow.repository(Counter).add(counter)
-        uow.commit()
-    return counter
-
-
-def stored(store: InMemoryStore, counter_id: UUID) -> Counter | None:
-    """What a sync unit of work reads from ``store``."""
-    with InMemoryUnitOfWork(store=store) as uow:
-        return uow.repository(Counter).get(counter_id)
 
 
 class TestAsyncHandlers:
