@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar
 from uuid import UUID
 
 from tactical._errors import AggregateNotFound
-from tactical._flow import Flow
+from tactical._flow import Flow, run_unanswered
 from tactical._model import AggregateRoot, DomainEvent
 from tactical._repository import Repository
 from tactical._tracing import Trace, recorded_traces
@@ -139,23 +139,11 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
             self._warn_unsaved(stacklevel=2)
 
     def _run(self, flow: Flow[Op, None]) -> None:
-        """Carry out ``flow``'s operations by calling the hooks they name.
+        """Carry out ``flow``'s operations by calling the hooks they name."""
+        run_unanswered(flow, self._call_hook)
 
-        :func:`tactical._flow.run` less its cost: these flows send no results and return
-        nothing, so ``next()`` drives them, and a flow's end raises no StopIteration (about
-        0.8 us less a flow, two flows a block).
-        """
-        op = next(flow, None)
-        while op is not None:
-            try:
-                getattr(self, op[0])(*op[1:])
-            except BaseException as error:
-                try:
-                    op = flow.throw(error)
-                except StopIteration:
-                    return
-            else:
-                op = next(flow, None)
+    def _call_hook(self, op: Op) -> None:
+        getattr(self, op[0])(*op[1:])
 
     # -- repositories ------------------------------------------------------------------------
 
