@@ -33,6 +33,7 @@ from tactical.outbox._message import (
     UndeliverableError,
 )
 from tactical.outbox._parking import ParkedRow
+from tactical.outbox._partitions import partition_key, partition_of
 from tactical.outbox._relay import DEFAULT_DATABASE_TIMEOUT, RELAY_LOCK_KEY, OutboxRelay
 from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
 
@@ -57,6 +58,8 @@ __all__ = [
     "current_trace",
     "dead_letters_table",
     "inbox_table",
+    "partition_key",
+    "partition_of",
     "purge_inbox",
 ]
 
