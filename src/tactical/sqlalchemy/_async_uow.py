@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import sqlalchemy as sa
-from tactical._flow import run_async
+from tactical._flow import Flow, run
 from tactical._model import AggregateRoot
 from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
-from tactical.sqlalchemy._statements import Execute, Operation, ReadAlone
+from tactical.sqlalchemy._statements import Operation
 from tactical.sqlalchemy._watchdog import (
     RoundTripDeadline,
     install_guard,
@@ -166,30 +167,57 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
             raise
 
     async def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
-        storage = self._storage or self._storage_for(
-            cast("AsyncConnection", self._connection).dialect
-        )
-        return await run_async(storage.load(aggregate_type, aggregate_id), self._carry_out)
+        connection = cast("AsyncConnection", self._connection)
+        storage = self._storage or self._storage_for(connection.dialect)
+        return await self._run_flow(connection, storage.load(aggregate_type, aggregate_id))
 
     async def _store(self, changes: Sequence[Change]) -> None:
-        storage = self._storage or self._storage_for(
-            cast("AsyncConnection", self._connection).dialect
-        )
-        await run_async(storage.store(changes), self._carry_out)
-
-    async def _carry_out(self, operation: Operation) -> object:
-        """Carry out one operation of a storage flow on the connection, bounded."""
         connection = cast("AsyncConnection", self._connection)
-        if isinstance(operation, ReadAlone) and connection.in_transaction():
-            operation = operation.execute
-        if isinstance(operation, Execute):
-            result = await self._bounded(
-                connection.exec_driver_sql(operation.sql, operation.parameters)
-            )
-            return operation.outcome(result)
-        # A mapper's calls, a read alone (it sets the driver's autocommit), commit, rollback
-        # and SQLite's restart are the sync driver's own, run on the connection's sync side.
-        return await self._bounded(connection.run_sync(carry_out, operation))
+        storage = self._storage or self._storage_for(connection.dialect)
+        await self._run_flow(connection, storage.store(changes))
+
+    async def _run_flow(self, connection: AsyncConnection, flow: Flow[Operation, T]) -> T:
+        """Run a storage flow on the connection's sync side, in one greenlet, bounded.
+
+        SQLAlchemy's ``AsyncConnection`` enters a greenlet for each call (``run_sync``,
+        ``exec_driver_sql``): the whole flow, its clean-up included, runs in one, driven by
+        the sync driver with the sync unit of work's ``carry_out``. Its round trips are the
+        driver's awaits inside it, where a cancellation lands as it would at one call per
+        statement: SQLAlchemy invalidates the interrupted connection and the exception is
+        thrown into the flow, which rolls back (no I/O on an invalidated connection) and
+        raises it. database_timeout bounds each round trip: the deadline is moved before
+        each one (:meth:`_round_trip`).
+        """
+        if self._timeout is None:
+            return await connection.run_sync(self._drive, flow, None)
+        guard = self._guard
+        if guard is not None:
+            guard[0].suspended = True  # the engine's listeners leave these round trips alone
+        try:
+            async with asyncio.timeout(self._timeout) as bound:
+                return await connection.run_sync(self._drive, flow, bound)
+        except TimeoutError as error:
+            self._note_cut(error)
+            raise
+        finally:
+            if guard is not None:
+                guard[0].suspended = False
+
+    def _drive(
+        self, connection: sa.Connection, flow: Flow[Operation, T], bound: asyncio.Timeout | None
+    ) -> T:
+        """Drive ``flow`` on ``connection`` (in SQLAlchemy's greenlet, on the event loop)."""
+        return run(flow, partial(self._round_trip, connection, bound))
+
+    def _round_trip(
+        self, connection: sa.Connection, bound: asyncio.Timeout | None, operation: Operation
+    ) -> object:
+        """Carry out one operation of a flow, given database_timeout from now on."""
+        if bound is not None and not bound.expired():
+            # Once expired, the round trip it cut was invalidated: what the flow still does
+            # (its rollback) sends nothing.
+            bound.reschedule(asyncio.get_running_loop().time() + cast("float", self._timeout))
+        return carry_out(connection, operation)
 
     async def _bounded(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` within database_timeout (a round trip to the database).
