@@ -57,11 +57,9 @@ class InterruptedAt(AsyncSqlAlchemyUnitOfWork):
         self._count()  # connecting, beginning, closing
         return await super()._bounded(awaitable)
 
-    def _round_trip(
-        self, connection: sa.Connection, bound: asyncio.Timeout | None, operation: Operation
-    ) -> object:
+    def _round_trip(self, connection: sa.Connection, operation: Operation) -> object:
         self._count()  # each operation of a storage flow (its statements, the commit)
-        return super()._round_trip(connection, bound, operation)
+        return super()._round_trip(connection, operation)
 
 
 @pytest.fixture(params=ASYNC_DRIVERS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Sequence
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -16,6 +15,7 @@ from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
 from tactical.sqlalchemy._statements import Operation
+from tactical.sqlalchemy._task_deadline import TaskDeadline
 from tactical.sqlalchemy._watchdog import (
     RoundTripDeadline,
     install_guard,
@@ -90,6 +90,7 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     def _setup(self) -> None:
         # Drivers without a socket (SQLite) are not bounded, as in the sync unit of work.
         self._timeout = None if self._sqlite else self._database_timeout
+        self._deadline = None if self._timeout is None else TaskDeadline(self._timeout)
         self._connection: AsyncConnection | None = None
         # The deadline of the statements others run on the connection (set when it is
         # taken), with the pooled connection's info it is registered in.
@@ -188,58 +189,51 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         raises it. database_timeout bounds each round trip: the deadline is moved before
         each one (:meth:`_round_trip`).
         """
-        if self._timeout is None:
-            return await connection.run_sync(self._drive, flow, None)
-        guard = self._guard
-        if guard is not None:
-            guard[0].suspended = True  # the engine's listeners leave these round trips alone
-        try:
-            async with asyncio.timeout(self._timeout) as bound:
-                return await connection.run_sync(self._drive, flow, bound)
-        except TimeoutError as error:
-            self._note_cut(error)
-            raise
-        finally:
-            if guard is not None:
-                guard[0].suspended = False
+        return await self._within_deadline(connection.run_sync(self._drive, flow))
 
-    def _drive(
-        self, connection: sa.Connection, flow: Flow[Operation, T], bound: asyncio.Timeout | None
-    ) -> T:
+    def _drive(self, connection: sa.Connection, flow: Flow[Operation, T]) -> T:
         """Drive ``flow`` on ``connection`` (in SQLAlchemy's greenlet, on the event loop)."""
-        return run(flow, partial(self._round_trip, connection, bound))
+        return run(flow, partial(self._round_trip, connection))
 
-    def _round_trip(
-        self, connection: sa.Connection, bound: asyncio.Timeout | None, operation: Operation
-    ) -> object:
+    def _round_trip(self, connection: sa.Connection, operation: Operation) -> object:
         """Carry out one operation of a flow, given database_timeout from now on."""
-        if bound is not None and not bound.expired():
-            # Once expired, the round trip it cut was invalidated: what the flow still does
-            # (its rollback) sends nothing.
-            bound.reschedule(asyncio.get_running_loop().time() + cast("float", self._timeout))
+        deadline = self._deadline
+        if deadline is not None:
+            # Once expired it stays so: the round trip it cut was invalidated, and what the
+            # flow still does (its rollback) sends nothing.
+            deadline.rearm()
         return carry_out(connection, operation)
 
-    async def _bounded(self, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable`` within database_timeout (a round trip to the database).
+    async def _within_deadline(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` within database_timeout (its round trips to the database).
 
         Cancelled in the middle of a driver call, SQLAlchemy invalidates the connection
         (its state is unknown), so it is discarded instead of going back to the pool.
         """
-        if self._timeout is None:
+        deadline = self._deadline
+        if deadline is None:
             return await awaitable
         # Its own round trips are bounded here: the engine's listeners leave them alone.
         guard = self._guard
         if guard is not None:
             guard[0].suspended = True
+        deadline.arm()
         try:
-            async with asyncio.timeout(self._timeout):
-                return await awaitable
-        except TimeoutError as error:
-            self._note_cut(error)
+            result = await awaitable
+        except BaseException as error:
+            if deadline.end(error):
+                timeout = TimeoutError()
+                self._note_cut(timeout)
+                raise timeout from error
             raise
         finally:
             if guard is not None:
                 guard[0].suspended = False
+        deadline.end(None)
+        return result
+
+    # One round trip (connecting, beginning, closing): the same bound, under its own name.
+    _bounded = _within_deadline
 
 
 def _nothing() -> None:
