@@ -105,8 +105,9 @@ class TaskDeadline:
     def rearm(self) -> None:
         """Give the await ``seconds`` from now (nothing once expired: the cut is on its way)."""
         loop, sweeper = self._loop, self._sweeper
-        if not self.expired and self._task is not None and loop is not None and sweeper:
-            sweeper.arm(self, loop, loop.time() + self.seconds)
+        if self.expired or self._task is None or loop is None or sweeper is None:
+            return
+        sweeper.arm(self, loop, loop.time() + self.seconds)
 
     def expire(self) -> None:
         """Cancel the task now (the sweeper calls it when the deadline has passed)."""
