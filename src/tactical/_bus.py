@@ -16,7 +16,7 @@ from tactical._flow import Flow, run_async, run_unanswered
 from tactical._model import DomainEvent
 from tactical._tracing import Trace, correlation_of, reset_trace, set_trace
 
-__all__ = ["EventBus", "EventHandlerError"]
+__all__ = ["EventBus", "EventHandlerError", "committed_but_failed"]
 
 E = TypeVar("E", bound=DomainEvent)
 H = TypeVar("H")
@@ -27,10 +27,12 @@ Handler = Callable[[Any], object]
 
 
 class EventHandlerError(ExceptionGroup[Exception]):
-    """One or more event handlers raised while committed events were dispatched.
+    """One or more event handlers raised while events were dispatched.
 
-    The transaction that produced the events was committed before dispatch began, and its
-    changes stand. Every other handler still received every event. Each contained exception
+    Raised by the outermost publish once every queued event was delivered: every other
+    handler still received every event. A unit of work raises it when its ``with`` block
+    ends after a successful commit, which stands (its message says so); a direct
+    :meth:`EventBus.publish` committed nothing and says nothing of a commit. Each contained exception
     carries a note naming the handler and the event (type and ``event_id``); the failures are
     also logged on the ``tactical.bus`` logger with their tracebacks.
 
@@ -38,6 +40,9 @@ class EventHandlerError(ExceptionGroup[Exception]):
         exceptions: The handlers' exceptions, in the order they were raised.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       A unit of work raises it when its block ends, no longer from ``commit()``; only then
+       does the message say the transaction was committed.
     """
 
 
@@ -150,7 +155,8 @@ class EventBus:
     A failing handler does not stop delivery: every handler still receives every queued
     event; the failure is logged (``tactical.bus`` logger, with traceback) and, once the
     queue is empty, all failures are raised together as :class:`EventHandlerError` from the
-    outermost publish (so from ``commit()``, after the commit has succeeded).
+    outermost publish (for a unit of work's events, from the end of its ``with`` block,
+    after the commit has succeeded).
 
     While a handler runs (an async one: across its awaits too), events recorded (or
     published) by it carry the handled event's correlation id and, as causation id, the
@@ -204,7 +210,7 @@ class EventBus:
         """Whether an event of any of ``event_types`` would go to an ``async def`` handler.
 
         A sync unit of work asks this (or calls :meth:`require_sync_handlers`) before it
-        stores anything: its commit publishes with the sync :meth:`publish_all`, which
+        stores anything: its block publishes with the sync :meth:`publish_all`, which
         cannot await such a handler.
 
         .. versionadded:: 0.2.0
@@ -362,9 +368,7 @@ class EventBus:
             _dispatching.reset(token)
         if failures:
             raise EventHandlerError(
-                f"{len(failures)} event handler(s) failed after the transaction was committed "
-                "(its changes stand; every other handler ran)",
-                failures,
+                f"{len(failures)} event handler(s) failed (every other handler ran)", failures
             )
 
     def _route(self, event_type: type[DomainEvent]) -> _Route:
@@ -377,6 +381,15 @@ class EventBus:
                 first_async = next((h for h, is_async in calls if is_async), None)
                 route = self._routes[event_type] = _Route(handlers, calls, first_async)
             return route
+
+
+def committed_but_failed(failed: EventHandlerError) -> EventHandlerError:
+    """``failed`` as a unit of work raises it: after its commit, whose changes stand."""
+    return EventHandlerError(
+        f"{len(failed.exceptions)} event handler(s) failed after the transaction was "
+        "committed (its changes stand; every other handler ran)",
+        failed.exceptions,
+    )
 
 
 def _sync_publish_refused(event_type: type[DomainEvent], handler: Handler) -> TypeError:
