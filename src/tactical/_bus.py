@@ -11,7 +11,7 @@ from inspect import isawaitable
 from typing import Any, Generic, NamedTuple, TypeVar
 from uuid import UUID
 
-from tactical._asyncness import discard_awaitable, is_async_callable
+from tactical._asyncness import awaited, discard_awaitable, is_async_callable, name_of
 from tactical._flow import Flow, run_async, run_unanswered
 from tactical._model import DomainEvent
 from tactical._tracing import Trace, correlation_of, reset_trace, set_trace
@@ -296,7 +296,7 @@ class EventBus:
             dispatch.queue.extend(queued)
         elif queued:
             dispatch = _Dispatch(self, queued, _current_task_or_thread(), True, running)
-            await run_async(self._deliver(dispatch), _awaited)
+            await run_async(self._deliver(dispatch), awaited)
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -394,7 +394,7 @@ def committed_but_failed(failed: EventHandlerError) -> EventHandlerError:
 
 def _sync_publish_refused(event_type: type[DomainEvent], handler: Handler) -> TypeError:
     return TypeError(
-        f"async handler {_name(handler)} for {event_type.__qualname__} cannot be run by a "
+        f"async handler {name_of(handler)} for {event_type.__qualname__} cannot be run by a "
         "sync publish (nothing would await it): commit in an async unit of work, or publish "
         "with await bus.publish_async(...)"
     )
@@ -410,10 +410,6 @@ def _refuse_awaitable(result: Awaitable[object]) -> object:
     )
 
 
-async def _awaited(result: Awaitable[object]) -> object:
-    return await result
-
-
 def _current_task_or_thread() -> object:
     """The asyncio task running now, else the thread.
 
@@ -427,12 +423,8 @@ def _current_task_or_thread() -> object:
     return threading.get_ident() if task is None else task
 
 
-def _name(handler: Handler) -> str:
-    return getattr(handler, "__qualname__", None) or repr(handler)
-
-
 def _annotated(error: Exception, handler: Handler, event: DomainEvent) -> Exception:
-    note = f"in handler {_name(handler)} for {type(event).__qualname__} event_id={event.event_id}"
+    note = f"in handler {name_of(handler)} for {type(event).__qualname__} event_id={event.event_id}"
     error.add_note(note)
     _log.error("event handler failed: %s", note, exc_info=error)
     return error
