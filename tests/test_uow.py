@@ -331,6 +331,7 @@ class TestDispatchAtTheBlocksEnd:
 
         bus, seen = EventBus(), list[CounterTicked]()
         bus.subscribe(CounterTicked, seen.append)
+        bus.subscribe(CounterTicked, lambda event: 1 / 0)
         counter = Counter(uuid4(), "visits")
 
         def commit() -> None:
@@ -339,9 +340,11 @@ class TestDispatchAtTheBlocksEnd:
                 counter.tick()
                 uow.commit()
 
-        with pytest.raises(OSError, match="releasing"):
+        with pytest.raises(OSError, match="releasing") as raised:
             commit()
         assert [e.counter_id for e in seen] == [counter.id]
+        # The end's error goes on; the handler's failure is a note on it, not lost.
+        assert any("1 event handler(s) failed" in n for n in raised.value.__notes__)
 
     def test_a_handler_reentering_the_unit_of_work_keeps_the_blocks_warnings(self) -> None:
         """A change after commit is still reported once the handlers, using the uow, are done."""

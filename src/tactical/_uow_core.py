@@ -196,9 +196,10 @@ class UnitOfWorkCore:
             try:
                 yield ("_end",)
             except BaseException as failure:
-                # The commit stands even when releasing its connection failed.
-                if publication is not None:
-                    yield from self._dispatch_flow(publication, error or failure)
+                # The commit stands even when releasing its connection failed: its events
+                # go out, unless the block itself was interrupted (then nothing does).
+                if publication is not None and (error is None or isinstance(error, Exception)):
+                    yield from self._dispatch_flow(publication, failure)
                 raise
         # Handlers may enter this unit of work again, and each of their blocks' ends sets
         # _unsaved: this block's is set once they are done.
