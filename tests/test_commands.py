@@ -18,6 +18,7 @@ from tactical import (
     EventBus,
     InMemoryStore,
     InMemoryUnitOfWork,
+    JsonCodec,
     Trace,
     UnitOfWork,
     current_trace,
@@ -75,6 +76,18 @@ class TestCommand:
         with pytest.raises(dataclasses.FrozenInstanceError, match="immutable"):
             command.name = "other"  # type: ignore[misc]
         assert [f.name for f in dataclasses.fields(command)] == ["command_id", "name"]
+
+    def test_round_trips_through_the_json_codec(self) -> None:
+        """A command can be stored (a timer, a process manager's request): JSON, no mapping."""
+        codec = JsonCodec()
+        command = TickCounter(uuid4())
+        data = codec.encode(command)
+        assert data == {
+            "command_id": str(command.command_id),
+            "counter_id": str(command.counter_id),
+        }
+        assert codec.decode(TickCounter, data) == command
+        assert codec.loads(TickCounter, codec.dumps(command)) == command
 
     def test_the_base_class_is_not_a_command(self) -> None:
         """Command itself cannot be instantiated: each kind of command is a subclass."""
