@@ -44,8 +44,8 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     write is version-checked and raises :class:`~tactical.ConcurrencyError` on a mismatch
     (on SQLite only a moved version, or a write lock held past the busy timeout, ever
     does); the outbox rows of the events are written in the same transaction, and the
-    events are published after the commit in recorded order, ``async def`` handlers
-    awaited. A cancellation (``task.cancel()``, ``asyncio.timeout``) at any await rolls
+    events are published when the committed block ends, in recorded order, ``async def``
+    handlers awaited. A cancellation (``task.cancel()``, ``asyncio.timeout``) at any await rolls
     the transaction back: a connection interrupted in the middle of a round trip is
     invalidated, never returned to the pool inside a transaction. Only a cancellation
     while the ``COMMIT`` itself is in flight leaves it to the database whether the commit

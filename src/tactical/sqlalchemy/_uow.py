@@ -40,7 +40,8 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
     :class:`~tactical.ConcurrencyError` and the whole transaction rolls back.
 
     The events of every saved aggregate are inserted into ``tactical_outbox`` in the same
-    transaction (position order = recorded order), then published on the bus after commit.
+    transaction (position order = recorded order), and published on the bus when the
+    committed block ends (``.. versionchanged:: 0.2.0``: no longer inside ``commit()``).
 
     Units of work over one engine see each other's committed state. Create the tables with
     :func:`create_schema` or with Alembic over :data:`~tactical.sqlalchemy.metadata`. SQLite
