@@ -59,7 +59,7 @@ intersphinx_mapping = {
 }
 # Type variables appear in signatures but have no page of their own.
 nitpick_ignore_regex = [
-    ("py:.*", r"(.*\.)?(IdT\w*|A|E|T|P|U|V)"),
+    ("py:.*", r"(.*\.)?(IdT\w*|A|E|M|T|P|U|V)"),
     # Annotations written against `import sqlalchemy as sa` are shown as written.
     ("py:class", r"sa\.\w+"),
     # Hypothesis publishes no inventory we vendor; its names are plain text here.
