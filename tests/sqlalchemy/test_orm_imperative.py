@@ -8,17 +8,28 @@ identity, and the unit of work's guarantees hold: the contract suite runs over i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from sqlalchemy.orm import registry, relationship
 from sqlalchemy.orm.exc import DetachedInstanceError
+from tests.sqlalchemy.async_engines import ASYNC_DRIVERS, async_url, make_async_engine
 
 import sqlalchemy as sa
 from tactical import EventBus, ValueObject
-from tactical.sqlalchemy import OrmMapper, SqlAlchemyUnitOfWork
-from tactical.testing import Counter, Tag, Tally, UnitOfWorkContract, UnitOfWorkFactory
+from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, OrmMapper, SqlAlchemyUnitOfWork
+from tactical.testing import (
+    AsyncUnitOfWorkContract,
+    AsyncUnitOfWorkFactory,
+    Counter,
+    Tag,
+    Tally,
+    UnitOfWorkContract,
+    UnitOfWorkFactory,
+)
 
 
 class TagText(sa.TypeDecorator[Tag]):
@@ -92,13 +103,17 @@ class CounterIdentityMapper(OrmMapper[Counter, UUID, Counter]):
         return model
 
 
-@pytest.fixture
-def imperative_engine(engine: sa.Engine, mapped_classes: None) -> sa.Engine:
+def emptied(engine: sa.Engine) -> sa.Engine:
     mapping.metadata.create_all(engine)
     with engine.begin() as connection:
         for table in reversed(mapping.metadata.sorted_tables):
             connection.execute(table.delete())
     return engine
+
+
+@pytest.fixture
+def imperative_engine(engine: sa.Engine, mapped_classes: None) -> sa.Engine:
+    return emptied(engine)
 
 
 class TestImperativeMappingContract(UnitOfWorkContract):
@@ -115,6 +130,36 @@ class TestImperativeMappingContract(UnitOfWorkContract):
             )
 
         return factory
+
+
+class TestAsyncImperativeMappingContract(AsyncUnitOfWorkContract):
+    @pytest.fixture(params=ASYNC_DRIVERS)
+    def unit_of_work_factory(
+        self,
+        request: pytest.FixtureRequest,
+        tmp_path: Path,
+        run_on_loop: Callable[[Coroutine[Any, Any, Any]], Any],
+        mapped_classes: None,
+    ) -> Iterator[AsyncUnitOfWorkFactory]:
+        driver: str = request.param
+        url = async_url(request, driver, tmp_path)
+        emptied(
+            request.getfixturevalue("sqlite_engine" if driver == "aiosqlite" else "postgres_engine")
+        )
+        engine = make_async_engine(driver, url)
+
+        def factory(
+            bus: EventBus | None = None, *, allow_multiple_aggregates: bool = False
+        ) -> AsyncSqlAlchemyUnitOfWork:
+            return AsyncSqlAlchemyUnitOfWork(
+                engine,
+                bus,
+                mappers=[CounterIdentityMapper()],
+                allow_multiple_aggregates=allow_multiple_aggregates,
+            )
+
+        yield factory
+        run_on_loop(engine.dispose())
 
 
 class Sku(ValueObject):
