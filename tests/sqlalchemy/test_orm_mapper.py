@@ -235,6 +235,19 @@ class TestOrmMapper:
                 uow.commit()
         assert rows(orm_engine) == ([], [])
 
+    def test_to_model_returning_another_type_is_refused(self, orm_engine: sa.Engine) -> None:
+        """to_model must return the mapper's model class; anything else is refused at commit."""
+
+        class Untranslated(CounterOrmMapper):
+            def to_model(self, aggregate: Counter) -> CounterModel:
+                return aggregate  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
+
+        with SqlAlchemyUnitOfWork(orm_engine, mappers=[Untranslated()]) as uow:
+            uow.repository(Counter).add(Counter(uuid4(), "untranslated"))
+            with pytest.raises(TypeError, match=r"to_model\(\) returned .*not a CounterModel"):
+                uow.commit()
+        assert rows(orm_engine) == ([], [])
+
     def test_to_domain_returning_another_type_is_refused(self, orm_engine: sa.Engine) -> None:
         """to_domain must return the mapper's aggregate type; anything else names the row."""
 

@@ -59,6 +59,15 @@ class OrmMapper(ABC, Generic[A, IdT, M]):
     session, tracks the aggregates, so no model outlives the call that read it. Never
     commit the session or the connection.
 
+    The domain classes themselves may be the models (imperative mapping with
+    ``registry.map_imperatively``): set ``model`` to the aggregate class and return the
+    argument from both translations. Value objects are then composites or column types,
+    never mapped classes, and relationships load eagerly (``lazy="selectin"``); the
+    relational-mapping how-to says why.
+
+    A subclass that defines ``__init__`` must call ``super().__init__()``, which checks
+    the class attributes.
+
     Attributes:
         aggregate_type: The aggregate class this mapper stores.
         model: The root ORM model (one row per aggregate, with the version column).
@@ -76,7 +85,7 @@ class OrmMapper(ABC, Generic[A, IdT, M]):
     model: type[M]
     _mapper: orm.Mapper[Any]
     _version_key: str
-    _table: sa.Table
+    _table_name: str
 
     def __init__(self) -> None:
         name = type(self).__qualname__
@@ -91,7 +100,7 @@ class OrmMapper(ABC, Generic[A, IdT, M]):
             raise TypeError(f"{name}.model must be an ORM-mapped class, got {model!r}")
         self._mapper = mapper
         self._version_key = _version_key(name, self._mapper)
-        self._table = cast("sa.Table", self._mapper.local_table)
+        self._table_name = str(getattr(self._mapper.local_table, "name", self._mapper))
 
     @abstractmethod
     def to_model(self, aggregate: A) -> M:
@@ -100,6 +109,8 @@ class OrmMapper(ABC, Generic[A, IdT, M]):
         Build a fresh object graph (do not load anything): the unit of work adds it, or
         merges it over the stored rows. Its primary key must be
         :meth:`primary_key` of the aggregate's id; the version attribute is set for you.
+        What it returns is checked at commit, which stores nothing when it is not a
+        ``model`` (``TypeError``) or has another primary key (``ValueError``).
         """
 
     @abstractmethod
@@ -162,13 +173,13 @@ class OrmMapper(ABC, Generic[A, IdT, M]):
             aggregate = self.to_domain(model)
         except _REFUSALS as error:
             raise DeserializationError(
-                f"malformed row in {self._table.name} for id {self._key_of(model)}: "
+                f"malformed row in {self._table_name} for id {self._key_of(model)}: "
                 f"{type(error).__name__}: {error}"
             ) from error
         if not isinstance(aggregate, self.aggregate_type):
             raise DeserializationError(
                 f"{type(self).__qualname__}.to_domain() returned {show(aggregate)} for the row "
-                f"of {self._table.name} with id {self._key_of(model)}, not a "
+                f"of {self._table_name} with id {self._key_of(model)}, not a "
                 f"{self.aggregate_type.__qualname__}"
             )
         aggregate.version = getattr(model, self._version_key)
