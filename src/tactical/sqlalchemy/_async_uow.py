@@ -61,8 +61,9 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
             omitted.
         codec: How aggregates and events become JSON; a shared default
             :class:`~tactical.JsonCodec` if omitted.
-        mappers: Relational mappers, one per aggregate type they store (their methods are
-            sync: they run on the connection through ``run_sync``).
+        mappers: Mappers to tables of your own, one per aggregate type they store:
+            :class:`RelationalMapper` or :class:`OrmMapper` (their methods are sync: they
+            run on the connection through ``run_sync``, an ORM mapper's session too).
         allow_multiple_aggregates: Let one transaction change several aggregates; by
             default :meth:`~tactical.AsyncUnitOfWork.commit` refuses that with
             :class:`~tactical.TransactionBoundaryError`.

@@ -13,9 +13,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from functools import partial
+from typing import Any, TypeAlias, TypeVar, cast
 
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import exc as orm_exc
 
 from sqlalchemy import exc
 from tactical._codec import DeserializationError, JsonCodec
@@ -28,6 +30,7 @@ from tactical._tracing import trace_of
 from tactical._uow import Change
 from tactical.sqlalchemy._engine import says_sqlite_locked
 from tactical.sqlalchemy._mapper import RelationalMapper
+from tactical.sqlalchemy._orm import OrmMapper, stored_version, write_change
 from tactical.sqlalchemy._schema import aggregates_table, metadata
 from tactical.sqlalchemy._statements import (
     COMMIT,
@@ -41,9 +44,12 @@ from tactical.sqlalchemy._statements import (
     mapper_statements,
 )
 
-__all__ = ["DocumentStorage"]
+__all__ = ["AnyMapper", "DocumentStorage"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
+
+AnyMapper: TypeAlias = RelationalMapper[Any, Any] | OrmMapper[Any, Any, Any]
+"""A mapper the SQL units of work take: Core statements of the user's, or ORM models."""
 
 _Names = Mapping[int, tuple[str, str]]  # id(change) -> (type name, stored key)
 
@@ -59,13 +65,17 @@ class DocumentStorage:
         self,
         dialect: Dialect,
         codec: JsonCodec,
-        mappers: Mapping[type[AggregateRoot[Any]], RelationalMapper[Any, Any]],
+        mappers: Mapping[type[AggregateRoot[Any]], AnyMapper],
     ) -> None:
         self._statements = document_statements(dialect)
         self._sqlite = dialect.name == "sqlite"
         self._codec = codec
         self._mappers = mappers
-        self._mapped = {t: mapper_statements(m, dialect) for t, m in mappers.items()}
+        self._mapped = {
+            t: mapper_statements(m, dialect)
+            for t, m in mappers.items()
+            if isinstance(m, RelationalMapper)
+        }
 
     # -- load --------------------------------------------------------------------------------
 
@@ -131,7 +141,7 @@ class DocumentStorage:
 
     def _load_mapped(
         self,
-        mapper: RelationalMapper[Any, Any],
+        mapper: AnyMapper,
         aggregate_type: type[Any],
         aggregate_id: object,
     ) -> Flow[Operation, object]:
@@ -212,6 +222,9 @@ class DocumentStorage:
     def _write(self, change: Change, name: tuple[str, str], now: datetime) -> Flow[Operation, None]:
         """Write one aggregate's row (or a mapper's rows) under its version check."""
         mapper = self._mappers.get(change.aggregate_type)
+        if isinstance(mapper, OrmMapper):
+            yield from self._write_orm(mapper, change)
+            return
         if mapper is not None:
             yield from self._write_mapped(mapper, change)
             return
@@ -256,6 +269,19 @@ class DocumentStorage:
             yield MapperCall(mapper.update, aggregate)
         else:
             yield MapperCall(mapper.delete, aggregate)
+
+    def _write_orm(self, mapper: OrmMapper[Any, Any, Any], change: Change) -> Flow[Operation, None]:
+        """Write through an ORM session; SQLAlchemy's own version check finds a stale row."""
+        if change.new_version is not None:
+            change.aggregate.version = change.new_version
+        try:
+            yield MapperCall(partial(write_change, mapper), change)
+        except orm_exc.StaleDataError as error:
+            raise (yield from self._stale(change)) from error
+        except exc.IntegrityError as error:
+            if change.kind != "insert":
+                raise
+            raise (yield from self._stale(change, error)) from error
 
     def _write_outbox(self, changes: Sequence[Change], names: _Names) -> Flow[Operation, None]:
         """Insert the outbox rows of every change's events, in recorded order."""
@@ -302,6 +328,15 @@ class DocumentStorage:
         return cast("int | None", rows[0][0] if rows else None)
 
     def _stored_version(self, change: Change) -> Flow[Operation, int | None]:
+        mapper = self._mappers.get(change.aggregate_type)
+        if isinstance(mapper, OrmMapper):
+            try:
+                found: object = yield MapperCall(
+                    partial(stored_version, mapper), change.aggregate.id
+                )
+            except exc.DBAPIError:
+                return None
+            return cast("int | None", found)
         mapped = self._mapped.get(change.aggregate_type)
         if mapped is not None:
             lookup: Execute = mapped.stored_version(change.aggregate.id)
