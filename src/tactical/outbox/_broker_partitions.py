@@ -25,7 +25,7 @@ __all__ = [
     "partitions_key",
 ]
 
-DEFAULT_BROKER_PARTITIONS = 8
+DEFAULT_BROKER_PARTITIONS: int = 8
 """The number of partitions the documentation recommends for a partitioned publisher and its
 consumers: more than the consumers a service usually runs (each partition has one consumer
 at a time), few enough that an idle partition costs nothing worth counting.

@@ -121,6 +121,8 @@ class AsyncRabbitMQPublisher(ConfirmingPublisher):
         mandatory: Refuse messages that no queue receives.
         timeout: Seconds to wait for connecting, for a batch to be confirmed, and for
             closing.
+        partitions: As for :class:`RabbitMQPublisher`: route each event to its
+            aggregate's partition, one of this many.
 
     .. versionadded:: 0.2.0
     """

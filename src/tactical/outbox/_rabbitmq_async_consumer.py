@@ -58,10 +58,12 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
         inbox: Handles the events (awaited).
         url: An AMQP URL.
         queue: As for :class:`RabbitMQConsumer`, and so are ``exchange``, ``routing_keys``,
-            ``prefetch``, ``timeout`` (seconds for each request) and ``heartbeat``.
+            ``prefetch``, ``timeout`` (seconds for each request), ``heartbeat`` and
+            ``partitions`` (the same partition queues, single active consumer and checks).
 
     Raises:
-        ValueError: ``heartbeat`` is below 1 or ``timeout`` is not positive.
+        ValueError: ``heartbeat`` is below 1, ``timeout`` is not positive, or
+            ``partitions`` is below 1.
 
     .. versionadded:: 0.2.0
     """

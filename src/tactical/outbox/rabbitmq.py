@@ -84,8 +84,19 @@ class RabbitMQPublisher(ConfirmingPublisher):
         declare: Declare the exchange (idempotent) when connecting.
         mandatory: Refuse messages that no queue receives.
         timeout: Seconds to wait for connecting, and for a batch to be confirmed.
+        partitions: Route each event to its aggregate's partition, one of this many
+            (:func:`~tactical.outbox.partition_of`): the routing key becomes
+            ``<partition>.<event type>`` (``3.billing.Invoiced``), and the number of
+            partitions travels in the ``tactical-partitions`` header, for partitioned
+            consumers (see ``partitions`` of :class:`RabbitMQConsumer`). None (the default):
+            the routing key is the event type.
+
+    Raises:
+        ValueError: ``partitions`` is below 1.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       ``partitions``.
     """
 
     _link: ConfirmedChannel | None
@@ -190,6 +201,17 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
     time in queue order); several consumers on one queue share the load but may handle
     two events of one aggregate at once.
 
+    **Partitions.** With ``partitions=N`` (the publisher's number) the consumer declares N
+    durable queues ``<queue>.0`` to ``<queue>.<N-1>``, each with ``x-single-active-consumer``
+    and bound with ``<p>.<key>`` for each of ``routing_keys``, and consumes all of them on one
+    channel. Several consumers (threads, processes, hosts) with the same ``queue`` compete:
+    RabbitMQ delivers each queue to one of them at a time, and when it stops or its
+    connection dies, the next one takes the queue over, with the unacknowledged messages back
+    in order. Each aggregate's events are thus handled in order, by one consumer at a time.
+    A message whose ``tactical-partitions`` header names another number, or whose aggregate
+    belongs to another partition, raises :class:`~tactical.outbox.PartitionMismatchError`
+    (it is requeued; :meth:`run` logs the error and retries with backoff).
+
     Args:
         inbox: Handles the events.
         url: An AMQP URL.
@@ -200,13 +222,17 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
         timeout: Seconds to wait for connecting and for each request to the broker.
         heartbeat: The AMQP heartbeat in seconds (at least 1): a connection silent for so
             long is dead.
+        partitions: Consume the publisher's partition queues, one of this many; None
+            (the default): the one queue ``queue``.
 
     Raises:
-        ValueError: ``heartbeat`` is below 1 or ``timeout`` is not positive.
+        ValueError: ``heartbeat`` is below 1, ``timeout`` is not positive, or
+            ``partitions`` is below 1.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
-       ``heartbeat``; every wait is bounded, and a silent connection is replaced.
+       ``heartbeat``; every wait is bounded, and a silent connection is replaced;
+       ``partitions``.
     """
 
     def _setup(self) -> None:

@@ -60,7 +60,7 @@ _log = logging.getLogger("tactical.outbox")
 DEFAULT_STREAM = "tactical:events"
 """The stream events are appended to unless another is named."""
 
-DEFAULT_LEASE = 10.0
+DEFAULT_LEASE: float = 10.0
 """Seconds a partitioned Redis consumer's lease on a partition lasts unless renewed.
 
 It renews its leases every third of it; the partitions of a consumer that died are taken
@@ -153,14 +153,20 @@ class RedisStreamPublisher(_StreamAppender):
         stream: The stream's key.
         maxlen: Trim the stream to about this many entries (``MAXLEN ~``); None keeps all.
             Trimming can drop entries that a slow consumer group has not read yet.
+        partitions: Append each event to its aggregate's partition stream
+            ``<stream>:<p>``, one of this many (:func:`~tactical.outbox.partition_of`), for
+            partitioned consumers. The number is recorded in the key
+            ``<stream>:partitions`` on the first batch; if another number is recorded there,
+            :meth:`publish` raises :class:`~tactical.outbox.PublishError` naming both.
+            None (the default): one stream.
 
     Raises:
         ValueError: ``client`` has no ``socket_timeout``: a Redis that stopped answering
-            would block the relay for ever.
+            would block the relay for ever; or ``partitions`` is below 1.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
-       A client without ``socket_timeout`` is refused.
+       A client without ``socket_timeout`` is refused; ``partitions``.
     """
 
     def __init__(
@@ -199,9 +205,10 @@ class AsyncRedisStreamPublisher(_StreamAppender):
         client: A ``redis.asyncio.Redis`` made with a ``socket_timeout``.
         stream: The stream's key.
         maxlen: Trim the stream to about this many entries (``MAXLEN ~``); None keeps all.
+        partitions: As for :class:`RedisStreamPublisher`.
 
     Raises:
-        ValueError: ``client`` has no ``socket_timeout``.
+        ValueError: ``client`` has no ``socket_timeout``, or ``partitions`` is below 1.
 
     .. versionadded:: 0.2.0
     """
@@ -487,7 +494,21 @@ class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
 
     The client must speak RESP2 (redis-py's default protocol). Per-aggregate order holds
     with one consumer name per group; more consumers in a group
-    share the load but may handle two events of one aggregate at once.
+    share the load but may handle two events of one aggregate at once, unless partitioned.
+
+    **Partitions.** With ``partitions=N`` (the publisher's number) the consumers of a group
+    share the partition streams ``<stream>:0`` to ``<stream>:<N-1>``, each read by one
+    consumer at a time: the holder of its lease, a Redis key set with ``SET NX PX`` and
+    renewed every third of ``lease``. The live consumers of the group (announced in a
+    sorted set) each hold about ``N / consumers`` of them: one that holds more gives some up
+    between two entries, one that holds fewer takes free ones. A consumer that stops
+    releases its leases; one that dies loses them when they expire, and its partitions are
+    taken over within about 1.4 times ``lease``. Taking a partition over, a consumer first
+    claims the entries its previous holders left pending (``XAUTOCLAIM``) and handles them
+    before new ones. The number of partitions recorded by the publisher (key
+    ``<stream>:partitions``) must be N, else :class:`~tactical.outbox.PartitionMismatchError`
+    is raised (and logged by :meth:`run`, which retries). A handler must take well under
+    ``lease``: a consumer that could not renew in time loses the partition and logs it.
 
     Args:
         inbox: Handles the events.
@@ -496,15 +517,20 @@ class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
         stream: The stream's key.
         group: The consumer group's name; the inbox consumer's name if omitted.
         consumer: This reader's name within the group.
-        batch_size: The most entries read per ``XREADGROUP``.
+        batch_size: The most entries read per ``XREADGROUP`` (per partition stream).
+        partitions: Share the publisher's partition streams, one of this many, with the
+            group's other consumers; None (the default): the one stream ``stream``.
+        lease: Seconds a partition's lease lasts unless renewed
+            (:data:`DEFAULT_LEASE`); only with ``partitions``.
 
     Raises:
         ValueError: ``client`` has no ``socket_timeout``: a Redis that stopped answering
-            would block the consumer for ever.
+            would block the consumer for ever; ``partitions`` is below 1, or ``lease`` is
+            not positive.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
-       A client without ``socket_timeout`` is refused.
+       A client without ``socket_timeout`` is refused; ``partitions`` and ``lease``.
     """
 
     def consume_available(self) -> int:
@@ -572,11 +598,13 @@ class AsyncRedisStreamConsumer(_StreamReader[AsyncInboxConsumer[Any], redis.asyn
     Args:
         inbox: Handles the events (awaited).
         client: A ``redis.asyncio.Redis`` made with a ``socket_timeout`` (RESP2).
-        stream: As for :class:`RedisStreamConsumer`, and so are ``group``, ``consumer``
-            and ``batch_size``.
+        stream: As for :class:`RedisStreamConsumer`, and so are ``group``, ``consumer``,
+            ``batch_size``, ``partitions`` and ``lease`` (the same leases, shared with sync
+            consumers of the group alike).
 
     Raises:
-        ValueError: ``client`` has no ``socket_timeout``.
+        ValueError: ``client`` has no ``socket_timeout``, ``partitions`` is below 1, or
+            ``lease`` is not positive.
 
     .. versionadded:: 0.2.0
     """
