@@ -10,6 +10,7 @@ which each publisher carries out by calling its method of that name.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -234,6 +235,7 @@ class AmqpConsumer(Generic[U]):
         partitions: int | None = None,
     ) -> None:
         self._partitions = broker_partitions(partitions)
+        self._first = random.randrange(partitions or 1)  # noqa: S311 - not for security
         if heartbeat < 1:
             raise ValueError(f"heartbeat must be at least 1 second, got {heartbeat}")
         if not timeout > 0:
@@ -269,13 +271,22 @@ class AmqpConsumer(Generic[U]):
 
         .. versionadded:: 0.2.0
         """
-        return tuple(name for name, _ in self._partition_queues())
+        if self._partitions is None:
+            return (self._queue,)
+        return tuple(partition_queue(self._queue, p) for p in range(self._partitions))
 
     def _partition_queues(self) -> list[tuple[str, int | None]]:
-        """Each queue consumed, with its partition (None if not partitioned)."""
-        if self._partitions is None:
+        """Each queue consumed, with its partition (None if not partitioned).
+
+        Partitions come in an order of this consumer's own (starting at a random one):
+        RabbitMQ makes the first consumer to subscribe to a queue its active one, so
+        consumers started together spread the queues between them.
+        """
+        partitions = self._partitions
+        if partitions is None:
             return [(self._queue, None)]
-        return [(partition_queue(self._queue, p), p) for p in range(self._partitions)]
+        order = [(self._first + step) % partitions for step in range(partitions)]
+        return [(partition_queue(self._queue, p), p) for p in order]
 
     def _queue_arguments(self, partition: int | None) -> dict[str, Any] | None:
         """A partition's queue has a single active consumer; a plain queue, no arguments."""
