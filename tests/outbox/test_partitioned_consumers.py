@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -392,6 +393,39 @@ class TestCompetingConsumers:
         assert held[0] | held[1] == set(range(PARTITIONS))
         assert after == set(range(PARTITIONS))
         assert handling.spans == []
+
+
+class TestLeases:
+    @pytest.mark.redis
+    def test_a_consumer_whose_lease_was_taken_stops_reading_the_partition_and_says_so(
+        self,
+        side: Side,
+        consumer_engine: sa.Engine,
+        on_redis: Partitioned,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Leases held by another (this consumer was paused past them) are dropped, with a warning."""
+        consumer = on_redis.consumer(side, side.inbox(consumer_engine))
+        stop = threading.Event()
+        thread = threading.Thread(target=consumer.run, args=(stop,), kwargs={"poll_interval": 0.1})
+        with caplog.at_level(logging.INFO, logger="tactical.outbox"):
+            thread.start()
+            try:
+                wait_for(lambda: len(consumer.held_partitions) == PARTITIONS, seconds=20)
+                held = consumer.held_partitions
+                # Another consumer's leases, as if this one's had expired and been taken.
+                for p in range(PARTITIONS):
+                    on_redis.redis.set(f"{on_redis.name}:{p}:lease:mirror", "intruder", px=60_000)
+                wait_for(lambda: not consumer.held_partitions, seconds=20)
+                after = consumer.held_partitions
+            finally:
+                stop.set()
+                thread.join(30)
+        assert held == set(range(PARTITIONS))
+        assert after == set()
+        assert caplog.text.count("lost its lease on partition") == PARTITIONS
+        leases = [on_redis.redis.get(f"{on_redis.name}:{p}:lease:mirror") for p in range(4)]
+        assert leases == [b"intruder"] * PARTITIONS  # stopping released nothing of another's
 
 
 def start_workers(count: int, broker: str, api: str, name: str, url: str) -> list[Worker]:

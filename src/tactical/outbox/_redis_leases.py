@@ -175,6 +175,11 @@ class PartitionLeases:
                 )
         while len(self.owned) > share:
             yield from self.release(max(self.owned))
+        for partition in sorted(self.owned):
+            # Entries idle at another consumer for a whole lease are orphans (read by a
+            # holder that had lost the lease while it waited for the read): claimed here,
+            # so that they are handled rather than left pending.
+            yield from self._claim(partition, min_idle_ms=self._lease_ms)
         for step in range(self.partitions):
             if len(self.owned) >= share:
                 break
@@ -198,8 +203,11 @@ class PartitionLeases:
                     "y" if claimed == 1 else "ies",
                 )
 
-    def _claim(self, partition: int) -> Flow[Call, int]:
-        """Create the group on the partition's stream if needed; claim its pending entries."""
+    def _claim(self, partition: int, min_idle_ms: int = 0) -> Flow[Call, int]:
+        """Create the group on the partition's stream if needed; claim its pending entries.
+
+        Only those idle for ``min_idle_ms`` at least (0: every one).
+        """
         stream = self.stream_of(partition)
         if partition not in self._groups:
             try:
@@ -213,7 +221,7 @@ class PartitionLeases:
         while True:
             reply: Any = yield Call(
                 "xautoclaim",
-                (stream, self.group, self.consumer, 0),
+                (stream, self.group, self.consumer, min_idle_ms),
                 {"start_id": start, "count": 1000},
             )
             # redis-py drops the cursor from a JUSTID reply: the entries come along.
