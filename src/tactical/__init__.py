@@ -4,6 +4,7 @@ The public API is re-exported here; everything else is private.
 """
 
 from tactical._bus import EventBus, EventHandlerError
+from tactical._clock import Clock, SystemClock
 from tactical._codec import DeserializationError, EventRecord, JsonCodec, UnknownTypeError
 from tactical._errors import (
     AggregateNotFound,
@@ -20,6 +21,7 @@ from tactical._memory_async import AsyncInMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
 from tactical._repository import AsyncRepository, Repository
 from tactical._retry import retry_on_conflict
+from tactical._timers import ScheduledMessage
 from tactical._tracing import Trace, current_trace
 from tactical._uow import UnitOfWork
 from tactical._uow_async import AsyncUnitOfWork
@@ -30,6 +32,7 @@ __all__ = [
     "AsyncInMemoryUnitOfWork",
     "AsyncRepository",
     "AsyncUnitOfWork",
+    "Clock",
     "ConcurrencyError",
     "DeserializationError",
     "DomainError",
@@ -44,6 +47,8 @@ __all__ = [
     "InvariantViolation",
     "JsonCodec",
     "Repository",
+    "ScheduledMessage",
+    "SystemClock",
     "Trace",
     "TransactionBoundaryError",
     "UncommittedChangesWarning",

@@ -18,6 +18,7 @@ import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
@@ -26,6 +27,7 @@ from tactical._errors import UncommittedChangesWarning
 from tactical._flow import Flow
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_traces_of
 from tactical._structural import structural_state
+from tactical._timers import TimerRequests, TimerWrite
 from tactical._tracing import Trace
 from tactical._tracking import (
     DIRTY,
@@ -127,6 +129,7 @@ class UnitOfWorkCore:
         self._finished = False
         self._tracked: dict[tuple[type[AggregateRoot[Any]], object], Tracked] = {}
         self._repositories: dict[type[AggregateRoot[Any]], RepositoryBase[Any, Any]] = {}
+        self._timers = TimerRequests()
         # What this block's commit saved, and what the previous block's did: checked for
         # changes made after their commit when a block ends and when this object is collected.
         self._committed: list[Committed] = []
@@ -205,6 +208,8 @@ class UnitOfWorkCore:
         # unit of work dropped after its block alive until the garbage collector runs.
         self._tracked = {}
         self._repositories = {}
+        if self._timers:
+            self._timers = TimerRequests()
 
     def _check_open(self, action: str) -> None:
         """Refuse ``action`` outside an open transaction (callers test the flags first)."""
@@ -316,6 +321,64 @@ class UnitOfWorkCore:
                 "it is not the instance this unit of work holds"
             )
         tracked.removed = True
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def schedule(self, message: DomainEvent, *, at: datetime, key: str | None = None) -> str:
+        """Schedule ``message`` to be published at ``at``, stored by this transaction's commit.
+
+        The timer is written in the same transaction as the aggregates (rolled back with
+        them); once committed it is durable, and a timer worker
+        (:class:`tactical.outbox.TimerWorker` for SQL, :meth:`tactical.InMemoryStore.take_due`
+        in memory) publishes it once it is due, exactly once in effect. Scheduling again
+        under the same ``key`` (in this transaction or a later one) replaces the stored
+        message and its time; :meth:`cancel` deletes it. No I/O happens before the commit.
+
+        Args:
+            message: The event to publish when due, as it is (its ``event_id`` and
+                ``occurred_at`` included).
+            at: When it is due: a timezone-aware datetime (a time already past fires at the
+                worker's next round).
+            key: What names the timer, to replace or cancel it (up to 255 characters);
+                the message's ``event_id`` as text if omitted.
+
+        Returns:
+            The timer's key.
+
+        Raises:
+            TypeError: ``message`` is not a :class:`~tactical.DomainEvent`, ``at`` not a
+                datetime or ``key`` not a string.
+            ValueError: ``at`` is naive, or ``key`` is empty, too long or holds a NUL or a
+                lone surrogate.
+            RuntimeError: Not inside a ``with`` block, or the transaction already committed.
+
+        .. versionadded:: 0.2.0
+        """
+        if not self._active or self._finished:
+            self._check_open("schedule a message")
+        return self._timers.schedule(message, at, key)
+
+    def cancel(self, key: str) -> None:
+        """Cancel the timer ``key`` when this transaction commits (nothing if there is none).
+
+        A timer scheduled earlier in this transaction is dropped too. A timer the worker
+        has already fired cannot be taken back: handle a message that arrives after the
+        state it was meant for has moved on (a process manager checks its own state).
+
+        Raises:
+            TypeError: ``key`` is not a string.
+            ValueError: ``key`` is empty, too long or holds a NUL or a lone surrogate.
+            RuntimeError: Not inside a ``with`` block, or the transaction already committed.
+
+        .. versionadded:: 0.2.0
+        """
+        if not self._active or self._finished:
+            self._check_open("cancel a timer")
+        self._timers.cancel(key)
+
+    def _timer_writes(self) -> tuple[TimerWrite, ...]:
+        """What the commit being stored writes to the timers, one per key."""
+        return self._timers.writes()
 
     # -- commit ------------------------------------------------------------------------------
 

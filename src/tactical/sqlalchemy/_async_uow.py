@@ -175,7 +175,7 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         storage = self._storage or self._storage_for(
             cast("AsyncConnection", self._connection).dialect
         )
-        await run_async(storage.store(changes), self._carry_out)
+        await run_async(storage.store(changes, self._timer_writes()), self._carry_out)
 
     async def _carry_out(self, operation: Operation) -> object:
         """Carry out one operation of a storage flow on the connection, bounded."""

@@ -178,7 +178,7 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
         storage = self._storage or self._storage_for(
             cast("sa.Connection", self._connection).dialect
         )
-        run(storage.store(changes), self._perform)
+        run(storage.store(changes, self._timer_writes()), self._perform)
 
     def _perform(self, operation: Operation) -> object:
         """Carry out one operation of a storage flow, under the round-trip deadline."""
