@@ -67,14 +67,20 @@ class Leftovers:
     uncommitted: tuple[tuple[type[Any], object], ...]
     after_commit: list[Committed]
     after_block: list[Committed]
+    timer_keys: tuple[str, ...] = ()
 
     def warn(self, owner: str, stacklevel: int) -> None:
         """Raise the warnings, pointing ``stacklevel`` frames above the caller."""
-        if self.uncommitted:
+        if self.uncommitted or self.timer_keys:
+            timers = ""
+            if self.timer_keys:
+                keys = ", ".join(repr(k) for k in self.timer_keys[:10])
+                more = len(self.timer_keys) - 10
+                timers = f" (and the timer requests of keys {keys}{f' and {more} more' if more > 0 else ''})"
             warnings.warn(
                 UncommittedChangesWarning(
                     f"{owner}'s `with` block ended without commit(), so its changes were "
-                    "rolled back",
+                    f"rolled back{timers}",
                     self.uncommitted,
                 ),
                 stacklevel=stacklevel + 1,
@@ -193,8 +199,9 @@ class UnitOfWorkCore:
         after_block = (
             changed_since_commit(self._previous, self._tracked.values()) if self._previous else []
         )
-        if uncommitted or after_commit or after_block:
-            return Leftovers(uncommitted, after_commit, after_block)
+        timer_keys = () if self._finished else tuple(t.key for t in self._timers.writes())
+        if uncommitted or after_commit or after_block or timer_keys:
+            return Leftovers(uncommitted, after_commit, after_block, timer_keys)
         return None
 
     def _warn_unsaved(self, stacklevel: int) -> None:
