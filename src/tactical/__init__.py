@@ -21,6 +21,7 @@ from tactical._memory_async import AsyncInMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
 from tactical._repository import AsyncRepository, Repository
 from tactical._retry import retry_on_conflict
+from tactical._scheduling import AsyncSchedulingUnitOfWork, SchedulingUnitOfWork
 from tactical._timers import ScheduledMessage
 from tactical._tracing import Trace, current_trace
 from tactical._uow import UnitOfWork
@@ -31,6 +32,7 @@ __all__ = [
     "AggregateRoot",
     "AsyncInMemoryUnitOfWork",
     "AsyncRepository",
+    "AsyncSchedulingUnitOfWork",
     "AsyncUnitOfWork",
     "Clock",
     "ConcurrencyError",
@@ -48,6 +50,7 @@ __all__ = [
     "JsonCodec",
     "Repository",
     "ScheduledMessage",
+    "SchedulingUnitOfWork",
     "SystemClock",
     "Trace",
     "TransactionBoundaryError",

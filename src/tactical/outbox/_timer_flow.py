@@ -50,7 +50,7 @@ __all__ = [
 
 _log = logging.getLogger("tactical.outbox")
 
-TIMER_AGGREGATE_TYPE = "tactical_scheduled"
+TIMER_AGGREGATE_TYPE: str = "tactical_scheduled"
 """The ``aggregate_type`` of the outbox rows of fired timers (their ``aggregate_id`` is the key)."""
 
 _s = scheduled_table.c

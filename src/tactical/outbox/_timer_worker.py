@@ -24,8 +24,8 @@ R = TypeVar("R")
 class TimerWorker(TimerCore):
     """Moves due scheduled messages (durable timers) from ``tactical_scheduled`` to the outbox.
 
-    Units of work store timers with :meth:`~tactical.sqlalchemy.SqlAlchemyUnitOfWork.schedule`
-    in the transaction that scheduled them. Each :meth:`fire_due` takes up to
+    Units of work store timers with :meth:`~tactical.SchedulingUnitOfWork.schedule` in the
+    transaction that scheduled them. Each :meth:`fire_due` takes up to
     ``batch_size`` rows due by ``clock.now()`` (soonest first) and, in one transaction,
     deletes each and inserts its message into ``tactical_outbox``; the
     :class:`OutboxRelay` then publishes it like any event. The delete and the insert commit

@@ -1,7 +1,5 @@
 """A clock that tests move by hand, instead of sleeping."""
 
-from __future__ import annotations
-
 import threading
 from datetime import UTC, datetime, timedelta
 
