@@ -275,6 +275,37 @@ class TestParking:
         assert [r.event_id for r in outbox_rows(engine)] == [replacement.event_id]
 
 
+class TestSqliteWriters:
+    """On SQLite a round takes the write lock first, so a concurrent writer makes it wait, not fail."""
+
+    def test_a_round_waits_for_a_writer_and_then_fires_what_it_committed(
+        self, side: Side, sqlite_engine: sa.Engine
+    ) -> None:
+        """A writer holding the lock commits a new due timer; the waiting round fires both."""
+        engine = sqlite_engine
+        clock = MovableClock()
+        first, second = ticked(1), ticked(2)
+        schedule(engine, clock, ("first", first, DAY))
+        clock.advance(DAY)
+        worker = side.timer_worker(engine, clock=clock)
+        fired: list[int] = []
+        with SqlAlchemyUnitOfWork(engine) as writer:
+            writer.schedule(second, at=clock.now(), key="second")
+            thread = threading.Thread(target=lambda: fired.append(worker.fire_due()))
+            writer.connection.execute(  # a write: the writer holds SQLite's write lock
+                scheduled_table.update().where(scheduled_table.c.key == "none").values(error="x")
+            )
+            thread.start()
+            # Give the round time to read (deferred) or to wait for the lock (immediate).
+            threading.Event().wait(0.5)
+            writer.commit()
+        thread.join(timeout=30)
+        assert fired == [2]
+        assert sorted(r.event_id for r in outbox_rows(engine)) == sorted(
+            [first.event_id, second.event_id]
+        )
+
+
 class TestLoop:
     """run() fires due timers as the clock moves, and stops when asked."""
 
@@ -346,33 +377,40 @@ class TestSeveralWorkers:
 
 
 _CRASHING_WORKER = """
-import os, sys, time
+import asyncio, sys, time
 from datetime import UTC, datetime
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 import tactical.testing  # the module of the scheduled messages' type, as in a real worker
-from tactical.outbox import TimerWorker
-from tactical.outbox._relay_flow import COMMIT
+from tactical.outbox import AsyncTimerWorker, TimerWorker
 
 class Clock:
     def now(self):
         return datetime(2100, 1, 1, tzinfo=UTC)
 
-class StopsBeforeCommit(TimerWorker):
-    def _perform(self, connection, op):
-        if op is COMMIT:
-            print("taken", flush=True)
-            time.sleep(600)  # killed here, with the rows deleted and the outbox written
-        return super()._perform(connection, op)
+def stop_before_commit(connection):
+    print("taken", flush=True)
+    time.sleep(600)  # killed here, with the rows deleted and the outbox written
 
-StopsBeforeCommit(sa.create_engine(sys.argv[1]), clock=Clock()).fire_due()
+url, api = sa.make_url(sys.argv[1]), sys.argv[2]
+if api == "sync":
+    engine = sa.create_engine(url)
+    sa.event.listen(engine, "commit", stop_before_commit)
+    TimerWorker(engine, clock=Clock()).fire_due()
+else:
+    driver = "aiosqlite" if url.get_backend_name() == "sqlite" else "psycopg"
+    engine = create_async_engine(url.set(drivername=f"{url.get_backend_name()}+{driver}"))
+    sa.event.listen(engine.sync_engine, "commit", stop_before_commit)
+    asyncio.run(AsyncTimerWorker(engine, clock=Clock()).fire_due())
 """
 
 
 class TestCrash:
     """A worker killed between taking the rows and committing fires nothing; the next fires once."""
 
+    @pytest.mark.parametrize("api", ["sync", "async"])
     def test_a_worker_killed_before_its_commit_leaves_every_timer_to_fire_once(
-        self, engine: sa.Engine, tmp_path: Path
+        self, engine: sa.Engine, tmp_path: Path, api: str
     ) -> None:
         """SIGKILL between the delete/insert and the commit: rolled back, then fired once."""
         clock = MovableClock()
@@ -386,7 +424,7 @@ class TestCrash:
         script = tmp_path / "crashing_worker.py"
         script.write_text(_CRASHING_WORKER)
         with subprocess.Popen(
-            [sys.executable, str(script), url], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(script), url, api], stdout=subprocess.PIPE, text=True
         ) as process:
             try:
                 assert process.stdout is not None

@@ -29,6 +29,8 @@ from tactical._flow import Flow
 from tactical.outbox._message import backoff_delay
 from tactical.outbox._parking import storable_error
 from tactical.outbox._relay_flow import (
+    BEGIN,
+    BEGIN_FOR_WRITING,
     BatchOp,
     Stopped,
     Wait,
@@ -181,7 +183,10 @@ class TimerCore:
 
     def _fire_batch(self) -> Flow[BatchOp, int]:
         """Fire the due messages of one batch in one transaction; how many were fired."""
-        return (yield from _transaction(self._fire(self._now())))
+        # SQLite: the write lock first, so that no writer commits between the read and the
+        # delete (a deferred transaction could then not write at all).
+        begin = BEGIN if self._postgres else BEGIN_FOR_WRITING
+        return (yield from _transaction(self._fire(self._now()), begin))
 
     def _fire(self, now: datetime) -> Flow[BatchOp, int]:
         rows = yield from _fetch(self._due_rows(now))
