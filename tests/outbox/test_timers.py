@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -327,6 +328,35 @@ class TestLoop:
             thread.join(timeout=30)
         assert not thread.is_alive()
         assert scheduled_keys(engine) == []
+
+    def test_run_logs_a_failing_database_and_keeps_trying(
+        self, side: Side, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """No tactical_scheduled table: each round fails, is logged, and the loop goes on."""
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+        worker = side.timer_worker(engine, clock=MovableClock())
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=worker.run, args=(stop,), kwargs={"initial_backoff": 0.01, "max_backoff": 0.02}
+        )
+        with caplog.at_level(logging.WARNING, logger="tactical.outbox"):
+            thread.start()
+            try:
+                _wait_until(lambda: len(_failures(caplog)) >= 2)
+            finally:
+                stop.set()
+                thread.join(timeout=30)
+        assert not thread.is_alive()
+        first = _failures(caplog)[0]
+        assert "timer worker: the database at" in first
+        assert "empty.sqlite3 failed (OperationalError" in first
+        assert "no such table: tactical_scheduled" in first
+        assert "(attempt 1); nothing was fired, retrying in" in first
+        engine.dispose()
+
+
+def _failures(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "timer worker:" in r.getMessage()]
 
 
 def _wait_until(condition: Callable[[], bool], attempts: int = 1500) -> None:

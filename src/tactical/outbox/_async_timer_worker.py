@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from tactical._clock import Clock
 from tactical._codec import JsonCodec
 from tactical._flow import Flow, run_async
-from tactical.outbox._async_relay import _deadline, _wait  # pyright: ignore[reportPrivateUsage]
+from tactical.outbox._async_relay import (
+    _deadline,  # pyright: ignore[reportPrivateUsage]
+    _wait,  # pyright: ignore[reportPrivateUsage]
+    bounded_async_connection,
+)
 from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, BatchOp, DatabaseOp, Wait
 from tactical.outbox._timer_flow import FireBatch, ParkedTimer, TimerCore, TimerLoopOp
-from tactical.sqlalchemy._watchdog import cut_connection
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -123,23 +126,8 @@ class AsyncTimerWorker(TimerCore):
 
             return await run_async(flow, perform)
 
-    @contextlib.asynccontextmanager
-    async def _connect(
+    def _connect(
         self,
-    ) -> AsyncGenerator[tuple[AsyncConnection, Callable[[], None] | None], None]:
-        async with self._engine.connect() as connection:
-            if not self._postgres or self._database_timeout is None:
-                yield connection, None
-                return
-            raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection
-            yield connection, _cutter(driver)
-
-
-def _cutter(driver: Any) -> Callable[[], None]:
-    """What cuts ``driver``'s connection when a round trip outlives the database timeout."""
-
-    def cut() -> None:
-        cut_connection(driver)
-
-    return cut
+    ) -> contextlib.AbstractAsyncContextManager[tuple[AsyncConnection, Callable[[], None] | None]]:
+        guarded = self._postgres and self._database_timeout is not None
+        return bounded_async_connection(self._engine, self._cut.set if guarded else None)

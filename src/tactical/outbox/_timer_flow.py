@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, cast
@@ -131,6 +132,8 @@ class TimerCore:
         self._batch_size = batch_size
         self._database_timeout = database_timeout
         self._database = _database_address(engine.url)
+        # Set when a round trip was cut for outliving database_timeout, to say so in the log.
+        self._cut = threading.Event()
         self._postgres = engine.dialect.name == "postgresql"
         insert = postgresql.insert if self._postgres else sqlite.insert
         # A message already in the outbox (the same event scheduled under two keys) is not
@@ -300,18 +303,15 @@ class TimerCore:
         failures = 0
         _log.info("timer worker started on the database at %s", self._database)
         while not (yield Stopped()):
+            self._cut.clear()
             try:
                 count: int = yield FireBatch()
             except Exception as error:
                 failures += 1
                 delay = backoff_delay(failures, initial_backoff, max_backoff)
-                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 _log.warning(
-                    "timer worker: the database at %s failed (%s: %s) (attempt %d); nothing "
-                    "was fired, retrying in %.1fs",
-                    self._database,
-                    type(error).__name__,
-                    reason,
+                    "timer worker: %s (attempt %d); nothing was fired, retrying in %.1fs",
+                    self._what_failed(error),
                     failures,
                     delay,
                     exc_info=_log.isEnabledFor(logging.DEBUG),
@@ -326,3 +326,12 @@ class TimerCore:
             if count < self._batch_size:
                 yield Wait(poll_interval)
         _log.info("timer worker stopped")
+
+    def _what_failed(self, error: Exception) -> str:
+        if self._cut.is_set():
+            return (
+                f"the database at {self._database} did not answer within "
+                f"{self._database_timeout}s, so its connection was cut"
+            )
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"the database at {self._database} failed ({type(error).__name__}: {reason})"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Generator
 from functools import partial
 from typing import TypeVar, cast
 
@@ -12,9 +11,10 @@ import sqlalchemy as sa
 from tactical._clock import Clock
 from tactical._codec import JsonCodec
 from tactical._flow import Flow, run
+from tactical.outbox._relay import bounded_connection
 from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, BatchOp, DatabaseOp, Wait
 from tactical.outbox._timer_flow import FireBatch, ParkedTimer, TimerCore, TimerLoopOp
-from tactical.sqlalchemy._watchdog import guard_round_trips, watch_round_trips
+from tactical.sqlalchemy._watchdog import watch_round_trips
 
 __all__ = ["TimerWorker"]
 
@@ -84,7 +84,6 @@ class TimerWorker(TimerCore):
     ) -> None:
         super().__init__(engine, clock, codec, batch_size, database_timeout)
         self._engine = engine
-        self._cut = threading.Event()
         if self._postgres and database_timeout is not None:
             watch_round_trips(engine)
 
@@ -148,11 +147,6 @@ class TimerWorker(TimerCore):
         database_op = cast("DatabaseOp", op)  # a timer's flows publish nothing
         return database_op.finish(database_op.start(connection))
 
-    @contextlib.contextmanager
-    def _connect(self) -> Generator[sa.Connection, None, None]:
-        with self._engine.connect() as connection:
-            if not self._postgres or self._database_timeout is None:
-                yield connection
-                return
-            with guard_round_trips(connection, self._database_timeout, self._cut.set):
-                yield connection
+    def _connect(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        timeout = self._database_timeout if self._postgres else None
+        return bounded_connection(self._engine, timeout, self._cut.set)
