@@ -43,10 +43,14 @@ class InMemoryStore:
     applies all of its writes, or none, under one lock. Aggregates are kept as their JSON
     state (as the SQL unit of work stores them) and rebuilt by the codec on every read.
 
+    It also keeps the durable timers its units of work commit (see
+    :meth:`~tactical.SchedulingUnitOfWork.schedule`): :meth:`scheduled` lists them and
+    :meth:`take_due` hands out the due ones, once.
+
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
        Keeps the codec's JSON state of each aggregate, and refuses at commit what the SQL
-       unit of work refuses.
+       unit of work refuses. Keeps durable timers.
     """
 
     def __init__(self) -> None:

@@ -41,6 +41,9 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
 
     The events of every saved aggregate are inserted into ``tactical_outbox`` in the same
     transaction (position order = recorded order), then published on the bus after commit.
+    Timers scheduled or cancelled in the block (:meth:`~tactical.SchedulingUnitOfWork.schedule`)
+    are written to ``tactical_scheduled`` in that transaction too
+    (``.. versionadded:: 0.2.0``); a :class:`~tactical.outbox.TimerWorker` fires them.
 
     Units of work over one engine see each other's committed state. Create the tables with
     :func:`create_schema` or with Alembic over :data:`~tactical.sqlalchemy.metadata`. SQLite
