@@ -4,6 +4,7 @@ The public API is re-exported here; everything else is private.
 """
 
 from tactical._bus import EventBus, EventHandlerError
+from tactical._clock import Clock, SystemClock
 from tactical._codec import DeserializationError, EventRecord, JsonCodec, UnknownTypeError
 from tactical._commands import Command, CommandBus
 from tactical._errors import (
@@ -21,6 +22,8 @@ from tactical._memory_async import AsyncInMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
 from tactical._repository import AsyncRepository, Repository
 from tactical._retry import retry_on_conflict
+from tactical._scheduling import AsyncSchedulingUnitOfWork, SchedulingUnitOfWork
+from tactical._timers import ScheduledMessage
 from tactical._tracing import Trace, current_trace
 from tactical._uow import UnitOfWork
 from tactical._uow_async import AsyncUnitOfWork
@@ -30,7 +33,9 @@ __all__ = [
     "AggregateRoot",
     "AsyncInMemoryUnitOfWork",
     "AsyncRepository",
+    "AsyncSchedulingUnitOfWork",
     "AsyncUnitOfWork",
+    "Clock",
     "Command",
     "CommandBus",
     "ConcurrencyError",
@@ -47,6 +52,9 @@ __all__ = [
     "InvariantViolation",
     "JsonCodec",
     "Repository",
+    "ScheduledMessage",
+    "SchedulingUnitOfWork",
+    "SystemClock",
     "Trace",
     "TransactionBoundaryError",
     "UncommittedChangesWarning",

@@ -163,7 +163,8 @@ class UncommittedChangesWarning(ResourceWarning):
     """Changes to aggregates were discarded because nothing committed them.
 
     Emitted when a ``with`` block of a unit of work ends without ``commit()`` while
-    aggregates have pending changes or recorded events (they are rolled back, as always),
+    aggregates have pending changes or recorded events, or timers were scheduled or
+    cancelled (they are rolled back, as always),
     and when an aggregate changed after its block ended is detected to be saved nowhere.
     Not emitted when the block ends with an exception or after an explicit ``rollback()``.
 
@@ -174,5 +175,5 @@ class UncommittedChangesWarning(ResourceWarning):
     """
 
     def __init__(self, message: str, aggregates: tuple[tuple[type[Any], object], ...]) -> None:
-        super().__init__(f"{message}: {_describe(aggregates)}")
+        super().__init__(f"{message}: {_describe(aggregates)}" if aggregates else message)
         self.aggregates = aggregates

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from tactical._bus import EventBus
 from tactical._codec import JsonCodec
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order
 from tactical._stored_keys import id_key, stored_key
+from tactical._timers import ScheduledMessage, TimerWrite, due_time
 from tactical._tracking import stale
 from tactical._uow import Change, TransactionalUnitOfWork
 
@@ -41,15 +43,20 @@ class InMemoryStore:
     applies all of its writes, or none, under one lock. Aggregates are kept as their JSON
     state (as the SQL unit of work stores them) and rebuilt by the codec on every read.
 
+    It also keeps the durable timers its units of work commit (see
+    :meth:`~tactical.SchedulingUnitOfWork.schedule`): :meth:`scheduled` lists them and
+    :meth:`take_due` hands out the due ones, once.
+
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
        Keeps the codec's JSON state of each aggregate, and refuses at commit what the SQL
-       unit of work refuses.
+       unit of work refuses. Keeps durable timers.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: dict[_Key, _Row] = {}
+        self._timers: dict[str, ScheduledMessage] = {}
 
     def __len__(self) -> int:
         """The number of aggregates stored."""
@@ -64,13 +71,55 @@ class InMemoryStore:
             return None
         return codec.decode(aggregate_type, row[1])
 
-    def _apply(self, changes: Sequence[Change], codec: JsonCodec = _default_codec) -> None:
+    def scheduled(self) -> tuple[ScheduledMessage, ...]:
+        """The timers committed and not yet taken, soonest first (then by key).
+
+        .. versionadded:: 0.2.0
+        """
+        with self._lock:
+            timers = list(self._timers.values())
+        return tuple(sorted(timers, key=_due_order))
+
+    def take_due(self, now: datetime) -> list[ScheduledMessage]:
+        """Remove and return the timers due at ``now`` (``due_at <= now``), soonest first.
+
+        The in-memory timer worker: publish what it returns (``bus.publish(t.message)``).
+        Each timer is returned once, even to callers in several threads.
+
+        Args:
+            now: The current time, from your clock (a
+                :class:`tactical.testing.MovableClock` in tests); timezone-aware.
+
+        Raises:
+            ValueError: ``now`` is naive.
+
+        .. versionadded:: 0.2.0
+        """
+        now = due_time(now)
+        with self._lock:
+            due = sorted((t for t in self._timers.values() if t.due_at <= now), key=_due_order)
+            for timer in due:
+                del self._timers[timer.key]
+        return due
+
+    def _apply(
+        self,
+        changes: Sequence[Change],
+        codec: JsonCodec = _default_codec,
+        timers: Sequence[TimerWrite] = (),
+    ) -> None:
         # Everything the SQL unit of work checks, in its order: every change's type name and
         # key, then change by change its state and its version, then the events in recorded
         # order. Encoding runs outside the lock; its errors are raised where SQL meets them
         # (a key's at once: no error of a change's state is raised before every key is checked).
+        if timers:
+            refused_timer = _first_unstorable_event(
+                codec, [t.message for t in timers if isinstance(t, ScheduledMessage)]
+            )
+            if refused_timer is not None:
+                raise refused_timer
         if len(changes) == 1:
-            self._apply_one(changes[0], codec)
+            self._apply_one(changes[0], codec, timers)
             return
         keys = [_key(change, codec) for change in changes]
         rows: list[_Row | BaseException | None] = []
@@ -93,8 +142,21 @@ class InMemoryStore:
                     held[key] = row
                 else:  # None: a delete (an error was raised above)
                     del held[key]
+            if timers:
+                self._write_timers(timers)
 
-    def _apply_one(self, change: Change, codec: JsonCodec) -> None:
+    def _write_timers(self, timers: Sequence[TimerWrite]) -> None:
+        # Under the lock, with the aggregates' writes: all of a commit, or none of it.
+        held = self._timers
+        for timer in timers:
+            if isinstance(timer, ScheduledMessage):
+                held[timer.key] = timer
+            else:
+                held.pop(timer.key, None)
+
+    def _apply_one(
+        self, change: Change, codec: JsonCodec, timers: Sequence[TimerWrite] = ()
+    ) -> None:
         # _apply of one change (most commits): in the same order, its state's error is due
         # right after its key's, so nothing is kept aside to raise later.
         key = _key(change, codec)
@@ -109,6 +171,12 @@ class InMemoryStore:
                 del held[key]
             else:
                 held[key] = row
+            if timers:
+                self._write_timers(timers)
+
+
+def _due_order(timer: ScheduledMessage) -> tuple[datetime, str]:
+    return (timer.due_at, timer.key)
 
 
 def _require_version(held: dict[_Key, _Row], key: _Key, change: Change) -> None:
@@ -237,7 +305,7 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
         return self._store_._read(aggregate_type, aggregate_id, self._codec)  # pyright: ignore[reportPrivateUsage]
 
     def _store(self, changes: Sequence[Change]) -> None:
-        self._store_._apply(changes, self._codec)  # pyright: ignore[reportPrivateUsage]
+        self._store_._apply(changes, self._codec, self._timer_writes())  # pyright: ignore[reportPrivateUsage]
 
     def _rollback(self) -> None:
         pass

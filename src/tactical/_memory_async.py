@@ -80,7 +80,8 @@ class AsyncInMemoryUnitOfWork(AsyncTransactionalUnitOfWork):
         return self._storage._load(aggregate_type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
 
     async def _store(self, changes: Sequence[Change]) -> None:
-        self._storage._store(changes)  # pyright: ignore[reportPrivateUsage]
+        storage = self._storage
+        storage.store._apply(changes, storage.codec, self._timer_writes())  # pyright: ignore[reportPrivateUsage]
 
     async def _rollback(self) -> None:
         self._storage._rollback()  # pyright: ignore[reportPrivateUsage]

@@ -19,6 +19,7 @@ import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
@@ -27,6 +28,7 @@ from tactical._errors import UncommittedChangesWarning
 from tactical._flow import Flow
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_traces_of
 from tactical._structural import structural_state
+from tactical._timers import TimerRequests, TimerWrite
 from tactical._tracing import Trace
 from tactical._tracking import (
     DIRTY,
@@ -66,14 +68,20 @@ class Leftovers:
     uncommitted: tuple[tuple[type[Any], object], ...]
     after_commit: list[Committed]
     after_block: list[Committed]
+    timer_keys: tuple[str, ...] = ()
 
     def warn(self, owner: str, stacklevel: int) -> None:
         """Raise the warnings, pointing ``stacklevel`` frames above the caller."""
-        if self.uncommitted:
+        if self.uncommitted or self.timer_keys:
+            timers = ""
+            if self.timer_keys:
+                keys = ", ".join(repr(k) for k in self.timer_keys[:10])
+                more = len(self.timer_keys) - 10
+                timers = f" (and the timer requests of keys {keys}{f' and {more} more' if more > 0 else ''})"
             warnings.warn(
                 UncommittedChangesWarning(
                     f"{owner}'s `with` block ended without commit(), so its changes were "
-                    "rolled back",
+                    f"rolled back{timers}",
                     self.uncommitted,
                 ),
                 stacklevel=stacklevel + 1,
@@ -128,6 +136,7 @@ class UnitOfWorkCore:
         self._finished = False
         self._tracked: dict[tuple[type[AggregateRoot[Any]], object], Tracked] = {}
         self._repositories: dict[type[AggregateRoot[Any]], RepositoryBase[Any, Any]] = {}
+        self._timers = TimerRequests()
         # What this block's commit saved, and what the previous block's did: checked for
         # changes made after their commit when a block ends and when this object is collected.
         self._committed: list[Committed] = []
@@ -240,8 +249,9 @@ class UnitOfWorkCore:
         after_block = (
             changed_since_commit(self._previous, self._tracked.values()) if self._previous else []
         )
-        if uncommitted or after_commit or after_block:
-            return Leftovers(uncommitted, after_commit, after_block)
+        timer_keys = () if self._finished else tuple(t.key for t in self._timers.writes())
+        if uncommitted or after_commit or after_block or timer_keys:
+            return Leftovers(uncommitted, after_commit, after_block, timer_keys)
         return None
 
     def _warn_unsaved(self, stacklevel: int) -> None:
@@ -255,6 +265,8 @@ class UnitOfWorkCore:
         # unit of work dropped after its block alive until the garbage collector runs.
         self._tracked = {}
         self._repositories = {}
+        if self._timers:
+            self._timers = TimerRequests()
 
     def _check_open(self, action: str) -> None:
         """Refuse ``action`` outside an open transaction (callers test the flags first)."""
@@ -366,6 +378,64 @@ class UnitOfWorkCore:
                 "it is not the instance this unit of work holds"
             )
         tracked.removed = True
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def schedule(self, message: DomainEvent, *, at: datetime, key: str | None = None) -> str:
+        """Schedule ``message`` to be published at ``at``, stored by this transaction's commit.
+
+        The timer is written in the same transaction as the aggregates (rolled back with
+        them); once committed it is durable, and a timer worker
+        (:class:`tactical.outbox.TimerWorker` for SQL, :meth:`tactical.InMemoryStore.take_due`
+        in memory) publishes it once it is due, exactly once in effect. Scheduling again
+        under the same ``key`` (in this transaction or a later one) replaces the stored
+        message and its time; :meth:`cancel` deletes it. No I/O happens before the commit.
+
+        Args:
+            message: The event to publish when due, as it is (its ``event_id`` and
+                ``occurred_at`` included).
+            at: When it is due: a timezone-aware datetime (a time already past fires at the
+                worker's next round).
+            key: What names the timer, to replace or cancel it (up to 255 characters);
+                the message's ``event_id`` as text if omitted.
+
+        Returns:
+            The timer's key.
+
+        Raises:
+            TypeError: ``message`` is not a :class:`~tactical.DomainEvent`, ``at`` not a
+                datetime or ``key`` not a string.
+            ValueError: ``at`` is naive, or ``key`` is empty, too long or holds a NUL or a
+                lone surrogate.
+            RuntimeError: Not inside a ``with`` block, or the transaction already committed.
+
+        .. versionadded:: 0.2.0
+        """
+        if not self._active or self._finished:
+            self._check_open("schedule a message")
+        return self._timers.schedule(message, at, key)
+
+    def cancel(self, key: str) -> None:
+        """Cancel the timer ``key`` when this transaction commits (nothing if there is none).
+
+        A timer scheduled earlier in this transaction is dropped too. A timer the worker
+        has already fired cannot be taken back: handle a message that arrives after the
+        state it was meant for has moved on (a process manager checks its own state).
+
+        Raises:
+            TypeError: ``key`` is not a string.
+            ValueError: ``key`` is empty, too long or holds a NUL or a lone surrogate.
+            RuntimeError: Not inside a ``with`` block, or the transaction already committed.
+
+        .. versionadded:: 0.2.0
+        """
+        if not self._active or self._finished:
+            self._check_open("cancel a timer")
+        self._timers.cancel(key)
+
+    def _timer_writes(self) -> tuple[TimerWrite, ...]:
+        """What the commit being stored writes to the timers, one per key."""
+        return self._timers.writes()
 
     # -- commit ------------------------------------------------------------------------------
 

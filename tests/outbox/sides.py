@@ -35,11 +35,14 @@ from tactical._flow import Flow, run, run_async
 from tactical.outbox import (
     AsyncInboxConsumer,
     AsyncOutboxRelay,
+    AsyncTimerWorker,
     InboxConsumer,
     OutboxMessage,
     OutboxRelay,
     Outcome,
     ParkedRow,
+    ParkedTimer,
+    TimerWorker,
 )
 from tactical.outbox.rabbitmq import AsyncRabbitMQConsumer, RabbitMQConsumer
 from tactical.outbox.redis_streams import AsyncRedisStreamConsumer, RedisStreamConsumer
@@ -92,6 +95,10 @@ class SyncSide:
     def relay(self, engine: sa.Engine, publisher: Any, **options: Any) -> OutboxRelay:
         """An OutboxRelay on ``engine`` publishing through ``publisher``."""
         return OutboxRelay(engine, publisher, **options)
+
+    def timer_worker(self, engine: sa.Engine, **options: Any) -> TimerWorker:
+        """A TimerWorker on ``engine``."""
+        return TimerWorker(engine, **options)
 
     def send(self, publisher: Any, messages: Sequence[OutboxMessage]) -> None:
         """``publisher.publish(messages)``."""
@@ -192,6 +199,10 @@ class AsyncSide:
             publisher = _AsyncWrapped(publisher, passing)
         return DrivenRelay(self, AsyncOutboxRelay(self.async_engine(engine), publisher, **options))
 
+    def timer_worker(self, engine: sa.Engine, **options: Any) -> DrivenTimerWorker:
+        """An AsyncTimerWorker on ``engine``'s database, driven on the side's loop."""
+        return DrivenTimerWorker(self, AsyncTimerWorker(self.async_engine(engine), **options))
+
     def send(self, publisher: Any, messages: Sequence[OutboxMessage]) -> None:
         """``await publisher.publish(messages)`` on the side's loop."""
         self.call(publisher.publish(messages))
@@ -291,6 +302,27 @@ class DrivenRelay:
         self.side.call(run_until(self.relay.run, stop, **options))
 
 
+class DrivenTimerWorker:
+    """An AsyncTimerWorker with the sync worker's methods, each run on the side's loop."""
+
+    def __init__(self, side: AsyncSide, worker: AsyncTimerWorker) -> None:
+        self.side = side
+        self.worker = worker
+
+    def fire_due(self) -> int:
+        return self.side.call(self.worker.fire_due())
+
+    def parked(self) -> list[ParkedTimer]:
+        return self.side.call(self.worker.parked())
+
+    def retry_parked(self, *, key: str | None = None) -> int:
+        return self.side.call(self.worker.retry_parked(key=key))
+
+    def run(self, stop: threading.Event, **options: Any) -> None:
+        """``await worker.run(...)`` until ``stop`` (a threading.Event) is set."""
+        self.side.call(run_until(self.worker.run, stop, **options))
+
+
 async def run_until(
     run: Callable[..., Coroutine[Any, Any, None]], stop: threading.Event, **options: Any
 ) -> None:
@@ -353,6 +385,7 @@ class DrivenInbox:
 Side = SyncSide | AsyncSide
 Inbox = InboxConsumer[Any] | DrivenInbox
 Relay = OutboxRelay | DrivenRelay
+Timers = TimerWorker | DrivenTimerWorker
 
 
 def make_side(api: str) -> Side:

@@ -6,6 +6,8 @@ a :class:`Publisher`: the in-process :class:`EventBusPublisher` here, RabbitMQ i
 :mod:`tactical.outbox.redis_streams` (extra ``redis``). :class:`AsyncOutboxRelay` does the
 same on asyncio (extra ``async``), to an :class:`AsyncPublisher`. :class:`InboxConsumer` and
 :class:`AsyncInboxConsumer` handle each delivered event once per consumer.
+:class:`TimerWorker` and :class:`AsyncTimerWorker` move due durable timers
+(``tactical_scheduled``) into the outbox.
 
 .. versionadded:: 0.1.0
 """
@@ -22,6 +24,7 @@ except ModuleNotFoundError as _missing:
 from tactical._tracing import Trace, current_trace
 from tactical.outbox._async_inbox import AsyncInboxConsumer
 from tactical.outbox._async_relay import AsyncOutboxRelay
+from tactical.outbox._async_timer_worker import AsyncTimerWorker
 from tactical.outbox._broker_partitions import DEFAULT_BROKER_PARTITIONS, PartitionMismatchError
 from tactical.outbox._bus_publisher import EventBusPublisher
 from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox
@@ -36,6 +39,8 @@ from tactical.outbox._message import (
 from tactical.outbox._parking import ParkedRow
 from tactical.outbox._partitions import partition_key, partition_of
 from tactical.outbox._relay import DEFAULT_DATABASE_TIMEOUT, RELAY_LOCK_KEY, OutboxRelay
+from tactical.outbox._timer_flow import TIMER_AGGREGATE_TYPE, ParkedTimer
+from tactical.outbox._timer_worker import TimerWorker
 from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
 
 __all__ = [
@@ -44,18 +49,22 @@ __all__ = [
     "DEFAULT_INBOX_RETENTION",
     "HEADER_NAMES",
     "RELAY_LOCK_KEY",
+    "TIMER_AGGREGATE_TYPE",
     "AsyncInboxConsumer",
     "AsyncOutboxRelay",
     "AsyncPublisher",
+    "AsyncTimerWorker",
     "EventBusPublisher",
     "InboxConsumer",
     "OutboxMessage",
     "OutboxRelay",
     "Outcome",
     "ParkedRow",
+    "ParkedTimer",
     "PartitionMismatchError",
     "PublishError",
     "Publisher",
+    "TimerWorker",
     "Trace",
     "UndeliverableError",
     "current_trace",

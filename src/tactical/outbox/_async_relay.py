@@ -16,7 +16,7 @@ from tactical.sqlalchemy._watchdog import cut_connection
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["AsyncOutboxRelay"]
+__all__ = ["AsyncOutboxRelay", "bounded_async_connection"]
 
 R = TypeVar("R")
 
@@ -162,22 +162,30 @@ class AsyncOutboxRelay(core.RelayCore):
 
             return await run_async(flow, perform)
 
-    @contextlib.asynccontextmanager
-    async def _connect(
+    def _connect(
         self,
-    ) -> AsyncGenerator[tuple[AsyncConnection, Callable[[], None] | None], None]:
-        async with self._engine.connect() as connection:
-            if not self._postgres or self._database_timeout is None:
-                yield connection, None
-                return
-            raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection
+    ) -> contextlib.AbstractAsyncContextManager[tuple[AsyncConnection, Callable[[], None] | None]]:
+        guarded = self._postgres and self._database_timeout is not None
+        return bounded_async_connection(self._engine, self._cut.set if guarded else None)
 
-            def cut() -> None:
-                self._cut.set()
-                cut_connection(driver)
 
-            yield connection, cut
+@contextlib.asynccontextmanager
+async def bounded_async_connection(
+    engine: AsyncEngine, on_cut: Callable[[], None] | None
+) -> AsyncGenerator[tuple[AsyncConnection, Callable[[], None] | None], None]:
+    """A connection of ``engine``, and what cuts it (None: not guarded, ``on_cut`` None)."""
+    async with engine.connect() as connection:
+        if on_cut is None:
+            yield connection, None
+            return
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+
+        def cut() -> None:
+            on_cut()
+            cut_connection(driver)
+
+        yield connection, cut
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

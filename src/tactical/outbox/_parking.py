@@ -32,6 +32,7 @@ __all__ = [
     "plan_batch",
     "read_message",
     "retry_statement",
+    "storable_error",
 ]
 
 _ERROR_LIMIT = 2000
@@ -215,7 +216,8 @@ def plan_after_refusal(plan: BatchPlan, refusal: UndeliverableError) -> BatchPla
     return BatchPlan(later.publish, {**plan.park, **refused}, (*plan.held, *later.held))
 
 
-def _storable(error: str) -> str:
+def storable_error(error: str) -> str:
+    """``error`` as a text column can hold it: no NUL, no lone surrogate, bounded."""
     # The error is stored as text: no NUL (PostgreSQL refuses it), no lone surrogate.
     text = error.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
     return text if len(text) <= _ERROR_LIMIT else text[: _ERROR_LIMIT - 1] + "…"
@@ -226,7 +228,7 @@ def park_statement(park: dict[int, str], now: datetime) -> list[sa.Update]:
     return [
         _o.update()
         .where(_o.c.position == position, _o.c.published_at.is_(None))
-        .values(parked_at=now, error=_storable(error))
+        .values(parked_at=now, error=storable_error(error))
         for position, error in park.items()
     ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from functools import partial
 from typing import TypeVar
 
@@ -24,7 +24,7 @@ from tactical.outbox._relay_flow import (
 )
 from tactical.sqlalchemy._watchdog import guard_round_trips, watch_round_trips
 
-__all__ = ["DEFAULT_DATABASE_TIMEOUT", "RELAY_LOCK_KEY", "OutboxRelay"]
+__all__ = ["DEFAULT_DATABASE_TIMEOUT", "RELAY_LOCK_KEY", "OutboxRelay", "bounded_connection"]
 
 R = TypeVar("R")
 
@@ -214,11 +214,19 @@ class OutboxRelay(RelayCore):
             return None
         return op.finish(op.start(connection))
 
-    @contextlib.contextmanager
-    def _connect(self) -> Generator[sa.Connection, None, None]:
-        with self._engine.connect() as connection:
-            if not self._postgres or self._database_timeout is None:
-                yield connection
-                return
-            with guard_round_trips(connection, self._database_timeout, self._cut.set):
-                yield connection
+    def _connect(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        timeout = self._database_timeout if self._postgres else None
+        return bounded_connection(self._engine, timeout, self._cut.set)
+
+
+@contextlib.contextmanager
+def bounded_connection(
+    engine: sa.Engine, database_timeout: float | None, on_cut: Callable[[], None]
+) -> Generator[sa.Connection, None, None]:
+    """A connection of ``engine`` whose round trips are cut after ``database_timeout`` (None: not)."""
+    with engine.connect() as connection:
+        if database_timeout is None:
+            yield connection
+            return
+        with guard_round_trips(connection, database_timeout, on_cut):
+            yield connection

@@ -35,7 +35,7 @@ from tactical.outbox._parking import (
     plan_batch,
     retry_statement,
 )
-from tactical.sqlalchemy._engine import configure_engine
+from tactical.sqlalchemy._engine import begin_for_writing, configure_engine
 from tactical.sqlalchemy._schema import outbox_table
 
 __all__ = [
@@ -100,7 +100,22 @@ class Statement:
         return list(raw.all()) if self.rows else raw.rowcount
 
 
-DatabaseOp: TypeAlias = Transaction | Statement
+@dataclass(frozen=True, slots=True)
+class BeginForWriting:
+    """SQLite: begin the transaction holding the write lock (``BEGIN IMMEDIATE``)."""
+
+    def start(self, connection: Any) -> Any:
+        if isinstance(connection, sa.Connection):
+            return begin_for_writing(connection)
+        return connection.run_sync(begin_for_writing)  # an AsyncConnection: awaited
+
+    def finish(self, _raw: object) -> None:
+        return None
+
+
+BEGIN_FOR_WRITING = BeginForWriting()
+
+DatabaseOp: TypeAlias = Transaction | Statement | BeginForWriting
 
 
 # -- the other operations -----------------------------------------------------------------
@@ -134,9 +149,9 @@ BatchOp: TypeAlias = DatabaseOp | Publish
 LoopOp: TypeAlias = RelayBatch | Wait | Stopped
 
 
-def _transaction(body: Flow[BatchOp, R]) -> Flow[BatchOp, R]:
+def _transaction(body: Flow[BatchOp, R], begin: DatabaseOp = BEGIN) -> Flow[BatchOp, R]:
     """``body`` inside a transaction: committed if it returns, rolled back if it raises."""
-    yield BEGIN
+    yield begin
     try:
         result = yield from body
     except BaseException:

@@ -26,6 +26,7 @@ from tactical.sqlalchemy._schema import (
     inbox_table,
     metadata,
     outbox_table,
+    scheduled_table,
 )
 from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
 
@@ -43,6 +44,7 @@ __all__ = [
     "inbox_table",
     "metadata",
     "outbox_table",
+    "scheduled_table",
 ]
 
 _publish(__name__, globals(), __all__)

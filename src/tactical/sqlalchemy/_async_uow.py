@@ -176,7 +176,7 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     async def _store(self, changes: Sequence[Change]) -> None:
         connection = cast("AsyncConnection", self._connection)
         storage = self._storage or self._storage_for(connection.dialect)
-        await self._run_flow(connection, storage.store(changes))
+        await self._run_flow(connection, storage.store(changes, self._timer_writes()))
 
     async def _run_flow(self, connection: AsyncConnection, flow: Flow[Operation, T]) -> T:
         """Run a storage flow on the connection's sync side, in one greenlet, bounded.

@@ -124,6 +124,20 @@ def restart_sqlite_for_writing(connection: sa.Connection) -> None:
         connection.connection.info.pop(_BEGIN_IMMEDIATE, None)
 
 
+def begin_for_writing(connection: sa.Connection) -> None:
+    """Begin ``connection``'s SQLite transaction holding the write lock (``BEGIN IMMEDIATE``).
+
+    For a transaction that reads and then writes what it read (a timer worker's round):
+    begun deferred, its write would fail at once if another writer committed since its
+    read; begun immediate, it waits up to the busy timeout for the lock, then reads.
+    """
+    connection.connection.info[_BEGIN_IMMEDIATE] = True
+    try:
+        connection.begin()
+    finally:
+        connection.connection.info.pop(_BEGIN_IMMEDIATE, None)
+
+
 def _execute_on_driver(dbapi_connection: Any, sql: str) -> None:
     dbapi_connection.execute(sql)  # sqlite3.Connection.execute: a cursor of its own
 

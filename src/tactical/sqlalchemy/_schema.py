@@ -1,4 +1,4 @@
-"""The tables the SQL unit of work writes: aggregate documents and the outbox."""
+"""The tables the SQL unit of work writes: aggregate documents, the outbox, the timers."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ __all__ = [
     "inbox_table",
     "metadata",
     "outbox_table",
+    "scheduled_table",
 ]
 
 
@@ -149,6 +150,38 @@ sa.Index(
     dead_letters_table.c.aggregate_type,
     dead_letters_table.c.aggregate_id,
     dead_letters_table.c.position,
+)
+
+scheduled_table: sa.Table = sa.Table(
+    "tactical_scheduled",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("due_at", UtcDateTime, nullable=False),
+    sa.Column("message_id", sa.Uuid, nullable=False),
+    sa.Column("message_type", sa.String(255), nullable=False),
+    sa.Column("message_version", sa.Integer, nullable=False),
+    sa.Column("payload", Document, nullable=False),
+    sa.Column("occurred_at", UtcDateTime, nullable=False),
+    sa.Column("scheduled_at", UtcDateTime, nullable=False),
+    sa.Column("correlation_id", sa.Uuid, nullable=True),
+    sa.Column("causation_id", sa.Uuid, nullable=True),
+    # Set by a timer worker for a row it can never fire (unreadable, unknown type), with
+    # the reason; cleared by TimerWorker.retry_parked or by scheduling the key again.
+    sa.Column("parked_at", UtcDateTime, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    comment="Messages scheduled for later (durable timers), written in the transaction "
+    "that scheduled them; a timer worker moves each to the outbox once due.",
+)
+"""``tactical_scheduled``: one row per pending durable timer, by key.
+
+.. versionadded:: 0.2.0
+"""
+# The workers' query: the soonest due rows that are not parked.
+sa.Index(
+    "ix_tactical_scheduled_due",
+    scheduled_table.c.due_at,
+    postgresql_where=scheduled_table.c.parked_at.is_(None),
+    sqlite_where=scheduled_table.c.parked_at.is_(None),
 )
 
 

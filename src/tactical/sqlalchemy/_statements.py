@@ -27,7 +27,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 import sqlalchemy as sa
 from tactical.sqlalchemy._mapper import RelationalMapper
-from tactical.sqlalchemy._schema import aggregates_table, outbox_table
+from tactical.sqlalchemy._schema import aggregates_table, outbox_table, scheduled_table
 
 __all__ = [
     "Commit",
@@ -221,6 +221,8 @@ class DocumentStatements:
     document_version: Prepared
     insert_outbox: Prepared
     busy_timeout: Prepared | None
+    upsert_scheduled: Prepared
+    delete_scheduled: Prepared
 
 
 _doc = aggregates_table.c
@@ -234,6 +236,18 @@ OUTBOX_COLUMNS = (
     "aggregate_version",
     "payload",
     "occurred_at",
+    "correlation_id",
+    "causation_id",
+)
+SCHEDULED_COLUMNS = (
+    "key",
+    "due_at",
+    "message_id",
+    "message_type",
+    "message_version",
+    "payload",
+    "occurred_at",
+    "scheduled_at",
     "correlation_id",
     "causation_id",
 )
@@ -287,7 +301,26 @@ def _compile_documents(dialect: Dialect) -> DocumentStatements:
             updated_at=sa.bindparam("b_now", type_=_doc.updated_at.type),
         )
     )
+    # A timer scheduled again under its key replaces the stored one (and un-parks it).
+    upsert = insert(scheduled_table)
+    _sc = scheduled_table.c
+    upsert_scheduled = upsert.on_conflict_do_update(
+        index_elements=[_sc.key],
+        set_={
+            **{name: upsert.excluded[name] for name in SCHEDULED_COLUMNS if name != "key"},
+            "parked_at": sa.null(),
+            "error": sa.null(),
+        },
+    )
     return DocumentStatements(
+        upsert_scheduled=Prepared(
+            upsert_scheduled, SCHEDULED_COLUMNS, dialect, column_keys=SCHEDULED_COLUMNS
+        ),
+        delete_scheduled=Prepared(
+            scheduled_table.delete().where(_sc.key == sa.bindparam("b_key", type_=_sc.key.type)),
+            ("b_key",),
+            dialect,
+        ),
         select_document=Prepared(
             sa.select(_doc.version, _doc.state).where(*_is_row), _DOCUMENT_KEY, dialect
         ),

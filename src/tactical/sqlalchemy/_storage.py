@@ -26,6 +26,7 @@ from tactical._errors import ConcurrencyError
 from tactical._flow import Flow
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
 from tactical._stored_keys import id_key, stored_key, unstorable_key
+from tactical._timers import Cancel, TimerWrite
 from tactical._tracing import trace_of
 from tactical._uow import Change
 from tactical.sqlalchemy._engine import says_sqlite_locked
@@ -166,8 +167,10 @@ class DocumentStorage:
 
     # -- store -------------------------------------------------------------------------------
 
-    def store(self, changes: Sequence[Change]) -> Flow[Operation, None]:
-        """Write ``changes`` and their events, then commit; on any failure roll back.
+    def store(
+        self, changes: Sequence[Change], timers: Sequence[TimerWrite] = ()
+    ) -> Flow[Operation, None]:
+        """Write ``changes``, their events and ``timers``, then commit; on failure roll back.
 
         A failed store leaves each aggregate's version as it was and raises: a
         :class:`~tactical.ConcurrencyError` for a version that moved (or an insert of an
@@ -185,8 +188,9 @@ class DocumentStorage:
                 )
                 for c in changes
             }
+            timer_rows = self._timer_rows(timers, now)
             try:
-                yield from self._write_all(changes, names, now)
+                yield from self._write_all(changes, names, now, timer_rows)
             except exc.OperationalError as error:
                 if not (self._sqlite and _is_busy(error)):
                     raise
@@ -198,7 +202,7 @@ class DocumentStorage:
                 busy_timeout_ms = yield from self._busy_timeout_ms()
                 yield RESTART_FOR_WRITING
                 busy_timeout_ms = None
-                yield from self._write_all(changes, names, now)
+                yield from self._write_all(changes, names, now, timer_rows)
             yield COMMIT
         except BaseException as error:
             for change in changes:
@@ -213,11 +217,52 @@ class DocumentStorage:
             raise
 
     def _write_all(
-        self, changes: Sequence[Change], names: _Names, now: datetime
+        self,
+        changes: Sequence[Change],
+        names: _Names,
+        now: datetime,
+        timer_rows: tuple[list[tuple[Any, ...]], list[tuple[str]]] | None,
     ) -> Flow[Operation, None]:
         for change in changes:
             yield from self._write(change, names[id(change)], now)
         yield from self._write_outbox(changes, names)
+        if timer_rows is not None:
+            scheduled, cancelled = timer_rows
+            if cancelled:
+                yield self._statements.delete_scheduled.many(cancelled)
+            if scheduled:
+                yield self._statements.upsert_scheduled.many(scheduled)
+
+    def _timer_rows(
+        self, timers: Sequence[TimerWrite], now: datetime
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str]]] | None:
+        """The rows ``timers`` upsert and the keys they delete (one write per key)."""
+        if not timers:
+            return None
+        scheduled: list[tuple[Any, ...]] = []
+        cancelled: list[tuple[str]] = []
+        for timer in timers:
+            if isinstance(timer, Cancel):
+                cancelled.append((timer.key,))
+                continue
+            message = timer.message
+            record = self._codec.event_to_record(message)
+            trace = trace_of(message.event_id)
+            scheduled.append(  # in SCHEDULED_COLUMNS order
+                (
+                    timer.key,
+                    timer.due_at,
+                    message.event_id,
+                    record.type_name,
+                    record.schema_version,
+                    record.payload,
+                    message.occurred_at,
+                    now,
+                    trace.correlation_id,
+                    trace.causation_id,
+                )
+            )
+        return scheduled, cancelled
 
     def _write(self, change: Change, name: tuple[str, str], now: datetime) -> Flow[Operation, None]:
         """Write one aggregate's row (or a mapper's rows) under its version check."""

@@ -42,6 +42,9 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
     The events of every saved aggregate are inserted into ``tactical_outbox`` in the same
     transaction (position order = recorded order), and published on the bus when the
     committed block ends (``.. versionchanged:: 0.2.0``: no longer inside ``commit()``).
+    Timers scheduled or cancelled in the block (:meth:`~tactical.SchedulingUnitOfWork.schedule`)
+    are written to ``tactical_scheduled`` in that transaction too
+    (``.. versionadded:: 0.2.0``); a :class:`~tactical.outbox.TimerWorker` fires them.
 
     Units of work over one engine see each other's committed state. Create the tables with
     :func:`create_schema` or with Alembic over :data:`~tactical.sqlalchemy.metadata`. SQLite
@@ -181,7 +184,7 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
         storage = self._storage or self._storage_for(
             cast("sa.Connection", self._connection).dialect
         )
-        run(storage.store(changes), self._perform)
+        run(storage.store(changes, self._timer_writes()), self._perform)
 
     def _perform(self, operation: Operation) -> object:
         """Carry out one operation of a storage flow, under the round-trip deadline."""

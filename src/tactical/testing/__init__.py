@@ -11,6 +11,8 @@
   mapper of your own can store it.
 - :func:`structural_state` gives a comparable picture of an aggregate that looks inside
   its entities (whose ``==`` compares ids only): compare it to test a mapper's round trip.
+- :class:`MovableClock` is a clock tests move by hand (``clock.advance(timedelta(days=30))``)
+  so that durable timers fire without sleeping.
 - :func:`assert_no_infrastructure_imports`, :func:`assert_aggregates_reference_by_id` and
   :func:`assert_value_objects_hold_no_entities` are architecture rules for your domain.
 
@@ -37,6 +39,7 @@ from tactical.testing._architecture import (  # noqa: E402
     assert_no_infrastructure_imports,
     assert_value_objects_hold_no_entities,
 )
+from tactical.testing._clock import MovableClock  # noqa: E402
 from tactical.testing._contract import (  # noqa: E402
     AsyncUnitOfWorkContract,
     AsyncUnitOfWorkFactory,
@@ -58,6 +61,7 @@ __all__ = [
     "Counter",
     "CounterRenamed",
     "CounterTicked",
+    "MovableClock",
     "Scenario",
     "Tag",
     "Tally",
