@@ -25,6 +25,7 @@ from tactical.sqlalchemy._schema import (
     inbox_table,
     metadata,
     outbox_table,
+    projection_checkpoints_table,
 )
 from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
 
@@ -41,6 +42,7 @@ __all__ = [
     "inbox_table",
     "metadata",
     "outbox_table",
+    "projection_checkpoints_table",
 ]
 
 _publish(__name__, globals(), __all__)

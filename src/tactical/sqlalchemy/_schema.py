@@ -7,6 +7,9 @@ from typing import Any
 
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 import sqlalchemy as sa
 
@@ -18,6 +21,7 @@ __all__ = [
     "inbox_table",
     "metadata",
     "outbox_table",
+    "projection_checkpoints_table",
 ]
 
 
@@ -56,6 +60,36 @@ Document = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 # SQLite only autoincrements an INTEGER PRIMARY KEY; elsewhere positions need 64 bits.
 Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
+
+class TransactionOrder(FunctionElement[int]):
+    """The server default of ``tactical_outbox.transaction_order`` (see the column).
+
+    On PostgreSQL ``greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))``
+    as a BIGINT, evaluated by the server for each inserted row (no round trip, no change to
+    the unit of work's INSERT); elsewhere 0, since SQLite's positions are already in commit
+    order (one writer at a time holds the write lock from its insert to its commit).
+    """
+
+    type = sa.BigInteger()
+    name = "tactical_transaction_order"
+    inherit_cache = True
+
+
+@compiles(TransactionOrder)
+def _transaction_order_elsewhere(
+    _element: TransactionOrder, _compiler: SQLCompiler, **_kw: Any
+) -> str:
+    return "0"
+
+
+@compiles(TransactionOrder, "postgresql")
+def _transaction_order_postgresql(
+    _element: TransactionOrder, _compiler: SQLCompiler, **_kw: Any
+) -> str:
+    # xid8 has no cast to bigint; its text form is the 64-bit number (epoch and xid).
+    return "(greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))::text::bigint)"
+
+
 metadata: sa.MetaData = sa.MetaData()
 """All tables of the SQL unit of work, for ``create_all`` or Alembic's ``target_metadata``."""
 
@@ -93,6 +127,13 @@ outbox_table: sa.Table = sa.Table(
     # that existing outboxes can add them (added in 0.2).
     sa.Column("parked_at", UtcDateTime, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    # The order projections read in, with position (added in 0.2): on PostgreSQL positions
+    # come from a sequence and become visible out of order when transactions commit out of
+    # order; this key lets a reader take only rows whose set is final, in an order that keeps
+    # each aggregate's (see docs/explanation/projections.md). Set by the server.
+    sa.Column(
+        "transaction_order", sa.BigInteger, nullable=False, server_default=TransactionOrder()
+    ),
     comment="Events written in the transaction that produced them (transactional outbox).",
 )
 """``tactical_outbox``: every event of a committed aggregate, written in its transaction."""
@@ -114,6 +155,14 @@ sa.Index(
     postgresql_where=outbox_table.c.parked_at.is_not(None),
     sqlite_where=outbox_table.c.parked_at.is_not(None),
 )
+
+# What projections read: (transaction_order, position) after a checkpoint. Only on PostgreSQL:
+# on SQLite transaction_order is always 0 and the primary key serves.
+sa.Index(
+    "ix_tactical_outbox_transaction_order",
+    outbox_table.c.transaction_order,
+    outbox_table.c.position,
+).ddl_if(dialect="postgresql")
 
 inbox_table: sa.Table = sa.Table(
     "tactical_inbox",
@@ -150,6 +199,22 @@ sa.Index(
     dead_letters_table.c.aggregate_id,
     dead_letters_table.c.position,
 )
+
+projection_checkpoints_table: sa.Table = sa.Table(
+    "tactical_projection_checkpoints",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("transaction_order", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    comment="Where each projection is in the outbox, written with its read model's changes.",
+)
+"""``tactical_projection_checkpoints``: the last outbox row each projection applied.
+
+``(transaction_order, position)`` of that row, ``(0, 0)`` before the first.
+
+.. versionadded:: 0.2.0
+"""
 
 
 def create_schema(engine: sa.Engine) -> None:
