@@ -93,7 +93,7 @@ class AsyncProjectionRunner(ProjectionCore[AsyncProjection]):
 
         Args:
             projection: The projection, or its name.
-            batches: Stop after this many batches; None for until a batch is not full.
+            batches: Stop after this many batches; None for until a batch reads nothing.
 
         Raises:
             ValueError: The runner has no such projection.

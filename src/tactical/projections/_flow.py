@@ -12,25 +12,32 @@ snapshot sees a prefix of them: a projection reads ``position > checkpoint``. On
 positions come from a sequence, taken at insert, and become visible at commit: a reader
 that saw position 7 may later see 6 appear. Each row therefore carries ``transaction_order``
 = ``greatest(xid of its transaction, xmax of the inserting statement's snapshot)``, set by
-the server, and a projection reads only rows with ``transaction_order`` below the ``xmin``
-of its own statement's snapshot, in ``(transaction_order, position)`` order:
+the server, and a projection reads rows in ``(transaction_order, position)`` order, only
+those below a *horizon* ``H`` under which no row can still appear:
 
-- final: a row with ``transaction_order < xmin`` was written by a transaction whose xid is
-  below ``xmin``, so that transaction has ended (committed: the row is visible; rolled
-  back: it never will be). A row not yet written when the reader's snapshot was taken gets
-  at least the then current ``xmax`` (or its transaction's xid, if that transaction was
-  already running: at least ``xmin``), never less than ``xmin``. So the rows below ``xmin``
-  are a set no later commit adds to.
 - per-aggregate order: a later event of an aggregate is inserted by a transaction that
   read the aggregate after the earlier one committed (the version check refuses it
-  otherwise), so its snapshot's ``xmax`` exceeds the earlier transaction's xid and is at
-  least the earlier insert's ``xmax``: its key is at least the earlier one's, and its
-  position (taken after that commit) larger.
+  otherwise), so its insert's snapshot ``xmax`` exceeds the earlier transaction's xid and
+  is at least the earlier insert's ``xmax`` (``xmax`` never goes back): its key is at least
+  the earlier one's, and its position (taken after that commit) larger.
+- the horizon: statement A (the checkpoint's read) takes ``X = xmax`` of its snapshot, then
+  reads the lock table: ``W`` = the transactions holding a write lock on the outbox. The
+  events' statement B, later, with snapshot ``S``, uses ``H = least(X, lowest xid in S's
+  running list that is in W)``. Take a row with key ``k < H`` and its writer ``w`` (``w <=
+  k``). If ``w`` were running at ``S``: it is in ``S``'s running list (``w < H <= X <=
+  xmax(S)``), so not in ``W``; it was running when A read the lock table (before ``S``), and
+  a transaction holds every lock until after it stops being running, so it had not yet
+  inserted into the outbox then; so its row was inserted after A's snapshot and ``k >=
+  X >= H``, a contradiction. So ``w`` has ended at ``S``: the row is visible to B, or
+  never will be (rolled back). A row inserted after ``S`` has ``k >= xmax(S) >= X >= H``.
 
-``xmax`` alone is not enough (a transaction whose xid is above the ``xmax`` of its own
-insert, because an older one was still running, could still be open when a reader's
-``xmin`` passes it); the xid alone breaks per-aggregate order when a transaction got its
-xid before it loaded the aggregate. The greater of the two has both properties.
+So an open transaction holds projections back only if it has written to this outbox (not
+one in another database of the cluster, nor one that only wrote other tables), and only
+from the rows written after it began. ``xmax`` alone as the key is not enough (a
+transaction whose xid is above the ``xmax`` of its own insert, because an older one was
+still running, could still be open when a plain ``xmin`` horizon passes its key); the xid
+alone breaks per-aggregate order when a transaction got its xid before it loaded the
+aggregate. The greater of the two has both properties.
 """
 
 from __future__ import annotations
@@ -119,6 +126,73 @@ RunnerOp: TypeAlias = DatabaseOp | Apply | Clear
 LoopOp: TypeAlias = Batch[Any] | Wait | Stopped
 
 
+@dataclass(frozen=True, slots=True)
+class _Checkpoint:
+    """A projection's checkpoint, and on PostgreSQL what its horizon is made of.
+
+    ``xmax`` is the ``xmax`` of the snapshot of the statement that read the checkpoint, and
+    ``writers`` the transaction ids (32-bit) that held a write lock on the outbox when that
+    statement read the lock table, after its snapshot was taken (None on SQLite).
+    """
+
+    checkpoint: tuple[int, int]
+    xmax: int
+    writers: tuple[int, ...] | None
+
+
+def _as_bigint(sql: str) -> str:
+    # xid8 and xid have no cast to bigint; their text form is the number.
+    return f"({sql})::text::bigint"
+
+
+_XMAX = sa.literal_column(_as_bigint("pg_snapshot_xmax(pg_current_snapshot())"), sa.BigInteger)
+
+# One read of the lock table (pg_locks gathers it anew at each mention): the top-level and
+# subtransaction ids of the transactions that hold, or wait for, a lock on the outbox
+# other than a reader's. Inserting takes RowExclusiveLock and keeps it to the end.
+_WRITERS = sa.literal_column(
+    """ARRAY(
+    WITH locks AS MATERIALIZED (
+        SELECT locktype, transactionid, virtualtransaction, database, relation, mode, granted
+        FROM pg_locks
+    )
+    SELECT own.transactionid::text::bigint
+    FROM locks AS own JOIN locks AS outbox ON outbox.virtualtransaction = own.virtualtransaction
+    WHERE own.locktype = 'transactionid' AND own.mode = 'ExclusiveLock' AND own.granted
+      AND outbox.locktype = 'relation'
+      AND outbox.relation = to_regclass('tactical_outbox')
+      AND outbox.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND outbox.mode NOT IN ('AccessShareLock', 'RowShareLock')
+)""",
+    postgresql.ARRAY(sa.BigInteger),
+)
+
+# The writers still running when the events' statement took its snapshot: the lowest of
+# their (64-bit) ids, compared with the lock table's 32-bit ones.
+_RUNNING_WRITER_SQL = (
+    "SELECT min(x::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot()) AS x "
+    "WHERE (x::xid)::text::bigint = ANY(:writers)"
+)
+
+
+def _horizon(xmax: int, writers: tuple[int, ...]) -> sa.ColumnElement[int]:
+    """The events' statement reads rows whose ``transaction_order`` is below this.
+
+    ``least(xmax, lowest id of a writer in this snapshot's running list)``: see the
+    module's docstring for why no row below it can still appear.
+    """
+    bound = sa.literal(xmax, sa.BigInteger)
+    if not writers:
+        return bound
+    running = (
+        sa.text(_RUNNING_WRITER_SQL)
+        .bindparams(sa.bindparam("writers", list(writers), postgresql.ARRAY(sa.BigInteger)))
+        .columns(sa.column("lowest", sa.BigInteger))
+        .scalar_subquery()
+    )
+    return sa.func.least(bound, running, type_=sa.BigInteger)
+
+
 def _fetch(statement: sa.Executable) -> Flow[RunnerOp, list[sa.Row[Any]]]:
     rows: list[sa.Row[Any]] = yield Statement(statement, rows=True)
     return rows
@@ -185,8 +259,10 @@ class ProjectionCore(Generic[P]):
         c = projection_checkpoints_table
         query = sa.select(c.c.transaction_order, c.c.position).where(c.c.name == name)
         if self._postgres:
+            # The horizon's first half, read after this statement's snapshot was taken.
+            query = query.add_columns(_XMAX.label("xmax"), _WRITERS.label("writers"))
             # A second runner of the same projection skips it while the first holds it.
-            query = query.with_for_update(skip_locked=not wait)
+            query = query.with_for_update(of=c, skip_locked=not wait)
         return query
 
     def _register_statement(self, name: str) -> sa.Executable:
@@ -201,7 +277,7 @@ class ProjectionCore(Generic[P]):
             return postgresql.insert(c).values(values).on_conflict_do_nothing()
         return sqlite.insert(c).values(values).on_conflict_do_nothing()
 
-    def _events_query(self, checkpoint: tuple[int, int], limit: int) -> sa.Executable:
+    def _events_query(self, read: _Checkpoint, limit: int) -> sa.Executable:
         t = outbox_table
         query = sa.select(
             t.c.transaction_order,
@@ -211,19 +287,14 @@ class ProjectionCore(Generic[P]):
             t.c.event_id,
             t.c.payload,
         )
-        if self._postgres:
-            # The horizon comes from the same statement's snapshot as the rows it sees.
-            horizon = sa.cast(
-                sa.cast(sa.func.pg_snapshot_xmin(sa.func.pg_current_snapshot()), sa.Text),
-                sa.BigInteger,
-            )
+        if read.writers is not None:
             query = query.where(
-                sa.tuple_(t.c.transaction_order, t.c.position) > sa.tuple_(*checkpoint),
-                t.c.transaction_order < horizon,
+                sa.tuple_(t.c.transaction_order, t.c.position) > sa.tuple_(*read.checkpoint),
+                t.c.transaction_order < _horizon(read.xmax, read.writers),
             ).order_by(t.c.transaction_order, t.c.position)
         else:
             # Positions are in commit order (one writer at a time), transaction_order is 0.
-            query = query.where(t.c.position > checkpoint[1]).order_by(t.c.position)
+            query = query.where(t.c.position > read.checkpoint[1]).order_by(t.c.position)
         return query.limit(limit)
 
     def _move_statement(self, name: str, checkpoint: tuple[int, int]) -> sa.Executable:
@@ -240,14 +311,18 @@ class ProjectionCore(Generic[P]):
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def _checkpoint(self, name: str, *, wait: bool) -> Flow[RunnerOp, tuple[int, int] | None]:
+    def _checkpoint(self, name: str, *, wait: bool) -> Flow[RunnerOp, _Checkpoint | None]:
         """The projection's checkpoint, locked; None if another runner holds it."""
         rows = yield from _fetch(self._checkpoint_query(name, wait=wait))
         if not rows and (yield from _execute(self._register_statement(name))):
             rows = yield from _fetch(self._checkpoint_query(name, wait=wait))
         if not rows:
             return None
-        return int(rows[0].transaction_order), int(rows[0].position)
+        row = rows[0]
+        checkpoint = (int(row.transaction_order), int(row.position))
+        if not self._postgres:
+            return _Checkpoint(checkpoint, 0, None)
+        return _Checkpoint(checkpoint, int(row.xmax), tuple(int(x) for x in row.writers))
 
     def _batch(self, projection: P, limit: int) -> Flow[RunnerOp, int]:
         """Apply up to ``limit`` events to ``projection`` and move its checkpoint past them.
@@ -259,11 +334,11 @@ class ProjectionCore(Generic[P]):
         """
         yield self._begin
         try:
-            checkpoint = yield from self._checkpoint(projection.name, wait=False)
-            if checkpoint is None:
+            read = yield from self._checkpoint(projection.name, wait=False)
+            if read is None:
                 yield ROLLBACK
                 return 0
-            rows = yield from _fetch(self._events_query(checkpoint, limit))
+            rows = yield from _fetch(self._events_query(read, limit))
             for index, row in enumerate(rows):
                 try:
                     yield from self._apply(projection, row)
@@ -305,13 +380,20 @@ class ProjectionCore(Generic[P]):
     # -- several batches -----------------------------------------------------------------------
 
     def _catch_up(self, projection: P | str, batches: int | None) -> Flow[Batch[P], int]:
-        """Batches of ``projection`` until one is not full (or ``batches`` ran); rows read."""
+        """Batches of ``projection`` until one reads nothing (or ``batches`` ran); rows read.
+
+        Not until a batch is less than full: on PostgreSQL a row can be final but not yet
+        below the horizon (its key is the ``xmax`` of a snapshot, and only a transaction
+        ending after it moves ``xmax`` on). Each batch's transaction holds a transaction id
+        (locking the checkpoint takes one), so its end moves ``xmax`` past every row
+        committed before it began: the batch after it reads them.
+        """
         chosen = self._named(projection)
         total, done = 0, 0
         while batches is None or done < batches:
             count: int = yield Batch(chosen)
             total, done = total + count, done + 1
-            if count < self._batch_size:
+            if count == 0:
                 break
         return total
 

@@ -110,11 +110,14 @@ class ProjectionRunner(ProjectionCore[Projection]):
         return run(self._run_once(), self._perform_batch)
 
     def catch_up(self, projection: Projection | str, *, batches: int | None = None) -> int:
-        """Apply ``projection``'s batches until it has read every final event; how many rows.
+        """Apply ``projection``'s batches until one finds nothing new; how many rows they read.
+
+        Every event committed before the call is then applied (unless another runner holds
+        the projection: this one then stops at once, and that one applies them).
 
         Args:
             projection: The projection, or its name.
-            batches: Stop after this many batches; None for until a batch is not full.
+            batches: Stop after this many batches; None for until a batch reads nothing.
 
         Raises:
             ValueError: The runner has no such projection.
