@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from tactical import retry_on_conflict
 from tactical.projections import ProjectionRunner
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
+from tactical.sqlalchemy._schema import TRANSACTION_ORDER_POSTGRESQL
 from tactical.sqlalchemy._watchdog import watch_round_trips
 from tactical.testing import Counter
 
@@ -238,3 +239,26 @@ def _tick_one(engine: sa.Engine, rng: random.Random, ids: list[UUID]) -> None:
         for _ in range(rng.randint(1, 3)):
             counter.tick()
         uow.commit()
+
+
+class TestSchema:
+    def test_an_outbox_without_tacticals_order_default_is_refused(
+        self, postgres_engine: sa.Engine
+    ) -> None:
+        """A migration that made transaction_order 0 would read in position order: refused."""
+        create_views(postgres_engine)
+        alter = "ALTER TABLE tactical_outbox ALTER COLUMN transaction_order SET DEFAULT {}"
+        with postgres_engine.begin() as connection:
+            connection.exec_driver_sql(alter.format("0"))
+        try:
+            runner = ProjectionRunner(postgres_engine, [counter_projection(SyncSide())])
+            with pytest.raises(RuntimeError, match="has the default '0'"):
+                runner.catch_up("counters")
+        finally:
+            with postgres_engine.begin() as connection:
+                connection.exec_driver_sql(alter.format(TRANSACTION_ORDER_POSTGRESQL))
+        tick(postgres_engine, uuid4())
+        assert (
+            ProjectionRunner(postgres_engine, [counter_projection(SyncSide())]).catch_up("counters")
+            == 1
+        )

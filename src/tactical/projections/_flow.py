@@ -59,7 +59,11 @@ from tactical.outbox._message import backoff_delay
 from tactical.outbox._relay_flow import COMMIT, ROLLBACK, Statement, Stopped, Transaction, Wait
 from tactical.projections._projection import ProjectionError, _Projection  # pyright: ignore[reportPrivateUsage]
 from tactical.sqlalchemy._engine import _BEGIN_IMMEDIATE  # pyright: ignore[reportPrivateUsage]
-from tactical.sqlalchemy._schema import outbox_table, projection_checkpoints_table
+from tactical.sqlalchemy._schema import (
+    TRANSACTION_ORDER_POSTGRESQL,
+    outbox_table,
+    projection_checkpoints_table,
+)
 
 __all__ = [
     "Apply",
@@ -193,6 +197,14 @@ def _horizon(xmax: int, writers: tuple[int, ...]) -> sa.ColumnElement[int]:
     return sa.func.least(bound, running, type_=sa.BigInteger)
 
 
+# The outbox's transaction_order default as the server has it (None if it has none).
+_ORDER_DEFAULT = sa.text(
+    "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef AS d "
+    "JOIN pg_attribute AS a ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+    "WHERE d.adrelid = to_regclass('tactical_outbox') AND a.attname = 'transaction_order'"
+)
+
+
 def _fetch(statement: sa.Executable) -> Flow[RunnerOp, list[sa.Row[Any]]]:
     rows: list[sa.Row[Any]] = yield Statement(statement, rows=True)
     return rows
@@ -236,6 +248,7 @@ class ProjectionCore(Generic[P]):
         self._database_timeout = database_timeout
         self._postgres = dialect == "postgresql"
         self._begin = Begin(immediate=not self._postgres)
+        self._schema_checked = not self._postgres
 
     @property
     def projections(self) -> tuple[P, ...]:
@@ -334,6 +347,7 @@ class ProjectionCore(Generic[P]):
         """
         yield self._begin
         try:
+            yield from self._check_schema()
             read = yield from self._checkpoint(projection.name, wait=False)
             if read is None:
                 yield ROLLBACK
@@ -363,6 +377,24 @@ class ProjectionCore(Generic[P]):
             yield from self._batch(projection, failed)
         row = rows[failed]
         raise ProjectionError(projection.name, row.position, row.event_type, cause) from cause
+
+    def _check_schema(self) -> Flow[RunnerOp, None]:
+        """Refuse an outbox whose ``transaction_order`` is not tactical's (once per runner).
+
+        A migration that gave the column another default (0, say) would make every key
+        equal: the projection would read in position order and skip what commits late.
+        """
+        if self._schema_checked:
+            return
+        rows = yield from _fetch(_ORDER_DEFAULT)
+        default = rows[0][0] if rows else None
+        if not (default and "pg_current_xact_id" in default and "pg_snapshot_xmax" in default):
+            raise RuntimeError(
+                f"tactical_outbox.transaction_order has the default {default!r}, not "
+                f"{TRANSACTION_ORDER_POSTGRESQL!r}: projections would read events out of "
+                "commit order and skip some; set that default (see the Alembic how-to)"
+            )
+        self._schema_checked = True
 
     def _apply(self, projection: P, row: sa.Row[Any]) -> Flow[RunnerOp, None]:
         cls = self._codec.resolve(row.event_type)

@@ -132,7 +132,12 @@ class Projection(_Projection[SyncHandler[DomainEvent], Callable[[sa.Connection],
 
     __slots__ = ()
 
-    def on(self, event_type: type[E]) -> Callable[[SyncHandler[E]], SyncHandler[E]]:
+    def __init__(self, name: str, *, clear: Callable[[sa.Connection], None] | None = None) -> None:
+        super().__init__(name, clear=clear)
+
+    def on(
+        self, event_type: type[E]
+    ) -> Callable[[Callable[[E, sa.Connection], None]], Callable[[E, sa.Connection], None]]:
         """Register the decorated function as the handler of ``event_type`` (and subclasses).
 
         A subclass with a handler of its own gets that one instead.
@@ -142,7 +147,9 @@ class Projection(_Projection[SyncHandler[DomainEvent], Callable[[sa.Connection],
             ValueError: ``event_type`` already has a handler in this projection.
         """
 
-        def register(handler: SyncHandler[E]) -> SyncHandler[E]:
+        def register(
+            handler: Callable[[E, sa.Connection], None],
+        ) -> Callable[[E, sa.Connection], None]:
             self._register(event_type, handler)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]  (looked up by the event's class)
             return handler
 
@@ -170,7 +177,20 @@ class AsyncProjection(
 
     __slots__ = ()
 
-    def on(self, event_type: type[E]) -> Callable[[AsyncHandler[E]], AsyncHandler[E]]:
+    def __init__(
+        self,
+        name: str,
+        *,
+        clear: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(name, clear=clear)
+
+    def on(
+        self, event_type: type[E]
+    ) -> Callable[
+        [Callable[[E, AsyncConnection], Awaitable[None]]],
+        Callable[[E, AsyncConnection], Awaitable[None]],
+    ]:
         """Register the decorated coroutine function as the handler of ``event_type``.
 
         Raises:
@@ -178,7 +198,9 @@ class AsyncProjection(
             ValueError: ``event_type`` already has a handler in this projection.
         """
 
-        def register(handler: AsyncHandler[E]) -> AsyncHandler[E]:
+        def register(
+            handler: Callable[[E, AsyncConnection], Awaitable[None]],
+        ) -> Callable[[E, AsyncConnection], Awaitable[None]]:
             self._register(event_type, handler)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]  (looked up by the event's class)
             return handler
 

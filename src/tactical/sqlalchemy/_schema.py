@@ -61,12 +61,18 @@ Document = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+TRANSACTION_ORDER_POSTGRESQL = (
+    "(greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))::text::bigint)"
+)
+"""The server default of ``tactical_outbox.transaction_order`` on PostgreSQL."""
+
+
 class TransactionOrder(FunctionElement[int]):
     """The server default of ``tactical_outbox.transaction_order`` (see the column).
 
     On PostgreSQL ``greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))``
     as a BIGINT, evaluated by the server for each inserted row (no round trip, no change to
-    the unit of work's INSERT); elsewhere 0, since SQLite's positions are already in commit
+    the unit of work's INSERT); on SQLite 0, since its positions are already in commit
     order (one writer at a time holds the write lock from its insert to its commit).
     """
 
@@ -75,19 +81,22 @@ class TransactionOrder(FunctionElement[int]):
     inherit_cache = True
 
 
+# The PostgreSQL expression is the default form, so that a migration tool rendering the
+# default without a dialect (Alembic's autogenerate does) writes it rather than SQLite's 0,
+# which would make projections read in position order, the very bug the key prevents.
 @compiles(TransactionOrder)
-def _transaction_order_elsewhere(
-    _element: TransactionOrder, _compiler: SQLCompiler, **_kw: Any
-) -> str:
-    return "0"
-
-
-@compiles(TransactionOrder, "postgresql")
 def _transaction_order_postgresql(
     _element: TransactionOrder, _compiler: SQLCompiler, **_kw: Any
 ) -> str:
     # xid8 has no cast to bigint; its text form is the 64-bit number (epoch and xid).
-    return "(greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))::text::bigint)"
+    return TRANSACTION_ORDER_POSTGRESQL
+
+
+@compiles(TransactionOrder, "sqlite")
+def _transaction_order_sqlite(
+    _element: TransactionOrder, _compiler: SQLCompiler, **_kw: Any
+) -> str:
+    return "0"
 
 
 metadata: sa.MetaData = sa.MetaData()
