@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -32,11 +33,11 @@ from tests.projections.views import (
 
 import sqlalchemy as sa
 from tactical import retry_on_conflict
-from tactical.projections import ProjectionRunner
+from tactical.projections import AsyncProjection, Projection, ProjectionRunner
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
 from tactical.sqlalchemy._schema import TRANSACTION_ORDER_POSTGRESQL
 from tactical.sqlalchemy._watchdog import watch_round_trips
-from tactical.testing import Counter
+from tactical.testing import Counter, CounterTicked
 
 pytestmark = pytest.mark.postgres
 
@@ -262,3 +263,33 @@ class TestSchema:
             ProjectionRunner(postgres_engine, [counter_projection(SyncSide())]).catch_up("counters")
             == 1
         )
+
+    def test_batches_run_at_read_committed_whatever_the_engines_isolation(
+        self, postgres_engine: sa.Engine, side: SyncSide | AsyncSide
+    ) -> None:
+        """The horizon needs a fresh snapshot per statement, which REPEATABLE READ would not give."""
+        create_views(postgres_engine)
+        tick(postgres_engine, uuid4())
+        engine = sa.create_engine(postgres_engine.url, isolation_level="REPEATABLE READ")
+        seen: list[str] = []
+        projection: Projection | AsyncProjection
+        if isinstance(side, SyncSide):
+            projection = Projection("isolation")
+
+            @projection.on(CounterTicked)
+            def ticked(_event: CounterTicked, connection: sa.Connection) -> None:
+                seen.append(connection.exec_driver_sql("SHOW transaction_isolation").scalar_one())
+
+        else:
+            projection = AsyncProjection("isolation")
+
+            @projection.on(CounterTicked)
+            async def ticked_async(_event: CounterTicked, connection: Any) -> None:
+                result = await connection.exec_driver_sql("SHOW transaction_isolation")
+                seen.append(result.scalar_one())
+
+        try:
+            DrivenRunner(side, engine, [projection]).catch_up("isolation")
+        finally:
+            engine.dispose()
+        assert seen == ["read committed"]

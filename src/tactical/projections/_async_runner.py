@@ -11,7 +11,15 @@ from tactical._codec import JsonCodec
 from tactical._flow import Flow, run_async
 from tactical.outbox._async_relay import _deadline, _wait  # pyright: ignore[reportPrivateUsage]
 from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, Wait
-from tactical.projections._flow import Apply, Batch, Clear, LoopOp, ProjectionCore, RunnerOp
+from tactical.projections._flow import (
+    READ_COMMITTED,
+    Apply,
+    Batch,
+    Clear,
+    LoopOp,
+    ProjectionCore,
+    RunnerOp,
+)
 from tactical.projections._projection import AsyncProjection
 from tactical.sqlalchemy._engine import configure_engine, engine_refusal
 from tactical.sqlalchemy._shared import _default_codec  # pyright: ignore[reportPrivateUsage]
@@ -156,6 +164,8 @@ class AsyncProjectionRunner(ProjectionCore[AsyncProjection]):
         self,
     ) -> AsyncGenerator[tuple[AsyncConnection, Callable[[], None] | None], None]:
         async with self._engine.connect() as connection:
+            if self._postgres:
+                await connection.execution_options(isolation_level=READ_COMMITTED)
             if not self._postgres or self._database_timeout is None:
                 yield connection, None
                 return

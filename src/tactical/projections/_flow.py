@@ -66,6 +66,7 @@ from tactical.sqlalchemy._schema import (
 )
 
 __all__ = [
+    "READ_COMMITTED",
     "Apply",
     "Batch",
     "Begin",
@@ -84,6 +85,10 @@ P = TypeVar("P", bound=_Projection[Any, Any])
 R = TypeVar("R")
 
 _START = (0, 0)
+
+READ_COMMITTED = "READ COMMITTED"
+"""The isolation of a batch on PostgreSQL, whatever the engine's: the horizon needs the
+events' statement to take a snapshot of its own, after the checkpoint's statement."""
 
 
 @dataclass(frozen=True, slots=True)

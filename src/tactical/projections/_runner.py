@@ -13,6 +13,7 @@ from tactical._codec import JsonCodec
 from tactical._flow import Flow, run
 from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, Wait
 from tactical.projections._flow import (
+    READ_COMMITTED,
     Apply,
     Batch,
     Clear,
@@ -180,6 +181,8 @@ class ProjectionRunner(ProjectionCore[Projection]):
     @contextlib.contextmanager
     def _connect(self) -> Generator[sa.Connection, None, None]:
         with self._engine.connect() as connection:
+            if self._postgres:
+                connection.execution_options(isolation_level=READ_COMMITTED)
             if not self._postgres or self._database_timeout is None:
                 yield connection
                 return
