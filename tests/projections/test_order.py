@@ -145,6 +145,20 @@ class TestOutOfOrderCommits:
         ProjectionRunner(engine, [counter_projection(SyncSide())]).catch_up("counters")
         assert applied(engine) == {counter_id: [1, 2, 3]}
 
+    def test_an_open_transaction_that_has_not_written_to_the_outbox_holds_nothing_back(
+        self, writers: tuple[sa.Engine, dict[int, CommitHook]]
+    ) -> None:
+        """Only the outbox's open writers bound the horizon, not every transaction with an id."""
+        engine, _ = writers
+        counter_id = uuid4()
+        with engine.connect() as elsewhere:
+            elsewhere.execute(sa.select(sa.func.pg_current_xact_id()))  # open, with an xid
+            tick(engine, counter_id, times=2)
+            runner = ProjectionRunner(engine, [counter_projection(SyncSide())])
+            runner.catch_up("counters")
+            assert applied(engine) == {counter_id: [1, 2]}
+            elsewhere.rollback()
+
 
 class TestConcurrentWriters:
     def test_a_live_projection_sees_every_event_once_in_order(
