@@ -70,7 +70,7 @@ nitpick_ignore_regex = [
     ("py:.*", r"(redis|pika)\..*"),
     # asyncio.Event resolves to the module defining it, which the inventory does not list; and
     # SQLAlchemy's AsyncEngine is imported for type checking only (the vendored 1.4 inventory).
-    ("py:class", r"asyncio\.locks\.Event|AsyncEngine"),
+    ("py:class", r"asyncio\.locks\.Event|AsyncEngine|AsyncConnection"),
     # The contract suite's sample model, documented in the suite's own docstring.
     ("py:class", r"tactical\.testing\._contract\.\w+"),
     # The async contract's driver, a fixture's internals (users only call run_on_loop).
@@ -88,6 +88,7 @@ PUBLIC_MODULES = (
     "tactical.outbox",
     "tactical.outbox.rabbitmq",
     "tactical.outbox.redis_streams",
+    "tactical.projections",
     "tactical.testing",
 )
 

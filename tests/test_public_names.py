@@ -11,7 +11,13 @@ import pytest
 from tactical import AggregateNotFound, EventHandlerError
 from tactical.testing import Counter
 
-PUBLIC = ["tactical", "tactical.sqlalchemy", "tactical.outbox", "tactical.testing"]
+PUBLIC = [
+    "tactical",
+    "tactical.sqlalchemy",
+    "tactical.outbox",
+    "tactical.projections",
+    "tactical.testing",
+]
 
 
 def declares_annotations(value: object) -> bool:

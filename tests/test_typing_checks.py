@@ -30,7 +30,14 @@ def imported_names(module: str) -> set[str]:
 
 class TestTypingChecks:
     @pytest.mark.parametrize(
-        "module", ["tactical", "tactical.sqlalchemy", "tactical.testing", "tactical.outbox"]
+        "module",
+        [
+            "tactical",
+            "tactical.sqlalchemy",
+            "tactical.testing",
+            "tactical.outbox",
+            "tactical.projections",
+        ],
     )
     def test_every_public_name_is_type_checked(self, module: str) -> None:
         """Each name in a public module's __all__ is imported by some tests/typing module."""

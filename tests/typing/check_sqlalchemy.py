@@ -20,6 +20,7 @@ from tactical.sqlalchemy import (
     inbox_table,
     metadata,
     outbox_table,
+    projection_checkpoints_table,
 )
 
 
@@ -86,6 +87,7 @@ assert_type(metadata, sa.MetaData)
 assert_type(aggregates_table, sa.Table)
 assert_type(outbox_table, sa.Table)
 assert_type(inbox_table, sa.Table)
+assert_type(projection_checkpoints_table, sa.Table)
 assert_type(dead_letters_table, sa.Table)
 busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
 assert_type(UtcDateTime().process_bind_param(None, engine.dialect), datetime | None)

@@ -26,6 +26,7 @@ from tactical.sqlalchemy._schema import (
     inbox_table,
     metadata,
     outbox_table,
+    projection_checkpoints_table,
     scheduled_table,
 )
 from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
@@ -44,6 +45,7 @@ __all__ = [
     "inbox_table",
     "metadata",
     "outbox_table",
+    "projection_checkpoints_table",
     "scheduled_table",
 ]
 

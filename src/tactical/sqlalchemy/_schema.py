@@ -7,6 +7,9 @@ from typing import Any
 
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 import sqlalchemy as sa
 
@@ -18,6 +21,7 @@ __all__ = [
     "inbox_table",
     "metadata",
     "outbox_table",
+    "projection_checkpoints_table",
     "scheduled_table",
 ]
 
@@ -57,6 +61,45 @@ Document = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 # SQLite only autoincrements an INTEGER PRIMARY KEY; elsewhere positions need 64 bits.
 Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
+
+TRANSACTION_ORDER_POSTGRESQL = (
+    "(greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))::text::bigint)"
+)
+"""The server default of ``tactical_outbox.transaction_order`` on PostgreSQL."""
+
+
+class TransactionOrder(FunctionElement[int]):
+    """The server default of ``tactical_outbox.transaction_order`` (see the column).
+
+    On PostgreSQL ``greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))``
+    as a BIGINT, evaluated by the server for each inserted row (no round trip, no change to
+    the unit of work's INSERT); on SQLite 0, since its positions are already in commit
+    order (one writer at a time holds the write lock from its insert to its commit).
+    """
+
+    type = sa.BigInteger()
+    name = "tactical_transaction_order"
+    inherit_cache = True
+
+
+# The PostgreSQL expression is the default form, so that a migration tool rendering the
+# default without a dialect (Alembic's autogenerate does) writes it rather than SQLite's 0,
+# which would make projections read in position order, the very bug the key prevents.
+@compiles(TransactionOrder)
+def _transaction_order_postgresql(
+    _element: TransactionOrder, _compiler: SQLCompiler, **_kw: Any
+) -> str:
+    # xid8 has no cast to bigint; its text form is the 64-bit number (epoch and xid).
+    return TRANSACTION_ORDER_POSTGRESQL
+
+
+@compiles(TransactionOrder, "sqlite")
+def _transaction_order_sqlite(
+    _element: TransactionOrder, _compiler: SQLCompiler, **_kw: Any
+) -> str:
+    return "0"
+
+
 metadata: sa.MetaData = sa.MetaData()
 """All tables of the SQL unit of work, for ``create_all`` or Alembic's ``target_metadata``."""
 
@@ -94,6 +137,13 @@ outbox_table: sa.Table = sa.Table(
     # that existing outboxes can add them (added in 0.2).
     sa.Column("parked_at", UtcDateTime, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    # The order projections read in, with position (added in 0.2): on PostgreSQL positions
+    # come from a sequence and become visible out of order when transactions commit out of
+    # order; this key lets a reader take only rows whose set is final, in an order that keeps
+    # each aggregate's (see docs/explanation/projections.md). Set by the server.
+    sa.Column(
+        "transaction_order", sa.BigInteger, nullable=False, server_default=TransactionOrder()
+    ),
     comment="Events written in the transaction that produced them (transactional outbox).",
 )
 """``tactical_outbox``: every event of a committed aggregate, written in its transaction."""
@@ -114,6 +164,16 @@ sa.Index(
     outbox_table.c.position,
     postgresql_where=outbox_table.c.parked_at.is_not(None),
     sqlite_where=outbox_table.c.parked_at.is_not(None),
+)
+
+# What projections read on PostgreSQL: (transaction_order, position) after a checkpoint. On
+# SQLite transaction_order is always 0 and the primary key serves: there the index is partial
+# and empty (no upkeep per insert), rather than absent, so that Alembic finds it on both.
+sa.Index(
+    "ix_tactical_outbox_transaction_order",
+    outbox_table.c.transaction_order,
+    outbox_table.c.position,
+    sqlite_where=sa.false(),
 )
 
 inbox_table: sa.Table = sa.Table(
@@ -183,6 +243,21 @@ sa.Index(
     postgresql_where=scheduled_table.c.parked_at.is_(None),
     sqlite_where=scheduled_table.c.parked_at.is_(None),
 )
+projection_checkpoints_table: sa.Table = sa.Table(
+    "tactical_projection_checkpoints",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("transaction_order", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    comment="Where each projection is in the outbox, written with its read model's changes.",
+)
+"""``tactical_projection_checkpoints``: the last outbox row each projection applied.
+
+``(transaction_order, position)`` of that row, ``(0, 0)`` before the first.
+
+.. versionadded:: 0.2.0
+"""
 
 
 def create_schema(engine: sa.Engine) -> None:

@@ -1,0 +1,198 @@
+"""ProjectionRunner: keeps projections up to date from the outbox, on a sync Engine."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Generator, Sequence
+from functools import partial
+from typing import TypeVar
+
+import sqlalchemy as sa
+from tactical._codec import JsonCodec
+from tactical._flow import Flow, run
+from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, Wait
+from tactical.projections._flow import (
+    READ_COMMITTED,
+    Apply,
+    Batch,
+    Clear,
+    LoopOp,
+    ProjectionCore,
+    RunnerOp,
+)
+from tactical.projections._projection import Projection
+from tactical.sqlalchemy._engine import configure_engine
+from tactical.sqlalchemy._shared import _default_codec  # pyright: ignore[reportPrivateUsage]
+from tactical.sqlalchemy._watchdog import guard_round_trips, watch_round_trips
+
+__all__ = ["ProjectionRunner"]
+
+R = TypeVar("R")
+
+
+class ProjectionRunner(ProjectionCore[Projection]):
+    """Applies the outbox's committed events to projections, each at its own checkpoint.
+
+    For each projection, a batch is one transaction: read the events after its checkpoint
+    (up to ``batch_size``), call the projection's handlers with each event and the
+    transaction's ``Connection``, store the new checkpoint, commit. So the read model and
+    its checkpoint move together; a crash anywhere loses both or neither, and every event
+    is applied exactly once.
+
+    **Order, and no event skipped.** Events come in the order their aggregates committed
+    them. On PostgreSQL outbox positions become visible out of order (they are taken from
+    a sequence at insert, and transactions commit in another order), so a reader that
+    trusted "the highest position seen" would skip the late ones: the runner reads only
+    rows whose transactions have all ended, in ``(transaction_order, position)`` order (see
+    :doc:`/explanation/projections`). The price: an open transaction that has written
+    anything, anywhere in the PostgreSQL cluster, holds back every projection's view of the
+    rows written after it began, until it ends. Keep transactions short and watch for
+    sessions left idle in a transaction (``idle_in_transaction_session_timeout``).
+
+    **Several projections, several runners.** Each projection has its own checkpoint and
+    its own transactions: a slow or failing one holds back no other. Two runners of the
+    same projection do not apply an event twice: on PostgreSQL the batch locks the
+    projection's checkpoint row and the other runner skips that projection meanwhile (run a
+    second runner for availability); on SQLite each batch holds the write lock.
+
+    **A failing handler.** The projection stops at the event: the events before it in the
+    batch are kept, the event is not skipped, and :meth:`run` tries it again with backoff
+    (logging :class:`ProjectionError` each time) while the other projections go on. An
+    event whose stored type the codec does not know fails the same way.
+
+    Args:
+        engine: The database holding ``tactical_outbox``, ``tactical_projection_checkpoints``
+            and the read models' tables.
+        projections: The projections to keep up to date (distinct names).
+        codec: The codec the outbox was written with; the units of work's default if omitted.
+        batch_size: The most outbox rows a projection reads per transaction.
+        database_timeout: Seconds a statement, commit or rollback (the handlers' statements
+            included) may take on PostgreSQL before the connection is cut; None for no limit.
+
+    Raises:
+        TypeError: ``engine`` is not a SQLAlchemy ``Engine``.
+        ValueError: No projections, two with one name, ``batch_size`` below 1,
+            ``database_timeout`` not positive, or a database other than PostgreSQL or SQLite.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        projections: Sequence[Projection],
+        *,
+        codec: JsonCodec | None = None,
+        batch_size: int = 100,
+        database_timeout: float | None = DEFAULT_DATABASE_TIMEOUT,
+    ) -> None:
+        configure_engine(engine)
+        super().__init__(
+            engine.dialect.name,
+            projections,
+            codec if codec is not None else _default_codec,
+            batch_size,
+            database_timeout,
+        )
+        self._engine = engine
+        self._cut = threading.Event()
+        if self._postgres and database_timeout is not None:
+            watch_round_trips(engine)
+
+    def run_once(self) -> int:
+        """Give every projection one batch; return how many outbox rows they read in all.
+
+        Raises:
+            ProjectionError: A projection's handler failed on an event (the first such
+                projection, once every projection had its batch); that projection stays
+                before the event.
+        """
+        return run(self._run_once(), self._perform_batch)
+
+    def catch_up(self, projection: Projection | str, *, batches: int | None = None) -> int:
+        """Apply ``projection``'s batches until one finds nothing new; how many rows they read.
+
+        Every event committed before the call is then applied (unless another runner holds
+        the projection: this one then stops at once, and that one applies them).
+
+        Args:
+            projection: The projection, or its name.
+            batches: Stop after this many batches; None for until a batch reads nothing.
+
+        Raises:
+            ValueError: The runner has no such projection.
+            ProjectionError: Its handler failed on an event.
+        """
+        return run(self._catch_up(projection, batches), self._perform_batch)
+
+    def rebuild(self, projection: Projection | str) -> None:
+        """Clear ``projection``'s read model and replay it from the start of the outbox.
+
+        In one transaction its clear hook runs and its checkpoint goes back to the start
+        (waiting for a batch of another runner to end); the next batches apply the events
+        the outbox still holds (see :func:`purge_outbox` for what it no longer holds).
+
+        Raises:
+            ValueError: The runner has no such projection, or it has no clear hook.
+        """
+        self._on_connection(self._rebuild(self._named(projection)))
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        idle_interval: float = 0.5,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """Catch every projection up, then follow the outbox until ``stop`` is set.
+
+        A projection whose batch was full gets the next at once; when none was, the runner
+        waits ``idle_interval`` seconds (polling). A failing projection is retried after a
+        backoff (``initial_backoff`` doubling up to ``max_backoff``, with jitter), each
+        failure logged on the ``tactical.projections`` logger; the others go on. Never
+        raises for a handler's or the database's failure.
+
+        Args:
+            stop: Set it (from another thread or a signal handler) to end the loop.
+            idle_interval: Seconds to wait when no projection had a full batch.
+            initial_backoff: Seconds to wait before retrying a projection after its first
+                failure.
+            max_backoff: The longest wait between retries of a failing projection.
+        """
+
+        def perform(op: LoopOp) -> object:
+            if isinstance(op, Batch):
+                return self._perform_batch(op)
+            if isinstance(op, Wait):
+                return stop.wait(op.seconds)
+            return stop.is_set()
+
+        run(self._loop(idle_interval, initial_backoff, max_backoff), perform)
+
+    def _perform_batch(self, op: Batch[Projection]) -> int:
+        return self._on_connection(self._batch(op.projection, self._batch_size))
+
+    def _on_connection(self, flow: Flow[RunnerOp, R]) -> R:
+        with self._connect() as connection:
+            return run(flow, partial(_perform, connection))
+
+    @contextlib.contextmanager
+    def _connect(self) -> Generator[sa.Connection, None, None]:
+        with self._engine.connect() as connection:
+            if self._postgres:
+                connection.execution_options(isolation_level=READ_COMMITTED)
+            if not self._postgres or self._database_timeout is None:
+                yield connection
+                return
+            with guard_round_trips(connection, self._database_timeout, self._cut.set):
+                yield connection
+
+
+def _perform(connection: sa.Connection, op: RunnerOp) -> object:
+    if isinstance(op, Apply):
+        return op.handler(op.event, connection)
+    if isinstance(op, Clear):
+        return op.hook(connection)
+    return op.finish(op.start(connection))
