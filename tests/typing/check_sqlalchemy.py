@@ -20,6 +20,8 @@ from tactical.sqlalchemy import (
     inbox_table,
     metadata,
     outbox_table,
+    relay_leases_table,
+    relays_table,
 )
 
 
@@ -85,6 +87,8 @@ assert_type(create_schema(engine), None)
 assert_type(metadata, sa.MetaData)
 assert_type(aggregates_table, sa.Table)
 assert_type(outbox_table, sa.Table)
+assert_type(relays_table, sa.Table)
+assert_type(relay_leases_table, sa.Table)
 assert_type(inbox_table, sa.Table)
 assert_type(dead_letters_table, sa.Table)
 busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS

@@ -24,6 +24,7 @@ from tactical.outbox._async_inbox import AsyncInboxConsumer
 from tactical.outbox._async_relay import AsyncOutboxRelay
 from tactical.outbox._bus_publisher import EventBusPublisher
 from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox
+from tactical.outbox._leases import DEFAULT_LEASE_TTL, DEFAULT_PARTITIONS
 from tactical.outbox._message import (
     HEADER_NAMES,
     AsyncPublisher,
@@ -40,6 +41,8 @@ from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
 __all__ = [
     "DEFAULT_DATABASE_TIMEOUT",
     "DEFAULT_INBOX_RETENTION",
+    "DEFAULT_LEASE_TTL",
+    "DEFAULT_PARTITIONS",
     "HEADER_NAMES",
     "RELAY_LOCK_KEY",
     "AsyncInboxConsumer",

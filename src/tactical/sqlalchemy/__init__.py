@@ -25,6 +25,8 @@ from tactical.sqlalchemy._schema import (
     inbox_table,
     metadata,
     outbox_table,
+    relay_leases_table,
+    relays_table,
 )
 from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
 
@@ -41,6 +43,8 @@ __all__ = [
     "inbox_table",
     "metadata",
     "outbox_table",
+    "relay_leases_table",
+    "relays_table",
 ]
 
 _publish(__name__, globals(), __all__)

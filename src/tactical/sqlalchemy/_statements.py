@@ -236,6 +236,7 @@ OUTBOX_COLUMNS = (
     "occurred_at",
     "correlation_id",
     "causation_id",
+    "partition_key",
 )
 _DOCUMENT_KEY = ("b_type", "b_id")
 _is_row = (
