@@ -329,6 +329,26 @@ class TestOwnership:
             release.set()
             other_side.close()
 
+    def test_relays_with_different_partition_counts_publish_nothing(
+        self, api_side: Side, postgres_engine: sa.Engine, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A relay that sees another with a different count gives up its partitions, and says so."""
+        commit_ticks(postgres_engine, counters=10, ticks=1)
+        sixteen_publisher, eight_publisher = RecordingPublisher(), RecordingPublisher()
+        sixteen = api_side.relay(postgres_engine, sixteen_publisher, partitions=PARTITIONS)
+        eight = api_side.relay(postgres_engine, eight_publisher, partitions=8, name="eight")
+        eight.relay_once()  # alone: owns its 8 partitions, publishes everything
+        assert eight.owned_partitions == frozenset(range(8))
+        commit_ticks(postgres_engine, counters=10, ticks=1)
+        with caplog.at_level("WARNING", logger="tactical.outbox"):
+            rounds([sixteen, eight])
+        assert (sixteen.owned_partitions, eight.owned_partitions) == (frozenset(), frozenset())
+        assert sixteen_publisher.published == []
+        assert len(eight_publisher.published) == 10
+        assert pending_count(postgres_engine) == 10
+        assert "eight (partitions=8)" in caplog.text
+        assert "stop every relay before changing partitions" in caplog.text
+
     def test_rows_without_a_partition_key_are_keyed_and_published_in_order(
         self, api_side: Side, postgres_engine: sa.Engine
     ) -> None:
