@@ -6,6 +6,7 @@ Each test runs with the sync relay, the async one on psycopg and the async one o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -26,7 +28,7 @@ from tests.outbox.helpers import (
     pending_count,
     tick,
 )
-from tests.outbox.sides import Relay, Side, make_side
+from tests.outbox.sides import AsyncSide, Relay, Side, make_side
 
 import sqlalchemy as sa
 from tactical.outbox import OutboxMessage, partition_of
@@ -81,6 +83,29 @@ def lease_owners(engine: sa.Engine) -> dict[int, str | None]:
     with engine.connect() as connection:
         rows = connection.execute(sa.select(t.c.partition, t.c.owner)).all()
     return {row.partition: row.owner for row in rows}
+
+
+class HeldPublisher:
+    """Publishes through ``publisher`` once ``release`` is set, saying when it waits."""
+
+    def __init__(
+        self, publisher: RecordingPublisher, waiting: threading.Event, release: threading.Event
+    ) -> None:
+        self.publisher, self.waiting, self.release = publisher, waiting, release
+
+    def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+        self.waiting.set()
+        assert self.release.wait(60)
+        self.publisher.publish(messages)
+
+
+class HeldAsyncPublisher(HeldPublisher):
+    """:class:`HeldPublisher` for the async relay: it waits without blocking the event loop."""
+
+    async def publish(self, messages: Sequence[OutboxMessage], /) -> None:  # type: ignore[override]
+        self.waiting.set()
+        assert await asyncio.to_thread(self.release.wait, 60)
+        self.publisher.publish(messages)
 
 
 class TestConstruction:
@@ -284,19 +309,13 @@ class TestOwnership:
         """While a relay publishes (its lease past expiry), nobody takes its partitions."""
         commit_ticks(postgres_engine, counters=20, ticks=1)
         publishing, release = threading.Event(), threading.Event()
-
-        def blocking(messages: Sequence[OutboxMessage]) -> Iterator[Sequence[OutboxMessage]]:
-            publishing.set()
-            assert release.wait(60)
-            yield messages
-
         slow_publisher = RecordingPublisher()
-        slow = api_side.relay(
-            postgres_engine,
-            api_side.wrap(slow_publisher, blocking),
-            partitions=PARTITIONS,
-            lease_ttl=0.2,
-        )
+        held: object
+        if isinstance(api_side, AsyncSide):
+            held = HeldAsyncPublisher(slow_publisher, publishing, release)
+        else:
+            held = HeldPublisher(slow_publisher, publishing, release)
+        slow = api_side.relay(postgres_engine, held, partitions=PARTITIONS, lease_ttl=0.2)
         other_publisher = RecordingPublisher()
         # A side of its own: the blocked publish holds the async side's event loop.
         other_side = make_side(api_side.name)
@@ -305,25 +324,33 @@ class TestOwnership:
         batch.start()
         try:
             assert publishing.wait(30)
-            t = relay_leases_table
 
-            def expired() -> bool:
+            def database_clock() -> datetime:
                 with postgres_engine.connect() as connection:
-                    return bool(
-                        connection.execute(
-                            sa.select(sa.func.bool_and(t.c.expires_at < sa.func.clock_timestamp()))
-                        ).scalar_one()
-                    )
+                    now: datetime = connection.execute(
+                        sa.select(sa.func.clock_timestamp())
+                    ).scalar_one()
+                    return now
 
-            wait_until(expired, "the expiry of the publishing relay's leases")
+            # The batch renewed its leases (for 0.2 s) before it began to publish; its
+            # renewal is not committed, so wait on the database's clock, not the rows.
+            publishing_since = database_clock()
+            wait_until(
+                lambda: database_clock() > publishing_since + timedelta(seconds=0.5),
+                "the expiry of the publishing relay's leases",
+            )
             rounds([other])
             assert other.owned_partitions == frozenset()
             assert other_publisher.published == []
             release.set()
             batch.join(30)
             assert len(slow_publisher.published) == 20
-            rounds([other])
-            assert other.owned_partitions == ALL
+
+            def taken() -> bool:
+                other.relay_once()
+                return other.owned_partitions == ALL
+
+            wait_until(taken, "the takeover once the publishing relay's batch ended")
             assert other_publisher.published == []  # every row was marked by the slow relay
         finally:
             release.set()
