@@ -4,12 +4,19 @@ Each call commits a batch of outbox rows (one insert) and relays them in one bat
 SQLite file. The baseline relays to a publisher that drops the messages, so the ratio is
 the cost of the destination (decoding and dispatch, or the broker's confirmed delivery)
 on top of reading and marking rows; events per second are printed under each row.
+
+Partitioned relays on PostgreSQL: 1, 2 and 4 relays (threads of this process, 16
+partitions, each relay with its own connection and RabbitMQ publisher, or a publisher to
+nowhere without RabbitMQ) drain the same outbox; each row of the table is the time of R
+relays against one relay (below 1.0: faster), and the events per second are printed.
 """
 
 from __future__ import annotations
 
 import socket
+import statistics
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,6 +137,97 @@ def run(report: Report) -> None:
                 )
             _delete_exchange(exchange)
         engine.dispose()
+    _partitioned(report, codec, template)
+
+
+SCALING_ROWS = 4000
+PARTITIONS = 16
+
+
+def _partitioned(report: Report, codec: JsonCodec, template: list[dict[str, Any]]) -> None:
+    """1, 2 and 4 partitioned relays draining one PostgreSQL outbox."""
+    import threading
+
+    from benchmarks import _sql
+    from tactical.outbox import OutboxRelay, Publisher, partition_key
+    from tactical.sqlalchemy import outbox_table
+
+    names = [f"{PARTITIONS} partitions, {n} relays, {SCALING_ROWS} events" for n in (2, 4)]
+    reason = _sql.postgres_reachable()
+    if reason is not None:
+        report.skip("outbox relay", names, _sql.POSTGRES, reason, against="1 relay")
+        return
+    rabbit = _listening(5672)
+    exchange = f"tactical-bench-{uuid4().hex[:8]}"
+    publishers: list[Any] = []
+
+    def publisher() -> Publisher:
+        if not rabbit:
+            return _DropPublisher()
+        from tactical.outbox.rabbitmq import RabbitMQPublisher
+
+        made = RabbitMQPublisher(exchange=exchange)
+        publishers.append(made)
+        return made
+
+    rows = [
+        row
+        | {
+            "aggregate_id": f"counter-{n % 200}",
+            "partition_key": partition_key(row["aggregate_type"], f"counter-{n % 200}"),
+        }
+        for n, row in enumerate(template * (SCALING_ROWS // len(template)))
+    ]
+    with _sql.postgres_engine(pool_size=8) as engine:
+        relays = [
+            OutboxRelay(engine, publisher(), batch_size=100, partitions=PARTITIONS)
+            for _ in range(4)
+        ]
+
+        def drain(count: int) -> float:
+            with engine.begin() as connection:
+                connection.execute(outbox_table.delete())
+                connection.execute(outbox_table.insert(), [r | {"event_id": uuid4()} for r in rows])
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                # As autovacuum would: without statistics the planner probes parked rows
+                # through the unpublished index, a scan per row.
+                connection.exec_driver_sql("VACUUM ANALYZE tactical_outbox")
+            # Settle the shares (a relay out of this round lets its leases lapse).
+            for relay in relays[:count] * 3:
+                relay.relay_once()
+            with engine.begin() as connection:  # the settling published some: start again
+                connection.execute(outbox_table.update().values(published_at=None))
+
+            def work(relay: OutboxRelay) -> None:
+                while relay.relay_once():
+                    pass
+
+            threads = [threading.Thread(target=work, args=(r,)) for r in relays[:count]]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return time.perf_counter() - started
+
+        seconds: dict[int, float] = {}
+        for count in (1, 2, 4):
+            # Relays left out must not keep leases: give them up, as a clean stop does.
+            for relay in relays[count:]:
+                relay._on_connection(relay._release_leases())  # pyright: ignore[reportPrivateUsage]
+            seconds[count] = statistics.median(drain(count) for _ in range(3))
+            report.note(
+                f"partitioned relays on PostgreSQL: {count} relay(s) drain {SCALING_ROWS} "
+                f"events in {seconds[count]:.2f}s ({SCALING_ROWS / seconds[count]:,.0f} events/s, "
+                f"{seconds[1] / seconds[count]:.2f}x one relay; to "
+                f"{'RabbitMQ, confirmed' if rabbit else 'nowhere'})"
+            )
+        for relay in relays:
+            relay._on_connection(relay._release_leases())  # pyright: ignore[reportPrivateUsage]
+    for made in publishers:
+        made.close()
+    if rabbit:
+        _delete_exchange(exchange)
 
 
 def _delete_exchange(exchange: str) -> None:

@@ -286,6 +286,18 @@ class DrivenRelay:
     def batch_size(self) -> int:
         return self.relay.batch_size
 
+    @property
+    def name(self) -> str | None:
+        return self.relay.name
+
+    @property
+    def partitions(self) -> int | None:
+        return self.relay.partitions
+
+    @property
+    def owned_partitions(self) -> frozenset[int]:
+        return self.relay.owned_partitions
+
     def relay_once(self) -> int:
         return self.side.call(self.relay.relay_once())
 

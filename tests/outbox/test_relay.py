@@ -172,16 +172,21 @@ class TestSeveralRelaysOnPostgres:
         sides = {api: make_side(api) for api in set(apis)}
         relays = [sides[api].relay(postgres_engine, publisher, batch_size=50) for api in apis]
 
+        # Until the outbox is empty (a relay that lost the lock 20 times in a row is not
+        # done: on a loaded machine they all could), bounded by a deadline; every thread
+        # ends before the sides close, so that no batch is cut mid-transaction.
+        deadline = time.monotonic() + 120
+
         def drain(relay: Relay) -> None:
-            idle = 0
-            while idle < 20:
-                idle = 0 if relay.relay_once() else idle + 1
+            while pending_positions(postgres_engine) and time.monotonic() < deadline:
+                relay.relay_once()
 
         threads = [threading.Thread(target=drain, args=(r,)) for r in relays]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(30)
+            thread.join(150)
+        assert not any(thread.is_alive() for thread in threads)
         for side in sides.values():
             side.close()
         positions = [m.position for m in publisher.published]

@@ -18,7 +18,13 @@ from tests.postgres import postgres_url
 
 import sqlalchemy as sa
 from tactical import DomainEvent, EventBus, JsonCodec
-from tactical.outbox import TIMER_AGGREGATE_TYPE, EventBusPublisher, OutboxRelay, TimerWorker
+from tactical.outbox import (
+    TIMER_AGGREGATE_TYPE,
+    EventBusPublisher,
+    OutboxRelay,
+    TimerWorker,
+    partition_key,
+)
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table, scheduled_table
 from tactical.testing import Counter, CounterTicked, MovableClock
 
@@ -84,6 +90,18 @@ class TestFiring:
             )
         ]
         assert scheduled_keys(engine) == []
+
+    def test_a_fired_message_is_in_its_timer_key_s_partition(
+        self, side: Side, engine: sa.Engine
+    ) -> None:
+        """The outbox row carries the partition key of (timer aggregate type, key) for relays."""
+        clock = MovableClock()
+        schedule(engine, clock, ("expire-policy-7", ticked(), DAY))
+        clock.advance(2 * DAY)
+        assert side.timer_worker(engine, clock=clock).fire_due() == 1
+        with engine.connect() as connection:
+            keys = list(connection.scalars(sa.select(outbox_table.c.partition_key)))
+        assert keys == [partition_key(TIMER_AGGREGATE_TYPE, "expire-policy-7")]
 
     def test_a_fired_timer_is_not_fired_again(self, side: Side, engine: sa.Engine) -> None:
         """The second round finds nothing: the row left with its fire."""

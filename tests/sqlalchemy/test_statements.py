@@ -23,6 +23,7 @@ from tactical import ConcurrencyError
 from tactical._codec import JsonCodec
 from tactical._flow import run_async
 from tactical._uow import Change
+from tactical.outbox import partition_key
 from tactical.sqlalchemy import aggregates_table, outbox_table
 from tactical.sqlalchemy._statements import (
     OUTBOX_COLUMNS,
@@ -110,7 +111,7 @@ class TestPreparedStatementsOnAsyncDrivers:
     async def test_outbox_rows_are_stored_as_core_stores_them(
         self, async_engine: AsyncEngine
     ) -> None:
-        """Two outbox rows in one executemany read back through Core with UUIDs, JSON and UTC times."""
+        """Two outbox rows in one executemany read back through Core with UUIDs, JSON, UTC times, keys."""
         rows = [
             (
                 uuid4(),
@@ -123,6 +124,7 @@ class TestPreparedStatementsOnAsyncDrivers:
                 datetime(2026, 1, 2, 3, 4, version, tzinfo=UTC),
                 uuid4(),
                 None,
+                partition_key("Counter", "7"),
             )
             for version in (1, 2)
         ]

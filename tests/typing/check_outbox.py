@@ -18,6 +18,8 @@ from tactical import AggregateRoot, DomainEvent, EventBus, JsonCodec
 from tactical.outbox import (
     DEFAULT_DATABASE_TIMEOUT,
     DEFAULT_INBOX_RETENTION,
+    DEFAULT_LEASE_TTL,
+    DEFAULT_PARTITIONS,
     HEADER_NAMES,
     RELAY_LOCK_KEY,
     AsyncInboxConsumer,
@@ -89,6 +91,20 @@ OutboxRelay(engine, publisher, database_timeout=None)
 OutboxRelay(engine, publisher, database_timeout=2.5)
 OutboxRelay(engine, publisher, database_timeout="2")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 OutboxRelay(engine, EventBusPublisher(EventBus(), codec))
+# Partitioned relays (0.2): several share the outbox's partitions on PostgreSQL.
+partitioned = OutboxRelay(
+    engine, publisher, partitions=DEFAULT_PARTITIONS, lease_ttl=DEFAULT_LEASE_TTL, name="r-1"
+)
+assert_type(partitioned.partitions, int | None)
+assert_type(partitioned.name, str | None)
+assert_type(partitioned.owned_partitions, frozenset[int])
+assert_type(DEFAULT_PARTITIONS, int)
+assert_type(DEFAULT_LEASE_TTL, float)
+assert_type(partition_key("billing.Account", "a-1"), int)
+assert_type(partition_of("billing.Account", "a-1", DEFAULT_PARTITIONS), int)
+partition_of("billing.Account", "a-1", "16")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+OutboxRelay(engine, publisher, partitions="16")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+partitioned.owned_partitions = frozenset()  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
 OutboxRelay(engine, RabbitMQPublisher("amqp://guest:guest@localhost/%2F", exchange="billing"))
 OutboxRelay(engine, RedisStreamPublisher(redis.Redis(), "billing:events"))
 OutboxRelay(engine, object())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
@@ -189,6 +205,8 @@ async def relay_asynchronously() -> None:
     assert_type(await async_relay.retry_parked(position=7), int)
     assert_type(await async_relay.run(asyncio.Event(), idle_interval=1.0, max_backoff=10.0), None)
     assert_type(async_relay.batch_size, int)
+    async_partitioned = AsyncOutboxRelay(async_engine, async_publisher, partitions=8, name="a")
+    assert_type(async_partitioned.owned_partitions, frozenset[int])
     forgot_await: int = async_relay.relay_once()  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
     await async_relay.run(threading.Event())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     AsyncOutboxRelay(async_engine, async_publisher, database_timeout=None)

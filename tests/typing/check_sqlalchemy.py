@@ -21,6 +21,8 @@ from tactical.sqlalchemy import (
     metadata,
     outbox_table,
     projection_checkpoints_table,
+    relay_leases_table,
+    relays_table,
 )
 
 
@@ -86,6 +88,8 @@ assert_type(create_schema(engine), None)
 assert_type(metadata, sa.MetaData)
 assert_type(aggregates_table, sa.Table)
 assert_type(outbox_table, sa.Table)
+assert_type(relays_table, sa.Table)
+assert_type(relay_leases_table, sa.Table)
 assert_type(inbox_table, sa.Table)
 assert_type(projection_checkpoints_table, sa.Table)
 assert_type(dead_letters_table, sa.Table)

@@ -28,6 +28,7 @@ from tactical.outbox._async_timer_worker import AsyncTimerWorker
 from tactical.outbox._broker_partitions import DEFAULT_BROKER_PARTITIONS, PartitionMismatchError
 from tactical.outbox._bus_publisher import EventBusPublisher
 from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox
+from tactical.outbox._leases import DEFAULT_LEASE_TTL, DEFAULT_PARTITIONS
 from tactical.outbox._message import (
     HEADER_NAMES,
     AsyncPublisher,
@@ -47,6 +48,8 @@ __all__ = [
     "DEFAULT_BROKER_PARTITIONS",
     "DEFAULT_DATABASE_TIMEOUT",
     "DEFAULT_INBOX_RETENTION",
+    "DEFAULT_LEASE_TTL",
+    "DEFAULT_PARTITIONS",
     "HEADER_NAMES",
     "RELAY_LOCK_KEY",
     "TIMER_AGGREGATE_TYPE",

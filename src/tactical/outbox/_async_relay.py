@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tactical._flow import Flow, run_async
 from tactical.outbox import _relay_flow as core
+from tactical.outbox._leases import DEFAULT_LEASE_TTL
 from tactical.outbox._message import AsyncPublisher
 from tactical.outbox._parking import ParkedRow
 from tactical.sqlalchemy._watchdog import cut_connection
@@ -33,7 +34,8 @@ class AsyncOutboxRelay(core.RelayCore):
     be published are parked with their error while the later rows of their aggregate wait,
     a transient failure marks and parks nothing, and on PostgreSQL the transaction-scoped
     advisory lock (``lock_key``) lets one relay publish at a time, sync and async relays of
-    one outbox alike. Its rows are the ones the sync and the async units of work write, so a
+    one outbox alike; with ``partitions`` the relays share the outbox's partitions as
+    :class:`OutboxRelay`'s do, sync and async relays together. Its rows are the ones the sync and the async units of work write, so a
     sync service and an async relay share one database.
 
     **A database that stops answering.** On PostgreSQL each round trip (a statement, the
@@ -56,10 +58,15 @@ class AsyncOutboxRelay(core.RelayCore):
         batch_size: As for :class:`OutboxRelay`: the most rows per batch.
         lock_key: As for :class:`OutboxRelay`; sync and async relays of one outbox share it.
         database_timeout: As for :class:`OutboxRelay`, enforced from the event loop.
+        partitions: As for :class:`OutboxRelay`: the partition count, None for one relay
+            at a time.
+        lease_ttl: As for :class:`OutboxRelay`: seconds a partition's lease lasts.
+        name: As for :class:`OutboxRelay`: the relay's unique name.
 
     Raises:
-        TypeError: ``engine`` is not a SQLAlchemy ``AsyncEngine`` (a sync ``Engine``, say).
-        ValueError: ``batch_size`` is below 1, or ``database_timeout`` is not positive.
+        TypeError: ``engine`` is not a SQLAlchemy ``AsyncEngine`` (a sync ``Engine``, say),
+            or ``partitions`` is not an ``int``.
+        ValueError: As for :class:`OutboxRelay`.
 
     .. versionadded:: 0.2.0
     """
@@ -72,6 +79,9 @@ class AsyncOutboxRelay(core.RelayCore):
         batch_size: int = 100,
         lock_key: int = core.RELAY_LOCK_KEY,
         database_timeout: float | None = core.DEFAULT_DATABASE_TIMEOUT,
+        partitions: int | None = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        name: str | None = None,
     ) -> None:
         from sqlalchemy.ext.asyncio import AsyncEngine  # greenlet is needed only once used
 
@@ -81,7 +91,15 @@ class AsyncOutboxRelay(core.RelayCore):
                 f"expected a SQLAlchemy AsyncEngine, got {candidate!r}: make one with "
                 "sqlalchemy.ext.asyncio.create_async_engine (an OutboxRelay takes an Engine)"
             )
-        super().__init__(engine.sync_engine, batch_size, lock_key, database_timeout)
+        super().__init__(
+            engine.sync_engine,
+            batch_size,
+            lock_key,
+            database_timeout,
+            partitions,
+            lease_ttl,
+            name,
+        )
         self._engine = engine
         self._publisher = publisher
 
@@ -139,11 +157,16 @@ class AsyncOutboxRelay(core.RelayCore):
             idle_interval: Seconds to wait when the outbox had less than a full batch.
             initial_backoff: Seconds to wait after the first failure.
             max_backoff: The longest wait between attempts while failures continue.
+
+        Raises:
+            ValueError: As for :meth:`OutboxRelay.run`.
         """
 
         async def perform(op: core.LoopOp) -> object:
             if isinstance(op, core.RelayBatch):
                 return await self.relay_once()
+            if isinstance(op, core.ReleaseLeases):
+                return await self._on_connection(self._release_leases())
             if isinstance(op, core.Wait):
                 return await _wait(stop, op.seconds)
             return stop.is_set()

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 from tactical._flow import Flow, run
+from tactical.outbox._leases import DEFAULT_LEASE_TTL
 from tactical.outbox._message import Publisher
 from tactical.outbox._parking import ParkedRow
 from tactical.outbox._relay_flow import (
@@ -20,6 +21,7 @@ from tactical.outbox._relay_flow import (
     Publish,
     RelayBatch,
     RelayCore,
+    ReleaseLeases,
     Wait,
 )
 from tactical.sqlalchemy._watchdog import guard_round_trips, watch_round_trips
@@ -69,7 +71,32 @@ class OutboxRelay(RelayCore):
     published twice by relays that did not crash. Scale out by running a second relay for
     availability, not throughput (see ``benchmarks/bench_relay.py`` for what one achieves).
 
-    **SQLite.** Run a single relay per database file: the read and the mark are two short
+    **Partitioned relays on PostgreSQL** (``partitions=N``, opt-in). The outbox is split into
+    N partitions by :func:`partition_key` of the aggregate (the unit of work writes it in
+    each row's ``partition_key`` column), and the relays of one outbox share them, each
+    partition owned by one relay at a time through a lease row in
+    ``tactical_relay_leases`` (owner, expiry), each relay alive through a heartbeat row in
+    ``tactical_relays``. Every batch is one transaction that writes the heartbeat, renews
+    the relay's live leases, keeps its fair share (``ceil(N / relays alive)``: it releases
+    the extra partitions, or claims expired ones), reads the oldest rows of the partitions
+    it owns (``partition_key % N IN (...)``, in position order), publishes and marks them.
+    The lease rows it renewed stay row-locked until that commit, and claims skip locked
+    rows (``FOR UPDATE SKIP LOCKED``), so no other relay takes a partition while its owner
+    publishes from it; a relay whose lease expired and was taken finds it gone at its next
+    renewal and publishes nothing from it. Leases rather than advisory locks: an advisory
+    lock held across batches lives as long as a session (a relay would keep a connection
+    checked out for ever, and a hung one would hold its partitions without limit), and
+    whether a relay is alive, whom it owns and when that ends are rows an operator can
+    read; the expiry is the database's clock, so hosts' clocks need not agree. A relay
+    that stops (:meth:`run` returns) releases its partitions and the others take them at
+    their next batch; one that dies has them taken over once its leases expire, within
+    ``lease_ttl`` plus one ``idle_interval``; one that joins gets its share once the others
+    gave up theirs, within one ``idle_interval``. Per-aggregate order holds: an aggregate's
+    rows are all in one partition, published in position order by its one owner, and a new
+    owner reads after the previous one's marks committed. Rows written without a partition
+    key (by an older writer) are given one, and their aggregate's later rows wait for it.
+
+    **SQLite.** Run a single relay per database file (``partitions`` is refused there): the read and the mark are two short
     transactions around the publish, so application writers are never blocked by a slow
     broker, but two relays would publish the same rows.
     SQLite has one writer at a time and refuses the write of a transaction that read before
@@ -94,14 +121,24 @@ class OutboxRelay(RelayCore):
         lock_key: The PostgreSQL advisory lock key; relays of one outbox must share it.
         database_timeout: Seconds a database round trip may take on PostgreSQL before its
             connection is cut; None for no limit.
+        partitions: Split the outbox into this many partitions shared by the relays (see
+            above; :data:`DEFAULT_PARTITIONS` is 16); None (the default) for one relay
+            at a time. Every relay of an outbox must use the same count.
+        lease_ttl: Seconds a partition's lease lasts unless renewed (a partitioned relay
+            renews it at every batch); :data:`DEFAULT_LEASE_TTL` is 10.
+        name: The relay's name among partitioned relays, unique among those running;
+            by default the host name, the process id and a random suffix.
 
     Raises:
-        TypeError: ``engine`` is not a SQLAlchemy ``Engine``.
-        ValueError: ``batch_size`` is below 1, or ``database_timeout`` is not positive.
+        TypeError: ``engine`` is not a SQLAlchemy ``Engine``, or ``partitions`` is not an
+            ``int``.
+        ValueError: ``batch_size`` is below 1, ``database_timeout`` or ``lease_ttl`` is
+            not positive, ``partitions`` is below 1 or given on SQLite, or ``name`` is
+            empty or longer than 255 characters.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
-       ``database_timeout``.
+       ``database_timeout``; ``partitions``, ``lease_ttl`` and ``name``.
     """
 
     def __init__(
@@ -112,8 +149,13 @@ class OutboxRelay(RelayCore):
         batch_size: int = 100,
         lock_key: int = RELAY_LOCK_KEY,
         database_timeout: float | None = DEFAULT_DATABASE_TIMEOUT,
+        partitions: int | None = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        name: str | None = None,
     ) -> None:
-        super().__init__(engine, batch_size, lock_key, database_timeout)
+        super().__init__(
+            engine, batch_size, lock_key, database_timeout, partitions, lease_ttl, name
+        )
         self._engine = engine
         self._publisher = publisher
         if self._postgres and database_timeout is not None:
@@ -193,11 +235,20 @@ class OutboxRelay(RelayCore):
             idle_interval: Seconds to wait when the outbox had less than a full batch.
             initial_backoff: Seconds to wait after the first failure.
             max_backoff: The longest wait between attempts while failures continue.
+
+        Raises:
+            ValueError: A partitioned relay's ``idle_interval`` is not shorter than its
+                ``lease_ttl`` (it would lose its partitions while idle).
+
+        A partitioned relay releases its partitions when it stops, so that the others take
+        them over at once (if the database cannot be reached then, they expire).
         """
 
         def perform(op: LoopOp) -> object:
             if isinstance(op, RelayBatch):
                 return self.relay_once()
+            if isinstance(op, ReleaseLeases):
+                return self._on_connection(self._release_leases())
             if isinstance(op, Wait):
                 return stop.wait(op.seconds)
             return stop.is_set()

@@ -23,6 +23,15 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 import sqlalchemy as sa
 from tactical._flow import Flow
+from tactical._partitions import partition_key
+from tactical.outbox._leases import (
+    DEFAULT_LEASE_TTL,
+    LeaseStatements,
+    check_partitioned,
+    fair_share,
+    fill_key_statement,
+    unkeyed_aggregates,
+)
 from tactical.outbox._message import OutboxMessage, UndeliverableError, backoff_delay
 from tactical.outbox._parking import (
     BatchPlan,
@@ -47,6 +56,7 @@ __all__ = [
     "Publish",
     "RelayBatch",
     "RelayCore",
+    "ReleaseLeases",
     "Statement",
     "Stopped",
     "Transaction",
@@ -134,6 +144,11 @@ class RelayBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseLeases:
+    """Give up every partition this relay owns and its heartbeat (a clean stop)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Wait:
     """Wait ``seconds``, or less if a stop is requested meanwhile."""
 
@@ -146,7 +161,7 @@ class Stopped:
 
 
 BatchOp: TypeAlias = DatabaseOp | Publish
-LoopOp: TypeAlias = RelayBatch | Wait | Stopped
+LoopOp: TypeAlias = RelayBatch | ReleaseLeases | Wait | Stopped
 
 
 def _transaction(body: Flow[BatchOp, R], begin: DatabaseOp = BEGIN) -> Flow[BatchOp, R]:
@@ -181,12 +196,21 @@ class RelayCore:
         engine: The (sync) engine of the outbox's database, prepared here for the relay.
 
     Raises:
-        TypeError: ``engine`` is not a SQLAlchemy ``Engine``.
-        ValueError: ``batch_size`` is below 1, or ``database_timeout`` is not positive.
+        TypeError: ``engine`` is not a SQLAlchemy ``Engine``, or ``partitions`` not an int.
+        ValueError: ``batch_size`` is below 1, ``database_timeout`` or ``lease_ttl`` is not
+            positive, ``partitions`` is below 1 or given for a database other than
+            PostgreSQL, or ``name`` is empty or too long.
     """
 
     def __init__(
-        self, engine: sa.Engine, batch_size: int, lock_key: int, database_timeout: float | None
+        self,
+        engine: sa.Engine,
+        batch_size: int,
+        lock_key: int,
+        database_timeout: float | None,
+        partitions: int | None = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        name: str | None = None,
     ) -> None:
         configure_engine(engine)
         url, dialect = engine.url, engine.dialect.name
@@ -206,6 +230,42 @@ class RelayCore:
         self._lock_key = lock_key
         self._postgres = dialect == "postgresql"
         self._eligible = eligible_rows(batch_size, dialect)
+        relay_name = check_partitioned(partitions, lease_ttl, name, dialect)
+        self._leases = (
+            None
+            if relay_name is None or partitions is None
+            else LeaseStatements(relay_name, partitions, lease_ttl)
+        )
+        self._lease_ttl = lease_ttl
+        self._leases_created = False
+        self._owned: frozenset[int] = frozenset()
+
+    @property
+    def name(self) -> str | None:
+        """This relay's name among partitioned relays (None for a relay without partitions).
+
+        .. versionadded:: 0.2.0
+        """
+        return None if self._leases is None else self._leases.name
+
+    @property
+    def partitions(self) -> int | None:
+        """How many partitions the outbox is split into (None: one relay at a time).
+
+        .. versionadded:: 0.2.0
+        """
+        return None if self._leases is None else self._leases.partitions
+
+    @property
+    def owned_partitions(self) -> frozenset[int]:
+        """The partitions this relay owned during its last batch (empty before the first).
+
+        Always empty for a relay without partitions. A partition may have moved to another
+        relay since: ownership is checked again, in the database, at every batch.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._owned
 
     @property
     def batch_size(self) -> int:
@@ -221,7 +281,9 @@ class RelayCore:
         SQLite the read and the mark are two short transactions around the publish, so that
         a slow broker never blocks the application's writers.
         """
-        if self._postgres:
+        if self._leases is not None:
+            published, plan, failure = yield from self._partitioned_batch(self._leases)
+        elif self._postgres:
             published, plan, failure = yield from _transaction(self._locked_batch())
         else:
             plan = plan_batch((yield from _transaction(_fetch(self._eligible))))
@@ -244,6 +306,100 @@ class RelayCore:
         published, plan, failure = yield from self._publish(plan)
         yield from self._record(published, plan.park)
         return published, plan, failure
+
+    def _partitioned_batch(self, leases: LeaseStatements) -> Flow[BatchOp, _Outcome]:
+        """One batch of a partitioned relay: its leases renewed, its partitions' rows sent.
+
+        One transaction renews (or claims, or gives up) the leases, reads the owned
+        partitions' rows, publishes them and marks them: the lease rows it renewed stay
+        locked until it commits, so no other relay takes a partition while this one
+        publishes from it (the fence). Rows written without a partition key get one in a
+        short transaction of their own afterwards.
+        """
+        if not self._leases_created:
+            yield from _transaction(self._create_leases(leases))
+            self._leases_created = True
+        outcome, unkeyed = yield from _transaction(self._leased_batch(leases))
+        if unkeyed:
+            yield from _transaction(self._fill_keys(unkeyed))
+        return outcome
+
+    def _create_leases(self, leases: LeaseStatements) -> Flow[BatchOp, None]:
+        existing = yield from _fetch(leases.existing_leases())
+        missing = set(range(leases.partitions)).difference(row[0] for row in existing)
+        if missing:
+            yield from _execute(leases.create_leases(missing))
+        yield from _execute(leases.forget_dead_relays())
+
+    def _leased_batch(
+        self, leases: LeaseStatements
+    ) -> Flow[BatchOp, tuple[_Outcome, list[sa.Row[Any]]]]:
+        owned = yield from self._own_partitions(leases)
+        unkeyed = yield from _fetch(unkeyed_aggregates(self._batch_size))
+        if not owned:
+            return ((), BatchPlan(()), None), unkeyed
+        plan = plan_batch((yield from _fetch(leases.rows_of(self._eligible, sorted(owned)))))
+        published, plan, failure = yield from self._publish(plan)
+        yield from self._record(published, plan.park)
+        return (published, plan, failure), unkeyed
+
+    def _own_partitions(self, leases: LeaseStatements) -> Flow[BatchOp, frozenset[int]]:
+        """Renew this relay's leases, then claim or give up some to hold its fair share."""
+        yield from _execute(leases.heartbeat())
+        relays = yield from _fetch(leases.live_relays())
+        others = sorted(
+            {(r.name, r.partitions) for r in relays if r.partitions != leases.partitions}
+        )
+        renewed = frozenset(row[0] for row in (yield from _fetch(leases.renew())))
+        if others:
+            # Partition p of one count is not partition p of another: owning nothing keeps
+            # every aggregate's order while the relays disagree.
+            _log.warning(
+                "outbox relay %s (partitions=%d) publishes nothing while relays with other "
+                "partition counts run: %s; stop every relay before changing partitions",
+                leases.name,
+                leases.partitions,
+                ", ".join(f"{name} (partitions={count})" for name, count in others),
+            )
+            if renewed:
+                yield from _execute(leases.release())
+            owned: frozenset[int] = frozenset()
+        else:
+            share = fair_share(leases.partitions, len(relays))
+            owned = renewed
+            if len(owned) > share:
+                extra = sorted(owned)[share:]
+                yield from _execute(leases.release(extra))
+                owned = owned.difference(extra)
+            elif len(owned) < share:
+                claimed = yield from _fetch(leases.claim(share - len(owned)))
+                owned = owned.union(row[0] for row in claimed)
+        if owned != self._owned:
+            _log.info(
+                "outbox relay %s owns partitions %s of %d (%d relay(s) alive)",
+                leases.name,
+                sorted(owned) or "none",
+                leases.partitions,
+                len(relays),
+            )
+        self._owned = owned
+        return owned
+
+    def _fill_keys(self, unkeyed: Sequence[sa.Row[Any]]) -> Flow[BatchOp, None]:
+        for row in unkeyed:
+            aggregate_type, aggregate_id = str(row.aggregate_type), str(row.aggregate_id)
+            key = partition_key(aggregate_type, aggregate_id)
+            yield from _execute(fill_key_statement(aggregate_type, aggregate_id, key))
+
+    def _release_leases(self) -> Flow[BatchOp, None]:
+        """Give up every lease and the heartbeat, so that the others take over at once."""
+        leases = self._leases
+        if leases is None:
+            return
+        yield from _transaction(_execute(leases.release()))
+        yield from _transaction(_execute(leases.leave()))
+        self._owned = frozenset()
+        _log.info("outbox relay %s released its partitions", leases.name)
 
     def _publish(self, plan: BatchPlan) -> Flow[BatchOp, _Outcome]:
         # Publish the plan's messages; on a refusal of some, park them and send the rest.
@@ -304,6 +460,11 @@ class RelayCore:
         self, idle_interval: float, initial_backoff: float, max_backoff: float
     ) -> Flow[LoopOp, None]:
         """Relay batches until stopped, backing off and logging while they fail."""
+        if self._leases is not None and not idle_interval < self._lease_ttl:
+            raise ValueError(
+                f"idle_interval ({idle_interval}s) must be shorter than lease_ttl "
+                f"({self._lease_ttl}s), or a partitioned relay loses its partitions while idle"
+            )
         failures = 0
         _log.info(
             "outbox relay started on the database at %s (batch size %d)",
@@ -340,6 +501,17 @@ class RelayCore:
                 _log.debug("outbox relay: published %d message(s)", count)
             if count < self._batch_size:
                 yield Wait(idle_interval)
+        if self._leases is not None:
+            try:
+                yield ReleaseLeases()
+            except Exception as error:
+                _log.warning(
+                    "outbox relay %s could not release its partitions (%s); the others take "
+                    "them over when its leases expire, within %.1fs",
+                    self._leases.name,
+                    self._what_failed(error),
+                    self._lease_ttl,
+                )
         _log.info("outbox relay stopped")
 
     def _what_failed(self, error: Exception) -> str:

@@ -27,6 +27,7 @@ from tactical._clock import Clock, SystemClock
 from tactical._codec import DeserializationError, JsonCodec, UnknownTypeError
 from tactical._codec_values import show
 from tactical._flow import Flow
+from tactical._partitions import partition_key
 from tactical.outbox._message import backoff_delay
 from tactical.outbox._parking import storable_error
 from tactical.outbox._relay_flow import (
@@ -230,6 +231,9 @@ class TimerCore:
                 "aggregate_type": TIMER_AGGREGATE_TYPE,
                 "aggregate_id": row.key,
                 "aggregate_version": 1,
+                # Keyed like a unit of work's rows, so that a partitioned relay reads it
+                # through its partitions, not as a row written before partitions existed.
+                "partition_key": partition_key(TIMER_AGGREGATE_TYPE, row.key),
                 "payload": problem,
                 "occurred_at": row.occurred_at,
                 "correlation_id": row.correlation_id,

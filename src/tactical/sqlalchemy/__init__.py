@@ -27,6 +27,8 @@ from tactical.sqlalchemy._schema import (
     metadata,
     outbox_table,
     projection_checkpoints_table,
+    relay_leases_table,
+    relays_table,
     scheduled_table,
 )
 from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
@@ -46,6 +48,8 @@ __all__ = [
     "metadata",
     "outbox_table",
     "projection_checkpoints_table",
+    "relay_leases_table",
+    "relays_table",
     "scheduled_table",
 ]
 

@@ -22,6 +22,8 @@ __all__ = [
     "metadata",
     "outbox_table",
     "projection_checkpoints_table",
+    "relay_leases_table",
+    "relays_table",
     "scheduled_table",
 ]
 
@@ -144,6 +146,11 @@ outbox_table: sa.Table = sa.Table(
     sa.Column(
         "transaction_order", sa.BigInteger, nullable=False, server_default=TransactionOrder()
     ),
+    # tactical.outbox.partition_key(aggregate_type, aggregate_id), written by the unit of
+    # work, so that a partitioned relay selects its partitions' rows by
+    # ``partition_key % partitions``. Nullable, so that existing outboxes can add it (added
+    # in 0.2): a partitioned relay computes it for rows written without it.
+    sa.Column("partition_key", sa.Integer, nullable=True),
     comment="Events written in the transaction that produced them (transactional outbox).",
 )
 """``tactical_outbox``: every event of a committed aggregate, written in its transaction."""
@@ -165,6 +172,47 @@ sa.Index(
     postgresql_where=outbox_table.c.parked_at.is_not(None),
     sqlite_where=outbox_table.c.parked_at.is_not(None),
 )
+# Unpublished rows written without a partition key (by a unit of work older than 0.2):
+# empty once every writer is upgraded, so its upkeep is a predicate per commit; a
+# partitioned relay finds them through it, and holds their aggregate's later rows.
+sa.Index(
+    "ix_tactical_outbox_unkeyed",
+    outbox_table.c.aggregate_type,
+    outbox_table.c.aggregate_id,
+    outbox_table.c.position,
+    postgresql_where=sa.and_(
+        outbox_table.c.partition_key.is_(None), outbox_table.c.published_at.is_(None)
+    ),
+    sqlite_where=sa.and_(
+        outbox_table.c.partition_key.is_(None), outbox_table.c.published_at.is_(None)
+    ),
+)
+
+relays_table: sa.Table = sa.Table(
+    "tactical_relays",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("partitions", sa.Integer, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    comment="Partitioned outbox relays alive, each until its heartbeat expires.",
+)
+"""``tactical_relays``: one row per running partitioned relay, renewed at each batch.
+
+.. versionadded:: 0.2.0
+"""
+
+relay_leases_table: sa.Table = sa.Table(
+    "tactical_relay_leases",
+    metadata,
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    comment="Which partitioned relay owns each outbox partition, and until when.",
+)
+"""``tactical_relay_leases``: the relay that owns each outbox partition, until its lease expires.
+
+.. versionadded:: 0.2.0
+"""
 
 # What projections read on PostgreSQL: (transaction_order, position) after a checkpoint. On
 # SQLite transaction_order is always 0 and the primary key serves: there the index is partial

@@ -238,6 +238,7 @@ OUTBOX_COLUMNS = (
     "occurred_at",
     "correlation_id",
     "causation_id",
+    "partition_key",
 )
 SCHEDULED_COLUMNS = (
     "key",

@@ -25,6 +25,7 @@ from tactical._codec_values import show
 from tactical._errors import ConcurrencyError
 from tactical._flow import Flow
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
+from tactical._partitions import partition_key
 from tactical._stored_keys import id_key, stored_key, unstorable_key
 from tactical._timers import Cancel, TimerWrite
 from tactical._tracing import trace_of
@@ -334,15 +335,20 @@ class DocumentStorage:
         if not owner:
             return
         rows: list[tuple[Any, ...]] = []
+        keys: dict[int, int] = {}  # id(change) -> its aggregate's partition key, hashed once
         for event in recorded_in_order(c.aggregate for c in changes):
             change = owner.get(id(event))
             if change is None:  # recorded after the snapshot of pending events was taken
                 continue
-            rows.append(self._outbox_row(change, names[id(change)], event))
+            name = names[id(change)]
+            key = keys.get(id(change))
+            if key is None:
+                key = keys[id(change)] = partition_key(*name)
+            rows.append(self._outbox_row(change, name, event, key))
         yield self._statements.insert_outbox.many(rows)
 
     def _outbox_row(
-        self, change: Change, name: tuple[str, str], event: DomainEvent
+        self, change: Change, name: tuple[str, str], event: DomainEvent, key: int
     ) -> tuple[Any, ...]:
         record = self._codec.event_to_record(event)
         trace = trace_of(event.event_id, recorded_trace(change.aggregate, event))
@@ -358,6 +364,7 @@ class DocumentStorage:
             event.occurred_at,
             trace.correlation_id,
             trace.causation_id,
+            key,
         )
 
     # -- conflicts ---------------------------------------------------------------------------
