@@ -219,6 +219,24 @@ class TestOrmMapper:
             ("high", 1, 1),
         ]
 
+    def test_load_all_reads_aggregates_that_are_saved_only_once_added(
+        self, orm_engine: sa.Engine
+    ) -> None:
+        """What ``load_all`` returns is not tracked: a change is saved once it is added, as documented."""
+        counter = saved(orm_engine, Counter(uuid4(), "read"))
+        mapper = CounterOrmMapper()
+        with SqlAlchemyUnitOfWork(orm_engine, mappers=[mapper]) as uow:
+            [found] = mapper.load_all(uow.connection, sa.select(CounterModel))
+            found.rename("not saved")
+            uow.commit()
+        assert rows(orm_engine)[0] == [(counter.id, 1, "read", 0, None)]
+        with SqlAlchemyUnitOfWork(orm_engine, mappers=[mapper]) as uow:
+            [found] = mapper.load_all(uow.connection, sa.select(CounterModel))
+            found.rename("saved")
+            uow.repository(Counter).add(found)
+            uow.commit()
+        assert rows(orm_engine)[0] == [(counter.id, 2, "saved", 0, None)]
+
     def test_to_model_giving_another_primary_key_is_refused(self, orm_engine: sa.Engine) -> None:
         """A to_model that keys the row under another id would overwrite it: refused, nothing stored."""
 

@@ -144,7 +144,10 @@ class OrmMapper(ABC, Generic[A, IdT, M]):
 
         ``statement`` is an ORM query of the root model (``select(PolicyModel).where(...)``);
         it runs in the same kind of session as :meth:`load`, and each model goes through
-        :meth:`to_domain`.
+        :meth:`to_domain`. The aggregates are read, not tracked: no unit of work saves a
+        change made to one of them (nor warns about it) unless it is added to one
+        (``uow.repository(A).add(aggregate)``, written under the version it was read at)
+        or loaded by id again through a repository.
 
         Raises:
             ~tactical.DeserializationError: :meth:`to_domain` refused a model's rows.
