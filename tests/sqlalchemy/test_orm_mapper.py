@@ -470,3 +470,24 @@ class TestDeclaration:
         """``aggregate_type`` must be an AggregateRoot subclass."""
         with pytest.raises(TypeError, match="aggregate_type must be an AggregateRoot subclass"):
             mapper_of(CounterModel, aggregate=Tag)
+
+
+class TestColumnsLeftOut:
+    def test_a_column_to_model_leaves_unset_keeps_its_stored_value(
+        self, orm_engine: sa.Engine
+    ) -> None:
+        """Why to_model must set every column (as documented): a merge skips what is unset."""
+
+        class Sparse(CounterOrmMapper):
+            def to_model(self, aggregate: Counter) -> CounterModel:
+                model = super().to_model(aggregate)
+                if aggregate.tag is None:
+                    del model.tag_text  # left out, as `if tag: model.tag_text = ...` would
+                return model
+
+        counter = saved(orm_engine, Counter(uuid4(), "tagged", tag=Tag("t")))
+        for mapper, expected in ((Sparse(), "t"), (CounterOrmMapper(), None)):
+            with SqlAlchemyUnitOfWork(orm_engine, mappers=[mapper]) as uow:
+                uow.repository(Counter).require(counter.id).tag = None
+                uow.commit()
+            assert rows(orm_engine)[0][0][4] == expected
