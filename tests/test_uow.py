@@ -370,6 +370,45 @@ class TestDispatchAtTheBlocksEnd:
             commit_then_change()
         assert reads == [1]
 
+    def test_a_handler_reentering_the_unit_of_work_keeps_the_previous_blocks_aggregates(
+        self,
+    ) -> None:
+        """Changed after its block and saved nowhere: reported by the next block, handlers or not.
+
+        The handlers' own blocks (one commits another counter, the next only reads) end
+        before the committing block is over; what they committed is checked by the next
+        block too.
+        """
+        bus = EventBus()
+        uow = InMemoryUnitOfWork(bus)
+        created: list[Counter] = []
+
+        def read_back(event: CounterTicked) -> None:
+            with uow:
+                uow.repository(Counter).require(event.counter_id)
+
+        def create_another(event: CounterTicked) -> None:
+            with uow:
+                another = Counter(uuid4(), "another")
+                uow.repository(Counter).add(another)
+                uow.commit()
+            created.append(another)
+
+        bus.subscribe(CounterTicked, create_another)
+        bus.subscribe(CounterTicked, read_back)
+        counter = Counter(uuid4(), "visits")
+        with uow:
+            uow.repository(Counter).add(counter)
+            counter.tick()
+            uow.commit()
+        counter.rename("lost")
+        created[0].rename("lost too")
+        with pytest.warns(UncommittedChangesWarning, match="after it ended") as warned, uow:
+            pass
+        [warning] = [w.message for w in warned]
+        assert isinstance(warning, UncommittedChangesWarning)
+        assert set(warning.aggregates) == {(Counter, counter.id), (Counter, created[0].id)}
+
     def test_a_commit_without_events_dispatches_nothing(self) -> None:
         """A block whose commit saved no event leaves the bus alone."""
         bus, seen = EventBus(), list[object]()

@@ -144,6 +144,9 @@ class UnitOfWorkCore:
         self._unsaved: Leftovers | None = None
         # The events of this block's commit and their traces, dispatched when it ends.
         self._publication: tuple[list[DomainEvent], dict[UUID, Trace]] | None = None
+        # Whether this unit of work's events are being dispatched: handlers' blocks then add
+        # what they committed to _previous instead of replacing what the block before did.
+        self._dispatching = False
         weakref.finalize(
             self, report_at_collection, self._previous, type(self).__name__
         ).atexit = False
@@ -198,9 +201,13 @@ class UnitOfWorkCore:
             reported = leftovers.after_commit if leftovers is not None else ()
             # What the next block's end checks: the aggregates committed now that someone
             # still holds (no other can be changed) and that were not reported just now.
-            self._previous[:] = [
-                c for c in committed if c.aggregate() is not None and c not in reported
-            ]
+            fresh = [c for c in committed if c.aggregate() is not None and c not in reported]
+            if self._dispatching:
+                # A handler's block: the blocks before it in this dispatch keep theirs.
+                gone = leftovers.after_block if leftovers is not None else ()
+                self._previous[:] = [c for c in self._previous if c not in gone] + fresh
+            else:
+                self._previous[:] = fresh
             self._active = False
             try:
                 yield ("_end",)
@@ -212,10 +219,13 @@ class UnitOfWorkCore:
                 raise
         # Handlers may enter this unit of work again, and each of their blocks' ends sets
         # _unsaved: this block's is set once they are done.
+        dispatching = self._dispatching
         try:
             if publication is not None:
+                self._dispatching = True
                 yield from self._dispatch_flow(publication, error)
         finally:
+            self._dispatching = dispatching
             self._unsaved = leftovers
 
     def _dispatch_flow(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from tests.sqlalchemy.counter_mapping import CounterMapper, counters, tallies
@@ -10,7 +10,7 @@ from tests.sqlalchemy.counter_mapping import CounterMapper, counters, tallies
 import sqlalchemy as sa
 from tactical import EventBus
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
-from tactical.testing import Counter, Tag, UnitOfWorkContract, UnitOfWorkFactory
+from tactical.testing import Counter, Tag, Tally, UnitOfWorkContract, UnitOfWorkFactory
 
 
 class TestRelationalMapper(UnitOfWorkContract):
@@ -47,3 +47,18 @@ class TestRelationalMapper(UnitOfWorkContract):
         assert (root.name, root.count, root.tag_text, root.version) == ("mapped", 1, "t", 1)
         assert [(c.tally_id, c.marks) for c in children] == [(1, 1)]
         assert len(events) == 1
+
+    def test_an_insert_refused_for_a_child_row_raises_the_integrity_error(
+        self, mapped_engine: sa.Engine
+    ) -> None:
+        """Two tallies under one key: no other writer is involved, so no ConcurrencyError."""
+        counter = Counter(uuid4(), "twice", tallies=[Tally(1, 1), Tally(1, 2)])
+        with SqlAlchemyUnitOfWork(mapped_engine, mappers=[CounterMapper()]) as uow:
+            uow.repository(Counter).add(counter)
+            with pytest.raises(sa.exc.IntegrityError):
+                uow.commit()
+        assert counter.version == 0
+        with mapped_engine.connect() as connection:
+            assert (
+                connection.execute(sa.select(sa.func.count()).select_from(counters)).scalar() == 0
+            )

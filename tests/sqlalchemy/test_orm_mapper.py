@@ -219,6 +219,24 @@ class TestOrmMapper:
             ("high", 1, 1),
         ]
 
+    def test_load_all_reads_aggregates_that_are_saved_only_once_added(
+        self, orm_engine: sa.Engine
+    ) -> None:
+        """What ``load_all`` returns is not tracked: a change is saved once it is added, as documented."""
+        counter = saved(orm_engine, Counter(uuid4(), "read"))
+        mapper = CounterOrmMapper()
+        with SqlAlchemyUnitOfWork(orm_engine, mappers=[mapper]) as uow:
+            [found] = mapper.load_all(uow.connection, sa.select(CounterModel))
+            found.rename("not saved")
+            uow.commit()
+        assert rows(orm_engine)[0] == [(counter.id, 1, "read", 0, None)]
+        with SqlAlchemyUnitOfWork(orm_engine, mappers=[mapper]) as uow:
+            [found] = mapper.load_all(uow.connection, sa.select(CounterModel))
+            found.rename("saved")
+            uow.repository(Counter).add(found)
+            uow.commit()
+        assert rows(orm_engine)[0] == [(counter.id, 2, "saved", 0, None)]
+
     def test_to_model_giving_another_primary_key_is_refused(self, orm_engine: sa.Engine) -> None:
         """A to_model that keys the row under another id would overwrite it: refused, nothing stored."""
 
@@ -316,6 +334,76 @@ class TestPrimaryKey:
         assert (stored.name, stored.version) == ("first", 2)
 
 
+class UniqueNameModel(NamedBase):
+    """A root table with a business key of its own: a unique name beside the id."""
+
+    __tablename__ = "orm_unique_names"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column()
+    name: Mapped[str] = mapped_column(sa.String(100), unique=True)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class UniqueNameMapper(OrmMapper[Counter, UUID, UniqueNameModel]):
+    aggregate_type = Counter
+    model = UniqueNameModel
+
+    def to_model(self, aggregate: Counter) -> UniqueNameModel:
+        return UniqueNameModel(id=aggregate.id, name=aggregate.name)
+
+    def to_domain(self, model: UniqueNameModel) -> Counter:
+        return Counter(model.id, model.name)
+
+
+class TestRefusedInsert:
+    def test_another_constraint_refusing_an_insert_is_no_concurrency_error(
+        self, engine: sa.Engine
+    ) -> None:
+        """A new aggregate whose row breaks a unique column (not its id) gets the IntegrityError.
+
+        No other writer stored this id, so it is not a ConcurrencyError (which says "it was
+        removed" and asks for a retry that can never succeed).
+        """
+        NamedBase.metadata.create_all(engine, tables=[UniqueNameModel.__table__])  # type: ignore[list-item]  # pyright: ignore[reportArgumentType]
+        with engine.begin() as connection:
+            connection.execute(sa.delete(UniqueNameModel))
+        mappers = [UniqueNameMapper()]
+        with SqlAlchemyUnitOfWork(engine, mappers=mappers) as uow:
+            uow.repository(Counter).add(Counter(uuid4(), "taken"))
+            uow.commit()
+        second = Counter(uuid4(), "taken")
+        with SqlAlchemyUnitOfWork(engine, mappers=mappers) as uow:
+            uow.repository(Counter).add(second)
+            with pytest.raises(sa.exc.IntegrityError):
+                uow.commit()
+        assert second.version == 0
+        with engine.connect() as connection:
+            assert (
+                connection.execute(
+                    sa.select(sa.func.count()).select_from(UniqueNameModel)
+                ).scalar_one()
+                == 1
+            )
+
+    def test_an_insert_of_a_stored_id_is_still_a_concurrency_error(self, engine: sa.Engine) -> None:
+        """The id itself taken (another writer added it first): ConcurrencyError, both versions."""
+        NamedBase.metadata.create_all(engine, tables=[UniqueNameModel.__table__])  # type: ignore[list-item]  # pyright: ignore[reportArgumentType]
+        with engine.begin() as connection:
+            connection.execute(sa.delete(UniqueNameModel))
+        mappers = [UniqueNameMapper()]
+        counter_id = uuid4()
+        with SqlAlchemyUnitOfWork(engine, mappers=mappers) as uow:
+            uow.repository(Counter).add(Counter(counter_id, "first"))
+            uow.commit()
+        with SqlAlchemyUnitOfWork(engine, mappers=mappers) as uow:
+            uow.repository(Counter).add(Counter(counter_id, "second"))
+            with pytest.raises(ConcurrencyError, match="the database refused the insert") as raised:
+                uow.commit()
+        assert (raised.value.expected_version, raised.value.actual_version) == (0, 1)
+
+
 class UnversionedModel(NamedBase):
     __tablename__ = "orm_unversioned"
 
@@ -382,3 +470,24 @@ class TestDeclaration:
         """``aggregate_type`` must be an AggregateRoot subclass."""
         with pytest.raises(TypeError, match="aggregate_type must be an AggregateRoot subclass"):
             mapper_of(CounterModel, aggregate=Tag)
+
+
+class TestColumnsLeftOut:
+    def test_a_column_to_model_leaves_unset_keeps_its_stored_value(
+        self, orm_engine: sa.Engine
+    ) -> None:
+        """Why to_model must set every column (as documented): a merge skips what is unset."""
+
+        class Sparse(CounterOrmMapper):
+            def to_model(self, aggregate: Counter) -> CounterModel:
+                model = super().to_model(aggregate)
+                if aggregate.tag is None:
+                    del model.tag_text  # left out, as `if tag: model.tag_text = ...` would
+                return model
+
+        counter = saved(orm_engine, Counter(uuid4(), "tagged", tag=Tag("t")))
+        for mapper, expected in ((Sparse(), "t"), (CounterOrmMapper(), None)):
+            with SqlAlchemyUnitOfWork(orm_engine, mappers=[mapper]) as uow:
+                uow.repository(Counter).require(counter.id).tag = None
+                uow.commit()
+            assert rows(orm_engine)[0][0][4] == expected

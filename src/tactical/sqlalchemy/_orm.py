@@ -107,7 +107,9 @@ class OrmMapper(ABC, Generic[A, IdT, M]):
         """A new, unattached model of ``aggregate`` (with its children), for the session.
 
         Build a fresh object graph (do not load anything): the unit of work adds it, or
-        merges it over the stored rows. Its primary key must be
+        merges it over the stored rows. Set every column, ``None`` included: a merge copies
+        only the attributes set on the new objects, so one left out keeps its stored value
+        (a field the aggregate cleared would stay in the row). Its primary key must be
         :meth:`primary_key` of the aggregate's id; the version attribute is set for you.
         What it returns is checked at commit, which stores nothing when it is not a
         ``model`` (``TypeError``) or has another primary key (``ValueError``).
@@ -144,7 +146,10 @@ class OrmMapper(ABC, Generic[A, IdT, M]):
 
         ``statement`` is an ORM query of the root model (``select(PolicyModel).where(...)``);
         it runs in the same kind of session as :meth:`load`, and each model goes through
-        :meth:`to_domain`.
+        :meth:`to_domain`. The aggregates are read, not tracked: no unit of work saves a
+        change made to one of them (nor warns about it) unless it is added to one
+        (``uow.repository(A).add(aggregate)``, written under the version it was read at)
+        or loaded by id again through a repository.
 
         Raises:
             ~tactical.DeserializationError: :meth:`to_domain` refused a model's rows.

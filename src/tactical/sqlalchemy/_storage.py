@@ -300,7 +300,10 @@ class DocumentStorage:
             try:
                 yield MapperCall(mapper.insert, aggregate, isolated=True)
             except exc.IntegrityError as error:
-                raise (yield from self._stale(change, error)) from error
+                stale = yield from self._stale_insert(change, error)
+                if stale is None:
+                    raise
+                raise stale from error
             return
         # Check and bump the root's version first: this also locks the row (PostgreSQL) so
         # the mapper's writes below cannot interleave with another writer's.
@@ -325,9 +328,12 @@ class DocumentStorage:
         except orm_exc.StaleDataError as error:
             raise (yield from self._stale(change)) from error
         except exc.IntegrityError as error:
-            if change.kind != "insert":
+            stale = (
+                None if change.kind != "insert" else (yield from self._stale_insert(change, error))
+            )
+            if stale is None:
                 raise
-            raise (yield from self._stale(change, error)) from error
+            raise stale from error
 
     def _write_outbox(self, changes: Sequence[Change], names: _Names) -> Flow[Operation, None]:
         """Insert the outbox rows of every change's events, in recorded order."""
@@ -402,12 +408,24 @@ class DocumentStorage:
             return None
         return cast("int | None", rows[0][0] if rows else None)
 
-    def _stale(
-        self, change: Change, cause: Exception | None = None
-    ) -> Flow[Operation, ConcurrencyError]:
-        error = _stale_error(change, (yield from self._stored_version(change)))
-        if cause is not None:
-            error.add_note(f"the database refused the insert: {getattr(cause, 'orig', cause)}")
+    def _stale(self, change: Change) -> Flow[Operation, ConcurrencyError]:
+        return _stale_error(change, (yield from self._stored_version(change)))
+
+    def _stale_insert(
+        self, change: Change, refusal: exc.IntegrityError
+    ) -> Flow[Operation, ConcurrencyError | None]:
+        """The conflict behind a mapper's insert the database refused, if it is one.
+
+        A row stored under the aggregate's id means another writer added it first: a
+        ``ConcurrencyError``. None means there is no such row: the insert broke another
+        constraint (a unique column, a child's key), which no retry can get past, and the
+        caller raises ``refusal`` itself.
+        """
+        actual = yield from self._stored_version(change)
+        if actual is None:
+            return None
+        error = _stale_error(change, actual)
+        error.add_note(f"the database refused the insert: {getattr(refusal, 'orig', refusal)}")
         return error
 
     def _conflict_after_busy(
