@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 import sqlalchemy as sa
 from tactical._flow import run_async
 from tactical._model import AggregateRoot
+from tactical._query import Query
 from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
@@ -170,6 +171,12 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
             cast("AsyncConnection", self._connection).dialect
         )
         return await run_async(storage.load(aggregate_type, aggregate_id), self._carry_out)
+
+    async def _find(self, query: Query[A], held: frozenset[object]) -> list[A]:
+        storage = self._storage or self._storage_for(
+            cast("AsyncConnection", self._connection).dialect
+        )
+        return await run_async(storage.find(query, held), self._carry_out)
 
     async def _store(self, changes: Sequence[Change]) -> None:
         storage = self._storage or self._storage_for(

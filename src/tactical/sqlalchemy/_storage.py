@@ -17,16 +17,19 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy.engine import Dialect
 
+import sqlalchemy as sa
 from sqlalchemy import exc
 from tactical._codec import DeserializationError, JsonCodec
 from tactical._codec_values import show
 from tactical._errors import ConcurrencyError
 from tactical._flow import Flow
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
+from tactical._query import Query
 from tactical._stored_keys import id_key, stored_key, unstorable_key
 from tactical._tracing import trace_of
 from tactical._uow import Change
 from tactical.sqlalchemy._engine import says_sqlite_locked
+from tactical.sqlalchemy._finders import document_condition, mapper_condition
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._schema import aggregates_table, metadata
 from tactical.sqlalchemy._statements import (
@@ -37,6 +40,7 @@ from tactical.sqlalchemy._statements import (
     MapperCall,
     Operation,
     ReadAlone,
+    Select,
     document_statements,
     mapper_statements,
 )
@@ -45,6 +49,7 @@ __all__ = ["DocumentStorage"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
 
+_doc = aggregates_table.c
 _Names = Mapping[int, tuple[str, str]]  # id(change) -> (type name, stored key)
 
 
@@ -62,6 +67,7 @@ class DocumentStorage:
         mappers: Mapping[type[AggregateRoot[Any]], RelationalMapper[Any, Any]],
     ) -> None:
         self._statements = document_statements(dialect)
+        self._dialect_name = dialect.name
         self._sqlite = dialect.name == "sqlite"
         self._codec = codec
         self._mappers = mappers
@@ -153,6 +159,66 @@ class DocumentStorage:
                 f"not the {mapper.aggregate_type.__qualname__} with id {aggregate_id!r}"
             )
         return loaded
+
+    # -- find --------------------------------------------------------------------------------
+
+    def find(self, query: Query[A], held: frozenset[object]) -> Flow[Operation, list[A]]:
+        """Read the stored aggregates ``query`` matches, but those with ids in ``held``."""
+        aggregate_type = query.aggregate_type
+        mapper = self._mappers.get(aggregate_type)
+        if mapper is not None:
+            found = yield from self._find_mapped(mapper, query, held)
+            return cast("list[A]", found)
+        type_name = self._codec.type_name(aggregate_type)
+        statement = sa.select(_doc.aggregate_id, _doc.version, _doc.state).where(
+            _doc.aggregate_type == type_name,
+            document_condition(query.predicate, self._dialect_name),
+        )
+        rows: list[Any] = yield from self._select(statement, aggregate_type)
+        skipped = {id_key(i) for i in held}
+        found_documents: list[A] = []
+        for key, version, state in rows:
+            if key in skipped:
+                continue
+            aggregate = self._codec.aggregate_from_state(
+                aggregate_type, state, version=version, context=_document_row(type_name, key)
+            )
+            if id_key(aggregate.id) != key:
+                raise DeserializationError(
+                    f"{aggregate_type.__qualname__} state ({_document_row(type_name, key)}) "
+                    f"has id {aggregate.id!r}, not the row's {key!r}"
+                )
+            found_documents.append(aggregate)
+        return found_documents
+
+    def _find_mapped(
+        self, mapper: RelationalMapper[Any, Any], query: Query[Any], held: frozenset[object]
+    ) -> Flow[Operation, list[Any]]:
+        id_column = mapper.table.c[mapper.id_column]
+        statement = sa.select(id_column).where(
+            mapper_condition(query.predicate, mapper, self._dialect_name)
+        )
+        rows: list[Any] = yield from self._select(statement, query.aggregate_type)
+        found: list[Any] = []
+        for (aggregate_id,) in rows:
+            if aggregate_id in held:
+                continue
+            loaded = yield from self._load_mapped(mapper, query.aggregate_type, aggregate_id)
+            if loaded is not None:  # deleted since the query: not there any more
+                found.append(loaded)
+        return found
+
+    def _select(
+        self, statement: sa.Executable, aggregate_type: type[Any]
+    ) -> Flow[Operation, list[Any]]:
+        try:
+            rows: list[Any] = yield Select(statement)
+        except exc.OperationalError as error:
+            raise _busy(_with_schema_hint(error), aggregate_type, "(a query)") from error
+        except exc.ProgrammingError as error:
+            _with_schema_hint(error)
+            raise
+        return rows
 
     # -- store -------------------------------------------------------------------------------
 
