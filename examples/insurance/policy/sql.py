@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from functools import partial
+from types import MappingProxyType
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -85,6 +86,8 @@ class PolicyMapper(RelationalMapper[InsurancePolicy, UUID]):
 
     aggregate_type = InsurancePolicy
     table = policies
+    # The columns the finders compare (PolicyRepository.find_active_by_holder).
+    columns = MappingProxyType({"holder.id": policies.c.holder_id, "status": policies.c.status})
 
     def load(self, connection: sa.Connection, aggregate_id: UUID) -> InsurancePolicy | None:
         row = connection.execute(
