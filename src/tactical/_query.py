@@ -77,10 +77,6 @@ class Predicate:
         """Whether the JSON ``state`` satisfies the condition."""
         raise NotImplementedError
 
-    def paths(self) -> Iterable[tuple[str, ...]]:  # pragma: no cover  (abstract)
-        """The field paths the condition reads."""
-        raise NotImplementedError
-
 
 def _predicate(value: object) -> Predicate:
     if not isinstance(value, Predicate):
@@ -120,9 +116,6 @@ class Comparison(Predicate):
             return bool(found > wanted)
         return bool(found >= wanted)
 
-    def paths(self) -> Iterable[tuple[str, ...]]:
-        return (self.path,)
-
     def __repr__(self) -> str:
         return f"Field({'.'.join(self.path)!r}) {self.operator} {self.value!r}"
 
@@ -142,9 +135,6 @@ class OneOf(Predicate):
         found = value_at(state, self.path)
         return any(_equal(found, wanted) for wanted in self.values)
 
-    def paths(self) -> Iterable[tuple[str, ...]]:
-        return (self.path,)
-
     def __repr__(self) -> str:
         return f"Field({'.'.join(self.path)!r}).one_of({list(self.values)!r})"
 
@@ -159,9 +149,6 @@ class Conjunction(Predicate):
 
     def matches(self, state: Mapping[str, Any]) -> bool:
         return all(part.matches(state) for part in self.parts)
-
-    def paths(self) -> Iterable[tuple[str, ...]]:
-        return [path for part in self.parts for path in part.paths()]
 
     def __repr__(self) -> str:
         return "(" + " & ".join(map(repr, self.parts)) + ")" if self.parts else "(everything)"
@@ -178,9 +165,6 @@ class Disjunction(Predicate):
     def matches(self, state: Mapping[str, Any]) -> bool:
         return any(part.matches(state) for part in self.parts)
 
-    def paths(self) -> Iterable[tuple[str, ...]]:
-        return [path for part in self.parts for path in part.paths()]
-
     def __repr__(self) -> str:
         return "(" + " | ".join(map(repr, self.parts)) + ")"
 
@@ -195,9 +179,6 @@ class Negation(Predicate):
 
     def matches(self, state: Mapping[str, Any]) -> bool:
         return not self.part.matches(state)
-
-    def paths(self) -> Iterable[tuple[str, ...]]:
-        return self.part.paths()
 
     def __repr__(self) -> str:
         shown = repr(self.part)
@@ -476,7 +457,7 @@ def _check_kind(
     aggregate_type: type[Any], path: tuple[str, ...], annotation: Any, values: Sequence[object]
 ) -> None:
     """Refuse a compared value the field cannot hold (a str for a UUID field, say)."""
-    if not isinstance(annotation, type) or annotation is object:
+    if not isinstance(annotation, type) or annotation in (object, Any):
         return  # Any, a union of several types, a type variable: not checked
     for value in values:
         if value is None:

@@ -9,6 +9,7 @@ compared with the Python definition the in-memory store evaluates.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -18,8 +19,8 @@ from hypothesis import strategies as st
 from tests.sqlalchemy.counter_mapping import CounterMapper
 
 import sqlalchemy as sa
-from tactical import Field, InMemoryUnitOfWork, JsonCodec, Predicate, Query
-from tactical.sqlalchemy import SqlAlchemyUnitOfWork
+from tactical import DeserializationError, Field, InMemoryUnitOfWork, JsonCodec, Predicate, Query
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table
 from tactical.testing import Counter, Tag
 
 NAMES = ["Zed", "apple", "\u00c9mile", "b", "", "zz top", "Apple"]
@@ -132,3 +133,27 @@ class TestFindersCannotDrift:
         with uow:
             found = uow.repository(Counter).find(Query(Counter, predicate))
         assert sorted(c.id for c in found) == expected(predicate)
+
+
+class TestFinderErrors:
+    def test_a_copied_document_is_named_not_returned(self, engine: sa.Engine) -> None:
+        """A row whose state holds another aggregate's id raises DeserializationError naming it."""
+        counter = Counter(UUID(int=1), "original", 1)
+        uow = SqlAlchemyUnitOfWork(engine)
+        with uow:
+            uow.repository(Counter).add(counter)
+            uow.commit()
+        with engine.begin() as connection:
+            connection.execute(aggregates_table.update().values(aggregate_id=str(UUID(int=2))))
+        with uow, pytest.raises(DeserializationError, match=r"has id .*not the row's"):
+            uow.repository(Counter).find(Query(Counter, Field("count") == 1))
+
+    def test_missing_tables_say_how_to_create_them(self, tmp_path: Path) -> None:
+        """A finder on a database without tactical's tables notes create_schema."""
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+        try:
+            with SqlAlchemyUnitOfWork(engine) as uow, pytest.raises(sa.exc.OperationalError) as e:
+                uow.repository(Counter).find(Query(Counter))
+            assert "create_schema" in "".join(getattr(e.value, "__notes__", []))
+        finally:
+            engine.dispose()
