@@ -12,7 +12,7 @@ collation, PostgreSQL's ``COLLATE "C"``), as Python orders them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.dialects import postgresql
 
@@ -25,10 +25,9 @@ from tactical._query import (
     OneOf,
     Predicate,
 )
-from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._schema import aggregates_table
 
-__all__ = ["document_condition", "mapper_condition"]
+__all__ = ["ColumnsOfFields", "document_condition", "mapper_condition"]
 
 _Condition = sa.ColumnElement[bool]
 _Atom = Callable[[Comparison], _Condition]
@@ -113,8 +112,20 @@ def _postgres_atom(comparison: Comparison) -> _Condition:
 # -- relational mappers ---------------------------------------------------------------------
 
 
+class ColumnsOfFields(Protocol):
+    """Where a mapper keeps the fields a query compares (``RelationalMapper`` is one).
+
+    Any storage of mapped tables (Core or ORM) that offers these two compiles a finder's
+    query with :func:`mapper_condition`.
+    """
+
+    def column_for(self, path: str) -> sa.ColumnElement[Any]: ...
+
+    def column_value(self, path: str, value: object) -> object: ...
+
+
 def mapper_condition(
-    predicate: Predicate, mapper: RelationalMapper[Any, Any], dialect_name: str
+    predicate: Predicate, mapper: ColumnsOfFields, dialect_name: str
 ) -> _Condition:
     """``predicate`` on the columns ``mapper`` maps its aggregate's fields to.
 
