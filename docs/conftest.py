@@ -10,6 +10,7 @@ A reader has the installed package and nothing else: no checkout, no ``examples`
   imported from it (``examples``, the test suite's helpers) are hidden from ``sys.modules``.
 
 Pages whose samples talk to a broker skip them with ``% skip: start if(not rabbitmq, ...)``
+(or ``not redis_server``)
 when the server is not reachable; under ``CI=true`` they always run, so a missing server
 fails instead of skipping, as the rest of the suite does.
 """
@@ -162,6 +163,7 @@ def _reachable(port: int) -> bool:
 
 def _setup(namespace: dict[str, Any]) -> None:
     namespace["rabbitmq"] = _reachable(5672)
+    namespace["redis_server"] = _reachable(6379)
 
 
 pytest_collect_file = Sybil(

@@ -300,3 +300,81 @@ class TestStructuralState:
         before = structural_state(box)
         box.items.append(1)
         assert structural_state(box) != before
+
+
+class TestDispatchAtTheBlocksEnd:
+    def test_an_interrupt_after_the_commit_dispatches_nothing(self) -> None:
+        """KeyboardInterrupt after commit: the commit stands, nothing runs in process."""
+        store, bus, seen = InMemoryStore(), EventBus(), list[CounterTicked]()
+        bus.subscribe(CounterTicked, seen.append)
+        counter = Counter(uuid4(), "visits")
+
+        def commit_then_interrupt() -> None:
+            with InMemoryUnitOfWork(bus, store=store) as uow:
+                uow.repository(Counter).add(counter)
+                counter.tick()
+                uow.commit()
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            commit_then_interrupt()
+        assert seen == []
+        with InMemoryUnitOfWork(store=store) as reader:
+            assert reader.repository(Counter).require(counter.id).count == 1
+
+    def test_a_failed_end_of_block_still_dispatches_what_was_committed(self) -> None:
+        """Releasing the storage failing after the commit does not lose its events."""
+
+        class FailingEnd(InMemoryUnitOfWork):
+            def _end(self) -> None:
+                raise OSError("connection reset while releasing")
+
+        bus, seen = EventBus(), list[CounterTicked]()
+        bus.subscribe(CounterTicked, seen.append)
+        bus.subscribe(CounterTicked, lambda event: 1 / 0)
+        counter = Counter(uuid4(), "visits")
+
+        def commit() -> None:
+            with FailingEnd(bus) as uow:
+                uow.repository(Counter).add(counter)
+                counter.tick()
+                uow.commit()
+
+        with pytest.raises(OSError, match="releasing") as raised:
+            commit()
+        assert [e.counter_id for e in seen] == [counter.id]
+        # The end's error goes on; the handler's failure is a note on it, not lost.
+        assert any("1 event handler(s) failed" in n for n in raised.value.__notes__)
+
+    def test_a_handler_reentering_the_unit_of_work_keeps_the_blocks_warnings(self) -> None:
+        """A change after commit is still reported once the handlers, using the uow, are done."""
+        store, bus = InMemoryStore(), EventBus()
+        uow = InMemoryUnitOfWork(bus, store=store)
+        reads: list[int] = []
+
+        def read_back(event: CounterTicked) -> None:
+            with uow:
+                reads.append(uow.repository(Counter).require(event.counter_id).count)
+
+        bus.subscribe(CounterTicked, read_back)
+        counter = Counter(uuid4(), "visits")
+
+        def commit_then_change() -> None:
+            with uow:
+                uow.repository(Counter).add(counter)
+                counter.tick()
+                uow.commit()
+                counter.rename("lost")
+
+        with pytest.warns(UncommittedChangesWarning, match="changed after"):
+            commit_then_change()
+        assert reads == [1]
+
+    def test_a_commit_without_events_dispatches_nothing(self) -> None:
+        """A block whose commit saved no event leaves the bus alone."""
+        bus, seen = EventBus(), list[object]()
+        bus.subscribe(CounterTicked, seen.append)
+        with InMemoryUnitOfWork(bus) as uow:
+            uow.repository(Counter).add(Counter(uuid4(), "quiet"))
+            uow.commit()
+        assert seen == []

@@ -302,3 +302,60 @@ class TestCancellation:
         assert (after.count, after.version) == (0, 1)
         assert [c.version for c in loaded] == [1]
         assert uow.calls == ["_begin", "_load", "_store", "_end"]
+
+
+class TestDispatchAtTheBlocksEnd:
+    async def test_a_cancellation_after_the_commit_dispatches_nothing(self) -> None:
+        """A task cancelled after its commit: the commit stands, no handler is awaited."""
+        store, bus, seen = InMemoryStore(), EventBus(), list[CounterTicked]()
+
+        async def note(event: CounterTicked) -> None:
+            seen.append(event)
+
+        bus.subscribe(CounterTicked, note)
+        counter = Counter(uuid4(), "visits")
+        committed = asyncio.Event()
+
+        async def commit_then_wait() -> None:
+            async with AsyncInMemoryUnitOfWork(bus, store=store) as uow:
+                uow.repository(Counter).add(counter)
+                counter.tick()
+                await uow.commit()
+                committed.set()
+                await asyncio.Event().wait()  # cancelled here
+
+        task = asyncio.create_task(commit_then_wait())
+        await committed.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert seen == []
+        found = stored(store, counter.id)
+        assert found is not None
+        assert found.count == 1
+
+    async def test_a_handler_may_enter_the_async_unit_of_work_that_committed(self) -> None:
+        """An async handler enters the same unit of work and commits another aggregate."""
+        store = InMemoryStore()
+        target = saved(store, "target")
+        bus = EventBus()
+        uow = AsyncInMemoryUnitOfWork(bus, store=store)
+        seen: list[UUID] = []
+
+        async def propagate(event: CounterTicked) -> None:
+            seen.append(event.counter_id)
+            if event.counter_id != target.id:
+                async with uow:
+                    (await uow.repository(Counter).require(target.id)).tick()
+                    await uow.commit()
+
+        bus.subscribe(CounterTicked, propagate)
+        source = Counter(uuid4(), "source")
+        async with uow:
+            uow.repository(Counter).add(source)
+            source.tick()
+            await uow.commit()
+        assert seen == [source.id, target.id]
+        found = stored(store, target.id)
+        assert found is not None
+        assert found.count == 1

@@ -1,14 +1,14 @@
 """Application services: each method is one transaction that changes one aggregate.
 
 A service opens a fresh unit of work, loads the aggregate, runs one command on it and
-commits; the unit of work then publishes the recorded events. Business rules live in the
+commits; the unit of work publishes the recorded events as its block ends. Business rules live in the
 aggregates, not here. Time comes from an injected clock, so tests are deterministic.
 
 ``print_label`` only prints the label: the label stock is taken by a handler of
 ``LabelPrinted`` (:mod:`examples.shipping.handlers`) in the inventory's own transaction,
-after the shipment's transaction has committed. If that handler fails, ``print_label``
-raises :class:`~tactical.EventHandlerError` **after** the commit: the label is printed and
-stays printed.
+after the shipment's transaction has committed and its block ended. If that handler fails,
+``print_label`` raises :class:`~tactical.EventHandlerError` **after** the commit: the label
+is printed and stays printed.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ The public API is re-exported here; everything else is private.
 
 from tactical._bus import EventBus, EventHandlerError
 from tactical._codec import DeserializationError, EventRecord, JsonCodec, UnknownTypeError
+from tactical._commands import Command, CommandBus
 from tactical._errors import (
     AggregateNotFound,
     ConcurrencyError,
@@ -31,6 +32,8 @@ __all__ = [
     "AsyncInMemoryUnitOfWork",
     "AsyncRepository",
     "AsyncUnitOfWork",
+    "Command",
+    "CommandBus",
     "ConcurrencyError",
     "DeserializationError",
     "DomainError",

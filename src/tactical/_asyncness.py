@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-__all__ = ["discard_awaitable", "is_async_callable"]
+T = TypeVar("T")
+
+__all__ = ["awaited", "discard_awaitable", "is_async_callable", "name_of"]
 
 
 def is_async_callable(candidate: Callable[..., Any]) -> bool:
@@ -40,3 +42,18 @@ def discard_awaitable(result: object) -> bool:
     if callable(close):
         close()
     return True
+
+
+async def awaited(result: Awaitable[T]) -> T:
+    """``result``, awaited: the perform of an async driver whose flow yields awaitables."""
+    return await result
+
+
+def name_of(handler: Callable[..., Any]) -> str:
+    """What an error message calls ``handler``: its qualified name, else its repr.
+
+    A ``functools.partial`` (a handler given its dependencies) is named after its function.
+    """
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    return getattr(handler, "__qualname__", None) or repr(handler)

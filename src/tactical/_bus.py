@@ -11,12 +11,12 @@ from inspect import isawaitable
 from typing import Any, Generic, NamedTuple, TypeVar
 from uuid import UUID
 
-from tactical._asyncness import discard_awaitable, is_async_callable
+from tactical._asyncness import awaited, discard_awaitable, is_async_callable, name_of
 from tactical._flow import Flow, run_async, run_unanswered
 from tactical._model import DomainEvent
 from tactical._tracing import Trace, correlation_of, reset_trace, set_trace
 
-__all__ = ["EventBus", "EventHandlerError"]
+__all__ = ["EventBus", "EventHandlerError", "committed_but_failed"]
 
 E = TypeVar("E", bound=DomainEvent)
 H = TypeVar("H")
@@ -27,10 +27,12 @@ Handler = Callable[[Any], object]
 
 
 class EventHandlerError(ExceptionGroup[Exception]):
-    """One or more event handlers raised while committed events were dispatched.
+    """One or more event handlers raised while events were dispatched.
 
-    The transaction that produced the events was committed before dispatch began, and its
-    changes stand. Every other handler still received every event. Each contained exception
+    Raised by the outermost publish once every queued event was delivered: every other
+    handler still received every event. A unit of work raises it when its ``with`` block
+    ends after a successful commit, which stands (its message says so); a direct
+    :meth:`EventBus.publish` committed nothing and says nothing of a commit. Each contained exception
     carries a note naming the handler and the event (type and ``event_id``); the failures are
     also logged on the ``tactical.bus`` logger with their tracebacks.
 
@@ -38,6 +40,9 @@ class EventHandlerError(ExceptionGroup[Exception]):
         exceptions: The handlers' exceptions, in the order they were raised.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       A unit of work raises it when its block ends, no longer from ``commit()``; only then
+       does the message say the transaction was committed.
     """
 
 
@@ -150,7 +155,8 @@ class EventBus:
     A failing handler does not stop delivery: every handler still receives every queued
     event; the failure is logged (``tactical.bus`` logger, with traceback) and, once the
     queue is empty, all failures are raised together as :class:`EventHandlerError` from the
-    outermost publish (so from ``commit()``, after the commit has succeeded).
+    outermost publish (for a unit of work's events, from the end of its ``with`` block,
+    after the commit has succeeded).
 
     While a handler runs (an async one: across its awaits too), events recorded (or
     published) by it carry the handled event's correlation id and, as causation id, the
@@ -204,7 +210,7 @@ class EventBus:
         """Whether an event of any of ``event_types`` would go to an ``async def`` handler.
 
         A sync unit of work asks this (or calls :meth:`require_sync_handlers`) before it
-        stores anything: its commit publishes with the sync :meth:`publish_all`, which
+        stores anything: its block publishes with the sync :meth:`publish_all`, which
         cannot await such a handler.
 
         .. versionadded:: 0.2.0
@@ -290,7 +296,7 @@ class EventBus:
             dispatch.queue.extend(queued)
         elif queued:
             dispatch = _Dispatch(self, queued, _current_task_or_thread(), True, running)
-            await run_async(self._deliver(dispatch), _awaited)
+            await run_async(self._deliver(dispatch), awaited)
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -362,9 +368,7 @@ class EventBus:
             _dispatching.reset(token)
         if failures:
             raise EventHandlerError(
-                f"{len(failures)} event handler(s) failed after the transaction was committed "
-                "(its changes stand; every other handler ran)",
-                failures,
+                f"{len(failures)} event handler(s) failed (every other handler ran)", failures
             )
 
     def _route(self, event_type: type[DomainEvent]) -> _Route:
@@ -379,9 +383,18 @@ class EventBus:
             return route
 
 
+def committed_but_failed(failed: EventHandlerError) -> EventHandlerError:
+    """``failed`` as a unit of work raises it: after its commit, whose changes stand."""
+    return EventHandlerError(
+        f"{len(failed.exceptions)} event handler(s) failed after the transaction was "
+        "committed (its changes stand; every other handler ran)",
+        failed.exceptions,
+    )
+
+
 def _sync_publish_refused(event_type: type[DomainEvent], handler: Handler) -> TypeError:
     return TypeError(
-        f"async handler {_name(handler)} for {event_type.__qualname__} cannot be run by a "
+        f"async handler {name_of(handler)} for {event_type.__qualname__} cannot be run by a "
         "sync publish (nothing would await it): commit in an async unit of work, or publish "
         "with await bus.publish_async(...)"
     )
@@ -397,10 +410,6 @@ def _refuse_awaitable(result: Awaitable[object]) -> object:
     )
 
 
-async def _awaited(result: Awaitable[object]) -> object:
-    return await result
-
-
 def _current_task_or_thread() -> object:
     """The asyncio task running now, else the thread.
 
@@ -414,12 +423,8 @@ def _current_task_or_thread() -> object:
     return threading.get_ident() if task is None else task
 
 
-def _name(handler: Handler) -> str:
-    return getattr(handler, "__qualname__", None) or repr(handler)
-
-
 def _annotated(error: Exception, handler: Handler, event: DomainEvent) -> Exception:
-    note = f"in handler {_name(handler)} for {type(event).__qualname__} event_id={event.event_id}"
+    note = f"in handler {name_of(handler)} for {type(event).__qualname__} event_id={event.event_id}"
     error.add_note(note)
     _log.error("event handler failed: %s", note, exc_info=error)
     return error

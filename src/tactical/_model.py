@@ -31,7 +31,7 @@ from tactical._tracing import Trace, current_trace
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["AggregateRoot", "DomainEvent", "Entity", "ValueObject"]
+__all__ = ["AggregateRoot", "DomainEvent", "Entity", "FrozenMeta", "ValueObject"]
 
 IdT = TypeVar("IdT")
 
@@ -117,6 +117,10 @@ class _FrozenMeta(type):
         type.__setattr__(built, "__setattr__", _refuse_assignment)
         type.__setattr__(built, "__delattr__", _refuse_deletion)
         return cast("_FrozenMeta", built)
+
+
+FrozenMeta = _FrozenMeta
+"""The metaclass of frozen model classes, for other modules' bases (commands)."""
 
 
 def _validate_post_init(self: ValueObject) -> None:

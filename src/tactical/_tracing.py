@@ -25,9 +25,11 @@ class Trace:
 
     Attributes:
         correlation_id: Shared by every event of one flow: the id of the flow's first event
-            (an event recorded outside any event handler starts a flow of its own).
-        causation_id: The id of the event whose handling recorded this one; None for an
-            event recorded outside any event handler.
+            (an event recorded outside any handler starts a flow of its own), or of the
+            command that started it.
+        causation_id: The id of the event whose handling recorded this one, or of the
+            :class:`~tactical.Command` whose handler did (``.. versionchanged:: 0.2.0``);
+            None for an event recorded outside any handler.
 
     .. versionadded:: 0.1.0
     """
@@ -56,13 +58,17 @@ reset_trace = _current.reset
 
 
 def current_trace() -> Trace | None:
-    """The trace that events recorded right now get: set while an event handler runs.
+    """The trace that events recorded right now get: set while an event or command handler runs.
 
     Returns:
-        Inside a handler of event ``e``, ``Trace(e's correlation id, e.event_id)``; outside
-        any handler, None.
+        Inside a handler of event ``e``, ``Trace(e's correlation id, e.event_id)``; inside
+        the handler of command ``c``, ``Trace(correlation, c.command_id)`` where
+        ``correlation`` is the current one when ``c`` was dispatched, else ``c.command_id``;
+        outside any handler, None.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       Command handlers run in a trace too.
     """
     return _current.get()
 

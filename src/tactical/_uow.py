@@ -39,8 +39,13 @@ class UnitOfWork(Protocol):
 
     Use it as a context manager; each ``with uow:`` block is one transaction and returns the
     unit of work itself. Leaving the block without :meth:`commit` (or with an exception)
-    rolls back everything. After a successful commit, the pending events of every aggregate
-    the unit of work saw are published on its bus in recorded order, then cleared.
+    rolls back everything. A successful commit clears the pending events of every aggregate
+    it saved, and when the block ends they are published on its bus in recorded order: the
+    transaction is over by then, so a handler may use this unit of work again (its own
+    events are queued behind those being delivered).
+
+    .. versionchanged:: 0.2.0
+       Events are published when the block ends, no longer inside :meth:`commit`.
 
     .. versionadded:: 0.1.0
     """
@@ -59,7 +64,17 @@ class UnitOfWork(Protocol):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """End the transaction, rolling back whatever was not committed."""
+        """End the transaction, rolling back whatever was not committed; then publish.
+
+        After a successful commit the events it saved are published once the transaction
+        is over, also when the block raised after its commit (committed is committed; the
+        block's exception goes on, with a note if handlers failed), though not when it was
+        interrupted by a ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``).
+
+        Raises:
+            EventHandlerError: The block ended without an exception after a successful
+                commit, and event handlers failed; the commit stands.
+        """
         ...
 
     def repository(self, aggregate_type: type[A]) -> Repository[A, Any]:
@@ -72,12 +87,11 @@ class UnitOfWork(Protocol):
         ...
 
     def commit(self) -> None:
-        """Save every change atomically, then publish the events.
+        """Save every change atomically; the events are published when the block ends.
 
         Raises:
             ConcurrencyError: An aggregate was changed, added or removed by another unit of
                 work since it was loaded; nothing was stored.
-            EventHandlerError: The commit succeeded, but event handlers failed.
             RuntimeError: Not in a transaction, or it already committed.
         """
         ...
@@ -116,7 +130,7 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
     """The machinery every tactical unit of work shares; storage-specific parts are hooks.
 
     Handles the ``with`` lifecycle, the identity map, change detection, version bookkeeping
-    and publishing after commit. A subclass implements :meth:`_begin`, :meth:`_load`,
+    and publishing when a committed block ends. A subclass implements :meth:`_begin`, :meth:`_load`,
     :meth:`_store` and :meth:`_rollback` (and optionally :meth:`_end`). The decisions are
     :class:`~tactical._uow_core.UnitOfWorkCore`'s, shared with the async units of work;
     this class only carries out its operations by calling the hooks.
@@ -144,9 +158,11 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._run(self._exit_flow(exc_type is None))
-        if self._unsaved is not None:
-            self._warn_unsaved(stacklevel=2)
+        try:
+            self._run(self._exit_flow(exc))
+        finally:
+            if self._unsaved is not None:
+                self._warn_unsaved(stacklevel=2)
 
     def _run(self, flow: Flow[Op, None]) -> None:
         """Carry out ``flow``'s operations by calling the hooks they name."""
@@ -183,12 +199,15 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
     # -- commit ------------------------------------------------------------------------------
 
     def commit(self) -> None:
-        """Save every change atomically, then publish the events in recorded order.
+        """Save every change atomically; its events are published when the block ends.
 
         An aggregate is written when it was added or removed, when its state differs from
         what was loaded (child entities included), or when it has pending events; each write
         checks the version loaded and bumps it by one. Loaded, unchanged aggregates are not
-        written. Either every write succeeds or none is stored.
+        written. Either every write succeeds or none is stored. The events of the saved
+        aggregates are cleared from them and published, in recorded order, when the
+        ``with`` block ends (see :class:`UnitOfWork`), where a failing handler raises
+        :class:`~tactical.EventHandlerError`.
 
         Raises:
             ConcurrencyError: An aggregate was changed, added or removed by another unit of
@@ -196,8 +215,6 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
                 published.
             ValueError: An aggregate's id was changed after it was loaded or added (it
                 would overwrite another aggregate); nothing is stored.
-            EventHandlerError: The commit succeeded, but event handlers failed (see
-                :class:`~tactical.EventBus`).
             TransactionBoundaryError: The transaction changed more than one aggregate and
                 the unit of work was not created with ``allow_multiple_aggregates=True``;
                 nothing is stored and the transaction is over.

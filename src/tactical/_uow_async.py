@@ -35,9 +35,12 @@ class AsyncUnitOfWork(Protocol):
     ``async with uow:``, each block one transaction; leaving the block without
     :meth:`commit` (or with an exception, :class:`asyncio.CancelledError` included) rolls
     back everything. Loading is awaited (``await uow.repository(A).get(id)``); ``add()``
-    and ``remove()`` do no I/O and are plain calls. After a successful commit the pending
-    events of every aggregate the unit of work saw are published on its bus in recorded
-    order, ``async def`` handlers awaited.
+    and ``remove()`` do no I/O and are plain calls. The events a successful commit saved are
+    published on its bus in recorded order when the block ends, ``async def`` handlers
+    awaited: a handler may use this unit of work again.
+
+    .. versionchanged:: 0.2.0
+       Events are published when the block ends, no longer inside :meth:`commit`.
 
     .. versionadded:: 0.2.0
     """
@@ -56,7 +59,15 @@ class AsyncUnitOfWork(Protocol):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """End the transaction, rolling back whatever was not committed."""
+        """End the transaction, rolling back whatever was not committed; then publish.
+
+        As :meth:`tactical.UnitOfWork.__exit__`; a cancellation (``asyncio.CancelledError``)
+        that ends the block publishes nothing.
+
+        Raises:
+            EventHandlerError: The block ended without an exception after a successful
+                commit, and event handlers failed; the commit stands.
+        """
         ...
 
     def repository(self, aggregate_type: type[A]) -> AsyncRepository[A, Any]:
@@ -70,12 +81,11 @@ class AsyncUnitOfWork(Protocol):
         ...
 
     async def commit(self) -> None:
-        """Save every change atomically, then publish the events.
+        """Save every change atomically; the events are published when the block ends.
 
         Raises:
             ConcurrencyError: An aggregate was changed, added or removed by another unit of
                 work since it was loaded; nothing was stored.
-            EventHandlerError: The commit succeeded, but event handlers failed.
             RuntimeError: Not in a transaction, or it already committed.
         """
         ...
@@ -116,7 +126,7 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
     """The machinery every tactical async unit of work shares; storage parts are hooks.
 
     The async counterpart of ``TransactionalUnitOfWork``: the same lifecycle, identity
-    map, change detection, version bookkeeping and publication after commit (the decisions
+    map, change detection, version bookkeeping and publication after a committed block (the decisions
     are shared, not copied). A subclass implements the async hooks :meth:`_begin`,
     :meth:`_load`, :meth:`_store` and :meth:`_rollback` (and optionally :meth:`_end`).
 
@@ -149,9 +159,11 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await run_async(self._exit_flow(exc_type is None), self._perform)
-        if self._unsaved is not None:
-            self._warn_unsaved(stacklevel=2)
+        try:
+            await run_async(self._exit_flow(exc), self._perform)
+        finally:
+            if self._unsaved is not None:
+                self._warn_unsaved(stacklevel=2)
 
     async def _perform(self, op: Op) -> object:
         return await getattr(self, op[0])(*op[1:])
@@ -186,10 +198,10 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
     # -- commit ------------------------------------------------------------------------------
 
     async def commit(self) -> None:
-        """Save every change atomically, then publish the events in recorded order.
+        """Save every change atomically; its events are published when the block ends.
 
         The same rules as :meth:`tactical.UnitOfWork.commit`: what is written, the version
-        checks, the one-aggregate rule, publication after the commit only.
+        checks, the one-aggregate rule, publication at the end of a committed block only.
 
         Raises:
             ConcurrencyError: An aggregate was changed, added or removed by another unit of
@@ -197,8 +209,6 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
                 published.
             ValueError: An aggregate's id was changed after it was loaded or added (it
                 would overwrite another aggregate); nothing is stored.
-            EventHandlerError: The commit succeeded, but event handlers failed (see
-                :class:`~tactical.EventBus`).
             TransactionBoundaryError: The transaction changed more than one aggregate and
                 the unit of work was not created with ``allow_multiple_aggregates=True``;
                 nothing is stored and the transaction is over.

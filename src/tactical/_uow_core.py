@@ -6,7 +6,8 @@ one-aggregate rule, version bookkeeping, what to publish and with which traces, 
 warnings a block's end raises. It never touches storage: where it needs I/O it is a flow
 (:mod:`tactical._flow`) that yields operations naming a hook and its arguments,
 ``("_begin",)``, ``("_load", type, id)``, ``("_store", changes)``, ``("_rollback",)``,
-``("_end",)`` and ``("_publish", events, traces)``. The sync base class
+``("_end",)`` and ``("_publish", events, traces)`` (the last once the block has ended, so
+that event handlers may use the unit of work again). The sync base class
 (``TransactionalUnitOfWork``) carries them out with plain calls, the async one
 (``AsyncTransactionalUnitOfWork``) by awaiting its async hooks of the same names.
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
-from tactical._bus import EventBus
+from tactical._bus import EventBus, EventHandlerError, committed_but_failed
 from tactical._codec import JsonCodec
 from tactical._errors import UncommittedChangesWarning
 from tactical._flow import Flow
@@ -137,6 +138,8 @@ class UnitOfWorkCore:
         self._committed: list[Committed] = []
         self._previous: list[Committed] = []
         self._unsaved: Leftovers | None = None
+        # The events of this block's commit and their traces, dispatched when it ends.
+        self._publication: tuple[list[DomainEvent], dict[UUID, Trace]] | None = None
         weakref.finalize(
             self, report_at_collection, self._previous, type(self).__name__
         ).atexit = False
@@ -162,18 +165,28 @@ class UnitOfWorkCore:
             "a unit of work cannot be entered again before its `with` block ends"
         )
 
-    def _exit_flow(self, clean: bool) -> Flow[Op, None]:
-        """End the block: roll back what was not committed, note what is left unsaved.
+    def _exit_flow(self, error: BaseException | None) -> Flow[Op, None]:
+        """End the block: roll back what was not committed, then dispatch what was.
 
-        ``clean`` is whether the block ended without an exception (only then is anything
-        left unsaved worth a warning); what to warn about is left in ``_unsaved`` for the
-        caller to raise once the flow is over (its warnings point at the caller's caller).
+        ``error`` is the exception that ended the block (None: it ended well; only then is
+        anything left unsaved worth a warning). What to warn about is left in ``_unsaved``
+        for the caller to raise once the flow is over (its warnings point at the caller's
+        caller).
+
+        The events of a successful commit are dispatched here, once the block's storage
+        transaction is over and the unit of work is out of its block, so a handler may
+        enter this very unit of work again. Committed is committed: they are dispatched
+        when the block raised after its commit too (a handler failure is then a note on
+        the block's exception, which goes on), but not when it was interrupted by a
+        ``BaseException`` that is not an ``Exception`` (a cancellation, ``KeyboardInterrupt``):
+        the program is stopping, and the outbox still has the events of a SQL commit.
         """
         leftovers: Leftovers | None = None
+        publication, self._publication = self._publication, None
         try:
             if not self._finished:
                 yield ("_rollback",)
-            if clean:
+            if error is None:
                 leftovers = self._leftovers()
         finally:
             committed, self._committed = self._committed, []
@@ -185,8 +198,45 @@ class UnitOfWorkCore:
                 c for c in committed if c.aggregate() is not None and c not in reported
             ]
             self._active = False
-            yield ("_end",)
-        self._unsaved = leftovers
+            try:
+                yield ("_end",)
+            except BaseException as failure:
+                # The commit stands even when releasing its connection failed: its events
+                # go out, unless the block itself was interrupted (then nothing does).
+                if publication is not None and (error is None or isinstance(error, Exception)):
+                    yield from self._dispatch_flow(publication, failure)
+                raise
+        # Handlers may enter this unit of work again, and each of their blocks' ends sets
+        # _unsaved: this block's is set once they are done.
+        try:
+            if publication is not None:
+                yield from self._dispatch_flow(publication, error)
+        finally:
+            self._unsaved = leftovers
+
+    def _dispatch_flow(
+        self,
+        publication: tuple[list[DomainEvent], dict[UUID, Trace]],
+        error: BaseException | None,
+    ) -> Flow[Op, None]:
+        """Dispatch a commit's events after its block, unless the program is stopping.
+
+        ``error`` is what the block (or its end) raised: it goes on, and a handler failure
+        is a note on it; otherwise the failure is raised as an ``EventHandlerError`` that
+        says the transaction was committed.
+        """
+        if error is not None and not isinstance(error, Exception):
+            return
+        try:
+            yield ("_publish", *publication)
+        except EventHandlerError as failed:
+            if error is None:
+                raise committed_but_failed(failed) from None
+            error.add_note(
+                f"{type(self).__name__} committed before this was raised, and its events "
+                f"were dispatched: {len(failed.exceptions)} event handler(s) failed (see the "
+                "tactical.bus log)"
+            )
 
     def _leftovers(self) -> Leftovers | None:
         """What the block ending now leaves unsaved, if anything."""
@@ -378,7 +428,7 @@ class UnitOfWorkCore:
     # -- commit ------------------------------------------------------------------------------
 
     def _commit_flow(self) -> Flow[Op, None]:
-        """Check, store, then publish: what ``commit()`` does, sync or async."""
+        """Check and store, what ``commit()`` does; its events are dispatched at the block's end."""
         if not self._active or self._finished:  # the check, without a call when open
             self._check_open("commit")
         changes = self._changes()
@@ -404,7 +454,8 @@ class UnitOfWorkCore:
             raise
         events, traces = self._committed_events(changes)
         if events:
-            yield ("_publish", events, traces)
+            # Dispatched when the block ends (see _exit_flow), outside the transaction.
+            self._publication = (events, traces)
 
     def _async_handlers_refusal(self, event_types: Sequence[type[DomainEvent]]) -> TypeError | None:
         """The error refusing a sync commit whose events would reach an async handler.

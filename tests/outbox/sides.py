@@ -30,6 +30,7 @@ from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import sqlalchemy as sa
+from tactical import EventBus
 from tactical._flow import Flow, run, run_async
 from tactical.outbox import (
     AsyncInboxConsumer,
@@ -105,10 +106,10 @@ class SyncSide:
         return value
 
     def inbox(
-        self, engine: sa.Engine, name: str = "mirror", **options: Any
+        self, engine: sa.Engine, name: str = "mirror", bus: EventBus | None = None, **options: Any
     ) -> InboxConsumer[SqlAlchemyUnitOfWork]:
-        """An InboxConsumer on ``engine``."""
-        return InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine), name, **options)
+        """An InboxConsumer on ``engine`` (its units of work publish on ``bus``)."""
+        return InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine, bus), name, **options)
 
     def handler(self, flow: HandlerFlow) -> Callable[[Any, Any], None]:
         """``flow`` as a sync handler."""
@@ -199,11 +200,14 @@ class AsyncSide:
         """An async publisher that runs ``behaviour`` over ``publisher``."""
         return _AsyncWrapped(publisher, behaviour)
 
-    def inbox(self, engine: sa.Engine, name: str = "mirror", **options: Any) -> DrivenInbox:
+    def inbox(
+        self, engine: sa.Engine, name: str = "mirror", bus: EventBus | None = None, **options: Any
+    ) -> DrivenInbox:
         """An AsyncInboxConsumer on ``engine``'s database, driven on the side's loop."""
         database = self.async_engine(engine)
         return DrivenInbox(
-            self, AsyncInboxConsumer(lambda: AsyncSqlAlchemyUnitOfWork(database), name, **options)
+            self,
+            AsyncInboxConsumer(lambda: AsyncSqlAlchemyUnitOfWork(database, bus), name, **options),
         )
 
     def handler(self, flow: HandlerFlow) -> Callable[[Any, Any], Coroutine[Any, Any, None]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from uuid import uuid4
 
 import pytest
 from tests.outbox.helpers import (
+    CounterMirrored,
     Flaky,
     commit_ticks,
     mirroring,
@@ -22,7 +24,7 @@ from tests.outbox.helpers import (
 from tests.outbox.sides import AsyncSide, Inbox, Side
 
 import sqlalchemy as sa
-from tactical import ConcurrencyError
+from tactical import ConcurrencyError, EventBus
 from tactical.outbox import (
     InboxConsumer,
     OutboxMessage,
@@ -93,6 +95,33 @@ class TestExactlyOnce:
             assert consumer.handle(message) is Outcome.HANDLED
             assert consumer.handle(message) is Outcome.DUPLICATE
         assert seen == ["billing", "audit"]
+
+    def test_a_failing_subscriber_of_the_consumers_bus_does_not_fail_the_message(
+        self,
+        side: Side,
+        sqlite_engine: sa.Engine,
+        consumer_engine: sa.Engine,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """The handling committed before its bus dispatched: handled once, nothing parked."""
+        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
+        (message,) = relayed(sqlite_engine)
+        bus, mirrored = EventBus(), list[int]()
+
+        def broken(event: CounterMirrored) -> None:
+            mirrored.append(event.count)
+            raise RuntimeError("the read model is down")
+
+        bus.subscribe(CounterMirrored, broken)
+        consumer = side.inbox(consumer_engine, "mirror", bus)
+        consumer.subscribe(CounterTicked, side.handler(mirroring))
+        with caplog.at_level(logging.ERROR, logger="tactical.bus"):
+            assert consumer.handle(message) is Outcome.HANDLED
+        assert consumer.handle(message) is Outcome.DUPLICATE
+        assert mirrored == [1]  # dispatched once, after the commit
+        assert mirrors(consumer_engine) == {counter_id: [1]}
+        assert dead_letters(consumer_engine) == []
+        assert any("broken" in r.getMessage() for r in caplog.records)
 
     def test_event_without_a_handler_is_ignored(
         self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine

@@ -17,7 +17,7 @@ from tests.outbox.helpers import (
 from tests.outbox.sides import AsyncSide, Side
 
 import sqlalchemy as sa
-from tactical import EventBus, JsonCodec
+from tactical import Command, CommandBus, EventBus, JsonCodec
 from tactical.outbox import (
     EventBusPublisher,
     OutboxMessage,
@@ -29,6 +29,10 @@ from tactical.outbox import (
 from tactical.outbox.rabbitmq import RabbitMQPublisher
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
 from tactical.testing import Counter, CounterTicked
+
+
+class OpenCounter(Command):
+    counter_id: UUID
 
 
 def outbox_traces(engine: sa.Engine) -> list[tuple[UUID, UUID | None, UUID | None]]:
@@ -71,6 +75,34 @@ class TestOutboxColumns:
         assert (c2, k2) == (first, first)
         assert (c3, k3) == (first, second)
         assert third not in (first, second)
+
+    def test_events_of_a_command_and_of_its_reactions_are_traced_to_it(
+        self, engine: sa.Engine
+    ) -> None:
+        """A command's events have its id as causation and correlation; reactions follow."""
+        bus, commands = EventBus(), CommandBus()
+        uow = SqlAlchemyUnitOfWork(engine, bus)
+
+        def open_counter(command: OpenCounter) -> None:
+            with uow:
+                counter = Counter(command.counter_id, "c")
+                counter.tick()
+                uow.repository(Counter).add(counter)
+                uow.commit()
+
+        def tick_again(event: CounterTicked) -> None:
+            if event.count < 2:
+                with uow:  # the unit of work whose block published the event
+                    uow.repository(Counter).require(event.counter_id).tick()
+                    uow.commit()
+
+        commands.register(OpenCounter, open_counter)
+        bus.subscribe(CounterTicked, tick_again)
+        command = OpenCounter(uuid4())
+        commands.dispatch(command)
+        (first, c1, k1), (_, c2, k2) = outbox_traces(engine)
+        assert (c1, k1) == (command.command_id, command.command_id)
+        assert (c2, k2) == (command.command_id, first)
 
     def test_relayed_message_carries_the_trace(self, sqlite_engine: sa.Engine) -> None:
         """The relay reads correlation and causation ids into the message and its headers."""

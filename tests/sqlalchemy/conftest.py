@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from tests.postgres import postgres_url
 from tests.sqlalchemy.counter_mapping import mapped
+from tests.sqlalchemy.counter_orm import orm_tables
 
 import sqlalchemy as sa
 from tactical.sqlalchemy import create_schema, metadata
@@ -84,3 +85,18 @@ def mapped_engine(engine: sa.Engine) -> sa.Engine:
         for table in reversed(mapped.sorted_tables):
             connection.execute(table.delete())
     return engine
+
+
+def emptied_orm_tables(engine: sa.Engine) -> sa.Engine:
+    """``engine`` with the tables of the sample CounterOrmMapper, emptied."""
+    orm_tables.create_all(engine)
+    with engine.begin() as connection:
+        for table in reversed(orm_tables.sorted_tables):
+            connection.execute(table.delete())
+    return engine
+
+
+@pytest.fixture
+def orm_engine(engine: sa.Engine) -> sa.Engine:
+    """``engine`` with the tables of the sample CounterOrmMapper, emptied."""
+    return emptied_orm_tables(engine)

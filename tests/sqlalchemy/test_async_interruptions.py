@@ -27,6 +27,7 @@ from tests.sqlalchemy.async_engines import ASYNC_DRIVERS, async_engine_for, make
 
 import sqlalchemy as sa
 from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, outbox_table
+from tactical.sqlalchemy._statements import Operation
 from tactical.testing import Counter
 
 __all__ = ["postgres_proxy"]
@@ -46,12 +47,19 @@ class InterruptedAt(AsyncSqlAlchemyUnitOfWork):
         self.at = at
         self.interrupt = interrupt
 
-    async def _bounded(self, awaitable: Awaitable[T]) -> T:
+    def _count(self) -> None:
         self.awaits += 1
         if self.awaits == self.at:
-            # Takes effect at the first point where the await below suspends: in the driver.
+            # Takes effect at the first point where the task suspends next: in the driver.
             self.interrupt()
+
+    async def _bounded(self, awaitable: Awaitable[T]) -> T:
+        self._count()  # connecting, beginning, closing
         return await super()._bounded(awaitable)
+
+    def _round_trip(self, connection: sa.Connection, operation: Operation) -> object:
+        self._count()  # each operation of a storage flow (its statements, the commit)
+        return super()._round_trip(connection, operation)
 
 
 @pytest.fixture(params=ASYNC_DRIVERS)

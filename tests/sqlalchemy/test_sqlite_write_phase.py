@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from tests.sqlalchemy.counter_mapping import CounterMapper, mapped
+from tests.sqlalchemy.counter_orm import CounterOrmMapper, orm_tables
 
 import sqlalchemy as sa
 from tactical import ConcurrencyError
@@ -81,14 +82,16 @@ class TestStaleSnapshotInOneThread:
         assert stored(engine, a) == (1, 2)
         assert stored(engine, b) == (1, 2)
 
+    @pytest.mark.parametrize("kind", ["core", "orm"])
     def test_a_mapped_aggregate_commits_after_an_unrelated_commit_and_conflicts_on_its_own(
-        self, engine: sa.Engine
+        self, engine: sa.Engine, kind: str
     ) -> None:
-        """Relational mapper: a stale snapshot restarts too; a moved version is still a conflict."""
-        mapped.create_all(engine)
+        """Core or ORM mapper: a stale snapshot restarts too; a moved version is still a conflict."""
+        (mapped if kind == "core" else orm_tables).create_all(engine)
 
         def uow() -> SqlAlchemyUnitOfWork:
-            return SqlAlchemyUnitOfWork(engine, mappers=[CounterMapper()])
+            mapper = CounterMapper() if kind == "core" else CounterOrmMapper()
+            return SqlAlchemyUnitOfWork(engine, mappers=[mapper])
 
         a, b = uuid4(), uuid4()
         for counter_id in (a, b):

@@ -36,6 +36,8 @@ from tactical.outbox import (
     current_trace,
     dead_letters_table,
     inbox_table,
+    partition_key,
+    partition_of,
     purge_inbox,
 )
 from tactical.outbox.rabbitmq import (
@@ -251,3 +253,10 @@ async def consume_asynchronously() -> None:
     AsyncRedisStreamConsumer(inbox, redis.Redis())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     RedisStreamConsumer(consumer, redis_async.Redis())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     print(forgot)
+
+
+def partitions() -> None:
+    """The stable partition of an aggregate: an int, from a type name, an id and a count."""
+    assert_type(partition_key("shipping.Shipment", "S-1"), int)
+    assert_type(partition_of("shipping.Shipment", "S-1", 8), int)
+    partition_of("shipping.Shipment", "S-1", "8")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]

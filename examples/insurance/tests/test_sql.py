@@ -1,4 +1,4 @@
-"""The relational mapping of policies and claims, and billing's document storage."""
+"""The ORM mapping of policies and claims, and billing's document storage."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from examples.insurance.policy.model import InsurancePolicy
 from examples.insurance.policy.repository import PolicyRepository
 from examples.insurance.policy.sql import PolicyMapper, claims, policies
 from examples.insurance.tests.conftest import TODAY, create_active_policy, fixed_clock, usd
-from tactical import DeserializationError, EventBus
+from tactical import ConcurrencyError, DeserializationError, EventBus
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, aggregates_table, outbox_table
 from tactical.testing import structural_state
 
@@ -89,6 +89,32 @@ class TestPolicyMapper:
             ).scalars()
             assert list(statuses) == ["approved", "denied", "approved"]
             assert connection.execute(sa.select(policies.c.version)).scalar_one() == 2
+
+    def test_two_clerks_deciding_claims_of_one_policy_conflict(self, engine: sa.Engine) -> None:
+        """Deciding different claims changes only claim rows, yet the later decision conflicts."""
+        policy = policy_with_every_kind_of_claim()
+        policy.file_claim(uuid4(), usd("3.00"), "Glass", TODAY, clock=CLOCK)
+        with SqlAlchemyUnitOfWork(engine, mappers=[PolicyMapper()]) as uow:
+            uow.repository(InsurancePolicy).add(policy)
+            uow.commit()
+        tile, glass = (claim.id for claim in policy.pending_claims)
+        mappers = [PolicyMapper()]
+        with (
+            SqlAlchemyUnitOfWork(engine, mappers=mappers) as first,
+            SqlAlchemyUnitOfWork(engine, mappers=mappers) as second,
+        ):
+            first.repository(InsurancePolicy).require(policy.id).approve_claim(tile, clock=CLOCK)
+            second.repository(InsurancePolicy).require(policy.id).deny_claim(
+                glass, "Excluded", clock=CLOCK
+            )
+            first.commit()
+            with pytest.raises(ConcurrencyError, match=f"InsurancePolicy {policy.id}"):
+                second.commit()
+        with engine.connect() as connection:
+            statuses = connection.execute(
+                sa.select(claims.c.status).order_by(claims.c.position)
+            ).scalars()
+            assert list(statuses) == ["approved", "denied", "approved", "pending"]
 
     def test_malformed_row_is_a_clear_error(self, engine: sa.Engine) -> None:
         """A row the domain refuses names the table and the id."""

@@ -22,6 +22,7 @@ except ModuleNotFoundError as _missing:
 from tactical._tracing import Trace, current_trace
 from tactical.outbox._async_inbox import AsyncInboxConsumer
 from tactical.outbox._async_relay import AsyncOutboxRelay
+from tactical.outbox._broker_partitions import DEFAULT_BROKER_PARTITIONS, PartitionMismatchError
 from tactical.outbox._bus_publisher import EventBusPublisher
 from tactical.outbox._inbox import DEFAULT_INBOX_RETENTION, InboxConsumer, Outcome, purge_inbox
 from tactical.outbox._message import (
@@ -38,6 +39,7 @@ from tactical.outbox._relay import DEFAULT_DATABASE_TIMEOUT, RELAY_LOCK_KEY, Out
 from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
 
 __all__ = [
+    "DEFAULT_BROKER_PARTITIONS",
     "DEFAULT_DATABASE_TIMEOUT",
     "DEFAULT_INBOX_RETENTION",
     "HEADER_NAMES",
@@ -51,6 +53,7 @@ __all__ = [
     "OutboxRelay",
     "Outcome",
     "ParkedRow",
+    "PartitionMismatchError",
     "PublishError",
     "Publisher",
     "Trace",

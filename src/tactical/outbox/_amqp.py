@@ -10,12 +10,19 @@ which each publisher carries out by calling its method of that name.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from tactical._flow import Flow
+from tactical.outbox._broker_partitions import (
+    PARTITIONS_HEADER,
+    broker_partitions,
+    check_partition,
+    partition_queue,
+)
 from tactical.outbox._consumer_flow import (
     ConsumeOp,
     Handle,
@@ -55,13 +62,17 @@ def broker_address(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
 
 
-def amqp_properties(message: OutboxMessage) -> dict[str, Any]:
+def amqp_properties(message: OutboxMessage, partitions: int | None = None) -> dict[str, Any]:
     """The AMQP basic properties of ``message``, as keyword arguments of either client.
 
     Persistent (``delivery_mode`` 2), JSON, the event id as ``message_id``, the flow's
     correlation id, the event type as ``type``, the event's time (seconds) as ``timestamp``
-    and :attr:`~tactical.outbox.OutboxMessage.headers` as the headers.
+    and :attr:`~tactical.outbox.OutboxMessage.headers` as the headers, with the number of
+    ``partitions`` (if partitioned) as the ``tactical-partitions`` header.
     """
+    headers: dict[str, object] = dict(message.headers)
+    if partitions is not None:
+        headers[PARTITIONS_HEADER] = partitions
     return {
         "content_type": "application/json",
         "delivery_mode": 2,
@@ -69,7 +80,7 @@ def amqp_properties(message: OutboxMessage) -> dict[str, Any]:
         "correlation_id": None if message.correlation_id is None else str(message.correlation_id),
         "type": message.event_type,
         "timestamp": int(message.occurred_at.timestamp()),
-        "headers": message.headers,
+        "headers": headers,
     }
 
 
@@ -154,7 +165,9 @@ class ConfirmingPublisher:
         declare: bool = True,
         mandatory: bool = False,
         timeout: float = 10.0,
+        partitions: int | None = None,
     ) -> None:
+        self._partitions = broker_partitions(partitions)
         self._url = url
         self._exchange_name = exchange
         self._declare = declare
@@ -166,6 +179,14 @@ class ConfirmingPublisher:
     def exchange(self) -> str:
         """The exchange messages are published to."""
         return self._exchange_name
+
+    @property
+    def partitions(self) -> int | None:
+        """The number of partitions events are routed into; None if not partitioned.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._partitions
 
     def _setup(self) -> None:
         raise NotImplementedError
@@ -211,7 +232,10 @@ class AmqpConsumer(Generic[U]):
         prefetch: int = 10,
         timeout: float = 5.0,
         heartbeat: int = DEFAULT_HEARTBEAT,
+        partitions: int | None = None,
     ) -> None:
+        self._partitions = broker_partitions(partitions)
+        self._first = random.randrange(partitions or 1)  # noqa: S311 - not for security
         if heartbeat < 1:
             raise ValueError(f"heartbeat must be at least 1 second, got {heartbeat}")
         if not timeout > 0:
@@ -230,8 +254,49 @@ class AmqpConsumer(Generic[U]):
 
     @property
     def queue(self) -> str:
-        """The queue consumed."""
+        """The queue consumed (with ``partitions``: the prefix of the partitions' queues)."""
         return self._queue
+
+    @property
+    def partitions(self) -> int | None:
+        """The number of partition queues consumed; None if not partitioned.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._partitions
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The names of the queues consumed: ``queue``, or one per partition (``queue.0``...).
+
+        .. versionadded:: 0.2.0
+        """
+        if self._partitions is None:
+            return (self._queue,)
+        return tuple(partition_queue(self._queue, p) for p in range(self._partitions))
+
+    def _partition_queues(self) -> list[tuple[str, int | None]]:
+        """Each queue consumed, with its partition (None if not partitioned).
+
+        Partitions come in an order of this consumer's own (starting at a random one):
+        RabbitMQ makes the first consumer to subscribe to a queue its active one, so
+        consumers started together spread the queues between them.
+        """
+        partitions = self._partitions
+        if partitions is None:
+            return [(self._queue, None)]
+        order = [(self._first + step) % partitions for step in range(partitions)]
+        return [(partition_queue(self._queue, p), p) for p in order]
+
+    def _queue_arguments(self, partition: int | None) -> dict[str, Any] | None:
+        """A partition's queue has a single active consumer; a plain queue, no arguments."""
+        return None if partition is None else {"x-single-active-consumer": True}
+
+    def _binding_keys(self, partition: int | None) -> tuple[str, ...]:
+        """The routing keys a queue is bound with: each of ``routing_keys``, in its partition."""
+        if partition is None:
+            return self._routing_keys
+        return tuple(f"{partition}.{key}" for key in self._routing_keys)
 
     def _setup(self) -> None:
         raise NotImplementedError
@@ -242,11 +307,10 @@ class AmqpConsumer(Generic[U]):
     def _loop(self, initial_backoff: float, max_backoff: float) -> Flow[LoopOp, None]:
         return consumer_loop(
             label=self._label,
-            source=f"queue {self._queue!r}",
+            source=self._source(),
             address=self._address,
             what_failed=lambda error: (
-                f"consuming queue {self._queue!r} at {self._address} failed "
-                f"({self._describe(error)})"
+                f"consuming {self._source()} at {self._address} failed ({self._describe(error)})"
             ),
             connected_is_up=True,
             initial_backoff=initial_backoff,
@@ -261,18 +325,43 @@ class AmqpConsumer(Generic[U]):
             address=self._address,
         )
 
+    def _source(self) -> str:
+        if self._partitions is None:
+            return f"queue {self._queue!r}"
+        return f"partition queues {self._queue!r}.0-{self._partitions - 1}"
+
     def _delivery(
         self,
         body: bytes,
         headers: Mapping[str, Any] | None,
         message_id: object,
         delivery_tag: object,
+        partition: int | None = None,
     ) -> Flow[Handle | Settle, None]:
+        partitions = self._partitions
+        check: Callable[[OutboxMessage], None] | None = None
+        if partition is None or partitions is None:
+            queue = self._queue
+        else:
+            queue = partition_queue(self._queue, partition)
+
+            def in_partition(message: OutboxMessage) -> None:
+                check_partition(
+                    message,
+                    partition=partition,
+                    partitions=partitions,
+                    stated=(headers or {}).get(PARTITIONS_HEADER),
+                    source=f"queue {queue!r}",
+                )
+
+            check = in_partition
+
         return amqp_delivery(
             label=self._label,
-            queue=self._queue,
+            queue=queue,
             body=body,
             headers=headers,
             message_id=message_id,
             delivery_tag=delivery_tag,
+            check=check,
         )

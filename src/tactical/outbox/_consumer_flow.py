@@ -285,12 +285,14 @@ def amqp_delivery(
     headers: Mapping[str, Any] | None,
     message_id: object,
     delivery_tag: object,
+    check: Callable[[OutboxMessage], None] | None = None,
 ) -> Flow[Handle | Settle, None]:
     """Handle one delivery and acknowledge it after the inbox committed.
 
     A delivery that is not a tactical message is rejected without requeue (to the queue's
-    dead-letter exchange if it has one) and logged with its id and the reason. If handling
-    raises, the delivery goes back to the queue and the error goes on up.
+    dead-letter exchange if it has one) and logged with its id and the reason. If
+    ``check(message)`` or handling raises, the delivery goes back to the queue and the
+    error goes on up.
     """
     try:
         message = OutboxMessage.from_wire(body, dict(headers or {}))
@@ -308,6 +310,8 @@ def amqp_delivery(
         yield Settle(ack=False, requeue=False)
         return
     try:
+        if check is not None:
+            check(message)
         yield Handle(message)
     except BaseException:
         yield Settle(ack=False, requeue=True)

@@ -286,7 +286,11 @@ class InboxCore(Generic[U]):
         except BaseException as error:
             yield Close(uow, error)
             raise
-        yield Close(uow, None)
+        # The unit of work dispatches what it committed on its in-process bus as the block
+        # ends: EventHandlerError then means committed, only subscribers of that bus failed,
+        # and the bus has logged them.
+        with contextlib.suppress(EventHandlerError):
+            yield Close(uow, None)
         return result
 
     def _attempt(self, uow: Any, message: OutboxMessage) -> Flow[InboxOp, Outcome]:
@@ -338,10 +342,7 @@ class InboxCore(Generic[U]):
         with handling(message.correlation_id or message.event_id, message.event_id):
             for handler in handlers:
                 yield CallHandler(handler, event, uow)
-            # EventHandlerError means committed: only in-process subscribers of the unit of
-            # work's bus failed, and the bus has logged them.
-            with contextlib.suppress(EventHandlerError):
-                yield Commit(uow)
+            yield Commit(uow)
         return Outcome.HANDLED
 
     def _parked_before(self, uow: Any, message: OutboxMessage) -> Flow[InboxOp, Any]:

@@ -46,7 +46,8 @@ def partition_of(aggregate_type: str, aggregate_id: str, partitions: int) -> int
 
     .. versionadded:: 0.2.0
     """
-    if isinstance(partitions, bool) or not isinstance(partitions, int):
+    # Checked at run time too: the count often comes from configuration (text).
+    if isinstance(partitions, bool) or not isinstance(partitions, int):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise TypeError(
             f"partitions must be an int, got {type(partitions).__name__}: {partitions!r}"
         )

@@ -15,6 +15,7 @@ from typing import Any, Self
 from tactical._extras import missing_extra
 from tactical._flow import run_async
 from tactical.outbox._amqp import ConfirmingPublisher, LinkCall, amqp_properties
+from tactical.outbox._broker_partitions import partition_routing_key
 from tactical.outbox._message import OutboxMessage
 
 try:
@@ -63,7 +64,9 @@ class _AmqpWire:
     properties: aiormq.spec.Basic.Properties
 
 
-def _amqp_wire(message: OutboxMessage, *, exchange: str, mandatory: bool) -> _AmqpWire:
+def _amqp_wire(
+    message: OutboxMessage, *, exchange: str, mandatory: bool, partitions: int | None
+) -> _AmqpWire:
     """The AMQP form of ``message``, encoded once here so that nothing fails mid-batch.
 
     The properties are the sync publisher's (:func:`amqp_properties`), so a consumer gets
@@ -73,12 +76,12 @@ def _amqp_wire(message: OutboxMessage, *, exchange: str, mandatory: bool) -> _Am
         Exception: AMQP cannot carry the message (``UnicodeEncodeError`` for a lone surrogate
             in the payload, ``TypeError`` for a routing key or type over 255 UTF-8 bytes).
     """
-    properties = amqp_properties(message)
+    properties = amqp_properties(message, partitions)
     properties["timestamp"] = datetime.fromtimestamp(properties["timestamp"], UTC)
     properties["message_type"] = properties.pop("type")  # pamqp's name for it
     wire = _AmqpWire(
         str(message.event_id),
-        message.event_type,
+        partition_routing_key(message, partitions),
         message.body,
         aiormq.spec.Basic.Properties(**properties),
     )
@@ -118,6 +121,8 @@ class AsyncRabbitMQPublisher(ConfirmingPublisher):
         mandatory: Refuse messages that no queue receives.
         timeout: Seconds to wait for connecting, for a batch to be confirmed, and for
             closing.
+        partitions: As for :class:`RabbitMQPublisher`: route each event to its
+            aggregate's partition, one of this many.
 
     .. versionadded:: 0.2.0
     """
@@ -141,7 +146,12 @@ class AsyncRabbitMQPublisher(ConfirmingPublisher):
         await run_async(self._publishing(messages), self._perform)
 
     def _encode(self, message: OutboxMessage) -> _AmqpWire:
-        return _amqp_wire(message, exchange=self._exchange_name, mandatory=self._mandatory)
+        return _amqp_wire(
+            message,
+            exchange=self._exchange_name,
+            mandatory=self._mandatory,
+            partitions=self._partitions,
+        )
 
     def _describe(self, error: BaseException) -> str:
         return describe_async_error(error)

@@ -20,6 +20,19 @@ _log = logging.getLogger("tactical.outbox")
 
 T = TypeVar("T")
 
+_Delivery = tuple["int | None", "aio_pika.abc.AbstractIncomingMessage"]  # partition, message
+
+
+def _arrival(
+    deliveries: asyncio.Queue[_Delivery], partition: int | None
+) -> Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]]:
+    """Put what arrives from a partition's queue (or the one queue) in ``deliveries``."""
+
+    async def arrived(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await deliveries.put((partition, incoming))
+
+    return arrived
+
 
 class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
     """:class:`RabbitMQConsumer` on asyncio (aio-pika), feeding an :class:`~tactical.outbox.AsyncInboxConsumer`.
@@ -45,10 +58,12 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
         inbox: Handles the events (awaited).
         url: An AMQP URL.
         queue: As for :class:`RabbitMQConsumer`, and so are ``exchange``, ``routing_keys``,
-            ``prefetch``, ``timeout`` (seconds for each request) and ``heartbeat``.
+            ``prefetch``, ``timeout`` (seconds for each request), ``heartbeat`` and
+            ``partitions`` (the same partition queues, single active consumer and checks).
 
     Raises:
-        ValueError: ``heartbeat`` is below 1 or ``timeout`` is not positive.
+        ValueError: ``heartbeat`` is below 1, ``timeout`` is not positive, or
+            ``partitions`` is below 1.
 
     .. versionadded:: 0.2.0
     """
@@ -56,7 +71,7 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
     def _setup(self) -> None:
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
-        self._amqp_queue: aio_pika.abc.AbstractQueue | None = None
+        self._amqp_queues: list[tuple[aio_pika.abc.AbstractQueue, int | None]] | None = None
 
     def _describe(self, error: BaseException) -> str:
         return describe_async_error(error)
@@ -100,7 +115,7 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
         Waits at most ``timeout`` seconds for the broker to confirm.
         """
         connection, self._connection = self._connection, None
-        self._channel = self._amqp_queue = None
+        self._channel = self._amqp_queues = None
         if connection is None or connection.is_closed:
             return
         try:
@@ -118,47 +133,62 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
                 f"no answer from RabbitMQ while {what} within {self._timeout}s"
             ) from None
 
-    async def _open_channel(self) -> aio_pika.abc.AbstractQueue:
-        connection, queue = self._connection, self._amqp_queue
-        if connection is not None and not connection.is_closed and queue is not None:
-            return queue
+    async def _open_channel(self) -> list[tuple[aio_pika.abc.AbstractQueue, int | None]]:
+        connection, queues = self._connection, self._amqp_queues
+        if connection is not None and not connection.is_closed and queues is not None:
+            return queues
         await self.close()
         try:
             connection = self._connection = await self._within(
                 aio_pika.connect(self._url, timeout=self._timeout, heartbeat=self._heartbeat),
                 "connecting",
             )
-            queue = await self._within(self._declare(connection), f"declaring {self._queue!r}")
+            queues = await self._within(self._declare(connection), f"declaring {self._source()}")
         except BaseException:
             await self.close()
             raise
-        self._amqp_queue = queue
-        return queue
+        self._amqp_queues = queues
+        return queues
 
     async def _declare(
         self, connection: aio_pika.abc.AbstractConnection
-    ) -> aio_pika.abc.AbstractQueue:
+    ) -> list[tuple[aio_pika.abc.AbstractQueue, int | None]]:
         channel = self._channel = await connection.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
         exchange = await channel.declare_exchange(
             self._exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        queue = await channel.declare_queue(self._queue, durable=True)
-        for key in self._routing_keys:
-            await queue.bind(exchange, routing_key=key)
-        return queue
+        queues: list[tuple[aio_pika.abc.AbstractQueue, int | None]] = []
+        for name, partition in self._partition_queues():
+            queue = await channel.declare_queue(
+                name, durable=True, arguments=self._queue_arguments(partition)
+            )
+            for key in self._binding_keys(partition):
+                await queue.bind(exchange, routing_key=key)
+            queues.append((queue, partition))
+        return queues
 
     async def _consume(self, stop: asyncio.Event | None, idle_timeout: float) -> int:
-        queue = await self._open_channel()
-        deliveries: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
-        tag = await self._within(queue.consume(deliveries.put), f"consuming {self._queue!r}")
+        queues = await self._open_channel()
+        deliveries: asyncio.Queue[_Delivery] = asyncio.Queue()
+        tags: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+
+        async def cancel() -> None:
+            for queue, tag in tags:
+                await self._within(queue.cancel(tag), "cancelling")
+
+        try:
+            for queue, partition in queues:
+                tag = await self._within(
+                    queue.consume(_arrival(deliveries, partition)), f"consuming {queue.name!r}"
+                )
+                tags.append((queue, tag))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await cancel()
+            raise
         consumption = _Consumption(
-            self._connection,
-            self._address,
-            lambda: self._within(queue.cancel(tag), "cancelling"),
-            self._deliver,
-            deliveries,
-            stop,
+            self._connection, self._address, cancel, self._deliver, deliveries, stop
         )
 
         async def perform(op: ConsumeOp) -> object:
@@ -166,7 +196,9 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
 
         return await run_async(self._consuming(stop is not None, idle_timeout), perform)
 
-    async def _deliver(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _deliver(self, delivery: _Delivery) -> None:
+        partition, incoming = delivery
+
         async def perform(op: Handle | Settle) -> object:
             if isinstance(op, Handle):
                 return await self._inbox.handle(op.message)
@@ -177,7 +209,7 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
             return None
 
         flow = self._delivery(
-            incoming.body, incoming.headers, incoming.message_id, incoming.delivery_tag
+            incoming.body, incoming.headers, incoming.message_id, incoming.delivery_tag, partition
         )
         await run_async(flow, perform)
 
@@ -195,8 +227,8 @@ class _Consumption:
         connection: aio_pika.abc.AbstractConnection | None,
         address: str,
         cancel: Callable[[], Awaitable[object]],
-        deliver: Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]],
-        deliveries: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage],
+        deliver: Callable[[_Delivery], Awaitable[None]],
+        deliveries: asyncio.Queue[_Delivery],
         stop: asyncio.Event | None,
     ) -> None:
         self._connection = connection
@@ -210,14 +242,14 @@ class _Consumption:
         self._loop = asyncio.get_running_loop()
         self._heard = self._loop.time()
 
-    async def receive(self, seconds: float) -> aio_pika.abc.AbstractIncomingMessage | None:
+    async def receive(self, seconds: float) -> _Delivery | None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 return await self._deliveries.get()
         return None
 
-    async def deliver(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
-        await self._deliver(incoming)
+    async def deliver(self, delivery: _Delivery) -> None:
+        await self._deliver(delivery)
 
     async def heard(self) -> None:
         self._heard = self._loop.time()
@@ -238,7 +270,7 @@ class _Consumption:
         try:
             await self._cancel()
             while not self._deliveries.empty():
-                await self._deliveries.get_nowait().nack(requeue=True)
+                await self._deliveries.get_nowait()[1].nack(requeue=True)
         except Exception:
             _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from tactical._extras import missing_extra
 from tactical.outbox._amqp import amqp_properties, broker_address
+from tactical.outbox._broker_partitions import partition_routing_key
 from tactical.outbox._message import OutboxMessage
 
 __all__ = [
@@ -325,7 +326,9 @@ class AmqpMessage:
     properties: Any
 
 
-def amqp_message(message: OutboxMessage, *, exchange: str, mandatory: bool) -> AmqpMessage:
+def amqp_message(
+    message: OutboxMessage, *, exchange: str, mandatory: bool, partitions: int | None = None
+) -> AmqpMessage:
     """The AMQP form of ``message``, encoded once here so that pika cannot refuse it mid-batch.
 
     Raises:
@@ -333,9 +336,10 @@ def amqp_message(message: OutboxMessage, *, exchange: str, mandatory: bool) -> A
             surrogate in the payload, pika's ``ShortStringTooLong`` for a routing key or type
             over 255 UTF-8 bytes): a failure of this message alone, whenever it is sent.
     """
-    properties = pika.BasicProperties(**amqp_properties(message))
+    properties = pika.BasicProperties(**amqp_properties(message, partitions))
     properties.encode()
+    routing_key = partition_routing_key(message, partitions)
     pika_spec.Basic.Publish(
-        exchange=exchange, routing_key=message.event_type, mandatory=mandatory
+        exchange=exchange, routing_key=routing_key, mandatory=mandatory
     ).encode()
-    return AmqpMessage(message.event_type, message.body, properties)
+    return AmqpMessage(routing_key, message.body, properties)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -83,8 +84,19 @@ class RabbitMQPublisher(ConfirmingPublisher):
         declare: Declare the exchange (idempotent) when connecting.
         mandatory: Refuse messages that no queue receives.
         timeout: Seconds to wait for connecting, and for a batch to be confirmed.
+        partitions: Route each event to its aggregate's partition, one of this many
+            (:func:`~tactical.outbox.partition_of`): the routing key becomes
+            ``<partition>.<event type>`` (``3.billing.Invoiced``), and the number of
+            partitions travels in the ``tactical-partitions`` header, for partitioned
+            consumers (see ``partitions`` of :class:`RabbitMQConsumer`). None (the default):
+            the routing key is the event type.
+
+    Raises:
+        ValueError: ``partitions`` is below 1.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       ``partitions``.
     """
 
     _link: ConfirmedChannel | None
@@ -108,7 +120,12 @@ class RabbitMQPublisher(ConfirmingPublisher):
         run(self._publishing(messages), lambda call: call.on(self))
 
     def _encode(self, message: OutboxMessage) -> AmqpMessage:
-        return amqp_message(message, exchange=self._exchange_name, mandatory=self._mandatory)
+        return amqp_message(
+            message,
+            exchange=self._exchange_name,
+            mandatory=self._mandatory,
+            partitions=self._partitions,
+        )
 
     def _describe(self, error: BaseException) -> str:
         return describe_error(error)
@@ -184,6 +201,17 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
     time in queue order); several consumers on one queue share the load but may handle
     two events of one aggregate at once.
 
+    **Partitions.** With ``partitions=N`` (the publisher's number) the consumer declares N
+    durable queues ``<queue>.0`` to ``<queue>.<N-1>``, each with ``x-single-active-consumer``
+    and bound with ``<p>.<key>`` for each of ``routing_keys``, and consumes all of them on one
+    channel. Several consumers (threads, processes, hosts) with the same ``queue`` compete:
+    RabbitMQ delivers each queue to one of them at a time, and when it stops or its
+    connection dies, the next one takes the queue over, with the unacknowledged messages back
+    in order. Each aggregate's events are thus handled in order, by one consumer at a time.
+    A message whose ``tactical-partitions`` header names another number, or whose aggregate
+    belongs to another partition, raises :class:`~tactical.outbox.PartitionMismatchError`
+    (it is requeued; :meth:`run` logs the error and retries with backoff).
+
     Args:
         inbox: Handles the events.
         url: An AMQP URL.
@@ -194,13 +222,17 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
         timeout: Seconds to wait for connecting and for each request to the broker.
         heartbeat: The AMQP heartbeat in seconds (at least 1): a connection silent for so
             long is dead.
+        partitions: Consume the publisher's partition queues, one of this many; None
+            (the default): the one queue ``queue``.
 
     Raises:
-        ValueError: ``heartbeat`` is below 1 or ``timeout`` is not positive.
+        ValueError: ``heartbeat`` is below 1, ``timeout`` is not positive, or
+            ``partitions`` is below 1.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
-       ``heartbeat``; every wait is bounded, and a silent connection is replaced.
+       ``heartbeat``; every wait is bounded, and a silent connection is replaced;
+       ``partitions``.
     """
 
     def _setup(self) -> None:
@@ -272,9 +304,12 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
                 channel.exchange_declare(
                     exchange=self._exchange, exchange_type="topic", durable=True
                 )
-                channel.queue_declare(queue=self._queue, durable=True)
-                for key in self._routing_keys:
-                    channel.queue_bind(queue=self._queue, exchange=self._exchange, routing_key=key)
+                for name, partition in self._partition_queues():
+                    channel.queue_declare(
+                        queue=name, durable=True, arguments=self._queue_arguments(partition)
+                    )
+                    for key in self._binding_keys(partition):
+                        channel.queue_bind(queue=name, exchange=self._exchange, routing_key=key)
                 channel.basic_qos(prefetch_count=self._prefetch)
         except BaseException:
             self._connection = connection
@@ -286,13 +321,20 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
     def _consume(self, stop: threading.Event | None, idle_timeout: float) -> int:
         channel = self._open_channel()
         consumption = _Consumption(
-            channel, self._connection, self._queue, self._timeout, self._deliver, stop
+            channel,
+            self._connection,
+            self._partition_queues(),
+            self._timeout,
+            self._deliver,
+            stop,
         )
         return run(
             self._consuming(stop is not None, idle_timeout), lambda op: op.start(consumption)
         )
 
-    def _deliver(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+    def _deliver(
+        self, channel: Any, partition: int | None, method: Any, properties: Any, body: bytes
+    ) -> None:
         def perform(op: Handle | Settle) -> object:
             if isinstance(op, Handle):
                 return self._inbox.handle(op.message)
@@ -303,42 +345,59 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
             return None
 
         run(
-            self._delivery(body, properties.headers, properties.message_id, method.delivery_tag),
+            self._delivery(
+                body, properties.headers, properties.message_id, method.delivery_tag, partition
+            ),
             perform,
         )
 
 
+_Delivery = tuple[int | None, Any, Any, bytes]  # partition, method, properties, body
+
+
 class _Consumption:
-    """One consuming run on a pika channel: carries out :func:`amqp_consuming`'s operations."""
+    """One consuming run on a pika channel: carries out :func:`amqp_consuming`'s operations.
+
+    Consumes each queue (one, or one per partition) on the one channel; deliveries are
+    taken in the order they arrive, so each queue's stay in its order.
+    """
 
     def __init__(
         self,
         channel: Any,
         connection: Any,
-        queue: str,
+        queues: Sequence[tuple[str, int | None]],
         timeout: float,
-        deliver: Callable[[Any, Any, Any, bytes], None],
+        deliver: Callable[[Any, int | None, Any, Any, bytes], None],
         stop: threading.Event | None,
     ) -> None:
         self._channel = channel
         self._connection = connection
-        self._queue = queue
+        self._queues = queues
         self._timeout = timeout
         self._deliver = deliver
         self._stop = stop
         self._silence = Silence(connection)
-        self._deliveries: Iterator[tuple[Any, Any, bytes]] | None = None
+        self._tags: list[str] | None = None
+        self._arrived: deque[_Delivery] = deque()
 
-    def receive(self, seconds: float) -> tuple[Any, Any, bytes] | None:
-        deliveries = self._deliveries
-        if deliveries is None:
-            deliveries = self._deliveries = self._channel.consume(
-                self._queue, inactivity_timeout=seconds
-            )
-        method, properties, body = next(deliveries)
-        return None if method is None else (method, properties, body)
+    def receive(self, seconds: float) -> _Delivery | None:
+        if self._tags is None:
+            self._tags = [
+                self._channel.basic_consume(name, self._arrival(partition))
+                for name, partition in self._queues
+            ]
+        if not self._arrived:
+            self._connection.process_data_events(time_limit=seconds)
+        return self._arrived.popleft() if self._arrived else None
 
-    def deliver(self, delivery: tuple[Any, Any, bytes]) -> None:
+    def _arrival(self, partition: int | None) -> Callable[[Any, Any, Any, bytes], None]:
+        def arrived(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            self._arrived.append((partition, method, properties, body))
+
+        return arrived
+
+    def deliver(self, delivery: _Delivery) -> None:
         self._deliver(self._channel, *delivery)
 
     def heard(self) -> None:
@@ -355,7 +414,12 @@ class _Consumption:
             return
         try:
             with answer_within(self._connection, self._timeout, "cancelling"):
-                self._channel.cancel()
+                for tag in self._tags or ():
+                    self._channel.basic_cancel(tag)
+                # What arrived but was not handled goes back, in its order.
+                while self._arrived:
+                    _, method, _, _ = self._arrived.popleft()
+                    self._channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
         except Exception:
             _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
 

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
@@ -25,11 +26,25 @@ from redis.typing import EncodableT, FieldT
 
 from tactical._flow import Flow, run, run_async
 from tactical.outbox._async_inbox import AsyncInboxConsumer
+from tactical.outbox._broker_partitions import (
+    PartitionMismatchError,
+    broker_partitions,
+    check_partition,
+    partition_stream,
+)
 from tactical.outbox._consumer_flow import LoopOp, consumer_loop, perform_async, perform_sync
 from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import OutboxMessage, PublishError, wire_forms
+from tactical.outbox._partitions import partition_of
+from tactical.outbox._redis_leases import (
+    Call,
+    PartitionLeases,
+    Pause,
+    check_partitions_key,
+)
 
 __all__ = [
+    "DEFAULT_LEASE",
     "DEFAULT_STREAM",
     "AsyncRedisStreamConsumer",
     "AsyncRedisStreamPublisher",
@@ -45,33 +60,70 @@ _log = logging.getLogger("tactical.outbox")
 DEFAULT_STREAM = "tactical:events"
 """The stream events are appended to unless another is named."""
 
-_Entries: TypeAlias = "list[dict[FieldT, EncodableT]]"
+DEFAULT_LEASE: float = 10.0
+"""Seconds a partitioned Redis consumer's lease on a partition lasts unless renewed.
+
+It renews its leases every third of it; the partitions of a consumer that died are taken
+over by the others within about 1.4 times the lease.
+
+.. versionadded:: 0.2.0
+"""
 
 
 class _StreamAppender:
     """What both Redis publishers decide: the entries of a batch, and what a failure means."""
 
     def __init__(
-        self, client: redis.Redis | redis.asyncio.Redis, stream: str, maxlen: int | None
+        self,
+        client: redis.Redis | redis.asyncio.Redis,
+        stream: str,
+        maxlen: int | None,
+        partitions: int | None,
     ) -> None:
         _socket_timeout(client, type(self).__name__)
         self._stream = stream
         self._maxlen = maxlen
+        self._partitions = broker_partitions(partitions)
+        self._checked = partitions is None
         self._address = _redis_address(client)
 
     @property
     def stream(self) -> str:
-        """The stream's key."""
+        """The stream's key (with ``partitions``: the prefix of the partitions' streams)."""
         return self._stream
 
-    def _appending(self, messages: Sequence[OutboxMessage]) -> Flow[_Entries, None]:
-        """Yield the batch's entries to append in one pipeline; a Redis failure is a PublishError."""
+    @property
+    def partitions(self) -> int | None:
+        """The number of partition streams events are appended to; None if not partitioned.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._partitions
+
+    def _stream_of(self, message: OutboxMessage) -> str:
+        if self._partitions is None:
+            return self._stream
+        partition = partition_of(message.aggregate_type, message.aggregate_id, self._partitions)
+        return partition_stream(self._stream, partition)
+
+    def _appending(self, messages: Sequence[OutboxMessage]) -> Flow[Call | _Append, None]:
+        """Append the batch's entries in one pipeline; a Redis failure is a PublishError.
+
+        A partitioned publisher first records its number of partitions in Redis, or finds
+        it recorded (once): another number is refused.
+        """
         if not messages:
             return
-        entries = wire_forms(messages, _entry)
+        entries = [
+            (self._stream_of(message), entry)
+            for message, entry in zip(messages, wire_forms(messages, _entry), strict=True)
+        ]
         try:
-            yield entries
-        except redis.RedisError as error:
+            if not self._checked and self._partitions is not None:
+                yield from check_partitions_key(self._stream, self._partitions, "publisher")
+                self._checked = True
+            yield _Append(entries, self._maxlen)
+        except (redis.RedisError, PartitionMismatchError) as error:
             first = messages[0]
             raise PublishError(
                 f"Redis at {self._address} did not append {len(messages)} "
@@ -101,20 +153,31 @@ class RedisStreamPublisher(_StreamAppender):
         stream: The stream's key.
         maxlen: Trim the stream to about this many entries (``MAXLEN ~``); None keeps all.
             Trimming can drop entries that a slow consumer group has not read yet.
+        partitions: Append each event to its aggregate's partition stream
+            ``<stream>:<p>``, one of this many (:func:`~tactical.outbox.partition_of`), for
+            partitioned consumers. The number is recorded in the key
+            ``<stream>:partitions`` on the first batch; if another number is recorded there,
+            :meth:`publish` raises :class:`~tactical.outbox.PublishError` naming both.
+            None (the default): one stream.
 
     Raises:
         ValueError: ``client`` has no ``socket_timeout``: a Redis that stopped answering
-            would block the relay for ever.
+            would block the relay for ever; or ``partitions`` is below 1.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
-       A client without ``socket_timeout`` is refused.
+       A client without ``socket_timeout`` is refused; ``partitions``.
     """
 
     def __init__(
-        self, client: redis.Redis, stream: str = DEFAULT_STREAM, *, maxlen: int | None = None
+        self,
+        client: redis.Redis,
+        stream: str = DEFAULT_STREAM,
+        *,
+        maxlen: int | None = None,
+        partitions: int | None = None,
     ) -> None:
-        super().__init__(client, stream, maxlen)
+        super().__init__(client, stream, maxlen, partitions)
         self._client = client
 
     def publish(self, messages: Sequence[OutboxMessage], /) -> None:
@@ -128,13 +191,7 @@ class RedisStreamPublisher(_StreamAppender):
                 ``socket_timeout`` or refused an entry; the error names Redis's address, the
                 stream and the batch's first event.
         """
-        run(self._appending(messages), self._append)
-
-    def _append(self, entries: _Entries) -> None:
-        pipeline = self._client.pipeline(transaction=False)  # pyright: ignore[reportUnknownMemberType]
-        for entry in entries:
-            pipeline.xadd(self._stream, entry, maxlen=self._maxlen, approximate=True)
-        pipeline.execute()
+        run(self._appending(messages), lambda op: op.start(self._client, None))
 
 
 class AsyncRedisStreamPublisher(_StreamAppender):
@@ -148,9 +205,10 @@ class AsyncRedisStreamPublisher(_StreamAppender):
         client: A ``redis.asyncio.Redis`` made with a ``socket_timeout``.
         stream: The stream's key.
         maxlen: Trim the stream to about this many entries (``MAXLEN ~``); None keeps all.
+        partitions: As for :class:`RedisStreamPublisher`.
 
     Raises:
-        ValueError: ``client`` has no ``socket_timeout``.
+        ValueError: ``client`` has no ``socket_timeout``, or ``partitions`` is below 1.
 
     .. versionadded:: 0.2.0
     """
@@ -161,8 +219,9 @@ class AsyncRedisStreamPublisher(_StreamAppender):
         stream: str = DEFAULT_STREAM,
         *,
         maxlen: int | None = None,
+        partitions: int | None = None,
     ) -> None:
-        super().__init__(client, stream, maxlen)
+        super().__init__(client, stream, maxlen, partitions)
         self._client = client
 
     async def publish(self, messages: Sequence[OutboxMessage], /) -> None:
@@ -173,13 +232,10 @@ class AsyncRedisStreamPublisher(_StreamAppender):
             PublishError: Redis is unreachable, did not answer within ``socket_timeout`` or
                 refused an entry.
         """
-        await run_async(self._appending(messages), self._append)
+        await run_async(self._appending(messages), self._perform)
 
-    async def _append(self, entries: _Entries) -> None:
-        pipeline = self._client.pipeline(transaction=False)
-        for entry in entries:
-            pipeline.xadd(self._stream, entry, maxlen=self._maxlen, approximate=True)
-        await pipeline.execute()
+    async def _perform(self, op: Call | _Append) -> object:
+        return await op.start(self._client, None)
 
 
 def _entry(message: OutboxMessage) -> dict[FieldT, EncodableT]:
@@ -188,15 +244,17 @@ def _entry(message: OutboxMessage) -> dict[FieldT, EncodableT]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Call:
-    """Call the Redis client's method ``name``: its reply, or the awaitable of it."""
+class _Append:
+    """Append ``entries`` (stream, fields) in one pipeline: the replies, or their awaitable."""
 
-    name: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    entries: list[tuple[str, dict[FieldT, EncodableT]]]
+    maxlen: int | None
 
     def start(self, client: Any, _inbox: Any) -> Any:
-        return getattr(client, self.name)(*self.args, **self.kwargs)
+        pipeline = client.pipeline(transaction=False)
+        for stream, entry in self.entries:
+            pipeline.xadd(stream, entry, maxlen=self.maxlen, approximate=True)
+        return pipeline.execute()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +267,7 @@ class _Handle:
         return inbox.handle(self.message)
 
 
-_StreamOp: TypeAlias = _Call | _Handle
+_StreamOp: TypeAlias = Call | Pause | _Handle
 _Entry: TypeAlias = tuple[bytes, dict[bytes, bytes]]
 
 
@@ -220,7 +278,9 @@ V = TypeVar("V", bound="redis.Redis | redis.asyncio.Redis")  # the client
 class _StreamReader(Generic[U, V]):
     """What both Redis consumers decide: the group, pending entries first, ack after handling.
 
-    The constructor's arguments are documented on the consumers.
+    Partitioned, the same for each partition stream this consumer holds the lease of
+    (:class:`~tactical.outbox._redis_leases.PartitionLeases`). The constructor's arguments
+    are documented on the consumers.
     """
 
     def __init__(
@@ -232,8 +292,12 @@ class _StreamReader(Generic[U, V]):
         group: str | None = None,
         consumer: str = "consumer-1",
         batch_size: int = 100,
+        partitions: int | None = None,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         self._socket_timeout = _socket_timeout(client, type(self).__name__)
+        if not lease > 0:
+            raise ValueError(f"lease must be positive, got {lease}")
         self._inbox = inbox
         self._client = client
         self._stream = stream
@@ -242,19 +306,56 @@ class _StreamReader(Generic[U, V]):
         self._batch_size = batch_size
         self._group_ready = False
         self._address = _redis_address(client)
+        self._label = f"Redis consumer {self._group}"
+        self._lease = lease
+        self._leases = (
+            None
+            if broker_partitions(partitions) is None
+            else PartitionLeases(
+                stream=stream,
+                group=self._group,
+                consumer=consumer,
+                partitions=cast("int", partitions),
+                lease=lease,
+                label=self._label,
+            )
+        )
 
     @property
     def group(self) -> str:
         """The consumer group's name."""
         return self._group
 
+    @property
+    def partitions(self) -> int | None:
+        """The number of partition streams shared by the group; None if not partitioned.
+
+        .. versionadded:: 0.2.0
+        """
+        return None if self._leases is None else self._leases.partitions
+
+    @property
+    def held_partitions(self) -> frozenset[int]:
+        """The partitions this consumer holds the lease of now (empty if not partitioned).
+
+        .. versionadded:: 0.2.0
+        """
+        return frozenset(() if self._leases is None else self._leases.owned)
+
     def _block_ms(self, poll_interval: float) -> int:
-        return max(1, int(min(poll_interval, self._socket_timeout / 2) * 1000))
+        longest = min(poll_interval, self._socket_timeout / 2)
+        if self._leases is not None:
+            longest = min(longest, self._lease / 3)
+        return max(1, int(longest * 1000))
 
     def _loop(self, initial_backoff: float, max_backoff: float) -> Flow[LoopOp, None]:
         return consumer_loop(
-            label=f"Redis consumer {self._group}",
-            source=f"stream {self._stream!r}",
+            label=self._label,
+            source=(
+                f"stream {self._stream!r}"
+                if self._leases is None
+                else f"{self._leases.partitions} partition streams {self._stream!r}:N"
+            ),
             address=self._address,
             what_failed=lambda error: _what_failed(error, self._stream, self._address),
             connected_is_up=False,
@@ -264,16 +365,26 @@ class _StreamReader(Generic[U, V]):
 
     def _available(self) -> Flow[_StreamOp, int]:
         total = 0
-        while True:
-            count = yield from self._poll(None)
-            if not count:
-                return total
-            total += count
+        try:
+            while True:
+                count = yield from self._poll(None)
+                if not count:
+                    return total
+                total += count
+        finally:
+            yield from self._releasing()
+
+    def _releasing(self) -> Flow[_StreamOp, None]:
+        """Give every partition up (nothing if not partitioned)."""
+        if self._leases is not None and self._leases.owned:
+            yield from self._leases.release_all()
 
     def _poll(self, block_ms: int | None) -> Flow[_StreamOp, int]:
+        if self._leases is not None:
+            return (yield from self._poll_partitions(self._leases, block_ms))
         if not self._group_ready:
             try:
-                yield _Call(
+                yield Call(
                     "xgroup_create", (self._stream, self._group), {"id": "0", "mkstream": True}
                 )
             except redis.ResponseError as error:
@@ -281,23 +392,62 @@ class _StreamReader(Generic[U, V]):
                     raise
             self._group_ready = True
         # Own pending entries first: delivered before but never acknowledged.
-        count = yield from self._handle_entries((yield from self._read("0", None)))
+        streams = {self._stream: None}
+        count = yield from self._handle_streams((yield from self._read(streams, "0", None)))
         if count:
             return count
-        return (yield from self._handle_entries((yield from self._read(">", block_ms))))
+        return (yield from self._handle_streams((yield from self._read(streams, ">", block_ms))))
 
-    def _read(self, start: str, block_ms: int | None) -> Flow[_StreamOp, list[_Entry]]:
-        reply: Any = yield _Call(
+    def _poll_partitions(
+        self, leases: PartitionLeases, block_ms: int | None
+    ) -> Flow[_StreamOp, int]:
+        if leases.due():
+            yield from leases.balance()
+        if not leases.owned:
+            if block_ms is not None:
+                yield Pause(block_ms / 1000)
+            return 0
+        streams: dict[str, int | None] = {leases.stream_of(p): p for p in sorted(leases.owned)}
+        # Pending entries first: claimed from the partitions' previous holders, or left
+        # unacknowledged here by a failure.
+        count = yield from self._handle_streams((yield from self._read(streams, "0", None)))
+        if count:
+            return count
+        return (yield from self._handle_streams((yield from self._read(streams, ">", block_ms))))
+
+    def _read(
+        self, streams: Mapping[str, int | None], start: str, block_ms: int | None
+    ) -> Flow[_StreamOp, list[tuple[str, int | None, list[_Entry]]]]:
+        reply: Any = yield Call(
             "xreadgroup",
-            (self._group, self._consumer, {self._stream: start}),
+            (self._group, self._consumer, dict.fromkeys(streams, start)),
             {"count": self._batch_size, "block": block_ms},
         )
-        if not reply:
-            return []
-        return cast("list[_Entry]", reply[0][1])
+        read: list[tuple[str, int | None, list[_Entry]]] = []
+        for name, entries in reply or ():
+            stream = name.decode() if isinstance(name, bytes) else str(name)
+            read.append((stream, streams[stream], cast("list[_Entry]", entries)))
+        return read
 
-    def _handle_entries(self, entries: list[_Entry]) -> Flow[_StreamOp, int]:
+    def _handle_streams(
+        self, read: list[tuple[str, int | None, list[_Entry]]]
+    ) -> Flow[_StreamOp, int]:
+        count = 0
+        for stream, partition, entries in read:
+            count += yield from self._handle_entries(stream, partition, entries)
+        return count
+
+    def _handle_entries(
+        self, stream: str, partition: int | None, entries: list[_Entry]
+    ) -> Flow[_StreamOp, int]:
+        leases = self._leases
+        handled = 0
         for entry_id, fields in entries:
+            if leases is not None and partition is not None:
+                if leases.due():
+                    yield from leases.balance()
+                if partition not in leases.owned:
+                    break  # given up or lost: the rest stays pending for the next holder
             try:
                 message = _message_of_entry(fields)
             except Exception as error:  # any decode failure: the entry is malformed
@@ -306,14 +456,23 @@ class _StreamReader(Generic[U, V]):
                     "not a tactical event (%s: %s)",
                     self._group,
                     entry_id.decode(errors="replace"),
-                    self._stream,
+                    stream,
                     type(error).__name__,
                     error,
                 )
             else:
+                if leases is not None and partition is not None:
+                    check_partition(
+                        message,
+                        partition=partition,
+                        partitions=leases.partitions,
+                        stated=None,
+                        source=f"stream {stream!r}",
+                    )
                 yield _Handle(message)
-            yield _Call("xack", (self._stream, self._group, entry_id), {})
-        return len(entries)
+            yield Call("xack", (stream, self._group, entry_id))
+            handled += 1
+        return handled
 
 
 class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
@@ -335,7 +494,21 @@ class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
 
     The client must speak RESP2 (redis-py's default protocol). Per-aggregate order holds
     with one consumer name per group; more consumers in a group
-    share the load but may handle two events of one aggregate at once.
+    share the load but may handle two events of one aggregate at once, unless partitioned.
+
+    **Partitions.** With ``partitions=N`` (the publisher's number) the consumers of a group
+    share the partition streams ``<stream>:0`` to ``<stream>:<N-1>``, each read by one
+    consumer at a time: the holder of its lease, a Redis key set with ``SET NX PX`` and
+    renewed every third of ``lease``. The live consumers of the group (announced in a
+    sorted set) each hold about ``N / consumers`` of them: one that holds more gives some up
+    between two entries, one that holds fewer takes free ones. A consumer that stops
+    releases its leases; one that dies loses them when they expire, and its partitions are
+    taken over within about 1.4 times ``lease``. Taking a partition over, a consumer first
+    claims the entries its previous holders left pending (``XAUTOCLAIM``) and handles them
+    before new ones. The number of partitions recorded by the publisher (key
+    ``<stream>:partitions``) must be N, else :class:`~tactical.outbox.PartitionMismatchError`
+    is raised (and logged by :meth:`run`, which retries). A handler must take well under
+    ``lease``: a consumer that could not renew in time loses the partition and logs it.
 
     Args:
         inbox: Handles the events.
@@ -344,15 +517,20 @@ class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
         stream: The stream's key.
         group: The consumer group's name; the inbox consumer's name if omitted.
         consumer: This reader's name within the group.
-        batch_size: The most entries read per ``XREADGROUP``.
+        batch_size: The most entries read per ``XREADGROUP`` (per partition stream).
+        partitions: Share the publisher's partition streams, one of this many, with the
+            group's other consumers; None (the default): the one stream ``stream``.
+        lease: Seconds a partition's lease lasts unless renewed
+            (:data:`DEFAULT_LEASE`); only with ``partitions``.
 
     Raises:
         ValueError: ``client`` has no ``socket_timeout``: a Redis that stopped answering
-            would block the consumer for ever.
+            would block the consumer for ever; ``partitions`` is below 1, or ``lease`` is
+            not positive.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
-       A client without ``socket_timeout`` is refused.
+       A client without ``socket_timeout`` is refused; ``partitions`` and ``lease``.
     """
 
     def consume_available(self) -> int:
@@ -388,11 +566,20 @@ class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
         steps = {
             "connect": _nothing,
             "consume": lambda: run(self._poll(block_ms), self._perform),
-            "close": _nothing,
+            "close": self._release,
         }
         run(self._loop(initial_backoff, max_backoff), perform_sync(stop, steps))
 
+    def _release(self) -> None:
+        try:
+            run(self._releasing(), self._perform)
+        except Exception:  # the leases expire by themselves
+            _log.debug("releasing partition leases failed", exc_info=True)
+
     def _perform(self, op: _StreamOp) -> object:
+        if isinstance(op, Pause):
+            time.sleep(op.seconds)
+            return None
         return op.start(self._client, self._inbox)
 
 
@@ -411,11 +598,13 @@ class AsyncRedisStreamConsumer(_StreamReader[AsyncInboxConsumer[Any], redis.asyn
     Args:
         inbox: Handles the events (awaited).
         client: A ``redis.asyncio.Redis`` made with a ``socket_timeout`` (RESP2).
-        stream: As for :class:`RedisStreamConsumer`, and so are ``group``, ``consumer``
-            and ``batch_size``.
+        stream: As for :class:`RedisStreamConsumer`, and so are ``group``, ``consumer``,
+            ``batch_size``, ``partitions`` and ``lease`` (the same leases, shared with sync
+            consumers of the group alike).
 
     Raises:
-        ValueError: ``client`` has no ``socket_timeout``.
+        ValueError: ``client`` has no ``socket_timeout``, ``partitions`` is below 1, or
+            ``lease`` is not positive.
 
     .. versionadded:: 0.2.0
     """
@@ -449,11 +638,20 @@ class AsyncRedisStreamConsumer(_StreamReader[AsyncInboxConsumer[Any], redis.asyn
         steps = {
             "connect": _nothing_async,
             "consume": lambda: run_async(self._poll(block_ms), self._perform),
-            "close": _nothing_async,
+            "close": self._release,
         }
         await run_async(self._loop(initial_backoff, max_backoff), perform_async(stop, steps))
 
+    async def _release(self) -> None:
+        try:
+            await run_async(self._releasing(), self._perform)
+        except Exception:  # the leases expire by themselves
+            _log.debug("releasing partition leases failed", exc_info=True)
+
     async def _perform(self, op: _StreamOp) -> object:
+        if isinstance(op, Pause):
+            await asyncio.sleep(op.seconds)
+            return None
         return await op.start(self._client, self._inbox)
 
 

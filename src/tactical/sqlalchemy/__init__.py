@@ -17,6 +17,7 @@ except ModuleNotFoundError as _missing:
 from tactical.sqlalchemy._async_uow import AsyncSqlAlchemyUnitOfWork
 from tactical.sqlalchemy._engine import SQLITE_BUSY_TIMEOUT_MS, configure_engine
 from tactical.sqlalchemy._mapper import RelationalMapper
+from tactical.sqlalchemy._orm import OrmMapper
 from tactical.sqlalchemy._schema import (
     UtcDateTime,
     aggregates_table,
@@ -31,6 +32,7 @@ from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "AsyncSqlAlchemyUnitOfWork",
+    "OrmMapper",
     "RelationalMapper",
     "SqlAlchemyUnitOfWork",
     "UtcDateTime",

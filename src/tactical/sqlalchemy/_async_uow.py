@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Sequence
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import sqlalchemy as sa
-from tactical._flow import run_async
+from tactical._flow import Flow, run
 from tactical._model import AggregateRoot
 from tactical._query import Query
 from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
-from tactical.sqlalchemy._statements import Execute, Operation, ReadAlone
+from tactical.sqlalchemy._statements import Operation
+from tactical.sqlalchemy._task_deadline import TaskDeadline
 from tactical.sqlalchemy._watchdog import (
     RoundTripDeadline,
     install_guard,
@@ -44,8 +45,8 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     write is version-checked and raises :class:`~tactical.ConcurrencyError` on a mismatch
     (on SQLite only a moved version, or a write lock held past the busy timeout, ever
     does); the outbox rows of the events are written in the same transaction, and the
-    events are published after the commit in recorded order, ``async def`` handlers
-    awaited. A cancellation (``task.cancel()``, ``asyncio.timeout``) at any await rolls
+    events are published when the committed block ends, in recorded order, ``async def``
+    handlers awaited. A cancellation (``task.cancel()``, ``asyncio.timeout``) at any await rolls
     the transaction back: a connection interrupted in the middle of a round trip is
     invalidated, never returned to the pool inside a transaction. Only a cancellation
     while the ``COMMIT`` itself is in flight leaves it to the database whether the commit
@@ -61,8 +62,9 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
             omitted.
         codec: How aggregates and events become JSON; a shared default
             :class:`~tactical.JsonCodec` if omitted.
-        mappers: Relational mappers, one per aggregate type they store (their methods are
-            sync: they run on the connection through ``run_sync``).
+        mappers: Mappers to tables of your own, one per aggregate type they store:
+            :class:`RelationalMapper` or :class:`OrmMapper` (their methods are sync: they
+            run on the connection through ``run_sync``, an ORM mapper's session too).
         allow_multiple_aggregates: Let one transaction change several aggregates; by
             default :meth:`~tactical.AsyncUnitOfWork.commit` refuses that with
             :class:`~tactical.TransactionBoundaryError`.
@@ -90,6 +92,7 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     def _setup(self) -> None:
         # Drivers without a socket (SQLite) are not bounded, as in the sync unit of work.
         self._timeout = None if self._sqlite else self._database_timeout
+        self._deadline = None if self._timeout is None else TaskDeadline(self._timeout)
         self._connection: AsyncConnection | None = None
         # The deadline of the statements others run on the connection (set when it is
         # taken), with the pooled connection's info it is registered in.
@@ -167,58 +170,77 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
             raise
 
     async def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
-        storage = self._storage or self._storage_for(
-            cast("AsyncConnection", self._connection).dialect
-        )
-        return await run_async(storage.load(aggregate_type, aggregate_id), self._carry_out)
+        connection = cast("AsyncConnection", self._connection)
+        storage = self._storage or self._storage_for(connection.dialect)
+        return await self._run_flow(connection, storage.load(aggregate_type, aggregate_id))
 
     async def _find(self, query: Query[A], held: frozenset[object]) -> list[A]:
-        storage = self._storage or self._storage_for(
-            cast("AsyncConnection", self._connection).dialect
-        )
-        return await run_async(storage.find(query, held), self._carry_out)
+        connection = cast("AsyncConnection", self._connection)
+        storage = self._storage or self._storage_for(connection.dialect)
+        return await self._run_flow(connection, storage.find(query, held))
 
     async def _store(self, changes: Sequence[Change]) -> None:
-        storage = self._storage or self._storage_for(
-            cast("AsyncConnection", self._connection).dialect
-        )
-        await run_async(storage.store(changes), self._carry_out)
-
-    async def _carry_out(self, operation: Operation) -> object:
-        """Carry out one operation of a storage flow on the connection, bounded."""
         connection = cast("AsyncConnection", self._connection)
-        if isinstance(operation, ReadAlone) and connection.in_transaction():
-            operation = operation.execute
-        if isinstance(operation, Execute):
-            result = await self._bounded(
-                connection.exec_driver_sql(operation.sql, operation.parameters)
-            )
-            return operation.outcome(result)
-        # A mapper's calls, a read alone (it sets the driver's autocommit), commit, rollback
-        # and SQLite's restart are the sync driver's own, run on the connection's sync side.
-        return await self._bounded(connection.run_sync(carry_out, operation))
+        storage = self._storage or self._storage_for(connection.dialect)
+        await self._run_flow(connection, storage.store(changes))
 
-    async def _bounded(self, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable`` within database_timeout (a round trip to the database).
+    async def _run_flow(self, connection: AsyncConnection, flow: Flow[Operation, T]) -> T:
+        """Run a storage flow on the connection's sync side, in one greenlet, bounded.
+
+        SQLAlchemy's ``AsyncConnection`` enters a greenlet for each call (``run_sync``,
+        ``exec_driver_sql``): the whole flow, its clean-up included, runs in one, driven by
+        the sync driver with the sync unit of work's ``carry_out``. Its round trips are the
+        driver's awaits inside it, where a cancellation lands as it would at one call per
+        statement: SQLAlchemy invalidates the interrupted connection and the exception is
+        thrown into the flow, which rolls back (no I/O on an invalidated connection) and
+        raises it. database_timeout bounds each round trip: the deadline is moved before
+        each one (:meth:`_round_trip`).
+        """
+        return await self._within_deadline(connection.run_sync(self._drive, flow))
+
+    def _drive(self, connection: sa.Connection, flow: Flow[Operation, T]) -> T:
+        """Drive ``flow`` on ``connection`` (in SQLAlchemy's greenlet, on the event loop)."""
+        return run(flow, partial(self._round_trip, connection))
+
+    def _round_trip(self, connection: sa.Connection, operation: Operation) -> object:
+        """Carry out one operation of a flow, given database_timeout from now on."""
+        deadline = self._deadline
+        if deadline is not None:
+            # Once expired it stays so: the round trip it cut was invalidated, and what the
+            # flow still does (its rollback) sends nothing.
+            deadline.rearm()
+        return carry_out(connection, operation)
+
+    async def _within_deadline(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` within database_timeout (its round trips to the database).
 
         Cancelled in the middle of a driver call, SQLAlchemy invalidates the connection
         (its state is unknown), so it is discarded instead of going back to the pool.
         """
-        if self._timeout is None:
+        deadline = self._deadline
+        if deadline is None:
             return await awaitable
         # Its own round trips are bounded here: the engine's listeners leave them alone.
         guard = self._guard
         if guard is not None:
             guard[0].suspended = True
+        deadline.arm()
         try:
-            async with asyncio.timeout(self._timeout):
-                return await awaitable
-        except TimeoutError as error:
-            self._note_cut(error)
+            result = await awaitable
+        except BaseException as error:
+            if deadline.end(error):
+                timeout = TimeoutError()
+                self._note_cut(timeout)
+                raise timeout from error
             raise
         finally:
             if guard is not None:
                 guard[0].suspended = False
+        deadline.end(None)
+        return result
+
+    # One round trip (connecting, beginning, closing): the same bound, under its own name.
+    _bounded = _within_deadline
 
 
 def _nothing() -> None:

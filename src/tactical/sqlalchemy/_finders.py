@@ -11,12 +11,14 @@ collation, PostgreSQL's ``COLLATE "C"``), as Python orders them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeAlias
 
 from sqlalchemy.dialects import postgresql
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 from tactical._query import (
     Comparison,
     Conjunction,
@@ -27,7 +29,14 @@ from tactical._query import (
 )
 from tactical.sqlalchemy._schema import aggregates_table
 
-__all__ = ["ColumnsOfFields", "document_condition", "mapper_condition"]
+__all__ = [
+    "ColumnsOfFields",
+    "MappedColumn",
+    "column_of_field",
+    "document_condition",
+    "field_value",
+    "mapper_condition",
+]
 
 _Condition = sa.ColumnElement[bool]
 _Atom = Callable[[Comparison], _Condition]
@@ -122,6 +131,37 @@ class ColumnsOfFields(Protocol):
     def column_for(self, path: str) -> sa.ColumnElement[Any]: ...
 
     def column_value(self, path: str, value: object) -> object: ...
+
+
+MappedColumn: TypeAlias = sa.ColumnElement[Any] | orm.QueryableAttribute[Any]
+"""What a mapper's ``columns`` maps a field path to: a column, or an ORM model's attribute."""
+
+
+def column_of_field(
+    mapper: object,
+    columns: Mapping[str, MappedColumn],
+    path: str,
+    id_column: sa.ColumnElement[Any] | None,
+) -> sa.ColumnElement[Any]:
+    """The column ``columns`` names for ``path`` (``id_column`` for ``"id"`` unless named).
+
+    Raises:
+        ValueError: ``columns`` has no column for ``path``.
+    """
+    column = columns.get(path)
+    if column is None and path == "id":
+        column = id_column
+    if column is None:
+        name = type(mapper).__qualname__
+        raise ValueError(
+            f"{name} maps no column for {path!r}, which a query compares: add it to {name}.columns"
+        )
+    return column.expression if isinstance(column, orm.QueryableAttribute) else column
+
+
+def field_value(value: object) -> object:
+    """A field's value as a column stores it by default: an enum member's ``value``."""
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def mapper_condition(

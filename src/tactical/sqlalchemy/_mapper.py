@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -10,6 +9,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from tactical._model import AggregateRoot
+from tactical.sqlalchemy._finders import column_of_field, field_value
 
 __all__ = ["RelationalMapper"]
 
@@ -64,15 +64,7 @@ class RelationalMapper(ABC, Generic[A, IdT]):
 
         .. versionadded:: 0.2.0
         """
-        column = self.columns.get(path)
-        if column is not None:
-            return column
-        if path == "id":
-            return self.table.c[self.id_column]
-        raise ValueError(
-            f"{type(self).__qualname__} maps no column for {path!r}, which a query compares: "
-            f"add it to {type(self).__qualname__}.columns"
-        )
+        return column_of_field(self, self.columns, path, self.table.c[self.id_column])
 
     def column_value(self, path: str, value: object) -> object:
         """The value a finder compares the column of ``path`` with, for the field's ``value``.
@@ -83,7 +75,7 @@ class RelationalMapper(ABC, Generic[A, IdT]):
 
         .. versionadded:: 0.2.0
         """
-        return value.value if isinstance(value, enum.Enum) else value
+        return field_value(value)
 
     @abstractmethod
     def load(self, connection: sa.Connection, aggregate_id: IdT) -> A | None:

@@ -28,6 +28,7 @@ from tactical.sqlalchemy._engine import (
     restart_sqlite_for_writing,
 )
 from tactical.sqlalchemy._mapper import RelationalMapper
+from tactical.sqlalchemy._orm import OrmMapper
 from tactical.sqlalchemy._statements import (
     SUPPORTED_DIALECTS,
     Commit,
@@ -38,7 +39,7 @@ from tactical.sqlalchemy._statements import (
     Rollback,
     Select,
 )
-from tactical.sqlalchemy._storage import DocumentStorage
+from tactical.sqlalchemy._storage import AnyMapper, DocumentStorage
 
 __all__ = ["SqlUnitOfWorkBase", "begins_at_start", "carry_out", "release_connection"]
 
@@ -64,7 +65,7 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
         bus: EventBus | None = None,
         *,
         codec: JsonCodec | None = None,
-        mappers: Iterable[RelationalMapper[Any, Any]] = (),
+        mappers: Iterable[RelationalMapper[Any, Any] | OrmMapper[Any, Any, Any]] = (),
         allow_multiple_aggregates: bool = False,
         database_timeout: float | None = 30.0,
     ) -> None:
@@ -89,7 +90,7 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
         self._database_timeout = database_timeout
         self._sqlite = sync_engine.dialect.name == "sqlite"
         self._codec = codec if codec is not None else _default_codec
-        self._mappers: dict[type[AggregateRoot[Any]], RelationalMapper[Any, Any]] = {}
+        self._mappers: dict[type[AggregateRoot[Any]], AnyMapper] = {}
         for mapper in mappers:
             existing = self._mappers.get(mapper.aggregate_type)
             if existing is not None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from functools import partial
+from typing import Any, TypeAlias, TypeVar, cast
 
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import exc as orm_exc
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -31,6 +33,7 @@ from tactical._uow import Change
 from tactical.sqlalchemy._engine import says_sqlite_locked
 from tactical.sqlalchemy._finders import document_condition, mapper_condition
 from tactical.sqlalchemy._mapper import RelationalMapper
+from tactical.sqlalchemy._orm import OrmMapper, stored_version, write_change
 from tactical.sqlalchemy._schema import aggregates_table, metadata
 from tactical.sqlalchemy._statements import (
     COMMIT,
@@ -45,11 +48,15 @@ from tactical.sqlalchemy._statements import (
     mapper_statements,
 )
 
-__all__ = ["DocumentStorage"]
+__all__ = ["AnyMapper", "DocumentStorage"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
 
 _doc = aggregates_table.c
+
+AnyMapper: TypeAlias = RelationalMapper[Any, Any] | OrmMapper[Any, Any, Any]
+"""A mapper the SQL units of work take: Core statements of the user's, or ORM models."""
+
 _Names = Mapping[int, tuple[str, str]]  # id(change) -> (type name, stored key)
 
 
@@ -64,14 +71,18 @@ class DocumentStorage:
         self,
         dialect: Dialect,
         codec: JsonCodec,
-        mappers: Mapping[type[AggregateRoot[Any]], RelationalMapper[Any, Any]],
+        mappers: Mapping[type[AggregateRoot[Any]], AnyMapper],
     ) -> None:
         self._statements = document_statements(dialect)
         self._dialect_name = dialect.name
         self._sqlite = dialect.name == "sqlite"
         self._codec = codec
         self._mappers = mappers
-        self._mapped = {t: mapper_statements(m, dialect) for t, m in mappers.items()}
+        self._mapped = {
+            t: mapper_statements(m, dialect)
+            for t, m in mappers.items()
+            if isinstance(m, RelationalMapper)
+        }
 
     # -- load --------------------------------------------------------------------------------
 
@@ -137,7 +148,7 @@ class DocumentStorage:
 
     def _load_mapped(
         self,
-        mapper: RelationalMapper[Any, Any],
+        mapper: AnyMapper,
         aggregate_type: type[Any],
         aggregate_id: object,
     ) -> Flow[Operation, object]:
@@ -192,12 +203,21 @@ class DocumentStorage:
         return found_documents
 
     def _find_mapped(
-        self, mapper: RelationalMapper[Any, Any], query: Query[Any], held: frozenset[object]
+        self, mapper: AnyMapper, query: Query[Any], held: frozenset[object]
     ) -> Flow[Operation, list[Any]]:
+        condition = mapper_condition(query.predicate, mapper, self._dialect_name)
+        if isinstance(mapper, OrmMapper):
+            models = sa.select(mapper.model).where(condition)
+            try:
+                aggregates: list[Any] = yield MapperCall(mapper.load_all, models)
+            except exc.OperationalError as error:
+                raise _busy(_with_schema_hint(error), query.aggregate_type, "(a query)") from error
+            except exc.ProgrammingError as error:
+                _with_schema_hint(error)
+                raise
+            return [aggregate for aggregate in aggregates if aggregate.id not in held]
         id_column = mapper.table.c[mapper.id_column]
-        statement = sa.select(id_column).where(
-            mapper_condition(query.predicate, mapper, self._dialect_name)
-        )
+        statement = sa.select(id_column).where(condition)
         rows: list[Any] = yield from self._select(statement, query.aggregate_type)
         found: list[Any] = []
         for (aggregate_id,) in rows:
@@ -278,6 +298,9 @@ class DocumentStorage:
     def _write(self, change: Change, name: tuple[str, str], now: datetime) -> Flow[Operation, None]:
         """Write one aggregate's row (or a mapper's rows) under its version check."""
         mapper = self._mappers.get(change.aggregate_type)
+        if isinstance(mapper, OrmMapper):
+            yield from self._write_orm(mapper, change)
+            return
         if mapper is not None:
             yield from self._write_mapped(mapper, change)
             return
@@ -322,6 +345,19 @@ class DocumentStorage:
             yield MapperCall(mapper.update, aggregate)
         else:
             yield MapperCall(mapper.delete, aggregate)
+
+    def _write_orm(self, mapper: OrmMapper[Any, Any, Any], change: Change) -> Flow[Operation, None]:
+        """Write through an ORM session; SQLAlchemy's own version check finds a stale row."""
+        if change.new_version is not None:
+            change.aggregate.version = change.new_version
+        try:
+            yield MapperCall(partial(write_change, mapper), change)
+        except orm_exc.StaleDataError as error:
+            raise (yield from self._stale(change)) from error
+        except exc.IntegrityError as error:
+            if change.kind != "insert":
+                raise
+            raise (yield from self._stale(change, error)) from error
 
     def _write_outbox(self, changes: Sequence[Change], names: _Names) -> Flow[Operation, None]:
         """Insert the outbox rows of every change's events, in recorded order."""
@@ -368,6 +404,15 @@ class DocumentStorage:
         return cast("int | None", rows[0][0] if rows else None)
 
     def _stored_version(self, change: Change) -> Flow[Operation, int | None]:
+        mapper = self._mappers.get(change.aggregate_type)
+        if isinstance(mapper, OrmMapper):
+            try:
+                found: object = yield MapperCall(
+                    partial(stored_version, mapper), change.aggregate.id
+                )
+            except exc.DBAPIError:
+                return None
+            return cast("int | None", found)
         mapped = self._mapped.get(change.aggregate_type)
         if mapped is not None:
             lookup: Execute = mapped.stored_version(change.aggregate.id)

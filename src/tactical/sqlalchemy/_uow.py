@@ -35,13 +35,14 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
     SQLite, and PostgreSQL at a stricter isolation level, begin it when the block starts
     (``.. versionchanged:: 0.2.0``). By default
     an aggregate is stored as one JSON document row (type, id, version, state) in
-    ``tactical_aggregates``, with no mapping code; register a :class:`RelationalMapper` to
-    store a type in tables of your own. Every write is version-checked
+    ``tactical_aggregates``, with no mapping code; register a :class:`RelationalMapper` or an
+    :class:`OrmMapper` to store a type in tables of your own. Every write is version-checked
     (``UPDATE ... WHERE id = :id AND version = :loaded``); a mismatch raises
     :class:`~tactical.ConcurrencyError` and the whole transaction rolls back.
 
     The events of every saved aggregate are inserted into ``tactical_outbox`` in the same
-    transaction (position order = recorded order), then published on the bus after commit.
+    transaction (position order = recorded order), and published on the bus when the
+    committed block ends (``.. versionchanged:: 0.2.0``: no longer inside ``commit()``).
 
     Units of work over one engine see each other's committed state. Create the tables with
     :func:`create_schema` or with Alembic over :data:`~tactical.sqlalchemy.metadata`. SQLite
@@ -54,7 +55,9 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
             omitted.
         codec: How aggregates and events become JSON; a shared default :class:`~tactical.JsonCodec`
             if omitted (register stable type names on the one you pass).
-        mappers: Relational mappers, one per aggregate type they store.
+        mappers: Mappers to tables of your own, one per aggregate type they store: a
+            :class:`RelationalMapper` (Core statements) or an :class:`OrmMapper` (ORM
+            models; ``.. versionadded:: 0.2.0``).
         allow_multiple_aggregates: Let one transaction change several aggregates; by
             default :meth:`~tactical.UnitOfWork.commit` refuses that with
             :class:`~tactical.TransactionBoundaryError`

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from tactical._bus import EventBus
+from tactical._bus import EventBus, EventHandlerError
 from tactical._errors import (
     AggregateNotFound,
     ConcurrencyError,
@@ -19,6 +19,7 @@ from tactical._errors import (
 )
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
 from tactical._query import Field, Query
+from tactical._tracing import Trace, current_trace
 from tactical._uow import UnitOfWork
 from tactical.testing._async_driver import AsyncDriver, AsyncUnitOfWorkFactory
 
@@ -720,6 +721,113 @@ class _ContractTests:
         stored = self.stored(new, target.id)
         assert stored is not None
         assert stored.count == 1
+
+    # -- dispatch when the block ends (0.2) --------------------------------------------------
+
+    def test_handlers_run_when_the_committed_block_ends(self, new: UnitOfWorkFactory) -> None:
+        """commit() stores; the handlers run once the block is over, not inside commit()."""
+        counter = self.saved_counter(new)
+        bus, seen = EventBus(), list[DomainEvent]()
+        bus.subscribe(DomainEvent, seen.append)
+        with new(bus) as uow:
+            uow.repository(Counter).require(counter.id).tick()
+            uow.commit()
+            assert seen == []
+        assert [type(e).__name__ for e in seen] == ["CounterTicked"]
+
+    def test_a_handler_may_use_the_unit_of_work_that_committed(
+        self, new: UnitOfWorkFactory, as_handler: Callable[[Handler], Handler]
+    ) -> None:
+        """A handler enters the same unit of work, commits another aggregate; FIFO, traced."""
+        source, target = self.saved_counter(new, "source"), self.saved_counter(new, "target")
+        bus, seen = EventBus(), list[tuple[str, UUID, Trace | None]]()
+        uow = new(bus)
+
+        def propagate(event: CounterTicked) -> None:
+            if event.counter_id == source.id:
+                with uow:  # the unit of work whose commit published the event
+                    uow.repository(Counter).require(target.id).tick()
+                    uow.commit()
+
+        def note(event: CounterTicked | CounterRenamed) -> None:
+            seen.append((type(event).__name__, event.counter_id, current_trace()))
+
+        bus.subscribe(CounterTicked, as_handler(propagate))
+        bus.subscribe(CounterTicked, note)
+        bus.subscribe(CounterRenamed, note)
+        with uow:
+            counter = uow.repository(Counter).require(source.id)
+            counter.tick()
+            counter.rename("source2")
+            uow.commit()
+        assert [(name, counter_id) for name, counter_id, _ in seen] == [
+            ("CounterTicked", source.id),
+            ("CounterRenamed", source.id),
+            ("CounterTicked", target.id),
+        ]
+        first, _, reaction = (trace for _, _, trace in seen)
+        assert first is not None
+        assert reaction is not None
+        # The reaction belongs to the first event's flow and was caused by it.
+        assert reaction.correlation_id == first.correlation_id == first.causation_id
+        assert reaction.causation_id != first.causation_id
+        stored = self.stored(new, target.id)
+        assert stored is not None
+        assert stored.count == 1
+
+    def test_a_failing_handler_raises_when_the_block_ends_and_undoes_nothing(
+        self, new: UnitOfWorkFactory, as_handler: Callable[[Handler], Handler]
+    ) -> None:
+        """EventHandlerError leaves the ``with`` statement; both commits of the chain stand."""
+        source, target = self.saved_counter(new, "source"), self.saved_counter(new, "target")
+        bus = EventBus()
+        uow = new(bus)
+
+        def propagate(event: CounterTicked) -> None:
+            if event.counter_id == source.id:
+                with uow:
+                    uow.repository(Counter).require(target.id).tick()
+                    uow.commit()
+
+        def refuse(event: CounterTicked) -> None:
+            raise RuntimeError(f"cannot react to {event.counter_id}")
+
+        bus.subscribe(CounterTicked, as_handler(propagate))
+        bus.subscribe(CounterTicked, refuse)
+        committed = False
+        with pytest.raises(EventHandlerError, match="committed") as raised, uow:
+            uow.repository(Counter).require(source.id).tick()
+            uow.commit()
+            committed = True
+        assert committed  # commit() itself returned: the error came at the block's end
+        assert len(raised.value.exceptions) == 2
+        assert [c.count for c in map(self._require, [new] * 2, [source.id, target.id])] == [1, 1]
+
+    def test_a_block_raising_after_its_commit_still_dispatches_its_events(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """Committed is committed: the events go out, and the block's own error goes on."""
+        counter = self.saved_counter(new)
+        bus, seen = EventBus(), list[DomainEvent]()
+        bus.subscribe(DomainEvent, seen.append)
+
+        def refuse(event: CounterTicked) -> None:
+            raise RuntimeError("no reaction")
+
+        bus.subscribe(CounterTicked, refuse)
+        with pytest.raises(LookupError, match="rendering failed") as raised, new(bus) as uow:
+            uow.repository(Counter).require(counter.id).tick()
+            uow.commit()
+            raise LookupError("rendering failed")
+        assert [type(e).__name__ for e in seen] == ["CounterTicked"]
+        assert any("1 event handler(s) failed" in note for note in raised.value.__notes__)
+        assert self._require(new, counter.id).count == 1
+
+    @classmethod
+    def _require(cls, new: UnitOfWorkFactory, counter_id: UUID) -> Counter:
+        stored = cls.stored(new, counter_id)
+        assert stored is not None
+        return stored
 
     # -- one aggregate per transaction -------------------------------------------------------
 

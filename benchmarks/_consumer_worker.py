@@ -1,0 +1,69 @@
+"""One partitioned consumer process of the ``consumers`` benchmark (not a benchmark itself).
+
+``python -m benchmarks._consumer_worker BROKER NAME PARTITIONS URL SCHEMA`` consumes the
+partitions of ``NAME`` (RabbitMQ queue prefix and exchange, or Redis stream) into an inbox
+named ``NAME`` on PostgreSQL (``URL``, tables in ``SCHEMA``) until SIGTERM; it prints
+``ready`` once it consumes.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+from tactical import DomainEvent, JsonCodec
+from tactical.outbox import InboxConsumer
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork
+
+
+class Ticked(DomainEvent):
+    """The benchmark's event: a counter ticked."""
+
+    counter: str
+    count: int
+
+
+def codec() -> JsonCodec:
+    """The codec both sides use (the event under a stable name)."""
+    made = JsonCodec()
+    made.register(Ticked, name="bench.Ticked")
+    return made
+
+
+def _noted(event: Ticked, uow: SqlAlchemyUnitOfWork) -> None:
+    """The handler: nothing but the inbox row, so the consumer's own cost is measured."""
+
+
+def main(argv: list[str]) -> None:
+    """Consume as the module's docstring says."""
+    broker, name, partitions, url, schema = argv
+    engine = sa.create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+    inbox = InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine, codec=codec()), name)
+    inbox.subscribe(Ticked, _noted)
+    consumer: Any
+    if broker == "rabbitmq":
+        from tactical.outbox.rabbitmq import RabbitMQConsumer
+
+        consumer = RabbitMQConsumer(
+            inbox, queue=name, exchange=name, partitions=int(partitions), prefetch=50
+        )
+    else:
+        import redis
+
+        from tactical.outbox.redis_streams import RedisStreamConsumer
+
+        client = redis.Redis(host="127.0.0.1", socket_timeout=5)
+        consumer = RedisStreamConsumer(
+            inbox, client, stream=name, partitions=int(partitions), lease=3.0
+        )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("ready", flush=True)
+    consumer.run(stop, poll_interval=0.05)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
