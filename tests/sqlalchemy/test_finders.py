@@ -2,7 +2,8 @@
 
 Random conditions over counters with awkward values (no tag, upper case before lower case,
 non-ASCII text, negative counts) are answered by the SQL unit of work, on its JSON
-documents and through a relational mapper's columns, on SQLite and PostgreSQL, and
+documents, through a relational mapper's columns and through an ORM mapper's model
+attributes, on SQLite and PostgreSQL, and
 compared with the Python definition the in-memory store evaluates.
 """
 
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.sqlalchemy.counter_mapping import CounterMapper
+from tests.sqlalchemy.counter_orm import CounterOrmMapper
 
 import sqlalchemy as sa
 from tactical import DeserializationError, Field, InMemoryUnitOfWork, JsonCodec, Predicate, Query
@@ -86,28 +88,34 @@ def store(uow: Any) -> None:
         uow.commit()
 
 
-@pytest.fixture(params=["documents", "mapper"])
+# The mapped table (whose name column a collation test alters) of each storage.
+STORAGES = {"documents": None, "mapper": "contract_counters", "orm": "orm_counters"}
+
+
+@pytest.fixture(params=list(STORAGES))
 def stored_uow(
-    request: pytest.FixtureRequest, mapped_engine: sa.Engine
+    request: pytest.FixtureRequest, mapped_engine: sa.Engine, orm_engine: sa.Engine
 ) -> Iterator[SqlAlchemyUnitOfWork]:
-    mappers = [CounterMapper()] if request.param == "mapper" else []
+    storage: str = request.param
+    mappers = {"documents": [], "mapper": [CounterMapper()], "orm": [CounterOrmMapper()]}[storage]
+    table = STORAGES[storage]
     # On PostgreSQL the mapped name column gets a collation that orders "apple" before
     # "Zed" (the test database's own is C.UTF-8): the finder must order by code point all
     # the same.
-    icu = mappers and mapped_engine.dialect.name == "postgresql"
+    icu = table is not None and mapped_engine.dialect.name == "postgresql"
     if icu:
-        _collate_names(mapped_engine, "en-x-icu")
+        _collate_names(mapped_engine, table, "en-x-icu")
     uow = SqlAlchemyUnitOfWork(mapped_engine, mappers=mappers, allow_multiple_aggregates=True)
     store(uow)
     yield uow
     if icu:
-        _collate_names(mapped_engine, "default")
+        _collate_names(mapped_engine, table, "default")
 
 
-def _collate_names(engine: sa.Engine, collation: str) -> None:
+def _collate_names(engine: sa.Engine, table: str, collation: str) -> None:
     with engine.begin() as connection:
         connection.exec_driver_sql(
-            f'ALTER TABLE contract_counters ALTER COLUMN name TYPE varchar(100) COLLATE "{collation}"'
+            f'ALTER TABLE {table} ALTER COLUMN name TYPE varchar(100) COLLATE "{collation}"'
         )
 
 
