@@ -20,6 +20,7 @@ from tactical._exports import publish as _publish
 from tactical._memory import InMemoryStore, InMemoryUnitOfWork
 from tactical._memory_async import AsyncInMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
+from tactical._query import Field, Predicate, Query
 from tactical._repository import AsyncRepository, Repository
 from tactical._retry import retry_on_conflict
 from tactical._scheduling import AsyncSchedulingUnitOfWork, SchedulingUnitOfWork
@@ -46,11 +47,14 @@ __all__ = [
     "EventBus",
     "EventHandlerError",
     "EventRecord",
+    "Field",
     "InMemoryStore",
     "InMemoryUnitOfWork",
     "InvalidStateError",
     "InvariantViolation",
     "JsonCodec",
+    "Predicate",
+    "Query",
     "Repository",
     "ScheduledMessage",
     "SchedulingUnitOfWork",

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from tactical._bus import EventBus
 from tactical._codec import JsonCodec
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order
+from tactical._query import Query
 from tactical._stored_keys import id_key, stored_key
 from tactical._timers import ScheduledMessage, TimerWrite, due_time
 from tactical._tracking import stale
@@ -101,6 +102,20 @@ class InMemoryStore:
             for timer in due:
                 del self._timers[timer.key]
         return due
+
+    def _select(
+        self, query: Query[A], held: frozenset[object], codec: JsonCodec = _default_codec
+    ) -> list[A]:
+        # Query.matches on each row's JSON state: what the SQL storage compiles it to.
+        aggregate_type = query.aggregate_type
+        skipped = {id_key(i) for i in held}
+        with self._lock:  # a commit replaces rows whole: a snapshot of the dict suffices
+            rows = [(k, row) for k, row in self._rows.items() if k[0] is aggregate_type]
+        return [
+            codec.decode(aggregate_type, state)
+            for (_, key), (_, state) in rows
+            if key not in skipped and query.matches(state)
+        ]
 
     def _apply(
         self,
@@ -303,6 +318,9 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
 
     def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
         return self._store_._read(aggregate_type, aggregate_id, self._codec)  # pyright: ignore[reportPrivateUsage]
+
+    def _find(self, query: Query[A], held: frozenset[object]) -> list[A]:
+        return self._store_._select(query, held, self._codec)  # pyright: ignore[reportPrivateUsage]
 
     def _store(self, changes: Sequence[Change]) -> None:
         self._store_._apply(changes, self._codec, self._timer_writes())  # pyright: ignore[reportPrivateUsage]

@@ -9,6 +9,7 @@ from tactical._bus import EventBus
 from tactical._codec import JsonCodec
 from tactical._memory import InMemoryStore, InMemoryUnitOfWork
 from tactical._model import AggregateRoot
+from tactical._query import Query
 from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
 
@@ -78,6 +79,9 @@ class AsyncInMemoryUnitOfWork(AsyncTransactionalUnitOfWork):
 
     async def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
         return self._storage._load(aggregate_type, aggregate_id)  # pyright: ignore[reportPrivateUsage]
+
+    async def _find(self, query: Query[A], held: frozenset[object]) -> list[A]:
+        return self._storage._find(query, held)  # pyright: ignore[reportPrivateUsage]
 
     async def _store(self, changes: Sequence[Change]) -> None:
         storage = self._storage

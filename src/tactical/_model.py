@@ -415,6 +415,12 @@ class AggregateRoot(Entity[IdT]):
 
     version: int = field(default=0, kw_only=True)
 
+    if TYPE_CHECKING:
+        # For type checkers only: makes ``type[Policy]`` an ``AggregateClass[Policy, UUID]``
+        # (see tactical._repository), so ``uow.repository(Policy)`` knows the id type.
+        @classmethod
+        def _tactical_aggregate_class_(cls) -> tuple[Self, IdT]: ...
+
     def record(self, event: DomainEvent) -> None:
         """Record that ``event`` happened to this aggregate; it is published after commit.
 

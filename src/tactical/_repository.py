@@ -5,11 +5,25 @@ from __future__ import annotations
 from typing import Any, Protocol, TypeVar
 
 from tactical._model import AggregateRoot
+from tactical._query import Query
 
-__all__ = ["AsyncRepository", "Repository"]
+__all__ = ["AggregateClass", "AsyncRepository", "Repository"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
+A_co = TypeVar("A_co", covariant=True)
+IdT_co = TypeVar("IdT_co", covariant=True)
 IdT_contra = TypeVar("IdT_contra", contravariant=True)
+
+
+class AggregateClass(Protocol[A_co, IdT_co]):
+    """An aggregate class, to a type checker: ``type[A]`` where ``A`` is ``AggregateRoot[IdT]``.
+
+    A ``type[Policy]`` is an ``AggregateClass[Policy, UUID]`` when ``Policy`` subclasses
+    ``AggregateRoot[UUID]``: a unit of work's ``repository(Policy)`` matches it to learn the
+    id type, which ``type[A]`` alone cannot tell. It exists for type checkers only.
+    """
+
+    def _tactical_aggregate_class_(self) -> tuple[A_co, IdT_co]: ...
 
 
 class Repository(Protocol[A, IdT_contra]):
@@ -45,6 +59,38 @@ class Repository(Protocol[A, IdT_contra]):
         Raises:
             AggregateNotFound: There is none; the error names the type and the id.
             TypeError: ``aggregate_id`` is not of the aggregate's declared id type.
+            RuntimeError: The unit of work is not in a transaction.
+        """
+        ...
+
+    def find(self, query: Query[A], /) -> list[A]:
+        """The aggregates ``query`` finds, as the transaction sees them, tracked.
+
+        Stored aggregates that match, less those removed in this unit of work, with those
+        added or changed in it judged by their state now; each is the transaction's
+        object for its id (``get`` returns the same one), and changes to it are saved at
+        commit. Sorted by the query's ``order_by``, then by id.
+
+        .. versionadded:: 0.2.0
+
+        Raises:
+            TypeError: ``query`` is not a :class:`~tactical.Query` of this repository's
+                aggregate type.
+            NotImplementedError: The unit of work's storage has no finders (a custom
+                ``TransactionalUnitOfWork`` without a ``_find`` hook).
+            RuntimeError: The unit of work is not in a transaction.
+        """
+        ...
+
+    def find_one(self, query: Query[A], /) -> A | None:
+        """The one aggregate ``query`` finds (as :meth:`find`), or None if there is none.
+
+        .. versionadded:: 0.2.0
+
+        Raises:
+            LookupError: It finds more than one; the error names the query and the ids.
+            TypeError: ``query`` is not a :class:`~tactical.Query` of this repository's
+                aggregate type.
             RuntimeError: The unit of work is not in a transaction.
         """
         ...
@@ -106,6 +152,31 @@ class AsyncRepository(Protocol[A, IdT_contra]):
         Raises:
             AggregateNotFound: There is none; the error names the type and the id.
             TypeError: ``aggregate_id`` is not of the aggregate's declared id type.
+            RuntimeError: The unit of work is not in a transaction.
+        """
+        ...
+
+    async def find(self, query: Query[A], /) -> list[A]:
+        """The aggregates ``query`` finds, tracked (as :meth:`Repository.find`).
+
+        .. versionadded:: 0.2.0
+
+        Raises:
+            TypeError: ``query`` is not a :class:`~tactical.Query` of this repository's
+                aggregate type.
+            RuntimeError: The unit of work is not in a transaction.
+        """
+        ...
+
+    async def find_one(self, query: Query[A], /) -> A | None:
+        """The one aggregate ``query`` finds, or None (as :meth:`Repository.find_one`).
+
+        .. versionadded:: 0.2.0
+
+        Raises:
+            LookupError: It finds more than one; the error names the query and the ids.
+            TypeError: ``query`` is not a :class:`~tactical.Query` of this repository's
+                aggregate type.
             RuntimeError: The unit of work is not in a transaction.
         """
         ...

@@ -10,16 +10,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar, overload
 from uuid import UUID
 
 from tactical._errors import AggregateNotFound
 from tactical._flow import Flow, run_unanswered
 from tactical._model import AggregateRoot, DomainEvent
-from tactical._repository import Repository
+from tactical._query import Query
+from tactical._repository import AggregateClass, Repository
 from tactical._tracing import Trace, recorded_traces
 from tactical._tracking import Change, boundary_violation, changed_since_commit
-from tactical._uow_core import MISS, Op, RepositoryBase, UnitOfWorkCore
+from tactical._uow_core import MISS, Op, RepositoryBase, UnitOfWorkCore, only_one
 
 __all__ = [
     "Change",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
+IdT = TypeVar("IdT")
 
 
 class UnitOfWork(Protocol):
@@ -115,6 +117,14 @@ class _TrackingRepository(RepositoryBase["TransactionalUnitOfWork", A], Reposito
             raise AggregateNotFound(self._type, aggregate_id)
         return aggregate
 
+    def find(self, query: Query[A], /) -> list[A]:
+        held = self._uow._finding(self._type, query)  # pyright: ignore[reportPrivateUsage]
+        stored = self._uow._find(query, held)  # pyright: ignore[reportPrivateUsage]
+        return self._uow._found(query, stored)  # pyright: ignore[reportPrivateUsage]
+
+    def find_one(self, query: Query[A], /) -> A | None:
+        return only_one(query, self.find(query))
+
 
 class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
     """The machinery every tactical unit of work shares; storage-specific parts are hooks.
@@ -163,8 +173,16 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
 
     # -- repositories ------------------------------------------------------------------------
 
-    def repository(self, aggregate_type: type[A]) -> Repository[A, Any]:
+    @overload
+    def repository(self, aggregate_type: AggregateClass[A, IdT]) -> Repository[A, IdT]: ...
+    @overload
+    def repository(self, aggregate_type: type[A]) -> Repository[A, Any]: ...
+    def repository(self, aggregate_type: Any) -> Repository[Any, Any]:
         """The repository of ``aggregate_type`` in the current transaction.
+
+        Typed with the aggregate's id type: ``repository(Policy)`` of a
+        ``Policy(AggregateRoot[UUID])`` is a ``Repository[Policy, UUID]``, so a type checker
+        refuses ``get(42)`` (``.. versionchanged:: 0.2.0``).
 
         Raises:
             TypeError: ``aggregate_type`` is not an :class:`~tactical.AggregateRoot` subclass.
@@ -244,6 +262,18 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
         ``recorded_in_order``-style sequencing if the store keeps them (an outbox). When it
         raises, the unit of work puts back the versions the aggregates had before.
         """
+
+    def _find(self, query: Query[A], held: frozenset[object]) -> Sequence[A]:
+        """Read the stored aggregates ``query`` matches (versions set to the stored ones).
+
+        ``held`` are ids the transaction already holds: their stored rows may be left out
+        (the unit of work judges those by their state in the transaction). Evaluate the
+        query as :meth:`~tactical.Query.matches` defines it on the stored JSON state.
+        Finders are optional: without this hook, ``find`` raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no finders: its storage does not implement _find"
+        )
 
     @abstractmethod
     def _rollback(self) -> None:

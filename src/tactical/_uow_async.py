@@ -10,20 +10,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar, overload
 from uuid import UUID
 
 from tactical._errors import AggregateNotFound
 from tactical._flow import run_async
 from tactical._model import AggregateRoot, DomainEvent
-from tactical._repository import AsyncRepository
+from tactical._query import Query
+from tactical._repository import AggregateClass, AsyncRepository
 from tactical._tracing import Trace, recorded_traces
 from tactical._tracking import Change
-from tactical._uow_core import MISS, Op, RepositoryBase, UnitOfWorkCore
+from tactical._uow_core import MISS, Op, RepositoryBase, UnitOfWorkCore, only_one
 
 __all__ = ["AsyncTransactionalUnitOfWork", "AsyncUnitOfWork"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
+IdT = TypeVar("IdT")
 
 
 class AsyncUnitOfWork(Protocol):
@@ -111,6 +113,14 @@ class _AsyncTrackingRepository(
             raise AggregateNotFound(self._type, aggregate_id)
         return aggregate
 
+    async def find(self, query: Query[A], /) -> list[A]:
+        held = self._uow._finding(self._type, query)  # pyright: ignore[reportPrivateUsage]
+        stored = await self._uow._find(query, held)  # pyright: ignore[reportPrivateUsage]
+        return self._uow._found(query, stored)  # pyright: ignore[reportPrivateUsage]
+
+    async def find_one(self, query: Query[A], /) -> A | None:
+        return only_one(query, await self.find(query))
+
 
 class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
     """The machinery every tactical async unit of work shares; storage parts are hooks.
@@ -160,8 +170,16 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
 
     # -- repositories ------------------------------------------------------------------------
 
-    def repository(self, aggregate_type: type[A]) -> AsyncRepository[A, Any]:
+    @overload
+    def repository(self, aggregate_type: AggregateClass[A, IdT]) -> AsyncRepository[A, IdT]: ...
+    @overload
+    def repository(self, aggregate_type: type[A]) -> AsyncRepository[A, Any]: ...
+    def repository(self, aggregate_type: Any) -> AsyncRepository[Any, Any]:
         """The repository of ``aggregate_type`` in the current transaction.
+
+        Typed with the aggregate's id type: ``repository(Policy)`` of a
+        ``Policy(AggregateRoot[UUID])`` is a ``AsyncRepository[Policy, UUID]``, so a type checker
+        refuses ``get(42)`` (``.. versionchanged:: 0.2.0``).
 
         Raises:
             TypeError: ``aggregate_type`` is not an :class:`~tactical.AggregateRoot` subclass.
@@ -231,6 +249,18 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
         nothing on a version mismatch. A cancellation while it runs must leave either
         everything stored or nothing.
         """
+
+    async def _find(self, query: Query[A], held: frozenset[object]) -> Sequence[A]:
+        """Read the stored aggregates ``query`` matches (versions set to the stored ones).
+
+        ``held`` are ids the transaction already holds: their stored rows may be left out
+        (the unit of work judges those by their state in the transaction). Evaluate the
+        query as :meth:`~tactical.Query.matches` defines it on the stored JSON state.
+        Finders are optional: without this hook, ``find`` raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no finders: its storage does not implement _find"
+        )
 
     @abstractmethod
     async def _rollback(self) -> None:

@@ -24,9 +24,12 @@ from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
 from tactical._bus import EventBus, EventHandlerError, committed_but_failed
+from tactical._codec import JsonCodec
 from tactical._errors import UncommittedChangesWarning
 from tactical._flow import Flow
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_traces_of
+from tactical._query import Query
+from tactical._stored_keys import id_key
 from tactical._structural import structural_state
 from tactical._timers import TimerRequests, TimerWrite
 from tactical._tracing import Trace
@@ -43,7 +46,7 @@ from tactical._tracking import (
     warn_lost,
 )
 
-__all__ = ["MISS", "Miss", "Op", "RepositoryBase", "UnitOfWorkCore"]
+__all__ = ["MISS", "Miss", "Op", "RepositoryBase", "UnitOfWorkCore", "only_one"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
 
@@ -56,6 +59,8 @@ class Miss(enum.Enum):
 
     MISS = enum.auto()
 
+
+_DEFAULT_CODEC = JsonCodec()
 
 # A module constant: looking up an Enum member on its class costs ~0.2 us in Python 3.11.
 MISS: Final = Miss.MISS
@@ -344,6 +349,59 @@ class UnitOfWorkCore:
             )
         return aggregate
 
+    def _finding(self, aggregate_type: type[A], query: Query[A]) -> frozenset[object]:
+        """Check a find of ``query`` on the repository of ``aggregate_type``.
+
+        Returns the ids of the aggregates of the type the transaction holds: the store
+        need not rebuild those, the transaction's own state of them decides.
+        """
+        if not self._active or self._finished:
+            self._check_open("find aggregates")
+        candidate: object = query
+        if not isinstance(candidate, Query):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(
+                f"Repository[{aggregate_type.__qualname__}].find() takes a Query, "
+                f"got {type(candidate).__qualname__} {candidate!r}"
+            )
+        if query.aggregate_type is not aggregate_type:
+            raise TypeError(
+                f"Repository[{aggregate_type.__qualname__}].find() takes a "
+                f"Query[{aggregate_type.__qualname__}], got {query!r}"
+            )
+        return frozenset(i for (t, i) in self._tracked if t is aggregate_type)
+
+    def _found(self, query: Query[A], stored: Sequence[A]) -> list[A]:
+        """What a find returns, given the stored aggregates the store found for ``query``.
+
+        As a query inside a database transaction would see it: the stored matches the
+        transaction holds no copy of (now tracked, as from ``get``), and the aggregates it
+        holds, not removed, whose state now matches (added, loaded or changed in it).
+        """
+        aggregate_type = query.aggregate_type
+        codec = self._query_codec()
+        ordered = bool(query.order_by)
+        found: list[tuple[tuple[Any, ...], A]] = []
+        for t in list(self._tracked.values()):
+            if t.aggregate_type is not aggregate_type or t.removed:
+                continue
+            state = codec.encode(t.aggregate)
+            if query.matches(state):
+                aggregate: A = t.aggregate  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+                found.append((query.sort_key(state, id_key(aggregate.id)), aggregate))
+        for aggregate in stored:
+            if (aggregate_type, aggregate.id) in self._tracked:
+                continue  # its state in this transaction decided above
+            self._loaded(aggregate_type, aggregate.id, aggregate)
+            state = codec.encode(aggregate) if ordered else {}
+            found.append((query.sort_key(state, id_key(aggregate.id)), aggregate))
+        found.sort(key=lambda pair: pair[0])
+        return [aggregate for _, aggregate in found]
+
+    def _query_codec(self) -> JsonCodec:
+        """The codec whose JSON state queries are evaluated on (the unit of work's)."""
+        codec: object = getattr(self, "codec", None)
+        return codec if isinstance(codec, JsonCodec) else _DEFAULT_CODEC
+
     def _add(self, aggregate_type: type[A], aggregate: A) -> None:
         if not self._active or self._finished:  # the check, without a call when open
             self._check_open("add an aggregate")
@@ -591,3 +649,18 @@ class RepositoryBase(Generic[U, A]):
 
     def __repr__(self) -> str:
         return f"<Repository[{self._type.__qualname__}] of {self._uow!r}>"
+
+
+def only_one(query: Query[A], found: Sequence[A]) -> A | None:
+    """The one aggregate ``found`` for ``query``, or None.
+
+    Raises:
+        LookupError: More than one was found; the error names the query and the ids.
+    """
+    if len(found) > 1:
+        ids = ", ".join(str(a.id) for a in found[:5]) + (", ..." if len(found) > 5 else "")
+        raise LookupError(
+            f"find_one({query!r}) found {len(found)} {query.aggregate_type.__qualname__} "
+            f"aggregates ({ids}), not at most one"
+        )
+    return found[0] if found else None

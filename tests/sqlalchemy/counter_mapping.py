@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -38,6 +39,9 @@ class CounterMapper(RelationalMapper[Counter, UUID]):
 
     aggregate_type = Counter
     table = counters
+    columns = MappingProxyType(
+        {"name": counters.c.name, "count": counters.c.count, "tag.text": counters.c.tag_text}
+    )
 
     def load(self, connection: sa.Connection, aggregate_id: UUID) -> Counter | None:
         row = connection.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from uuid import UUID
 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -46,6 +47,9 @@ class CounterOrmMapper(OrmMapper[Counter, UUID, CounterModel]):
 
     aggregate_type = Counter
     model = CounterModel
+    columns = MappingProxyType(
+        {"name": CounterModel.name, "count": CounterModel.count, "tag.text": CounterModel.tag_text}
+    )
 
     def to_model(self, aggregate: Counter) -> CounterModel:
         return CounterModel(

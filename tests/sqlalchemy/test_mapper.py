@@ -8,7 +8,7 @@ import pytest
 from tests.sqlalchemy.counter_mapping import CounterMapper, counters, tallies
 
 import sqlalchemy as sa
-from tactical import EventBus
+from tactical import EventBus, Field, Query
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
 from tactical.testing import Counter, Tag, Tally, UnitOfWorkContract, UnitOfWorkFactory
 
@@ -62,3 +62,16 @@ class TestRelationalMapper(UnitOfWorkContract):
             assert (
                 connection.execute(sa.select(sa.func.count()).select_from(counters)).scalar() == 0
             )
+
+
+class TestMapperFinders:
+    def test_a_query_on_a_field_without_a_column_names_it(self, mapped_engine: sa.Engine) -> None:
+        """A path the mapper's columns do not list is a ValueError saying where to add it."""
+        with (
+            SqlAlchemyUnitOfWork(mapped_engine, mappers=[CounterMapper()]) as uow,
+            pytest.raises(
+                ValueError,
+                match=r"CounterMapper maps no column for 'version'.*CounterMapper.columns",
+            ),
+        ):
+            uow.repository(Counter).find(Query(Counter, Field("version") == 1))

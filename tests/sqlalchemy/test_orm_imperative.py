@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -95,6 +96,14 @@ class CounterIdentityMapper(OrmMapper[Counter, UUID, Counter]):
 
     aggregate_type = Counter
     model = Counter
+    # The Tag column's type takes a Tag: the finders compare its text as a string.
+    columns = MappingProxyType(
+        {
+            "name": counters.c.name,
+            "count": counters.c.count,
+            "tag.text": sa.type_coerce(counters.c.tag, sa.String(100)),
+        }
+    )
 
     def to_model(self, aggregate: Counter) -> Counter:
         return aggregate

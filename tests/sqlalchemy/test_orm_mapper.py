@@ -15,7 +15,7 @@ from tests.sqlalchemy.conftest import emptied_orm_tables
 from tests.sqlalchemy.counter_orm import CounterModel, CounterOrmMapper, TallyModel
 
 import sqlalchemy as sa
-from tactical import ConcurrencyError, DeserializationError, EventBus
+from tactical import ConcurrencyError, DeserializationError, EventBus, Field, Query
 from tactical.sqlalchemy import (
     AsyncSqlAlchemyUnitOfWork,
     OrmMapper,
@@ -402,6 +402,33 @@ class TestRefusedInsert:
             with pytest.raises(ConcurrencyError, match="the database refused the insert") as raised:
                 uow.commit()
         assert (raised.value.expected_version, raised.value.actual_version) == (0, 1)
+
+
+class TestOrmMapperFinders:
+    def test_a_query_on_a_field_without_a_column_names_it(self, orm_engine: sa.Engine) -> None:
+        """A path the mapper's columns do not list is a ValueError saying where to add it."""
+        with (
+            SqlAlchemyUnitOfWork(orm_engine, mappers=[CounterOrmMapper()]) as uow,
+            pytest.raises(
+                ValueError,
+                match=r"CounterOrmMapper maps no column for 'version'.*CounterOrmMapper.columns",
+            ),
+        ):
+            uow.repository(Counter).find(Query(Counter, Field("version") == 1))
+
+    def test_an_id_is_compared_as_its_primary_key(self, engine: sa.Engine) -> None:
+        """Field("id") needs no column: it is the primary key, compared with primary_key(id)."""
+        NamedBase.metadata.create_all(engine)
+        mappers = [NamedCounterMapper()]
+        wanted, other = Counter(uuid4(), "wanted"), Counter(uuid4(), "other")
+        with SqlAlchemyUnitOfWork(engine, mappers=mappers, allow_multiple_aggregates=True) as uow:
+            uow.repository(Counter).add(wanted)
+            uow.repository(Counter).add(other)
+            uow.commit()
+        with SqlAlchemyUnitOfWork(engine, mappers=mappers) as uow:
+            found = uow.repository(Counter).find(Query(Counter, Field("id") == wanted.id))
+            assert [(c.id, c.name, c.version) for c in found] == [(wanted.id, "wanted", 1)]
+            assert found[0] is uow.repository(Counter).require(wanted.id)
 
 
 class UnversionedModel(NamedBase):

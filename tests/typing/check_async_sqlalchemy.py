@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, assert_type
+from typing import assert_type
 from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -34,7 +34,7 @@ async def use(bus: EventBus) -> None:
     async with uow as entered:
         assert_type(entered, AsyncSqlAlchemyUnitOfWork)
         assert_type(uow.connection, AsyncConnection)
-        assert_type(uow.repository(Policy), AsyncRepository[Policy, Any])
+        assert_type(uow.repository(Policy), AsyncRepository[Policy, UUID])
         assert_type(await uow.repository(Policy).get(uuid4()), Policy | None)
         assert_type(await uow.repository(Policy).require(uuid4()), Policy)
         uow.repository(Policy).add(Policy(uuid4(), "ada"))

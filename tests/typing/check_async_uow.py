@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, assert_type
+from typing import assert_type
 from uuid import UUID, uuid4
 
 from tactical import (
@@ -40,7 +40,7 @@ async def use(store: InMemoryStore, bus: EventBus) -> None:
         assert_type(uow.policies, AsyncRepository[Policy, UUID])
         assert_type(await uow.policies.get(uuid4()), Policy | None)
         assert_type(await uow.policies.require(uuid4()), Policy)
-        assert_type(uow.repository(Policy), AsyncRepository[Policy, Any])
+        assert_type(uow.repository(Policy), AsyncRepository[Policy, UUID])
         assert_type(uow.policies.add(Policy(uuid4(), "ada")), None)
         await uow.policies.get("not a uuid")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
         await uow.policies.add(Policy(uuid4(), "bob"))  # type: ignore[func-returns-value, misc]  # pyright: ignore[reportGeneralTypeIssues]

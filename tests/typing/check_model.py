@@ -172,7 +172,7 @@ assert_type(uow.bus, EventBus)
 with uow as entered:
     assert_type(entered, InMemoryUnitOfWork)
     orders = uow.repository(Order)
-    assert_type(orders, Repository[Order, Any])
+    assert_type(orders, Repository[Order, UUID])
     assert_type(orders.get(o.id), Order | None)
     assert_type(orders.require(o.id), Order)
     assert_type(orders.add(o), None)
@@ -222,7 +222,7 @@ with uow:
     uow.repository(Order).add(Counter(1))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     uow.repository(Order).add(m)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     typed_repository.get("not a uuid")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
-    uow.repository(Money)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
+    uow.repository(Money)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType, reportCallIssue]
 bus.subscribe(Money, on_happened)  # type: ignore[type-var, arg-type]  # pyright: ignore[reportArgumentType]
 bus.publish(m)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 AggregateNotFound(Order)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, assert_type
+from typing import assert_type
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
@@ -117,7 +117,7 @@ with uow as entered:
     assert_type(uow.connection, sa.Connection)
     assert_type(uow.policies.get(uuid4()), Policy | None)
     assert_type(uow.policies.require(uuid4()), Policy)
-    assert_type(uow.repository(Note), Repository[Note, Any])
+    assert_type(uow.repository(Note), Repository[Note, int])
     uow.policies.add(Policy(uuid4(), "ada"))
     uow.commit()
 
@@ -170,4 +170,4 @@ uow.engine = engine  # type: ignore[misc]  # pyright: ignore[reportAttributeAcce
 with uow:
     uow.policies.add(Note(1, "not a policy"))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     uow.policies.get(1)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
-    uow.repository(PolicyIssued)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
+    uow.repository(PolicyIssued)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType, reportCallIssue]

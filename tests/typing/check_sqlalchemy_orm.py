@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import assert_type
+from types import MappingProxyType
+from typing import Any, assert_type
 from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -42,6 +43,7 @@ class PolicyModel(Base):
 class PolicyMapper(OrmMapper[Policy, UUID, PolicyModel]):
     aggregate_type = Policy
     model = PolicyModel
+    columns = MappingProxyType({"holder": PolicyModel.holder})
 
     def primary_key(self, aggregate_id: UUID) -> object:
         return str(aggregate_id)
@@ -63,6 +65,7 @@ with engine.connect() as connection:
         mapper.load_all(connection, sa.select(PolicyModel).where(PolicyModel.holder == "ada")),
         list[Policy],
     )
+assert_type(mapper.column_for("holder"), sa.ColumnElement[Any])
 uow = SqlAlchemyUnitOfWork(engine, mappers=[mapper])
 async_uow = AsyncSqlAlchemyUnitOfWork(
     create_async_engine("sqlite+aiosqlite:///policies.db"), mappers=[mapper]
@@ -88,6 +91,18 @@ class WrongDomain(OrmMapper[Policy, UUID, PolicyModel]):
 
     def to_domain(self, model: PolicyModel) -> Note:  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
         return Note(1, model.holder)
+
+
+class WrongColumns(OrmMapper[Policy, UUID, PolicyModel]):
+    aggregate_type = Policy
+    model = PolicyModel
+    columns = MappingProxyType({"holder": "holder"})  # type: ignore[dict-item]  # pyright: ignore[reportAssignmentType]
+
+    def to_model(self, aggregate: Policy) -> PolicyModel:
+        return PolicyModel(id=str(aggregate.id), holder=aggregate.holder)
+
+    def to_domain(self, model: PolicyModel) -> Policy:
+        return Policy(UUID(model.id), model.holder)
 
 
 class WrongModel(OrmMapper[Policy, UUID, PolicyModel]):

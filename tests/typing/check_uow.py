@@ -62,7 +62,7 @@ with uow as entered:
     assert_type(uow.policies, Repository[Policy, UUID])
     assert_type(uow.policies.get(uuid4()), Policy | None)
     assert_type(uow.policies.require(uuid4()), Policy)
-    assert_type(uow.repository(Policy), Repository[Policy, Any])
+    assert_type(uow.repository(Policy), Repository[Policy, UUID])
     uow.policies.add(Policy(uuid4(), "ada"))
     uow.policies.get("not a uuid")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     uow.policies.add("not a policy")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]

@@ -22,6 +22,7 @@ from examples.insurance.policy.events import (
     PolicySuspended,
 )
 from examples.insurance.policy.model import InsurancePolicy, Policyholder
+from examples.insurance.policy.repository import PolicyRepository
 from examples.insurance.policy.values import Address, DateRange, Money
 from tactical import EventBus, UnitOfWork, ValueObject, retry_on_conflict
 
@@ -132,6 +133,36 @@ class PolicyService:
         """
         with self._uow:
             return self._uow.repository(InsurancePolicy).require(policy_id)
+
+    def active_policies_of(self, holder_id: UUID) -> list[InsurancePolicy]:
+        """Detached copies of the holder's policies in force, by coverage start."""
+        with self._uow:
+            return PolicyRepository(self._uow).find_active_by_holder(holder_id)
+
+    def suspend_active_policies_of(self, holder_id: UUID, reason: str) -> list[UUID]:
+        """Suspend every policy in force of the holder, each in its own transaction.
+
+        One aggregate per transaction: each policy found is suspended and committed on
+        its own (re-run on a fresh copy if another transaction changed it meanwhile).
+        Returns the ids of the policies suspended.
+        """
+        suspended: list[UUID] = []
+        while True:
+
+            def suspend_next() -> UUID | None:
+                with self._uow:
+                    found = PolicyRepository(self._uow).find_active_by_holder(holder_id)
+                    if not found:
+                        return None
+                    # Found, so tracked: the suspension is saved at commit.
+                    found[0].suspend(reason, clock=self._clock)
+                    self._uow.commit()
+                    return found[0].id
+
+            policy_id = retry_on_conflict(suspend_next)
+            if policy_id is None:
+                return suspended
+            suspended.append(policy_id)
 
     def _change(self, policy_id: UUID, command: Callable[[InsurancePolicy], T]) -> T:
         def transaction() -> T:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
 from typing import Any, cast
 from uuid import UUID
 
@@ -99,6 +100,8 @@ class PolicyMapper(OrmMapper[InsurancePolicy, UUID, PolicyModel]):
 
     aggregate_type = InsurancePolicy
     model = PolicyModel
+    # The columns the finders compare (PolicyRepository.find_active_by_holder).
+    columns = MappingProxyType({"holder.id": PolicyModel.holder_id, "status": PolicyModel.status})
 
     def to_model(self, aggregate: InsurancePolicy) -> PolicyModel:
         holder, address = aggregate.holder, aggregate.holder.address

@@ -144,6 +144,51 @@ class TestPolicyServices:
         assert draft not in {p.policy_id for p in found}
 
 
+class TestPolicyFinders:
+    def test_active_policies_of_a_holder_are_found_as_aggregates(
+        self, make_insurance: Factory
+    ) -> None:
+        """PolicyRepository.find_active_by_holder: the holder's policies in force, whole."""
+        insurance = make_insurance()
+        holder_id = uuid4()
+        in_force, cancelled, draft, someone_else = (
+            issue(insurance, holder_id),
+            issue(insurance, holder_id),
+            issue(insurance, holder_id),
+            issue(insurance),
+        )
+        for policy_id in (in_force, cancelled, someone_else):
+            insurance.policies.activate_policy(policy_id)
+        insurance.policies.cancel_policy(cancelled, "Duplicate")
+
+        found = insurance.policies.active_policies_of(holder_id)
+        assert [p.id for p in found] == [in_force]
+        assert (found[0].status, found[0].holder.id, found[0].version) == (
+            PolicyStatus.ACTIVE,
+            holder_id,
+            2,
+        )
+        assert draft not in {p.id for p in found}
+
+    def test_found_policies_are_changed_and_saved(self, make_insurance: Factory) -> None:
+        """Suspending a holder's policies changes the found aggregates and commits each."""
+        insurance = make_insurance()
+        holder_id = uuid4()
+        first, second, other = (
+            issue(insurance, holder_id),
+            issue(insurance, holder_id),
+            issue(insurance),
+        )
+        for policy_id in (first, second, other):
+            insurance.policies.activate_policy(policy_id)
+
+        suspended = insurance.policies.suspend_active_policies_of(holder_id, "Unpaid premium")
+        assert sorted(suspended) == sorted([first, second])
+        assert insurance.policies.active_policies_of(holder_id) == []
+        assert insurance.policies.get_policy(first).status is PolicyStatus.SUSPENDED
+        assert insurance.policies.get_policy(other).status is PolicyStatus.ACTIVE
+
+
 class TestBilling:
     def test_policy_issued_starts_a_monthly_schedule(self, make_insurance: Factory) -> None:
         """Activation commits, PolicyIssued is published, billing starts its own schedule."""

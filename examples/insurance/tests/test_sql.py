@@ -14,6 +14,7 @@ from examples.insurance import app
 from examples.insurance.billing.acl import policy_reference
 from examples.insurance.billing.model import PaymentSchedule
 from examples.insurance.policy.model import InsurancePolicy
+from examples.insurance.policy.repository import PolicyRepository
 from examples.insurance.policy.sql import PolicyMapper, claims, policies
 from examples.insurance.tests.conftest import TODAY, create_active_policy, fixed_clock, usd
 from tactical import ConcurrencyError, DeserializationError, EventBus
@@ -146,6 +147,29 @@ class TestPolicyMapper:
             ).all()
         assert [r.event_type.rsplit(".", 1)[-1] for r in rows] == ["ClaimFiled"]
         assert rows[0].aggregate_id == str(policy.id)
+
+
+class TestPolicyFinder:
+    def test_find_active_by_holder_reads_the_mapped_tables_and_pending_additions(
+        self, engine: sa.Engine
+    ) -> None:
+        """The finder's SQL runs over insurance_policies; a policy added and not committed counts."""
+        uow = SqlAlchemyUnitOfWork(engine, mappers=[PolicyMapper()])
+        stored = create_active_policy(clock=CLOCK)
+        with uow:
+            uow.repository(InsurancePolicy).add(stored)
+            uow.commit()
+        with uow:
+            policies = PolicyRepository(uow)
+            pending = create_active_policy(clock=CLOCK)
+            pending.holder = stored.holder
+            policies.add(pending)
+            found = policies.find_active_by_holder(stored.holder.id)
+            assert {p.id for p in found} == {stored.id, pending.id}
+            by_id = {p.id: p for p in found}
+            assert by_id[pending.id] is pending
+            assert by_id[stored.id] is policies.require(stored.id)
+            uow.rollback()
 
 
 class TestBillingStorage:

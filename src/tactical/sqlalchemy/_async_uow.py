@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 import sqlalchemy as sa
 from tactical._flow import Flow, run
 from tactical._model import AggregateRoot
+from tactical._query import Query
 from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
@@ -172,6 +173,11 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         connection = cast("AsyncConnection", self._connection)
         storage = self._storage or self._storage_for(connection.dialect)
         return await self._run_flow(connection, storage.load(aggregate_type, aggregate_id))
+
+    async def _find(self, query: Query[A], held: frozenset[object]) -> list[A]:
+        connection = cast("AsyncConnection", self._connection)
+        storage = self._storage or self._storage_for(connection.dialect)
+        return await self._run_flow(connection, storage.find(query, held))
 
     async def _store(self, changes: Sequence[Change]) -> None:
         connection = cast("AsyncConnection", self._connection)

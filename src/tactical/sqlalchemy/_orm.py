@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy.orm import exc as orm_exc
@@ -14,6 +15,7 @@ from tactical._codec import DeserializationError
 from tactical._codec_values import show
 from tactical._model import AggregateRoot
 from tactical._tracking import Change
+from tactical.sqlalchemy._finders import MappedColumn, column_of_field, field_value
 
 __all__ = ["OrmMapper", "stored_version", "write_change"]
 
@@ -71,6 +73,17 @@ class OrmMapper(ABC, Generic[A, IdT, M]):
     Attributes:
         aggregate_type: The aggregate class this mapper stores.
         model: The root ORM model (one row per aggregate, with the version column).
+        columns: The root model's attribute (or column) each queried field path is stored
+            in, for finders (:class:`~tactical.Query`): ``{"holder.id":
+            PolicyModel.holder_id, "status": PolicyModel.status}``. ``"id"`` is the
+            primary key (compared with :meth:`primary_key` of the id) without saying so
+            when it is one column. A query comparing a path not listed raises
+            ``ValueError`` naming it.
+
+    A finder's query becomes ``select(model).where(...)`` over these columns, run by
+    :meth:`load_all`; the aggregates the transaction holds already are not rebuilt. The
+    contract suite's finder tests prove that the columns answer as the aggregates'
+    fields do (``Query.matches``, which the in-memory store uses).
 
     Raises:
         TypeError: ``aggregate_type`` is not an aggregate class or ``model`` is not a
@@ -83,6 +96,7 @@ class OrmMapper(ABC, Generic[A, IdT, M]):
 
     aggregate_type: type[A]
     model: type[M]
+    columns: Mapping[str, MappedColumn] = MappingProxyType({})
     _mapper: orm.Mapper[Any]
     _version_key: str
     _table_name: str
@@ -130,6 +144,26 @@ class OrmMapper(ABC, Generic[A, IdT, M]):
         or the key has several columns (return a tuple, in the mapper's column order).
         """
         return aggregate_id
+
+    def column_for(self, path: str) -> sa.ColumnElement[Any]:
+        """The column a finder compares for the field ``path`` (``"holder.id"``).
+
+        Raises:
+            ValueError: :attr:`columns` has no column for ``path``.
+        """
+        keys = self._mapper.primary_key
+        return column_of_field(self, self.columns, path, keys[0] if len(keys) == 1 else None)
+
+    def column_value(self, path: str, value: object) -> object:
+        """The value a finder compares the column of ``path`` with, for the field's ``value``.
+
+        By default :meth:`primary_key` of an id compared as ``"id"`` (unless :attr:`columns`
+        maps it), an enum member's ``value``, anything else as it is. Override it for a
+        column that stores a field otherwise.
+        """
+        if path == "id" and "id" not in self.columns:
+            return self.primary_key(cast("IdT", value))
+        return field_value(value)
 
     def load(self, connection: sa.Connection, aggregate_id: IdT) -> A | None:
         """The aggregate stored under ``aggregate_id`` (``version`` set), or None.

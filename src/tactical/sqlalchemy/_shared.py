@@ -37,6 +37,7 @@ from tactical.sqlalchemy._statements import (
     Operation,
     ReadAlone,
     Rollback,
+    Select,
 )
 from tactical.sqlalchemy._storage import AnyMapper, DocumentStorage
 
@@ -190,6 +191,8 @@ def carry_out(connection: sa.Connection, operation: Operation) -> object:
             return operation.method(connection, operation.argument)
         with connection.begin_nested():
             return operation.method(connection, operation.argument)
+    if isinstance(operation, Select):
+        return list(connection.execute(operation.statement).all())
     if isinstance(operation, Commit):
         connection.commit()
     elif isinstance(operation, Rollback):

@@ -40,6 +40,7 @@ __all__ = [
     "ReadAlone",
     "RestartForWriting",
     "Rollback",
+    "Select",
     "document_statements",
     "mapper_statements",
 ]
@@ -92,6 +93,17 @@ class MapperCall:
 
 
 @dataclass(frozen=True, slots=True)
+class Select:
+    """Run a SQLAlchemy Core ``statement`` (a finder's query) in the transaction; its rows.
+
+    Built per query and compiled by SQLAlchemy with bound parameters, unlike the unit of
+    work's own statements, which are compiled once.
+    """
+
+    statement: sa.Executable
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     """Commit the transaction."""
 
@@ -106,7 +118,9 @@ class RestartForWriting:
     """SQLite: end the read-only transaction and begin one that waits for the write lock."""
 
 
-Operation: TypeAlias = Execute | ReadAlone | MapperCall | Commit | Rollback | RestartForWriting
+Operation: TypeAlias = (
+    Execute | ReadAlone | MapperCall | Select | Commit | Rollback | RestartForWriting
+)
 """What a unit of work's flow asks its driver to do."""
 
 COMMIT = Commit()

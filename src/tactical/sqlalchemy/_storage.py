@@ -19,6 +19,7 @@ from typing import Any, TypeAlias, TypeVar, cast
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import exc as orm_exc
 
+import sqlalchemy as sa
 from sqlalchemy import exc
 from tactical._codec import DeserializationError, JsonCodec
 from tactical._codec_values import show
@@ -26,11 +27,13 @@ from tactical._errors import ConcurrencyError
 from tactical._flow import Flow
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
 from tactical._partitions import partition_key
+from tactical._query import Query
 from tactical._stored_keys import id_key, stored_key, unstorable_key
 from tactical._timers import Cancel, TimerWrite
 from tactical._tracing import trace_of
 from tactical._uow import Change
 from tactical.sqlalchemy._engine import says_sqlite_locked
+from tactical.sqlalchemy._finders import document_condition, mapper_condition
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._orm import OrmMapper, stored_version, write_change
 from tactical.sqlalchemy._schema import aggregates_table, metadata
@@ -42,6 +45,7 @@ from tactical.sqlalchemy._statements import (
     MapperCall,
     Operation,
     ReadAlone,
+    Select,
     document_statements,
     mapper_statements,
 )
@@ -49,6 +53,8 @@ from tactical.sqlalchemy._statements import (
 __all__ = ["AnyMapper", "DocumentStorage"]
 
 A = TypeVar("A", bound=AggregateRoot[Any])
+
+_doc = aggregates_table.c
 
 AnyMapper: TypeAlias = RelationalMapper[Any, Any] | OrmMapper[Any, Any, Any]
 """A mapper the SQL units of work take: Core statements of the user's, or ORM models."""
@@ -70,6 +76,7 @@ class DocumentStorage:
         mappers: Mapping[type[AggregateRoot[Any]], AnyMapper],
     ) -> None:
         self._statements = document_statements(dialect)
+        self._dialect_name = dialect.name
         self._sqlite = dialect.name == "sqlite"
         self._codec = codec
         self._mappers = mappers
@@ -165,6 +172,75 @@ class DocumentStorage:
                 f"not the {mapper.aggregate_type.__qualname__} with id {aggregate_id!r}"
             )
         return loaded
+
+    # -- find --------------------------------------------------------------------------------
+
+    def find(self, query: Query[A], held: frozenset[object]) -> Flow[Operation, list[A]]:
+        """Read the stored aggregates ``query`` matches, but those with ids in ``held``."""
+        aggregate_type = query.aggregate_type
+        mapper = self._mappers.get(aggregate_type)
+        if mapper is not None:
+            found = yield from self._find_mapped(mapper, query, held)
+            return cast("list[A]", found)
+        type_name = self._codec.type_name(aggregate_type)
+        statement = sa.select(_doc.aggregate_id, _doc.version, _doc.state).where(
+            _doc.aggregate_type == type_name,
+            document_condition(query.predicate, self._dialect_name),
+        )
+        rows: list[Any] = yield from self._select(statement, aggregate_type)
+        skipped = {id_key(i) for i in held}
+        found_documents: list[A] = []
+        for key, version, state in rows:
+            if key in skipped:
+                continue
+            aggregate = self._codec.aggregate_from_state(
+                aggregate_type, state, version=version, context=_document_row(type_name, key)
+            )
+            if id_key(aggregate.id) != key:
+                raise DeserializationError(
+                    f"{aggregate_type.__qualname__} state ({_document_row(type_name, key)}) "
+                    f"has id {aggregate.id!r}, not the row's {key!r}"
+                )
+            found_documents.append(aggregate)
+        return found_documents
+
+    def _find_mapped(
+        self, mapper: AnyMapper, query: Query[Any], held: frozenset[object]
+    ) -> Flow[Operation, list[Any]]:
+        condition = mapper_condition(query.predicate, mapper, self._dialect_name)
+        if isinstance(mapper, OrmMapper):
+            models = sa.select(mapper.model).where(condition)
+            try:
+                aggregates: list[Any] = yield MapperCall(mapper.load_all, models)
+            except exc.OperationalError as error:
+                raise _busy(_with_schema_hint(error), query.aggregate_type, "(a query)") from error
+            except exc.ProgrammingError as error:
+                _with_schema_hint(error)
+                raise
+            return [aggregate for aggregate in aggregates if aggregate.id not in held]
+        id_column = mapper.table.c[mapper.id_column]
+        statement = sa.select(id_column).where(condition)
+        rows: list[Any] = yield from self._select(statement, query.aggregate_type)
+        found: list[Any] = []
+        for (aggregate_id,) in rows:
+            if aggregate_id in held:
+                continue
+            loaded = yield from self._load_mapped(mapper, query.aggregate_type, aggregate_id)
+            if loaded is not None:  # deleted since the query: not there any more
+                found.append(loaded)
+        return found
+
+    def _select(
+        self, statement: sa.Executable, aggregate_type: type[Any]
+    ) -> Flow[Operation, list[Any]]:
+        try:
+            rows: list[Any] = yield Select(statement)
+        except exc.OperationalError as error:
+            raise _busy(_with_schema_hint(error), aggregate_type, "(a query)") from error
+        except exc.ProgrammingError as error:
+            _with_schema_hint(error)
+            raise
+        return rows
 
     # -- store -------------------------------------------------------------------------------
 

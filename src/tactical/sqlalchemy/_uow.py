@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from tactical._flow import run
 from tactical._model import AggregateRoot
+from tactical._query import Query
 from tactical._uow import Change, TransactionalUnitOfWork
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
 from tactical.sqlalchemy._statements import (
@@ -179,6 +180,12 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
             cast("sa.Connection", self._connection).dialect
         )
         return run(storage.load(aggregate_type, aggregate_id), self._perform)
+
+    def _find(self, query: Query[A], held: frozenset[object]) -> list[A]:
+        storage = self._storage or self._storage_for(
+            cast("sa.Connection", self._connection).dialect
+        )
+        return run(storage.find(query, held), self._perform)
 
     def _store(self, changes: Sequence[Change]) -> None:
         storage = self._storage or self._storage_for(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from tactical._bus import EventBus
 from tactical._model import AggregateRoot
+from tactical._query import Query
 from tactical._repository import AsyncRepository, Repository
 from tactical._uow_async import AsyncUnitOfWork
 
@@ -167,6 +168,12 @@ class _SyncRepository(Repository[A, Any]):
 
     def require(self, aggregate_id: Any, /) -> A:
         return self._driver.run(self._repository.require(aggregate_id))
+
+    def find(self, query: Query[A], /) -> list[A]:
+        return self._driver.run(self._repository.find(query))
+
+    def find_one(self, query: Query[A], /) -> A | None:
+        return self._driver.run(self._repository.find_one(query))
 
     def add(self, aggregate: A, /) -> None:
         self._repository.add(aggregate)

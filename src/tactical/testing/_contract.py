@@ -18,6 +18,7 @@ from tactical._errors import (
     UncommittedChangesWarning,
 )
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
+from tactical._query import Field, Query
 from tactical._tracing import Trace, current_trace
 from tactical._uow import UnitOfWork
 from tactical.testing._async_driver import AsyncDriver, AsyncUnitOfWorkFactory
@@ -379,6 +380,177 @@ class _ContractTests:
         stored = self.stored(new, counter.id)
         assert stored is not None
         assert stored.count == 1
+
+    # -- finders ---------------------------------------------------------------------------
+
+    @staticmethod
+    def saved_counters(new: UnitOfWorkFactory, *counters: Counter) -> list[Counter]:
+        """``counters`` committed to the store in one transaction (returned detached)."""
+        with new(allow_multiple_aggregates=True) as uow:
+            for counter in counters:
+                uow.repository(Counter).add(counter)
+            uow.commit()
+        return list(counters)
+
+    @staticmethod
+    def names(found: list[Counter]) -> list[str]:
+        return [counter.name for counter in found]
+
+    def test_find_returns_the_stored_aggregates_that_match_in_order(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """find() returns every stored match, sorted by order_by, each at its stored version."""
+        self.saved_counters(
+            new,
+            Counter(uuid4(), "three", 3, Tag("odd")),
+            Counter(uuid4(), "one", 1, Tag("odd")),
+            Counter(uuid4(), "two", 2, Tag("even")),
+            Counter(uuid4(), "none", 0),
+        )
+        with new() as uow:
+            found = uow.repository(Counter).find(
+                Query(Counter, Field("count") >= 1, order_by=("count",))
+            )
+            assert self.names(found) == ["one", "two", "three"]
+            assert {c.version for c in found} == {1}
+            every = uow.repository(Counter).find(Query(Counter, order_by="name"))
+            assert self.names(every) == ["none", "one", "three", "two"]
+
+    def test_every_kind_of_condition_answers_the_same_on_every_store(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """Equality, nulls, order (by code point), one_of, &, | and ~ select the same counters."""
+        zed, apple, emile, blank = self.saved_counters(
+            new,
+            Counter(uuid4(), "Zed", 5, Tag("odd")),
+            Counter(uuid4(), "apple", 2, Tag("even")),
+            Counter(uuid4(), "\u00c9mile", 7, Tag("odd")),
+            Counter(uuid4(), "blank", 0),
+        )
+
+        def found(*where: Any) -> list[str]:
+            with new() as uow:
+                return self.names(
+                    uow.repository(Counter).find(Query(Counter, *where, order_by="name"))
+                )
+
+        assert found(Field("tag.text") == "odd") == ["Zed", "\u00c9mile"]
+        assert found(Field("tag.text") == None) == ["blank"]  # noqa: E711
+        assert found(Field("tag.text") != "odd") == ["apple", "blank"]
+        assert found(~(Field("tag.text") == "odd")) == ["apple", "blank"]
+        assert found(Field("name") < "a") == ["Zed"]
+        assert found(Field("name") >= "b") == ["blank", "\u00c9mile"]
+        assert found(Field("count") > 2, Field("count") <= 7) == ["Zed", "\u00c9mile"]
+        assert found(Field("tag.text") < "f") == ["apple"]
+        assert found(Field("count").one_of([0, 7, 9])) == ["blank", "\u00c9mile"]
+        assert found(Field("count").one_of([])) == []
+        assert found((Field("count") == 2) | (Field("name") == "Zed")) == ["Zed", "apple"]
+        assert found(Field("id") == emile.id) == ["\u00c9mile"]
+        assert found(Field("id").one_of([zed.id, apple.id, blank.id])) == ["Zed", "apple", "blank"]
+
+    def test_found_aggregates_are_tracked_by_the_unit_of_work(self, new: UnitOfWorkFactory) -> None:
+        """A found aggregate is the one get() returns; changing it and committing saves it."""
+        counter, other = self.saved_counters(
+            new, Counter(uuid4(), "tracked", 1), Counter(uuid4(), "held", 1)
+        )
+        with new() as uow:
+            repository = uow.repository(Counter)
+            held = repository.require(other.id)
+            (found,) = repository.find(Query(Counter, Field("name") == "tracked"))
+            assert repository.get(counter.id) is found
+            assert repository.find(Query(Counter, Field("name") == "held")) == [held]
+            assert repository.find(Query(Counter, Field("name") == "held"))[0] is held
+            found.tick()
+            uow.commit()
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert (stored.count, stored.version) == (2, 2)
+
+    def test_find_sees_the_transactions_own_additions_and_not_its_removals(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """Added aggregates are found before commit, removed ones no more, as in a database."""
+        (doomed,) = self.saved_counters(new, Counter(uuid4(), "doomed", 1))
+        with new(allow_multiple_aggregates=True) as uow:
+            repository = uow.repository(Counter)
+            added = Counter(uuid4(), "added", 1)
+            repository.add(added)
+            repository.remove(repository.require(doomed.id))
+            found = repository.find(Query(Counter, Field("count") == 1))
+            assert found == [added]
+            assert found[0] is added
+            uow.rollback()
+
+    def test_find_judges_changed_aggregates_by_their_state_now(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """An aggregate changed in the transaction is found, or not, by its current state."""
+        leaving, joining = self.saved_counters(
+            new, Counter(uuid4(), "leaving", 1), Counter(uuid4(), "joining", 5)
+        )
+        with new(allow_multiple_aggregates=True) as uow:
+            repository = uow.repository(Counter)
+            repository.require(leaving.id).count = 9
+            repository.require(joining.id).count = 1
+            found = repository.find(Query(Counter, Field("count") == 1))
+            assert self.names(found) == ["joining"]
+            uow.rollback()
+
+    def test_find_does_not_see_other_units_uncommitted_changes(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """Another unit of work's additions and changes are found only once it commits."""
+        (counter,) = self.saved_counters(new, Counter(uuid4(), "shared", 1))
+        query = Query(Counter, Field("count") == 2)
+        with new(allow_multiple_aggregates=True) as writer:
+            writer.repository(Counter).require(counter.id).tick()
+            writer.repository(Counter).add(Counter(uuid4(), "fresh", 2))
+            with new() as reader:
+                assert reader.repository(Counter).find(query) == []
+            writer.commit()
+        with new() as reader:
+            assert sorted(self.names(reader.repository(Counter).find(query))) == [
+                "fresh",
+                "shared",
+            ]
+
+    def test_find_one_returns_the_only_match_or_none_and_refuses_several(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """find_one() answers the single match or None; two matches raise LookupError."""
+        one, _, _ = self.saved_counters(
+            new,
+            Counter(uuid4(), "unique", 1),
+            Counter(uuid4(), "twin", 2),
+            Counter(uuid4(), "twin", 3),
+        )
+        with new() as uow:
+            repository = uow.repository(Counter)
+            assert repository.find_one(Query(Counter, Field("name") == "unique")) is (
+                repository.get(one.id)
+            )
+            assert repository.find_one(Query(Counter, Field("name") == "nobody")) is None
+            with pytest.raises(LookupError, match=r"found 2 Counter aggregates"):
+                repository.find_one(Query(Counter, Field("name") == "twin"))
+
+    def test_find_refuses_a_query_of_another_type_and_use_outside_a_block(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """find() takes a Query of the repository's type, inside an open transaction."""
+
+        class Other(AggregateRoot[UUID]):
+            pass
+
+        other_query: Any = Query(Other)
+        with new() as uow:
+            repository = uow.repository(Counter)
+            with pytest.raises(TypeError, match=r"Query\[Counter\]"):
+                repository.find(other_query)
+            with pytest.raises(TypeError, match=r"takes a Query"):
+                repository.find(Field("name") == "x")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+            uow.commit()
+        with pytest.raises(RuntimeError, match="not in a transaction"):
+            repository.find(Query(Counter))
 
     # -- optimistic concurrency --------------------------------------------------------------
 
@@ -911,7 +1083,9 @@ class UnitOfWorkContract(_ContractTests):
                 return factory
 
     The suite stores the sample :class:`Counter` aggregate. A unit of work whose storage
-    needs set-up for it (a relational mapper, say) does that in the fixture. For an async
+    needs set-up for it (a relational mapper, say) does that in the fixture; the finder
+    tests query the fields ``id``, ``name``, ``count`` and ``tag.text`` (a relational
+    mapper maps them in its ``columns``). For an async
     unit of work, subclass :class:`AsyncUnitOfWorkContract` instead: the same tests.
 
     .. versionadded:: 0.1.0
