@@ -210,7 +210,7 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         deadline = self._deadline
         if deadline is None:
             return await awaitable
-        # Its own round trips are bounded here: the engine's listeners leave them alone.
+        # Its own round trips are bounded here: the connection's listeners leave them alone.
         guard = self._guard
         if guard is not None:
             guard[0].suspended = True

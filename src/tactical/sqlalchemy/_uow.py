@@ -183,7 +183,8 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
 
     def _perform(self, operation: Operation) -> object:
         """Carry out one operation of a storage flow, under the round-trip deadline."""
-        # A mapper's statements are bounded one by one through the engine's events.
+        # A mapper's statements are bounded one by one by the events of the watched
+        # engine's connections.
         deadline = None if isinstance(operation, MapperCall) else self._round_trips
         if deadline is not None:
             deadline.arm()
