@@ -36,7 +36,6 @@ from tactical import retry_on_conflict
 from tactical.projections import AsyncProjection, Projection, ProjectionRunner
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
 from tactical.sqlalchemy._schema import TRANSACTION_ORDER_POSTGRESQL
-from tactical.sqlalchemy._watchdog import watch_round_trips
 from tactical.testing import Counter, CounterTicked
 
 pytestmark = pytest.mark.postgres
@@ -54,9 +53,6 @@ def writers(postgres_engine: sa.Engine) -> Iterator[tuple[sa.Engine, dict[int, C
     create_views(postgres_engine)
     engine = sa.create_engine(postgres_engine.url, pool_size=12, max_overflow=4)
     hooks: dict[int, CommitHook] = {}
-    # Installed now: a unit of work installs them when its connection is first taken, and
-    # SQLAlchemy's listener lists must not change while another thread runs them.
-    watch_round_trips(engine)
 
     @sa.event.listens_for(engine, "commit")
     def before_commit(_connection: sa.Connection) -> None:

@@ -2,8 +2,9 @@
 
 The unit of work arms the deadline around the statements it issues itself; the statements it
 does not issue (a relational mapper's, a query on ``uow.connection``) are bounded through the
-engine's events, installed when they can first occur. A proxy in front of PostgreSQL goes
-silent (the socket stays open, nothing comes back); the bound below only says "eventually".
+events of the connections that need them (see test_listener_race.py). A proxy in front of
+PostgreSQL goes silent (the socket stays open, nothing comes back); the bound below only says
+"eventually".
 """
 
 from __future__ import annotations

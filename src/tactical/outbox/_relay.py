@@ -24,7 +24,7 @@ from tactical.outbox._relay_flow import (
     ReleaseLeases,
     Wait,
 )
-from tactical.sqlalchemy._watchdog import guard_round_trips, watch_round_trips
+from tactical.sqlalchemy._watchdog import guard_round_trips, watched_engine
 
 __all__ = ["DEFAULT_DATABASE_TIMEOUT", "RELAY_LOCK_KEY", "OutboxRelay", "bounded_connection"]
 
@@ -156,10 +156,10 @@ class OutboxRelay(RelayCore):
         super().__init__(
             engine, batch_size, lock_key, database_timeout, partitions, lease_ttl, name
         )
-        self._engine = engine
+        # Its statements run through SQLAlchemy are bounded by the watched engine's listeners.
+        guarded = self._postgres and database_timeout is not None
+        self._engine = watched_engine(engine) if guarded else engine
         self._publisher = publisher
-        if self._postgres and database_timeout is not None:
-            watch_round_trips(engine)
 
     def relay_once(self) -> int:
         """Publish one batch of unpublished rows and mark them; return how many were published.

@@ -14,7 +14,7 @@ from tactical._flow import Flow, run
 from tactical.outbox._relay import bounded_connection
 from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, BatchOp, DatabaseOp, Wait
 from tactical.outbox._timer_flow import FireBatch, ParkedTimer, TimerCore, TimerLoopOp
-from tactical.sqlalchemy._watchdog import watch_round_trips
+from tactical.sqlalchemy._watchdog import watched_engine
 
 __all__ = ["TimerWorker"]
 
@@ -83,9 +83,9 @@ class TimerWorker(TimerCore):
         database_timeout: float | None = DEFAULT_DATABASE_TIMEOUT,
     ) -> None:
         super().__init__(engine, clock, codec, batch_size, database_timeout)
-        self._engine = engine
-        if self._postgres and database_timeout is not None:
-            watch_round_trips(engine)
+        # Its statements run through SQLAlchemy are bounded by the watched engine's listeners.
+        guarded = self._postgres and database_timeout is not None
+        self._engine = watched_engine(engine) if guarded else engine
 
     def fire_due(self) -> int:
         """Fire one batch of due timers into the outbox; return how many were fired.

@@ -24,7 +24,7 @@ from tactical.projections._flow import (
 from tactical.projections._projection import Projection
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._shared import _default_codec  # pyright: ignore[reportPrivateUsage]
-from tactical.sqlalchemy._watchdog import guard_round_trips, watch_round_trips
+from tactical.sqlalchemy._watchdog import guard_round_trips, watched_engine
 
 __all__ = ["ProjectionRunner"]
 
@@ -95,10 +95,10 @@ class ProjectionRunner(ProjectionCore[Projection]):
             batch_size,
             database_timeout,
         )
-        self._engine = engine
+        # Its statements run through SQLAlchemy are bounded by the watched engine's listeners.
+        guarded = self._postgres and database_timeout is not None
+        self._engine = watched_engine(engine) if guarded else engine
         self._cut = threading.Event()
-        if self._postgres and database_timeout is not None:
-            watch_round_trips(engine)
 
     def run_once(self) -> int:
         """Give every projection one batch; return how many outbox rows they read in all.

@@ -21,7 +21,6 @@ from tactical.sqlalchemy._watchdog import (
     RoundTripDeadline,
     install_guard,
     remove_guard,
-    watch_round_trips,
 )
 
 __all__ = ["AsyncSqlAlchemyUnitOfWork"]
@@ -97,7 +96,6 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         # The deadline of the statements others run on the connection (set when it is
         # taken), with the pooled connection's info it is registered in.
         self._guard: tuple[RoundTripDeadline, dict[Any, Any]] | None = None
-        self._watching = False  # the engine's listeners are installed
 
     @property
     def connection(self) -> AsyncConnection:
@@ -129,19 +127,17 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     def _guard_others(self, connection: sa.Connection, seconds: float) -> None:
         """Bound the statements others run on ``connection`` (the caller, an inbox consumer).
 
-        The sync engine's events arm a deadline around each of them (SQLAlchemy runs them
-        in its greenlet for async statements too); past it, the connection is cut from its
-        event loop, as the sync unit of work's watchdog does.
+        The sync connection's events arm a deadline around each of them (SQLAlchemy runs
+        them in its greenlet for async statements too); past it, the connection is cut from
+        its event loop, as the sync unit of work's watchdog does.
         """
-        if not self._watching:
-            watch_round_trips(self._engine.sync_engine)
-            self._watching = True
+        self._watch_connection(connection)
         self._guard = install_guard(connection, seconds, _nothing, self._note_cut)
 
     # -- hooks -------------------------------------------------------------------------------
 
     async def _begin(self) -> None:
-        connection = await self._bounded(self._engine.connect())
+        connection = await self._bounded((self._watched or self._engine).connect())
         if self._begins_at_start(cast("sa.Connection", connection.sync_connection)):
             try:
                 await self._bounded(connection.begin())
@@ -220,7 +216,7 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
         deadline = self._deadline
         if deadline is None:
             return await awaitable
-        # Its own round trips are bounded here: the engine's listeners leave them alone.
+        # Its own round trips are bounded here: the connection's listeners leave them alone.
         guard = self._guard
         if guard is not None:
             guard[0].suspended = True

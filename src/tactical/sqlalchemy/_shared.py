@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from typing import Any, ClassVar, Generic, NoReturn, TypeVar
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar, cast
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,6 +40,7 @@ from tactical.sqlalchemy._statements import (
     Select,
 )
 from tactical.sqlalchemy._storage import AnyMapper, DocumentStorage
+from tactical.sqlalchemy._watchdog import watch_connection, watched_engine
 
 __all__ = ["SqlUnitOfWorkBase", "begins_at_start", "carry_out", "release_connection"]
 
@@ -103,10 +104,33 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
         self._storage: DocumentStorage | None = None
         # Decided on the first connection too (the server's default isolation level).
         self._eager: bool | None = None
+        # Once statements others run on a block's connection need the deadline (a mapper's,
+        # the caller's on ``connection``): the engine blocks connect through from then on,
+        # whose connections run the listeners that arm it, and the connection that got them
+        # itself (taken before they were needed). Until then no statement pays for them.
+        self._watched: E | None = None
+        self._watched_sync: sa.Engine | None = None
+        self._watched_connection: sa.Connection | None = None
         self._setup()
 
     def _setup(self) -> None:
         """Set up the subclass's own state, once the arguments are checked."""
+
+    def _watch(self) -> None:
+        """Connect through :func:`watched_engine` from the next block on."""
+        if self._watched_sync is None:
+            engine: Any = self._engine
+            sync = watched_engine(engine.sync_engine if self._asynchronous else engine)
+            self._watched = cast("E", AsyncEngine(sync) if self._asynchronous else sync)
+            self._watched_sync = sync
+
+    def _watch_connection(self, connection: sa.Connection) -> None:
+        """Bound the statements others run on ``connection`` (the block's) from now on."""
+        if connection.engine is self._watched_sync or connection is self._watched_connection:
+            return
+        self._watch()
+        watch_connection(connection)
+        self._watched_connection = connection
 
     @property
     def engine(self) -> E:

@@ -17,7 +17,7 @@ from tactical.sqlalchemy._statements import (
     MapperCall,
     Operation,
 )
-from tactical.sqlalchemy._watchdog import RoundTripDeadline, guard_round_trips, watch_round_trips
+from tactical.sqlalchemy._watchdog import RoundTripDeadline, guard_round_trips
 
 __all__ = ["SqlAlchemyUnitOfWork"]
 
@@ -105,10 +105,9 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
         # Drivers without a socket (SQLite) are not guarded.
         self._guarded = self._database_timeout is not None and not self._sqlite
         # The unit of work arms the deadline around its own round trips; a mapper's
-        # statements are bounded through the engine's events.
-        self._watching = False
+        # statements are bounded through the events of the watched engine's connections.
         if self._guarded and self._mappers:
-            self._watch_others()
+            self._watch()
         self._connection: sa.Connection | None = None
 
     @property
@@ -127,20 +126,16 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
         connection = self._connection
         if connection is None:
             raise self._not_in_transaction()
-        if self._guarded and not self._watching:
-            self._watch_others()  # the caller's statements get the deadline too
+        if self._guarded:
+            self._watch_connection(connection)  # the caller's statements get the deadline too
         if not (self._finished or connection.in_transaction()):
             connection.begin()  # PostgreSQL: sends nothing, the driver begins with a statement
         return connection
 
-    def _watch_others(self) -> None:
-        watch_round_trips(self._engine)
-        self._watching = True
-
     # -- hooks -------------------------------------------------------------------------------
 
     def _begin(self) -> None:
-        connection = self._engine.connect()
+        connection = (self._watched or self._engine).connect()
         if self._begins_at_start(connection):
             try:
                 connection.begin()
@@ -195,7 +190,8 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
 
     def _perform(self, operation: Operation) -> object:
         """Carry out one operation of a storage flow, under the round-trip deadline."""
-        # A mapper's statements are bounded one by one through the engine's events.
+        # A mapper's statements are bounded one by one by the events of the watched
+        # engine's connections.
         deadline = None if isinstance(operation, MapperCall) else self._round_trips
         if deadline is not None:
             deadline.arm()

@@ -11,7 +11,7 @@ the driver raises a disconnect error, after which SQLAlchemy discards the connec
 One daemon thread per process serves every guarded connection; arming and disarming a
 deadline is a dictionary update under a lock. Code that issues its own round trips (the unit
 of work's statements, commit and rollback) arms the deadline itself around each one, which
-costs far less than SQLAlchemy's engine events; the events (:func:`watch_round_trips`) bound
+costs far less than SQLAlchemy's engine events; the events (:func:`watched_engine`) bound
 the statements others run on the connection (a relational mapper's, a user's query).
 
 The async drivers are guarded the same way: SQLAlchemy runs the sync engine's events inside
@@ -28,6 +28,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,8 @@ __all__ = [
     "guard_round_trips",
     "install_guard",
     "remove_guard",
-    "watch_round_trips",
+    "watch_connection",
+    "watched_engine",
 ]
 
 
@@ -138,16 +140,52 @@ class RoundTripDeadline:
         DEADLINES.disarm(self)
 
 
-def watch_round_trips(engine: sa.Engine) -> None:
-    """Let :func:`guard_round_trips` bound round trips on ``engine``'s connections; idempotent.
+_WATCHED_LOCK = threading.Lock()
+_WATCHED: weakref.WeakKeyDictionary[sa.Engine, weakref.ref[sa.Engine]] = (
+    weakref.WeakKeyDictionary()
+)  # each engine's watched engine, while something holds it
 
-    Installs the engine's listeners once (adding one listener per connection and block cost
-    ~80 us; these cost a dictionary lookup per statement when no guard is set). Call it
-    before connecting: SQLAlchemy decides when a connection is made whether it runs events.
+
+def watched_engine(engine: sa.Engine) -> sa.Engine:
+    """``engine``'s pool and settings, with connections whose round trips the guards bound.
+
+    Statements run through SQLAlchemy on its connections are armed by :func:`guard_round_trips`'s
+    deadline (those on ``engine``'s own connections are not). It is a derived engine
+    (``engine.execution_options()``) holding the listeners, so that ``engine``'s own
+    connections do not pay for them (~10 us a statement), and made whole before anyone can
+    use it: ``event.listen`` on an engine in use raises "deque mutated during iteration" in
+    a thread running the same event's listeners. One per engine while something holds it.
     """
-    if not event.contains(engine, "before_cursor_execute", _arm):
-        for name, listener in _LISTENERS:
-            event.listen(engine, name, listener)
+    with _WATCHED_LOCK:
+        known = _WATCHED.get(engine)
+        watched = None if known is None else known()
+        if watched is None:
+            watched = engine.execution_options()
+            for name, listener in _CONNECTION_LISTENERS:
+                event.listen(watched, name, listener)
+            _watch_errors(engine.dialect)
+            _WATCHED[engine] = weakref.ref(watched)
+        return watched
+
+
+def watch_connection(connection: sa.Connection) -> None:
+    """Have the guards bound the round trips run through SQLAlchemy on ``connection`` too.
+
+    For a connection taken before it was known to need them (not from :func:`watched_engine`):
+    its listeners are its own (~80 us to add), and so change no list another thread runs.
+    """
+    with _WATCHED_LOCK:
+        _watch_errors(connection.dialect)
+    for name, listener in _CONNECTION_LISTENERS:
+        event.listen(connection, name, listener)
+
+
+def _watch_errors(dialect: sa.Dialect) -> None:
+    # SQLAlchemy sends handle_error to the dialect's listeners only (shared by an engine and
+    # those derived from it): added once, under the lock, it is the only list ever changed
+    # while others may run it, and only while an error is being handled.
+    if not event.contains(dialect, "handle_error", _failed):
+        event.listen(dialect, "handle_error", _failed)
 
 
 def _guard_of(connection: sa.Connection) -> RoundTripDeadline | None:
@@ -180,12 +218,11 @@ def _failed(context: sa.engine.ExceptionContext) -> None:
         guard.note(context.sqlalchemy_exception)
 
 
-_LISTENERS: tuple[tuple[str, Callable[..., None]], ...] = (
+_CONNECTION_LISTENERS: tuple[tuple[str, Callable[..., None]], ...] = (
     ("before_cursor_execute", _arm),
     ("after_cursor_execute", _disarm),
     ("commit", _arm),
     ("rollback", _arm),
-    ("handle_error", _failed),
 )
 
 
@@ -199,8 +236,8 @@ def guard_round_trips(
     connection must have ``fileno()``, as psycopg's has; others are not guarded: None is
     yielded) and ``on_expiry()`` is called first. Nothing is armed between round trips, so
     work done between statements (publishing a batch) is not limited. Statements run
-    through SQLAlchemy are armed by the engine's listeners, if :func:`watch_round_trips`
-    installed them; yields the deadline, for code that arms its own round trips instead
+    through SQLAlchemy are armed by the listeners of a connection of :func:`watched_engine`
+    (or one given to :func:`watch_connection`); yields the deadline, for code that arms its own round trips instead
     (and to disarm it when a commit has returned: SQLAlchemy has no event after a commit).
     """
     guard = install_guard(connection, seconds, on_expiry)
