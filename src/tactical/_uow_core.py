@@ -27,6 +27,7 @@ from tactical._errors import UncommittedChangesWarning
 from tactical._flow import Flow
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_traces_of
 from tactical._structural import structural_state
+from tactical._telemetry import commit_span
 from tactical._tracing import Trace
 from tactical._tracking import (
     DIRTY,
@@ -387,7 +388,8 @@ class UnitOfWorkCore:
             yield ("_rollback",)
             raise refused
         try:
-            yield ("_store", changes)
+            with commit_span(changes):
+                yield ("_store", changes)
         except BaseException:
             # Nothing was stored: the aggregates are back at the version they were loaded or
             # added at (the one each write expected; 0 for a new one), to retry or drop.

@@ -93,6 +93,9 @@ outbox_table: sa.Table = sa.Table(
     # that existing outboxes can add them (added in 0.2).
     sa.Column("parked_at", UtcDateTime, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    # The W3C trace context (JSON: traceparent, tracestate) of the commit that wrote the
+    # row, when an OpenTelemetry SDK was active; NULL otherwise (added in 0.2).
+    sa.Column("trace_context", sa.Text, nullable=True),
     comment="Events written in the transaction that produced them (transactional outbox).",
 )
 """``tactical_outbox``: every event of a committed aggregate, written in its transaction."""

@@ -236,6 +236,7 @@ OUTBOX_COLUMNS = (
     "occurred_at",
     "correlation_id",
     "causation_id",
+    "trace_context",
 )
 _DOCUMENT_KEY = ("b_type", "b_id")
 _is_row = (

@@ -26,6 +26,7 @@ from tactical._errors import ConcurrencyError
 from tactical._flow import Flow
 from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
 from tactical._stored_keys import id_key, stored_key, unstorable_key
+from tactical._telemetry import current_trace_context
 from tactical._tracing import trace_of
 from tactical._uow import Change
 from tactical.sqlalchemy._engine import says_sqlite_locked
@@ -289,15 +290,16 @@ class DocumentStorage:
         if not owner:
             return
         rows: list[tuple[Any, ...]] = []
+        trace_context = current_trace_context()  # the commit's span: one for every row
         for event in recorded_in_order(c.aggregate for c in changes):
             change = owner.get(id(event))
             if change is None:  # recorded after the snapshot of pending events was taken
                 continue
-            rows.append(self._outbox_row(change, names[id(change)], event))
+            rows.append(self._outbox_row(change, names[id(change)], event, trace_context))
         yield self._statements.insert_outbox.many(rows)
 
     def _outbox_row(
-        self, change: Change, name: tuple[str, str], event: DomainEvent
+        self, change: Change, name: tuple[str, str], event: DomainEvent, trace_context: str | None
     ) -> tuple[Any, ...]:
         record = self._codec.event_to_record(event)
         trace = trace_of(event.event_id, recorded_trace(change.aggregate, event))
@@ -313,6 +315,7 @@ class DocumentStorage:
             event.occurred_at,
             trace.correlation_id,
             trace.causation_id,
+            trace_context,
         )
 
     # -- conflicts ---------------------------------------------------------------------------
