@@ -29,6 +29,7 @@ GROUPS: dict[str, str] = {
     "model": "benchmarks.bench_model",
     "scaling": "benchmarks.bench_scaling",
     "relay": "benchmarks.bench_relay",
+    "otel": "benchmarks.bench_otel",
 }
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"

@@ -40,6 +40,7 @@ _modules: Final = sys.modules
 INSTRUMENTATION: Final = "tactical"
 # The last provider seen and what was made of it: providers are set once per process.
 _tracers: list[Any] = [None, None]
+_UNKNOWN: Final[Any] = object()
 _meters: list[Any] = [None, None]
 
 
@@ -57,7 +58,14 @@ def tracer() -> Any | None:
     api = _modules.get("opentelemetry.trace")
     if api is None:
         return None
-    provider = api.get_tracer_provider()
+    # The global the API's setter sets: None until an application sets a provider. Read
+    # directly, because get_tracer_provider() looks at os.environ on every call while none
+    # is set (3 us, most of the cost of a commit's hooks).
+    provider: Any = getattr(api, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None:
+        return None
+    if provider is _UNKNOWN:  # an API version without that global
+        provider = api.get_tracer_provider()
     if provider is _tracers[0]:
         return _tracers[1]
     found = (
@@ -74,7 +82,13 @@ def meter() -> Any | None:
     api = _modules.get("opentelemetry.metrics")
     if api is None:
         return None
-    provider = api.get_meter_provider()
+    provider: Any = getattr(
+        _modules.get("opentelemetry.metrics._internal"), "_METER_PROVIDER", _UNKNOWN
+    )
+    if provider is None:  # none set yet: see tracer()
+        return None
+    if provider is _UNKNOWN:
+        provider = api.get_meter_provider()
     if provider is _meters[0]:
         return _meters[1]
     found = (
