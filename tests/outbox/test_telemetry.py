@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -26,7 +27,7 @@ from tests.telemetry import Telemetry, otel
 
 import sqlalchemy as sa
 from tactical import EventBus, JsonCodec
-from tactical.outbox import OutboxMessage, OutboxRelay, Outcome
+from tactical.outbox import OutboxMessage, OutboxRelay, Outcome, UndeliverableError
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
 from tactical.testing import Counter, CounterTicked
 
@@ -161,11 +162,13 @@ class TestHandlers:
 
 class TestRelayAndInbox:
     def test_relay_publish_span_continues_the_commit_and_links_it(
-        self, otel: Telemetry, engine: sa.Engine
+        self, otel: Telemetry, engine: sa.Engine, side: Side
     ) -> None:
-        """One commit's batch: the publish span is a producer child of the commit, linked to it."""
+        """Sync and async: one commit's batch is published in a producer child of the commit."""
         commit_ticks(engine, counters=1, ticks=2)
-        messages = relayed(engine)
+        publisher = RecordingPublisher()
+        assert side.relay(engine, publisher).relay_once() == 2
+        messages = publisher.published
         (commit,) = otel.spans("commit")
         (publish,) = otel.spans("publish")
         assert publish.kind.name == "PRODUCER"
@@ -224,11 +227,11 @@ class TestRelayAndInbox:
 
 class TestMetrics:
     def test_relay_records_backlog_lag_publish_duration_and_count(
-        self, otel: Telemetry, engine: sa.Engine
+        self, otel: Telemetry, engine: sa.Engine, side: Side
     ) -> None:
-        """Before a batch: its backlog and the oldest row's age; after it: duration and count."""
+        """Sync and async: a batch's backlog and oldest row's age, then duration and count."""
         commit_ticks(engine, counters=3, ticks=1)
-        relay = OutboxRelay(engine, RecordingPublisher(), batch_size=2)
+        relay = side.relay(engine, RecordingPublisher(), batch_size=2)
         assert relay.relay_once() == 2
         metrics = otel.metrics()
         assert [p.value for p in metrics["tactical.outbox.backlog"]] == [3]
@@ -237,6 +240,25 @@ class TestMetrics:
         assert [p.value for p in metrics["tactical.outbox.published"]] == [2]
         assert relay.relay_once() == 1
         assert [p.value for p in otel.metrics()["tactical.outbox.backlog"]] == [1]
+
+    def test_relay_counts_the_rows_it_parks(
+        self, otel: Telemetry, sqlite_engine: sa.Engine
+    ) -> None:
+        """A row the publisher refuses for good is parked and counted; the other is published."""
+        commit_ticks(sqlite_engine, counters=2, ticks=1)
+        refused: list[int] = []
+
+        class Refusing:
+            def publish(self, messages: Sequence[OutboxMessage], /) -> None:
+                if not refused:
+                    refused.append(messages[0].position)
+                if messages[0].position in refused:
+                    raise UndeliverableError({messages[0].position: "refused for the test"})
+
+        assert OutboxRelay(sqlite_engine, Refusing()).relay_once() == 1
+        metrics = otel.metrics()
+        assert [p.value for p in metrics["tactical.outbox.parked"]] == [1]
+        assert [p.value for p in metrics["tactical.outbox.published"]] == [1]
 
     def test_inbox_records_duration_retries_and_parked(
         self, otel: Telemetry, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
