@@ -82,6 +82,9 @@ async def execute(connection: AsyncConnection, operation: Execute) -> Any:
     return await perform(connection, operation)
 
 
+TRACE_CONTEXT = '{"traceparent":"00-11111111111111111111111111111111-2222222222222222-01"}'
+
+
 class TestPreparedStatementsOnAsyncDrivers:
     async def test_document_statements_write_and_check_versions_as_core_reads_them(
         self, async_engine: AsyncEngine
@@ -123,6 +126,7 @@ class TestPreparedStatementsOnAsyncDrivers:
                 datetime(2026, 1, 2, 3, 4, version, tzinfo=UTC),
                 uuid4(),
                 None,
+                None if version == 1 else TRACE_CONTEXT,
             )
             for version in (1, 2)
         ]
