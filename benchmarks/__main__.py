@@ -30,6 +30,7 @@ GROUPS: dict[str, str] = {
     "scaling": "benchmarks.bench_scaling",
     "relay": "benchmarks.bench_relay",
     "consumers": "benchmarks.bench_consumers",
+    "otel": "benchmarks.bench_otel",
 }
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"

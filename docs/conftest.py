@@ -66,6 +66,8 @@ ALLOWED_IMPORTS = frozenset(
         "alembic",
         "starlette",
         "httpx2",
+        # The observability how-to: the otel extra's API, and the SDK a service configures.
+        "opentelemetry",
     }
 )
 
@@ -166,9 +168,22 @@ def _setup(namespace: dict[str, Any]) -> None:
     namespace["redis_server"] = _reachable(6379)
 
 
+def _teardown(_namespace: dict[str, Any]) -> None:
+    # The observability how-to sets OpenTelemetry's global tracer provider, which can be
+    # set once a process: unset it (as OpenTelemetry's own tests do) so later pages run
+    # untraced, as they would on their own.
+    api = sys.modules.get("opentelemetry.trace")
+    if api is not None and getattr(api, "_TRACER_PROVIDER", None) is not None:
+        from opentelemetry.util._once import Once
+
+        api._TRACER_PROVIDER_SET_ONCE = Once()
+        api._TRACER_PROVIDER = None
+
+
 pytest_collect_file = Sybil(
     parsers=[CodeBlockParser("python", StandaloneEvaluator()), SkipParser()],
     patterns=["*.md"],
     excludes=["changelog.md"],
     setup=_setup,
+    teardown=_teardown,
 ).pytest()

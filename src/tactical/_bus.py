@@ -14,6 +14,7 @@ from uuid import UUID
 from tactical._asyncness import awaited, discard_awaitable, is_async_callable, name_of
 from tactical._flow import Flow, run_async, run_unanswered
 from tactical._model import DomainEvent
+from tactical._telemetry import NOOP, handler_span, tracer
 from tactical._tracing import Trace, correlation_of, reset_trace, set_trace
 
 __all__ = ["EventBus", "EventHandlerError", "committed_but_failed"]
@@ -346,6 +347,7 @@ class EventBus:
         async one awaits it; what the await raises is thrown back in at the ``yield``.
         """
         route = self._route
+        traced = tracer()
         failures: list[Exception] = []
         token = _dispatching.set(dispatch)
         try:
@@ -354,11 +356,17 @@ class EventBus:
                 trace = set_trace(Trace(correlation_id, event.event_id))
                 try:
                     for handler, is_async in route(type(event)).calls:
+                        span = (
+                            NOOP
+                            if traced is None
+                            else handler_span(traced, event, handler, correlation_id)
+                        )
                         try:
-                            result = handler(event)
-                            # Most handlers return None: skip the awaitable check for them.
-                            if (is_async or result is not None) and isawaitable(result):
-                                yield result
+                            with span:
+                                result = handler(event)
+                                # Most handlers return None: skip the awaitable check for them.
+                                if (is_async or result is not None) and isawaitable(result):
+                                    yield result
                         except Exception as error:
                             failures.append(_annotated(error, handler, event))
                 finally:

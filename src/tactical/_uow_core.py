@@ -31,6 +31,7 @@ from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recor
 from tactical._query import Query
 from tactical._stored_keys import id_key
 from tactical._structural import structural_state
+from tactical._telemetry import commit_span
 from tactical._timers import TimerRequests, TimerWrite
 from tactical._tracing import Trace
 from tactical._tracking import (
@@ -525,7 +526,8 @@ class UnitOfWorkCore:
             yield ("_rollback",)
             raise refused
         try:
-            yield ("_store", changes)
+            with commit_span(changes):
+                yield ("_store", changes)
         except BaseException:
             # Nothing was stored: the aggregates are back at the version they were loaded or
             # added at (the one each write expected; 0 for a new one), to retry or drop.

@@ -83,6 +83,9 @@ async def execute(connection: AsyncConnection, operation: Execute) -> Any:
     return await perform(connection, operation)
 
 
+TRACE_CONTEXT = '{"traceparent":"00-11111111111111111111111111111111-2222222222222222-01"}'
+
+
 class TestPreparedStatementsOnAsyncDrivers:
     async def test_document_statements_write_and_check_versions_as_core_reads_them(
         self, async_engine: AsyncEngine
@@ -125,6 +128,7 @@ class TestPreparedStatementsOnAsyncDrivers:
                 uuid4(),
                 None,
                 partition_key("Counter", "7"),
+                None if version == 1 else TRACE_CONTEXT,
             )
             for version in (1, 2)
         ]

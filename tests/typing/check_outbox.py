@@ -115,6 +115,8 @@ assert_type(message.headers, dict[str, str])
 assert_type(message.position, int)
 assert_type(message.event_id, UUID)
 assert_type(message.correlation_id, UUID | None)
+assert_type(message.traceparent, str | None)
+assert_type(message.tracestate, str | None)
 assert_type(HEADER_NAMES, tuple[str, ...])
 message.position = 2  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
 assert_type(PublishError("x"), PublishError)

@@ -30,6 +30,7 @@ from tactical._model import DomainEvent
 from tactical._tracing import handling
 from tactical.outbox._inbox_retry import InboxRetries, Next
 from tactical.outbox._message import OutboxMessage
+from tactical.outbox._telemetry import consuming, count_inbox_parked, count_inbox_retry
 from tactical.sqlalchemy._schema import dead_letters_table, inbox_table
 
 __all__ = [
@@ -228,6 +229,14 @@ class InboxCore(Generic[U]):
     # -- handling --------------------------------------------------------------------------
 
     def _handling(self, message: OutboxMessage) -> Flow[InboxOp, Outcome]:
+        """Handle ``message`` once, in a span that continues its producer's trace."""
+        block = consuming(self._name, message)
+        with block:
+            outcome = yield from self._handling_once(message)
+            block.finish(outcome.value)
+        return outcome
+
+    def _handling_once(self, message: OutboxMessage) -> Flow[InboxOp, Outcome]:
         """Handle ``message`` once: its handlers with the inbox record, retried, or parked."""
         retries = InboxRetries(
             self._max_attempts,
@@ -276,6 +285,7 @@ class InboxCore(Generic[U]):
                         return (
                             yield from self._park(message, _describe(failure), decision.failures)
                         )
+                count_inbox_retry(self._name, transient=decision.transient)
                 yield Sleep(decision.delay)
 
     def _within(self, body: Callable[[Any], Flow[InboxOp, R]]) -> Flow[InboxOp, R]:
@@ -389,6 +399,7 @@ class InboxCore(Generic[U]):
             yield Commit(uow)
 
         yield from self._within(parking)
+        count_inbox_parked(self._name)
         _log.error(
             "consumer %s parked %s event %s (%s %s) after %d attempt(s): %s",
             self._name,

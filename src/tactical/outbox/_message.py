@@ -32,8 +32,15 @@ HEADER_NAMES: tuple[str, ...] = (
     "occurred_at",
     "correlation_id",
     "causation_id",
+    "traceparent",
+    "tracestate",
 )
-"""The header names of a message on the wire, in order (values are strings)."""
+"""The header names of a message on the wire, in order (values are strings).
+
+.. versionchanged:: 0.2.0
+   ``traceparent`` and ``tracestate``: the W3C trace context of the commit (see
+   :attr:`OutboxMessage.traceparent`).
+"""
 
 
 class PublishError(RuntimeError):
@@ -101,8 +108,14 @@ class OutboxMessage:
             None only for rows written before the outbox had this column.
         causation_id: The id of the event whose handling recorded this one; None for an
             event recorded outside any event handler.
+        traceparent: The W3C ``traceparent`` of the commit that recorded the event, when
+            an OpenTelemetry SDK traced it (see :doc:`/how-to/observability`); None
+            otherwise. Sent as the ``traceparent`` header, so a consumer continues the trace.
+        tracestate: The W3C ``tracestate`` that goes with :attr:`traceparent`, if any.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       ``traceparent`` and ``tracestate``.
     """
 
     position: int
@@ -116,6 +129,8 @@ class OutboxMessage:
     occurred_at: datetime
     correlation_id: UUID | None = None
     causation_id: UUID | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @property
     def body(self) -> bytes:
@@ -126,7 +141,8 @@ class OutboxMessage:
     def headers(self) -> dict[str, str]:
         """Type, version, event id, position, aggregate, time and tracing ids, as strings.
 
-        ``correlation_id`` and ``causation_id`` are left out when they are None.
+        ``correlation_id``, ``causation_id``, ``traceparent`` and ``tracestate`` are left
+        out when they are None.
         """
         headers = {
             "type": self.event_type,
@@ -142,6 +158,10 @@ class OutboxMessage:
             headers["correlation_id"] = str(self.correlation_id)
         if self.causation_id is not None:
             headers["causation_id"] = str(self.causation_id)
+        if self.traceparent is not None:
+            headers["traceparent"] = self.traceparent
+            if self.tracestate is not None:
+                headers["tracestate"] = self.tracestate
         return headers
 
     @classmethod
@@ -179,6 +199,8 @@ class OutboxMessage:
                 occurred_at=datetime.fromisoformat(_required(text, "occurred_at")),
                 correlation_id=_optional_uuid(text, "correlation_id"),
                 causation_id=_optional_uuid(text, "causation_id"),
+                traceparent=text.get("traceparent"),
+                tracestate=text.get("tracestate"),
             )
         except (TypeError, ValueError, RecursionError) as error:
             # RecursionError: json.loads of a body nested deeper than the recursion limit;
@@ -221,6 +243,28 @@ def _required(headers: Mapping[str, str], name: str) -> str:
 def _optional_uuid(headers: Mapping[str, str], name: str) -> UUID | None:
     value = headers.get(name)
     return None if value is None else UUID(value)
+
+
+def stored_trace_context(stored: str | None) -> dict[str, str]:
+    """``traceparent`` and ``tracestate`` of an outbox row's ``trace_context``, those present.
+
+    The column holds what the unit of work wrote (a JSON object); anything else in it is
+    ignored rather than allowed to stop the row from being published.
+    """
+    if stored is None:
+        return {}
+    try:
+        carrier: object = json.loads(stored)
+    except ValueError:
+        return {}
+    if not isinstance(carrier, dict):
+        return {}
+    known = cast("dict[str, object]", carrier)
+    return {
+        name: value
+        for name in ("traceparent", "tracestate")
+        if isinstance(value := known.get(name), str)
+    }
 
 
 class Publisher(Protocol):

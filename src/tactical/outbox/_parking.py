@@ -18,7 +18,7 @@ from typing import Any, cast
 from uuid import UUID
 
 import sqlalchemy as sa
-from tactical.outbox._message import OutboxMessage, UndeliverableError
+from tactical.outbox._message import OutboxMessage, UndeliverableError, stored_trace_context
 from tactical.sqlalchemy._schema import outbox_table
 
 __all__ = [
@@ -51,6 +51,7 @@ _COLUMNS = (
     _o.c.occurred_at,
     _o.c.correlation_id,
     _o.c.causation_id,
+    _o.c.trace_context,
 )
 
 
@@ -156,6 +157,7 @@ def _message(row: sa.Row[Any], payload: dict[str, Any]) -> OutboxMessage:
         occurred_at=row.occurred_at,
         correlation_id=row.correlation_id,
         causation_id=row.causation_id,
+        **stored_trace_context(row.trace_context),
     )
 
 

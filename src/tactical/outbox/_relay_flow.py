@@ -44,6 +44,12 @@ from tactical.outbox._parking import (
     plan_batch,
     retry_statement,
 )
+from tactical.outbox._telemetry import (
+    backlog_statement,
+    count_relay_parked,
+    publishing,
+    record_backlog,
+)
 from tactical.sqlalchemy._engine import begin_for_writing, configure_engine
 from tactical.sqlalchemy._schema import outbox_table
 
@@ -281,6 +287,9 @@ class RelayCore:
         SQLite the read and the mark are two short transactions around the publish, so that
         a slow broker never blocks the application's writers.
         """
+        backlog = backlog_statement()  # None unless metrics are collected
+        if backlog is not None:
+            record_backlog((yield from _transaction(_fetch(backlog)))[0])
         if self._leases is not None:
             published, plan, failure = yield from self._partitioned_batch(self._leases)
         elif self._postgres:
@@ -406,7 +415,8 @@ class RelayCore:
         # Each round parks at least one more message, so the loop ends.
         while plan.publish:
             try:
-                yield Publish(plan.publish)
+                with publishing(plan.publish):
+                    yield Publish(plan.publish)
             except UndeliverableError as refusal:
                 after = plan_after_refusal(plan, refusal)
                 if after is None:
@@ -431,6 +441,7 @@ class RelayCore:
             )
         for statement in park_statement(park, now):
             yield from _execute(statement)
+        count_relay_parked(len(park))
         for position, error in park.items():
             _log.warning(
                 "outbox relay parked the row at position %d, which can never be published: %s; "

@@ -151,6 +151,9 @@ outbox_table: sa.Table = sa.Table(
     # ``partition_key % partitions``. Nullable, so that existing outboxes can add it (added
     # in 0.2): a partitioned relay computes it for rows written without it.
     sa.Column("partition_key", sa.Integer, nullable=True),
+    # The W3C trace context (JSON: traceparent, tracestate) of the commit that wrote the
+    # row, when an OpenTelemetry SDK was active; NULL otherwise (added in 0.2).
+    sa.Column("trace_context", sa.Text, nullable=True),
     comment="Events written in the transaction that produced them (transactional outbox).",
 )
 """``tactical_outbox``: every event of a committed aggregate, written in its transaction."""

@@ -253,6 +253,7 @@ OUTBOX_COLUMNS = (
     "correlation_id",
     "causation_id",
     "partition_key",
+    "trace_context",
 )
 SCHEDULED_COLUMNS = (
     "key",

@@ -29,6 +29,7 @@ from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recor
 from tactical._partitions import partition_key
 from tactical._query import Query
 from tactical._stored_keys import id_key, stored_key, unstorable_key
+from tactical._telemetry import current_trace_context
 from tactical._timers import Cancel, TimerWrite
 from tactical._tracing import trace_of
 from tactical._uow import Change
@@ -418,6 +419,7 @@ class DocumentStorage:
             return
         rows: list[tuple[Any, ...]] = []
         keys: dict[int, int] = {}  # id(change) -> its aggregate's partition key, hashed once
+        trace_context = current_trace_context()  # the commit's span: one for every row
         for event in recorded_in_order(c.aggregate for c in changes):
             change = owner.get(id(event))
             if change is None:  # recorded after the snapshot of pending events was taken
@@ -426,11 +428,16 @@ class DocumentStorage:
             key = keys.get(id(change))
             if key is None:
                 key = keys[id(change)] = partition_key(*name)
-            rows.append(self._outbox_row(change, name, event, key))
+            rows.append(self._outbox_row(change, name, event, key, trace_context))
         yield self._statements.insert_outbox.many(rows)
 
     def _outbox_row(
-        self, change: Change, name: tuple[str, str], event: DomainEvent, key: int
+        self,
+        change: Change,
+        name: tuple[str, str],
+        event: DomainEvent,
+        key: int,
+        trace_context: str | None,
     ) -> tuple[Any, ...]:
         record = self._codec.event_to_record(event)
         trace = trace_of(event.event_id, recorded_trace(change.aggregate, event))
@@ -447,6 +454,7 @@ class DocumentStorage:
             trace.correlation_id,
             trace.causation_id,
             key,
+            trace_context,
         )
 
     # -- conflicts ---------------------------------------------------------------------------

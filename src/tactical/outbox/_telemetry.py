@@ -1,0 +1,251 @@
+"""The relay's and the consumers' spans and metrics (OpenTelemetry, when an SDK is configured).
+
+Hooks called from the sans-IO flows (:mod:`tactical.outbox._relay_flow`,
+:mod:`tactical.outbox._inbox_flow`), so that the sync and the async relay and consumers are
+instrumented once. Without an SDK each hook is a lookup and a ``None`` test (see
+:mod:`tactical._telemetry`). Span and attribute names follow the OpenTelemetry messaging
+semantic conventions where they apply (``messaging.operation.type``,
+``messaging.message.id``, ``messaging.batch.message_count``, ...); the rest are
+``tactical.*``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from tactical._telemetry import (
+    NOOP,
+    Activation,
+    Inactive,
+    carrier_context,
+    meter,
+    span_link,
+    tracer,
+)
+from tactical.outbox._message import OutboxMessage
+from tactical.sqlalchemy._schema import outbox_table
+
+__all__ = [
+    "backlog_statement",
+    "consuming",
+    "count_inbox_parked",
+    "count_inbox_retry",
+    "count_relay_parked",
+    "publishing",
+    "record_backlog",
+]
+
+_instruments: dict[tuple[int, str], Any] = {}
+
+
+def _instrument(found: Any, name: str) -> Any:
+    """The instrument ``name`` of meter ``found``, made on first use."""
+    key = (id(found), name)
+    instrument = _instruments.get(key)
+    if instrument is None:
+        kind, unit, description = _INSTRUMENTS[name]
+        instrument = _instruments[key] = getattr(found, f"create_{kind}")(
+            name, unit=unit, description=description
+        )
+    return instrument
+
+
+_INSTRUMENTS: dict[str, tuple[str, str, str]] = {
+    "tactical.outbox.backlog": (
+        "gauge",
+        "{message}",
+        "Outbox rows not yet published nor parked, after the relay's last batch.",
+    ),
+    "tactical.outbox.lag": (
+        "gauge",
+        "s",
+        "Age of the oldest outbox row not yet published nor parked (0 when none).",
+    ),
+    "tactical.outbox.publish.duration": (
+        "histogram",
+        "s",
+        "Time the publisher took to get a batch confirmed (or to fail).",
+    ),
+    "tactical.outbox.published": ("counter", "{message}", "Messages the relay published."),
+    "tactical.outbox.parked": ("counter", "{message}", "Outbox rows the relay parked."),
+    "tactical.inbox.handle.duration": (
+        "histogram",
+        "s",
+        "Time a consumer took to handle a message, retries included.",
+    ),
+    "tactical.inbox.retries": ("counter", "{attempt}", "Attempts a consumer is trying again."),
+    "tactical.inbox.parked": ("counter", "{message}", "Messages a consumer parked."),
+}
+
+
+def _message_attributes(message: OutboxMessage) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "messaging.message.id": str(message.event_id),
+        "tactical.event.type": message.event_type,
+        "tactical.event.id": str(message.event_id),
+        "tactical.aggregate.type": message.aggregate_type,
+        "tactical.aggregate.id": message.aggregate_id,
+        "tactical.outbox.position": message.position,
+    }
+    if message.correlation_id is not None:
+        attributes["messaging.message.conversation_id"] = str(message.correlation_id)
+        attributes["tactical.correlation_id"] = str(message.correlation_id)
+    if message.causation_id is not None:
+        attributes["tactical.causation_id"] = str(message.causation_id)
+    return attributes
+
+
+class _Publishing(Activation):
+    """The relay's ``publish`` span of a batch, and its duration and count metrics."""
+
+    __slots__ = ("_count", "_meter", "_started")
+
+    def __init__(self, found: Any, metered: Any, messages: Sequence[OutboxMessage]) -> None:
+        contexts = {(m.traceparent, m.tracestate) for m in messages if m.traceparent is not None}
+        links = [link for c in contexts if (link := span_link(*c)) is not None]
+        attributes: dict[str, Any] = {
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            "messaging.batch.message_count": len(messages),
+        }
+        if len(messages) == 1:
+            attributes.update(_message_attributes(messages[0]))
+        super().__init__(
+            found,
+            "publish",
+            attributes,
+            kind="PRODUCER",
+            # One commit's events (the usual batch): the publish joins its trace.
+            parent=carrier_context(*next(iter(contexts))) if len(contexts) == 1 else None,
+            links=links,
+        )
+        self._meter = metered
+        self._count = len(messages)
+
+    def __enter__(self) -> Any:
+        self._started = time.perf_counter()
+        return None if self._tracer is None else super().__enter__()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
+    ) -> None:
+        elapsed = time.perf_counter() - self._started
+        if self._meter is not None:
+            attributes = {} if error is None else {"error.type": type(error).__qualname__}
+            _instrument(self._meter, "tactical.outbox.publish.duration").record(elapsed, attributes)
+            if error is None:
+                _instrument(self._meter, "tactical.outbox.published").add(self._count)
+        if self._tracer is not None:
+            super().__exit__(kind, error, tb)
+
+
+def publishing(messages: Sequence[OutboxMessage]) -> Activation | Inactive:
+    """The block around a relay's publish of ``messages``."""
+    found, metered = tracer(), meter()
+    if found is None and metered is None:
+        return NOOP
+    return _Publishing(found, metered, messages)
+
+
+def count_relay_parked(count: int) -> None:
+    """The relay parked ``count`` rows."""
+    metered = meter()
+    if metered is not None and count:
+        _instrument(metered, "tactical.outbox.parked").add(count)
+
+
+def backlog_statement() -> sa.Select[int, Any] | None:
+    """The query of the backlog and the oldest unpublished time, when metrics are on."""
+    if meter() is None:
+        return None
+    t = outbox_table
+    return sa.select(sa.func.count(), sa.func.min(t.c.occurred_at)).where(
+        t.c.published_at.is_(None), t.c.parked_at.is_(None)
+    )
+
+
+def record_backlog(row: Sequence[Any]) -> None:
+    """Record what :func:`backlog_statement` read: how many rows wait, and for how long."""
+    metered = meter()
+    if metered is None:
+        return
+    count, oldest = row
+    _instrument(metered, "tactical.outbox.backlog").set(count)
+    if oldest is not None and oldest.tzinfo is None:  # SQLite: UTC without its offset
+        from datetime import UTC
+
+        oldest = oldest.replace(tzinfo=UTC)
+    from datetime import UTC, datetime
+
+    lag = 0.0 if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+    _instrument(metered, "tactical.outbox.lag").set(lag)
+
+
+class _Consuming(Activation):
+    """A consumer's ``process`` span of a message, continuing its producer's trace."""
+
+    __slots__ = ("_consumer", "_meter", "_outcome", "_started")
+
+    def __init__(self, found: Any, metered: Any, consumer: str, message: OutboxMessage) -> None:
+        attributes = _message_attributes(message)
+        attributes["messaging.operation.type"] = "process"
+        attributes["messaging.operation.name"] = "process"
+        attributes["messaging.consumer.group.name"] = consumer
+        super().__init__(
+            found,
+            f"process {message.event_type}",
+            attributes,
+            kind="CONSUMER",
+            parent=carrier_context(message.traceparent, message.tracestate),
+        )
+        self._meter = metered
+        self._consumer = consumer
+        self._outcome: str | None = None
+
+    def finish(self, outcome: str) -> None:
+        """Note how the message was handled (an :class:`Outcome`'s value)."""
+        self._outcome = outcome
+
+    def __enter__(self) -> Any:
+        self._started = time.perf_counter()
+        return None if self._tracer is None else super().__enter__()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
+    ) -> None:
+        elapsed = time.perf_counter() - self._started
+        outcome = self._outcome if error is None else "error"
+        if self._meter is not None:
+            attributes = {"tactical.consumer": self._consumer, "tactical.outcome": str(outcome)}
+            _instrument(self._meter, "tactical.inbox.handle.duration").record(elapsed, attributes)
+        if self._tracer is not None:
+            if self.span is not None and outcome is not None:
+                self.span.set_attribute("tactical.outcome", outcome)
+            super().__exit__(kind, error, tb)
+
+
+def consuming(consumer: str, message: OutboxMessage) -> _Consuming | Inactive:
+    """The block in which ``consumer`` handles ``message`` (``finish`` it with the outcome)."""
+    found, metered = tracer(), meter()
+    if found is None and metered is None:
+        return NOOP
+    return _Consuming(found, metered, consumer, message)
+
+
+def count_inbox_retry(consumer: str, *, transient: bool) -> None:
+    """``consumer`` tries a message again (``transient``: a conflict, not the message's fault)."""
+    metered = meter()
+    if metered is not None:
+        _instrument(metered, "tactical.inbox.retries").add(
+            1, {"tactical.consumer": consumer, "tactical.transient": transient}
+        )
+
+
+def count_inbox_parked(consumer: str) -> None:
+    """``consumer`` parked a message."""
+    metered = meter()
+    if metered is not None:
+        _instrument(metered, "tactical.inbox.parked").add(1, {"tactical.consumer": consumer})
