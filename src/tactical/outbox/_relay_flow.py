@@ -245,6 +245,7 @@ class RelayCore:
         self._lease_ttl = lease_ttl
         self._leases_created = False
         self._owned: frozenset[int] = frozenset()
+        self._relays_alive = 0
 
     @property
     def name(self) -> str | None:
@@ -264,7 +265,10 @@ class RelayCore:
 
     @property
     def owned_partitions(self) -> frozenset[int]:
-        """The partitions this relay owned during its last batch (empty before the first).
+        """The partitions this relay owned at the commit of its last batch (empty before).
+
+        A partition it gave up in that batch is free for the others once this set no longer
+        has it.
 
         Always empty for a relay without partitions. A partition may have moved to another
         relay since: ownership is checked again, in the database, at every batch.
@@ -328,7 +332,10 @@ class RelayCore:
         if not self._leases_created:
             yield from _transaction(self._create_leases(leases))
             self._leases_created = True
-        outcome, unkeyed = yield from _transaction(self._leased_batch(leases))
+        owned, outcome, unkeyed = yield from _transaction(self._leased_batch(leases))
+        # Only now, committed, are the claims and give-ups true for the other relays: a
+        # partition given up stays locked (and unclaimable) until this commit.
+        self._report_owned(leases, owned)
         if unkeyed:
             yield from _transaction(self._fill_keys(unkeyed))
         return outcome
@@ -342,15 +349,15 @@ class RelayCore:
 
     def _leased_batch(
         self, leases: LeaseStatements
-    ) -> Flow[BatchOp, tuple[_Outcome, list[sa.Row[Any]]]]:
+    ) -> Flow[BatchOp, tuple[frozenset[int], _Outcome, list[sa.Row[Any]]]]:
         owned = yield from self._own_partitions(leases)
         unkeyed = yield from _fetch(unkeyed_aggregates(self._batch_size))
         if not owned:
-            return ((), BatchPlan(()), None), unkeyed
+            return owned, ((), BatchPlan(()), None), unkeyed
         plan = plan_batch((yield from _fetch(leases.rows_of(self._eligible, sorted(owned)))))
         published, plan, failure = yield from self._publish(plan)
         yield from self._record(published, plan.park)
-        return (published, plan, failure), unkeyed
+        return owned, (published, plan, failure), unkeyed
 
     def _own_partitions(self, leases: LeaseStatements) -> Flow[BatchOp, frozenset[int]]:
         """Renew this relay's leases, then claim or give up some to hold its fair share."""
@@ -383,16 +390,20 @@ class RelayCore:
             elif len(owned) < share:
                 claimed = yield from _fetch(leases.claim(share - len(owned)))
                 owned = owned.union(row[0] for row in claimed)
+        self._relays_alive = len(relays)
+        return owned
+
+    def _report_owned(self, leases: LeaseStatements, owned: frozenset[int]) -> None:
+        """Record (and log, when it changed) what this relay owns once its batch committed."""
         if owned != self._owned:
             _log.info(
                 "outbox relay %s owns partitions %s of %d (%d relay(s) alive)",
                 leases.name,
                 sorted(owned) or "none",
                 leases.partitions,
-                len(relays),
+                self._relays_alive,
             )
         self._owned = owned
-        return owned
 
     def _fill_keys(self, unkeyed: Sequence[sa.Row[Any]]) -> Flow[BatchOp, None]:
         for row in unkeyed:
