@@ -12,8 +12,7 @@ entered, the span is the current one (so that what the flow's operations do, a c
 outbox insert or a handler's own commit, sees it), and exited, it ends with the error that
 ended the block, if any.
 
-Timer firings are not traced yet: durable timers will wrap their firing in
-``activation(tracer(), "fire <timer>", ...)`` the same way as the inbox does.
+A timer worker's firing is traced by :func:`tactical.outbox._telemetry.firing_timers`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -29,7 +30,7 @@ import sqlalchemy as sa
 from tactical import EventBus, JsonCodec
 from tactical.outbox import OutboxMessage, OutboxRelay, Outcome, UndeliverableError
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
-from tactical.testing import Counter, CounterTicked
+from tactical.testing import Counter, CounterTicked, MovableClock
 
 __all__ = ["otel"]
 
@@ -292,6 +293,49 @@ def consume_in_another_process(broker: Broker, database: Path, names: list[str])
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
+
+
+class TestTimersAndPartitions:
+    def test_timer_firing_is_a_span_that_its_messages_continue(
+        self, otel: Telemetry, engine: sa.Engine, side: Side
+    ) -> None:
+        """Sync and async: a fired timer's batch is a span; its outbox row carries its trace."""
+        clock = MovableClock()
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.schedule(CounterTicked(uuid4(), 1), at=clock.now() + timedelta(days=1), key="t-1")
+            uow.commit()
+        clock.advance(timedelta(days=2))
+        assert side.timer_worker(engine, clock=clock).fire_due() == 1
+        (fire,) = otel.spans("fire timers")
+        attributes = dict(fire.attributes or {})
+        assert attributes["tactical.timer.keys"] == ("t-1",)
+        assert attributes["tactical.timer.count"] == 1
+        (stored,) = stored_contexts(engine)
+        assert stored is not None
+        assert ids(json.loads(stored)["traceparent"]) == (
+            fire.context.trace_id,  # pyright: ignore[reportOptionalMemberAccess]
+            fire.context.span_id,  # pyright: ignore[reportOptionalMemberAccess]
+        )
+        assert [p.value for p in otel.metrics()["tactical.timer.fired"]] == [1]
+
+    @pytest.mark.postgres
+    def test_a_partitioned_relay_records_which_partitions_it_owns(
+        self, otel: Telemetry, postgres_engine: sa.Engine, side: Side
+    ) -> None:
+        """Sync and async: one gauge point per partition, 1 where the relay owns it, else 0."""
+        relay = side.relay(postgres_engine, RecordingPublisher(), partitions=4, name="relay-a")
+        relay.relay_once()
+        points = otel.metrics()["tactical.relay.partition.owned"]
+        owned = {
+            dict(p.attributes)["tactical.partition"]: p.value
+            for p in points
+            if dict(p.attributes)["tactical.relay.name"] == "relay-a"
+        }
+        assert set(owned) == {0, 1, 2, 3}
+        assert {partition for partition, value in owned.items() if value == 1} == set(
+            relay.owned_partitions
+        )
+        assert relay.owned_partitions
 
 
 class TestAcrossProcesses:

@@ -49,6 +49,7 @@ from tactical.outbox._telemetry import (
     count_relay_parked,
     publishing,
     record_backlog,
+    record_owned_partitions,
 )
 from tactical.sqlalchemy._engine import begin_for_writing, configure_engine
 from tactical.sqlalchemy._schema import outbox_table
@@ -404,6 +405,7 @@ class RelayCore:
                 self._relays_alive,
             )
         self._owned = owned
+        record_owned_partitions(leases.name, leases.partitions, owned)
 
     def _fill_keys(self, unkeyed: Sequence[sa.Row[Any]]) -> Flow[BatchOp, None]:
         for row in unkeyed:
@@ -419,6 +421,7 @@ class RelayCore:
         yield from _transaction(_execute(leases.release()))
         yield from _transaction(_execute(leases.leave()))
         self._owned = frozenset()
+        record_owned_partitions(leases.name, leases.partitions, self._owned)
         _log.info("outbox relay %s released its partitions", leases.name)
 
     def _publish(self, plan: BatchPlan) -> Flow[BatchOp, _Outcome]:

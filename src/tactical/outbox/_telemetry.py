@@ -34,8 +34,10 @@ __all__ = [
     "count_inbox_parked",
     "count_inbox_retry",
     "count_relay_parked",
+    "firing_timers",
     "publishing",
     "record_backlog",
+    "record_owned_partitions",
 ]
 
 _instruments: dict[tuple[int, str], Any] = {}
@@ -78,6 +80,13 @@ _INSTRUMENTS: dict[str, tuple[str, str, str]] = {
     ),
     "tactical.inbox.retries": ("counter", "{attempt}", "Attempts a consumer is trying again."),
     "tactical.inbox.parked": ("counter", "{message}", "Messages a consumer parked."),
+    "tactical.relay.partition.owned": (
+        "gauge",
+        "{partition}",
+        "1 for each outbox partition a partitioned relay owns after its last committed batch, "
+        "0 for the others.",
+    ),
+    "tactical.timer.fired": ("counter", "{message}", "Timers a timer worker fired."),
 }
 
 
@@ -249,3 +258,29 @@ def count_inbox_parked(consumer: str) -> None:
     metered = meter()
     if metered is not None:
         _instrument(metered, "tactical.inbox.parked").add(1, {"tactical.consumer": consumer})
+
+
+def record_owned_partitions(relay: str, partitions: int, owned: frozenset[int]) -> None:
+    """Record which of the ``partitions`` partitions relay ``relay`` owns (1) or not (0)."""
+    metered = meter()
+    if metered is None:
+        return
+    gauge = _instrument(metered, "tactical.relay.partition.owned")
+    for partition in range(partitions):
+        attributes = {"tactical.relay.name": relay, "tactical.partition": partition}
+        gauge.set(1 if partition in owned else 0, attributes)
+
+
+def firing_timers(keys: Sequence[str]) -> Activation | Inactive:
+    """The span of a timer worker's batch firing the timers ``keys`` (their rows point at it)."""
+    metered = meter()
+    if metered is not None and keys:
+        _instrument(metered, "tactical.timer.fired").add(len(keys))
+    found = tracer()
+    if found is None:
+        return NOOP
+    return Activation(
+        found,
+        "fire timers",
+        {"tactical.timer.count": len(keys), "tactical.timer.keys": list(keys)},
+    )

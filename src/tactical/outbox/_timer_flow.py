@@ -28,6 +28,7 @@ from tactical._codec import DeserializationError, JsonCodec, UnknownTypeError
 from tactical._codec_values import show
 from tactical._flow import Flow
 from tactical._partitions import partition_key
+from tactical._telemetry import current_trace_context
 from tactical.outbox._message import backoff_delay
 from tactical.outbox._parking import storable_error
 from tactical.outbox._relay_flow import (
@@ -41,6 +42,7 @@ from tactical.outbox._relay_flow import (
     _fetch,  # pyright: ignore[reportPrivateUsage]
     _transaction,  # pyright: ignore[reportPrivateUsage]
 )
+from tactical.outbox._telemetry import firing_timers
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._schema import outbox_table, scheduled_table
 
@@ -213,7 +215,12 @@ class TimerCore:
                     due.error,
                 )
         if fired:
-            yield from _execute(self._insert_outbox.values(fired))
+            with firing_timers([str(row["aggregate_id"]) for row in fired]):
+                # The fired messages continue the firing's trace, as a commit's events do.
+                trace_context = current_trace_context()
+                if trace_context is not None:
+                    fired = [{**row, "trace_context": trace_context} for row in fired]
+                yield from _execute(self._insert_outbox.values(fired))
         return len(fired)
 
     def _read(self, row: sa.Row[Any]) -> _Due:
