@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -63,8 +64,12 @@ BROKER_PARTITIONS = 4
 RELAY_LEASE = 2.0
 COUNTERS = 40
 WRITERS = 3
-DRAIN = 120.0 + 2 * SECONDS
-"""The longest wait, once the kills stop, for every event to reach the mirrors and the view."""
+DRAIN = 120.0 + 10 * SECONDS
+"""The longest wait, once the kills stop, for every event to reach the mirrors and the view.
+
+Generous: on a loaded machine (two cores shared by the suite's other workers) draining a
+minute of writes took over four minutes.
+"""
 STARTING = 120.0
 """The longest wait for the first workers to run (Python processes start slowly under load)."""
 
@@ -177,15 +182,14 @@ class Owners:
     """Polls who owns each partition: relay leases in PostgreSQL, consumer leases in Redis.
 
     Counts the changes of owner, and the relay partitions taken over from a killed relay
-    (with the longest time from the kill to the takeover).
+    (with the time from the kill to each takeover).
     """
 
     def __init__(self, engine: sa.Engine, pipeline: Pipeline) -> None:
         self.engine, self.pipeline = engine, pipeline
         self.relay_changes = 0
         self.consumer_changes = 0
-        self.takeovers = 0
-        self.longest_takeover = 0.0
+        self.takeovers: list[float] = []
         self.killed_at: dict[str, float] = {}
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
@@ -213,9 +217,7 @@ class Owners:
                     if owner is not None and before is not None and owner != before:
                         self.relay_changes += 1
                         if before in self.killed_at:
-                            self.takeovers += 1
-                            since = time.monotonic() - self.killed_at[before]
-                            self.longest_takeover = max(self.longest_takeover, since)
+                            self.takeovers.append(time.monotonic() - self.killed_at[before])
                     if owner is not None:
                         relays[partition] = owner
                 if broker.broker != "redis":
@@ -350,14 +352,20 @@ def chaos(
             writers.start()
             began = time.monotonic()
             # One of each first (in a random order), then random ones.
+            # Only running workers are killed: under load a replacement takes seconds to
+            # start, and when none of the role wanted runs, one of the other role is killed.
             roles = rng.sample(["relay", "consumer"], 2)
             while time.monotonic() - began < SECONDS:
                 time.sleep(rng.uniform(0.5, 1.5))
-                role = roles.pop(0) if roles else rng.choice(["relay", "consumer"])
-                victim = pipeline.kill_one(role)
+                wanted = roles[0] if roles else rng.choice(["relay", "consumer"])
+                victim = pipeline.kill_one(wanted)
+                if victim is None and not roles:
+                    victim = pipeline.kill_one("consumer" if wanted == "relay" else "relay")
                 if victim is None:
-                    roles.insert(0, role)
-                elif victim.role == "relay":
+                    continue
+                if victim.role in roles:
+                    roles.remove(victim.role)
+                if victim.role == "relay":
                     owners.killed_at[victim.name] = time.monotonic()
             writers.stop()
             stopped = time.monotonic()
@@ -389,10 +397,13 @@ def chaos(
         projecting.set()
         projector.join(30)
     kills = {r: sum(w.role == r for w in pipeline.killed) for r in ("relay", "consumer")}
+    takeovers = owners.takeovers
+    median = statistics.median(takeovers) if takeovers else 0.0
+    longest = max(takeovers, default=0.0)
     print(
         f"{broker.broker}: {SECONDS:.0f}s, {writers.commits} commits, {events} events, "
-        f"kills {kills}, relay takeovers {owners.takeovers} (longest "
-        f"{owners.longest_takeover:.1f}s after the kill), relay owner changes "
+        f"kills {kills}, relay takeovers {len(takeovers)} ({median:.1f}s after the kill in the "
+        f"median, at most {longest:.1f}s), relay owner changes "
         f"{owners.relay_changes}, redis consumer owner changes {owners.consumer_changes}, "
         f"relayed {relayed:.1f}s, drained {drained:.1f}s after the writers stopped (projection {drained_all:.1f}s)"
     )
