@@ -2,7 +2,7 @@
 
 Four relay processes (:mod:`tests.outbox.partitioned_worker`) share the outbox's partitions on
 PostgreSQL and publish to a partitioned broker (RabbitMQ queues, or Redis streams); four
-consumer processes (:mod:`tests.outbox.partition_worker`, two sync and two async) share the
+consumer processes (:mod:`tests.outbox.partition_worker`, sync and async ones) share the
 broker's partitions and apply each event, through the inbox, to a mirror in a database of their
 own; a projection runner follows the outbox in this process. Writer threads meanwhile load a
 counter, tick it and commit, on many counters, while random relays and consumers are SIGKILLed
