@@ -264,6 +264,21 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
+@nox.session(python=COVERAGE_PYTHON, download_python="never")
+def chaos(session: nox.Session) -> None:
+    """Run the pipeline's SIGKILL test (tests/outbox/test_pipeline_chaos.py) for a full minute.
+
+    Four partitioned relays and four consumers, as processes, on RabbitMQ and on Redis, random
+    ones killed while writers commit; the suite runs it for 12 s. ``TACTICAL_CHAOS_SECONDS``
+    sets another length, ``TACTICAL_CHAOS_SEED`` replays a run's choices; it prints, for each
+    broker, the events, kills, takeovers and the time to drain.
+    """
+    _install(session, *_groups("tests"))
+    env = {**INSTALLED, "TACTICAL_CHAOS_SECONDS": os.environ.get("TACTICAL_CHAOS_SECONDS", "60")}
+    test = "tests/outbox/test_pipeline_chaos.py"
+    session.run("pytest", "-n", "0", "-s", test, *session.posargs, env=env)
+
+
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run the example bounded contexts' narrated scenarios (also ``nox -s examples``)."""
