@@ -20,6 +20,7 @@ from tactical._exports import publish as _publish
 from tactical._memory import InMemoryStore, InMemoryUnitOfWork
 from tactical._memory_async import AsyncInMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
+from tactical._process import ProcessManager, ProcessManagerHandler
 from tactical._repository import AsyncRepository, Repository
 from tactical._retry import retry_on_conflict
 from tactical._scheduling import AsyncSchedulingUnitOfWork, SchedulingUnitOfWork
@@ -51,6 +52,8 @@ __all__ = [
     "InvalidStateError",
     "InvariantViolation",
     "JsonCodec",
+    "ProcessManager",
+    "ProcessManagerHandler",
     "Repository",
     "ScheduledMessage",
     "SchedulingUnitOfWork",
