@@ -336,4 +336,3 @@ class TestHandler:
 
         with pytest.raises(TypeError, match="Idle declares no event to handle"):
             ProcessManagerHandler(Idle, InMemoryUnitOfWork(), CommandBus())
-

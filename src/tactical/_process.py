@@ -67,14 +67,14 @@ class ProcessManager(AggregateRoot[KeyT]):
 
     A starting event creates the manager when none is stored under its key (so every
     field but ``id`` needs a default); an advancing event for a process that was never
-    started is ignored. A handler method changes the manager's fields, :meth:`record`\\ s
+    started is ignored. A handler method changes the manager's fields, :meth:`~tactical.AggregateRoot.record`\\ s
     events, asks for commands with :meth:`dispatch` and for timers with :meth:`schedule`
     and :meth:`cancel`, and ends the process with :meth:`complete`.
 
     Stored and version-checked like any aggregate (the default JSON document storage
     needs no mapping). Two fields of its own, keyword-only with defaults, are stored with
     it: ``completed`` (a completed manager ignores every further event) and
-    ``handled_event_ids``, the ids of the last :attr:`remembered_events` events it handled
+    ``handled_event_ids``, the ids of the last ``remembered_events`` events it handled
     (100 by default; set the class attribute to change it): :meth:`handle` applies an
     event whose id is among them no more, so a redelivered event is applied once. Two
     deliveries racing on different processes or units of work both load the same version,
@@ -181,7 +181,7 @@ class ProcessManager(AggregateRoot[KeyT]):
         """Apply ``event`` with the method declared for its type; whether it was applied.
 
         Not applied (False) when the process is completed, or when ``event``'s id is
-        among :attr:`handled_event_ids` (a duplicate delivery).
+        among ``handled_event_ids`` (a duplicate delivery).
 
         Raises:
             TypeError: No method of this manager handles ``event``'s type.
