@@ -20,6 +20,7 @@ from tactical._exports import publish as _publish
 from tactical._memory import InMemoryStore, InMemoryUnitOfWork
 from tactical._memory_async import AsyncInMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
+from tactical._process import ProcessManager, ProcessManagerHandler
 from tactical._query import Field, Predicate, Query
 from tactical._repository import AsyncRepository, Repository
 from tactical._retry import retry_on_conflict
@@ -54,6 +55,8 @@ __all__ = [
     "InvariantViolation",
     "JsonCodec",
     "Predicate",
+    "ProcessManager",
+    "ProcessManagerHandler",
     "Query",
     "Repository",
     "ScheduledMessage",

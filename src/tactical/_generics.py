@@ -14,15 +14,33 @@ from typing import Any, TypeVar
 
 
 def type_bindings(cls: type) -> dict[Any, Any]:
-    """TypeVar -> concrete type, from ``class X(Base[int])``-style generic bases."""
-    bindings: dict[Any, Any] = {}
+    """TypeVar -> concrete type, from ``class X(Base[int])``-style generic bases.
+
+    Bindings pass through generic subclasses: with ``class Saga(AggregateRoot[KeyT])`` and
+    ``class Pickup(Saga[UUID])``, ``Entity``'s ``IdT`` is ``UUID`` in ``Pickup``.
+    """
+    raw: dict[Any, Any] = {}
     for klass in reversed(cls.__mro__):
         for base in getattr(klass, "__orig_bases__", ()):
             origin = typing.get_origin(base)
             parameters = getattr(origin, "__parameters__", ())
             for parameter, argument in zip(parameters, typing.get_args(base), strict=False):
-                bindings[parameter] = substitute(argument, bindings)
-    return bindings
+                if argument is not parameter:
+                    raw[parameter] = argument
+    chained: dict[Any, Any] = {}
+    for parameter, argument in raw.items():
+        seen = {parameter}
+        while isinstance(argument, TypeVar) and argument in raw and argument not in seen:
+            seen.add(argument)
+            argument = raw[argument]
+        if not isinstance(argument, TypeVar):
+            chained[parameter] = argument
+    return {
+        parameter: substitute(
+            raw[parameter] if parameter not in chained else chained[parameter], chained
+        )
+        for parameter in raw
+    }
 
 
 def substitute(annotation: Any, bindings: Mapping[Any, Any]) -> Any:

@@ -16,10 +16,21 @@ from typing import Final, TypeAlias
 from tactical._codec_values import show, unstorable_text
 from tactical._model import DomainEvent
 
-__all__ = ["MAX_TIMER_KEY_LENGTH", "Cancel", "ScheduledMessage", "TimerRequests", "TimerWrite"]
+__all__ = [
+    "HELD_TIMERS",
+    "MAX_TIMER_KEY_LENGTH",
+    "Cancel",
+    "ScheduledMessage",
+    "TimerRequests",
+    "TimerWrite",
+    "timer_writes_of",
+]
 
 MAX_TIMER_KEY_LENGTH: Final = 255
 """The length of ``tactical_scheduled.key``, in characters."""
+
+HELD_TIMERS: Final = "_tactical_timer_requests"
+"""Where an aggregate (a process manager) keeps its TimerRequests, in its ``__dict__``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,18 @@ class TimerRequests:
         self._by_key.pop(key, None)
         self._by_key[key] = Cancel(key)
 
+    def extend(self, writes: tuple[TimerWrite, ...]) -> None:
+        """Take ``writes`` (another transaction part's, already checked) after these."""
+        for write in writes:
+            self._by_key.pop(write.key, None)
+            self._by_key[write.key] = write
+
     def writes(self) -> tuple[TimerWrite, ...]:
         """What the commit writes, one per key, in the order last requested."""
         return tuple(self._by_key.values())
+
+
+def timer_writes_of(aggregate: object) -> tuple[TimerWrite, ...]:
+    """The timer requests ``aggregate`` holds (a process manager's), for the commit."""
+    requests: TimerRequests | None = vars(aggregate).get(HELD_TIMERS)
+    return () if requests is None else requests.writes()

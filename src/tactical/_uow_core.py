@@ -32,7 +32,7 @@ from tactical._query import Query
 from tactical._stored_keys import id_key
 from tactical._structural import structural_state
 from tactical._telemetry import commit_span
-from tactical._timers import TimerRequests, TimerWrite
+from tactical._timers import TimerRequests, TimerWrite, timer_writes_of
 from tactical._tracing import Trace
 from tactical._tracking import (
     DIRTY,
@@ -503,8 +503,19 @@ class UnitOfWorkCore:
         self._timers.cancel(key)
 
     def _timer_writes(self) -> tuple[TimerWrite, ...]:
-        """What the commit being stored writes to the timers, one per key."""
-        return self._timers.writes()
+        """What the commit being stored writes to the timers, one per key.
+
+        The unit of work's own requests, then those of the aggregates it holds (process
+        managers), in the order they were loaded or added; for one key the last one wins.
+        """
+        own = self._timers.writes()
+        held = [timer_writes_of(t.aggregate) for t in self._tracked.values() if not t.removed]
+        if not any(held):
+            return own
+        merged = TimerRequests()
+        for writes in (own, *held):
+            merged.extend(writes)
+        return merged.writes()
 
     # -- commit ------------------------------------------------------------------------------
 

@@ -1,0 +1,359 @@
+"""Process managers: aggregates that coordinate other aggregates over time (sagas).
+
+A :class:`ProcessManager` is an aggregate keyed by a correlation value taken from the events
+it handles. Its methods decorated with :func:`ProcessManager.starts` and
+:func:`ProcessManager.advances` say which event types start it and which move it on, and
+how to read the key from each. Handling an event records events, asks for commands
+(:meth:`ProcessManager.dispatch`, kept on the instance like pending events) and schedules
+timers (:meth:`ProcessManager.schedule`, written by the unit of work's commit).
+:class:`ProcessManagerHandler` feeds it from an :class:`~tactical.EventBus`: load or start,
+apply, commit, then dispatch the commands through a :class:`~tactical.CommandBus`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Generic, TypeVar
+from uuid import UUID
+
+from tactical._bus import EventBus
+from tactical._commands import Command, CommandBus
+from tactical._model import AggregateRoot, DomainEvent
+from tactical._retry import retry_on_conflict
+from tactical._timers import HELD_TIMERS, TimerRequests
+from tactical._uow import UnitOfWork
+
+__all__ = ["ProcessManager", "ProcessManagerHandler"]
+
+KeyT = TypeVar("KeyT")
+K = TypeVar("K")
+E = TypeVar("E", bound=DomainEvent)
+PM = TypeVar("PM", bound="ProcessManager[Any]")
+
+_log = logging.getLogger("tactical.process")
+
+# Kept in the instance's __dict__, not in fields: out of equality, repr and storage.
+_COMMANDS = "_tactical_pending_commands"
+_ROUTE = "__tactical_process_route__"
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    event_type: type[DomainEvent]
+    key: Callable[[Any], Any]
+    starts: bool
+    method_name: str = ""
+
+
+class ProcessManager(AggregateRoot[KeyT]):
+    """An aggregate that coordinates other aggregates over time: a saga.
+
+    Its ``id`` is the correlation key: the value every event of one process carries (a
+    shipment's id). Declare what it reacts to with decorated methods, each taking one event
+    type and saying how to read the key from it::
+
+        class PickupDeadline(ProcessManager[UUID]):
+            carrier: str = ""
+
+            @ProcessManager.starts(LabelPrinted, key=lambda e: e.shipment_id)
+            def label_printed(self, event: LabelPrinted) -> None: ...
+
+            @ProcessManager.advances(PickupScanned, key=lambda e: e.shipment_id)
+            def pickup_scanned(self, event: PickupScanned) -> None:
+                self.complete()
+
+    A starting event creates the manager when none is stored under its key (so every
+    field but ``id`` needs a default); an advancing event for a process that was never
+    started is ignored. A handler method changes the manager's fields, :meth:`~tactical.AggregateRoot.record`\\ s
+    events, asks for commands with :meth:`dispatch` and for timers with :meth:`schedule`
+    and :meth:`cancel`, and ends the process with :meth:`complete`.
+
+    Stored and version-checked like any aggregate (the default JSON document storage
+    needs no mapping). Two fields of its own, keyword-only with defaults, are stored with
+    it: ``completed`` (a completed manager ignores every further event) and
+    ``handled_event_ids``, the ids of the last ``remembered_events`` events it handled
+    (100 by default; set the class attribute to change it): :meth:`handle` applies an
+    event whose id is among them no more, so a redelivered event is applied once. Two
+    deliveries racing on different processes or units of work both load the same version,
+    and the second commit raises :class:`~tactical.ConcurrencyError`; retried, it reloads
+    and finds the event handled. An event older than the remembered window is not
+    recognised: fed from a broker, put the consumer's inbox in front (it deduplicates
+    every delivery for as long as its rows are kept).
+
+    .. versionadded:: 0.2.0
+    """
+
+    remembered_events: ClassVar[int] = 100
+    _routes: ClassVar[dict[type[DomainEvent], _Route]] = {}
+
+    completed: bool = field(default=False, kw_only=True)
+    handled_event_ids: list[UUID] = field(default_factory=list[UUID], kw_only=True)
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        routes: dict[type[DomainEvent], _Route] = {}
+        for base in reversed(cls.__mro__[1:]):
+            routes.update(getattr(base, "_routes", {}))
+        for name, member in vars(cls).items():
+            route: _Route | None = getattr(member, _ROUTE, None)
+            if route is None:
+                continue
+            for known in routes.values():
+                if (
+                    known.event_type is route.event_type
+                    and known.method_name != name
+                    and known.method_name in vars(cls)
+                ):
+                    raise TypeError(
+                        f"{cls.__qualname__} handles {route.event_type.__qualname__} twice, "
+                        f"in {known.method_name}() and {name}(): one method per event type"
+                    )
+            routes[route.event_type] = _Route(route.event_type, route.key, route.starts, name)
+        cls._routes = routes
+
+    # -- declaring -------------------------------------------------------------------------
+
+    @staticmethod
+    def starts(
+        event_type: type[E], *, key: Callable[[E], K]
+    ) -> Callable[[Callable[[PM, E], None]], Callable[[PM, E], None]]:
+        """Declare the decorated method as the handler of ``event_type``, which starts a process.
+
+        Args:
+            event_type: The event class this method handles (exactly it, not subclasses).
+            key: Reads the correlation key (the manager's ``id``) from such an event.
+
+        .. versionadded:: 0.2.0
+        """
+        return _declaring(event_type, key, starts=True)
+
+    @staticmethod
+    def advances(
+        event_type: type[E], *, key: Callable[[E], K]
+    ) -> Callable[[Callable[[PM, E], None]], Callable[[PM, E], None]]:
+        """Declare the decorated method as the handler of ``event_type``, for a started process.
+
+        Args:
+            event_type: The event class this method handles (exactly it, not subclasses).
+            key: Reads the correlation key (the manager's ``id``) from such an event.
+
+        .. versionadded:: 0.2.0
+        """
+        return _declaring(event_type, key, starts=False)
+
+    @classmethod
+    def handled_event_types(cls) -> tuple[type[DomainEvent], ...]:
+        """The event types this manager's methods handle, starting ones first."""
+        routes = cls._routes.values()
+        return tuple(r.event_type for r in sorted(routes, key=lambda r: not r.starts))
+
+    @classmethod
+    def starts_on(cls, event: DomainEvent) -> bool:
+        """Whether ``event`` may start a process of this manager."""
+        return cls._route(event).starts
+
+    @classmethod
+    def correlation_key(cls, event: DomainEvent) -> KeyT:
+        """The key of the process ``event`` belongs to, read as its decorator says.
+
+        Raises:
+            TypeError: This manager handles no event of ``event``'s type.
+        """
+        return cls._route(event).key(event)  # type: ignore[no-any-return]
+
+    @classmethod
+    def _route(cls, event: DomainEvent) -> _Route:
+        route = cls._routes.get(type(event))
+        if route is None:
+            handled = ", ".join(t.__qualname__ for t in cls.handled_event_types()) or "none"
+            raise TypeError(
+                f"{cls.__qualname__} does not handle {type(event).__qualname__} "
+                f"(it handles: {handled})"
+            )
+        return route
+
+    # -- reacting --------------------------------------------------------------------------
+
+    def handle(self, event: DomainEvent) -> bool:
+        """Apply ``event`` with the method declared for its type; whether it was applied.
+
+        Not applied (False) when the process is completed, or when ``event``'s id is
+        among ``handled_event_ids`` (a duplicate delivery).
+
+        Raises:
+            TypeError: No method of this manager handles ``event``'s type.
+            ValueError: ``event``'s key is not this manager's ``id``.
+        """
+        route = self._route(event)
+        key = route.key(event)
+        if key != self.id:
+            raise ValueError(
+                f"{type(event).__qualname__} {event.event_id} belongs to process {key!r}, "
+                f"not to {type(self).__qualname__} {self.id!r}"
+            )
+        if self.completed or event.event_id in self.handled_event_ids:
+            return False
+        getattr(self, route.method_name)(event)
+        self.handled_event_ids.append(event.event_id)
+        excess = len(self.handled_event_ids) - self.remembered_events
+        if excess > 0:
+            del self.handled_event_ids[:excess]
+        return True
+
+    def complete(self) -> None:
+        """End the process: from now on it ignores every event (timers are left as they are)."""
+        self.completed = True
+
+    def dispatch(self, command: Command[Any]) -> None:
+        """Ask for ``command`` to be dispatched once this manager's changes are committed.
+
+        Kept on the instance, out of its stored state, as pending events are;
+        :class:`ProcessManagerHandler` dispatches them after the commit, in order.
+
+        Raises:
+            TypeError: ``command`` is not a :class:`~tactical.Command`.
+        """
+        candidate: object = command
+        if not isinstance(candidate, Command):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(
+                f"{type(self).__qualname__}.dispatch() takes a Command, got {command!r}"
+            )
+        vars(self).setdefault(_COMMANDS, []).append(command)
+
+    @property
+    def pending_commands(self) -> tuple[Command[Any], ...]:
+        """The commands asked for and not yet pulled, oldest first."""
+        return tuple(vars(self).get(_COMMANDS, ()))
+
+    def pull_commands(self) -> tuple[Command[Any], ...]:
+        """Return the pending commands, oldest first, and forget them."""
+        pulled = self.pending_commands
+        vars(self).pop(_COMMANDS, None)
+        return pulled
+
+    def schedule(self, message: DomainEvent, *, at: datetime, key: str | None = None) -> str:
+        """Schedule ``message`` for ``at``, stored by the commit that stores this manager.
+
+        The unit of work that holds the manager writes the timer in the same transaction
+        (see :meth:`tactical.InMemoryUnitOfWork.schedule` for ``at`` and ``key``); a
+        rollback drops it. Returns the timer's key.
+
+        Raises:
+            TypeError: ``message`` is not a DomainEvent, ``at`` not a datetime.
+            ValueError: ``at`` is naive, or ``key`` cannot be stored.
+        """
+        return self._timer_requests().schedule(message, at, key)
+
+    def cancel(self, key: str) -> None:
+        """Cancel the timer ``key`` with the commit that stores this manager."""
+        self._timer_requests().cancel(key)
+
+    def _timer_requests(self) -> TimerRequests:
+        requests: TimerRequests | None = vars(self).get(HELD_TIMERS)
+        if requests is None:
+            requests = vars(self)[HELD_TIMERS] = TimerRequests()
+        return requests
+
+    def clear_events(self) -> None:
+        """Forget the pending events and timer requests (commands stay until pulled)."""
+        super().clear_events()
+        vars(self).pop(HELD_TIMERS, None)
+
+
+def _declaring(
+    event_type: type[E], key: Callable[[E], K], *, starts: bool
+) -> Callable[[Callable[[PM, E], None]], Callable[[PM, E], None]]:
+    candidate: object = event_type
+    if not (isinstance(candidate, type) and issubclass(candidate, DomainEvent)):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(f"a process manager handles DomainEvent subclasses, got {event_type!r}")
+    if not callable(key):
+        raise TypeError(f"key for {event_type.__qualname__} must be callable, got {key!r}")
+
+    def decorate(method: Callable[[PM, E], None]) -> Callable[[PM, E], None]:
+        setattr(method, _ROUTE, _Route(event_type, key, starts))
+        return method
+
+    return decorate
+
+
+M = TypeVar("M", bound=ProcessManager[Any])
+
+
+class ProcessManagerHandler(Generic[M]):
+    """Feeds a :class:`ProcessManager` type the events it handles, one transaction each.
+
+    For each event: in ``uow``, load the manager under the event's key (or create it,
+    ``manager_type(key)``, when the event starts a process and none is stored),
+    :meth:`~ProcessManager.handle` the event and commit; when the block has ended, dispatch
+    the commands the manager asked for through ``commands``, in order. A commit refused
+    by optimistic concurrency is retried with :func:`~tactical.retry_on_conflict` (it
+    reloads, and finds the event handled if the other writer handled it). Commands are
+    dispatched in process after the commit: a crash between the two loses them; for a
+    command that must survive one, record an event and let its handler (fed through the
+    outbox) dispatch it.
+
+    ``uow`` may be the very unit of work whose commit published the event (handlers run
+    once its block has ended). Its timers are stored only by tactical's units of work.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, manager_type: type[M], uow: UnitOfWork, commands: CommandBus) -> None:
+        candidate: object = manager_type
+        if not (isinstance(candidate, type) and issubclass(candidate, ProcessManager)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(
+                f"ProcessManagerHandler takes a ProcessManager subclass, got {manager_type!r}"
+            )
+        if not manager_type.handled_event_types():
+            raise TypeError(f"{manager_type.__qualname__} declares no event to handle")
+        self._type = manager_type
+        self._uow = uow
+        self._commands = commands
+
+    def subscribe(self, bus: EventBus) -> None:
+        """Subscribe this handler to every event type its manager handles on ``bus``."""
+        for event_type in self._type.handled_event_types():
+            bus.subscribe(event_type, self)
+
+    def __call__(self, event: DomainEvent) -> None:
+        """Apply ``event`` to its process and commit, then dispatch the commands asked for."""
+        commands = retry_on_conflict(lambda: self._apply(event))
+        for command in commands:
+            self._commands.dispatch(command)
+
+    def _apply(self, event: DomainEvent) -> tuple[Command[Any], ...]:
+        manager_type = self._type
+        key = manager_type.correlation_key(event)
+        uow = self._uow
+        with uow:
+            repository = uow.repository(manager_type)
+            manager = repository.get(key)
+            if manager is None:
+                if not manager_type.starts_on(event):
+                    _log.info(
+                        "%s %s ignored: no %s %r was started",
+                        type(event).__qualname__,
+                        event.event_id,
+                        manager_type.__qualname__,
+                        key,
+                    )
+                    return ()
+                manager = _started(manager_type, key)
+                repository.add(manager)
+            if not manager.handle(event):
+                return ()
+            uow.commit()
+        return manager.pull_commands()
+
+
+def _started(manager_type: type[M], key: object) -> M:
+    try:
+        return manager_type(key)
+    except TypeError as refused:
+        raise TypeError(
+            f"cannot start {manager_type.__qualname__} {key!r} with {manager_type.__qualname__}"
+            f"({key!r}): give every field but id a default ({refused})"
+        ) from refused
