@@ -28,7 +28,7 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 # Coverage is measured on one Python: the code has no version-specific branches, and tracing
 # makes the suite slower.
 COVERAGE_PYTHON = "3.11"
-EXTRAS = "sql,postgres,async,asyncpg,rabbitmq,redis,testing"
+EXTRAS = "sql,postgres,async,asyncpg,rabbitmq,redis,testing,otel"
 ROOT = Path(__file__).parent
 DIST = ROOT / "build" / "nox-dist"
 # Tells the root conftest.py that tactical must be imported from the session's site-packages.
