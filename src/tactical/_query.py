@@ -21,7 +21,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from decimal import Decimal
-from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
 from tactical._codec_values import uuid_text
@@ -312,7 +312,8 @@ class Field:
         where, raw = self._where(), tuple(values)
         return OneOf(self.path, tuple(json_scalar(v, where=where) for v in raw), raw)
 
-    __hash__ = None  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+    # == builds a Predicate, so a Field is not hashable (as a dataclass with eq and no hash).
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # pyright: ignore[reportIncompatibleMethodOverride]
 
     def __repr__(self) -> str:
         return self._where()
