@@ -127,7 +127,14 @@ def eligible_rows(batch_size: int, dialect: str) -> sa.Select[*tuple[Any, ...]]:
 
 def read_message(row: sa.Row[Any]) -> OutboxMessage | str:
     """The message of a row from :func:`eligible_rows`, or why it cannot be read."""
-    raw: object = row.raw_payload
+    payload = read_payload(row.raw_payload)
+    if isinstance(payload, str):
+        return payload
+    return _message(row, payload)
+
+
+def read_payload(raw: object) -> dict[str, Any] | str:
+    """A stored payload (JSON text or UTF-8 bytes) as a JSON object, or why it is not one."""
     try:
         text = raw.decode() if isinstance(raw, bytes) else raw
         if not isinstance(text, str):
@@ -141,7 +148,7 @@ def read_message(row: sa.Row[Any]) -> OutboxMessage | str:
         return f"payload is not JSON: {error}"
     if not isinstance(payload, dict):
         return f"payload is not a JSON object but {type(payload).__name__}"
-    return _message(row, cast("dict[str, Any]", payload))
+    return cast("dict[str, Any]", payload)
 
 
 def _message(row: sa.Row[Any], payload: dict[str, Any]) -> OutboxMessage:

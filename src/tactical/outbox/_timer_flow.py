@@ -12,12 +12,11 @@ LOCKED``, so several workers share the due rows without firing one twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 from uuid import UUID
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,7 +29,7 @@ from tactical._flow import Flow
 from tactical._partitions import partition_key
 from tactical._telemetry import current_trace_context
 from tactical.outbox._message import backoff_delay
-from tactical.outbox._parking import storable_error
+from tactical.outbox._parking import read_payload, storable_error
 from tactical.outbox._relay_flow import (
     BEGIN,
     BEGIN_FOR_WRITING,
@@ -251,20 +250,9 @@ class TimerCore:
 
     def _unreadable(self, row: sa.Row[Any]) -> dict[str, Any] | str:
         """The row's payload, or why it cannot be read back as its message."""
-        raw: object = row.raw_payload
-        try:
-            text = raw.decode() if isinstance(raw, bytes) else raw
-            if not isinstance(text, str):
-                return f"payload is not JSON text but {type(raw).__name__}"
-            payload: object = json.loads(text)
-        except UnicodeDecodeError as error:
-            return f"payload is not UTF-8: {error}"
-        except RecursionError:
-            return "payload is nested deeper than Python's recursion limit"
-        except ValueError as error:
-            return f"payload is not JSON: {error}"
-        if not isinstance(payload, dict):
-            return f"payload is not a JSON object but {type(payload).__name__}"
+        payload = read_payload(row.raw_payload)
+        if isinstance(payload, str):
+            return payload
         try:
             self._codec.event_from_record(
                 row.message_type,
@@ -274,7 +262,7 @@ class TimerCore:
             )
         except (UnknownTypeError, DeserializationError) as error:
             return str(error)
-        return cast("dict[str, Any]", payload)
+        return payload
 
     # -- parked rows -------------------------------------------------------------------------
 
