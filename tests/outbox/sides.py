@@ -21,6 +21,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Callable, Coroutine, Sequence
+from types import TracebackType
 from typing import Any, TypeVar
 
 import redis
@@ -80,6 +81,34 @@ def passing(messages: Sequence[OutboxMessage]) -> Flow[Sequence[OutboxMessage], 
     yield messages
 
 
+class _ReleaseFails(SqlAlchemyUnitOfWork):
+    """A unit of work whose block raises after it ended normally (its work done)."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        super().__exit__(exc_type, exc, traceback)
+        if exc_type is None:
+            raise ConnectionError("connection lost while it was released")
+
+
+class _AsyncReleaseFails(AsyncSqlAlchemyUnitOfWork):
+    """The async :class:`_ReleaseFails`."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await super().__aexit__(exc_type, exc, traceback)
+        if exc_type is None:
+            raise ConnectionError("connection lost while it was released")
+
+
 class SyncSide:
     """The sync API: OutboxRelay and the sync publishers, called directly."""
 
@@ -113,10 +142,21 @@ class SyncSide:
         return value
 
     def inbox(
-        self, engine: sa.Engine, name: str = "mirror", bus: EventBus | None = None, **options: Any
+        self,
+        engine: sa.Engine,
+        name: str = "mirror",
+        bus: EventBus | None = None,
+        *,
+        release_fails: bool = False,
+        **options: Any,
     ) -> InboxConsumer[SqlAlchemyUnitOfWork]:
-        """An InboxConsumer on ``engine`` (its units of work publish on ``bus``)."""
-        return InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine, bus), name, **options)
+        """An InboxConsumer on ``engine`` (its units of work publish on ``bus``).
+
+        With ``release_fails``, every block of its units of work raises ``ConnectionError``
+        after it has ended normally, as a connection lost while it is released would.
+        """
+        kind = _ReleaseFails if release_fails else SqlAlchemyUnitOfWork
+        return InboxConsumer(lambda: kind(engine, bus), name, **options)
 
     def handler(self, flow: HandlerFlow) -> Callable[[Any, Any], None]:
         """``flow`` as a sync handler."""
@@ -212,14 +252,19 @@ class AsyncSide:
         return _AsyncWrapped(publisher, behaviour)
 
     def inbox(
-        self, engine: sa.Engine, name: str = "mirror", bus: EventBus | None = None, **options: Any
+        self,
+        engine: sa.Engine,
+        name: str = "mirror",
+        bus: EventBus | None = None,
+        *,
+        release_fails: bool = False,
+        **options: Any,
     ) -> DrivenInbox:
-        """An AsyncInboxConsumer on ``engine``'s database, driven on the side's loop."""
+        """An AsyncInboxConsumer on ``engine``'s database, driven on the side's loop (see
+        :meth:`SyncSide.inbox` for ``release_fails``)."""
         database = self.async_engine(engine)
-        return DrivenInbox(
-            self,
-            AsyncInboxConsumer(lambda: AsyncSqlAlchemyUnitOfWork(database, bus), name, **options),
-        )
+        kind = _AsyncReleaseFails if release_fails else AsyncSqlAlchemyUnitOfWork
+        return DrivenInbox(self, AsyncInboxConsumer(lambda: kind(database, bus), name, **options))
 
     def handler(self, flow: HandlerFlow) -> Callable[[Any, Any], Coroutine[Any, Any, None]]:
         """``flow`` as an ``async def`` handler (each yielded awaitable is awaited)."""

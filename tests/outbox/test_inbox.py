@@ -248,6 +248,21 @@ class TestRetriesAndParking:
         assert f"held back: event {x1.event_id}" in second.error
         assert (first.attempts, second.attempts) == (1, 0)
 
+    def test_a_failure_after_the_commit_neither_parks_nor_redoes_the_message(
+        self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
+    ) -> None:
+        """An error closing the unit of work after its commit leaves the outcome HANDLED."""
+        (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
+        (message,) = relayed(sqlite_engine)
+        handler = Flaky(0)
+        consumer = side.inbox(consumer_engine, "mirror", release_fails=True, max_attempts=1)
+        consumer.subscribe(CounterTicked, side.handler(handler.flow))
+        assert consumer.handle(message) is Outcome.HANDLED
+        assert consumer.handle(message) is Outcome.DUPLICATE
+        assert mirrors(consumer_engine) == {counter_id: [1]}
+        assert dead_letters(consumer_engine) == []
+        assert inbox_rows(consumer_engine) == [("mirror", message.event_id)]
+
     def test_retry_parked_handles_them_in_order_once_the_cause_is_fixed(
         self, side: Side, sqlite_engine: sa.Engine, consumer_engine: sa.Engine
     ) -> None:

@@ -11,7 +11,6 @@ only supplies how to open and close a unit of work and how to sleep.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
 import logging
@@ -299,8 +298,20 @@ class InboxCore(Generic[U]):
         # The unit of work dispatches what it committed on its in-process bus as the block
         # ends: EventHandlerError then means committed, only subscribers of that bus failed,
         # and the bus has logged them.
-        with contextlib.suppress(EventHandlerError):
+        try:
             yield Close(uow, None)
+        except EventHandlerError:
+            pass
+        except Exception as failure:
+            # The body finished: what it committed stands and what it did not is rolled back
+            # with the connection, so its outcome is the message's. Counting this as a failed
+            # attempt would park (or redo) a message whose effect is already stored.
+            _log.warning(
+                "consumer %s: closing the unit of work failed after the attempt ended (%s); "
+                "the attempt's outcome stands",
+                self._name,
+                _first_line(failure),
+            )
         return result
 
     def _attempt(self, uow: Any, message: OutboxMessage) -> Flow[InboxOp, Outcome]:
