@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import warnings
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, NewType, TypeVar
@@ -14,6 +15,7 @@ import pytest
 from tactical import (
     AggregateRoot,
     EventBus,
+    EventHandlerError,
     InMemoryStore,
     InMemoryUnitOfWork,
     UncommittedChangesWarning,
@@ -408,6 +410,32 @@ class TestDispatchAtTheBlocksEnd:
         [warning] = [w.message for w in warned]
         assert isinstance(warning, UncommittedChangesWarning)
         assert set(warning.aggregates) == {(Counter, counter.id), (Counter, created[0].id)}
+
+    def test_a_warning_turned_error_does_not_replace_a_handler_failure(self) -> None:
+        """Under ``-W error`` the block raises EventHandlerError, the warning a note on it."""
+        bus = EventBus()
+
+        def fails(event: CounterTicked) -> None:
+            raise LookupError(f"no mirror for {event.counter_id}")
+
+        bus.subscribe(CounterTicked, fails)
+        uow = InMemoryUnitOfWork(bus)
+        counter = Counter(uuid4(), "visits")
+
+        def commit_then_change() -> None:
+            with uow:
+                uow.repository(Counter).add(counter)
+                counter.tick()
+                uow.commit()
+                counter.rename("lost")
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(EventHandlerError, match="committed") as raised:
+                commit_then_change()
+        notes = getattr(raised.value, "__notes__", [])
+        assert any(note.startswith("UncommittedChangesWarning") for note in notes), notes
+        assert any("changed after" in note for note in notes), notes
 
     def test_a_commit_without_events_dispatches_nothing(self) -> None:
         """A block whose commit saved no event leaves the bus alone."""

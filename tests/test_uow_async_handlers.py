@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from uuid import UUID
+import warnings
+from uuid import UUID, uuid4
 
 import pytest
 from tests.test_uow_async import saved, stored
@@ -12,6 +13,7 @@ from tactical import (
     AsyncInMemoryUnitOfWork,
     DomainEvent,
     EventBus,
+    EventHandlerError,
     InMemoryStore,
     Trace,
     current_trace,
@@ -146,3 +148,31 @@ class TestAsyncHandlers:
             (await uow.repository(Counter).require(counter.id)).rename("again")
             await uow.commit()
         assert delivered == ["again"]
+
+
+class TestWarningsAsErrors:
+    async def test_a_warning_turned_error_does_not_replace_a_handler_failure(self) -> None:
+        """Under ``-W error`` the block raises EventHandlerError, the warning a note on it."""
+        bus = EventBus()
+
+        async def fails(event: CounterTicked) -> None:
+            raise LookupError(f"no mirror for {event.counter_id}")
+
+        bus.subscribe(CounterTicked, fails)
+        uow = AsyncInMemoryUnitOfWork(bus)
+        counter = Counter(uuid4(), "visits")
+
+        async def commit_then_change() -> None:
+            async with uow:
+                uow.repository(Counter).add(counter)
+                counter.tick()
+                await uow.commit()
+                counter.rename("lost")
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(EventHandlerError, match="committed") as raised:
+                await commit_then_change()
+        notes = getattr(raised.value, "__notes__", [])
+        assert any(note.startswith("UncommittedChangesWarning") for note in notes), notes
+        assert any("changed after" in note for note in notes), notes

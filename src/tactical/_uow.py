@@ -160,9 +160,12 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
     ) -> None:
         try:
             self._run(self._exit_flow(exc))
-        finally:
+        except BaseException as failure:
             if self._unsaved is not None:
-                self._warn_unsaved(stacklevel=2)
+                self._warn_unsaved(stacklevel=2, during=failure)
+            raise
+        if self._unsaved is not None:
+            self._warn_unsaved(stacklevel=2)
 
     def _run(self, flow: Flow[Op, None]) -> None:
         """Carry out ``flow``'s operations by calling the hooks they name."""

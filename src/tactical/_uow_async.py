@@ -161,9 +161,12 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
     ) -> None:
         try:
             await run_async(self._exit_flow(exc), self._perform)
-        finally:
+        except BaseException as failure:
             if self._unsaved is not None:
-                self._warn_unsaved(stacklevel=2)
+                self._warn_unsaved(stacklevel=2, during=failure)
+            raise
+        if self._unsaved is not None:
+            self._warn_unsaved(stacklevel=2)
 
     async def _perform(self, op: Op) -> object:
         return await getattr(self, op[0])(*op[1:])

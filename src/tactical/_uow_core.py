@@ -270,11 +270,24 @@ class UnitOfWorkCore:
             return Leftovers(uncommitted, after_commit, after_block, timer_keys)
         return None
 
-    def _warn_unsaved(self, stacklevel: int) -> None:
-        """Raise the warnings the last ``_exit_flow`` left, ``stacklevel`` frames up."""
+    def _warn_unsaved(self, stacklevel: int, during: BaseException | None = None) -> None:
+        """Raise the warnings the last ``_exit_flow`` left, ``stacklevel`` frames up.
+
+        ``during`` is the exception the block's end raises (an ``EventHandlerError``): a
+        warning turned into an error (``-W error``) must not replace it, so it becomes a
+        note on it instead.
+        """
         leftovers, self._unsaved = self._unsaved, None
-        if leftovers is not None:
+        if leftovers is None:
+            return
+        try:
             leftovers.warn(type(self).__name__, stacklevel + 1)
+        except Warning as warning:
+            if during is None:
+                raise
+            during.add_note(
+                f"{type(warning).__name__} (an error by the warnings filter): {warning}"
+            )
 
     def _reset(self) -> None:
         # Repositories go too: each refers to this unit of work, a cycle that would keep a
