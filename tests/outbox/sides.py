@@ -305,14 +305,26 @@ class AsyncSide:
         """Run the closers, dispose of the engines, stop the loop (once)."""
         if self.loop.is_closed():
             return
+        # Everything is closed even when something fails to close: a connection left open
+        # (idle in a transaction, on PostgreSQL) would hold locks other tests wait for.
         closers, self._closers = self._closers, []
+        failures: list[Exception] = []
+
+        def attempt(close: Callable[[], Coroutine[Any, Any, object]]) -> None:
+            try:
+                self.call(close())
+            except Exception as failure:
+                failures.append(failure)
+
         for closer in closers:
-            self.call(closer())
+            attempt(closer)
         for engine in self._engines.values():
-            self.call(engine.dispose())
+            attempt(engine.dispose)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+        if failures:
+            raise ExceptionGroup("closing the async side failed", failures)
 
 
 async def _make_engine(url: sa.URL) -> AsyncEngine:
