@@ -1,4 +1,4 @@
-"""Fixtures for the insurance example's tests: a fixed clock and ready-made policies."""
+"""Fixtures for the insurance example's tests: a clock they move and ready-made policies."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import uuid4
 
-from examples.insurance.policy.clock import SYSTEM_CLOCK, Clock, FixedClock, today
+from examples.insurance.policy.clock import SYSTEM_CLOCK, Clock, today
 from examples.insurance.policy.model import InsurancePolicy, Policyholder
 from examples.insurance.policy.values import Address, DateRange, Money
+from tactical.testing import MovableClock
 
 # The date every rule test runs on: tests never depend on today's date.
 TODAY = date(2026, 3, 15)
 COVERAGE = DateRange(date(2026, 3, 1), date(2027, 3, 1))
 
 
-def fixed_clock(day: date = TODAY) -> FixedClock:
-    """A clock standing at noon UTC on ``day``."""
-    return FixedClock(datetime(day.year, day.month, day.day, 12, tzinfo=UTC))
+def fixed_clock(day: date = TODAY) -> MovableClock:
+    """A clock standing at noon UTC on ``day`` until a test moves it."""
+    return MovableClock(datetime(day.year, day.month, day.day, 12, tzinfo=UTC))
 
 
 def usd(amount: str) -> Money:
