@@ -3,46 +3,21 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from tests.postgres import postgres_url
 
 import sqlalchemy as sa
 from examples.insurance import app
 from examples.insurance.billing.acl import policy_reference
 from examples.insurance.billing.model import Amount, ScheduleStatus
 from examples.insurance.policy.model import ClaimStatus, PolicyStatus
-from examples.insurance.policy.sql import metadata as policy_metadata
 from examples.insurance.policy.values import Address, Money
 from examples.insurance.tests.conftest import COVERAGE, TODAY, fixed_clock, usd
 from tactical import AggregateNotFound, DomainError, DomainEvent, InvariantViolation
-from tactical.sqlalchemy import metadata as tactical_metadata
-
-
-@pytest.fixture
-def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'insurance.sqlite3'}")
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def postgres_engine() -> Iterator[sa.Engine]:
-    engine = sa.create_engine(postgres_url())
-    app.on_database(engine)  # creates the tables
-    tables = [*policy_metadata.sorted_tables, *tactical_metadata.sorted_tables]
-    with engine.begin() as connection:
-        connection.exec_driver_sql(
-            f"TRUNCATE {', '.join(t.name for t in tables)} RESTART IDENTITY CASCADE"
-        )
-    yield engine
-    engine.dispose()
-
 
 Factory = Callable[[], app.Insurance]
 
