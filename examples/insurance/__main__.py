@@ -169,6 +169,12 @@ def expire_through_a_timer(
     insurance.policies.renew_policy(policy_id, date(2028, 7, 1))
     say(f"10. On {clock.now():%Y-%m-%d} renewed it until 2028-07-01; the same transaction")
     say(f"    scheduled its timer again under the same key: {timers(engine)}")
+    schedule = insurance.billing.schedule_for(policy_reference(policy_id))
+    assert schedule is not None  # noqa: S101  (the narrated flow guarantees it)
+    say(
+        f"    Billing, fed by PolicyRenewed, now bills until {schedule.ends_before}: "
+        f"{len(schedule.installments())} installments."
+    )
 
     clock.set(datetime(2027, 7, 1, 8, 0, tzinfo=UTC))
     fired = insurance.timers.fire_due()

@@ -38,9 +38,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from examples.insurance.app import insurance_codec, policy_inbox
-from examples.insurance.billing.acl import start_billing, stop_billing
+from examples.insurance.billing.acl import extend_billing, start_billing, stop_billing
 from examples.insurance.policy.clock import SYSTEM_CLOCK, Clock
-from examples.insurance.policy.events import PolicyCancelled, PolicyCoverageEnded, PolicyIssued
+from examples.insurance.policy.events import (
+    PolicyCancelled,
+    PolicyCoverageEnded,
+    PolicyIssued,
+    PolicyRenewed,
+)
 from tactical.outbox import InboxConsumer, OutboxRelay, TimerWorker
 from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, create_schema
@@ -60,6 +65,7 @@ def billing_inbox(engine: sa.Engine) -> InboxConsumer[SqlAlchemyUnitOfWork]:
         lambda: SqlAlchemyUnitOfWork(engine, codec=codec), "insurance.billing", codec=codec
     )
     inbox.subscribe(PolicyIssued, start_billing)
+    inbox.subscribe(PolicyRenewed, extend_billing)
     inbox.subscribe(PolicyCancelled, stop_billing)
     return inbox
 
@@ -74,7 +80,10 @@ def billing_consumer(
         amqp,
         queue=queue,
         exchange=exchange,
-        routing_keys=[codec.type_name(PolicyIssued), codec.type_name(PolicyCancelled)],
+        routing_keys=[
+            codec.type_name(event_type)
+            for event_type in (PolicyIssued, PolicyRenewed, PolicyCancelled)
+        ],
     )
 
 

@@ -38,9 +38,9 @@ def test_narrated_scenario_runs_and_shows_the_refused_claim() -> None:
     assert "refused: InvalidStateError: Cannot cancel policy with 1 pending claim(s)" in out
     assert "started a monthly schedule of 12 installments of 42.50 GBP" in out
     assert "Billing stopped the schedule from 2026-06-20: 4 installments billed" in out
-    # 10 for the first policy, 5 for the second: PolicyIssued, PaymentScheduleStarted,
-    # PolicyRenewed, the fired PolicyCoverageEnded and PolicyExpired.
-    assert "Outbox rows written in the same transactions as the changes: 15" in out
+    # 10 for the first policy, 6 for the second: PolicyIssued, PaymentScheduleStarted,
+    # PolicyRenewed, PaymentScheduleExtended, the fired PolicyCoverageEnded, PolicyExpired.
+    assert "Outbox rows written in the same transactions as the changes: 16" in out
 
 
 def test_narrated_scenario_expires_a_policy_when_the_clock_passes_its_end() -> None:
@@ -48,6 +48,7 @@ def test_narrated_scenario_expires_a_policy_when_the_clock_passes_its_end() -> N
     out = narrate()
     assert re.search(r"Timers stored with the activation: \S+ due 2027-07-01 00:00 UTC\n", out)
     assert re.search(r"under the same key: \S+ due 2028-07-01 00:00 UTC\n", out)
+    assert "Billing, fed by PolicyRenewed, now bills until 2028-07-01: 24 installments." in out
     assert "the timer worker fired 0 timer(s): the policy is active." in out
     assert "2028-07-01 the clock passed the new end: the timer worker fired 1 timer(s)" in out
     assert "which expired the policy: it is expired." in out
