@@ -235,6 +235,29 @@ class TestOnTheDatabase:
         assert inbox == [app.POLICY_CONSUMER]
 
 
+def database_url(engine: sa.Engine) -> str:
+    """The URL another process connects with (the password included)."""
+    if engine.dialect.name == "postgresql":
+        return postgres_url().render_as_string(hide_password=False)
+    return engine.url.render_as_string(hide_password=False)
+
+
+def run_until_killed(script: Path, url: str, signal_line: str) -> None:
+    """Run ``script url``; SIGKILL it once it prints ``signal_line``."""
+    # The same import path as this test's: the installed tactical (or src), and the examples.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with subprocess.Popen(  # noqa: S603  (our own interpreter, our own script)
+        [sys.executable, str(script), url], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == signal_line
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+
 def outbox_count(engine: sa.Engine, event_type: type[DomainEvent]) -> int:
     """How many events of ``event_type`` the outbox holds."""
     name = app.insurance_codec().type_name(event_type)
@@ -277,25 +300,9 @@ def test_a_timer_worker_killed_between_firing_and_committing_expires_the_policy_
     clock = fixed_clock()
     insurance = app.on_database(engine, clock)
     policy_id = active_policy(insurance)
-    url = (
-        postgres_url().render_as_string(hide_password=False)
-        if engine.dialect.name == "postgresql"
-        else engine.url.render_as_string(hide_password=False)
-    )
     script = tmp_path / "crashing_timer_worker.py"
     script.write_text(_CRASHING_TIMER_WORKER)
-    # The same import path as this test's: the installed tactical (or src), and the examples.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    with subprocess.Popen(  # noqa: S603  (our own interpreter, our own script)
-        [sys.executable, str(script), url], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
-    ) as process:
-        try:
-            assert process.stdout is not None
-            assert process.stdout.readline().strip() == "fired"
-        finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
+    run_until_killed(script, database_url(engine), "fired")
 
     # Rolled back: the timer is still there, its message is not in the outbox.
     assert stored_timers(engine) == [(expiry_key(policy_id), END)]
@@ -309,3 +316,62 @@ def test_a_timer_worker_killed_between_firing_and_committing_expires_the_policy_
     assert stored_timers(engine) == []
     assert outbox_count(engine, PolicyCoverageEnded) == 1
     assert outbox_count(engine, PolicyExpired) == 1
+
+
+_CRASHING_RELAY = """
+import sys, time
+from datetime import UTC, datetime
+import sqlalchemy as sa
+from examples.insurance import app
+from examples.insurance.policy.events import PolicyCoverageEnded
+from tactical.outbox import OutboxRelay
+from tactical.testing import MovableClock
+
+engine = sa.create_engine(sys.argv[1])
+clock = MovableClock(datetime(2027, 3, 1, tzinfo=UTC))
+delivery = app.InboxDelivery(
+    app.policy_inbox(engine, clock), [app.insurance_codec().type_name(PolicyCoverageEnded)]
+)
+
+class CrashAfterDelivery:
+    def publish(self, messages):
+        delivery.publish(messages)
+        print("delivered", flush=True)
+        time.sleep(600)  # killed here: the policy expired, the outbox rows not marked
+
+OutboxRelay(engine, CrashAfterDelivery()).relay_once()
+"""
+
+
+@pytest.mark.parametrize(
+    "engine_name", ["sqlite_engine", pytest.param("postgres_engine", marks=pytest.mark.postgres)]
+)
+def test_a_relay_killed_between_delivering_and_marking_expires_the_policy_once(
+    engine_name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """SIGKILL after the policy inbox committed the expiry: delivered again, handled once."""
+    engine: sa.Engine = request.getfixturevalue(engine_name)
+    clock = fixed_clock()
+    policy_id = active_policy(app.on_database(engine, clock))
+    clock.set(END)
+    fired = app.on_database(engine, clock, billing_in_process=False)  # fires, relays nothing
+    assert fired.timers.fire_due() == 1
+
+    script = tmp_path / "crashing_relay.py"
+    script.write_text(_CRASHING_RELAY)
+    run_until_killed(script, database_url(engine), "delivered")
+    assert fired.policies.get_policy(policy_id).status is PolicyStatus.EXPIRED
+    with engine.connect() as connection:
+        marked = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(outbox_table)
+            .where(outbox_table.c.published_at.is_not(None))
+        ).scalar_one()
+    assert marked == 0  # killed before the relay marked what it delivered
+    version = fired.policies.get_policy(policy_id).version
+
+    restarted = app.on_database(engine, clock)  # its relay delivers the unmarked rows again
+    assert restarted.timers.fire_due() == 0
+    assert restarted.policies.get_policy(policy_id).version == version
+    assert outbox_count(engine, PolicyExpired) == 1
+    assert restarted.timers.fire_due() == 0  # every row marked now
