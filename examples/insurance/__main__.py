@@ -1,7 +1,9 @@
 """``python -m examples.insurance``: a narrated scenario on a SQLite file.
 
 Issues and activates a policy, files claims (one refused, with its error), approves and denies
-them, cancels the policy, and shows the billing schedule that the policy events drove.
+them, cancels the policy, and shows the billing schedule that the policy events drove. Then
+a second policy expires at the end of its coverage through a durable timer: scheduled when
+it is activated, moved by its renewal, fired when the clock passes its end.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ import tempfile
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import sqlalchemy as sa
 from examples.insurance import app
 from examples.insurance.billing.acl import policy_reference
-from examples.insurance.policy.clock import FixedClock
 from examples.insurance.policy.values import Address, DateRange, Money
 from tactical import DomainError, DomainEvent
+from tactical.sqlalchemy import scheduled_table
+from tactical.testing import MovableClock
 
 
 def say(text: str) -> None:
@@ -40,12 +43,15 @@ def main() -> int:
 
 def run(engine: sa.Engine) -> None:
     """The scenario itself, on any engine."""
-    clock = FixedClock(datetime(2026, 3, 15, 9, 30, tzinfo=UTC))
+    clock = MovableClock(datetime(2026, 3, 15, 9, 30, tzinfo=UTC))
     insurance = app.on_database(engine, clock)
     published: list[str] = []
     insurance.bus.subscribe(DomainEvent, lambda e: published.append(type(e).__name__))
     say(f"Insurance example on {engine.url.render_as_string(hide_password=True)}")
-    say(f"Today is {clock.now():%Y-%m-%d} (a fixed clock: the scenario never depends on the date).")
+    say(
+        f"Today is {clock.now():%Y-%m-%d} (a clock the scenario moves: it never depends on "
+        "the date)."
+    )
 
     holder_id = uuid4()
     policy_id = insurance.policies.issue_policy(
@@ -107,24 +113,103 @@ def run(engine: sa.Engine) -> None:
     insurance.policies.approve_claim(policy_id, pending)
     say(f"   Approved claim {pending}.")
 
-    clock.advance_to(datetime(2026, 6, 20, 17, 0, tzinfo=UTC))
+    clock.set(datetime(2026, 6, 20, 17, 0, tzinfo=UTC))
     insurance.policies.cancel_policy(policy_id, "Moving abroad")
-    say(f"8. On {clock.now():%Y-%m-%d}, with no claim pending, cancelled the policy.")
+    say(
+        f"8. On {clock.now():%Y-%m-%d}, with no claim pending, cancelled the policy "
+        "(and, in the same transaction, its expiry timer)."
+    )
     schedule = insurance.billing.schedule_for(policy_reference(policy_id))
     assert schedule is not None  # noqa: S101
     say(
         f"   Billing stopped the schedule from {schedule.stopped_from}: "
         f"{len(schedule.installments())} installments billed, {schedule.total_due()} in total."
     )
+
+    expiring = expire_through_a_timer(insurance, engine, clock)
+
     policy = insurance.policies.get_policy(policy_id)
     say(
         f"\nPolicy {policy.id} is {policy.status.value} (version {policy.version}); claims: "
         + ", ".join(f"{c.amount} {c.status.value}" for c in policy.claims)
     )
+    other = insurance.policies.get_policy(expiring)
+    say(
+        f"Policy {other.id} is {other.status.value} (version {other.version}), "
+        f"covered {other.coverage_period}."
+    )
     say("Events published, in order: " + ", ".join(published))
     with engine.connect() as connection:
         rows = connection.execute(sa.text("SELECT count(*) FROM tactical_outbox")).scalar_one()
     say(f"Outbox rows written in the same transactions as the changes: {rows}")
+
+
+def expire_through_a_timer(
+    insurance: app.Insurance, engine: sa.Engine, clock: MovableClock
+) -> UUID:
+    """Steps 9 to 12: a policy expires when the clock passes its end, and not before."""
+    policy_id = insurance.policies.issue_policy(
+        holder_id=uuid4(),
+        holder_name="Charles Babbage",
+        holder_address=Address("1 Dorset Street", "London", "LDN", "W1U 4EG", "GB"),
+        holder_date_of_birth=date(1991, 12, 26),
+        premium=Money(Decimal("30.00"), "GBP"),
+        coverage_period=DateRange(date(2026, 7, 1), date(2027, 7, 1)),
+        max_claim_amount=Money(Decimal("500.00"), "GBP"),
+    )
+    insurance.policies.activate_policy(policy_id)
+    say(
+        f"\n9. Issued and activated policy {policy_id} for Charles Babbage, covered "
+        "2026-07-01 to 2027-07-01."
+    )
+    say(f"   Timers stored with the activation: {timers(engine)}")
+    say("   (The cancelled policy's timer is gone: its cancellation deleted it.)")
+
+    clock.set(datetime(2027, 5, 20, 11, 0, tzinfo=UTC))
+    insurance.policies.renew_policy(policy_id, date(2028, 7, 1))
+    say(f"10. On {clock.now():%Y-%m-%d} renewed it until 2028-07-01; the same transaction")
+    say(f"    scheduled its timer again under the same key: {timers(engine)}")
+    schedule = insurance.billing.schedule_for(policy_reference(policy_id))
+    assert schedule is not None  # noqa: S101  (the narrated flow guarantees it)
+    say(
+        f"    Billing, fed by PolicyRenewed, now bills until {schedule.ends_before}: "
+        f"{len(schedule.installments())} installments."
+    )
+
+    clock.set(datetime(2027, 7, 1, 8, 0, tzinfo=UTC))
+    fired = insurance.timers.fire_due()
+    status = insurance.policies.get_policy(policy_id).status.value
+    say(
+        f"11. On {clock.now():%Y-%m-%d}, the old end, the timer worker fired {fired} timer(s): "
+        f"the policy is {status}."
+    )
+
+    clock.set(datetime(2028, 7, 1, 0, 0, 30, tzinfo=UTC))
+    fired = insurance.timers.fire_due()
+    policy = insurance.policies.get_policy(policy_id)
+    say(
+        f"12. On {clock.now():%Y-%m-%d} the clock passed the new end: the timer worker fired "
+        f"{fired} timer(s) into the outbox,"
+    )
+    say(
+        "    the relay handed it to the policy context's inbox consumer, which expired the "
+        f"policy: it is {policy.status.value}."
+    )
+    again = insurance.timers.fire_due()
+    say(
+        f"    A second round fires {again} timer(s): each timer fires once. Timers left: {timers(engine)}."
+    )
+    return policy_id
+
+
+def timers(engine: sa.Engine) -> str:
+    """The timers stored in ``tactical_scheduled``, as text."""
+    t = scheduled_table.c
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(t.key, t.due_at).order_by(t.due_at)).all()
+    if not rows:
+        return "none"
+    return "; ".join(f"{row.key} due {row.due_at:%Y-%m-%d %H:%M} UTC" for row in rows)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,28 @@
-"""``python -m examples.insurance.worker``: the outbox relay and the billing consumer, as processes.
+"""``python -m examples.insurance.worker``: the outbox relay, the timer worker and the consumers.
 
 When billing runs as its own service, policy events cross the process boundary through the
-transactional outbox and RabbitMQ instead of the in-process bus::
+transactional outbox and RabbitMQ instead of the in-process bus; the policies' expiry
+timers take the same road::
 
-    # the policy application commits changes and their events (outbox) to the database
+    # the policy application commits changes, their events (outbox) and timers
     python -m examples.insurance.worker billing --database sqlite:///insurance.db
+    python -m examples.insurance.worker policy --database sqlite:///insurance.db
+    python -m examples.insurance.worker timers --database sqlite:///insurance.db
     python -m examples.insurance.worker relay --database sqlite:///insurance.db
 
-``relay`` publishes unpublished outbox rows, in order, to the ``insurance`` topic exchange and
-marks them only once RabbitMQ confirmed them. ``billing`` consumes the queue
-``insurance.billing`` and runs the anti-corruption layer in a unit of work together with an
-inbox record, so a redelivered event bills once; a message that keeps failing is parked in
-``tactical_dead_letters``. Both log what they do and stop cleanly on Ctrl-C or SIGTERM.
-``--once`` handles what is there and exits (for scripts and tests).
+``timers`` moves each expiry timer that is due (by the system clock) from
+``tactical_scheduled`` into the outbox, deleting it in the same transaction, so it fires
+once in effect even if the worker is killed. ``relay`` publishes unpublished outbox rows, in
+order, to the ``insurance`` topic exchange and marks them only once RabbitMQ confirmed them.
+``billing`` consumes the queue ``insurance.billing`` and runs the anti-corruption layer in
+a unit of work together with an inbox record, so a redelivered event bills once; ``policy``
+consumes ``insurance.policy`` (the fired expiry timers) and expires each policy the same
+way, once. A message that keeps failing is parked in ``tactical_dead_letters``. All of them
+log what they do and stop cleanly on Ctrl-C or SIGTERM. ``--once`` handles what is there
+and exits (for scripts and tests).
 
-(Start ``billing`` first the very first time: it declares and binds its queue, and a topic
-exchange drops messages that no queue is bound for yet.)
+(Start the consumers first the very first time: each declares and binds its queue, and a
+topic exchange drops messages that no queue is bound for yet.)
 """
 
 from __future__ import annotations
@@ -30,15 +37,22 @@ from types import FrameType
 from typing import Any
 
 import sqlalchemy as sa
-from examples.insurance.app import insurance_codec
-from examples.insurance.billing.acl import start_billing, stop_billing
-from examples.insurance.policy.events import PolicyCancelled, PolicyIssued
-from tactical.outbox import InboxConsumer, OutboxRelay
+from examples.insurance.app import insurance_codec, policy_inbox
+from examples.insurance.billing.acl import extend_billing, start_billing, stop_billing
+from examples.insurance.policy.clock import SYSTEM_CLOCK, Clock
+from examples.insurance.policy.events import (
+    PolicyCancelled,
+    PolicyCoverageEnded,
+    PolicyIssued,
+    PolicyRenewed,
+)
+from tactical.outbox import InboxConsumer, OutboxRelay, TimerWorker
 from tactical.outbox.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, create_schema
 
 EXCHANGE = "insurance"
 BILLING_QUEUE = "insurance.billing"
+POLICY_QUEUE = "insurance.policy"
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 _log = logging.getLogger("examples.insurance.worker")
@@ -51,6 +65,7 @@ def billing_inbox(engine: sa.Engine) -> InboxConsumer[SqlAlchemyUnitOfWork]:
         lambda: SqlAlchemyUnitOfWork(engine, codec=codec), "insurance.billing", codec=codec
     )
     inbox.subscribe(PolicyIssued, start_billing)
+    inbox.subscribe(PolicyRenewed, extend_billing)
     inbox.subscribe(PolicyCancelled, stop_billing)
     return inbox
 
@@ -65,8 +80,44 @@ def billing_consumer(
         amqp,
         queue=queue,
         exchange=exchange,
-        routing_keys=[codec.type_name(PolicyIssued), codec.type_name(PolicyCancelled)],
+        routing_keys=[
+            codec.type_name(event_type)
+            for event_type in (PolicyIssued, PolicyRenewed, PolicyCancelled)
+        ],
     )
+
+
+def policy_consumer(
+    engine: sa.Engine, amqp: str, *, exchange: str = EXCHANGE, queue: str = POLICY_QUEUE
+) -> RabbitMQConsumer:
+    """The policy context's queue, bound to its fired expiry timers."""
+    return RabbitMQConsumer(
+        policy_inbox(engine),
+        amqp,
+        queue=queue,
+        exchange=exchange,
+        routing_keys=[insurance_codec().type_name(PolicyCoverageEnded)],
+    )
+
+
+def timer_worker(engine: sa.Engine, clock: Clock = SYSTEM_CLOCK) -> TimerWorker:
+    """Fires the due expiry timers into the outbox, by ``clock`` (the system clock)."""
+    return TimerWorker(engine, clock=clock, codec=insurance_codec())
+
+
+def run_timers(
+    engine: sa.Engine, amqp: str, stop: threading.Event, *, once: bool, exchange: str, queue: str
+) -> int:
+    """Fire due timers into the outbox until stopped (or, with ``once``, until none is due)."""
+    worker = timer_worker(engine)
+    if once:
+        total = 0
+        while (fired := worker.fire_due()) > 0:
+            total += fired
+        _log.info("fired %d timer(s)", total)
+        return total
+    worker.run(stop)
+    return 0
 
 
 def run_relay(
@@ -104,14 +155,39 @@ def run_billing(
         consumer.close()
 
 
+def run_policy(
+    engine: sa.Engine, amqp: str, stop: threading.Event, *, once: bool, exchange: str, queue: str
+) -> int:
+    """Consume the policy queue (fired expiry timers) until stopped, or once until idle."""
+    consumer = policy_consumer(engine, amqp, exchange=exchange, queue=queue)
+    try:
+        if once:
+            handled = consumer.consume_available(idle_timeout=1.0)
+            _log.info("handled %d message(s)", handled)
+            return handled
+        consumer.run(stop)
+        return 0
+    finally:
+        consumer.close()
+
+
+WORKERS: dict[str, Any] = {
+    "relay": run_relay,
+    "billing": run_billing,
+    "policy": run_policy,
+    "timers": run_timers,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the chosen worker; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m examples.insurance.worker")
-    parser.add_argument("worker", choices=["relay", "billing"], help="what to run")
+    parser.add_argument("worker", choices=list(WORKERS), help="what to run")
     parser.add_argument("--database", required=True, help="SQLAlchemy URL of the database")
     parser.add_argument("--amqp", default=DEFAULT_AMQP, help="RabbitMQ URL")
     parser.add_argument("--exchange", default=EXCHANGE, help="the topic exchange")
     parser.add_argument("--queue", default=BILLING_QUEUE, help="billing's queue")
+    parser.add_argument("--policy-queue", default=POLICY_QUEUE, help="the policy context's queue")
     parser.add_argument("--once", action="store_true", help="handle what is there, then exit")
     arguments = parser.parse_args(argv)
 
@@ -131,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     engine = sa.create_engine(arguments.database)
     create_schema(engine)
-    run: Any = run_relay if arguments.worker == "relay" else run_billing
+    run: Any = WORKERS[arguments.worker]
+    queue = arguments.policy_queue if arguments.worker == "policy" else arguments.queue
     try:
         run(
             engine,
@@ -139,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop,
             once=arguments.once,
             exchange=arguments.exchange,
-            queue=arguments.queue,
+            queue=queue,
         )
     finally:
         engine.dispose()

@@ -7,8 +7,10 @@ contract reference, so the translation happens here and nowhere else.
 
 Two deliveries use the same translation: in process, :class:`PolicyEventsTranslator`
 handles events published on the bus after the policy's commit; across processes,
-:func:`start_billing` and :func:`stop_billing` run in a message consumer's unit of work
-(see :mod:`examples.insurance.worker`).
+:func:`start_billing`, :func:`extend_billing` and :func:`stop_billing` run in a message
+consumer's unit of work (see :mod:`examples.insurance.worker`). A renewal extends the
+schedule to the new end of coverage; an expiry needs nothing, since the schedule ends
+with the coverage.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from decimal import Decimal
 from examples.insurance.billing.model import Amount, Frequency
 from examples.insurance.billing.services import (
     BillingService,
+    extend_payment_schedule,
     start_payment_schedule,
     stop_payment_schedule,
 )
-from examples.insurance.policy.events import PolicyCancelled, PolicyIssued
+from examples.insurance.policy.events import PolicyCancelled, PolicyIssued, PolicyRenewed
 from tactical import EventBus, UnitOfWork
 
 
@@ -73,13 +76,18 @@ def start_billing(event: PolicyIssued, uow: UnitOfWork) -> None:
     )
 
 
+def extend_billing(event: PolicyRenewed, uow: UnitOfWork) -> None:
+    """In the consumer's unit of work: bill a renewed policy until its new end of coverage."""
+    extend_payment_schedule(uow, policy_reference(event.policy_id), event.coverage_period.end)
+
+
 def stop_billing(event: PolicyCancelled, uow: UnitOfWork) -> None:
     """In the consumer's unit of work: stop billing a cancelled policy."""
     stop_payment_schedule(uow, policy_reference(event.policy_id), event.effective_date)
 
 
 class PolicyEventsTranslator:
-    """In process: creates a monthly schedule when a policy is issued, stops it on cancel."""
+    """In process: a monthly schedule started on issue, extended on renewal, stopped on cancel."""
 
     def __init__(self, billing: BillingService) -> None:
         self._billing = billing
@@ -87,6 +95,7 @@ class PolicyEventsTranslator:
     def subscribe_to(self, bus: EventBus) -> None:
         """Handle the policy events published on ``bus``."""
         bus.subscribe(PolicyIssued, self.on_policy_issued)
+        bus.subscribe(PolicyRenewed, self.on_policy_renewed)
         bus.subscribe(PolicyCancelled, self.on_policy_cancelled)
 
     def on_policy_issued(self, event: PolicyIssued) -> None:
@@ -98,6 +107,12 @@ class PolicyEventsTranslator:
             first_due=terms.first_due,
             ends_before=terms.ends_before,
             frequency=terms.frequency,
+        )
+
+    def on_policy_renewed(self, event: PolicyRenewed) -> None:
+        """Bill until the new end of coverage."""
+        self._billing.extend_payment_schedule(
+            policy_reference(event.policy_id), event.coverage_period.end
         )
 
     def on_policy_cancelled(self, event: PolicyCancelled) -> None:

@@ -67,6 +67,14 @@ class PaymentScheduleStopped(DomainEvent):
     stopped_from: date
 
 
+class PaymentScheduleExtended(DomainEvent):
+    """The contract was extended: installments now fall due until ``ends_before``."""
+
+    schedule_id: UUID
+    reference: str
+    ends_before: date
+
+
 def add_months(day: date, months: int) -> date:
     """The same day ``months`` later, clamped to the end of shorter months."""
     month_index = day.month - 1 + months
@@ -133,6 +141,26 @@ class PaymentSchedule(AggregateRoot[UUID]):
     def total_due(self) -> Amount:
         """The sum of all installments due."""
         return Amount(self.installment.cents * len(self.installments()), self.installment.currency)
+
+    def extend(self, ends_before: date) -> None:
+        """Bill until ``ends_before`` instead; records :class:`PaymentScheduleExtended`.
+
+        Raises:
+            InvalidStateError: The schedule was stopped.
+            InvariantViolation: ``ends_before`` is not after the current end.
+        """
+        if self.status is ScheduleStatus.STOPPED:
+            raise InvalidStateError(
+                f"Payment schedule {self.reference} was stopped from {self.stopped_from}: "
+                "it cannot be extended"
+            )
+        if ends_before <= self.ends_before:
+            raise InvariantViolation(
+                f"Extending payment schedule {self.reference} needs an end after "
+                f"{self.ends_before}, got {ends_before}"
+            )
+        self.ends_before = ends_before
+        self.record(PaymentScheduleExtended(self.id, self.reference, ends_before))
 
     def stop(self, stopped_from: date) -> None:
         """Bill nothing from ``stopped_from`` on; records :class:`PaymentScheduleStopped`."""

@@ -35,6 +35,23 @@ def start_payment_schedule(
     return True
 
 
+def extend_payment_schedule(uow: UnitOfWork, reference: str, ends_before: date) -> bool:
+    """In the open ``uow``: bill ``reference`` until ``ends_before``; False if nothing to do.
+
+    Nothing to do: no schedule, a stopped one, or one that already runs that long (the
+    same event delivered again).
+    """
+    schedule = uow.repository(PaymentSchedule).get(PaymentSchedule.id_for(reference))
+    if (
+        schedule is None
+        or schedule.status is ScheduleStatus.STOPPED
+        or schedule.ends_before >= ends_before
+    ):
+        return False
+    schedule.extend(ends_before)
+    return True
+
+
 def stop_payment_schedule(uow: UnitOfWork, reference: str, stopped_from: date) -> bool:
     """In the open ``uow``: stop billing ``reference``; False if absent or stopped already."""
     schedule = uow.repository(PaymentSchedule).get(PaymentSchedule.id_for(reference))
@@ -71,6 +88,18 @@ class BillingService:
             ):
                 self._uow.commit()
         return PaymentSchedule.id_for(reference)
+
+    def extend_payment_schedule(self, reference: str, ends_before: date) -> bool:
+        """Bill ``reference`` until ``ends_before``; False if absent, stopped or that long already."""
+
+        def transaction() -> bool:
+            with self._uow:
+                extended = extend_payment_schedule(self._uow, reference, ends_before)
+                if extended:
+                    self._uow.commit()
+                return extended
+
+        return retry_on_conflict(transaction)
 
     def stop_payment_schedule(self, reference: str, stopped_from: date) -> bool:
         """Stop billing ``reference``; False if it has no schedule or is stopped already."""

@@ -1,49 +1,28 @@
-"""Time as a dependency: the domain asks a clock, so tests fix the date instead of today."""
+"""Time as a dependency: the domain asks a clock, so tests move the date instead of today.
+
+The clock is tactical's :class:`~tactical.Clock` protocol (anything with ``now()``
+returning a timezone-aware datetime): the same clock drives the policy's rules and the
+timer worker that fires its expiry, so a test moves one
+:class:`tactical.testing.MovableClock` and both see the new date.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from typing import Protocol
+from datetime import UTC, date, datetime, time
 
+from tactical import Clock, SystemClock
 
-class Clock(Protocol):
-    """Tells the current time (timezone-aware) to commands that depend on it."""
-
-    def now(self) -> datetime:
-        """The current instant, timezone-aware."""
-        ...
-
-
-class SystemClock:
-    """The real clock: UTC now."""
-
-    def now(self) -> datetime:
-        """The current instant in UTC."""
-        return datetime.now(UTC)
-
-
-class FixedClock:
-    """A clock that always tells the same instant, for tests and reproducible scenarios."""
-
-    def __init__(self, at: datetime) -> None:
-        if at.utcoffset() is None:
-            raise ValueError(f"FixedClock needs a timezone-aware datetime, got {at.isoformat()}")
-        self.at = at
-
-    def now(self) -> datetime:
-        """The fixed instant."""
-        return self.at
-
-    def advance_to(self, at: datetime) -> None:
-        """Move the clock (never backwards)."""
-        if at < self.at:
-            raise ValueError(f"FixedClock cannot go back from {self.at} to {at}")
-        self.at = at
-
+__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock", "start_of", "today"]
 
 SYSTEM_CLOCK: Clock = SystemClock()
+"""The real clock (UTC now): the default of every command that depends on time."""
 
 
 def today(clock: Clock) -> date:
     """The clock's current date in UTC."""
     return clock.now().astimezone(UTC).date()
+
+
+def start_of(day: date) -> datetime:
+    """The first instant of ``day`` in UTC: when a period ending on ``day`` is over."""
+    return datetime.combine(day, time(0), tzinfo=UTC)

@@ -61,6 +61,26 @@ class PolicyReinstated(DomainEvent):
     policy_id: UUID
 
 
+class PolicyRenewed(DomainEvent):
+    """A policy in force was renewed: it now covers ``coverage_period`` (a later end)."""
+
+    policy_id: UUID
+    coverage_period: DateRange
+
+
+class PolicyCoverageEnded(DomainEvent):
+    """The coverage of a policy ended on ``coverage_end``: the policy's expiry timer fired.
+
+    Not a change of a policy but the message the policy context schedules for itself when
+    a policy comes into force (a durable timer, due at the start of ``coverage_end``); its
+    handler expires the policy. ``coverage_end`` tells a timer that fired before a renewal
+    moved the deadline from one that is still current.
+    """
+
+    policy_id: UUID
+    coverage_end: date
+
+
 class PolicyExpired(DomainEvent):
     """A policy reached the end of its coverage period."""
 

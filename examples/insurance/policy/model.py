@@ -1,8 +1,8 @@
 """The InsurancePolicy aggregate: a policy, its holder and its claims, with every rule.
 
 All changes go through the root's commands, which check the rules and record an event.
-Commands that depend on time take a :class:`~examples.insurance.policy.clock.Clock`
-(the system clock by default), so tests fix the date instead of depending on today.
+Commands that depend on time take a :class:`tactical.Clock` (the system clock by default),
+so tests move the date instead of depending on today.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import field
 from datetime import date, datetime
 from uuid import UUID
 
-from examples.insurance.policy.clock import SYSTEM_CLOCK, Clock, today
+from examples.insurance.policy.clock import SYSTEM_CLOCK, Clock, start_of, today
 from examples.insurance.policy.events import (
     ClaimApproved,
     ClaimDenied,
@@ -21,6 +21,7 @@ from examples.insurance.policy.events import (
     PolicyExpired,
     PolicyIssued,
     PolicyReinstated,
+    PolicyRenewed,
     PolicySuspended,
 )
 from examples.insurance.policy.values import Address, DateRange, Money
@@ -86,6 +87,8 @@ class InsurancePolicy(AggregateRoot[UUID]):
         - no claim, and no total of pending claims, may exceed the maximum claim amount;
         - only pending claims are approved or denied;
         - active policies can be suspended, suspended ones reinstated (within coverage);
+        - a policy in force (active or suspended) can be renewed before its coverage ends,
+          to a later end;
         - a policy expires once its coverage period has ended;
         - a policy with pending claims cannot be cancelled, nor cancelled twice, nor once
           expired.
@@ -132,6 +135,16 @@ class InsurancePolicy(AggregateRoot[UUID]):
         for claim in self.pending_claims:
             total = total.add(claim.amount)
         return total
+
+    @property
+    def coverage_ends_at(self) -> datetime:
+        """The instant the coverage is over: the start of the coverage period's end day, UTC."""
+        return start_of(self.coverage_period.end)
+
+    @property
+    def in_force(self) -> bool:
+        """Whether the policy is active or suspended (not draft, expired or cancelled)."""
+        return self.status in (PolicyStatus.ACTIVE, PolicyStatus.SUSPENDED)
 
     def claim(self, claim_id: UUID) -> Claim:
         """The claim with this id.
@@ -258,6 +271,27 @@ class InsurancePolicy(AggregateRoot[UUID]):
             )
         self.status = PolicyStatus.ACTIVE
         self.record(PolicyReinstated(self.id, occurred_at=clock.now()))
+
+    def renew(self, until: date, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        """Extend the coverage of a policy in force to end on ``until``; records :class:`PolicyRenewed`.
+
+        Raises:
+            InvalidStateError: The policy is not in force, or its coverage has ended already.
+            InvariantViolation: ``until`` is not after the current end of coverage.
+        """
+        self._require_status("renew", PolicyStatus.ACTIVE, PolicyStatus.SUSPENDED)
+        on = today(clock)
+        if on >= self.coverage_period.end:
+            raise InvalidStateError(
+                f"Cannot renew policy {self.id}: its coverage ended on {self.coverage_period.end}"
+            )
+        if until <= self.coverage_period.end:
+            raise InvariantViolation(
+                f"A renewal must end after the current coverage end {self.coverage_period.end}, "
+                f"got {until}"
+            )
+        self.coverage_period = DateRange(self.coverage_period.start, until)
+        self.record(PolicyRenewed(self.id, self.coverage_period, occurred_at=clock.now()))
 
     def expire(self, *, clock: Clock = SYSTEM_CLOCK) -> None:
         """End a policy whose coverage period is over; records :class:`PolicyExpired`.

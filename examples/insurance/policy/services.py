@@ -1,7 +1,14 @@
 """Application services of the policy context: one transaction, one aggregate, one command.
 
 Each service method opens the unit of work, loads one policy, runs one command and commits;
-the unit of work then publishes the recorded events. Commands on an existing policy are
+the unit of work then publishes the recorded events.
+
+A policy expires through a durable timer, not through a caller remembering to: activating
+a policy schedules a :class:`PolicyCoverageEnded` message for the end of its coverage in the
+same transaction (under :func:`expiry_key`), renewing it schedules the message again under
+that key (moving the deadline), and cancelling or expiring it by hand cancels the timer.
+When the timer fires, :func:`expire_at_coverage_end` expires the policy, once, however
+often the message is delivered. Commands on an existing policy are
 re-run on a fresh copy if another transaction changed it meanwhile
 (:func:`tactical.retry_on_conflict`), so the rules are always checked against current state.
 """
@@ -16,15 +23,17 @@ from uuid import UUID, uuid4
 from examples.insurance.policy.clock import SYSTEM_CLOCK, Clock
 from examples.insurance.policy.events import (
     PolicyCancelled,
+    PolicyCoverageEnded,
     PolicyExpired,
     PolicyIssued,
     PolicyReinstated,
+    PolicyRenewed,
     PolicySuspended,
 )
 from examples.insurance.policy.model import InsurancePolicy, Policyholder
 from examples.insurance.policy.repository import PolicyRepository
 from examples.insurance.policy.values import Address, DateRange, Money
-from tactical import EventBus, UnitOfWork, ValueObject, retry_on_conflict
+from tactical import EventBus, SchedulingUnitOfWork, UnitOfWork, ValueObject, retry_on_conflict
 
 T = TypeVar("T")
 
@@ -46,18 +55,57 @@ class PolicyQueries(Protocol):
         ...
 
 
+def expiry_key(policy_id: UUID) -> str:
+    """The key of a policy's expiry timer: one timer per policy, replaced on renewal."""
+    return f"insurance.policy-expiry:{policy_id}"
+
+
+def schedule_expiry(uow: SchedulingUnitOfWork, policy: InsurancePolicy) -> None:
+    """In the open ``uow``: (re)schedule ``policy``'s expiry for the end of its coverage."""
+    end = policy.coverage_period.end
+    uow.schedule(
+        PolicyCoverageEnded(policy.id, end, occurred_at=policy.coverage_ends_at),
+        at=policy.coverage_ends_at,
+        key=expiry_key(policy.id),
+    )
+
+
+def expire_at_coverage_end(
+    event: PolicyCoverageEnded, uow: UnitOfWork, clock: Clock = SYSTEM_CLOCK
+) -> bool:
+    """In the open ``uow``: expire the policy whose expiry timer fired; whether it did.
+
+    Idempotent, so a message delivered twice (or late) has one effect: a policy that is
+    no longer in force (expired already, or cancelled) is left alone, and so is one renewed
+    since the timer fired (its coverage no longer ends on ``event.coverage_end``; the
+    renewal scheduled the timer of its new end). The caller commits (or, for a message
+    consumer, the consumer does, together with its inbox record).
+
+    Raises:
+        tactical.AggregateNotFound: No policy has the event's id.
+        tactical.InvalidStateError: By ``clock``, the coverage has not ended yet (a clock
+            behind the timer worker's): the delivery should be retried later.
+    """
+    policy = uow.repository(InsurancePolicy).require(event.policy_id)
+    if not policy.in_force or policy.coverage_period.end != event.coverage_end:
+        return False
+    policy.expire(clock=clock)
+    return True
+
+
 class PolicyService:
     """Issue policies and run their commands, each in its own transaction.
 
     Args:
-        uow: The unit of work (in memory in unit tests, SQL in production).
+        uow: The unit of work (in memory in unit tests, SQL in production); it stores the
+            policies' expiry timers with them.
         clock: Where "today" comes from.
         new_id: Makes ids for new policies and claims (uuid4 by default).
     """
 
     def __init__(
         self,
-        uow: UnitOfWork,
+        uow: SchedulingUnitOfWork,
         clock: Clock = SYSTEM_CLOCK,
         new_id: Callable[[], UUID] = uuid4,
     ) -> None:
@@ -87,8 +135,25 @@ class PolicyService:
         return policy.id
 
     def activate_policy(self, policy_id: UUID) -> None:
-        """Put a draft policy in force (publishes ``PolicyIssued``)."""
-        self._change(policy_id, lambda p: p.activate(self._clock))
+        """Put a draft policy in force (publishes ``PolicyIssued``) and schedule its expiry."""
+
+        def activate(policy: InsurancePolicy) -> None:
+            policy.activate(self._clock)
+            schedule_expiry(self._uow, policy)
+
+        self._change(policy_id, activate)
+
+    def renew_policy(self, policy_id: UUID, until: date) -> None:
+        """Extend a policy in force to end on ``until`` (publishes ``PolicyRenewed``).
+
+        Its expiry timer is scheduled again for the new end, in the same transaction.
+        """
+
+        def renew(policy: InsurancePolicy) -> None:
+            policy.renew(until, clock=self._clock)
+            schedule_expiry(self._uow, policy)
+
+        self._change(policy_id, renew)
 
     def file_claim(
         self, policy_id: UUID, amount: Money, description: str, incident_date: date
@@ -118,12 +183,37 @@ class PolicyService:
         self._change(policy_id, lambda p: p.reinstate(clock=self._clock))
 
     def expire_policy(self, policy_id: UUID) -> None:
-        """Expire a policy whose coverage has ended."""
-        self._change(policy_id, lambda p: p.expire(clock=self._clock))
+        """Expire a policy whose coverage has ended, before its timer does; cancels the timer."""
+
+        def expire(policy: InsurancePolicy) -> None:
+            policy.expire(clock=self._clock)
+            self._uow.cancel(expiry_key(policy.id))
+
+        self._change(policy_id, expire)
 
     def cancel_policy(self, policy_id: UUID, reason: str) -> None:
-        """Cancel a policy (publishes ``PolicyCancelled``)."""
-        self._change(policy_id, lambda p: p.cancel(reason, clock=self._clock))
+        """Cancel a policy (publishes ``PolicyCancelled``) and its expiry timer."""
+
+        def cancel(policy: InsurancePolicy) -> None:
+            policy.cancel(reason, clock=self._clock)
+            self._uow.cancel(expiry_key(policy.id))
+
+        self._change(policy_id, cancel)
+
+    def expire_at_coverage_end(self, event: PolicyCoverageEnded) -> bool:
+        """Handle a fired expiry timer in its own transaction; whether the policy expired.
+
+        See :func:`expire_at_coverage_end`: a duplicate or stale message changes nothing.
+        """
+
+        def transaction() -> bool:
+            with self._uow:
+                expired = expire_at_coverage_end(event, self._uow, self._clock)
+                if expired:
+                    self._uow.commit()
+                return expired
+
+        return retry_on_conflict(transaction)
 
     def get_policy(self, policy_id: UUID) -> InsurancePolicy:
         """A detached copy of the policy, for display (changes to it are not saved).
@@ -190,6 +280,7 @@ class ActivePoliciesProjection:
         bus.subscribe(PolicyIssued, self.on_issued)
         bus.subscribe(PolicySuspended, lambda e: self._active.discard(e.policy_id))
         bus.subscribe(PolicyReinstated, lambda e: self._active.add(e.policy_id))
+        bus.subscribe(PolicyRenewed, self.on_renewed)
         bus.subscribe(PolicyExpired, lambda e: self._active.discard(e.policy_id))
         bus.subscribe(PolicyCancelled, lambda e: self._active.discard(e.policy_id))
 
@@ -199,6 +290,14 @@ class ActivePoliciesProjection:
             event.policy_id, event.holder_id, event.premium, event.coverage_period
         )
         self._active.add(event.policy_id)
+
+    def on_renewed(self, event: PolicyRenewed) -> None:
+        """A policy's coverage was extended."""
+        issued = self._issued.get(event.policy_id)
+        if issued is not None:
+            self._issued[event.policy_id] = ActivePolicy(
+                issued.policy_id, issued.holder_id, issued.premium, event.coverage_period
+            )
 
     def find_active_by_holder(self, holder_id: UUID) -> list[ActivePolicy]:
         """The policies in force for this holder, by coverage start."""

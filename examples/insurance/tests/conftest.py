@@ -1,23 +1,33 @@
-"""Fixtures for the insurance example's tests: a fixed clock and ready-made policies."""
+"""Fixtures for the insurance example's tests: a clock they move and ready-made policies."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from uuid import uuid4
 
-from examples.insurance.policy.clock import SYSTEM_CLOCK, Clock, FixedClock, today
+import pytest
+from tests.postgres import postgres_url
+
+import sqlalchemy as sa
+from examples.insurance import app
+from examples.insurance.policy.clock import SYSTEM_CLOCK, Clock, today
 from examples.insurance.policy.model import InsurancePolicy, Policyholder
+from examples.insurance.policy.sql import metadata as policy_metadata
 from examples.insurance.policy.values import Address, DateRange, Money
+from tactical.sqlalchemy import metadata as tactical_metadata
+from tactical.testing import MovableClock
 
 # The date every rule test runs on: tests never depend on today's date.
 TODAY = date(2026, 3, 15)
 COVERAGE = DateRange(date(2026, 3, 1), date(2027, 3, 1))
 
 
-def fixed_clock(day: date = TODAY) -> FixedClock:
-    """A clock standing at noon UTC on ``day``."""
-    return FixedClock(datetime(day.year, day.month, day.day, 12, tzinfo=UTC))
+def fixed_clock(day: date = TODAY) -> MovableClock:
+    """A clock standing at noon UTC on ``day`` until a test moves it."""
+    return MovableClock(datetime(day.year, day.month, day.day, 12, tzinfo=UTC))
 
 
 def usd(amount: str) -> Money:
@@ -55,3 +65,23 @@ def create_active_policy(
     policy.activate(clock)
     policy.clear_events()
     return policy
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'insurance.sqlite3'}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_engine() -> Iterator[sa.Engine]:
+    engine = sa.create_engine(postgres_url())
+    app.on_database(engine)  # creates the tables
+    tables = [*policy_metadata.sorted_tables, *tactical_metadata.sorted_tables]
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"TRUNCATE {', '.join(t.name for t in tables)} RESTART IDENTITY CASCADE"
+        )
+    yield engine
+    engine.dispose()

@@ -3,46 +3,28 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from tests.postgres import postgres_url
 
 import sqlalchemy as sa
 from examples.insurance import app
 from examples.insurance.billing.acl import policy_reference
-from examples.insurance.billing.model import Amount, ScheduleStatus
+from examples.insurance.billing.model import Amount, PaymentSchedule, ScheduleStatus
+from examples.insurance.policy.events import PolicyRenewed
 from examples.insurance.policy.model import ClaimStatus, PolicyStatus
-from examples.insurance.policy.sql import metadata as policy_metadata
 from examples.insurance.policy.values import Address, Money
 from examples.insurance.tests.conftest import COVERAGE, TODAY, fixed_clock, usd
-from tactical import AggregateNotFound, DomainError, DomainEvent, InvariantViolation
-from tactical.sqlalchemy import metadata as tactical_metadata
-
-
-@pytest.fixture
-def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'insurance.sqlite3'}")
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def postgres_engine() -> Iterator[sa.Engine]:
-    engine = sa.create_engine(postgres_url())
-    app.on_database(engine)  # creates the tables
-    tables = [*policy_metadata.sorted_tables, *tactical_metadata.sorted_tables]
-    with engine.begin() as connection:
-        connection.exec_driver_sql(
-            f"TRUNCATE {', '.join(t.name for t in tables)} RESTART IDENTITY CASCADE"
-        )
-    yield engine
-    engine.dispose()
-
+from tactical import (
+    AggregateNotFound,
+    DomainError,
+    DomainEvent,
+    InvalidStateError,
+    InvariantViolation,
+)
 
 Factory = Callable[[], app.Insurance]
 
@@ -222,6 +204,25 @@ class TestBilling:
         assert [i.due_on for i in schedule.installments()] == [date(2026, 3, 1)]
         assert schedule.total_due() == Amount(4250, "USD")
 
+    def test_policy_renewed_extends_the_schedule(self, make_insurance: Factory) -> None:
+        """A renewal bills until the new end of coverage; its redelivery changes nothing."""
+        insurance = make_insurance()
+        policy_id = issue(insurance)
+        events: list[DomainEvent] = []
+        insurance.bus.subscribe(DomainEvent, events.append)
+        insurance.policies.activate_policy(policy_id)
+        insurance.policies.renew_policy(policy_id, date(2028, 3, 1))
+
+        schedule = insurance.billing.schedule_for(policy_reference(policy_id))
+        assert schedule is not None
+        assert schedule.ends_before == date(2028, 3, 1)
+        assert len(schedule.installments()) == 24
+        renewed = next(e for e in events if isinstance(e, PolicyRenewed))
+        insurance.bus.publish(renewed)
+        again = insurance.billing.schedule_for(policy_reference(policy_id))
+        assert again is not None
+        assert again.version == schedule.version == 2
+
     def test_refused_activation_starts_no_billing(self, make_insurance: Factory) -> None:
         """Nothing is published when the command fails: no schedule appears."""
         insurance = make_insurance()
@@ -247,6 +248,21 @@ class TestBilling:
         schedule = insurance.billing.schedule_for(policy_reference(policy_id))
         assert schedule is not None
         assert schedule.version == 1
+
+
+class TestPaymentSchedule:
+    def test_extend_bills_longer_and_refuses_a_stopped_or_shorter_schedule(self) -> None:
+        """Extending moves the end later; a stopped schedule or an earlier end is refused."""
+        schedule = PaymentSchedule.start(
+            "policy:1", Amount(1000, "USD"), COVERAGE.start, COVERAGE.end
+        )
+        schedule.extend(date(2027, 6, 1))
+        assert len(schedule.installments()) == 15
+        with pytest.raises(InvariantViolation, match="needs an end after 2027-06-01"):
+            schedule.extend(date(2027, 6, 1))
+        schedule.stop(TODAY)
+        with pytest.raises(InvalidStateError, match="cannot be extended"):
+            schedule.extend(date(2028, 1, 1))
 
 
 class TestConcurrency:

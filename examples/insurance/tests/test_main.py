@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_narrated_scenario_runs_and_shows_the_refused_claim() -> None:
-    """The demo exits 0 and narrates the refusal, billing and cancellation."""
+def narrate() -> str:
+    """Run ``python -m examples.insurance`` in a fresh process; its output."""
     # The same import path as this test's: the installed tactical (or src), and the examples.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run(
@@ -24,7 +25,12 @@ def test_narrated_scenario_runs_and_shows_the_refused_claim() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    out = result.stdout
+    return result.stdout
+
+
+def test_narrated_scenario_runs_and_shows_the_refused_claim() -> None:
+    """The demo exits 0 and narrates the refusal, billing and cancellation."""
+    out = narrate()
     assert (
         "refused: InvariantViolation: Total pending claims 1100.00 GBP would exceed maximum" in out
     )
@@ -32,4 +38,20 @@ def test_narrated_scenario_runs_and_shows_the_refused_claim() -> None:
     assert "refused: InvalidStateError: Cannot cancel policy with 1 pending claim(s)" in out
     assert "started a monthly schedule of 12 installments of 42.50 GBP" in out
     assert "Billing stopped the schedule from 2026-06-20: 4 installments billed" in out
-    assert "Outbox rows written in the same transactions as the changes: 10" in out
+    # 10 for the first policy, 6 for the second: PolicyIssued, PaymentScheduleStarted,
+    # PolicyRenewed, PaymentScheduleExtended, the fired PolicyCoverageEnded, PolicyExpired.
+    assert "Outbox rows written in the same transactions as the changes: 16" in out
+
+
+def test_narrated_scenario_expires_a_policy_when_the_clock_passes_its_end() -> None:
+    """The timer is stored on activation, moved by the renewal, fired once after the new end."""
+    out = narrate()
+    assert re.search(r"Timers stored with the activation: \S+ due 2027-07-01 00:00 UTC\n", out)
+    assert re.search(r"under the same key: \S+ due 2028-07-01 00:00 UTC\n", out)
+    assert "Billing, fed by PolicyRenewed, now bills until 2028-07-01: 24 installments." in out
+    assert "the timer worker fired 0 timer(s): the policy is active." in out
+    assert "2028-07-01 the clock passed the new end: the timer worker fired 1 timer(s)" in out
+    assert "which expired the policy: it is expired." in out
+    assert "A second round fires 0 timer(s): each timer fires once. Timers left: none." in out
+    assert re.search(r"Policy \S+ is expired \(version 4\), covered 2026-07-01 to 2028-07-01", out)
+    assert out.count("PolicyExpired") == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from uuid import uuid4
 
@@ -17,6 +17,7 @@ from examples.insurance.policy.events import (
     PolicyExpired,
     PolicyIssued,
     PolicyReinstated,
+    PolicyRenewed,
     PolicySuspended,
 )
 from examples.insurance.policy.model import (
@@ -301,6 +302,45 @@ class TestLifecycle:
         policy = active()
         given(policy).when(lambda p: p.expire(clock=fixed_clock(COVERAGE.end))).then(
             PolicyExpired(policy.id, COVERAGE.end)
+        )
+
+    def test_renewal_extends_the_coverage_to_a_later_end(self) -> None:
+        """A policy in force is renewed before its end; it then expires at the new end."""
+        policy = active()
+        renewed = DateRange(COVERAGE.start, date(2028, 3, 1))
+        given(policy).when(lambda p: p.renew(date(2028, 3, 1), clock=CLOCK)).then(
+            PolicyRenewed(policy.id, renewed)
+        )
+        assert policy.coverage_period == renewed
+        assert policy.coverage_ends_at == datetime(2028, 3, 1, tzinfo=UTC)
+        with pytest.raises(InvalidStateError, match="cannot expire before"):
+            policy.expire(clock=fixed_clock(COVERAGE.end))
+
+    def test_a_suspended_policy_is_renewed_too(self) -> None:
+        """Suspension does not end the contract: it can be renewed."""
+        policy = active()
+        policy.suspend("Unpaid", clock=CLOCK)
+        given(policy).when(lambda p: p.renew(date(2028, 3, 1), clock=CLOCK)).then(PolicyRenewed)
+
+    def test_renewal_must_move_the_end_later(self) -> None:
+        """A renewal to the current end, or before it, is refused."""
+        given(active()).when(lambda p: p.renew(COVERAGE.end, clock=CLOCK)).then_raises(
+            InvariantViolation, match="must end after the current coverage end 2027-03-01"
+        )
+
+    def test_no_renewal_of_a_draft_an_ended_or_a_cancelled_policy(self) -> None:
+        """Only a policy in force, whose coverage still runs, is renewed."""
+        later = date(2028, 3, 1)
+        given(draft()).when(lambda p: p.renew(later, clock=CLOCK)).then_raises(
+            InvalidStateError, match="Cannot renew policy .* in draft state"
+        )
+        given(active()).when(lambda p: p.renew(later, clock=fixed_clock(COVERAGE.end))).then_raises(
+            InvalidStateError, match="its coverage ended on 2027-03-01"
+        )
+        cancelled = active()
+        cancelled.cancel("Moved", clock=CLOCK)
+        given(cancelled).when(lambda p: p.renew(later, clock=CLOCK)).then_raises(
+            InvalidStateError, match="in cancelled state"
         )
 
     def test_cancellation_records_the_effective_date(self) -> None:
