@@ -93,7 +93,7 @@ def weight_of(kg: str) -> Weight:
 
 def book(app: ShippingApplication, clock: SteppingClock, *parcels: Parcel) -> ShipmentId:
     """Book a ground shipment from Berlin to Vienna."""
-    now = clock()
+    now = clock.now()
     return app.shipping.book(
         customer_id=CustomerId("CUST-0042"),
         service_class=ServiceClass.GROUND,
@@ -188,11 +188,11 @@ def run(database: Path) -> None:
         say("    The carrier picks up, scans at a hub, and delivers:")
         clock.advance(timedelta(hours=3))
         app.shipping.record_scan(
-            first, CarrierScan(ScanKind.PICKUP, PARCEL_POST, "Berlin depot", clock())
+            first, CarrierScan(ScanKind.PICKUP, PARCEL_POST, "Berlin depot", clock.now())
         )
         clock.advance(timedelta(hours=9))
         app.shipping.record_scan(
-            first, CarrierScan(ScanKind.IN_TRANSIT, PARCEL_POST, "Leipzig hub", clock())
+            first, CarrierScan(ScanKind.IN_TRANSIT, PARCEL_POST, "Leipzig hub", clock.now())
         )
         clock.advance(timedelta(hours=14))
         app.shipping.record_delivered(first, "M. Huber")

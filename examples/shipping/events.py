@@ -19,6 +19,7 @@ __all__ = [
     "InvoiceAttached",
     "LabelPrinted",
     "ParcelAdded",
+    "PickupDeadlinePassed",
     "ShipmentBooked",
     "ShipmentCancelled",
     "ShipmentDelivered",
@@ -71,6 +72,17 @@ class LabelPrinted(ShipmentEvent):
 
     carrier_id: CarrierId
     label_count: int
+
+
+class PickupDeadlinePassed(ShipmentEvent):
+    """The end of the pickup window, ``deadline``, came: the message of a durable timer.
+
+    Scheduled when the label is printed, in the same transaction, for the end of the
+    shipment's pickup window (its ``occurred_at`` is that deadline); the pickup scan cancels
+    it. When it fires, the shipment gets an exception unless it was picked up meanwhile.
+    """
+
+    deadline: datetime
 
 
 class ShipmentPickedUp(ShipmentEvent):

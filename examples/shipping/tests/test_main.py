@@ -32,7 +32,16 @@ class TestLayers:
 
     def test_domain_and_services_import_no_sql(self) -> None:
         """Importing every module but the adapters loads neither SQLAlchemy nor a driver."""
-        modules = ["ids", "events", "ports", "domain", "inventory", "services", "handlers"]
+        modules = [
+            "ids",
+            "events",
+            "ports",
+            "domain",
+            "inventory",
+            "commands",
+            "services",
+            "handlers",
+        ]
         imports = "; ".join(f"import examples.shipping.{m}" for m in modules)
         check = "import json, sys; print(json.dumps(sorted(sys.modules)))"
         result = run_python("-c", f"{imports}; {check}")
