@@ -19,8 +19,9 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -64,15 +65,22 @@ print("not stopped", flush=True)
 """
 
 
-def outbox(engine: sa.Engine) -> list[sa.Row[tuple[str, str, object]]]:
-    """The outbox rows: type, aggregate type and when published (None: not yet)."""
+class OutboxRow(NamedTuple):
+    """An outbox row: its event type, its aggregate type and when it was published."""
+
+    event_type: str
+    aggregate_type: str
+    published_at: datetime | None
+
+
+def outbox(engine: sa.Engine) -> list[OutboxRow]:
+    """The outbox rows, oldest first."""
     t = outbox_table.c
     with engine.connect() as connection:
-        return list(
-            connection.execute(
-                sa.select(t.event_type, t.aggregate_type, t.published_at).order_by(t.position)
-            )
+        rows = connection.execute(
+            sa.select(t.event_type, t.aggregate_type, t.published_at).order_by(t.position)
         )
+        return [OutboxRow(*row) for row in rows]
 
 
 def timer_keys(engine: sa.Engine) -> list[str]:
