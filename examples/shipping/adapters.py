@@ -220,12 +220,13 @@ def _wire(
     clock: Clock,
     next_shipment_id: AwbSequence,
     timers: DueTimers,
+    commands: CommandBus | None,
 ) -> ShippingApplication:
     shipping = ShippingService(
         unit_of_work, carriers, clock=clock, next_shipment_id=next_shipment_id
     )
     inventory = InventoryService(unit_of_work, clock=clock)
-    commands = CommandBus()
+    commands = commands if commands is not None else CommandBus()
     shipping.register_handlers(commands)
     inventory.register_handlers(commands)
     LabelStockKeeper(commands).subscribe_to(bus)
@@ -240,13 +241,15 @@ def sql_application(
     clock: Clock,
     next_shipment_id: AwbSequence,
     bus: EventBus | None = None,
+    commands: CommandBus | None = None,
 ) -> ShippingApplication:
     """Both contexts on a SQL database (its tables are created if missing).
 
     Every command gets a new :class:`~tactical.sqlalchemy.SqlAlchemyUnitOfWork` over
     ``engine`` with the default JSON document storage. Events are published on ``bus`` (a
     new one if omitted); its earlier subscribers see each event before the handlers of
-    this module. The timers are :class:`SqlTimers` over ``engine``, fired by ``clock``.
+    this module. The contexts register their command handlers on ``commands`` (a new
+    bus if omitted). The timers are :class:`SqlTimers` over ``engine``, due by ``clock``.
     """
     create_schema(engine)
     bus = bus if bus is not None else EventBus()
@@ -262,6 +265,7 @@ def sql_application(
         clock,
         next_shipment_id,
         timers,
+        commands,
     )
 
 
@@ -272,8 +276,10 @@ def in_memory_application(
     next_shipment_id: AwbSequence,
     store: InMemoryStore | None = None,
     bus: EventBus | None = None,
+    commands: CommandBus | None = None,
 ) -> ShippingApplication:
-    """Both contexts in memory, sharing ``store`` and ``bus`` (new ones if omitted).
+    """Both contexts in memory, sharing ``store``, ``bus`` and ``commands`` (new ones if
+    omitted).
 
     The timers are :class:`InMemoryTimers` of ``store``, due by ``clock``.
     """
@@ -286,4 +292,5 @@ def in_memory_application(
         clock,
         next_shipment_id,
         InMemoryTimers(shared, bus, clock),
+        commands,
     )
