@@ -3,7 +3,8 @@
 Events are the contract other contexts read (the inventory context reacts to
 :class:`LabelPrinted`), so they carry ids and plain values, not the shipment's value objects:
 the model may change shape without changing what was published. Every event's
-``occurred_at`` is the time the command was given (from the application's clock).
+``occurred_at`` is the time the command was given (from the application's clock), except
+:class:`PickupDeadlinePassed`'s: the message of a durable timer, it occurs at its deadline.
 """
 
 from __future__ import annotations
