@@ -4,8 +4,9 @@ The process runs the example's own wiring (:func:`~examples.shipping.adapters.sq
 and its :class:`~examples.shipping.adapters.SqlTimers`) on a SQLite file, and is killed
 with SIGKILL at one of two points:
 
-- **worker**: the timer worker has deleted the timer and written its outbox row, but not
-  committed: the transaction is rolled back, the timer stays scheduled;
+- **worker**: the timer worker has deleted the timer and written its outbox row (the script
+  checks that it sent both statements), but not committed: the transaction is rolled back,
+  the timer stays scheduled;
 - **relay**: the relay has published the fired deadline and its handler has committed the
   shipment exception, but the relay has not marked the outbox row published: the next
   round publishes it again.
@@ -52,12 +53,27 @@ engine = sa.create_engine(f"sqlite:///{database}")
 bus = EventBus()
 app = sql_application(engine, CARRIERS, clock=MovableClock(now), next_shipment_id=awbs(), bus=bus)
 
+statements = []
+
 def stop(*_):
     print("stopped", flush=True)
     time.sleep(600)  # killed here
 
+def stop_once_fired(connection):
+    deleted = any(s.startswith("DELETE FROM tactical_scheduled") for s in statements)
+    inserted = any(s.startswith("INSERT INTO tactical_outbox") for s in statements)
+    if not (deleted and inserted):
+        print(f"a commit before the timer was fired: {statements}", flush=True)
+        sys.exit(1)
+    stop()
+
 if kill_point == "worker":
-    sa.event.listen(engine, "commit", stop)  # the timer worker's commit is the first
+    sa.event.listen(
+        engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *_: statements.append(statement.strip()),
+    )
+    sa.event.listen(engine, "commit", stop_once_fired)  # the timer worker's commit
 else:
     bus.subscribe(PickupDeadlinePassed, stop)  # after the deadline's handler committed
 app.timers.deliver_due()
