@@ -2,9 +2,13 @@
 
 Run it from the project root with ``python -m examples.shipping`` (with ``src`` on
 ``PYTHONPATH`` when tactical is not installed). It books a shipment, assigns a carrier,
-prints the labels (the carrier's label stock goes down in the inventory's own transaction),
-records the carrier's scans and the delivery, and shows refused commands with their
-messages, including what happens when the label stock runs out. Exit status 0.
+prints the labels (a handler of ``LabelPrinted`` dispatches the command
+``DecrementLabelStock``, and the carrier's label stock goes down in the inventory's own
+transaction; the pickup deadline is scheduled with the label), records the carrier's scans
+(the pickup cancels the deadline) and the delivery, and shows refused commands with their
+messages, including what happens when the label stock runs out. Finally the clock moves
+past a pickup window nobody came for: the timer worker fires the deadline, the outbox relay
+brings it to the bus, and the shipment gets an exception. Exit status 0.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 from examples.shipping.adapters import (
@@ -38,14 +43,22 @@ from examples.shipping.domain import (
 )
 from examples.shipping.ids import CarrierId, CustomerId, ParcelId, RateSnapshotId, ShipmentId
 from examples.shipping.inventory import LabelStockId
-from tactical import DomainError, DomainEvent, EventBus, EventHandlerError
-from tactical.sqlalchemy import aggregates_table
+from tactical import (
+    Command,
+    CommandBus,
+    DomainError,
+    DomainEvent,
+    EventBus,
+    EventHandlerError,
+)
+from tactical.sqlalchemy import aggregates_table, scheduled_table
 
 PARCEL_POST = CarrierId("PARCEL-POST")
 ALPINE_EXPRESS = CarrierId("ALPINE-EXPRESS")
 BERLIN = Address("Friedrichstrasse 10", "Berlin", "10117", "DE")
 VIENNA = Address("Ringstrasse 5", "Vienna", "1010", "AT")
 START = datetime(2026, 7, 6, 8, 0, tzinfo=UTC)
+R = TypeVar("R")
 
 
 def say(text: str = "") -> None:
@@ -71,6 +84,21 @@ def show_event(event: DomainEvent) -> None:
     say(f"      event  {type(event).__name__}({details})")
 
 
+class NarratedCommands(CommandBus):
+    """A command bus that prints each command before its handler runs."""
+
+    def dispatch(self, command: Command[R]) -> R:
+        """Print ``command``, then dispatch it as any command bus does."""
+        fields = {
+            name: getattr(command, name)
+            for name in command.__dataclass_fields__
+            if name != "command_id"
+        }
+        details = ", ".join(f"{name}={value}" for name, value in fields.items())
+        say(f"      command {type(command).__name__}({details})")
+        return super().dispatch(command)
+
+
 def refused(what: str, error: DomainError) -> None:
     """Print a command the model refused, with its error message."""
     say(f"    REFUSED {what}: {type(error).__name__}: {error}")
@@ -93,7 +121,7 @@ def weight_of(kg: str) -> Weight:
 
 def book(app: ShippingApplication, clock: SteppingClock, *parcels: Parcel) -> ShipmentId:
     """Book a ground shipment from Berlin to Vienna."""
-    now = clock()
+    now = clock.now()
     return app.shipping.book(
         customer_id=CustomerId("CUST-0042"),
         service_class=ServiceClass.GROUND,
@@ -106,6 +134,17 @@ def book(app: ShippingApplication, clock: SteppingClock, *parcels: Parcel) -> Sh
     )
 
 
+def show_timers(engine: sa.Engine) -> None:
+    """Print the durable timers stored and not yet fired."""
+    table = scheduled_table
+    with engine.connect() as connection:
+        timers = connection.execute(sa.select(table.c.key, table.c.due_at)).all()
+    for timer in timers:
+        say(f"      timer  {timer.key}, due {timer.due_at:%Y-%m-%d %H:%M} UTC")
+    if not timers:
+        say("      timer  none scheduled")
+
+
 def run(database: Path) -> None:
     """Tell the whole story on a SQLite database at ``database``."""
     engine = sa.create_engine(f"sqlite:///{database}")
@@ -114,7 +153,12 @@ def run(database: Path) -> None:
     bus = EventBus()
     bus.subscribe(DomainEvent, show_event)
     app = sql_application(
-        engine, carriers, clock=clock, next_shipment_id=AwbSequence(176, 1234567), bus=bus
+        engine,
+        carriers,
+        clock=clock,
+        next_shipment_id=AwbSequence(176, 1234567),
+        bus=bus,
+        commands=NarratedCommands(),
     )
     stock_id = LabelStockId(PARCEL_POST)
     try:
@@ -159,11 +203,15 @@ def run(database: Path) -> None:
         app.shipping.assign_carrier(first, PARCEL_POST)
 
         say()
-        say("4. The labels are printed: one transaction for the shipment; then, in the")
-        say("   inventory's own transaction, a handler of LabelPrinted takes 2 labels.")
+        say("4. The labels are printed, in one transaction for the shipment that also")
+        say("   schedules its pickup deadline (a durable timer) for the end of the pickup")
+        say("   window. Then a handler of LabelPrinted dispatches the command")
+        say("   DecrementLabelStock on the command bus; its one handler, the inventory,")
+        say("   takes 2 labels in its own transaction.")
         app.shipping.print_label(first)
         remaining = app.inventory.label_stock(stock_id).remaining
         say(f"    label stock of {PARCEL_POST}: 3 -> {remaining}")
+        show_timers(engine)
 
         say()
         say("5. The customer changes their mind, too late (invariant 4):")
@@ -185,14 +233,16 @@ def run(database: Path) -> None:
             app.shipping.record_delivered(first, "M. Huber")
         except DomainError as error:
             refused("record the delivery", error)
-        say("    The carrier picks up, scans at a hub, and delivers:")
+        say("    The carrier picks up within the window (the pickup scan cancels the")
+        say("    deadline in its transaction), scans at a hub, and delivers:")
         clock.advance(timedelta(hours=3))
         app.shipping.record_scan(
-            first, CarrierScan(ScanKind.PICKUP, PARCEL_POST, "Berlin depot", clock())
+            first, CarrierScan(ScanKind.PICKUP, PARCEL_POST, "Berlin depot", clock.now())
         )
+        show_timers(engine)
         clock.advance(timedelta(hours=9))
         app.shipping.record_scan(
-            first, CarrierScan(ScanKind.IN_TRANSIT, PARCEL_POST, "Leipzig hub", clock())
+            first, CarrierScan(ScanKind.IN_TRANSIT, PARCEL_POST, "Leipzig hub", clock.now())
         )
         clock.advance(timedelta(hours=14))
         app.shipping.record_delivered(first, "M. Huber")
@@ -219,6 +269,18 @@ def run(database: Path) -> None:
         )
         app.inventory.restock(stock_id, 500)
         say(f"    Restocked: {app.inventory.label_stock(stock_id).remaining} labels.")
+
+        say()
+        say(f"8. Nobody comes to pick up {second}. Its pickup deadline is stored:")
+        show_timers(engine)
+        clock.advance(timedelta(hours=7))
+        say(f"   The clock moves 7 hours, to {clock.now():%Y-%m-%d %H:%M} UTC, past the end of")
+        say("   the window. The timer worker fires the deadline into the outbox, the relay")
+        say("   brings it to the bus, and a handler dispatches RecordMissedPickup:")
+        fired = app.timers.deliver_due()
+        status = app.shipping.shipment(second).status
+        say(f"    {fired} timer fired: shipment {second} is {status}.")
+        say(f"    Delivering again fires nothing: {app.timers.deliver_due()} timers.")
 
         say()
         table = aggregates_table

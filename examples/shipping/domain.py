@@ -156,6 +156,11 @@ class Shipment(AggregateRoot[ShipmentId]):
         """The weight of all parcels together, in kilograms."""
         return sum((parcel.weight.kg for parcel in self.parcels), Decimal(0))
 
+    @property
+    def pickup_deadline(self) -> datetime:
+        """When a printed shipment must have been picked up: the end of its pickup window."""
+        return self.pickup_window.end
+
     # -- commands -----------------------------------------------------------------------------
 
     @classmethod
@@ -349,6 +354,32 @@ class Shipment(AggregateRoot[ShipmentId]):
         require_text(reason, "Exception reason")
         self._move_to(ShipmentStatus.EXCEPTION, "record an exception for")
         self.record(ShipmentExceptionRecorded(self.id, reason, False, occurred_at=at))
+
+    def record_missed_pickup(self, *, at: datetime) -> bool:
+        """Record an exception: the pickup window ended and no carrier picked the parcels up.
+
+        Records ``ShipmentExceptionRecorded`` with ``scanned=False`` while the shipment is
+        ``LABEL_PRINTED``. In any other status it waits for no pickup (a carrier picked it
+        up, or an exception was reported meanwhile) and nothing changes, so a deadline that
+        fires late, or twice, is harmless.
+
+        Returns:
+            Whether the exception was recorded.
+
+        Raises:
+            InvalidStateError: The pickup window is still open at ``at``.
+            InvariantViolation: ``at`` precedes the last activity.
+        """
+        if self.status is not ShipmentStatus.LABEL_PRINTED:
+            return False
+        if at < self.pickup_deadline:
+            raise InvalidStateError(
+                f"Shipment {self.id} has not missed its pickup: its window is open until "
+                f"{self.pickup_deadline.isoformat()}"
+            )
+        deadline = self.pickup_deadline.isoformat()
+        self.record_exception(f"no pickup scan by the end of the pickup window, {deadline}", at=at)
+        return True
 
     def record_delivered(self, received_by: str, *, at: datetime) -> None:
         """Record the hand-over to ``received_by``; records ``ShipmentDelivered``.

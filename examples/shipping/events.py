@@ -3,7 +3,8 @@
 Events are the contract other contexts read (the inventory context reacts to
 :class:`LabelPrinted`), so they carry ids and plain values, not the shipment's value objects:
 the model may change shape without changing what was published. Every event's
-``occurred_at`` is the time the command was given (from the application's clock).
+``occurred_at`` is the time the command was given (from the application's clock), except
+:class:`PickupDeadlinePassed`'s: the message of a durable timer, it occurs at its deadline.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "InvoiceAttached",
     "LabelPrinted",
     "ParcelAdded",
+    "PickupDeadlinePassed",
     "ShipmentBooked",
     "ShipmentCancelled",
     "ShipmentDelivered",
@@ -71,6 +73,17 @@ class LabelPrinted(ShipmentEvent):
 
     carrier_id: CarrierId
     label_count: int
+
+
+class PickupDeadlinePassed(ShipmentEvent):
+    """The end of the pickup window, ``deadline``, came: the message of a durable timer.
+
+    Scheduled when the label is printed, in the same transaction, for the end of the
+    shipment's pickup window (its ``occurred_at`` is that deadline); the pickup scan cancels
+    it. When it fires, the shipment gets an exception unless it was picked up meanwhile.
+    """
+
+    deadline: datetime
 
 
 class ShipmentPickedUp(ShipmentEvent):

@@ -160,3 +160,19 @@ def cancelled() -> Shipment:
     shipment.cancel("customer changed their mind", at=at(1))
     shipment.clear_events()
     return shipment
+
+
+def printable(app: ShippingApplication, *parcels: Parcel) -> ShipmentId:
+    """Book a shipment of ``parcels`` (default: one) through ``app``, assigned to PARCEL-POST."""
+    shipment_id = app.shipping.book(
+        customer_id=CUSTOMER,
+        service_class=ServiceClass.GROUND,
+        origin=BERLIN,
+        destination=VIENNA,
+        pickup_window=window(),
+        parcels=parcels or (parcel(),),
+        rate_snapshot_id=RATE,
+        quoted_price=PRICE,
+    )
+    app.shipping.assign_carrier(shipment_id, POST)
+    return shipment_id

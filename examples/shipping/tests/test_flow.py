@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from examples.shipping.adapters import ShippingApplication
-from examples.shipping.domain import Parcel, ServiceClass, ShipmentStatus
+from examples.shipping.commands import DecrementLabelStock
+from examples.shipping.domain import ShipmentStatus
 from examples.shipping.events import LabelPrinted
-from examples.shipping.ids import ShipmentId
 from examples.shipping.inventory import (
     InsufficientLabelStock,
     LabelRequestRefused,
@@ -15,36 +15,11 @@ from examples.shipping.inventory import (
     LabelStockExhausted,
     LabelStockId,
 )
-from examples.shipping.tests.factories import (
-    BERLIN,
-    CUSTOMER,
-    POST,
-    PRICE,
-    RATE,
-    VIENNA,
-    Build,
-    window,
-)
+from examples.shipping.tests.factories import POST, Build, printable
 from examples.shipping.tests.factories import parcel as make_parcel
 from tactical import AggregateNotFound, DomainEvent, EventBus, EventHandlerError
 
 STOCK = LabelStockId(POST)
-
-
-def printable(app: ShippingApplication, *parcels: Parcel) -> ShipmentId:
-    """Book a shipment of ``parcels`` and assign it to PARCEL-POST."""
-    shipment_id = app.shipping.book(
-        customer_id=CUSTOMER,
-        service_class=ServiceClass.GROUND,
-        origin=BERLIN,
-        destination=VIENNA,
-        pickup_window=window(),
-        parcels=parcels,
-        rate_snapshot_id=RATE,
-        quoted_price=PRICE,
-    )
-    app.shipping.assign_carrier(shipment_id, POST)
-    return shipment_id
 
 
 def published(app: ShippingApplication) -> list[DomainEvent]:
@@ -146,3 +121,29 @@ class TestLabelStockFlow:
         application.bus.publish(printed_event)
         stock = application.inventory.label_stock(STOCK)
         assert (stock.remaining, stock.version) == (4, 2)
+
+
+class TestDecrementLabelStock:
+    """The command the label handler dispatches has one handler: the inventory's."""
+
+    def test_the_inventory_takes_labels_once_per_reference(
+        self, application: ShippingApplication
+    ) -> None:
+        """Dispatched twice for one reference: labels taken once, the result says so."""
+        application.inventory.open_stock(STOCK, 5)
+        taken: bool = application.commands.dispatch(DecrementLabelStock(STOCK, 2, "REF-1"))
+        assert taken is True
+        assert application.commands.dispatch(DecrementLabelStock(STOCK, 2, "REF-1")) is False
+        stock = application.inventory.label_stock(STOCK)
+        assert (stock.remaining, stock.version) == (3, 2)
+
+    def test_a_refusal_reaches_the_dispatcher_unwrapped_and_is_committed(
+        self, application: ShippingApplication
+    ) -> None:
+        """The command bus wraps nothing: the caller gets InsufficientLabelStock itself,
+        and the refusal was committed before it was raised."""
+        application.inventory.open_stock(STOCK, 1)
+        with pytest.raises(InsufficientLabelStock, match="only 1 left"):
+            application.commands.dispatch(DecrementLabelStock(STOCK, 2, "REF-2"))
+        stock = application.inventory.label_stock(STOCK)
+        assert (stock.remaining, stock.refused_labels) == (1, 2)

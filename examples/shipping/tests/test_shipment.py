@@ -432,6 +432,44 @@ class TestRecordException:
             delivered().record_exception("lost", at=at(40))
 
 
+class TestRecordMissedPickup:
+    """A printed shipment not picked up by the end of its pickup window gets an exception."""
+
+    def test_the_pickup_deadline_is_the_end_of_the_pickup_window(self) -> None:
+        """The window of the factories ends six hours after the start time."""
+        assert printed().pickup_deadline == at(360)
+
+    def test_a_missed_pickup_is_an_unscanned_exception(self) -> None:
+        """At the deadline, a printed shipment moves to EXCEPTION and says why."""
+        shipment = printed()
+        assert shipment.record_missed_pickup(at=at(360)) is True
+        assert shipment.status is ShipmentStatus.EXCEPTION
+        assert shipment.scans == []
+        (event,) = shipment.pending_events
+        assert isinstance(event, ShipmentExceptionRecorded)
+        assert event.reason == (
+            "no pickup scan by the end of the pickup window, 2026-07-06T14:00:00+00:00"
+        )
+        assert event.scanned is False
+
+    def test_before_the_deadline_the_pickup_is_not_missed(self) -> None:
+        """A deadline handled too early is refused; nothing changes."""
+        shipment = printed()
+        with pytest.raises(InvalidStateError, match="window is open until 2026-07-06T14:00"):
+            shipment.record_missed_pickup(at=at(359))
+        assert shipment.status is ShipmentStatus.LABEL_PRINTED
+        assert shipment.pending_events == ()
+
+    @pytest.mark.parametrize("state", [picked_up, in_transit, excepted, delivered])
+    def test_a_shipment_that_waits_for_no_pickup_is_left_as_it_is(self, state: Build) -> None:
+        """Picked up, or excepted already: a late or repeated deadline changes nothing."""
+        shipment = state()
+        status = shipment.status
+        assert shipment.record_missed_pickup(at=at(400)) is False
+        assert shipment.status is status
+        assert shipment.pending_events == ()
+
+
 class TestRecordDelivered:
     """Delivery ends the journey; it checks the current status first."""
 
