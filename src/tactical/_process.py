@@ -7,7 +7,9 @@ how to read the key from each. Handling an event records events, asks for comman
 (:meth:`ProcessManager.dispatch`, kept on the instance like pending events) and schedules
 timers (:meth:`ProcessManager.schedule`, written by the unit of work's commit).
 :class:`ProcessManagerHandler` feeds it from an :class:`~tactical.EventBus`: load or start,
-apply, commit, then dispatch the commands through a :class:`~tactical.CommandBus`.
+apply, commit, then dispatch the commands through a :class:`~tactical.CommandBus`;
+:class:`AsyncProcessManagerHandler` does the same on an async unit of work. Both only carry
+out what one flow (:func:`_applying`) decides.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 from uuid import UUID
 
 from tactical._bus import EventBus
 from tactical._commands import Command, CommandBus
+from tactical._flow import Flow, run, run_async
 from tactical._model import AggregateRoot, DomainEvent
 from tactical._retry import retry_on_conflict
 from tactical._timers import HELD_TIMERS, TimerRequests
 from tactical._uow import UnitOfWork
+from tactical._uow_async import AsyncUnitOfWork
 
-__all__ = ["ProcessManager", "ProcessManagerHandler"]
+__all__ = ["AsyncProcessManagerHandler", "ProcessManager", "ProcessManagerHandler"]
 
 KeyT = TypeVar("KeyT")
 K = TypeVar("K")
@@ -280,9 +284,96 @@ def _declaring(
 
 
 M = TypeVar("M", bound=ProcessManager[Any])
+U = TypeVar("U")
 
 
-class ProcessManagerHandler(Generic[M]):
+@dataclass(frozen=True, slots=True)
+class _Load:
+    key: object
+
+
+@dataclass(frozen=True, slots=True)
+class _Add:
+    manager: Any  # the flow's manager type
+
+
+@dataclass(frozen=True, slots=True)
+class _Commit:
+    pass
+
+
+_Op = _Load | _Add | _Commit
+_COMMIT = _Commit()
+
+
+def _applying(manager_type: type[M], event: DomainEvent) -> Flow[_Op, M | None]:
+    """Apply ``event`` to its process, inside a unit of work's block: every decision, no I/O.
+
+    Yields what the block must do (load the manager, add a started one, commit) and
+    returns the manager that handled the event, or None when nothing was applied (nothing
+    to commit, no commands to dispatch).
+    """
+    key = manager_type.correlation_key(event)
+    manager: M | None = yield _Load(key)
+    if manager is None:
+        if not manager_type.starts_on(event):
+            _log.info(
+                "%s %s ignored: no %s %r was started",
+                type(event).__qualname__,
+                event.event_id,
+                manager_type.__qualname__,
+                key,
+            )
+            return None
+        manager = _started(manager_type, key)
+        yield _Add(manager)
+    if not manager.handle(event):
+        return None
+    yield _COMMIT
+    return manager
+
+
+class _Feeding(Generic[M, U]):
+    """What the sync and async handlers share: their checks, their subscribing, their flow."""
+
+    _kind: ClassVar[str]
+    _entered: ClassVar[str]
+
+    def __init__(
+        self, manager_type: type[M], uow: U | Callable[[], U], commands: CommandBus
+    ) -> None:
+        candidate: object = manager_type
+        kind = type(self).__qualname__
+        if not (isinstance(candidate, type) and issubclass(candidate, ProcessManager)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"{kind} takes a ProcessManager subclass, got {manager_type!r}")
+        if not manager_type.handled_event_types():
+            raise TypeError(f"{manager_type.__qualname__} declares no event to handle")
+        if hasattr(type(uow), self._entered):  # a unit of work, not its class
+            self._uow: Callable[[], U] = lambda: cast("U", uow)
+        elif callable(uow):
+            # U is a protocol, so pyright's callable() narrowing keeps a "(...) -> object".
+            self._uow = uow  # pyright: ignore[reportAttributeAccessIssue]
+        else:
+            raise TypeError(
+                f"{kind} takes {self._kind} or a callable that returns one, got {uow!r}"
+            )
+        candidate = commands
+        if not isinstance(candidate, CommandBus):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"{kind} takes a CommandBus to dispatch to, got {commands!r}")
+        self._type = manager_type
+        self._commands = commands
+
+    def subscribe(self, bus: EventBus) -> None:
+        """Subscribe this handler to every event type its manager handles on ``bus``."""
+        for event_type in self._type.handled_event_types():
+            bus.subscribe(event_type, cast("Callable[[DomainEvent], object]", self))
+
+
+def _commands_of(manager: ProcessManager[Any] | None) -> tuple[Command[Any], ...]:
+    return () if manager is None else manager.pull_commands()
+
+
+class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
     """Feeds a :class:`ProcessManager` type the events it handles, one transaction each.
 
     For each event: in ``uow``, load the manager under the event's key (or create it,
@@ -296,27 +387,30 @@ class ProcessManagerHandler(Generic[M]):
     outbox) dispatch it.
 
     ``uow`` may be the very unit of work whose commit published the event (handlers run
-    once its block has ended). Its timers are stored only by tactical's units of work.
+    once its block has ended). A unit of work serves one block at a time: to feed events
+    from several threads at once, pass a callable that returns a new unit of work instead
+    (``lambda: SqlAlchemyUnitOfWork(engine)``), called once for each attempt. Its timers
+    are stored only by tactical's units of work. :class:`AsyncProcessManagerHandler` is
+    the same handler for asyncio code.
+
+    Raises:
+        TypeError: ``manager_type`` is not a :class:`ProcessManager` subclass or handles no
+            event, ``uow`` is neither a unit of work nor callable, or ``commands`` is not a
+            :class:`~tactical.CommandBus`.
 
     .. versionadded:: 0.2.0
     """
 
-    def __init__(self, manager_type: type[M], uow: UnitOfWork, commands: CommandBus) -> None:
-        candidate: object = manager_type
-        if not (isinstance(candidate, type) and issubclass(candidate, ProcessManager)):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(
-                f"ProcessManagerHandler takes a ProcessManager subclass, got {manager_type!r}"
-            )
-        if not manager_type.handled_event_types():
-            raise TypeError(f"{manager_type.__qualname__} declares no event to handle")
-        self._type = manager_type
-        self._uow = uow
-        self._commands = commands
+    _kind = "a UnitOfWork"
+    _entered = "__enter__"
 
-    def subscribe(self, bus: EventBus) -> None:
-        """Subscribe this handler to every event type its manager handles on ``bus``."""
-        for event_type in self._type.handled_event_types():
-            bus.subscribe(event_type, self)
+    def __init__(
+        self,
+        manager_type: type[M],
+        uow: UnitOfWork | Callable[[], UnitOfWork],
+        commands: CommandBus,
+    ) -> None:
+        super().__init__(manager_type, uow, commands)
 
     def __call__(self, event: DomainEvent) -> None:
         """Apply ``event`` to its process and commit, then dispatch the commands asked for."""
@@ -325,28 +419,82 @@ class ProcessManagerHandler(Generic[M]):
             self._commands.dispatch(command)
 
     def _apply(self, event: DomainEvent) -> tuple[Command[Any], ...]:
-        manager_type = self._type
-        key = manager_type.correlation_key(event)
-        uow = self._uow
+        uow = self._uow()
         with uow:
-            repository = uow.repository(manager_type)
-            manager = repository.get(key)
-            if manager is None:
-                if not manager_type.starts_on(event):
-                    _log.info(
-                        "%s %s ignored: no %s %r was started",
-                        type(event).__qualname__,
-                        event.event_id,
-                        manager_type.__qualname__,
-                        key,
-                    )
-                    return ()
-                manager = _started(manager_type, key)
-                repository.add(manager)
-            if not manager.handle(event):
-                return ()
-            uow.commit()
-        return manager.pull_commands()
+            repository = uow.repository(self._type)
+
+            def perform(op: _Op) -> object:
+                if isinstance(op, _Load):
+                    return repository.get(op.key)
+                if isinstance(op, _Add):
+                    repository.add(op.manager)
+                else:
+                    uow.commit()
+                return None
+
+            manager = run(_applying(self._type, event), perform)
+        return _commands_of(manager)
+
+
+class AsyncProcessManagerHandler(_Feeding[M, AsyncUnitOfWork]):
+    """:class:`ProcessManagerHandler` for asyncio: an ``async def`` event handler.
+
+    The same decisions, made by the same code (which manager, start or advance, a
+    remembered event applied no more, what to dispatch), on an
+    :class:`~tactical.AsyncUnitOfWork`: for each event, in ``async with uow:``, await the
+    manager's loading, handle the event and await the commit; once the block has ended,
+    await :meth:`CommandBus.dispatch_async <tactical.CommandBus.dispatch_async>` for each
+    command the manager asked for, in order (so command handlers may be ``async def``). A
+    conflict is retried by :func:`~tactical.retry_on_conflict`, pausing with ``await
+    asyncio.sleep``. Subscribed to an :class:`~tactical.EventBus`, it runs when an async
+    unit of work's block ends (:meth:`EventBus.publish_async
+    <tactical.EventBus.publish_async>`); the sync ``publish`` refuses it.
+
+    An async unit of work serves one block at a time: when events may arrive from several
+    tasks at once, pass a callable that returns a new unit of work (``lambda:
+    AsyncSqlAlchemyUnitOfWork(engine)``), called once for each attempt.
+
+    Raises:
+        TypeError: ``manager_type`` is not a :class:`ProcessManager` subclass or handles no
+            event, ``uow`` is neither an async unit of work nor callable, or ``commands``
+            is not a :class:`~tactical.CommandBus`.
+
+    .. versionadded:: 0.2.0
+    """
+
+    _kind = "an AsyncUnitOfWork"
+    _entered = "__aenter__"
+
+    def __init__(
+        self,
+        manager_type: type[M],
+        uow: AsyncUnitOfWork | Callable[[], AsyncUnitOfWork],
+        commands: CommandBus,
+    ) -> None:
+        super().__init__(manager_type, uow, commands)
+
+    async def __call__(self, event: DomainEvent) -> None:
+        """Apply ``event`` to its process and commit, then dispatch the commands asked for."""
+        commands = await retry_on_conflict(self._apply)(event)
+        for command in commands:
+            await self._commands.dispatch_async(command)
+
+    async def _apply(self, event: DomainEvent) -> tuple[Command[Any], ...]:
+        uow = self._uow()
+        async with uow:
+            repository = uow.repository(self._type)
+
+            async def perform(op: _Op) -> object:
+                if isinstance(op, _Load):
+                    return await repository.get(op.key)
+                if isinstance(op, _Add):
+                    repository.add(op.manager)
+                else:
+                    await uow.commit()
+                return None
+
+            manager = await run_async(_applying(self._type, event), perform)
+        return _commands_of(manager)
 
 
 def _started(manager_type: type[M], key: object) -> M:
