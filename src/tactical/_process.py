@@ -9,7 +9,7 @@ timers (:meth:`ProcessManager.schedule`, written by the unit of work's commit).
 :class:`ProcessManagerHandler` feeds it from an :class:`~tactical.EventBus`: load or start,
 apply, commit, then dispatch the commands through a :class:`~tactical.CommandBus`;
 :class:`AsyncProcessManagerHandler` does the same on an async unit of work. Both only carry
-out what one flow (:func:`_applying`) decides.
+out what one flow (:func:`applying`) decides.
 """
 
 from __future__ import annotations
@@ -288,25 +288,25 @@ U = TypeVar("U")
 
 
 @dataclass(frozen=True, slots=True)
-class _Load:
+class Load:
     key: object
 
 
 @dataclass(frozen=True, slots=True)
-class _Add:
+class Add:
     manager: Any  # the flow's manager type
 
 
 @dataclass(frozen=True, slots=True)
-class _Commit:
+class Commit:
     pass
 
 
-_Op = _Load | _Add | _Commit
-_COMMIT = _Commit()
+Op = Load | Add | Commit
+COMMIT = Commit()
 
 
-def _applying(manager_type: type[M], event: DomainEvent) -> Flow[_Op, M | None]:
+def applying(manager_type: type[M], event: DomainEvent) -> Flow[Op, M | None]:
     """Apply ``event`` to its process, inside a unit of work's block: every decision, no I/O.
 
     Yields what the block must do (load the manager, add a started one, commit) and
@@ -314,7 +314,7 @@ def _applying(manager_type: type[M], event: DomainEvent) -> Flow[_Op, M | None]:
     to commit, no commands to dispatch).
     """
     key = manager_type.correlation_key(event)
-    manager: M | None = yield _Load(key)
+    manager: M | None = yield Load(key)
     if manager is None:
         if not manager_type.starts_on(event):
             _log.info(
@@ -326,10 +326,10 @@ def _applying(manager_type: type[M], event: DomainEvent) -> Flow[_Op, M | None]:
             )
             return None
         manager = _started(manager_type, key)
-        yield _Add(manager)
+        yield Add(manager)
     if not manager.handle(event):
         return None
-    yield _COMMIT
+    yield COMMIT
     return manager
 
 
@@ -423,16 +423,16 @@ class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
         with uow:
             repository = uow.repository(self._type)
 
-            def perform(op: _Op) -> object:
-                if isinstance(op, _Load):
+            def perform(op: Op) -> object:
+                if isinstance(op, Load):
                     return repository.get(op.key)
-                if isinstance(op, _Add):
+                if isinstance(op, Add):
                     repository.add(op.manager)
                 else:
                     uow.commit()
                 return None
 
-            manager = run(_applying(self._type, event), perform)
+            manager = run(applying(self._type, event), perform)
         return _commands_of(manager)
 
 
@@ -484,16 +484,16 @@ class AsyncProcessManagerHandler(_Feeding[M, AsyncUnitOfWork]):
         async with uow:
             repository = uow.repository(self._type)
 
-            async def perform(op: _Op) -> object:
-                if isinstance(op, _Load):
+            async def perform(op: Op) -> object:
+                if isinstance(op, Load):
                     return await repository.get(op.key)
-                if isinstance(op, _Add):
+                if isinstance(op, Add):
                     repository.add(op.manager)
                 else:
                     await uow.commit()
                 return None
 
-            manager = await run_async(_applying(self._type, event), perform)
+            manager = await run_async(applying(self._type, event), perform)
         return _commands_of(manager)
 
 
