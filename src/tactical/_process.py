@@ -404,14 +404,6 @@ class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
     _kind = "a UnitOfWork"
     _entered = "__enter__"
 
-    def __init__(
-        self,
-        manager_type: type[M],
-        uow: UnitOfWork | Callable[[], UnitOfWork],
-        commands: CommandBus,
-    ) -> None:
-        super().__init__(manager_type, uow, commands)
-
     def __call__(self, event: DomainEvent) -> None:
         """Apply ``event`` to its process and commit, then dispatch the commands asked for."""
         commands = retry_on_conflict(lambda: self._apply(event))
@@ -464,14 +456,6 @@ class AsyncProcessManagerHandler(_Feeding[M, AsyncUnitOfWork]):
 
     _kind = "an AsyncUnitOfWork"
     _entered = "__aenter__"
-
-    def __init__(
-        self,
-        manager_type: type[M],
-        uow: AsyncUnitOfWork | Callable[[], AsyncUnitOfWork],
-        commands: CommandBus,
-    ) -> None:
-        super().__init__(manager_type, uow, commands)
 
     async def __call__(self, event: DomainEvent) -> None:
         """Apply ``event`` to its process and commit, then dispatch the commands asked for."""

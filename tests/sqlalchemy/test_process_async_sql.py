@@ -165,21 +165,39 @@ class TestStored:
         assert dispatched == []
 
 
+class Race:
+    """A started process, and a handler whose first two stores wait for each other."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.dispatched: list[Command[None]] = []
+        self.commands = command_bus(self.dispatched)
+        self.shipment_id = uuid4()
+        self.barrier = Barrier()
+        self.handler = AsyncProcessManagerHandler(
+            PickupDeadline, lambda: self.barrier.unit_of_work(engine), self.commands
+        )
+
+    @classmethod
+    async def started(cls, engine: AsyncEngine) -> Race:
+        race = cls(engine)
+        await AsyncProcessManagerHandler(
+            PickupDeadline, AsyncSqlAlchemyUnitOfWork(engine), race.commands
+        )(LabelPrinted(race.shipment_id, "DHL", occurred_at=PRINTED_AT))
+        return race
+
+
 class TestRacing:
     async def test_concurrent_events_of_one_process_conflict_and_the_loser_retries(
         self, postgres: AsyncEngine
     ) -> None:
         """A scan and the deadline load version 1 together: one conflict, one winner."""
         engine = postgres
-        dispatched: list[Command[None]] = []
-        commands = command_bus(dispatched)
-        shipment_id = uuid4()
-        await AsyncProcessManagerHandler(
-            PickupDeadline, AsyncSqlAlchemyUnitOfWork(engine), commands
-        )(LabelPrinted(shipment_id, "DHL", occurred_at=PRINTED_AT))
-        barrier = Barrier()
-        racing = AsyncProcessManagerHandler(
-            PickupDeadline, lambda: barrier.unit_of_work(engine), commands
+        race = await Race.started(engine)
+        shipment_id, barrier, racing, dispatched = (
+            race.shipment_id,
+            race.barrier,
+            race.handler,
+            race.dispatched,
         )
         await asyncio.gather(
             racing(PickupScanned(shipment_id)), racing(PickupDeadlinePassed(shipment_id))
@@ -201,15 +219,12 @@ class TestRacing:
     ) -> None:
         """Two tasks deliver one deadline: the retried one reloads and finds it handled."""
         engine = postgres
-        dispatched: list[Command[None]] = []
-        commands = command_bus(dispatched)
-        shipment_id = uuid4()
-        await AsyncProcessManagerHandler(
-            PickupDeadline, AsyncSqlAlchemyUnitOfWork(engine), commands
-        )(LabelPrinted(shipment_id, "DHL", occurred_at=PRINTED_AT))
-        barrier = Barrier()
-        racing = AsyncProcessManagerHandler(
-            PickupDeadline, lambda: barrier.unit_of_work(engine), commands
+        race = await Race.started(engine)
+        shipment_id, barrier, racing, dispatched = (
+            race.shipment_id,
+            race.barrier,
+            race.handler,
+            race.dispatched,
         )
         deadline = PickupDeadlinePassed(shipment_id)
         await asyncio.gather(racing(deadline), racing(deadline))

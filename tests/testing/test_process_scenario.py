@@ -193,6 +193,47 @@ class TestFailures:
             ).then_raises(DomainError)
 
 
+class TestReasons:
+    def test_each_reason_for_ignoring_is_told(self, shipment_id: UUID) -> None:
+        """A completed process and an event handled already are named as such."""
+        label = printed(shipment_id)
+        with pytest.raises(AssertionError, match="the PickupDeadline process was completed"):
+            given_process(PickupDeadline, label, PickupScanned(shipment_id)).when(
+                PickupDeadlinePassed(shipment_id)
+            ).then(completed=True)
+        with pytest.raises(
+            AssertionError, match=re.escape(f"handled this very event (event_id {label.event_id})")
+        ):
+            given_process(PickupDeadline, label).when(label).then()
+        with pytest.raises(
+            AssertionError, match=r"did not raise; expected DomainError\. It was ignored"
+        ):
+            given_process(PickupDeadline, label).when(label).then_raises(DomainError)
+
+    def test_a_wrong_timer_key_is_named(self, shipment_id: UUID) -> None:
+        elsewhere = ScheduledMessage(
+            "elsewhere", PickupDeadlinePassed(shipment_id), PRINTED_AT + PICKUP_WINDOW
+        )
+        with pytest.raises(AssertionError, match="scheduled timer 1: expected key 'elsewhere'"):
+            given_process(PickupDeadline).when(printed(shipment_id)).then(
+                commands=[DecrementLabelStock], scheduled=[elsewhere]
+            )
+
+    def test_another_error_fails_then_raises_and_then_ignored(self) -> None:
+        class Broken(PickupDeadline):
+            @ProcessManager.advances(PickupScanned, key=lambda e: e.shipment_id)
+            def broken(self, event: PickupScanned) -> None:
+                raise KeyError("scanner")
+
+        shipment_id = uuid4()
+        scenario = given_process(Broken, printed(shipment_id)).when(PickupScanned(shipment_id))
+        with pytest.raises(AssertionError, match="raised KeyError: 'scanner'; expected Domain"):
+            scenario.then_raises(DomainError)
+        scenario = given_process(Broken, printed(shipment_id)).when(PickupScanned(shipment_id))
+        with pytest.raises(AssertionError, match="raised KeyError: 'scanner'; expected it to"):
+            scenario.then_ignored()
+
+
 class TestIgnored:
     def test_a_duplicate_of_a_history_event_is_ignored(self, shipment_id: UUID) -> None:
         label = printed(shipment_id)
