@@ -215,7 +215,8 @@ class ProcessManager(AggregateRoot[KeyT]):
         """Ask for ``command`` to be dispatched once this manager's changes are committed.
 
         Kept on the instance, out of its stored state, as pending events are;
-        :class:`ProcessManagerHandler` dispatches them after the commit, in order.
+        :class:`ProcessManagerHandler` (and :class:`AsyncProcessManagerHandler`) dispatch
+        them after the commit, in order.
 
         Raises:
             TypeError: ``command`` is not a :class:`~tactical.Command`.
@@ -289,17 +290,21 @@ U = TypeVar("U")
 
 @dataclass(frozen=True, slots=True)
 class Load:
+    """Load the manager stored under ``key`` (the result: it, or None)."""
+
     key: object
 
 
 @dataclass(frozen=True, slots=True)
 class Add:
+    """Add the manager a starting event created to the block's repository."""
+
     manager: Any  # the flow's manager type
 
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    pass
+    """Commit the block: the manager, its events and its timers."""
 
 
 Op = Load | Add | Commit
@@ -393,6 +398,11 @@ class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
     are stored only by tactical's units of work. :class:`AsyncProcessManagerHandler` is
     the same handler for asyncio code.
 
+    Args:
+        manager_type: The :class:`ProcessManager` subclass to feed.
+        uow: A :class:`~tactical.UnitOfWork`, or a callable that returns a new one.
+        commands: Where the commands the manager asks for are dispatched.
+
     Raises:
         TypeError: ``manager_type`` is not a :class:`ProcessManager` subclass or handles no
             event, ``uow`` is neither a unit of work nor callable, or ``commands`` is not a
@@ -445,6 +455,11 @@ class AsyncProcessManagerHandler(_Feeding[M, AsyncUnitOfWork]):
     An async unit of work serves one block at a time: when events may arrive from several
     tasks at once, pass a callable that returns a new unit of work (``lambda:
     AsyncSqlAlchemyUnitOfWork(engine)``), called once for each attempt.
+
+    Args:
+        manager_type: The :class:`ProcessManager` subclass to feed.
+        uow: An :class:`~tactical.AsyncUnitOfWork`, or a callable that returns a new one.
+        commands: Where the commands the manager asks for are dispatched (awaited).
 
     Raises:
         TypeError: ``manager_type`` is not a :class:`ProcessManager` subclass or handles no
