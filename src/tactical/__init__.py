@@ -20,7 +20,7 @@ from tactical._exports import publish as _publish
 from tactical._memory import InMemoryStore, InMemoryUnitOfWork
 from tactical._memory_async import AsyncInMemoryUnitOfWork
 from tactical._model import AggregateRoot, DomainEvent, Entity, ValueObject
-from tactical._process import ProcessManager, ProcessManagerHandler
+from tactical._process import AsyncProcessManagerHandler, ProcessManager, ProcessManagerHandler
 from tactical._query import Field, Predicate, Query
 from tactical._repository import AsyncRepository, Repository
 from tactical._retry import retry_on_conflict
@@ -34,6 +34,7 @@ __all__ = [
     "AggregateNotFound",
     "AggregateRoot",
     "AsyncInMemoryUnitOfWork",
+    "AsyncProcessManagerHandler",
     "AsyncRepository",
     "AsyncSchedulingUnitOfWork",
     "AsyncUnitOfWork",

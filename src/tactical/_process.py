@@ -7,7 +7,9 @@ how to read the key from each. Handling an event records events, asks for comman
 (:meth:`ProcessManager.dispatch`, kept on the instance like pending events) and schedules
 timers (:meth:`ProcessManager.schedule`, written by the unit of work's commit).
 :class:`ProcessManagerHandler` feeds it from an :class:`~tactical.EventBus`: load or start,
-apply, commit, then dispatch the commands through a :class:`~tactical.CommandBus`.
+apply, commit, then dispatch the commands through a :class:`~tactical.CommandBus`;
+:class:`AsyncProcessManagerHandler` does the same on an async unit of work. Both only carry
+out what one flow (:func:`applying`) decides.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 from uuid import UUID
 
 from tactical._bus import EventBus
 from tactical._commands import Command, CommandBus
+from tactical._flow import Flow, run, run_async
 from tactical._model import AggregateRoot, DomainEvent
 from tactical._retry import retry_on_conflict
 from tactical._timers import HELD_TIMERS, TimerRequests
 from tactical._uow import UnitOfWork
+from tactical._uow_async import AsyncUnitOfWork
 
-__all__ = ["ProcessManager", "ProcessManagerHandler"]
+__all__ = ["AsyncProcessManagerHandler", "ProcessManager", "ProcessManagerHandler"]
 
 KeyT = TypeVar("KeyT")
 K = TypeVar("K")
@@ -211,7 +215,8 @@ class ProcessManager(AggregateRoot[KeyT]):
         """Ask for ``command`` to be dispatched once this manager's changes are committed.
 
         Kept on the instance, out of its stored state, as pending events are;
-        :class:`ProcessManagerHandler` dispatches them after the commit, in order.
+        :class:`ProcessManagerHandler` (and :class:`AsyncProcessManagerHandler`) dispatch
+        them after the commit, in order.
 
         Raises:
             TypeError: ``command`` is not a :class:`~tactical.Command`.
@@ -280,9 +285,100 @@ def _declaring(
 
 
 M = TypeVar("M", bound=ProcessManager[Any])
+U = TypeVar("U")
 
 
-class ProcessManagerHandler(Generic[M]):
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Load the manager stored under ``key`` (the result: it, or None)."""
+
+    key: object
+
+
+@dataclass(frozen=True, slots=True)
+class Add:
+    """Add the manager a starting event created to the block's repository."""
+
+    manager: Any  # the flow's manager type
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Commit the block: the manager, its events and its timers."""
+
+
+Op = Load | Add | Commit
+COMMIT = Commit()
+
+
+def applying(manager_type: type[M], event: DomainEvent) -> Flow[Op, M | None]:
+    """Apply ``event`` to its process, inside a unit of work's block: every decision, no I/O.
+
+    Yields what the block must do (load the manager, add a started one, commit) and
+    returns the manager that handled the event, or None when nothing was applied (nothing
+    to commit, no commands to dispatch).
+    """
+    key = manager_type.correlation_key(event)
+    manager: M | None = yield Load(key)
+    if manager is None:
+        if not manager_type.starts_on(event):
+            _log.info(
+                "%s %s ignored: no %s %r was started",
+                type(event).__qualname__,
+                event.event_id,
+                manager_type.__qualname__,
+                key,
+            )
+            return None
+        manager = _started(manager_type, key)
+        yield Add(manager)
+    if not manager.handle(event):
+        return None
+    yield COMMIT
+    return manager
+
+
+class _Feeding(Generic[M, U]):
+    """What the sync and async handlers share: their checks, their subscribing, their flow."""
+
+    _kind: ClassVar[str]
+    _entered: ClassVar[str]
+
+    def __init__(
+        self, manager_type: type[M], uow: U | Callable[[], U], commands: CommandBus
+    ) -> None:
+        candidate: object = manager_type
+        kind = type(self).__qualname__
+        if not (isinstance(candidate, type) and issubclass(candidate, ProcessManager)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"{kind} takes a ProcessManager subclass, got {manager_type!r}")
+        if not manager_type.handled_event_types():
+            raise TypeError(f"{manager_type.__qualname__} declares no event to handle")
+        if hasattr(type(uow), self._entered):  # a unit of work, not its class
+            self._uow: Callable[[], U] = lambda: cast("U", uow)
+        elif callable(uow):
+            # U is a protocol, so pyright's callable() narrowing keeps a "(...) -> object".
+            self._uow = uow  # pyright: ignore[reportAttributeAccessIssue]
+        else:
+            raise TypeError(
+                f"{kind} takes {self._kind} or a callable that returns one, got {uow!r}"
+            )
+        candidate = commands
+        if not isinstance(candidate, CommandBus):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"{kind} takes a CommandBus to dispatch to, got {commands!r}")
+        self._type = manager_type
+        self._commands = commands
+
+    def subscribe(self, bus: EventBus) -> None:
+        """Subscribe this handler to every event type its manager handles on ``bus``."""
+        for event_type in self._type.handled_event_types():
+            bus.subscribe(event_type, cast("Callable[[DomainEvent], object]", self))
+
+
+def _commands_of(manager: ProcessManager[Any] | None) -> tuple[Command[Any], ...]:
+    return () if manager is None else manager.pull_commands()
+
+
+class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
     """Feeds a :class:`ProcessManager` type the events it handles, one transaction each.
 
     For each event: in ``uow``, load the manager under the event's key (or create it,
@@ -296,27 +392,27 @@ class ProcessManagerHandler(Generic[M]):
     outbox) dispatch it.
 
     ``uow`` may be the very unit of work whose commit published the event (handlers run
-    once its block has ended). Its timers are stored only by tactical's units of work.
+    once its block has ended). A unit of work serves one block at a time: to feed events
+    from several threads at once, pass a callable that returns a new unit of work instead
+    (``lambda: SqlAlchemyUnitOfWork(engine)``), called once for each attempt. Its timers
+    are stored only by tactical's units of work. :class:`AsyncProcessManagerHandler` is
+    the same handler for asyncio code.
+
+    Args:
+        manager_type: The :class:`ProcessManager` subclass to feed.
+        uow: A :class:`~tactical.UnitOfWork`, or a callable that returns a new one.
+        commands: Where the commands the manager asks for are dispatched.
+
+    Raises:
+        TypeError: ``manager_type`` is not a :class:`ProcessManager` subclass or handles no
+            event, ``uow`` is neither a unit of work nor callable, or ``commands`` is not a
+            :class:`~tactical.CommandBus`.
 
     .. versionadded:: 0.2.0
     """
 
-    def __init__(self, manager_type: type[M], uow: UnitOfWork, commands: CommandBus) -> None:
-        candidate: object = manager_type
-        if not (isinstance(candidate, type) and issubclass(candidate, ProcessManager)):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(
-                f"ProcessManagerHandler takes a ProcessManager subclass, got {manager_type!r}"
-            )
-        if not manager_type.handled_event_types():
-            raise TypeError(f"{manager_type.__qualname__} declares no event to handle")
-        self._type = manager_type
-        self._uow = uow
-        self._commands = commands
-
-    def subscribe(self, bus: EventBus) -> None:
-        """Subscribe this handler to every event type its manager handles on ``bus``."""
-        for event_type in self._type.handled_event_types():
-            bus.subscribe(event_type, self)
+    _kind = "a UnitOfWork"
+    _entered = "__enter__"
 
     def __call__(self, event: DomainEvent) -> None:
         """Apply ``event`` to its process and commit, then dispatch the commands asked for."""
@@ -325,28 +421,79 @@ class ProcessManagerHandler(Generic[M]):
             self._commands.dispatch(command)
 
     def _apply(self, event: DomainEvent) -> tuple[Command[Any], ...]:
-        manager_type = self._type
-        key = manager_type.correlation_key(event)
-        uow = self._uow
+        uow = self._uow()
         with uow:
-            repository = uow.repository(manager_type)
-            manager = repository.get(key)
-            if manager is None:
-                if not manager_type.starts_on(event):
-                    _log.info(
-                        "%s %s ignored: no %s %r was started",
-                        type(event).__qualname__,
-                        event.event_id,
-                        manager_type.__qualname__,
-                        key,
-                    )
-                    return ()
-                manager = _started(manager_type, key)
-                repository.add(manager)
-            if not manager.handle(event):
-                return ()
-            uow.commit()
-        return manager.pull_commands()
+            repository = uow.repository(self._type)
+
+            def perform(op: Op) -> object:
+                if isinstance(op, Load):
+                    return repository.get(op.key)
+                if isinstance(op, Add):
+                    repository.add(op.manager)
+                else:
+                    uow.commit()
+                return None
+
+            manager = run(applying(self._type, event), perform)
+        return _commands_of(manager)
+
+
+class AsyncProcessManagerHandler(_Feeding[M, AsyncUnitOfWork]):
+    """:class:`ProcessManagerHandler` for asyncio: an ``async def`` event handler.
+
+    The same decisions, made by the same code (which manager, start or advance, a
+    remembered event applied no more, what to dispatch), on an
+    :class:`~tactical.AsyncUnitOfWork`: for each event, in ``async with uow:``, await the
+    manager's loading, handle the event and await the commit; once the block has ended,
+    await :meth:`CommandBus.dispatch_async <tactical.CommandBus.dispatch_async>` for each
+    command the manager asked for, in order (so command handlers may be ``async def``). A
+    conflict is retried by :func:`~tactical.retry_on_conflict`, pausing with ``await
+    asyncio.sleep``. Subscribed to an :class:`~tactical.EventBus`, it runs when an async
+    unit of work's block ends (:meth:`EventBus.publish_async
+    <tactical.EventBus.publish_async>`); the sync ``publish`` refuses it.
+
+    An async unit of work serves one block at a time: when events may arrive from several
+    tasks at once, pass a callable that returns a new unit of work (``lambda:
+    AsyncSqlAlchemyUnitOfWork(engine)``), called once for each attempt.
+
+    Args:
+        manager_type: The :class:`ProcessManager` subclass to feed.
+        uow: An :class:`~tactical.AsyncUnitOfWork`, or a callable that returns a new one.
+        commands: Where the commands the manager asks for are dispatched (awaited).
+
+    Raises:
+        TypeError: ``manager_type`` is not a :class:`ProcessManager` subclass or handles no
+            event, ``uow`` is neither an async unit of work nor callable, or ``commands``
+            is not a :class:`~tactical.CommandBus`.
+
+    .. versionadded:: 0.2.0
+    """
+
+    _kind = "an AsyncUnitOfWork"
+    _entered = "__aenter__"
+
+    async def __call__(self, event: DomainEvent) -> None:
+        """Apply ``event`` to its process and commit, then dispatch the commands asked for."""
+        commands = await retry_on_conflict(self._apply)(event)
+        for command in commands:
+            await self._commands.dispatch_async(command)
+
+    async def _apply(self, event: DomainEvent) -> tuple[Command[Any], ...]:
+        uow = self._uow()
+        async with uow:
+            repository = uow.repository(self._type)
+
+            async def perform(op: Op) -> object:
+                if isinstance(op, Load):
+                    return await repository.get(op.key)
+                if isinstance(op, Add):
+                    repository.add(op.manager)
+                else:
+                    await uow.commit()
+                return None
+
+            manager = await run_async(applying(self._type, event), perform)
+        return _commands_of(manager)
 
 
 def _started(manager_type: type[M], key: object) -> M:

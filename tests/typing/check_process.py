@@ -7,6 +7,8 @@ from typing import Any, assert_type
 from uuid import UUID, uuid4
 
 from tactical import (
+    AsyncInMemoryUnitOfWork,
+    AsyncProcessManagerHandler,
     Command,
     CommandBus,
     DomainEvent,
@@ -74,6 +76,23 @@ handler = ProcessManagerHandler(PickupDeadline, InMemoryUnitOfWork(), CommandBus
 assert_type(handler, ProcessManagerHandler[PickupDeadline])
 handler.subscribe(EventBus())
 handler(PickupScanned(uuid4()))
+# A callable that returns a unit of work: one for each delivery.
+assert_type(
+    ProcessManagerHandler(PickupDeadline, lambda: InMemoryUnitOfWork(), CommandBus()),
+    ProcessManagerHandler[PickupDeadline],
+)
+
+async_handler = AsyncProcessManagerHandler(PickupDeadline, AsyncInMemoryUnitOfWork(), CommandBus())
+assert_type(async_handler, AsyncProcessManagerHandler[PickupDeadline])
+async_handler.subscribe(EventBus())
+assert_type(
+    AsyncProcessManagerHandler(PickupDeadline, AsyncInMemoryUnitOfWork, CommandBus()),
+    AsyncProcessManagerHandler[PickupDeadline],
+)
+
+
+async def deliver() -> None:
+    assert_type(await async_handler(PickupScanned(uuid4())), None)
 
 
 # Misuse.
@@ -91,3 +110,11 @@ manager.label_printed(PickupScanned(uuid4()))  # type: ignore[arg-type]  # pyrig
 manager.dispatch(PickupScanned(uuid4()))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 ProcessManager.starts(int, key=str)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
 ProcessManagerHandler(LabelPrinted, InMemoryUnitOfWork(), CommandBus())  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
+# A sync unit of work for the async handler, and the reverse; an un-awaited delivery.
+AsyncProcessManagerHandler(PickupDeadline, InMemoryUnitOfWork(), CommandBus())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+ProcessManagerHandler(PickupDeadline, AsyncInMemoryUnitOfWork(), CommandBus())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+AsyncProcessManagerHandler(LabelPrinted, AsyncInMemoryUnitOfWork(), CommandBus())  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
+
+
+def forgot_await() -> None:
+    async_handler(PickupScanned(uuid4()))  # type: ignore[unused-coroutine]  # pyright: ignore[reportUnusedCoroutine]

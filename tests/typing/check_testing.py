@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, assert_type
 from uuid import UUID, uuid4
@@ -12,11 +13,14 @@ from hypothesis import strategies as st
 from tactical import (
     AggregateRoot,
     AsyncInMemoryUnitOfWork,
+    Command,
     DomainEvent,
     EventBus,
     InMemoryUnitOfWork,
     InvalidStateError,
+    ProcessManager,
     Repository,
+    ScheduledMessage,
     UnitOfWork,
     ValueObject,
 )
@@ -27,6 +31,7 @@ from tactical.testing import (
     Counter,
     CounterRenamed,
     CounterTicked,
+    ProcessScenario,
     Scenario,
     Tag,
     Tally,
@@ -37,10 +42,13 @@ from tactical.testing import (
     assert_no_infrastructure_imports,
     assert_value_objects_hold_no_entities,
     given,
+    given_process,
     strategy_for,
     structural_state,
     value_objects,
 )
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 class Weight(ValueObject):
@@ -74,6 +82,43 @@ def scenarios() -> None:
     assert_type(given(Parcel(uuid4()), Parcel.clear_events).aggregate, Parcel)
     scenario.when(lambda p: p.fly())  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType, reportUnknownLambdaType]
     scenario.then(Weight(1))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
+class Collect(Command):
+    parcel_id: UUID
+
+
+class Collection(ProcessManager[UUID]):
+    @ProcessManager.starts(Weighed, key=lambda e: e.parcel_id)
+    def weighed(self, event: Weighed) -> None:
+        self.dispatch(Collect(self.id))
+
+
+def process_scenarios() -> None:
+    parcel_id = uuid4()
+    scenario = given_process(Collection, Weighed(parcel_id, Weight(5)))
+    assert_type(scenario, ProcessScenario[Collection])
+    assert_type(scenario.manager, Collection | None)
+    assert_type(given_process(Collection(parcel_id)), ProcessScenario[Collection])
+    assert_type(scenario.when(Weighed(parcel_id, Weight(6))), ProcessScenario[Collection])
+    assert_type(
+        scenario.then(
+            events=[Weighed],
+            commands=[Collect(parcel_id), Collect],
+            scheduled=[ScheduledMessage("k", Weighed(parcel_id, Weight(1)), NOW)],
+            cancelled=["k"],
+            completed=True,
+            compare=["command_id"],
+        ),
+        Collection,
+    )
+    assert_type(scenario.then_ignored(), Collection | None)
+    assert_type(scenario.then_raises(InvalidStateError), InvalidStateError)
+    # Misuse: an event where a command is expected, a history that is not events, a non-manager.
+    scenario.then(commands=[Weighed(parcel_id, Weight(1))])  # type: ignore[list-item]  # pyright: ignore[reportArgumentType]
+    given_process(Collection, Collect(parcel_id))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    given_process(Parcel)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
+    scenario.then(completed="yes")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
 
 def strategies() -> None:

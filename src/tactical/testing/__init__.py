@@ -1,6 +1,8 @@
 """What users import to test their own domain with tactical (needs pytest and Hypothesis).
 
-- :func:`given` starts a given/when/then :class:`Scenario` for an aggregate.
+- :func:`given` starts a given/when/then :class:`Scenario` for an aggregate;
+  :func:`given_process` a :class:`ProcessScenario` for a process manager (events in;
+  commands, events and timers out).
 - :func:`value_objects`, :func:`aggregates` and :func:`strategy_for` are Hypothesis
   strategies that build valid instances from type annotations.
 - :class:`UnitOfWorkContract` is the contract suite every tactical unit of work passes;
@@ -51,6 +53,7 @@ from tactical.testing._contract import (  # noqa: E402
     UnitOfWorkContract,
     UnitOfWorkFactory,
 )
+from tactical.testing._process_scenario import ProcessScenario, given_process  # noqa: E402
 from tactical.testing._scenario import Scenario, given  # noqa: E402
 from tactical.testing._strategies import aggregates, strategy_for, value_objects  # noqa: E402
 
@@ -62,6 +65,7 @@ __all__ = [
     "CounterRenamed",
     "CounterTicked",
     "MovableClock",
+    "ProcessScenario",
     "Scenario",
     "Tag",
     "Tally",
@@ -72,6 +76,7 @@ __all__ = [
     "assert_no_infrastructure_imports",
     "assert_value_objects_hold_no_entities",
     "given",
+    "given_process",
     "strategy_for",
     "structural_state",
     "value_objects",

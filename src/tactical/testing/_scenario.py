@@ -19,6 +19,8 @@ E = TypeVar("E", bound=BaseException)
 
 #: Fields every event has that a scenario ignores unless asked to compare them.
 GENERATED_FIELDS = frozenset({"event_id", "occurred_at"})
+# Left out of the messages shown in failures: generated, so never what a test is about.
+_UNSHOWN = GENERATED_FIELDS | {"command_id"}
 
 
 def given(aggregate: A | Callable[[], A], *history: Callable[[A], object]) -> Scenario[A]:
@@ -157,15 +159,15 @@ class Scenario(Generic[A]):
         except Exception as error:
             raise AssertionError(
                 f"when: {_describe(self._require_command())} raised "
-                f"{type(error).__name__}: {error}\nexpected events:\n{_listing(expected)}"
+                f"{type(error).__name__}: {error}\nexpected events:\n{listing(expected)}"
             ) from error
         _refuse_awaitable(result, self._require_command(), "when")
         actual = self.aggregate.pending_events
-        mismatch = _first_mismatch(expected, actual, ignored)
+        mismatch = first_mismatch(expected, actual, ignored)
         if mismatch is not None:
             raise AssertionError(
-                f"{mismatch}\nexpected events:\n{_listing(expected)}\n"
-                f"actual events:\n{_listing(actual)}"
+                f"{mismatch}\nexpected events:\n{listing(expected)}\n"
+                f"actual events:\n{listing(actual)}"
             )
         if (
             require_events_for_changes
@@ -221,7 +223,7 @@ class Scenario(Generic[A]):
             if self.aggregate.pending_events:
                 raise AssertionError(
                     f"when: {command} raised {type(raised).__name__} but recorded events "
-                    f"first:\n{_listing(self.aggregate.pending_events)}"
+                    f"first:\n{listing(self.aggregate.pending_events)}"
                 ) from raised
             if structural_state(self.aggregate) != before:
                 raise AssertionError(
@@ -236,7 +238,7 @@ class Scenario(Generic[A]):
         _refuse_awaitable(result, self._require_command(), "when")
         raise AssertionError(
             f"when: {command} did not raise; expected {error.__name__}. It recorded:\n"
-            f"{_listing(self.aggregate.pending_events)}"
+            f"{listing(self.aggregate.pending_events)}"
         )
 
     def _require_command(self) -> Callable[[A], object]:
@@ -306,48 +308,61 @@ def _without_version(aggregate: AggregateRoot[Any]) -> object:
     )
 
 
-def _fields(event: DomainEvent, ignored: frozenset[str]) -> dict[str, object]:
+def _fields(event: Any, ignored: frozenset[str]) -> dict[str, object]:
     return {
         f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name not in ignored
     }
 
 
-def _first_mismatch(
-    expected: Sequence[DomainEvent | type[DomainEvent]],
-    actual: Sequence[DomainEvent],
+def first_mismatch(
+    expected: Sequence[object],
+    actual: Sequence[object],
     ignored: frozenset[str],
+    noun: str = "event",
 ) -> str | None:
+    """What first differs between two lists of messages (events or commands), or None.
+
+    An expected class matches any message of exactly that type; an expected instance one
+    whose fields are equal, but for those in ``ignored``.
+    """
     for index, (want, got) in enumerate(zip(expected, actual, strict=False), start=1):
-        want_type = want if isinstance(want, type) else type(want)
-        if type(got) is not want_type:
-            return f"event {index}: expected {want_type.__qualname__}, got {type(got).__qualname__}"
-        if isinstance(want, type):
-            continue
-        wanted, found = _fields(want, ignored), _fields(got, ignored)
-        differences = [
-            f"{name}: expected {wanted[name]!r}, got {found[name]!r}"
-            for name in wanted
-            if wanted[name] != found[name]
-        ]
-        if differences:
-            return f"event {index} ({want_type.__qualname__}) differs in " + "; ".join(differences)
+        difference = message_difference(want, got, ignored)
+        if difference is not None:
+            return f"{noun} {index}{difference}"
     if len(expected) != len(actual):
-        return f"expected {len(expected)} event(s), got {len(actual)}"
+        return f"expected {len(expected)} {noun}(s), got {len(actual)}"
     return None
 
 
-def _listing(events: Sequence[DomainEvent | type[DomainEvent]]) -> str:
+def message_difference(want: object, got: object, ignored: frozenset[str]) -> str | None:
+    """How ``got`` differs from ``want`` (a message or its class), told after its name."""
+    want_type = want if isinstance(want, type) else type(want)
+    if type(got) is not want_type:
+        return f": expected {want_type.__qualname__}, got {type(got).__qualname__}"
+    if isinstance(want, type):
+        return None
+    wanted, found = _fields(want, ignored), _fields(got, ignored)
+    differences = [
+        f"{name}: expected {wanted[name]!r}, got {found[name]!r}"
+        for name in wanted
+        if wanted[name] != found[name]
+    ]
+    if differences:
+        return f" ({want_type.__qualname__}) differs in " + "; ".join(differences)
+    return None
+
+
+def listing(events: Sequence[object]) -> str:
     if not events:
         return "  (none)"
-    return "\n".join(f"  {index}. {_show(event)}" for index, event in enumerate(events, start=1))
+    return "\n".join(f"  {index}. {show(event)}" for index, event in enumerate(events, start=1))
 
 
-def _show(event: DomainEvent | type[DomainEvent]) -> str:
+def show(event: object) -> str:
+    """A message (an event or a command) as a call, without its generated fields."""
     if isinstance(event, type):
         return f"{event.__qualname__}(...)"
-    shown = ", ".join(
-        f"{name}={value!r}" for name, value in _fields(event, GENERATED_FIELDS).items()
-    )
+    shown = ", ".join(f"{name}={value!r}" for name, value in _fields(event, _UNSHOWN).items())
     return f"{type(event).__qualname__}({shown})"
 
 
