@@ -35,6 +35,17 @@ pytest_collect_file = Sybil(
 ).pytest()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the tests marked ``slow`` first, each part in its order.
+
+    They are the suite's longest (processes, SIGKILLs, brokers). pytest-xdist's loadscope
+    hands scopes out in this order when told ``--no-loadscope-reorder`` (the tests session
+    that runs them does): started first, they overlap the rest, where by default (largest
+    scope first) the chaos test's two came last and ran alone while the other workers idled.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_configure() -> None:
     """Refuse to run the suite on a checkout's tactical when the installed one is required."""
     if not os.environ.get("TACTICAL_TEST_INSTALLED"):

@@ -121,14 +121,28 @@ def _install(session: nox.Session, *requirements: str, extras: str = EXTRAS) -> 
 
 @nox.session(python=PYTHONS, download_python="never")
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite against the installed wheel (services on loopback; under CI=true
-    none may be missing). Coverage on Python 3.11 only."""
+    """Run the test suite on the installed wheel: all of it on 3.11, all but ``slow`` on 3.12, 3.13.
+
+    The servers are on loopback (under CI=true none may be missing); coverage on 3.11 only.
+    Arguments after ``--`` with a ``-m`` of their own choose the tests on every Python.
+
+    The ``slow`` tests start, SIGKILL and replace OS processes, inject crashes or push 10,000
+    events through the brokers: they prove what happens between processes, databases and
+    brokers, which does not depend on the Python version, so one run per CI (on 3.11) proves
+    it. They are 17 tests of over 3,300 but about two fifths of the summed test time.
+    """
     _install(session, *_groups("tests"))
-    coverage = ["--cov", "--cov-report=term"] if session.python == COVERAGE_PYTHON else []
+    full = session.python == COVERAGE_PYTHON
+    coverage = ["--cov", "--cov-report=term"] if full else []
+    chosen = any(arg.startswith("-m") for arg in session.posargs)  # -m EXPR or -mEXPR
+    markers = [] if full or chosen else ["-m", "not slow"]
+    # With the slow tests, hand scopes out in collection order, where conftest.py put the
+    # slow ones first (by default loadscope starts the scopes with the most tests first).
+    order = ["--no-loadscope-reorder"] if full else []
     env = dict(INSTALLED)
     if "PYTHONHASHSEED" not in os.environ:
         env["PYTHONHASHSEED"] = "0"
-    session.run("pytest", *TEST_WORKERS, *coverage, *session.posargs, env=env)
+    session.run("pytest", *TEST_WORKERS, *order, *coverage, *markers, *session.posargs, env=env)
 
 
 # The files the sdist must hold to build, test and document the project by itself.

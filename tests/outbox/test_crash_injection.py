@@ -352,6 +352,7 @@ RELAYED_TWICE: list[Write | str] = [
 crash_plans = st.dictionaries(st.sampled_from(POINTS), st.integers(0, 3), min_size=1, max_size=3)
 
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 @pytest.mark.parametrize("api", ["sync", "async"])
 class TestCrashAnywhere:

@@ -449,6 +449,7 @@ def start_workers(count: int, broker: str, api: str, name: str, url: str) -> lis
 Worker = subprocess.Popen[str]
 
 
+@pytest.mark.slow
 class TestKilledConsumers:
     @pytest.mark.postgres
     @pytest.mark.parametrize(

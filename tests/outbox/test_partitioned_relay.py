@@ -454,6 +454,7 @@ def _worker(url: sa.URL, stream: str, name: str, lease_ttl: float) -> subprocess
     )
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 class TestRelayProcesses:
     def test_a_killed_relays_partitions_are_taken_over_and_order_holds(

@@ -54,6 +54,8 @@ from tactical.sqlalchemy import (
     relay_leases_table,
 )
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("TACTICAL_CHAOS_SECONDS") or 12)
 """How long writers commit and processes are killed (seconds)."""

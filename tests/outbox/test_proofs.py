@@ -210,6 +210,7 @@ class TestSeveralRelaysOnPostgres:
         assert len({m.event_id for m in received}) == 2000
         assert counts_by_aggregate(received) == {str(i): list(range(1, 101)) for i in ids}
 
+    @pytest.mark.slow
     def test_order_per_aggregate_holds_over_10000_events(
         self, postgres_engine: sa.Engine, broker: Broker
     ) -> None:

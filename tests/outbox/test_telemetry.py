@@ -338,6 +338,7 @@ class TestTimersAndPartitions:
         assert relay.owned_partitions
 
 
+@pytest.mark.slow
 class TestAcrossProcesses:
     def test_a_request_and_its_remote_handler_form_one_trace(
         self, otel: Telemetry, broker: Broker, request: pytest.FixtureRequest, tmp_path: Path

@@ -453,6 +453,7 @@ else:
 """
 
 
+@pytest.mark.slow
 class TestCrash:
     """A worker killed between taking the rows and committing fires nothing; the next fires once."""
 

@@ -206,6 +206,7 @@ class TestConcurrency:
         assert stored_count(sqlite_engine, counter.id) == (100, 101)
         assert all("locked" not in str(c) for c in conflicts)
 
+    @pytest.mark.slow
     def test_sqlite_writers_in_processes_lose_no_update(self, tmp_path: Path) -> None:
         """Three processes increment one counter in a SQLite file 20 times each: exactly 60."""
         url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"

@@ -30,7 +30,7 @@ from tactical.outbox import inbox_table
 from tactical.sqlalchemy import outbox_table
 
 ROOT = Path(__file__).resolve().parents[3]
-pytestmark = pytest.mark.rabbitmq
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
 
 Names = tuple[str, str, str]
