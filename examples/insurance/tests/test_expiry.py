@@ -289,6 +289,7 @@ timer_worker(engine, Clock()).fire_due()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "engine_name", ["sqlite_engine", pytest.param("postgres_engine", marks=pytest.mark.postgres)]
 )
@@ -343,6 +344,7 @@ OutboxRelay(engine, CrashAfterDelivery()).relay_once()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "engine_name", ["sqlite_engine", pytest.param("postgres_engine", marks=pytest.mark.postgres)]
 )

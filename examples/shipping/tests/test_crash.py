@@ -104,6 +104,7 @@ def timer_keys(engine: sa.Engine) -> list[str]:
         return list(connection.scalars(sa.select(scheduled_table.c.key)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_point", ["worker", "relay"])
 def test_a_killed_delivery_fires_the_deadline_once_in_effect(
     tmp_path: Path, kill_point: str
