@@ -414,12 +414,23 @@ class DocumentStorage:
 
     def _write_outbox(self, changes: Sequence[Change], names: _Names) -> Flow[Operation, None]:
         """Insert the outbox rows of every change's events, in recorded order."""
+        if len(changes) == 1:  # the common case: one aggregate's events, in recorded order
+            only = changes[0]
+            if not only.events:
+                return
+            trace_context = current_trace_context()  # the commit's span: one for every row
+            only_name = names[id(only)]
+            only_key = partition_key(*only_name)
+            yield self._statements.insert_outbox.many(
+                [self._outbox_row(only, only_name, e, only_key, trace_context) for e in only.events]
+            )
+            return
         owner: dict[int, Change] = {id(e): c for c in changes for e in c.events}
         if not owner:
             return
         rows: list[tuple[Any, ...]] = []
         keys: dict[int, int] = {}  # id(change) -> its aggregate's partition key, hashed once
-        trace_context = current_trace_context()  # the commit's span: one for every row
+        trace_context = current_trace_context()
         for event in recorded_in_order(c.aggregate for c in changes):
             change = owner.get(id(event))
             if change is None:  # recorded after the snapshot of pending events was taken
