@@ -369,6 +369,10 @@ class TestAcrossProcesses:
         assert (process["parent_id"], process["remote_parent"]) == (commit.context.span_id, True)  # pyright: ignore[reportOptionalMemberAccess]
         assert remote_commit["parent_id"] == process["span_id"]
         assert process["kind"] == "CONSUMER"
+        assert process["attributes"]["messaging.system"] == broker.name
+        assert process["attributes"]["messaging.destination.name"] == (
+            f"{names[0]}:{TICKED}:{names[1]}" if broker.name == "rabbitmq" else names[0]
+        )
         assert process["attributes"]["tactical.aggregate.type"] == JsonCodec().type_name(Counter)
         assert remote_commit["attributes"]["tactical.event.types"] == [CounterMirrored.__qualname__]
 
