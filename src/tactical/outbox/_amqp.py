@@ -441,7 +441,7 @@ class AmqpConsumer(Generic[U]):
             check=check,
             source=delivered(
                 "rabbitmq",
-                amqp_destination(exchange, routing_key, queue),
+                lambda: amqp_destination(exchange, routing_key, queue),
                 address=self._address,
                 routing_key=routing_key,
                 partition=partition,

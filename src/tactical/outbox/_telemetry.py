@@ -288,7 +288,7 @@ class _Delivered:
 
 def delivered(
     system: str,
-    destination: str,
+    destination: str | Callable[[], str],
     *,
     address: str,
     routing_key: str | None = None,
@@ -299,7 +299,8 @@ def delivered(
     """The block around an inbox consumer's ``handle`` of a delivery from a broker.
 
     Its ``process`` span then names the messaging ``system``, the ``destination`` read
-    (RabbitMQ: ``<exchange>:<routing key>:<queue>``; Redis: the stream), the broker's
+    (RabbitMQ: ``<exchange>:<routing key>:<queue>``; Redis: the stream; or what makes it,
+    called only with a tracer), the broker's
     ``address`` (``host:port``), and the routing key, partition, consumer group and
     delivery tag when given. :data:`NOOP` without a tracer: nothing is computed.
     """
@@ -308,7 +309,9 @@ def delivered(
     host, colon, port = address.rpartition(":")
     attributes = {
         "messaging.system": system,
-        "messaging.destination.name": destination,
+        "messaging.destination.name": destination
+        if isinstance(destination, str)
+        else destination(),
         **(_server(host, int(port)) if colon and port.isdigit() else _server(address, None)),
     }
     if routing_key:
