@@ -42,6 +42,18 @@ def attributes_of(otel: Telemetry, name: str) -> list[dict[str, Any]]:
     return [dict(span.attributes or {}) for span in otel.spans(name)]
 
 
+def assert_processed_in_the_commits_trace(otel: Telemetry) -> None:
+    """Each process span's remote parent is the producer's commit: the headers travelled."""
+    commit = otel.spans("commit")[0]  # the producer's; the consumer's commits come after
+    assert commit.context is not None
+    processed = otel.spans(f"process {TICKED}")
+    assert processed
+    for process in processed:
+        assert process.parent is not None
+        assert process.parent.is_remote
+        assert process.parent.span_id == commit.context.span_id
+
+
 def redis_publisher(side: Side, stream: str, **options: Any) -> Any:
     """The side's Redis publisher (its client closed with the side)."""
     if isinstance(side, AsyncSide):
@@ -121,7 +133,10 @@ class TestRabbitMQ:
         consumer_engine: sa.Engine,
         rabbit: Rabbit,
     ) -> None:
-        """Sync and async: publish names exchange:key; process names exchange:key:queue."""
+        """Sync and async: publish names exchange:key; process names exchange:key:queue.
+
+        And the process spans continue the commit's trace: the publisher sent its context.
+        """
         commit_ticks(sqlite_engine, counters=1, ticks=2)
         publisher = rabbit_publisher(side, rabbit.exchange)
         assert side.relay(sqlite_engine, publisher).relay_once() == 2
@@ -145,6 +160,7 @@ class TestRabbitMQ:
             assert consumer.consume_available(idle_timeout=0.5) == 2
         finally:
             consumer.close()
+        assert_processed_in_the_commits_trace(otel)
         processed = attributes_of(otel, f"process {TICKED}")
         assert len(processed) == 2
         for process in processed:
@@ -172,7 +188,10 @@ class TestRedis:
         redis_client: redis.Redis,
         stream_name: str,
     ) -> None:
-        """Sync and async: both spans name the stream; process names the group read with."""
+        """Sync and async: both spans name the stream; process names the group read with.
+
+        And the process spans continue the commit's trace: the publisher sent its context.
+        """
         commit_ticks(sqlite_engine, counters=1, ticks=2)
         assert side.relay(sqlite_engine, redis_publisher(side, stream_name)).relay_once() == 2
         (publish,) = attributes_of(otel, "publish")
@@ -185,6 +204,7 @@ class TestRedis:
             side_consumer(side, consumer_engine), redis_client, stream=stream_name, group=group
         )
         assert consumer.consume_available() == 2
+        assert_processed_in_the_commits_trace(otel)
         processed = attributes_of(otel, f"process {TICKED}")
         assert len(processed) == 2
         for process in processed:
