@@ -17,6 +17,7 @@ A timer worker's firing is traced by :func:`tactical.outbox._telemetry.firing_ti
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "Inactive",
     "activation",
     "carrier_context",
+    "command_span",
     "commit_span",
     "current_trace_context",
     "handler_span",
@@ -240,9 +242,16 @@ def commit_span(changes: Sequence[Any]) -> Activation | Inactive:
     return Activation(found, "commit", attributes)
 
 
+def _handler_name(handler: Any) -> str:
+    """A handler's qualified name (a ``functools.partial``'s function's), else its type's."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    return getattr(handler, "__qualname__", None) or type(handler).__qualname__
+
+
 def handler_span(found: Any, event: Any, handler: Any, correlation_id: Any) -> Activation:
     """The span of one run of an in-process event handler (``found`` is :func:`tracer`'s)."""
-    name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    name = _handler_name(handler)
     return Activation(
         found,
         f"handle {type(event).__qualname__}",
@@ -250,6 +259,27 @@ def handler_span(found: Any, event: Any, handler: Any, correlation_id: Any) -> A
             "tactical.handler": name,
             "tactical.event.type": type(event).__qualname__,
             "tactical.event.id": str(event.event_id),
+            "tactical.correlation_id": str(correlation_id),
+        },
+    )
+
+
+def command_span(command: Any, handler: Any, correlation_id: Any) -> Activation | Inactive:
+    """The span of a command bus's run of ``command``'s handler; :data:`NOOP` without a tracer.
+
+    Current while the handler runs, so that its unit of work's commit is the span's child.
+    """
+    found = tracer()
+    if found is None:
+        return NOOP
+    name = _handler_name(handler)
+    return Activation(
+        found,
+        f"handle {type(command).__qualname__}",
+        {
+            "tactical.handler": name,
+            "tactical.command.type": type(command).__qualname__,
+            "tactical.command.id": str(command.command_id),
             "tactical.correlation_id": str(correlation_id),
         },
     )

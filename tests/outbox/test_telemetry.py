@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from tests.outbox.brokers import Broker
@@ -27,7 +28,7 @@ from tests.outbox.sides import Side
 from tests.telemetry import Telemetry, otel
 
 import sqlalchemy as sa
-from tactical import EventBus, JsonCodec
+from tactical import Command, CommandBus, EventBus, JsonCodec
 from tactical.outbox import OutboxMessage, OutboxRelay, Outcome, UndeliverableError
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
 from tactical.testing import Counter, CounterTicked, MovableClock
@@ -36,6 +37,22 @@ __all__ = ["otel"]
 
 ROOT = Path(__file__).resolve().parents[2]
 TICKED = JsonCodec().type_name(CounterTicked)
+
+
+class OpenCounter(Command[UUID]):
+    """Open a counter ticked once (the commit writes one outbox row)."""
+
+    name: str
+
+
+def open_counter(engine: sa.Engine, command: OpenCounter) -> UUID:
+    """The command's handler: one unit of work, one commit."""
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        counter = Counter(uuid4(), command.name)
+        counter.tick()
+        uow.repository(Counter).add(counter)
+        uow.commit()
+    return counter.id
 
 
 def stored_contexts(engine: sa.Engine) -> list[str | None]:
@@ -159,6 +176,45 @@ class TestHandlers:
         assert [s.status.is_ok for s in handled] == [True, False]
         attributes = dict(handled[0].attributes or {})
         assert attributes["tactical.event.id"] == attributes["tactical.correlation_id"]
+
+    def test_a_commands_handler_runs_in_a_span_the_commit_is_a_child_of(
+        self, otel: Telemetry, sqlite_engine: sa.Engine
+    ) -> None:
+        """dispatch and dispatch_async: a handle <Command> span, parent of the handler's commit."""
+        import asyncio
+
+        bus = CommandBus()
+        bus.register(OpenCounter, functools.partial(open_counter, sqlite_engine))
+        first = bus.dispatch(OpenCounter("a"))
+        second = asyncio.run(bus.dispatch_async(OpenCounter("b")))
+        handled = otel.spans("handle OpenCounter")
+        commits = otel.spans("commit")
+        assert len(handled) == len(commits) == 2
+        for span, commit in zip(handled, commits, strict=True):
+            assert commit.parent is not None
+            assert commit.parent.span_id == span.context.span_id  # pyright: ignore[reportOptionalMemberAccess]
+            attributes = dict(span.attributes or {})
+            assert attributes["tactical.command.type"] == "OpenCounter"
+            assert attributes["tactical.command.id"] == attributes["tactical.correlation_id"]
+            assert attributes["tactical.handler"] == "open_counter"
+        assert {dict(c.attributes or {})["tactical.aggregate.id"] for c in commits} == {
+            str(first),
+            str(second),
+        }
+
+    def test_a_failing_command_handler_ends_its_span_with_the_error(self, otel: Telemetry) -> None:
+        """The handler's exception propagates as it is, and its span says so."""
+        bus = CommandBus()
+
+        def refuse(command: OpenCounter) -> UUID:
+            raise ValueError(f"no counter named {command.name!r}")
+
+        bus.register(OpenCounter, refuse)
+        with pytest.raises(ValueError, match="no counter named 'x'"):
+            bus.dispatch(OpenCounter("x"))
+        (span,) = otel.spans("handle OpenCounter")
+        assert not span.status.is_ok
+        assert span.events[0].name == "exception"
 
 
 class TestRelayAndInbox:
@@ -339,19 +395,24 @@ class TestTimersAndPartitions:
 
 
 class TestAcrossProcesses:
-    def test_a_request_and_its_remote_handler_form_one_trace(
+    def test_a_command_and_its_remote_handler_form_one_trace(
         self, otel: Telemetry, broker: Broker, request: pytest.FixtureRequest, tmp_path: Path
     ) -> None:
-        """Request, commit, publish here; delivery, handling and its commit in another process."""
+        """Request, command, commit, publish here; delivery, handling, commit in another process."""
         from opentelemetry import trace
 
         producer = sa.create_engine(f"sqlite:///{tmp_path / 'producer.sqlite3'}")
         from tactical.sqlalchemy import create_schema
 
         create_schema(producer)
+        bus = CommandBus()
+        bus.register(OpenCounter, functools.partial(open_counter, producer))
         with trace.get_tracer("app").start_as_current_span("request") as span:
-            commit_ticks(producer, counters=1, ticks=1)
+            bus.dispatch(OpenCounter("c"))
         request_context = span.get_span_context()
+        (command,) = otel.spans("handle OpenCounter")
+        assert command.parent is not None
+        assert command.parent.span_id == request_context.span_id
         publisher = broker.publisher(broker.port)
         assert OutboxRelay(producer, publisher).relay_once() == 1
         producer.dispose()
@@ -365,6 +426,8 @@ class TestAcrossProcesses:
         spans = {s["name"]: s for s in remote["spans"]}
         process, remote_commit = spans[f"process {TICKED}"], spans["commit"]
         (commit,) = otel.spans("commit")
+        assert commit.parent is not None
+        assert commit.parent.span_id == command.context.span_id  # pyright: ignore[reportOptionalMemberAccess]
         assert {process["trace_id"], remote_commit["trace_id"]} == {request_context.trace_id}
         assert (process["parent_id"], process["remote_parent"]) == (commit.context.span_id, True)  # pyright: ignore[reportOptionalMemberAccess]
         assert remote_commit["parent_id"] == process["span_id"]
