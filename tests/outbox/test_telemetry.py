@@ -89,6 +89,39 @@ class TestCommit:
         assert attributes["tactical.event.count"] == 2
         assert attributes["tactical.event.types"] == ("CounterTicked", "CounterTicked")
 
+    def test_async_and_in_memory_commits_are_spans_too(
+        self, otel: Telemetry, tmp_path: Path
+    ) -> None:
+        """The async SQL and the in-memory units of work share the commit and its span."""
+        import asyncio
+
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        from tactical import InMemoryUnitOfWork
+        from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, create_schema
+
+        in_memory, in_sql = Counter(uuid4(), "m"), Counter(uuid4(), "s")
+        with InMemoryUnitOfWork() as uow:
+            uow.repository(Counter).add(in_memory)
+            uow.commit()
+        path = tmp_path / "async.sqlite3"
+        create_schema(sa.create_engine(f"sqlite:///{path}"))
+
+        async def commit_async() -> None:
+            engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+            try:
+                async with AsyncSqlAlchemyUnitOfWork(engine) as uow:
+                    in_sql.tick()
+                    uow.repository(Counter).add(in_sql)
+                    await uow.commit()
+            finally:
+                await engine.dispose()
+
+        asyncio.run(commit_async())
+        commits = [dict(c.attributes or {}) for c in otel.spans("commit")]
+        assert [c["tactical.aggregate.id"] for c in commits] == [str(in_memory.id), str(in_sql.id)]
+        assert [c["tactical.event.count"] for c in commits] == [0, 1]
+
     def test_outbox_rows_store_the_commits_trace_context(
         self, otel: Telemetry, engine: sa.Engine
     ) -> None:
@@ -437,6 +470,9 @@ class TestAcrossProcesses:
             f"{names[0]}:{TICKED}:{names[1]}" if broker.name == "rabbitmq" else names[0]
         )
         assert process["attributes"]["tactical.aggregate.type"] == JsonCodec().type_name(Counter)
+        command_id = dict(command.attributes or {})["tactical.command.id"]
+        assert process["attributes"]["tactical.causation_id"] == command_id
+        assert process["attributes"]["tactical.correlation_id"] == command_id
         assert remote_commit["attributes"]["tactical.event.types"] == [CounterMirrored.__qualname__]
 
 
