@@ -23,6 +23,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from tactical._tracing import current_trace
+
 __all__ = [
     "NOOP",
     "Activation",
@@ -239,6 +241,13 @@ def commit_span(changes: Sequence[Any]) -> Activation | Inactive:
     if len(changes) == 1:
         attributes["tactical.aggregate.type"] = changes[0].aggregate_type.__qualname__
         attributes["tactical.aggregate.id"] = str(changes[0].aggregate.id)
+    # Inside an event or command handler, the flow its events join (outside one, each event
+    # starts a flow of its own: see its id).
+    trace = current_trace()
+    if trace is not None:
+        attributes["tactical.correlation_id"] = str(trace.correlation_id)
+        if trace.causation_id is not None:
+            attributes["tactical.causation_id"] = str(trace.causation_id)
     return Activation(found, "commit", attributes)
 
 

@@ -88,6 +88,7 @@ class TestCommit:
         assert attributes["tactical.aggregate.count"] == 1
         assert attributes["tactical.event.count"] == 2
         assert attributes["tactical.event.types"] == ("CounterTicked", "CounterTicked")
+        assert "tactical.correlation_id" not in attributes  # outside a handler: one per event
 
     def test_async_and_in_memory_commits_are_spans_too(
         self, otel: Telemetry, tmp_path: Path
@@ -230,6 +231,9 @@ class TestHandlers:
             assert attributes["tactical.command.type"] == "OpenCounter"
             assert attributes["tactical.command.id"] == attributes["tactical.correlation_id"]
             assert attributes["tactical.handler"] == "open_counter"
+            committed = dict(commit.attributes or {})
+            assert committed["tactical.correlation_id"] == attributes["tactical.command.id"]
+            assert committed["tactical.causation_id"] == attributes["tactical.command.id"]
         assert {dict(c.attributes or {})["tactical.aggregate.id"] for c in commits} == {
             str(first),
             str(second),
