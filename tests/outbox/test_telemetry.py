@@ -335,6 +335,23 @@ class TestMetrics:
         assert relay.relay_once() == 1
         assert [p.value for p in otel.metrics()["tactical.outbox.backlog"]] == [1]
 
+    def test_a_failed_publish_is_timed_with_its_error_type_and_retried(
+        self, otel: Telemetry, sqlite_engine: sa.Engine
+    ) -> None:
+        """A relay's failed attempt is a duration point with error.type; the retry, without."""
+        commit_ticks(sqlite_engine, counters=1, ticks=1)
+        relay = OutboxRelay(sqlite_engine, RecordingPublisher(failures=1))
+        with pytest.raises(ConnectionError, match="injected"):
+            relay.relay_once()
+        assert relay.relay_once() == 1
+        durations = {
+            tuple(sorted(dict(p.attributes).items())): p.count
+            for p in otel.metrics()["tactical.outbox.publish.duration"]
+        }
+        assert durations == {(("error.type", "ConnectionError"),): 1, (): 1}
+        failed = otel.spans("publish")[0]
+        assert not failed.status.is_ok
+
     def test_relay_counts_the_rows_it_parks(
         self, otel: Telemetry, sqlite_engine: sa.Engine
     ) -> None:
