@@ -21,6 +21,7 @@ from typing_extensions import TypeVar
 from tactical._asyncness import awaited, discard_awaitable, is_async_callable, name_of
 from tactical._flow import Flow, run, run_async
 from tactical._model import FrozenMeta
+from tactical._telemetry import command_span
 from tactical._tracing import Trace, current_trace, reset_trace, set_trace
 
 __all__ = ["Command", "CommandBus"]
@@ -200,9 +201,10 @@ class CommandBus:
         correlation_id = command.command_id if current is None else current.correlation_id
         token = set_trace(Trace(correlation_id, command.command_id))
         try:
-            result: Any = handler(command)
-            if isawaitable(result):
-                result = yield result
+            with command_span(command, handler, correlation_id):
+                result: Any = handler(command)
+                if isawaitable(result):
+                    result = yield result
         finally:
             reset_trace(token)
         return result  # type: ignore[no-any-return]

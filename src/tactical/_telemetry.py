@@ -17,10 +17,13 @@ A timer worker's firing is traced by :func:`tactical.outbox._telemetry.firing_ti
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
+
+from tactical._tracing import current_trace
 
 __all__ = [
     "NOOP",
@@ -28,6 +31,7 @@ __all__ = [
     "Inactive",
     "activation",
     "carrier_context",
+    "command_span",
     "commit_span",
     "current_trace_context",
     "handler_span",
@@ -237,12 +241,26 @@ def commit_span(changes: Sequence[Any]) -> Activation | Inactive:
     if len(changes) == 1:
         attributes["tactical.aggregate.type"] = changes[0].aggregate_type.__qualname__
         attributes["tactical.aggregate.id"] = str(changes[0].aggregate.id)
+    # Inside an event or command handler, the flow its events join (outside one, each event
+    # starts a flow of its own: see its id).
+    trace = current_trace()
+    if trace is not None:
+        attributes["tactical.correlation_id"] = str(trace.correlation_id)
+        if trace.causation_id is not None:
+            attributes["tactical.causation_id"] = str(trace.causation_id)
     return Activation(found, "commit", attributes)
+
+
+def _handler_name(handler: Any) -> str:
+    """A handler's qualified name (a ``functools.partial``'s function's), else its type's."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    return getattr(handler, "__qualname__", None) or type(handler).__qualname__
 
 
 def handler_span(found: Any, event: Any, handler: Any, correlation_id: Any) -> Activation:
     """The span of one run of an in-process event handler (``found`` is :func:`tracer`'s)."""
-    name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    name = _handler_name(handler)
     return Activation(
         found,
         f"handle {type(event).__qualname__}",
@@ -250,6 +268,27 @@ def handler_span(found: Any, event: Any, handler: Any, correlation_id: Any) -> A
             "tactical.handler": name,
             "tactical.event.type": type(event).__qualname__,
             "tactical.event.id": str(event.event_id),
+            "tactical.correlation_id": str(correlation_id),
+        },
+    )
+
+
+def command_span(command: Any, handler: Any, correlation_id: Any) -> Activation | Inactive:
+    """The span of a command bus's run of ``command``'s handler; :data:`NOOP` without a tracer.
+
+    Current while the handler runs, so that its unit of work's commit is the span's child.
+    """
+    found = tracer()
+    if found is None:
+        return NOOP
+    name = _handler_name(handler)
+    return Activation(
+        found,
+        f"handle {type(command).__qualname__}",
+        {
+            "tactical.handler": name,
+            "tactical.command.type": type(command).__qualname__,
+            "tactical.command.id": str(command.command_id),
             "tactical.correlation_id": str(correlation_id),
         },
     )

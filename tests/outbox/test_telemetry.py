@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from tests.outbox.brokers import Broker
@@ -27,7 +28,7 @@ from tests.outbox.sides import Side
 from tests.telemetry import Telemetry, otel
 
 import sqlalchemy as sa
-from tactical import EventBus, JsonCodec
+from tactical import Command, CommandBus, EventBus, JsonCodec
 from tactical.outbox import OutboxMessage, OutboxRelay, Outcome, UndeliverableError
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
 from tactical.testing import Counter, CounterTicked, MovableClock
@@ -36,6 +37,22 @@ __all__ = ["otel"]
 
 ROOT = Path(__file__).resolve().parents[2]
 TICKED = JsonCodec().type_name(CounterTicked)
+
+
+class OpenCounter(Command[UUID]):
+    """Open a counter ticked once (the commit writes one outbox row)."""
+
+    name: str
+
+
+def open_counter(engine: sa.Engine, command: OpenCounter) -> UUID:
+    """The command's handler: one unit of work, one commit."""
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        counter = Counter(uuid4(), command.name)
+        counter.tick()
+        uow.repository(Counter).add(counter)
+        uow.commit()
+    return counter.id
 
 
 def stored_contexts(engine: sa.Engine) -> list[str | None]:
@@ -71,6 +88,40 @@ class TestCommit:
         assert attributes["tactical.aggregate.count"] == 1
         assert attributes["tactical.event.count"] == 2
         assert attributes["tactical.event.types"] == ("CounterTicked", "CounterTicked")
+        assert "tactical.correlation_id" not in attributes  # outside a handler: one per event
+
+    def test_async_and_in_memory_commits_are_spans_too(
+        self, otel: Telemetry, tmp_path: Path
+    ) -> None:
+        """The async SQL and the in-memory units of work share the commit and its span."""
+        import asyncio
+
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        from tactical import InMemoryUnitOfWork
+        from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, create_schema
+
+        in_memory, in_sql = Counter(uuid4(), "m"), Counter(uuid4(), "s")
+        with InMemoryUnitOfWork() as uow:
+            uow.repository(Counter).add(in_memory)
+            uow.commit()
+        path = tmp_path / "async.sqlite3"
+        create_schema(sa.create_engine(f"sqlite:///{path}"))
+
+        async def commit_async() -> None:
+            engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+            try:
+                async with AsyncSqlAlchemyUnitOfWork(engine) as uow:
+                    in_sql.tick()
+                    uow.repository(Counter).add(in_sql)
+                    await uow.commit()
+            finally:
+                await engine.dispose()
+
+        asyncio.run(commit_async())
+        commits = [dict(c.attributes or {}) for c in otel.spans("commit")]
+        assert [c["tactical.aggregate.id"] for c in commits] == [str(in_memory.id), str(in_sql.id)]
+        assert [c["tactical.event.count"] for c in commits] == [0, 1]
 
     def test_outbox_rows_store_the_commits_trace_context(
         self, otel: Telemetry, engine: sa.Engine
@@ -160,6 +211,48 @@ class TestHandlers:
         attributes = dict(handled[0].attributes or {})
         assert attributes["tactical.event.id"] == attributes["tactical.correlation_id"]
 
+    def test_a_commands_handler_runs_in_a_span_the_commit_is_a_child_of(
+        self, otel: Telemetry, sqlite_engine: sa.Engine
+    ) -> None:
+        """dispatch and dispatch_async: a handle <Command> span, parent of the handler's commit."""
+        import asyncio
+
+        bus = CommandBus()
+        bus.register(OpenCounter, functools.partial(open_counter, sqlite_engine))
+        first = bus.dispatch(OpenCounter("a"))
+        second = asyncio.run(bus.dispatch_async(OpenCounter("b")))
+        handled = otel.spans("handle OpenCounter")
+        commits = otel.spans("commit")
+        assert len(handled) == len(commits) == 2
+        for span, commit in zip(handled, commits, strict=True):
+            assert commit.parent is not None
+            assert commit.parent.span_id == span.context.span_id  # pyright: ignore[reportOptionalMemberAccess]
+            attributes = dict(span.attributes or {})
+            assert attributes["tactical.command.type"] == "OpenCounter"
+            assert attributes["tactical.command.id"] == attributes["tactical.correlation_id"]
+            assert attributes["tactical.handler"] == "open_counter"
+            committed = dict(commit.attributes or {})
+            assert committed["tactical.correlation_id"] == attributes["tactical.command.id"]
+            assert committed["tactical.causation_id"] == attributes["tactical.command.id"]
+        assert {dict(c.attributes or {})["tactical.aggregate.id"] for c in commits} == {
+            str(first),
+            str(second),
+        }
+
+    def test_a_failing_command_handler_ends_its_span_with_the_error(self, otel: Telemetry) -> None:
+        """The handler's exception propagates as it is, and its span says so."""
+        bus = CommandBus()
+
+        def refuse(command: OpenCounter) -> UUID:
+            raise ValueError(f"no counter named {command.name!r}")
+
+        bus.register(OpenCounter, refuse)
+        with pytest.raises(ValueError, match="no counter named 'x'"):
+            bus.dispatch(OpenCounter("x"))
+        (span,) = otel.spans("handle OpenCounter")
+        assert not span.status.is_ok
+        assert span.events[0].name == "exception"
+
 
 class TestRelayAndInbox:
     def test_relay_publish_span_continues_the_commit_and_links_it(
@@ -241,6 +334,23 @@ class TestMetrics:
         assert [p.value for p in metrics["tactical.outbox.published"]] == [2]
         assert relay.relay_once() == 1
         assert [p.value for p in otel.metrics()["tactical.outbox.backlog"]] == [1]
+
+    def test_a_failed_publish_is_timed_with_its_error_type_and_retried(
+        self, otel: Telemetry, sqlite_engine: sa.Engine
+    ) -> None:
+        """A relay's failed attempt is a duration point with error.type; the retry, without."""
+        commit_ticks(sqlite_engine, counters=1, ticks=1)
+        relay = OutboxRelay(sqlite_engine, RecordingPublisher(failures=1))
+        with pytest.raises(ConnectionError, match="injected"):
+            relay.relay_once()
+        assert relay.relay_once() == 1
+        durations = {
+            tuple(sorted(dict(p.attributes).items())): p.count
+            for p in otel.metrics()["tactical.outbox.publish.duration"]
+        }
+        assert durations == {(("error.type", "ConnectionError"),): 1, (): 1}
+        failed = otel.spans("publish")[0]
+        assert not failed.status.is_ok
 
     def test_relay_counts_the_rows_it_parks(
         self, otel: Telemetry, sqlite_engine: sa.Engine
@@ -340,19 +450,24 @@ class TestTimersAndPartitions:
 
 @pytest.mark.slow
 class TestAcrossProcesses:
-    def test_a_request_and_its_remote_handler_form_one_trace(
+    def test_a_command_and_its_remote_handler_form_one_trace(
         self, otel: Telemetry, broker: Broker, request: pytest.FixtureRequest, tmp_path: Path
     ) -> None:
-        """Request, commit, publish here; delivery, handling and its commit in another process."""
+        """Request, command, commit, publish here; delivery, handling, commit in another process."""
         from opentelemetry import trace
 
         producer = sa.create_engine(f"sqlite:///{tmp_path / 'producer.sqlite3'}")
         from tactical.sqlalchemy import create_schema
 
         create_schema(producer)
+        bus = CommandBus()
+        bus.register(OpenCounter, functools.partial(open_counter, producer))
         with trace.get_tracer("app").start_as_current_span("request") as span:
-            commit_ticks(producer, counters=1, ticks=1)
+            bus.dispatch(OpenCounter("c"))
         request_context = span.get_span_context()
+        (command,) = otel.spans("handle OpenCounter")
+        assert command.parent is not None
+        assert command.parent.span_id == request_context.span_id
         publisher = broker.publisher(broker.port)
         assert OutboxRelay(producer, publisher).relay_once() == 1
         producer.dispose()
@@ -366,11 +481,20 @@ class TestAcrossProcesses:
         spans = {s["name"]: s for s in remote["spans"]}
         process, remote_commit = spans[f"process {TICKED}"], spans["commit"]
         (commit,) = otel.spans("commit")
+        assert commit.parent is not None
+        assert commit.parent.span_id == command.context.span_id  # pyright: ignore[reportOptionalMemberAccess]
         assert {process["trace_id"], remote_commit["trace_id"]} == {request_context.trace_id}
         assert (process["parent_id"], process["remote_parent"]) == (commit.context.span_id, True)  # pyright: ignore[reportOptionalMemberAccess]
         assert remote_commit["parent_id"] == process["span_id"]
         assert process["kind"] == "CONSUMER"
+        assert process["attributes"]["messaging.system"] == broker.name
+        assert process["attributes"]["messaging.destination.name"] == (
+            f"{names[0]}:{TICKED}:{names[1]}" if broker.name == "rabbitmq" else names[0]
+        )
         assert process["attributes"]["tactical.aggregate.type"] == JsonCodec().type_name(Counter)
+        command_id = dict(command.attributes or {})["tactical.command.id"]
+        assert process["attributes"]["tactical.causation_id"] == command_id
+        assert process["attributes"]["tactical.correlation_id"] == command_id
         assert remote_commit["attributes"]["tactical.event.types"] == [CounterMirrored.__qualname__]
 
 

@@ -27,6 +27,7 @@ from tactical.outbox import (
     AsyncPublisher,
     EventBusPublisher,
     InboxConsumer,
+    MessagingDestination,
     OutboxMessage,
     OutboxRelay,
     Outcome,
@@ -109,6 +110,24 @@ OutboxRelay(engine, RabbitMQPublisher("amqp://guest:guest@localhost/%2F", exchan
 OutboxRelay(engine, RedisStreamPublisher(redis.Redis(), "billing:events"))
 OutboxRelay(engine, object())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
+
+# A publisher may say where each message goes, for the relay's OpenTelemetry spans (0.2).
+class KafkaPublisher(ListPublisher):
+    def messaging_destination(self, message: OutboxMessage, /) -> MessagingDestination:
+        return MessagingDestination("kafka", message.event_type, partition=0)
+
+
+described: Publisher = KafkaPublisher()  # still a Publisher: the method is optional
+destination = MessagingDestination("rabbitmq", "billing:x", routing_key="x", server_port=5672)
+assert_type(destination.system, str)
+assert_type(destination.name, str | None)
+assert_type(destination.routing_key, str | None)
+assert_type(destination.partition, int | None)
+assert_type(destination.server_address, str | None)
+assert_type(destination.server_port, int | None)
+destination.name = "other"  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
+MessagingDestination("kafka", partition="0")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
 message = OutboxMessage.from_wire(b"{}", {"type": "x"})
 assert_type(message.body, bytes)
 assert_type(message.headers, dict[str, str])
@@ -120,6 +139,14 @@ assert_type(message.tracestate, str | None)
 assert_type(HEADER_NAMES, tuple[str, ...])
 message.position = 2  # type: ignore[misc]  # pyright: ignore[reportAttributeAccessIssue]
 assert_type(PublishError("x"), PublishError)
+rabbit_publisher = RabbitMQPublisher("amqp://guest:guest@localhost/%2F", exchange="billing")
+assert_type(rabbit_publisher.messaging_destination(message), MessagingDestination)
+assert_type(
+    RedisStreamPublisher(redis.Redis(), "b").messaging_destination(message), MessagingDestination
+)
+assert_type(
+    EventBusPublisher(EventBus(), codec).messaging_destination(message), MessagingDestination
+)
 
 undeliverable = UndeliverableError({7: "routing key over 255 bytes"})
 assert_type(undeliverable.reasons, dict[int, str])

@@ -32,6 +32,7 @@ from tactical.outbox._leases import DEFAULT_LEASE_TTL, DEFAULT_PARTITIONS
 from tactical.outbox._message import (
     HEADER_NAMES,
     AsyncPublisher,
+    MessagingDestination,
     OutboxMessage,
     Publisher,
     PublishError,
@@ -59,6 +60,7 @@ __all__ = [
     "AsyncTimerWorker",
     "EventBusPublisher",
     "InboxConsumer",
+    "MessagingDestination",
     "OutboxMessage",
     "OutboxRelay",
     "Outcome",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -22,6 +23,7 @@ from tactical.outbox._broker_partitions import (
     broker_partitions,
     check_partition,
     partition_queue,
+    partition_routing_key,
 )
 from tactical.outbox._consumer_flow import (
     ConsumeOp,
@@ -32,7 +34,14 @@ from tactical.outbox._consumer_flow import (
     amqp_delivery,
     consumer_loop,
 )
-from tactical.outbox._message import OutboxMessage, PublishError, wire_forms
+from tactical.outbox._message import (
+    MessagingDestination,
+    OutboxMessage,
+    PublishError,
+    wire_forms,
+)
+from tactical.outbox._partitions import partition_of
+from tactical.outbox._telemetry import delivered, record_consumer_partitions
 
 __all__ = [
     "DEFAULT_EXCHANGE",
@@ -58,8 +67,26 @@ _Wire = TypeVar("_Wire")
 
 def broker_address(url: str) -> str:
     """``host:port`` of the broker at ``url``, for messages (the URL may hold a password)."""
+    host, port = _host_port(url)
+    return f"{host}:{port}"
+
+
+def _host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+    return parts.hostname or "localhost", parts.port or 5672
+
+
+def amqp_destination(exchange: str, routing_key: str, queue: str | None = None) -> str:
+    """``messaging.destination.name`` as the conventions for RabbitMQ spell it.
+
+    ``<exchange>:<routing key>``, and ``:<queue>`` after it on the consumer's side, each
+    left out when empty (the queue also when it is the routing key); ``amq.default`` for
+    the default exchange without a routing key.
+    """
+    parts = [part for part in (exchange, routing_key) if part]
+    if queue and queue != routing_key:
+        parts.append(queue)
+    return ":".join(parts) or "amq.default"
 
 
 def amqp_properties(message: OutboxMessage, partitions: int | None = None) -> dict[str, Any]:
@@ -188,6 +215,29 @@ class ConfirmingPublisher:
         """
         return self._partitions
 
+    def messaging_destination(self, message: OutboxMessage, /) -> MessagingDestination:
+        """Where ``message`` goes, for the relay's OpenTelemetry spans.
+
+        ``rabbitmq``, ``<exchange>:<routing key>``, the routing key, the partition (if
+        partitioned) and the broker's host and port.
+
+        .. versionadded:: 0.2.0
+        """
+        routing_key = partition_routing_key(message, self._partitions)
+        host, port = _host_port(self._url)
+        return MessagingDestination(
+            "rabbitmq",
+            amqp_destination(self._exchange_name, routing_key),
+            routing_key=routing_key,
+            partition=(
+                None
+                if self._partitions is None
+                else partition_of(message.aggregate_type, message.aggregate_id, self._partitions)
+            ),
+            server_address=host,
+            server_port=port,
+        )
+
     def _setup(self) -> None:
         raise NotImplementedError
 
@@ -250,6 +300,11 @@ class AmqpConsumer(Generic[U]):
         self._timeout = timeout
         self._heartbeat = heartbeat
         self._label = f"RabbitMQ consumer {inbox.name}"
+        # This consumer's own id in the partition ownership gauge, and the partitions whose
+        # queue delivered to it since it subscribed: RabbitMQ delivers a single-active-
+        # consumer queue to its active consumer only, and tells the consumer nothing else.
+        self._client_id = f"{inbox.name}/{uuid.uuid4().hex[:8]}"
+        self._active: set[int] = set()
         self._setup()
 
     @property
@@ -330,6 +385,14 @@ class AmqpConsumer(Generic[U]):
             return f"queue {self._queue!r}"
         return f"partition queues {self._queue!r}.0-{self._partitions - 1}"
 
+    def _unsubscribed(self) -> None:
+        """Own no partition: before subscribing, and when the subscription ended."""
+        self._active.clear()
+        if self._partitions is not None:
+            record_consumer_partitions(
+                "rabbitmq", self._inbox.name, self._client_id, self._partitions, frozenset()
+            )
+
     def _delivery(
         self,
         body: bytes,
@@ -337,6 +400,9 @@ class AmqpConsumer(Generic[U]):
         message_id: object,
         delivery_tag: object,
         partition: int | None = None,
+        *,
+        exchange: str = "",
+        routing_key: str = "",
     ) -> Flow[Handle | Settle, None]:
         partitions = self._partitions
         check: Callable[[OutboxMessage], None] | None = None
@@ -344,6 +410,15 @@ class AmqpConsumer(Generic[U]):
             queue = self._queue
         else:
             queue = partition_queue(self._queue, partition)
+            if partition not in self._active:  # this consumer is the queue's active one
+                self._active.add(partition)
+                record_consumer_partitions(
+                    "rabbitmq",
+                    self._inbox.name,
+                    self._client_id,
+                    partitions,
+                    frozenset(self._active),
+                )
 
             def in_partition(message: OutboxMessage) -> None:
                 check_partition(
@@ -364,4 +439,12 @@ class AmqpConsumer(Generic[U]):
             message_id=message_id,
             delivery_tag=delivery_tag,
             check=check,
+            source=delivered(
+                "rabbitmq",
+                lambda: amqp_destination(exchange, routing_key, queue),
+                address=self._address,
+                routing_key=routing_key,
+                partition=partition,
+                delivery_tag=delivery_tag if isinstance(delivery_tag, int) else None,
+            ),
         )

@@ -99,6 +99,7 @@ class AsyncOutboxRelay(core.RelayCore):
             partitions,
             lease_ttl,
             name,
+            publisher=publisher,
         )
         self._engine = engine
         self._publisher = publisher

@@ -8,9 +8,12 @@ from tactical._bus import EventBus
 from tactical._codec import DeserializationError, JsonCodec
 from tactical._model import DomainEvent
 from tactical._tracing import Trace, recorded_traces
-from tactical.outbox._message import OutboxMessage, UndeliverableError
+from tactical.outbox._message import MessagingDestination, OutboxMessage, UndeliverableError
 
-__all__ = ["EventBusPublisher"]
+__all__ = ["EVENT_BUS_SYSTEM", "EventBusPublisher"]
+
+EVENT_BUS_SYSTEM = "tactical_event_bus"
+"""``messaging.system`` of an in-process event bus (no broker; not a well-known value)."""
 
 
 class EventBusPublisher:
@@ -42,6 +45,17 @@ class EventBusPublisher:
         self._bus = bus
         self._codec = codec
 
+    def messaging_destination(self, message: OutboxMessage, /) -> MessagingDestination:
+        """Where ``message`` goes, for the relay's OpenTelemetry spans: ``tactical_event_bus``.
+
+        An in-process bus has no broker, so the span names a system of tactical's own
+        and no destination.
+
+        .. versionadded:: 0.2.0
+        """
+        del message
+        return _BUS
+
     def publish(self, messages: Sequence[OutboxMessage], /) -> None:
         """Decode ``messages`` and publish them on the bus, in order.
 
@@ -71,3 +85,6 @@ class EventBusPublisher:
         }
         with recorded_traces(traces):
             self._bus.publish_all(events)
+
+
+_BUS = MessagingDestination(EVENT_BUS_SYSTEM)

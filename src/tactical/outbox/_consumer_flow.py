@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from tactical._flow import Flow
+from tactical._telemetry import NOOP
 from tactical.outbox._message import OutboxMessage, backoff_delay
 from tactical.outbox._relay_flow import Stopped, Wait
 
@@ -264,9 +265,14 @@ def amqp_consuming(
 
 @dataclass(frozen=True, slots=True)
 class Handle:
-    """Hand the message to the inbox consumer; its result is the outcome."""
+    """Hand the message to the inbox consumer inside ``source``; its result is the outcome.
+
+    ``source`` says where the delivery came from, for the inbox consumer's span (see
+    :func:`tactical.outbox._telemetry.delivered`).
+    """
 
     message: OutboxMessage
+    source: contextlib.AbstractContextManager[None] = NOOP
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +292,9 @@ def amqp_delivery(
     message_id: object,
     delivery_tag: object,
     check: Callable[[OutboxMessage], None] | None = None,
+    source: contextlib.AbstractContextManager[None] = NOOP,
 ) -> Flow[Handle | Settle, None]:
-    """Handle one delivery and acknowledge it after the inbox committed.
+    """Handle one delivery (inside ``source``) and acknowledge it after the inbox committed.
 
     A delivery that is not a tactical message is rejected without requeue (to the queue's
     dead-letter exchange if it has one) and logged with its id and the reason. If
@@ -312,7 +319,7 @@ def amqp_delivery(
     try:
         if check is not None:
             check(message)
-        yield Handle(message)
+        yield Handle(message, source)
     except BaseException:
         yield Settle(ack=False, requeue=True)
         raise

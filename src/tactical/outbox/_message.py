@@ -15,6 +15,7 @@ from tactical._backoff import backoff_bound
 __all__ = [
     "HEADER_NAMES",
     "AsyncPublisher",
+    "MessagingDestination",
     "OutboxMessage",
     "PublishError",
     "Publisher",
@@ -267,8 +268,44 @@ def stored_trace_context(stored: str | None) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class MessagingDestination:
+    """Where a publisher sends a message, in the terms of OpenTelemetry's messaging spans.
+
+    A publisher (sync or async) may have a method
+    ``messaging_destination(self, message: OutboxMessage, /) -> MessagingDestination``;
+    the relay then calls it for each message of a batch, only while an OpenTelemetry SDK
+    is configured, and its ``publish`` span carries each attribute below on which every
+    message of the batch agrees. tactical's RabbitMQ, Redis and event bus publishers have
+    it; a publisher without it still works, its spans say nothing of the broker.
+
+    Attributes:
+        system: ``messaging.system``: ``rabbitmq``, ``redis``, ``kafka``... (the
+            conventions' well-known value when there is one).
+        name: ``messaging.destination.name``: the queue, topic or stream, as the
+            conventions for the system spell it (RabbitMQ: ``<exchange>:<routing key>``).
+        routing_key: ``messaging.rabbitmq.destination.routing_key`` (RabbitMQ only).
+        partition: ``messaging.destination.partition.id``: the partition the message goes
+            to, for a partitioned publisher.
+        server_address: ``server.address``: the broker's host name or address.
+        server_port: ``server.port``: the broker's port.
+
+    .. versionadded:: 0.2.0
+    """
+
+    system: str
+    name: str | None = None
+    routing_key: str | None = None
+    partition: int | None = None
+    server_address: str | None = None
+    server_port: int | None = None
+
+
 class Publisher(Protocol):
     """Sends outbox messages to a broker (or anywhere else) for :class:`OutboxRelay`.
+
+    Only :meth:`publish` is required. A publisher may also say where each message goes,
+    for the relay's OpenTelemetry spans: see :class:`MessagingDestination`.
 
     .. versionadded:: 0.1.0
     """

@@ -194,14 +194,19 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
         async def perform(op: ConsumeOp) -> object:
             return await op.start(consumption)
 
-        return await run_async(self._consuming(stop is not None, idle_timeout), perform)
+        self._unsubscribed()
+        try:
+            return await run_async(self._consuming(stop is not None, idle_timeout), perform)
+        finally:
+            self._unsubscribed()
 
     async def _deliver(self, delivery: _Delivery) -> None:
         partition, incoming = delivery
 
         async def perform(op: Handle | Settle) -> object:
             if isinstance(op, Handle):
-                return await self._inbox.handle(op.message)
+                with op.source:
+                    return await self._inbox.handle(op.message)
             if op.ack:
                 await incoming.ack()
             elif not incoming.channel.is_closed:
@@ -209,7 +214,13 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
             return None
 
         flow = self._delivery(
-            incoming.body, incoming.headers, incoming.message_id, incoming.delivery_tag, partition
+            incoming.body,
+            incoming.headers,
+            incoming.message_id,
+            incoming.delivery_tag,
+            partition,
+            exchange=incoming.exchange or "",
+            routing_key=incoming.routing_key or "",
         )
         await run_async(flow, perform)
 

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 from uuid import uuid4
@@ -101,6 +101,8 @@ class PartitionLeases:
         partitions: How many partitions there are.
         lease: Seconds a lease lasts unless renewed.
         label: Who logs.
+        report: Told the partitions held after each balance and each release (the
+            ownership gauge).
     """
 
     def __init__(
@@ -112,8 +114,10 @@ class PartitionLeases:
         partitions: int,
         lease: float,
         label: str,
+        report: Callable[[frozenset[int]], None] | None = None,
     ) -> None:
         self.stream = stream
+        self._report = report
         self.group = group
         self.consumer = consumer
         self.partitions = partitions
@@ -202,6 +206,11 @@ class PartitionLeases:
                     claimed,
                     "y" if claimed == 1 else "ies",
                 )
+        self._reported()
+
+    def _reported(self) -> None:
+        if self._report is not None:
+            self._report(frozenset(self.owned))
 
     def _claim(self, partition: int, min_idle_ms: int = 0) -> Flow[Call, int]:
         """Create the group on the partition's stream if needed; claim its pending entries.
@@ -234,6 +243,7 @@ class PartitionLeases:
         """Give ``partition`` up (its lease is deleted if still this consumer's)."""
         self.owned.discard(partition)
         yield Call("eval", (_RELEASE, 1, self._lease_key(partition), self.token))
+        self._reported()
         _log.info("%s gave up partition %d of stream %r", self._label, partition, self.stream)
 
     def release_all(self) -> Flow[Call, None]:

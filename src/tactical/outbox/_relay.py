@@ -154,7 +154,14 @@ class OutboxRelay(RelayCore):
         name: str | None = None,
     ) -> None:
         super().__init__(
-            engine, batch_size, lock_key, database_timeout, partitions, lease_ttl, name
+            engine,
+            batch_size,
+            lock_key,
+            database_timeout,
+            partitions,
+            lease_ttl,
+            name,
+            publisher=publisher,
         )
         # Its statements run through SQLAlchemy are bounded by the watched engine's listeners.
         guarded = self._postgres and database_timeout is not None

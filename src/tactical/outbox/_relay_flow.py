@@ -47,6 +47,7 @@ from tactical.outbox._parking import (
 from tactical.outbox._telemetry import (
     backlog_statement,
     count_relay_parked,
+    destination_of,
     publishing,
     record_backlog,
     record_owned_partitions,
@@ -218,8 +219,12 @@ class RelayCore:
         partitions: int | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         name: str | None = None,
+        *,
+        publisher: object = None,
     ) -> None:
         configure_engine(engine)
+        # Where the publisher says each message goes, for the publish span (if it says).
+        self._destination = destination_of(publisher)
         url, dialect = engine.url, engine.dialect.name
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -429,7 +434,7 @@ class RelayCore:
         # Each round parks at least one more message, so the loop ends.
         while plan.publish:
             try:
-                with publishing(plan.publish):
+                with publishing(plan.publish, self._destination):
                     yield Publish(plan.publish)
             except UndeliverableError as refusal:
                 after = plan_after_refusal(plan, refusal)

@@ -11,8 +11,10 @@ semantic conventions where they apply (``messaging.operation.type``,
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar, Token
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,20 +27,29 @@ from tactical._telemetry import (
     span_link,
     tracer,
 )
-from tactical.outbox._message import OutboxMessage
+from tactical.outbox._message import MessagingDestination, OutboxMessage
 from tactical.sqlalchemy._schema import outbox_table
 
 __all__ = [
+    "DestinationOf",
     "backlog_statement",
     "consuming",
     "count_inbox_parked",
     "count_inbox_retry",
     "count_relay_parked",
+    "delivered",
+    "destination_of",
     "firing_timers",
     "publishing",
     "record_backlog",
+    "record_consumer_partitions",
     "record_owned_partitions",
 ]
+
+_log = logging.getLogger("tactical.outbox")
+
+DestinationOf = Callable[[OutboxMessage], MessagingDestination]
+"""A publisher's ``messaging_destination`` method."""
 
 _instruments: dict[tuple[int, str], Any] = {}
 
@@ -86,8 +97,58 @@ _INSTRUMENTS: dict[str, tuple[str, str, str]] = {
         "1 for each outbox partition a partitioned relay owns after its last committed batch, "
         "0 for the others.",
     ),
+    "tactical.consumer.partition.owned": (
+        "gauge",
+        "{partition}",
+        "1 for each broker partition a partitioned consumer owns (Redis: holds the lease of; "
+        "RabbitMQ: received deliveries from since it subscribed), 0 for the others.",
+    ),
     "tactical.timer.fired": ("counter", "{message}", "Timers a timer worker fired."),
 }
+
+
+def destination_of(publisher: object) -> DestinationOf | None:
+    """The publisher's ``messaging_destination`` method, if it has one."""
+    found: object = getattr(publisher, "messaging_destination", None)
+    return found if callable(found) else None  # pyright: ignore[reportReturnType]
+
+
+def _server(address: str | None, port: int | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    if address is not None:
+        attributes["server.address"] = address
+    if port is not None:
+        attributes["server.port"] = port
+    return attributes
+
+
+def destination_attributes(destination: MessagingDestination) -> dict[str, Any]:
+    """The span attributes (messaging semantic conventions) that ``destination`` stands for."""
+    attributes: dict[str, Any] = {"messaging.system": destination.system}
+    if destination.name is not None:
+        attributes["messaging.destination.name"] = destination.name
+    if destination.routing_key:
+        attributes["messaging.rabbitmq.destination.routing_key"] = destination.routing_key
+    if destination.partition is not None:
+        attributes["messaging.destination.partition.id"] = str(destination.partition)
+    attributes.update(_server(destination.server_address, destination.server_port))
+    return attributes
+
+
+def _batch_destination(
+    messages: Sequence[OutboxMessage], destination: DestinationOf
+) -> dict[str, Any]:
+    """The destination attributes every message of the batch shares (the conventions' rule)."""
+    try:
+        each = [set(destination_attributes(destination(m)).items()) for m in messages]
+    except Exception:  # the publisher's own method: a bug there must not stop the relay
+        _log.warning(
+            "the publisher's messaging_destination failed: its publish span says nothing of "
+            "the broker",
+            exc_info=True,
+        )
+        return {}
+    return dict(each[0].intersection(*each[1:])) if each else {}
 
 
 def _message_attributes(message: OutboxMessage) -> dict[str, Any]:
@@ -112,7 +173,13 @@ class _Publishing(Activation):
 
     __slots__ = ("_count", "_meter", "_started")
 
-    def __init__(self, found: Any, metered: Any, messages: Sequence[OutboxMessage]) -> None:
+    def __init__(
+        self,
+        found: Any,
+        metered: Any,
+        messages: Sequence[OutboxMessage],
+        destination: DestinationOf | None,
+    ) -> None:
         contexts = {(m.traceparent, m.tracestate) for m in messages if m.traceparent is not None}
         links = [link for c in contexts if (link := span_link(*c)) is not None]
         attributes: dict[str, Any] = {
@@ -120,6 +187,8 @@ class _Publishing(Activation):
             "messaging.operation.name": "publish",
             "messaging.batch.message_count": len(messages),
         }
+        if found is not None and destination is not None:
+            attributes.update(_batch_destination(messages, destination))
         if len(messages) == 1:
             attributes.update(_message_attributes(messages[0]))
         super().__init__(
@@ -151,12 +220,14 @@ class _Publishing(Activation):
             super().__exit__(kind, error, tb)
 
 
-def publishing(messages: Sequence[OutboxMessage]) -> Activation | Inactive:
-    """The block around a relay's publish of ``messages``."""
+def publishing(
+    messages: Sequence[OutboxMessage], destination: DestinationOf | None = None
+) -> Activation | Inactive:
+    """The block around a relay's publish of ``messages`` (``destination``: the publisher's)."""
     found, metered = tracer(), meter()
     if found is None and metered is None:
         return NOOP
-    return _Publishing(found, metered, messages)
+    return _Publishing(found, metered, messages, destination)
 
 
 def count_relay_parked(count: int) -> None:
@@ -193,6 +264,67 @@ def record_backlog(row: Sequence[Any]) -> None:
     _instrument(metered, "tactical.outbox.lag").set(lag)
 
 
+# What a broker consumer says of the delivery it hands to an inbox consumer: the attributes
+# of its process span, set around the inbox consumer's handle() (None: not from a broker).
+_delivery: ContextVar[dict[str, Any] | None] = ContextVar("tactical_delivery", default=None)
+
+
+class _Delivered:
+    """The block in which a broker consumer's delivery is handled (see :func:`delivered`)."""
+
+    __slots__ = ("_attributes", "_token")
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self._attributes = attributes
+        self._token: Token[dict[str, Any] | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _delivery.set(self._attributes)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _delivery.reset(self._token)
+
+
+def delivered(
+    system: str,
+    destination: str | Callable[[], str],
+    *,
+    address: str,
+    routing_key: str | None = None,
+    partition: int | None = None,
+    group: str | None = None,
+    delivery_tag: int | None = None,
+) -> _Delivered | Inactive:
+    """The block around an inbox consumer's ``handle`` of a delivery from a broker.
+
+    Its ``process`` span then names the messaging ``system``, the ``destination`` read
+    (RabbitMQ: ``<exchange>:<routing key>:<queue>``; Redis: the stream; or what makes it,
+    called only with a tracer), the broker's
+    ``address`` (``host:port``), and the routing key, partition, consumer group and
+    delivery tag when given. :data:`NOOP` without a tracer: nothing is computed.
+    """
+    if tracer() is None:
+        return NOOP
+    host, colon, port = address.rpartition(":")
+    attributes = {
+        "messaging.system": system,
+        "messaging.destination.name": destination
+        if isinstance(destination, str)
+        else destination(),
+        **(_server(host, int(port)) if colon and port.isdigit() else _server(address, None)),
+    }
+    if routing_key:
+        attributes["messaging.rabbitmq.destination.routing_key"] = routing_key
+    if partition is not None:
+        attributes["messaging.destination.partition.id"] = str(partition)
+    if group is not None:
+        attributes["messaging.consumer.group.name"] = group
+    if delivery_tag is not None:
+        attributes["messaging.rabbitmq.message.delivery_tag"] = delivery_tag
+    return _Delivered(attributes)
+
+
 class _Consuming(Activation):
     """A consumer's ``process`` span of a message, continuing its producer's trace."""
 
@@ -203,6 +335,10 @@ class _Consuming(Activation):
         attributes["messaging.operation.type"] = "process"
         attributes["messaging.operation.name"] = "process"
         attributes["messaging.consumer.group.name"] = consumer
+        attributes["tactical.consumer"] = consumer
+        source = _delivery.get()
+        if source is not None:
+            attributes.update(source)
         super().__init__(
             found,
             f"process {message.event_type}",
@@ -268,6 +404,28 @@ def record_owned_partitions(relay: str, partitions: int, owned: frozenset[int]) 
     gauge = _instrument(metered, "tactical.relay.partition.owned")
     for partition in range(partitions):
         attributes = {"tactical.relay.name": relay, "tactical.partition": partition}
+        gauge.set(1 if partition in owned else 0, attributes)
+
+
+def record_consumer_partitions(
+    system: str, consumer: str, client: str, partitions: int, owned: frozenset[int]
+) -> None:
+    """Record which of the ``partitions`` broker partitions consumer ``client`` owns (1) or not.
+
+    ``consumer`` is the inbox consumer's name, ``client`` this consumer's own (a Redis
+    consumer's name in its group; for RabbitMQ, an id each consumer object makes itself).
+    """
+    metered = meter()
+    if metered is None:
+        return
+    gauge = _instrument(metered, "tactical.consumer.partition.owned")
+    for partition in range(partitions):
+        attributes = {
+            "messaging.system": system,
+            "tactical.consumer": consumer,
+            "messaging.client.id": client,
+            "tactical.partition": partition,
+        }
         gauge.set(1 if partition in owned else 0, attributes)
 
 

@@ -328,16 +328,21 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
             self._deliver,
             stop,
         )
-        return run(
-            self._consuming(stop is not None, idle_timeout), lambda op: op.start(consumption)
-        )
+        self._unsubscribed()
+        try:
+            return run(
+                self._consuming(stop is not None, idle_timeout), lambda op: op.start(consumption)
+            )
+        finally:
+            self._unsubscribed()
 
     def _deliver(
         self, channel: Any, partition: int | None, method: Any, properties: Any, body: bytes
     ) -> None:
         def perform(op: Handle | Settle) -> object:
             if isinstance(op, Handle):
-                return self._inbox.handle(op.message)
+                with op.source:
+                    return self._inbox.handle(op.message)
             if op.ack:
                 channel.basic_ack(delivery_tag=method.delivery_tag)
             elif channel.is_open:
@@ -346,7 +351,13 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
 
         run(
             self._delivery(
-                body, properties.headers, properties.message_id, method.delivery_tag, partition
+                body,
+                properties.headers,
+                properties.message_id,
+                method.delivery_tag,
+                partition,
+                exchange=method.exchange,
+                routing_key=method.routing_key,
             ),
             perform,
         )

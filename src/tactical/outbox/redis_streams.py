@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -25,6 +26,7 @@ import redis.asyncio
 from redis.typing import EncodableT, FieldT
 
 from tactical._flow import Flow, run, run_async
+from tactical._telemetry import NOOP
 from tactical.outbox._async_inbox import AsyncInboxConsumer
 from tactical.outbox._broker_partitions import (
     PartitionMismatchError,
@@ -34,7 +36,12 @@ from tactical.outbox._broker_partitions import (
 )
 from tactical.outbox._consumer_flow import LoopOp, consumer_loop, perform_async, perform_sync
 from tactical.outbox._inbox import InboxConsumer
-from tactical.outbox._message import OutboxMessage, PublishError, wire_forms
+from tactical.outbox._message import (
+    MessagingDestination,
+    OutboxMessage,
+    PublishError,
+    wire_forms,
+)
 from tactical.outbox._partitions import partition_of
 from tactical.outbox._redis_leases import (
     Call,
@@ -42,6 +49,7 @@ from tactical.outbox._redis_leases import (
     Pause,
     check_partitions_key,
 )
+from tactical.outbox._telemetry import delivered, record_consumer_partitions
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -100,11 +108,32 @@ class _StreamAppender:
         """
         return self._partitions
 
-    def _stream_of(self, message: OutboxMessage) -> str:
+    def messaging_destination(self, message: OutboxMessage, /) -> MessagingDestination:
+        """Where ``message`` goes, for the relay's OpenTelemetry spans.
+
+        ``redis`` (not one of the conventions' well-known systems, which name none for
+        Redis), the stream's key (its partition's stream, if partitioned), the partition,
+        and Redis's host and port.
+
+        .. versionadded:: 0.2.0
+        """
+        host, _, port = self._address.rpartition(":")
+        return MessagingDestination(
+            "redis",
+            self._stream_of(message),
+            partition=self._partition_of(message),
+            server_address=host if port.isdigit() else self._address,
+            server_port=int(port) if port.isdigit() else None,
+        )
+
+    def _partition_of(self, message: OutboxMessage) -> int | None:
         if self._partitions is None:
-            return self._stream
-        partition = partition_of(message.aggregate_type, message.aggregate_id, self._partitions)
-        return partition_stream(self._stream, partition)
+            return None
+        return partition_of(message.aggregate_type, message.aggregate_id, self._partitions)
+
+    def _stream_of(self, message: OutboxMessage) -> str:
+        partition = self._partition_of(message)
+        return self._stream if partition is None else partition_stream(self._stream, partition)
 
     def _appending(self, messages: Sequence[OutboxMessage]) -> Flow[Call | _Append, None]:
         """Append the batch's entries in one pipeline; a Redis failure is a PublishError.
@@ -259,9 +288,13 @@ class _Append:
 
 @dataclass(frozen=True, slots=True)
 class _Handle:
-    """Hand a message to the inbox consumer: its outcome, or the awaitable of it."""
+    """Hand a message to the inbox consumer: its outcome, or the awaitable of it.
+
+    Inside ``source`` (where the entry came from, for the inbox consumer's span).
+    """
 
     message: OutboxMessage
+    source: contextlib.AbstractContextManager[None] = NOOP
 
     def start(self, _client: Any, inbox: Any) -> Any:
         return inbox.handle(self.message)
@@ -318,6 +351,9 @@ class _StreamReader(Generic[U, V]):
                 partitions=cast("int", partitions),
                 lease=lease,
                 label=self._label,
+                report=lambda owned: record_consumer_partitions(
+                    "redis", inbox.name, consumer, cast("int", partitions), owned
+                ),
             )
         )
 
@@ -469,7 +505,16 @@ class _StreamReader(Generic[U, V]):
                         stated=None,
                         source=f"stream {stream!r}",
                     )
-                yield _Handle(message)
+                yield _Handle(
+                    message,
+                    delivered(
+                        "redis",
+                        stream,
+                        address=self._address,
+                        partition=partition,
+                        group=self._group,
+                    ),
+                )
             yield Call("xack", (stream, self._group, entry_id))
             handled += 1
         return handled
@@ -580,6 +625,9 @@ class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
         if isinstance(op, Pause):
             time.sleep(op.seconds)
             return None
+        if isinstance(op, _Handle):
+            with op.source:
+                return op.start(self._client, self._inbox)
         return op.start(self._client, self._inbox)
 
 
@@ -652,6 +700,9 @@ class AsyncRedisStreamConsumer(_StreamReader[AsyncInboxConsumer[Any], redis.asyn
         if isinstance(op, Pause):
             await asyncio.sleep(op.seconds)
             return None
+        if isinstance(op, _Handle):
+            with op.source:
+                return await op.start(self._client, self._inbox)
         return await op.start(self._client, self._inbox)
 
 
