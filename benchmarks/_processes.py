@@ -226,8 +226,11 @@ def describe(count: int, what: str, drains: Sequence[Drain], events: int) -> str
     ours = sum(statistics.median(d.cpu[n] for d in drains) for n in drains[0].cpu) / seconds
     machine = statistics.median(d.machine_cores for d in drains)
     spent = ", ".join(f"{name} {us:,.0f}" for name, us in per_event.items())
+    total = sum(per_event.values())
+    ceiling = f"{CORES / total * 1e6:,.0f}" if total else "?"
     return (
         f"{count} {what}: {events / seconds:,.0f} events/s ({seconds:.2f}s for {events:,}); "
         f"CPU us per event: {spent}; these kept {ours:.2f} of {CORES} cores busy, "
-        f"the whole machine {machine:.2f}"
+        f"the whole machine {machine:.2f}; at that CPU per event, {CORES} idle cores would "
+        f"allow {ceiling} events/s"
     )
