@@ -217,7 +217,13 @@ def scaling_row(
 
 
 def describe(count: int, what: str, drains: Sequence[Drain], events: int) -> str:
-    """A note: events per second and where the CPU went, per event, over ``drains``."""
+    """A note: events per second, where the CPU went per event, and the rate it would allow.
+
+    That rate is what ``count`` processes could reach if the machine's cores were theirs:
+    one process waits for its PostgreSQL server process and the broker at every step, so
+    its work and theirs add up on one core; several spread that work over at most all the
+    cores (CPU seconds per event from this run, which a loaded machine inflates).
+    """
     seconds = statistics.median(d.seconds for d in drains)
     per_event = {
         name: statistics.median(d.cpu[name] for d in drains) / events * 1e6
@@ -227,10 +233,10 @@ def describe(count: int, what: str, drains: Sequence[Drain], events: int) -> str
     machine = statistics.median(d.machine_cores for d in drains)
     spent = ", ".join(f"{name} {us:,.0f}" for name, us in per_event.items())
     total = sum(per_event.values())
-    ceiling = f"{CORES / total * 1e6:,.0f}" if total else "?"
+    ceiling = f"{min(count, CORES) / total * 1e6:,.0f}" if total else "?"
     return (
         f"{count} {what}: {events / seconds:,.0f} events/s ({seconds:.2f}s for {events:,}); "
         f"CPU us per event: {spent}; these kept {ours:.2f} of {CORES} cores busy, "
-        f"the whole machine {machine:.2f}; at that CPU per event, {CORES} idle cores would "
-        f"allow {ceiling} events/s"
+        f"the whole machine {machine:.2f}; with {min(count, CORES)} idle core(s) of their "
+        f"own, at that CPU per event: at most {ceiling} events/s"
     )

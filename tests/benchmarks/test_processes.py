@@ -1,6 +1,6 @@
 """The scaling benchmarks' worker processes: replies, CPU figures, and tiny runs that make rows.
 
-Nothing here is timed: the tiny runs check that 1, 2 and 4 relay and consumer processes
+Nothing here is timed: the tiny runs check that 1 and 2 relay and consumer processes
 drain their events and that every row of the table is made (measured, or skipped with the
 reason when a broker is missing), on this suite's own PostgreSQL database.
 """
@@ -58,12 +58,14 @@ class TestWorkers:
 
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The benchmarks on the suite's PostgreSQL database, with a few events and one round."""
+    """The benchmarks on the suite's database: a few events, one round, 1 and 2 processes."""
     url = postgres_url().render_as_string(hide_password=False)
     monkeypatch.setattr(_sql, "POSTGRES_URL", url)
     monkeypatch.setattr(bench_relay, "SCALING_EVENTS", 120)
     monkeypatch.setattr(bench_relay, "WARM_UP_EVENTS", 16)
     monkeypatch.setattr(bench_relay, "SCALING_ROUNDS", 1)
+    monkeypatch.setattr(bench_relay, "COUNTS", (1, 2))
+    monkeypatch.setattr(bench_consumers, "COUNTS", (1, 2))
     monkeypatch.setattr(bench_consumers, "MIN_EVENTS", 60)
     monkeypatch.setattr(bench_consumers, "MAX_EVENTS", 60)
     monkeypatch.setattr(bench_consumers, "WARM_UP_EVENTS", 8)
@@ -78,16 +80,13 @@ def _rows(report: Report, text: str) -> list[Comparison | Skipped]:
 @pytest.mark.usefixtures("tiny")
 class TestTinyRuns:
     def test_relay_processes_drain_the_outbox_and_make_every_row(self) -> None:
-        """1, 2 and 4 relay processes drain it to each destination; 2 and 4 make a row each."""
+        """1 and 2 relay processes drain it to each destination; 2 make a row for each."""
         report = Report()
         codec = JsonCodec()
         bench_relay._partitioned(report, codec, bench_relay._rows(codec))  # pyright: ignore[reportPrivateUsage]
         for destination in ("nowhere", "Redis Streams", "RabbitMQ"):
             rows = _rows(report, f"relay processes, to {destination}")
-            assert [row.name.split(", ")[2] for row in rows] == [
-                "2 relay processes",
-                "4 relay processes",
-            ]
+            assert [row.name.split(", ")[2] for row in rows] == ["2 relay processes"]
             if destination == "nowhere":
                 assert all(isinstance(row, Comparison) for row in rows)
         measured = [row for row in report.rows if isinstance(row, Comparison)]
@@ -96,15 +95,12 @@ class TestTinyRuns:
         assert any("busiest relay's partitions held" in note for note in report.notes)
 
     def test_consumer_processes_drain_the_streams_and_make_every_row(self) -> None:
-        """1, 2 and 4 consumer processes per broker: rows for 2 and 4 (or skipped ones)."""
+        """1 and 2 consumer processes per broker: a row for 2 (or a skipped one) each."""
         report = Report()
         bench_consumers.run(report)
         for broker in ("redis", "rabbitmq"):
             rows = _rows(report, f", {broker}, ")
-            assert [row.name.split(", ")[2] for row in rows] == [
-                "2 consumer processes",
-                "4 consumer processes",
-            ]
+            assert [row.name.split(", ")[2] for row in rows] == ["2 consumer processes"]
         measured = [row for row in report.rows if isinstance(row, Comparison)]
         assert all(row.against == "1 consumer process" and row.ratio > 0 for row in measured)
         assert any("load average" in note for note in report.notes)
