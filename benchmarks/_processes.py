@@ -240,3 +240,31 @@ def describe(count: int, what: str, drains: Sequence[Drain], events: int) -> str
         f"the whole machine {machine:.2f}; with {min(count, CORES)} idle core(s) of their "
         f"own, at that CPU per event: at most {ceiling} events/s"
     )
+
+
+def limit(what: str, drains: Mapping[int, Sequence[Drain]]) -> str:
+    """A note: what held the processes back, read from their CPU figures (see ``describe``).
+
+    ``drains`` maps each process count to its drains. One process that keeps most of a core
+    busy (with its PostgreSQL server process and the broker) is bound by its own core; more
+    processes that, with the rest of the machine's work, keep every core busy are bound by
+    the machine's CPU; processes that keep far fewer cores busy than they could wait on
+    something else (commits, the broker, partitions they do not own).
+    """
+    said: list[str] = []
+    for count, rounds in sorted(drains.items()):
+        seconds = statistics.median(d.seconds for d in rounds)
+        ours = sum(statistics.median(d.cpu[n] for d in rounds) for n in rounds[0].cpu) / seconds
+        machine = statistics.median(d.machine_cores for d in rounds)
+        usable = min(count, CORES)
+        if machine >= 0.9 * CORES and ours < 0.9 * usable:
+            cause = f"the machine's CPU ({machine:.1f} of {CORES} cores busy, {ours:.1f} theirs)"
+        elif ours >= 0.75 * usable:
+            cause = f"their own CPU ({ours:.1f} of the {usable} core(s) they can use)"
+        else:
+            cause = (
+                f"waiting ({ours:.1f} of {usable} core(s) busy, the machine {machine:.1f}): "
+                "on commits, the broker, or partitions held by others"
+            )
+        said.append(f"{count}: {cause}")
+    return f"{what}, what held them back: " + "; ".join(said)

@@ -192,6 +192,7 @@ def _measure(broker: str, report: Report, engine: sa.Engine) -> None:
     label = {"redis": "Redis Streams", "rabbitmq": "RabbitMQ"}[broker]
     for k in COUNTS:
         report.note(_processes.describe(k, f"consumer process(es) of {label}", drains[k], events))
+    report.note(_processes.limit(f"consumer processes of {label}", drains))
     for k in COUNTS[1:]:
         name = _row_name(broker, k)
         against = "1 consumer process"

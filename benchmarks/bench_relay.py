@@ -357,6 +357,7 @@ def _scale(
     what = f"relay process(es) to {_DESTINATIONS[destination]}"
     for k in COUNTS:
         report.note(_processes.describe(k, what, drains[k], SCALING_EVENTS))
+    report.note(_processes.limit(f"relay processes to {_DESTINATIONS[destination]}", drains))
     for k in COUNTS[1:]:
         name = _scaling_name(k, destination)
         against = "1 relay process"

@@ -56,6 +56,38 @@ class TestWorkers:
         assert 0 < window.machine_cores <= _processes.CORES + 0.01
 
 
+class TestNotes:
+    def _drains(self, seconds: float, cpu: float, machine: float) -> list[_processes.Drain]:
+        return [_processes.Drain(seconds, {"workers": cpu, "broker": 0.0}, machine)] * 3
+
+    def test_the_limit_names_the_process_s_core_the_machine_or_waiting(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """One busy process is bound by its core; more on a full machine by the machine."""
+        monkeypatch.setattr(_processes, "CORES", 2)
+        said = _processes.limit(
+            "relays",
+            {
+                1: self._drains(1.0, 0.9, 1.0),
+                2: self._drains(0.6, 0.6, 2.0),
+                4: self._drains(1.0, 0.2, 0.4),
+            },
+        )
+        assert said.startswith("relays, what held them back: 1: their own CPU (0.9 of the 1")
+        assert "2: the machine's CPU (2.0 of 2 cores busy, 1.0 theirs)" in said
+        assert "4: waiting (0.2 of 2 core(s) busy, the machine 0.4)" in said
+
+    def test_a_description_gives_the_rate_and_the_cpu_per_event(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Events per second, CPU microseconds per event, and the rate idle cores allow."""
+        monkeypatch.setattr(_processes, "CORES", 2)
+        said = _processes.describe(2, "relays", self._drains(0.5, 0.2, 1.5), 1000)
+        assert said.startswith("2 relays: 2,000 events/s (0.50s for 1,000)")
+        assert "CPU us per event: workers 200, broker 0" in said
+        assert "at most 10,000 events/s" in said
+
+
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     """The benchmarks on the suite's database: a few events, one round, 1 and 2 processes."""
