@@ -1,9 +1,10 @@
 """One partitioned consumer process of the ``consumers`` benchmark (not a benchmark itself).
 
-``python -m benchmarks._consumer_worker BROKER NAME PARTITIONS URL SCHEMA`` consumes the
-partitions of ``NAME`` (RabbitMQ queue prefix and exchange, or Redis stream) into an inbox
-named ``NAME`` on PostgreSQL (``URL``, tables in ``SCHEMA``) until SIGTERM; it prints
-``ready`` once it consumes.
+``python -m benchmarks._consumer_worker BROKER NAME PARTITIONS URL SCHEMA APPLICATION
+OPTIONS`` consumes the partitions of ``NAME`` (RabbitMQ queue prefix and exchange, or Redis
+stream) into an inbox named ``NAME`` on PostgreSQL (``URL``, tables in ``SCHEMA``, the
+connection named ``APPLICATION``, with the server ``OPTIONS`` of the benchmark's
+connections) until SIGTERM; it prints ``ready`` once it consumes.
 """
 
 from __future__ import annotations
@@ -39,9 +40,19 @@ def _noted(event: Ticked, uow: SqlAlchemyUnitOfWork) -> None:
 
 def main(argv: list[str]) -> None:
     """Consume as the module's docstring says."""
-    broker, name, partitions, url, schema = argv
-    engine = sa.create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
-    inbox = InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine, codec=codec()), name)
+    broker, name, partitions, url, schema, application, options = argv
+    engine = sa.create_engine(
+        url,
+        connect_args={
+            "connect_timeout": 3,
+            "application_name": application,
+            "options": f"-csearch_path={schema} {options}",
+        },
+    )
+    # One codec for the process, as an application has: a codec generates its encoders and
+    # decoders per class on first use, milliseconds that a codec per message pays each time.
+    shared = codec()
+    inbox = InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine, codec=shared), name)
     inbox.subscribe(Ticked, _noted)
     consumer: Any
     if broker == "rabbitmq":

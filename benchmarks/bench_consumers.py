@@ -1,21 +1,27 @@
 """Partitioned consumer throughput: 2 and 4 consumer processes against 1.
 
-Each round publishes the same batch of events (many aggregates, 8 partitions) to one
+Each round publishes the same batch of events (240 aggregates, 8 partitions) to one
 partitioned stream or queue per consumer count, and times how long its consumers (separate
-processes: one, two or four, each a ``RedisStreamConsumer`` or ``RabbitMQConsumer`` with
-``partitions=8``) take until every event has its inbox row on PostgreSQL. The handler does
-nothing, so what is measured is the consumer: reading, decoding, and one inbox transaction
-per event. The ratio is the time per event with k consumers over the time with one (below
-1: faster); events per second are printed under each row.
+processes started once: one, two or four, each a ``RedisStreamConsumer`` or
+``RabbitMQConsumer`` with ``partitions=8``, configured by its arguments) take from the
+first publish until every event has its inbox row on PostgreSQL (publishing, from this
+process, is several times faster than consuming and overlaps it; the notes give its time).
+The handler does nothing, so what is measured is the consumer: reading, decoding, and one
+inbox transaction per event. The batch holds as many events as one warm consumer handles in
+about two seconds (200 to 2,000). Rounds run the three counts in an order shuffled every
+round; the ratio is the time per event with k consumers over the time with one in the same
+rounds (median of the per-round ratios, below 1: faster), the CPU ratio the same for the CPU
+seconds of every measured process (consumers, their PostgreSQL server processes, the
+broker). The notes give events per second, those CPU seconds per event, how many cores
+they kept busy, and how busy the whole machine was.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -23,27 +29,35 @@ from typing import Any
 from uuid import uuid4
 
 import sqlalchemy as sa
-from benchmarks import _sql
+from benchmarks import _processes, _sql
 from benchmarks._consumer_worker import Ticked, codec
-from benchmarks._harness import Comparison, Report
+from benchmarks._harness import Report
 from benchmarks.bench_relay import _listening
 from tactical.outbox import OutboxMessage
 from tactical.sqlalchemy import inbox_table
 
 GROUP = "consumers"
 PARTITIONS = 8
-EVENTS = 400  # a round's batch: 80 aggregates, 5 events each
-ROUNDS = 3
+# A round's batch: as many events as one consumer handles in about DRAIN_SECONDS (measured
+# by the warm-up), from MIN_EVENTS to MAX_EVENTS, of AGGREGATES aggregates. A consumer pays a
+# transaction per event, so its rate swings tenfold with the machine's load: a fixed batch
+# would take minutes on a busy machine, or be over in a blink on a quiet one.
+DRAIN_SECONDS = 2.0
+MIN_EVENTS = 200
+MAX_EVENTS = 2000
+AGGREGATES = 240
+WARM_UP_EVENTS = 100
+ROUNDS = 4
 COUNTS = (1, 2, 4)
-SCHEMA = "tactical_bench_consumers"
+SCHEMA = f"{_sql.POSTGRES_SCHEMA}_consumers"
 
 
-def _batch() -> list[OutboxMessage]:
+def _batch(events: int) -> list[OutboxMessage]:
     made = codec()
     now = datetime.now(UTC)
     messages: list[OutboxMessage] = []
-    for n in range(EVENTS):
-        event = Ticked(f"counter-{n % 80}", n // 80 + 1)
+    for n in range(events):
+        event = Ticked(f"counter-{n % AGGREGATES}", n // AGGREGATES + 1)
         record = made.event_to_record(event)
         messages.append(
             OutboxMessage(
@@ -87,75 +101,106 @@ def _handled(engine: sa.Engine, name: str) -> int:
         ).scalar_one()
 
 
-def _drain_seconds(
-    engine: sa.Engine, name: str, publisher: Any, batch: Sequence[OutboxMessage]
-) -> float:
-    target = _handled(engine, name) + len(batch)
-    started = time.perf_counter()
-    publisher.publish(_fresh(batch))
-    deadline = started + 300
-    while _handled(engine, name) < target:
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"{name}: the consumers did not drain {len(batch)} events")
-        time.sleep(0.01)
-    return time.perf_counter() - started
+class _Consumers:
+    """k consumer processes of one partitioned stream or queue, kept for the run."""
+
+    def __init__(self, broker: str, count: int, engine: sa.Engine) -> None:
+        self.count = count
+        self.engine = engine
+        self.name = f"tactical-bench-{broker}-{count}-{uuid4().hex[:6]}"
+        self.application = f"tactical-bench-consumer-{os.getpid()}-{broker}-{count}-"
+        self.publisher = _publisher(broker, self.name)
+        self.workers = [
+            _processes.spawn(
+                "benchmarks._consumer_worker",
+                broker,
+                self.name,
+                str(PARTITIONS),
+                _sql.POSTGRES_URL,
+                SCHEMA,
+                f"{self.application}{i}",
+                _sql.POSTGRES_OPTIONS,
+            )
+            for i in range(count)
+        ]
+
+    def wait_ready(self) -> None:
+        for worker in self.workers:
+            if (line := _processes.reply(worker)) != "ready":
+                raise RuntimeError(f"consumer worker: expected ready, got {line!r}")
+
+    def drain(self, batch: Sequence[OutboxMessage]) -> tuple[_processes.Drain, float]:
+        """Publish ``batch``; the time until every event has its inbox row, and the publish's."""
+        target = _handled(self.engine, self.name) + len(batch)
+        fresh = _fresh(batch)
+        groups = {
+            "consumers": [w.pid for w in self.workers],
+            "their PostgreSQL": _processes.backend_pids(self.engine, self.application),
+            "broker": _processes.named_pids("redis-server", "beam.smp"),
+        }
+        with _processes.Window(groups) as window:
+            started = time.perf_counter()
+            self.publisher.publish(fresh)
+            published = time.perf_counter() - started
+            deadline = started + 300
+            while _handled(self.engine, self.name) < target:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"{self.name}: the consumers did not drain {len(batch)}")
+                time.sleep(0.02)
+        return _processes.Drain(window.wall, window.used, window.machine_cores), published
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.terminate()
+        for worker in self.workers:
+            worker.wait(30)
+            for pipe in (worker.stdin, worker.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+
+def _row_name(broker: str, count: int) -> str:
+    return f"{PARTITIONS} partitions, {broker}, {count} consumer processes"
 
 
 def _measure(broker: str, report: Report, engine: sa.Engine) -> None:
-    url = _sql.POSTGRES_URL
-    names = {k: f"tactical-bench-{broker}-{k}-{uuid4().hex[:6]}" for k in COUNTS}
-    command = [sys.executable, "-m", "benchmarks._consumer_worker", broker]
-    workers = [
-        # sys.executable with fixed arguments, not user input.
-        subprocess.Popen(  # noqa: S603
-            [*command, names[k], str(PARTITIONS), url, SCHEMA], stdout=subprocess.PIPE, text=True
-        )
-        for k in COUNTS
-        for _ in range(k)
-    ]
-    publishers = {k: _publisher(broker, names[k]) for k in COUNTS}
+    consumers = {k: _Consumers(broker, k, engine) for k in COUNTS}
+    drains: dict[int, list[_processes.Drain]] = {k: [] for k in COUNTS}
+    publishing: list[float] = []
     try:
-        for worker in workers:
-            assert worker.stdout is not None
-            worker.stdout.readline()
-        batch = _batch()
-        for k in COUNTS:  # warm up (and let the Redis consumers share their partitions)
-            _drain_seconds(engine, names[k], publishers[k], batch)
-        times: dict[int, list[float]] = {k: [] for k in COUNTS}
+        for group in consumers.values():
+            group.wait_ready()
+        warm_up = _batch(WARM_UP_EVENTS)
+        for k in COUNTS[1:]:  # warm up (and let the Redis consumers share their partitions)
+            consumers[k].drain(warm_up)
+        consumers[1].drain(warm_up)
+        rate = WARM_UP_EVENTS / consumers[1].drain(warm_up)[0].seconds  # one consumer's, warm
+        events = min(MAX_EVENTS, max(MIN_EVENTS, round(rate * DRAIN_SECONDS / 100) * 100))
+        batch = _batch(events)
         order = random.Random(f"{GROUP}/{broker}")
         for _ in range(ROUNDS):
             for k in order.sample(COUNTS, len(COUNTS)):
-                times[k].append(_drain_seconds(engine, names[k], publishers[k], batch))
+                drain, published = consumers[k].drain(batch)
+                drains[k].append(drain)
+                publishing.append(published)
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(30)
-            if worker.stdout is not None:
-                worker.stdout.close()
-        _cleanup(broker, names.values(), publishers.values())
-    baseline = times[1]
-    for k in COUNTS[1:]:
-        ratios = sorted(c / b for c, b in zip(times[k], baseline, strict=True))
-        comparison = Comparison(
-            GROUP,
-            f"{EVENTS} events, {broker}, {k} consumer processes",
-            "PostgreSQL",
-            "1 consumer process",
-            candidate_ns=statistics.median(times[k]) / EVENTS * 1e9,
-            baseline_ns=statistics.median(baseline) / EVENTS * 1e9,
-            ratio=statistics.median(ratios),
-            ratio_q1=ratios[0],
-            ratio_q3=ratios[-1],
-            rounds=ROUNDS,
-            calls_per_round=EVENTS,
+        for group in consumers.values():
+            group.stop()
+        _cleanup(
+            broker, [c.name for c in consumers.values()], [c.publisher for c in consumers.values()]
         )
-        report.add(comparison)
-        for label, ns in (
-            ("candidate", comparison.candidate_ns),
-            ("1 consumer", comparison.baseline_ns),
-        ):
-            report.note(f"{comparison.name}: {label} {1e9 / ns:,.0f} events/s")
+    label = {"redis": "Redis Streams", "rabbitmq": "RabbitMQ"}[broker]
+    for k in COUNTS:
+        report.note(_processes.describe(k, f"consumer process(es) of {label}", drains[k], events))
+    report.note(_processes.limit(f"consumer processes of {label}", drains))
+    for k in COUNTS[1:]:
+        name = _row_name(broker, k)
+        against = "1 consumer process"
+        report.add(_processes.scaling_row(GROUP, name, against, drains[k], drains[1], events))
+    report.note(
+        f"consumers of {label}: {events} events per drain; publishing them took "
+        f"{statistics.median(publishing):.2f}s (median), inside the time measured"
+    )
 
 
 def _cleanup(broker: str, names: Any, publishers: Any) -> None:
@@ -188,15 +233,12 @@ def _cleanup(broker: str, names: Any, publishers: Any) -> None:
 
 def run(report: Report) -> None:
     """Run the consumer benchmarks into ``report``."""
-    rows = [
-        f"{EVENTS} events, {b}, {k} consumer processes"
-        for b in ("redis", "rabbitmq")
-        for k in COUNTS[1:]
-    ]
+    rows = [_row_name(b, k) for b in ("redis", "rabbitmq") for k in COUNTS[1:]]
     problem = _sql.postgres_reachable()
     if problem is not None:
         report.skip(GROUP, rows, "PostgreSQL", problem, against="1 consumer process")
         return
+    load = os.getloadavg()
     with _sql.postgres_schema(SCHEMA):
         engine = sa.create_engine(
             _sql.POSTGRES_URL, connect_args={"options": f"-csearch_path={SCHEMA}"}
@@ -207,7 +249,7 @@ def run(report: Report) -> None:
         try:
             for broker, port in (("redis", 6379), ("rabbitmq", 5672)):
                 if not _listening(port):
-                    names = [r for r in rows if f", {broker}," in r]
+                    names = [_row_name(broker, k) for k in COUNTS[1:]]
                     reason = f"{broker} not reachable on 127.0.0.1:{port}"
                     report.skip(GROUP, names, "PostgreSQL", reason, against="1 consumer process")
                     continue
@@ -215,6 +257,6 @@ def run(report: Report) -> None:
         finally:
             engine.dispose()
     report.note(
-        "consumers: on 2 cores, each event costs one PostgreSQL transaction (the inbox row) and "
-        "Python work in the consumer; more processes than cores only add switching"
+        f"consumers: load average {load[0]:.1f} before these rows, {os.getloadavg()[0]:.1f} "
+        f"after, on {_processes.CORES} cores"
     )
