@@ -10,13 +10,13 @@ which each publisher carries out by calling its method of that name.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from tactical._flow import Flow
+from tactical.outbox._amqp_partitions import PARTITION_ARGUMENTS, PartitionLocks, PartitionOp
 from tactical.outbox._broker_partitions import (
     PARTITIONS_HEADER,
     broker_partitions,
@@ -35,6 +35,7 @@ from tactical.outbox._consumer_flow import (
 from tactical.outbox._message import OutboxMessage, PublishError, wire_forms
 
 __all__ = [
+    "DEFAULT_BALANCE_INTERVAL",
     "DEFAULT_EXCHANGE",
     "DEFAULT_HEARTBEAT",
     "AmqpConsumer",
@@ -47,6 +48,7 @@ __all__ = [
 
 DEFAULT_EXCHANGE = "tactical.events"
 DEFAULT_HEARTBEAT = 10
+DEFAULT_BALANCE_INTERVAL = 1.0
 
 if TYPE_CHECKING:
     from tactical.outbox._inbox_flow import InboxCore
@@ -233,13 +235,15 @@ class AmqpConsumer(Generic[U]):
         timeout: float = 5.0,
         heartbeat: int = DEFAULT_HEARTBEAT,
         partitions: int | None = None,
+        balance_interval: float = DEFAULT_BALANCE_INTERVAL,
     ) -> None:
         self._partitions = broker_partitions(partitions)
-        self._first = random.randrange(partitions or 1)  # noqa: S311 - not for security
         if heartbeat < 1:
             raise ValueError(f"heartbeat must be at least 1 second, got {heartbeat}")
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
+        if not balance_interval > 0:
+            raise ValueError(f"balance_interval must be positive, got {balance_interval}")
         self._inbox = inbox
         self._url = url
         self._address = broker_address(url)
@@ -250,6 +254,13 @@ class AmqpConsumer(Generic[U]):
         self._timeout = timeout
         self._heartbeat = heartbeat
         self._label = f"RabbitMQ consumer {inbox.name}"
+        self._locks = (
+            None
+            if partitions is None
+            else PartitionLocks(
+                queue=queue, partitions=partitions, interval=balance_interval, label=self._label
+            )
+        )
         self._setup()
 
     @property
@@ -275,22 +286,33 @@ class AmqpConsumer(Generic[U]):
             return (self._queue,)
         return tuple(partition_queue(self._queue, p) for p in range(self._partitions))
 
-    def _partition_queues(self) -> list[tuple[str, int | None]]:
-        """Each queue consumed, with its partition (None if not partitioned).
+    @property
+    def held_partitions(self) -> frozenset[int]:
+        """The partitions whose queue this consumer consumes now (empty if not partitioned).
 
-        Partitions come in an order of this consumer's own (starting at a random one):
-        RabbitMQ makes the first consumer to subscribe to a queue its active one, so
-        consumers started together spread the queues between them.
+        .. versionadded:: 0.2.0
         """
+        return frozenset(() if self._locks is None else self._locks.owned)
+
+    def _partition_queues(self) -> list[tuple[str, int | None]]:
+        """Each queue declared, with its partition (None if not partitioned)."""
         partitions = self._partitions
         if partitions is None:
             return [(self._queue, None)]
-        order = [(self._first + step) % partitions for step in range(partitions)]
-        return [(partition_queue(self._queue, p), p) for p in order]
+        return [(partition_queue(self._queue, p), p) for p in range(partitions)]
+
+    def _subscribed_at_once(self) -> list[tuple[str, int | None]]:
+        """The queues consumed from the start: the one queue; partitions only once locked."""
+        return [] if self._partitions is not None else [(self._queue, None)]
 
     def _queue_arguments(self, partition: int | None) -> dict[str, Any] | None:
         """A partition's queue has a single active consumer; a plain queue, no arguments."""
-        return None if partition is None else {"x-single-active-consumer": True}
+        return None if partition is None else dict(PARTITION_ARGUMENTS)
+
+    def _forget(self) -> None:
+        """The connection closed: with it went the partitions' locks and subscriptions."""
+        if self._locks is not None:
+            self._locks.forget()
 
     def _binding_keys(self, partition: int | None) -> tuple[str, ...]:
         """The routing keys a queue is bound with: each of ``routing_keys``, in its partition."""
@@ -317,12 +339,15 @@ class AmqpConsumer(Generic[U]):
             max_backoff=max_backoff,
         )
 
-    def _consuming(self, until_stopped: bool, idle_timeout: float) -> Flow[ConsumeOp, int]:
+    def _consuming(
+        self, until_stopped: bool, idle_timeout: float
+    ) -> Flow[ConsumeOp | PartitionOp, int]:
         return amqp_consuming(
             until_stopped=until_stopped,
             idle_timeout=idle_timeout,
             heartbeat=self._heartbeat,
             address=self._address,
+            locks=self._locks,
         )
 
     def _source(self) -> str:

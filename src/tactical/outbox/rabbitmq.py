@@ -285,6 +285,7 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
         Waits at most ``timeout`` seconds for the broker to confirm, then drops the socket.
         """
         connection, self._connection, self._channel = self._connection, None, None
+        self._forget()
         if connection is not None and connection.is_open:
             try:
                 with answer_within(connection, self._timeout, "closing the connection"):
@@ -323,8 +324,9 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
         consumption = _Consumption(
             channel,
             self._connection,
-            self._partition_queues(),
+            self._subscribed_at_once(),
             self._timeout,
+            self._prefetch,
             self._deliver,
             stop,
         )
@@ -352,14 +354,20 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
         )
 
 
-_Delivery = tuple[int | None, Any, Any, bytes]  # partition, method, properties, body
+_Delivery = tuple[Any, int | None, Any, Any, bytes]  # channel, partition, method, properties, body
+
+
+def _ignore(_channel: Any, _method: Any, _properties: Any, _body: bytes) -> None:
+    """What arrives on the members queue (nothing is routed there) is dropped."""
 
 
 class _Consumption:
-    """One consuming run on a pika channel: carries out :func:`amqp_consuming`'s operations.
+    """One consuming run on a pika connection: carries out :func:`amqp_consuming`'s operations.
 
-    Consumes each queue (one, or one per partition) on the one channel; deliveries are
-    taken in the order they arrive, so each queue's stay in its order.
+    Consumes the one queue on the main channel, or each partition it holds on a channel of
+    the partition's own (:mod:`~tactical.outbox._amqp_partitions`); deliveries are taken in
+    the order they arrive, so each queue's stay in its order. A delivery from a channel
+    closed since (a partition given up) is dropped: the broker requeued it.
     """
 
     def __init__(
@@ -368,6 +376,7 @@ class _Consumption:
         connection: Any,
         queues: Sequence[tuple[str, int | None]],
         timeout: float,
+        prefetch: int,
         deliver: Callable[[Any, int | None, Any, Any, bytes], None],
         stop: threading.Event | None,
     ) -> None:
@@ -375,11 +384,14 @@ class _Consumption:
         self._connection = connection
         self._queues = queues
         self._timeout = timeout
+        self._prefetch = prefetch
         self._deliver = deliver
         self._stop = stop
         self._silence = Silence(connection)
         self._tags: list[str] | None = None
         self._arrived: deque[_Delivery] = deque()
+        self._channels: dict[int, Any] = {}  # partition -> the channel it is consumed on
+        self._members: str | None = None  # the members queue's consumer tag
 
     def receive(self, seconds: float) -> _Delivery | None:
         if self._tags is None:
@@ -389,16 +401,20 @@ class _Consumption:
             ]
         if not self._arrived:
             self._connection.process_data_events(time_limit=seconds)
-        return self._arrived.popleft() if self._arrived else None
+        while self._arrived:
+            delivery = self._arrived.popleft()
+            if delivery[0].is_open:
+                return delivery
+        return None
 
     def _arrival(self, partition: int | None) -> Callable[[Any, Any, Any, bytes], None]:
-        def arrived(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
-            self._arrived.append((partition, method, properties, body))
+        def arrived(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            self._arrived.append((channel, partition, method, properties, body))
 
         return arrived
 
     def deliver(self, delivery: _Delivery) -> None:
-        self._deliver(self._channel, *delivery)
+        self._deliver(*delivery)
 
     def heard(self) -> None:
         self._silence.heard()
@@ -418,13 +434,63 @@ class _Consumption:
                     self._channel.basic_cancel(tag)
                 # What arrived but was not handled goes back, in its order.
                 while self._arrived:
-                    _, method, _, _ = self._arrived.popleft()
-                    self._channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
+                    channel, _, method, _, _ = self._arrived.popleft()
+                    if channel.is_open:
+                        channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
         except Exception:
             _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
 
     def stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
+
+    # -- the partitions' operations (tactical.outbox._amqp_partitions)
+
+    def join(self, queue: str, arguments: dict[str, Any]) -> None:
+        with answer_within(self._connection, self._timeout, f"joining {queue!r}"):
+            self._channel.queue_declare(queue=queue, durable=True, arguments=arguments)
+            self._members = self._channel.basic_consume(queue, _ignore, auto_ack=True)
+
+    def leave(self) -> None:
+        tag, self._members = self._members, None
+        if tag is not None and self._channel.is_open:
+            with answer_within(self._connection, self._timeout, "leaving the members"):
+                self._channel.basic_cancel(tag)
+
+    def count(self, queue: str, arguments: dict[str, Any]) -> int:
+        with answer_within(self._connection, self._timeout, f"declaring {queue!r}"):
+            declared = self._channel.queue_declare(queue=queue, durable=True, arguments=arguments)
+        return int(declared.method.consumer_count)
+
+    def lock(self, partition: int, queue: str) -> bool:
+        with answer_within(self._connection, self._timeout, f"locking {queue!r}"):
+            channel = self._connection.channel()
+            try:
+                channel.queue_declare(queue=queue, exclusive=True)
+            except pika_exceptions.ChannelClosedByBroker as error:
+                if error.reply_code == _RESOURCE_LOCKED:
+                    return False
+                raise
+        self._channels[partition] = channel
+        return True
+
+    def subscribe(self, partition: int, queue: str) -> None:
+        channel = self._channels[partition]
+        with answer_within(self._connection, self._timeout, f"consuming {queue!r}"):
+            channel.basic_qos(prefetch_count=self._prefetch)
+            channel.basic_consume(queue, self._arrival(partition))
+
+    def unsubscribe(self, partition: int) -> None:
+        channel = self._channels.pop(partition, None)
+        if channel is not None and channel.is_open:
+            with answer_within(self._connection, self._timeout, "closing a partition's channel"):
+                channel.close()
+
+    def unlock(self, queue: str) -> None:
+        with answer_within(self._connection, self._timeout, f"deleting {queue!r}"):
+            self._channel.queue_delete(queue=queue)
+
+
+_RESOURCE_LOCKED = 405  # the AMQP reply code: an exclusive queue another connection holds
 
 
 _publish(__name__, globals(), ["AsyncRabbitMQConsumer", "AsyncRabbitMQPublisher"])
