@@ -34,14 +34,21 @@ import sqlalchemy as sa
 from tactical import JsonCodec
 from tactical._flow import Flow
 from tactical.outbox import (
+    InboxConsumer,
     OutboxMessage,
     OutboxRelay,
     PartitionMismatchError,
     PublishError,
     partition_of,
 )
-from tactical.outbox.rabbitmq import AsyncRabbitMQPublisher, RabbitMQPublisher
+from tactical.outbox.rabbitmq import (
+    AsyncRabbitMQConsumer,
+    AsyncRabbitMQPublisher,
+    RabbitMQConsumer,
+    RabbitMQPublisher,
+)
 from tactical.outbox.redis_streams import AsyncRedisStreamPublisher, RedisStreamPublisher
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork
 from tactical.testing import Counter, CounterTicked
 
 PARTITIONS = 4
@@ -259,6 +266,18 @@ class TestPartitionedPublishers:
             counts = [m.payload["count"] for m in held[p] if m.aggregate_id == str(counter_id)]
             assert counts == [1, 2, 3]
         assert len([p for p, messages in held.items() if messages]) > 1
+
+
+class TestSettings:
+    @pytest.mark.parametrize("kind", [RabbitMQConsumer, AsyncRabbitMQConsumer])
+    @pytest.mark.parametrize("interval", [0, -1.0])
+    def test_a_balance_interval_that_is_not_positive_is_refused(
+        self, kind: type[Any], interval: float, sqlite_engine: sa.Engine
+    ) -> None:
+        """A RabbitMQ consumer's balance_interval must be positive; the error names the value."""
+        inbox = InboxConsumer(lambda: SqlAlchemyUnitOfWork(sqlite_engine), "mirror")
+        with pytest.raises(ValueError, match=f"balance_interval must be positive, got {interval}"):
+            kind(inbox, queue="q", partitions=8, balance_interval=interval)
 
 
 class TestPartitionMismatch:

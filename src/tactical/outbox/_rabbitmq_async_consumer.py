@@ -59,12 +59,13 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
         inbox: Handles the events (awaited).
         url: An AMQP URL.
         queue: As for :class:`RabbitMQConsumer`, and so are ``exchange``, ``routing_keys``,
-            ``prefetch``, ``timeout`` (seconds for each request), ``heartbeat`` and
-            ``partitions`` (the same partition queues, single active consumer and checks).
+            ``prefetch``, ``timeout`` (seconds for each request), ``heartbeat``,
+            ``partitions`` (the same partition queues, locks, fair shares and checks) and
+            ``balance_interval``.
 
     Raises:
-        ValueError: ``heartbeat`` is below 1, ``timeout`` is not positive, or
-            ``partitions`` is below 1.
+        ValueError: ``heartbeat`` is below 1, ``timeout`` or ``balance_interval`` is not
+            positive, or ``partitions`` is below 1.
 
     .. versionadded:: 0.2.0
     """

@@ -37,6 +37,7 @@ from tactical.outbox._rabbitmq_channel import (
 )
 
 __all__ = [
+    "DEFAULT_BALANCE_INTERVAL",
     "DEFAULT_EXCHANGE",
     "DEFAULT_HEARTBEAT",
     "AsyncRabbitMQConsumer",
@@ -52,6 +53,14 @@ DEFAULT_EXCHANGE = _amqp.DEFAULT_EXCHANGE
 
 DEFAULT_HEARTBEAT: int = _amqp.DEFAULT_HEARTBEAT
 """The AMQP heartbeat in seconds that consumers negotiate; a connection silent this long is dead.
+
+.. versionadded:: 0.2.0
+"""
+
+DEFAULT_BALANCE_INTERVAL: float = _amqp.DEFAULT_BALANCE_INTERVAL
+"""Seconds between two looks of a partitioned consumer at the live consumers and the free
+partitions: a dead consumer's partitions are taken over within about this long after the
+broker closed its connection.
 
 .. versionadded:: 0.2.0
 """
@@ -203,14 +212,22 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
 
     **Partitions.** With ``partitions=N`` (the publisher's number) the consumer declares N
     durable queues ``<queue>.0`` to ``<queue>.<N-1>``, each with ``x-single-active-consumer``
-    and bound with ``<p>.<key>`` for each of ``routing_keys``, and consumes all of them on one
-    channel. Several consumers (threads, processes, hosts) with the same ``queue`` compete:
-    RabbitMQ delivers each queue to one of them at a time, and when it stops or its
-    connection dies, the next one takes the queue over, with the unacknowledged messages back
-    in order. Each aggregate's events are thus handled in order, by one consumer at a time.
-    A message whose ``tactical-partitions`` header names another number, or whose aggregate
-    belongs to another partition, raises :class:`~tactical.outbox.PartitionMismatchError`
-    (it is requeued; :meth:`run` logs the error and retries with backoff).
+    and bound with ``<p>.<key>`` for each of ``routing_keys``. Several consumers (threads,
+    processes, hosts) with the same ``queue`` share them fairly: each consumes a partition's
+    queue only while it holds the partition's lock, an exclusive queue ``<queue>.<p>.owner``
+    that RabbitMQ lets one connection at a time declare and deletes when that connection
+    closes; the live consumers are counted on the members queue ``<queue>.consumers``. Every
+    ``balance_interval`` seconds (between two messages) a consumer that holds more than
+    ``ceil(N / consumers)`` partitions gives some up (closing the partition's channel, so that
+    the broker takes back its unacknowledged messages, in order, before the lock goes), and
+    one that holds fewer takes free ones. So a consumer that joins gets its share within
+    about two intervals, and the partitions of one that stops or dies (its connection closes:
+    at once for a killed process, within ``heartbeat`` for a lost host) are taken over within
+    an interval, with the unacknowledged messages first. Each aggregate's events are thus
+    handled in order, by one consumer at a time. A message whose ``tactical-partitions``
+    header names another number, or whose aggregate belongs to another partition, raises
+    :class:`~tactical.outbox.PartitionMismatchError` (it is requeued; :meth:`run` logs the
+    error and retries with backoff).
 
     Args:
         inbox: Handles the events.
@@ -224,15 +241,17 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
             long is dead.
         partitions: Consume the publisher's partition queues, one of this many; None
             (the default): the one queue ``queue``.
+        balance_interval: With ``partitions``, seconds between two looks at the live
+            consumers and the free partitions.
 
     Raises:
-        ValueError: ``heartbeat`` is below 1, ``timeout`` is not positive, or
-            ``partitions`` is below 1.
+        ValueError: ``heartbeat`` is below 1, ``timeout`` or ``balance_interval`` is not
+            positive, or ``partitions`` is below 1.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
        ``heartbeat``; every wait is bounded, and a silent connection is replaced;
-       ``partitions``.
+       ``partitions`` and ``balance_interval``.
     """
 
     def _setup(self) -> None:
