@@ -315,6 +315,7 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
     def _open_channel(self) -> Any:
         if self._channel is not None and self._channel.is_open:
             return self._channel
+        self._forget()  # whatever the last connection held went with it
         connection = pika.BlockingConnection(
             connection_parameters(self._url, timeout=self._timeout, heartbeat=self._heartbeat)
         )
