@@ -3,7 +3,8 @@
 ``python -m tests.outbox.partition_worker BROKER API NAME PARTITIONS DATABASE_URL`` consumes
 the partitions of ``NAME`` (the exchange and queue prefix on RabbitMQ, the stream on Redis)
 with the mirroring handler, into the database, until SIGTERM (or SIGKILL). It prints
-``ready`` once it consumes.
+``ready`` once it consumes, then ``held`` and the partitions it holds each time they change
+(``held 0 3 5``; ``held`` alone for none).
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ from tactical.testing import CounterTicked
 LEASE = 1.0
 """The Redis consumers' lease in these tests (seconds)."""
 
+_LOOK = 0.05  # seconds between two looks at the partitions held
+
+
+def _report(held: frozenset[int], reported: frozenset[int] | None) -> frozenset[int]:
+    """Print ``held`` if it is news."""
+    if held != reported:
+        print("held", *sorted(held), flush=True)
+    return held
+
+
+def _reporting(consumer: Any, stop: threading.Event) -> None:
+    reported = None
+    while not stop.wait(_LOOK):
+        reported = _report(consumer.held_partitions, reported)
+
 
 def _sync(broker: str, name: str, partitions: int, url: str) -> None:
     engine = sa.create_engine(url)
@@ -49,6 +65,7 @@ def _sync(broker: str, name: str, partitions: int, url: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("ready", flush=True)
+    threading.Thread(target=_reporting, args=(consumer, stop), daemon=True).start()
     consumer.run(stop, poll_interval=0.1, initial_backoff=0.1, max_backoff=1.0)
 
 
@@ -74,7 +91,16 @@ async def _async(broker: str, name: str, partitions: int, url: str) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print("ready", flush=True)
+
+    async def reporting() -> None:
+        reported = None
+        while not stop.is_set():
+            reported = _report(consumer.held_partitions, reported)
+            await asyncio.sleep(_LOOK)
+
+    watch = asyncio.create_task(reporting())
     await consumer.run(stop, poll_interval=0.1, initial_backoff=0.1, max_backoff=1.0)
+    await watch
 
 
 async def _awaited(awaitable: Any) -> Any:

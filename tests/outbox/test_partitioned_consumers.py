@@ -34,14 +34,21 @@ import sqlalchemy as sa
 from tactical import JsonCodec
 from tactical._flow import Flow
 from tactical.outbox import (
+    InboxConsumer,
     OutboxMessage,
     OutboxRelay,
     PartitionMismatchError,
     PublishError,
     partition_of,
 )
-from tactical.outbox.rabbitmq import AsyncRabbitMQPublisher, RabbitMQPublisher
+from tactical.outbox.rabbitmq import (
+    AsyncRabbitMQConsumer,
+    AsyncRabbitMQPublisher,
+    RabbitMQConsumer,
+    RabbitMQPublisher,
+)
 from tactical.outbox.redis_streams import AsyncRedisStreamPublisher, RedisStreamPublisher
+from tactical.sqlalchemy import SqlAlchemyUnitOfWork
 from tactical.testing import Counter, CounterTicked
 
 PARTITIONS = 4
@@ -149,6 +156,7 @@ class Partitioned:
         channel = connection.channel()
         for p in range(8):
             channel.queue_delete(queue=f"{self.name}.{p}")
+        channel.queue_delete(queue=f"{self.name}.consumers")
         channel.exchange_delete(exchange=self.name)
         connection.close()
 
@@ -260,6 +268,18 @@ class TestPartitionedPublishers:
         assert len([p for p, messages in held.items() if messages]) > 1
 
 
+class TestSettings:
+    @pytest.mark.parametrize("kind", [RabbitMQConsumer, AsyncRabbitMQConsumer])
+    @pytest.mark.parametrize("interval", [0, -1.0])
+    def test_a_balance_interval_that_is_not_positive_is_refused(
+        self, kind: type[Any], interval: float, sqlite_engine: sa.Engine
+    ) -> None:
+        """A RabbitMQ consumer's balance_interval must be positive; the error names the value."""
+        inbox = InboxConsumer(lambda: SqlAlchemyUnitOfWork(sqlite_engine), "mirror")
+        with pytest.raises(ValueError, match=f"balance_interval must be positive, got {interval}"):
+            kind(inbox, queue="q", partitions=8, balance_interval=interval)
+
+
 class TestPartitionMismatch:
     @pytest.mark.redis
     def test_a_redis_publisher_with_another_number_of_partitions_is_refused(
@@ -361,12 +381,10 @@ class TestCompetingConsumers:
         assert len(handling.spans) == 120
         assert handling.overlaps() == []
 
-    @pytest.mark.redis
-    def test_redis_consumers_share_the_partitions_fairly_and_take_over_a_stopped_ones(
-        self, side: Side, postgres_engine: sa.Engine, on_redis: Partitioned
+    def test_consumers_share_the_partitions_fairly_and_take_over_a_stopped_ones(
+        self, side: Side, postgres_engine: sa.Engine, partitioned: Partitioned
     ) -> None:
         """Two consumers hold two partitions each; when one stops, the other holds all four."""
-        partitioned = on_redis
         handling = Handling()
         inboxes = [side.inbox(postgres_engine) for _ in range(2)]
         consumers = [partitioned.consumer(side, inbox) for inbox in inboxes]
@@ -378,12 +396,13 @@ class TestCompetingConsumers:
         for thread in threads:
             thread.start()
         try:
-            wait_for(lambda: [len(c.held_partitions) for c in consumers] == [2, 2], seconds=20)
+            wait_for(lambda: [len(c.held_partitions) for c in consumers] == [2, 2], seconds=30)
             held = [c.held_partitions for c in consumers]
             stops[0].set()
             threads[0].join(30)
-            wait_for(lambda: len(consumers[1].held_partitions) == PARTITIONS, seconds=20)
+            wait_for(lambda: len(consumers[1].held_partitions) == PARTITIONS, seconds=30)
             after = consumers[1].held_partitions
+            stopped = consumers[0].held_partitions
         finally:
             for stop in stops:
                 stop.set()
@@ -392,6 +411,7 @@ class TestCompetingConsumers:
         assert [len(h) for h in held] == [2, 2]
         assert held[0] | held[1] == set(range(PARTITIONS))
         assert after == set(range(PARTITIONS))
+        assert stopped == set()
         assert handling.spans == []
 
 
@@ -428,86 +448,150 @@ class TestLeases:
         assert leases == [b"intruder"] * PARTITIONS  # stopping released nothing of another's
 
 
-def start_workers(count: int, broker: str, api: str, name: str, url: str) -> list[Worker]:
-    """``count`` consumer processes (tests/outbox/partition_worker.py), once each consumes."""
+WORKER_PARTITIONS = 8  # the documented default number, shared by up to four processes
+
+
+@dataclass
+class Worker:
+    """A consumer process (tests/outbox/partition_worker.py) and the partitions it said it holds."""
+
+    process: subprocess.Popen[str]
+    held: frozenset[int] | None = None  # None until it said, and once its output ended
+    reader: threading.Thread | None = None
+
+    def read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            words = line.split()
+            if words and words[0] == "held":
+                self.held = frozenset(int(word) for word in words[1:])
+        self.held = None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not end within 15 s."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.reader is not None:
+            self.reader.join(5)
+
+
+def start_worker(broker: str, api: str, name: str, url: str) -> Worker:
+    """A consumer process of ``name``'s partitions, once it consumes."""
     command = [sys.executable, "-m", "tests.outbox.partition_worker"]
-    workers = [
-        subprocess.Popen(
-            [*command, broker, api, name, str(PARTITIONS), url],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(count)
-    ]
-    for worker in workers:
-        assert worker.stdout is not None
-        assert worker.stdout.readline().strip() == "ready"
-    return workers
+    process = subprocess.Popen(
+        [*command, broker, api, name, str(WORKER_PARTITIONS), url],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    worker = Worker(process)
+    worker.reader = threading.Thread(target=worker.read, daemon=True)
+    worker.reader.start()
+    return worker
 
 
-Worker = subprocess.Popen[str]
+def shared_fairly(workers: list[Worker]) -> bool:
+    """Every partition held by one of ``workers``, each holding within 1 of an equal share."""
+    held = [worker.held for worker in workers]
+    if any(h is None for h in held):
+        return False
+    sizes = [len(h or ()) for h in held]
+    share = WORKER_PARTITIONS / len(workers)
+    return (
+        all(abs(size - share) < 1 for size in sizes)
+        and sum(sizes) == WORKER_PARTITIONS
+        and frozenset().union(*(h or () for h in held)) == set(range(WORKER_PARTITIONS))
+    )
 
 
 @pytest.mark.slow
-class TestKilledConsumers:
+class TestConsumerProcesses:
     @pytest.mark.postgres
     @pytest.mark.parametrize(
         ("broker", "api"),
-        # Processes are slow to start on a loaded machine: each core, sync and async, is
-        # killed on one broker here (the thread tests run both on both).
         [
-            pytest.param("rabbitmq", "sync", marks=pytest.mark.rabbitmq),
-            pytest.param("redis", "async", marks=pytest.mark.redis),
+            pytest.param(broker, api, marks=getattr(pytest.mark, broker), id=f"{broker}-{api}")
+            for broker in ("rabbitmq", "redis")
+            for api in ("sync", "async")
         ],
     )
-    def test_a_sigkilled_consumers_partitions_are_taken_over_losing_and_repeating_nothing(
-        self,
-        broker: str,
-        api: str,
-        sqlite_engine: sa.Engine,
-        postgres_engine: sa.Engine,
+    def test_consumers_started_one_by_one_share_the_partitions_and_take_over_a_killed_ones(
+        self, broker: str, api: str, sqlite_engine: sa.Engine, postgres_engine: sa.Engine
     ) -> None:
-        """Three consumer processes; one is SIGKILLed mid-stream; every event is applied once, in order."""
+        """1, 2, then 4 processes share 8 partitions fairly; one SIGKILLed and one stopped leave
+        theirs to the others; every event is applied once, in its aggregate's order."""
         with made_partitioned(broker) as partitioned:
-            self.kill_one_of_three(partitioned, api, sqlite_engine, postgres_engine)
+            self.share_and_take_over(partitioned, api, sqlite_engine, postgres_engine)
 
-    def kill_one_of_three(
+    def share_and_take_over(
         self,
         partitioned: Partitioned,
         api: str,
         sqlite_engine: sa.Engine,
         postgres_engine: sa.Engine,
     ) -> None:
-        partitioned.declare()
+        partitioned.declare(WORKER_PARTITIONS)
         url = postgres_engine.url.render_as_string(hide_password=False)
-        publisher = partitioned.publisher()
-        ids, rounds = ticks_in_rounds(sqlite_engine, counters=12, ticks=20)
-        publisher.publish(rounds[0])
-        workers = start_workers(1, partitioned.broker, api, partitioned.name, url)
-        try:
-            # The first consumer handles the first round alone: on RabbitMQ it is then the
-            # active consumer of every partition queue, on Redis it holds every lease.
-            wait_for(lambda: sorted(map(len, mirrors(postgres_engine).values())) == [1] * 12)
-            workers += start_workers(2, partitioned.broker, api, partitioned.name, url)
-            for number, messages in enumerate(rounds[1:], start=2):
+        publisher = partitioned.publisher(partitions=WORKER_PARTITIONS)
+        ids, rounds = ticks_in_rounds(sqlite_engine, counters=16, ticks=12)
+        pending = iter(rounds)
+
+        def publish(count: int) -> None:
+            for messages in itertools.islice(pending, count):
                 publisher.publish(messages)
                 time.sleep(0.05)
-                if number == 6:
-                    workers[0].kill()
-                    workers[0].wait(10)
-            expected = {i: list(range(1, 21)) for i in ids}
+
+        def start() -> None:
+            workers.append(start_worker(partitioned.broker, api, partitioned.name, url))
+
+        shares: dict[str, list[int] | None] = {}
+
+        def settle(step: str, live: list[Worker]) -> None:
+            wait_for(lambda: shared_fairly(live), seconds=60)
+            fair = shared_fairly(live)
+            shares[step] = sorted(len(w.held or ()) for w in live) if fair else None
+
+        workers: list[Worker] = []
+        try:
+            publish(1)
+            start()
+            settle("one", workers)
+            start()
+            settle("two", workers)
+            publish(2)
+            start()
+            start()
+            settle("four", workers)
+            publish(2)
+            workers[0].process.kill()  # mid-stream: some of its messages are unacknowledged
+            workers[0].process.wait(10)
+            publish(2)
+            settle("three after SIGKILL", workers[1:])
+            workers[1].stop()
+            publish(2)
+            settle("two after a stop", workers[2:])
+            publish(len(rounds))
+            expected = {i: list(range(1, 13)) for i in ids}
             wait_for(lambda: mirrors(postgres_engine) == expected, seconds=90)
         finally:
             for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                try:
-                    worker.wait(15)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait(5)
-                if worker.stdout is not None:
-                    worker.stdout.close()
-        assert workers[0].returncode == -9
+                worker.stop()
+                if worker.process.stdout is not None:
+                    worker.process.stdout.close()
+        assert shares == {
+            "one": [8],
+            "two": [4, 4],
+            "four": [2, 2, 2, 2],
+            "three after SIGKILL": [2, 3, 3],
+            "two after a stop": [4, 4],
+        }
+        assert workers[0].process.returncode == -9
+        assert workers[1].process.returncode == 0
         assert mirrors(postgres_engine) == expected

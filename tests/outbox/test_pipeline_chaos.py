@@ -265,7 +265,8 @@ class Writers:
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(60)
+            if thread.ident is not None:  # started (a failed start of the workers comes first)
+                thread.join(60)
         assert not any(thread.is_alive() for thread in self._threads)
 
 

@@ -18,6 +18,7 @@ from tactical.outbox import (
     PartitionMismatchError,
 )
 from tactical.outbox.rabbitmq import (
+    DEFAULT_BALANCE_INTERVAL,
     AsyncRabbitMQConsumer,
     AsyncRabbitMQPublisher,
     RabbitMQConsumer,
@@ -34,6 +35,7 @@ from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 
 assert_type(DEFAULT_BROKER_PARTITIONS, int)
 assert_type(DEFAULT_LEASE, float)
+assert_type(DEFAULT_BALANCE_INTERVAL, float)
 mismatch: ValueError = PartitionMismatchError("4 partitions, not 8")
 
 engine = sa.create_engine("sqlite://")
@@ -44,9 +46,11 @@ assert_type(rabbit_publisher.partitions, int | None)
 assert_type(AsyncRabbitMQPublisher(partitions=8).partitions, int | None)
 RabbitMQPublisher(partitions="8")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
-rabbit_consumer = RabbitMQConsumer(inbox, queue="billing", partitions=8)
+rabbit_consumer = RabbitMQConsumer(inbox, queue="billing", partitions=8, balance_interval=2.0)
 assert_type(rabbit_consumer.partitions, int | None)
 assert_type(rabbit_consumer.queues, tuple[str, ...])
+assert_type(rabbit_consumer.held_partitions, frozenset[int])
+RabbitMQConsumer(inbox, queue="billing", partitions=8, balance_interval="2")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 assert_type(rabbit_consumer.run(threading.Event()), None)
 RabbitMQConsumer(inbox, queue="billing", partitions=8.0)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
@@ -66,6 +70,7 @@ async def consume_partitions() -> None:
     async_inbox = AsyncInboxConsumer(lambda: AsyncSqlAlchemyUnitOfWork(async_engine), "billing")
     consumer = AsyncRabbitMQConsumer(async_inbox, queue="billing", partitions=8)
     assert_type(consumer.queues, tuple[str, ...])
+    assert_type(consumer.held_partitions, frozenset[int])
     assert_type(await consumer.run(asyncio.Event()), None)
     async_client = redis_async.Redis(socket_timeout=5)
     assert_type(AsyncRedisStreamPublisher(async_client, partitions=8).partitions, int | None)

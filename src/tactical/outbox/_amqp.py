@@ -9,8 +9,8 @@ which each publisher carries out by calling its method of that name.
 
 from __future__ import annotations
 
+import functools
 import logging
-import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from tactical._flow import Flow
+from tactical.outbox._amqp_partitions import PARTITION_ARGUMENTS, PartitionLocks, PartitionOp
 from tactical.outbox._broker_partitions import (
     PARTITIONS_HEADER,
     broker_partitions,
@@ -44,6 +45,7 @@ from tactical.outbox._partitions import partition_of
 from tactical.outbox._telemetry import delivered, record_consumer_partitions
 
 __all__ = [
+    "DEFAULT_BALANCE_INTERVAL",
     "DEFAULT_EXCHANGE",
     "DEFAULT_HEARTBEAT",
     "AmqpConsumer",
@@ -56,6 +58,7 @@ __all__ = [
 
 DEFAULT_EXCHANGE = "tactical.events"
 DEFAULT_HEARTBEAT = 10
+DEFAULT_BALANCE_INTERVAL = 1.0
 
 if TYPE_CHECKING:
     from tactical.outbox._inbox_flow import InboxCore
@@ -283,13 +286,15 @@ class AmqpConsumer(Generic[U]):
         timeout: float = 5.0,
         heartbeat: int = DEFAULT_HEARTBEAT,
         partitions: int | None = None,
+        balance_interval: float = DEFAULT_BALANCE_INTERVAL,
     ) -> None:
         self._partitions = broker_partitions(partitions)
-        self._first = random.randrange(partitions or 1)  # noqa: S311 - not for security
         if heartbeat < 1:
             raise ValueError(f"heartbeat must be at least 1 second, got {heartbeat}")
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
+        if not balance_interval > 0:
+            raise ValueError(f"balance_interval must be positive, got {balance_interval}")
         self._inbox = inbox
         self._url = url
         self._address = broker_address(url)
@@ -300,11 +305,26 @@ class AmqpConsumer(Generic[U]):
         self._timeout = timeout
         self._heartbeat = heartbeat
         self._label = f"RabbitMQ consumer {inbox.name}"
-        # This consumer's own id in the partition ownership gauge, and the partitions whose
-        # queue delivered to it since it subscribed: RabbitMQ delivers a single-active-
-        # consumer queue to its active consumer only, and tells the consumer nothing else.
+        # This consumer's own id in the partition ownership gauge, which reports the
+        # partitions whose lock it holds.
         self._client_id = f"{inbox.name}/{uuid.uuid4().hex[:8]}"
-        self._active: set[int] = set()
+        self._locks = (
+            None
+            if partitions is None
+            else PartitionLocks(
+                queue=queue,
+                partitions=partitions,
+                interval=balance_interval,
+                label=self._label,
+                report=functools.partial(
+                    record_consumer_partitions,
+                    "rabbitmq",
+                    inbox.name,
+                    self._client_id,
+                    partitions,
+                ),
+            )
+        )
         self._setup()
 
     @property
@@ -330,22 +350,33 @@ class AmqpConsumer(Generic[U]):
             return (self._queue,)
         return tuple(partition_queue(self._queue, p) for p in range(self._partitions))
 
-    def _partition_queues(self) -> list[tuple[str, int | None]]:
-        """Each queue consumed, with its partition (None if not partitioned).
+    @property
+    def held_partitions(self) -> frozenset[int]:
+        """The partitions whose queue this consumer consumes now (empty if not partitioned).
 
-        Partitions come in an order of this consumer's own (starting at a random one):
-        RabbitMQ makes the first consumer to subscribe to a queue its active one, so
-        consumers started together spread the queues between them.
+        .. versionadded:: 0.2.0
         """
+        return frozenset(() if self._locks is None else self._locks.owned)
+
+    def _partition_queues(self) -> list[tuple[str, int | None]]:
+        """Each queue declared, with its partition (None if not partitioned)."""
         partitions = self._partitions
         if partitions is None:
             return [(self._queue, None)]
-        order = [(self._first + step) % partitions for step in range(partitions)]
-        return [(partition_queue(self._queue, p), p) for p in order]
+        return [(partition_queue(self._queue, p), p) for p in range(partitions)]
+
+    def _subscribed_at_once(self) -> list[tuple[str, int | None]]:
+        """The queues consumed from the start: the one queue; partitions only once locked."""
+        return [] if self._partitions is not None else [(self._queue, None)]
 
     def _queue_arguments(self, partition: int | None) -> dict[str, Any] | None:
         """A partition's queue has a single active consumer; a plain queue, no arguments."""
-        return None if partition is None else {"x-single-active-consumer": True}
+        return None if partition is None else dict(PARTITION_ARGUMENTS)
+
+    def _forget(self) -> None:
+        """The connection closed: with it went the partitions' locks and subscriptions."""
+        if self._locks is not None:
+            self._locks.forget()
 
     def _binding_keys(self, partition: int | None) -> tuple[str, ...]:
         """The routing keys a queue is bound with: each of ``routing_keys``, in its partition."""
@@ -372,12 +403,15 @@ class AmqpConsumer(Generic[U]):
             max_backoff=max_backoff,
         )
 
-    def _consuming(self, until_stopped: bool, idle_timeout: float) -> Flow[ConsumeOp, int]:
+    def _consuming(
+        self, until_stopped: bool, idle_timeout: float
+    ) -> Flow[ConsumeOp | PartitionOp, int]:
         return amqp_consuming(
             until_stopped=until_stopped,
             idle_timeout=idle_timeout,
             heartbeat=self._heartbeat,
             address=self._address,
+            locks=self._locks,
         )
 
     def _source(self) -> str:
@@ -387,7 +421,6 @@ class AmqpConsumer(Generic[U]):
 
     def _unsubscribed(self) -> None:
         """Own no partition: before subscribing, and when the subscription ended."""
-        self._active.clear()
         if self._partitions is not None:
             record_consumer_partitions(
                 "rabbitmq", self._inbox.name, self._client_id, self._partitions, frozenset()
@@ -410,15 +443,6 @@ class AmqpConsumer(Generic[U]):
             queue = self._queue
         else:
             queue = partition_queue(self._queue, partition)
-            if partition not in self._active:  # this consumer is the queue's active one
-                self._active.add(partition)
-                record_consumer_partitions(
-                    "rabbitmq",
-                    self._inbox.name,
-                    self._client_id,
-                    partitions,
-                    frozenset(self._active),
-                )
 
             def in_partition(message: OutboxMessage) -> None:
                 check_partition(

@@ -22,6 +22,7 @@ from typing import Any, TypeAlias
 
 from tactical._flow import Flow
 from tactical._telemetry import NOOP
+from tactical.outbox._amqp_partitions import PartitionLocks, PartitionOp
 from tactical.outbox._message import OutboxMessage, backoff_delay
 from tactical.outbox._relay_flow import Stopped, Wait
 
@@ -217,21 +218,33 @@ ConsumeOp: TypeAlias = Receive | Deliver | Silent | Abandon | GiveBack | Stoppin
 
 
 def amqp_consuming(
-    *, until_stopped: bool, idle_timeout: float, heartbeat: float, address: str
-) -> Flow[ConsumeOp, int]:
+    *,
+    until_stopped: bool,
+    idle_timeout: float,
+    heartbeat: float,
+    address: str,
+    locks: PartitionLocks | None = None,
+) -> Flow[ConsumeOp | PartitionOp, int]:
     """Handle deliveries until stopped, or until none came for ``idle_timeout`` seconds.
 
     With a negotiated heartbeat the broker sends something at least every half of it:
     nothing received for ``heartbeat`` seconds means the peer is gone (a fail-over, or a
     network that stopped forwarding) even if TCP still looks alive, and the connection is
-    abandoned with :class:`BrokerSilent`. Returns how many deliveries were handled.
+    abandoned with :class:`BrokerSilent`. With ``locks`` (partitioned), the partitions held
+    are balanced every ``locks.interval`` seconds, between deliveries, and given up at the
+    end. Returns how many deliveries were handled.
     """
     count = 0
     last_delivery = time.monotonic()
+    wait = min(idle_timeout, heartbeat / 2)
+    if locks is not None:
+        wait = min(wait, locks.interval)
     give_back = True  # not when stopping (closing cancels the consumer) nor when abandoned
     try:
         while True:
-            delivery = yield Receive(min(idle_timeout, heartbeat / 2))
+            if locks is not None and locks.due():
+                yield from locks.balance()
+            delivery = yield Receive(wait)
             if delivery is not None:
                 yield Deliver(delivery)
                 count += 1
@@ -257,6 +270,11 @@ def amqp_consuming(
     finally:
         if give_back:
             yield GiveBack()
+            if locks is not None:
+                try:
+                    yield from locks.release_all()
+                except Exception:  # closing the connection releases them anyway
+                    _log.debug("giving the partitions up failed", exc_info=True)
     return count
 
 

@@ -26,7 +26,7 @@ try:
 except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "tactical.outbox.rabbitmq", "rabbitmq") from _missing
 
-__all__ = ["AsyncRabbitMQPublisher", "aio_pika", "describe_async_error"]
+__all__ = ["AsyncRabbitMQPublisher", "aio_pika", "aiormq", "describe_async_error"]
 
 _log = logging.getLogger("tactical.outbox")
 

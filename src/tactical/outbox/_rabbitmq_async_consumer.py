@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 
 from tactical._flow import run_async
 from tactical.outbox._amqp import AmqpConsumer
+from tactical.outbox._amqp_partitions import PartitionOp
 from tactical.outbox._async_inbox import AsyncInboxConsumer
 from tactical.outbox._consumer_flow import BrokerSilent, ConsumeOp, Handle, Settle, perform_async
-from tactical.outbox._rabbitmq_async import aio_pika, describe_async_error
+from tactical.outbox._rabbitmq_async import aio_pika, aiormq, describe_async_error
 
 __all__ = ["AsyncRabbitMQConsumer"]
 
@@ -58,12 +59,13 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
         inbox: Handles the events (awaited).
         url: An AMQP URL.
         queue: As for :class:`RabbitMQConsumer`, and so are ``exchange``, ``routing_keys``,
-            ``prefetch``, ``timeout`` (seconds for each request), ``heartbeat`` and
-            ``partitions`` (the same partition queues, single active consumer and checks).
+            ``prefetch``, ``timeout`` (seconds for each request), ``heartbeat``,
+            ``partitions`` (the same partition queues, locks, fair shares and checks) and
+            ``balance_interval``.
 
     Raises:
-        ValueError: ``heartbeat`` is below 1, ``timeout`` is not positive, or
-            ``partitions`` is below 1.
+        ValueError: ``heartbeat`` is below 1, ``timeout`` or ``balance_interval`` is not
+            positive, or ``partitions`` is below 1.
 
     .. versionadded:: 0.2.0
     """
@@ -116,6 +118,7 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
         """
         connection, self._connection = self._connection, None
         self._channel = self._amqp_queues = None
+        self._forget()
         if connection is None or connection.is_closed:
             return
         try:
@@ -159,13 +162,15 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
             self._exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
         queues: list[tuple[aio_pika.abc.AbstractQueue, int | None]] = []
+        at_once = self._subscribed_at_once()
         for name, partition in self._partition_queues():
             queue = await channel.declare_queue(
                 name, durable=True, arguments=self._queue_arguments(partition)
             )
             for key in self._binding_keys(partition):
                 await queue.bind(exchange, routing_key=key)
-            queues.append((queue, partition))
+            if (name, partition) in at_once:
+                queues.append((queue, partition))
         return queues
 
     async def _consume(self, stop: asyncio.Event | None, idle_timeout: float) -> int:
@@ -188,10 +193,18 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
                 await cancel()
             raise
         consumption = _Consumption(
-            self._connection, self._address, cancel, self._deliver, deliveries, stop
+            self._connection,
+            self._channel,
+            self._address,
+            self._within,
+            self._prefetch,
+            cancel,
+            self._deliver,
+            deliveries,
+            stop,
         )
 
-        async def perform(op: ConsumeOp) -> object:
+        async def perform(op: ConsumeOp | PartitionOp) -> object:
             return await op.start(consumption)
 
         self._unsubscribed()
@@ -226,37 +239,51 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
 
 
 class _Consumption:
-    """One consuming run on an aio-pika queue: carries out :func:`amqp_consuming`'s operations.
+    """One consuming run on an aio-pika connection: carries out :func:`amqp_consuming`'s operations.
 
-    The silence is measured from the time aiormq last received a frame (aio-pika itself
-    gives a connection up only after three heartbeats without one); where that is not
-    known, aio-pika's own check remains, seen as the connection closing.
+    Consumes the one queue, or each partition it holds on a channel of the partition's own
+    (:mod:`~tactical.outbox._amqp_partitions`). A delivery from a channel closed since (a
+    partition given up) is dropped: the broker requeued it. The silence is measured from
+    the time aiormq last received a frame (aio-pika itself gives a connection up only after
+    three heartbeats without one); where that is not known, aio-pika's own check remains,
+    seen as the connection closing.
     """
 
     def __init__(
         self,
         connection: aio_pika.abc.AbstractConnection | None,
+        channel: aio_pika.abc.AbstractChannel | None,
         address: str,
+        within: Callable[[Awaitable[Any], str], Awaitable[Any]],
+        prefetch: int,
         cancel: Callable[[], Awaitable[object]],
         deliver: Callable[[_Delivery], Awaitable[None]],
         deliveries: asyncio.Queue[_Delivery],
         stop: asyncio.Event | None,
     ) -> None:
         self._connection = connection
+        self._channel = channel
         self._address = address
+        self._within = within
+        self._prefetch = prefetch
         self._cancel = cancel
         self._deliver = deliver
         self._deliveries = deliveries
         self._stop = stop
-        transport = getattr(connection, "transport", None)
+        transport = getattr(self._connection, "transport", None)
         self._amqp = getattr(transport, "connection", None)
         self._loop = asyncio.get_running_loop()
         self._heard = self._loop.time()
+        self._channels: dict[int, aio_pika.abc.AbstractChannel] = {}
+        self._members: tuple[aio_pika.abc.AbstractQueue, str] | None = None
 
     async def receive(self, seconds: float) -> _Delivery | None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                return await self._deliveries.get()
+                while True:
+                    delivery = await self._deliveries.get()
+                    if not delivery[1].channel.is_closed:
+                        return delivery
         return None
 
     async def deliver(self, delivery: _Delivery) -> None:
@@ -281,9 +308,71 @@ class _Consumption:
         try:
             await self._cancel()
             while not self._deliveries.empty():
-                await self._deliveries.get_nowait()[1].nack(requeue=True)
+                incoming = self._deliveries.get_nowait()[1]
+                if not incoming.channel.is_closed:
+                    await incoming.nack(requeue=True)
         except Exception:
             _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
 
     async def stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
+
+    # -- the partitions' operations (tactical.outbox._amqp_partitions)
+
+    def _main(self) -> aio_pika.abc.AbstractChannel:
+        if self._channel is None:
+            raise ConnectionError(f"no RabbitMQ channel to {self._address}")
+        return self._channel
+
+    async def join(self, queue: str, arguments: dict[str, Any]) -> None:
+        declared = await self._within(
+            self._main().declare_queue(queue, durable=True, arguments=arguments),
+            f"declaring {queue!r}",
+        )
+        tag = await self._within(declared.consume(_dropped, no_ack=True), f"joining {queue!r}")
+        self._members = (declared, tag)
+
+    async def leave(self) -> None:
+        members, self._members = self._members, None
+        if members is not None:
+            await self._within(members[0].cancel(members[1]), "leaving the members")
+
+    async def count(self, queue: str, arguments: dict[str, Any]) -> int:
+        declared = await self._within(
+            self._main().declare_queue(queue, durable=True, arguments=arguments),
+            f"declaring {queue!r}",
+        )
+        result = declared.declaration_result
+        return int(getattr(result, "consumer_count", 0) or 0)
+
+    async def lock(self, partition: int, queue: str) -> bool:
+        connection = self._connection
+        if connection is None:
+            raise ConnectionError(f"no RabbitMQ connection to {self._address}")
+        channel = await self._within(connection.channel(), "opening a channel")
+        try:
+            await self._within(channel.declare_queue(queue, exclusive=True), f"locking {queue!r}")
+        except aiormq.exceptions.ChannelLockedResource:
+            return False
+        self._channels[partition] = channel
+        return True
+
+    async def subscribe(self, partition: int, queue: str) -> None:
+        channel = self._channels[partition]
+        await self._within(channel.set_qos(prefetch_count=self._prefetch), "setting the prefetch")
+        consumed = await channel.get_queue(queue, ensure=False)
+        await self._within(
+            consumed.consume(_arrival(self._deliveries, partition)), f"consuming {queue!r}"
+        )
+
+    async def unsubscribe(self, partition: int) -> None:
+        channel = self._channels.pop(partition, None)
+        if channel is not None and not channel.is_closed:
+            await self._within(channel.close(), "closing a partition's channel")
+
+    async def unlock(self, queue: str) -> None:
+        await self._within(self._main().queue_delete(queue), f"deleting {queue!r}")
+
+
+async def _dropped(_incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+    """What arrives on the members queue (nothing is routed there) is dropped."""

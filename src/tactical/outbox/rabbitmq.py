@@ -37,6 +37,7 @@ from tactical.outbox._rabbitmq_channel import (
 )
 
 __all__ = [
+    "DEFAULT_BALANCE_INTERVAL",
     "DEFAULT_EXCHANGE",
     "DEFAULT_HEARTBEAT",
     "AsyncRabbitMQConsumer",
@@ -52,6 +53,14 @@ DEFAULT_EXCHANGE = _amqp.DEFAULT_EXCHANGE
 
 DEFAULT_HEARTBEAT: int = _amqp.DEFAULT_HEARTBEAT
 """The AMQP heartbeat in seconds that consumers negotiate; a connection silent this long is dead.
+
+.. versionadded:: 0.2.0
+"""
+
+DEFAULT_BALANCE_INTERVAL: float = _amqp.DEFAULT_BALANCE_INTERVAL
+"""Seconds between two looks of a partitioned consumer at the live consumers and the free
+partitions: a dead consumer's partitions are taken over within about this long after the
+broker closed its connection.
 
 .. versionadded:: 0.2.0
 """
@@ -203,14 +212,22 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
 
     **Partitions.** With ``partitions=N`` (the publisher's number) the consumer declares N
     durable queues ``<queue>.0`` to ``<queue>.<N-1>``, each with ``x-single-active-consumer``
-    and bound with ``<p>.<key>`` for each of ``routing_keys``, and consumes all of them on one
-    channel. Several consumers (threads, processes, hosts) with the same ``queue`` compete:
-    RabbitMQ delivers each queue to one of them at a time, and when it stops or its
-    connection dies, the next one takes the queue over, with the unacknowledged messages back
-    in order. Each aggregate's events are thus handled in order, by one consumer at a time.
-    A message whose ``tactical-partitions`` header names another number, or whose aggregate
-    belongs to another partition, raises :class:`~tactical.outbox.PartitionMismatchError`
-    (it is requeued; :meth:`run` logs the error and retries with backoff).
+    and bound with ``<p>.<key>`` for each of ``routing_keys``. Several consumers (threads,
+    processes, hosts) with the same ``queue`` share them fairly: each consumes a partition's
+    queue only while it holds the partition's lock, an exclusive queue ``<queue>.<p>.owner``
+    that RabbitMQ lets one connection at a time declare and deletes when that connection
+    closes; the live consumers are counted on the members queue ``<queue>.consumers``. Every
+    ``balance_interval`` seconds (between two messages) a consumer that holds more than
+    ``ceil(N / consumers)`` partitions gives some up (closing the partition's channel, so that
+    the broker takes back its unacknowledged messages, in order, before the lock goes), and
+    one that holds fewer takes free ones. So a consumer that joins gets its share within
+    about two intervals, and the partitions of one that stops or dies (its connection closes:
+    at once for a killed process, within ``heartbeat`` for a lost host) are taken over within
+    an interval, with the unacknowledged messages first. Each aggregate's events are thus
+    handled in order, by one consumer at a time. A message whose ``tactical-partitions``
+    header names another number, or whose aggregate belongs to another partition, raises
+    :class:`~tactical.outbox.PartitionMismatchError` (it is requeued; :meth:`run` logs the
+    error and retries with backoff).
 
     Args:
         inbox: Handles the events.
@@ -224,15 +241,17 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
             long is dead.
         partitions: Consume the publisher's partition queues, one of this many; None
             (the default): the one queue ``queue``.
+        balance_interval: With ``partitions``, seconds between two looks at the live
+            consumers and the free partitions.
 
     Raises:
-        ValueError: ``heartbeat`` is below 1, ``timeout`` is not positive, or
-            ``partitions`` is below 1.
+        ValueError: ``heartbeat`` is below 1, ``timeout`` or ``balance_interval`` is not
+            positive, or ``partitions`` is below 1.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
        ``heartbeat``; every wait is bounded, and a silent connection is replaced;
-       ``partitions``.
+       ``partitions`` and ``balance_interval``.
     """
 
     def _setup(self) -> None:
@@ -285,6 +304,7 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
         Waits at most ``timeout`` seconds for the broker to confirm, then drops the socket.
         """
         connection, self._connection, self._channel = self._connection, None, None
+        self._forget()
         if connection is not None and connection.is_open:
             try:
                 with answer_within(connection, self._timeout, "closing the connection"):
@@ -295,6 +315,7 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
     def _open_channel(self) -> Any:
         if self._channel is not None and self._channel.is_open:
             return self._channel
+        self._forget()  # whatever the last connection held went with it
         connection = pika.BlockingConnection(
             connection_parameters(self._url, timeout=self._timeout, heartbeat=self._heartbeat)
         )
@@ -323,8 +344,9 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
         consumption = _Consumption(
             channel,
             self._connection,
-            self._partition_queues(),
+            self._subscribed_at_once(),
             self._timeout,
+            self._prefetch,
             self._deliver,
             stop,
         )
@@ -363,14 +385,20 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
         )
 
 
-_Delivery = tuple[int | None, Any, Any, bytes]  # partition, method, properties, body
+_Delivery = tuple[Any, int | None, Any, Any, bytes]  # channel, partition, method, properties, body
+
+
+def _ignore(_channel: Any, _method: Any, _properties: Any, _body: bytes) -> None:
+    """What arrives on the members queue (nothing is routed there) is dropped."""
 
 
 class _Consumption:
-    """One consuming run on a pika channel: carries out :func:`amqp_consuming`'s operations.
+    """One consuming run on a pika connection: carries out :func:`amqp_consuming`'s operations.
 
-    Consumes each queue (one, or one per partition) on the one channel; deliveries are
-    taken in the order they arrive, so each queue's stay in its order.
+    Consumes the one queue on the main channel, or each partition it holds on a channel of
+    the partition's own (:mod:`~tactical.outbox._amqp_partitions`); deliveries are taken in
+    the order they arrive, so each queue's stay in its order. A delivery from a channel
+    closed since (a partition given up) is dropped: the broker requeued it.
     """
 
     def __init__(
@@ -379,6 +407,7 @@ class _Consumption:
         connection: Any,
         queues: Sequence[tuple[str, int | None]],
         timeout: float,
+        prefetch: int,
         deliver: Callable[[Any, int | None, Any, Any, bytes], None],
         stop: threading.Event | None,
     ) -> None:
@@ -386,11 +415,14 @@ class _Consumption:
         self._connection = connection
         self._queues = queues
         self._timeout = timeout
+        self._prefetch = prefetch
         self._deliver = deliver
         self._stop = stop
         self._silence = Silence(connection)
         self._tags: list[str] | None = None
         self._arrived: deque[_Delivery] = deque()
+        self._channels: dict[int, Any] = {}  # partition -> the channel it is consumed on
+        self._members: str | None = None  # the members queue's consumer tag
 
     def receive(self, seconds: float) -> _Delivery | None:
         if self._tags is None:
@@ -400,16 +432,20 @@ class _Consumption:
             ]
         if not self._arrived:
             self._connection.process_data_events(time_limit=seconds)
-        return self._arrived.popleft() if self._arrived else None
+        while self._arrived:
+            delivery = self._arrived.popleft()
+            if delivery[0].is_open:
+                return delivery
+        return None
 
     def _arrival(self, partition: int | None) -> Callable[[Any, Any, Any, bytes], None]:
-        def arrived(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
-            self._arrived.append((partition, method, properties, body))
+        def arrived(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            self._arrived.append((channel, partition, method, properties, body))
 
         return arrived
 
     def deliver(self, delivery: _Delivery) -> None:
-        self._deliver(self._channel, *delivery)
+        self._deliver(*delivery)
 
     def heard(self) -> None:
         self._silence.heard()
@@ -429,13 +465,63 @@ class _Consumption:
                     self._channel.basic_cancel(tag)
                 # What arrived but was not handled goes back, in its order.
                 while self._arrived:
-                    _, method, _, _ = self._arrived.popleft()
-                    self._channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
+                    channel, _, method, _, _ = self._arrived.popleft()
+                    if channel.is_open:
+                        channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
         except Exception:
             _log.debug("cancelling a RabbitMQ consumer failed", exc_info=True)
 
     def stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
+
+    # -- the partitions' operations (tactical.outbox._amqp_partitions)
+
+    def join(self, queue: str, arguments: dict[str, Any]) -> None:
+        with answer_within(self._connection, self._timeout, f"joining {queue!r}"):
+            self._channel.queue_declare(queue=queue, durable=True, arguments=arguments)
+            self._members = self._channel.basic_consume(queue, _ignore, auto_ack=True)
+
+    def leave(self) -> None:
+        tag, self._members = self._members, None
+        if tag is not None and self._channel.is_open:
+            with answer_within(self._connection, self._timeout, "leaving the members"):
+                self._channel.basic_cancel(tag)
+
+    def count(self, queue: str, arguments: dict[str, Any]) -> int:
+        with answer_within(self._connection, self._timeout, f"declaring {queue!r}"):
+            declared = self._channel.queue_declare(queue=queue, durable=True, arguments=arguments)
+        return int(declared.method.consumer_count)
+
+    def lock(self, partition: int, queue: str) -> bool:
+        with answer_within(self._connection, self._timeout, f"locking {queue!r}"):
+            channel = self._connection.channel()
+            try:
+                channel.queue_declare(queue=queue, exclusive=True)
+            except pika_exceptions.ChannelClosedByBroker as error:
+                if error.reply_code == _RESOURCE_LOCKED:
+                    return False
+                raise
+        self._channels[partition] = channel
+        return True
+
+    def subscribe(self, partition: int, queue: str) -> None:
+        channel = self._channels[partition]
+        with answer_within(self._connection, self._timeout, f"consuming {queue!r}"):
+            channel.basic_qos(prefetch_count=self._prefetch)
+            channel.basic_consume(queue, self._arrival(partition))
+
+    def unsubscribe(self, partition: int) -> None:
+        channel = self._channels.pop(partition, None)
+        if channel is not None and channel.is_open:
+            with answer_within(self._connection, self._timeout, "closing a partition's channel"):
+                channel.close()
+
+    def unlock(self, queue: str) -> None:
+        with answer_within(self._connection, self._timeout, f"deleting {queue!r}"):
+            self._channel.queue_delete(queue=queue)
+
+
+_RESOURCE_LOCKED = 405  # the AMQP reply code: an exclusive queue another connection holds
 
 
 _publish(__name__, globals(), ["AsyncRabbitMQConsumer", "AsyncRabbitMQPublisher"])
