@@ -6,10 +6,11 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from tactical._asyncness import discard_awaitable, is_async_callable
+from tactical._commands import Command, CommandBus
 from tactical._flow import run
 from tactical._model import DomainEvent
 from tactical.outbox._inbox_flow import (
@@ -133,6 +134,9 @@ class InboxConsumer(InboxCore[U]):
 
     def _sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def _dispatch(self, commands: CommandBus, command: Command[Any]) -> object:
+        return commands.dispatch(command)
 
     # -- dead letters and retention --------------------------------------------------------
 
