@@ -84,8 +84,11 @@ class ProcessManager(AggregateRoot[KeyT]):
     deliveries racing on different processes or units of work both load the same version,
     and the second commit raises :class:`~tactical.ConcurrencyError`; retried, it reloads
     and finds the event handled. An event older than the remembered window is not
-    recognised: fed from a broker, put the consumer's inbox in front (it deduplicates
-    every delivery for as long as its rows are kept).
+    recognised: fed from a broker, subscribe the manager to the consumer's inbox
+    (:meth:`InboxConsumer.subscribe_process_manager
+    <tactical.outbox.InboxConsumer.subscribe_process_manager>`), which deduplicates every
+    delivery for as long as its rows are kept and stores the manager in its own
+    transaction.
 
     .. versionadded:: 0.2.0
     """
@@ -215,8 +218,9 @@ class ProcessManager(AggregateRoot[KeyT]):
         """Ask for ``command`` to be dispatched once this manager's changes are committed.
 
         Kept on the instance, out of its stored state, as pending events are;
-        :class:`ProcessManagerHandler` (and :class:`AsyncProcessManagerHandler`) dispatch
-        them after the commit, in order.
+        :class:`ProcessManagerHandler` (and :class:`AsyncProcessManagerHandler`, and an
+        inbox consumer the manager is subscribed to) dispatch them after the commit, in
+        order.
 
         Raises:
             TypeError: ``command`` is not a :class:`~tactical.Command`.
@@ -407,7 +411,10 @@ class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
     from several threads at once, pass a callable that returns a new unit of work instead
     (``lambda: SqlAlchemyUnitOfWork(engine)``), called once for each attempt. Its timers
     are stored only by tactical's units of work. :class:`AsyncProcessManagerHandler` is
-    the same handler for asyncio code.
+    the same handler for asyncio code. Fed from a broker, subscribe the manager to the
+    inbox consumer instead (:meth:`InboxConsumer.subscribe_process_manager
+    <tactical.outbox.InboxConsumer.subscribe_process_manager>`): the same decisions, in
+    the inbox's own transaction.
 
     Args:
         manager_type: The :class:`ProcessManager` subclass to feed.
