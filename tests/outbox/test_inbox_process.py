@@ -271,6 +271,81 @@ class TestFedThroughTheInbox:
             side.close()
 
 
+def at_once(inboxes: Sequence[Inbox], messages: Sequence[OutboxMessage]) -> list[Outcome]:
+    """Each inbox handles its message in a thread of its own, all starting together."""
+    start = threading.Barrier(len(inboxes))
+    outcomes: list[Outcome | BaseException] = [RuntimeError("not handled")] * len(inboxes)
+
+    def feed(index: int) -> None:
+        start.wait(10)
+        try:
+            outcomes[index] = inboxes[index].handle(messages[index])
+        except BaseException as failure:
+            outcomes[index] = failure
+
+    threads = [threading.Thread(target=feed, args=(i,)) for i in range(len(inboxes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    handled = [o for o in outcomes if isinstance(o, Outcome)]
+    assert len(handled) == len(outcomes), outcomes
+    return handled
+
+
+@pytest.mark.filterwarnings("error")
+class TestConcurrentDeliveries:
+    def test_two_copies_handled_at_once_are_applied_once(
+        self, engine: sa.Engine, side: Side
+    ) -> None:
+        """Two consumer instances get the same message at once: one applies it, one finds it done."""
+        dispatched = Dispatched()
+        name = f"pickup-{uuid4().hex[:8]}"
+        inboxes = [side.inbox(engine, name, retry_delay=0.001) for _ in range(2)]
+        for inbox in inboxes:
+            inbox.subscribe_process_manager(PickupDeadline, dispatched.commands)
+        shipment = uuid4()
+        printed = message_of(LabelPrinted(shipment, "DHL", occurred_at=PRINTED_AT), 1)
+        outcomes = at_once(inboxes, [printed, printed])
+        assert sorted(o.value for o in outcomes) == ["duplicate", "handled"]
+        manager = load(engine, shipment)
+        assert manager is not None
+        assert manager.version == 1
+        assert dispatched.kinds() == ["DecrementLabelStock"]
+        assert (inbox_rows(engine, name), timer_keys(engine)) == (1, [deadline_key(shipment)])
+
+    def test_two_events_of_one_process_at_once_are_applied_one_after_the_other(
+        self, engine: sa.Engine, side: Side
+    ) -> None:
+        """A scan racing the deadline: the second sees what the first stored (no lost update)."""
+        dispatched = Dispatched()
+        name = f"pickup-{uuid4().hex[:8]}"
+        inboxes = [side.inbox(engine, name, retry_delay=0.001) for _ in range(2)]
+        for inbox in inboxes:
+            inbox.subscribe_process_manager(PickupDeadline, dispatched.commands)
+        shipment = uuid4()
+        printed = message_of(LabelPrinted(shipment, "DHL", occurred_at=PRINTED_AT), 1)
+        assert inboxes[0].handle(printed) is Outcome.HANDLED
+        scanned = message_of(PickupScanned(shipment), 2)
+        deadline = message_of(PickupDeadlinePassed(shipment), 3)
+        assert at_once(inboxes, [scanned, deadline]) == [Outcome.HANDLED] * 2
+        manager = load(engine, shipment)
+        assert manager is not None
+        # The first applied completes the process; the second finds it completed.
+        assert (manager.version, manager.completed) == (2, True)
+        (first,) = manager.handled_event_ids[1:]
+        if first == deadline.event_id:
+            assert manager.missed
+            assert dispatched.kinds() == ["DecrementLabelStock", "RaiseShipmentException"]
+            assert timer_keys(engine) == [deadline_key(shipment)]
+        else:
+            assert first == scanned.event_id
+            assert not manager.missed
+            assert dispatched.kinds() == ["DecrementLabelStock"]
+            assert timer_keys(engine) == []
+        assert inbox_rows(engine, name) == 3
+
+
 class TestRefusals:
     @pytest.mark.parametrize("consumer_type", [InboxConsumer, AsyncInboxConsumer])
     def test_what_is_not_a_process_manager_or_a_command_bus_is_refused(
