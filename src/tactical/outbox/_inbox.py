@@ -42,7 +42,9 @@ class InboxConsumer(InboxCore[U]):
 
     A handler receives the event and the unit of work; it changes aggregates through
     ``uow.repository(...)`` and must not commit (the consumer does). Events its aggregates
-    record carry the handled event's correlation id, and its id as causation id.
+    record carry the handled event's correlation id, and its id as causation id. A
+    :class:`~tactical.ProcessManager` is fed the same way, in this one transaction, with
+    :meth:`subscribe_process_manager`.
 
     A failing handler is retried (``max_attempts`` in all, with a short growing delay);
     after the last failure the message is *parked*: written to ``tactical_dead_letters``
