@@ -84,8 +84,11 @@ class ProcessManager(AggregateRoot[KeyT]):
     deliveries racing on different processes or units of work both load the same version,
     and the second commit raises :class:`~tactical.ConcurrencyError`; retried, it reloads
     and finds the event handled. An event older than the remembered window is not
-    recognised: fed from a broker, put the consumer's inbox in front (it deduplicates
-    every delivery for as long as its rows are kept).
+    recognised: fed from a broker, subscribe the manager to the consumer's inbox
+    (:meth:`InboxConsumer.subscribe_process_manager
+    <tactical.outbox.InboxConsumer.subscribe_process_manager>`), which deduplicates every
+    delivery for as long as its rows are kept and stores the manager in its own
+    transaction.
 
     .. versionadded:: 0.2.0
     """
@@ -215,8 +218,9 @@ class ProcessManager(AggregateRoot[KeyT]):
         """Ask for ``command`` to be dispatched once this manager's changes are committed.
 
         Kept on the instance, out of its stored state, as pending events are;
-        :class:`ProcessManagerHandler` (and :class:`AsyncProcessManagerHandler`) dispatch
-        them after the commit, in order.
+        :class:`ProcessManagerHandler` (and :class:`AsyncProcessManagerHandler`, and an
+        inbox consumer the manager is subscribed to) dispatch them after the commit, in
+        order.
 
         Raises:
             TypeError: ``command`` is not a :class:`~tactical.Command`.
@@ -338,6 +342,24 @@ def applying(manager_type: type[M], event: DomainEvent) -> Flow[Op, M | None]:
     return manager
 
 
+def check_feeding(kind: str, manager_type: type[M], commands: CommandBus) -> None:
+    """Refuse what cannot feed a manager: not a ProcessManager handling events, no CommandBus.
+
+    Raises:
+        TypeError: ``manager_type`` is not a :class:`ProcessManager` subclass or handles no
+            event, or ``commands`` is not a :class:`~tactical.CommandBus`; the message
+            starts with ``kind``, what was given them.
+    """
+    candidate: object = manager_type
+    if not (isinstance(candidate, type) and issubclass(candidate, ProcessManager)):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(f"{kind} takes a ProcessManager subclass, got {manager_type!r}")
+    if not manager_type.handled_event_types():
+        raise TypeError(f"{manager_type.__qualname__} declares no event to handle")
+    candidate = commands
+    if not isinstance(candidate, CommandBus):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(f"{kind} takes a CommandBus to dispatch to, got {commands!r}")
+
+
 class _Feeding(Generic[M, U]):
     """What the sync and async handlers share: their checks, their subscribing, their flow."""
 
@@ -347,12 +369,8 @@ class _Feeding(Generic[M, U]):
     def __init__(
         self, manager_type: type[M], uow: U | Callable[[], U], commands: CommandBus
     ) -> None:
-        candidate: object = manager_type
         kind = type(self).__qualname__
-        if not (isinstance(candidate, type) and issubclass(candidate, ProcessManager)):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(f"{kind} takes a ProcessManager subclass, got {manager_type!r}")
-        if not manager_type.handled_event_types():
-            raise TypeError(f"{manager_type.__qualname__} declares no event to handle")
+        check_feeding(kind, manager_type, commands)
         if hasattr(type(uow), self._entered):  # a unit of work, not its class
             self._uow: Callable[[], U] = lambda: cast("U", uow)
         elif callable(uow):
@@ -362,9 +380,6 @@ class _Feeding(Generic[M, U]):
             raise TypeError(
                 f"{kind} takes {self._kind} or a callable that returns one, got {uow!r}"
             )
-        candidate = commands
-        if not isinstance(candidate, CommandBus):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(f"{kind} takes a CommandBus to dispatch to, got {commands!r}")
         self._type = manager_type
         self._commands = commands
 
@@ -374,7 +389,7 @@ class _Feeding(Generic[M, U]):
             bus.subscribe(event_type, cast("Callable[[DomainEvent], object]", self))
 
 
-def _commands_of(manager: ProcessManager[Any] | None) -> tuple[Command[Any], ...]:
+def commands_of(manager: ProcessManager[Any] | None) -> tuple[Command[Any], ...]:
     return () if manager is None else manager.pull_commands()
 
 
@@ -396,7 +411,10 @@ class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
     from several threads at once, pass a callable that returns a new unit of work instead
     (``lambda: SqlAlchemyUnitOfWork(engine)``), called once for each attempt. Its timers
     are stored only by tactical's units of work. :class:`AsyncProcessManagerHandler` is
-    the same handler for asyncio code.
+    the same handler for asyncio code. Fed from a broker, subscribe the manager to the
+    inbox consumer instead (:meth:`InboxConsumer.subscribe_process_manager
+    <tactical.outbox.InboxConsumer.subscribe_process_manager>`): the same decisions, in
+    the inbox's own transaction.
 
     Args:
         manager_type: The :class:`ProcessManager` subclass to feed.
@@ -435,7 +453,7 @@ class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
                 return None
 
             manager = run(applying(self._type, event), perform)
-        return _commands_of(manager)
+        return commands_of(manager)
 
 
 class AsyncProcessManagerHandler(_Feeding[M, AsyncUnitOfWork]):
@@ -493,7 +511,7 @@ class AsyncProcessManagerHandler(_Feeding[M, AsyncUnitOfWork]):
                 return None
 
             manager = await run_async(applying(self._type, event), perform)
-        return _commands_of(manager)
+        return commands_of(manager)
 
 
 def _started(manager_type: type[M], key: object) -> M:

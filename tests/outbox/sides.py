@@ -438,6 +438,9 @@ class DrivenInbox:
     def subscribe(self, event_type: Any, handler: Any) -> None:
         self.inbox.subscribe(event_type, handler)
 
+    def subscribe_process_manager(self, manager_type: Any, commands: Any) -> None:
+        self.inbox.subscribe_process_manager(manager_type, commands)
+
     def handle(self, message: OutboxMessage) -> Outcome:
         return self.side.call(self.inbox.handle(message))
 

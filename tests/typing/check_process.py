@@ -17,6 +17,8 @@ from tactical import (
     ProcessManager,
     ProcessManagerHandler,
 )
+from tactical.outbox import AsyncInboxConsumer, InboxConsumer
+from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -93,6 +95,17 @@ assert_type(
 
 async def deliver() -> None:
     assert_type(await async_handler(PickupScanned(uuid4())), None)
+
+
+# Fed through an inbox: in the inbox's transaction, commands after its commit.
+def feed_through_inboxes(
+    inbox: InboxConsumer[SqlAlchemyUnitOfWork],
+    async_inbox: AsyncInboxConsumer[AsyncSqlAlchemyUnitOfWork],
+) -> None:
+    assert_type(inbox.subscribe_process_manager(PickupDeadline, CommandBus()), None)
+    assert_type(async_inbox.subscribe_process_manager(PickupDeadline, CommandBus()), None)
+    inbox.subscribe_process_manager(LabelPrinted, CommandBus())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    async_inbox.subscribe_process_manager(PickupDeadline, EventBus())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
 
 # Misuse.

@@ -6,8 +6,9 @@ import asyncio
 import inspect
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from tactical._commands import Command, CommandBus
 from tactical._flow import run_async
 from tactical._model import DomainEvent
 from tactical.outbox._inbox_flow import DEFAULT_INBOX_RETENTION, InboxCore, InboxOp, Outcome
@@ -95,6 +96,9 @@ class AsyncInboxConsumer(InboxCore[U]):
 
     async def _sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    async def _dispatch(self, commands: CommandBus, command: Command[Any]) -> object:
+        return await commands.dispatch_async(command)
 
     async def parked(self) -> list[tuple[OutboxMessage, str]]:
         """This consumer's parked messages with their errors, in outbox position order."""

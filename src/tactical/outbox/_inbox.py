@@ -6,10 +6,11 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from tactical._asyncness import discard_awaitable, is_async_callable
+from tactical._commands import Command, CommandBus
 from tactical._flow import run
 from tactical._model import DomainEvent
 from tactical.outbox._inbox_flow import (
@@ -41,7 +42,9 @@ class InboxConsumer(InboxCore[U]):
 
     A handler receives the event and the unit of work; it changes aggregates through
     ``uow.repository(...)`` and must not commit (the consumer does). Events its aggregates
-    record carry the handled event's correlation id, and its id as causation id.
+    record carry the handled event's correlation id, and its id as causation id. A
+    :class:`~tactical.ProcessManager` is fed the same way, in this one transaction, with
+    :meth:`subscribe_process_manager`.
 
     A failing handler is retried (``max_attempts`` in all, with a short growing delay);
     after the last failure the message is *parked*: written to ``tactical_dead_letters``
@@ -133,6 +136,9 @@ class InboxConsumer(InboxCore[U]):
 
     def _sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def _dispatch(self, commands: CommandBus, command: Command[Any]) -> object:
+        return commands.dispatch(command)
 
     # -- dead letters and retention --------------------------------------------------------
 

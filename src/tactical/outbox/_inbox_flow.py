@@ -24,9 +24,12 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from tactical._bus import EventHandlerError, Subscriptions
 from tactical._codec import DeserializationError, JsonCodec
+from tactical._commands import CommandBus
 from tactical._flow import Flow
 from tactical._model import DomainEvent
+from tactical._process import ProcessManager, check_feeding
 from tactical._tracing import handling
+from tactical.outbox._inbox_process import Dispatch, LoadManager, ProcessFeed
 from tactical.outbox._inbox_retry import InboxRetries, Next
 from tactical.outbox._message import OutboxMessage
 from tactical.outbox._telemetry import consuming, count_inbox_parked, count_inbox_retry
@@ -150,7 +153,7 @@ class Sleep:
         return None
 
 
-InboxOp: TypeAlias = Open | Close | Execute | Commit | CallHandler | Sleep
+InboxOp: TypeAlias = Open | Close | Execute | Commit | CallHandler | LoadManager | Dispatch | Sleep
 
 
 class _Unprocessable(Exception):
@@ -213,7 +216,9 @@ class InboxCore(Generic[U]):
         self._codec = codec
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay
-        self._subscriptions: Subscriptions[Callable[[Any, U], object]] = Subscriptions()
+        self._subscriptions: Subscriptions[Callable[[Any, U], object] | ProcessFeed[Any]] = (
+            Subscriptions()
+        )
 
     @property
     def name(self) -> str:
@@ -224,6 +229,56 @@ class InboxCore(Generic[U]):
         self, event_type: type[DomainEvent], handler: Callable[[Any, U], object]
     ) -> None:
         self._subscriptions.add(event_type, handler)
+
+    def subscribe_process_manager(
+        self, manager_type: type[ProcessManager[Any]], commands: CommandBus
+    ) -> None:
+        """Feed ``manager_type`` every event it handles, in the inbox's own transaction.
+
+        For each delivered event of a type the manager's methods handle: in the unit of
+        work the consumer opened for the message, right after its inbox row, load the
+        manager under the event's key (or start it), :meth:`~tactical.ProcessManager.handle`
+        the event; the consumer's one commit then stores the inbox row, the manager's
+        state, the events it recorded (in the outbox) and its timers together. A
+        redelivered event is a ``DUPLICATE`` and changes nothing; a handler failure rolls
+        all of it back, and a message parked after its last attempt leaves no trace of the
+        manager. Conflicts (two copies or two events of one process at once) are retried as
+        the consumer retries any.
+
+        Once that commit is over (and the unit of work's block has ended), the commands the
+        manager asked for are dispatched through ``commands``, in order, with the handled
+        event's correlation id: :meth:`CommandBus.dispatch <tactical.CommandBus.dispatch>`
+        by :class:`InboxConsumer`, awaited :meth:`CommandBus.dispatch_async
+        <tactical.CommandBus.dispatch_async>` by :class:`AsyncInboxConsumer` (whose
+        command handlers may be ``async def``). They are dispatched once per handled
+        event, never for a duplicate. A command handler that raises is logged at ERROR on
+        the ``tactical.outbox`` logger with the commands not dispatched after it, and the
+        message is still ``HANDLED`` (its effect is committed; a redelivery would be a
+        duplicate). A crash between the commit and the dispatch loses the commands: for
+        one that must survive it, record an event and dispatch the command from that
+        event's handler, itself fed through an inbox.
+
+        A transaction changes one aggregate: subscribe one manager to a consumer, and no
+        other handler that changes an aggregate to the same event types (or create the
+        unit of work with ``allow_multiple_aggregates=True``).
+
+        Args:
+            manager_type: The :class:`~tactical.ProcessManager` subclass to feed.
+            commands: Where the commands it asks for are dispatched.
+
+        Raises:
+            TypeError: ``manager_type`` is not a :class:`~tactical.ProcessManager` subclass
+                or handles no event, or ``commands`` is not a
+                :class:`~tactical.CommandBus`.
+
+        .. versionadded:: 0.2.0
+        """
+        check_feeding(
+            f"{type(self).__qualname__}.subscribe_process_manager()", manager_type, commands
+        )
+        feed = ProcessFeed(manager_type, commands)
+        for event_type in manager_type.handled_event_types():
+            self._subscriptions.add(event_type, feed)
 
     # -- handling --------------------------------------------------------------------------
 
@@ -245,8 +300,11 @@ class InboxCore(Generic[U]):
             self._conflict_max_delay,
         )
         while True:
+            dispatches: list[Dispatch] = []
             try:
-                return (yield from self._within(lambda uow: self._attempt(uow, message)))
+                outcome = yield from self._within(
+                    functools.partial(self._attempt, message=message, dispatches=dispatches)
+                )
             except _Unprocessable as unprocessable:
                 cause = unprocessable.__cause__
                 reason = str(unprocessable) if cause is None else f"{unprocessable}: {cause}"
@@ -286,6 +344,34 @@ class InboxCore(Generic[U]):
                         )
                 count_inbox_retry(self._name, transient=decision.transient)
                 yield Sleep(decision.delay)
+            else:
+                yield from self._dispatching(message, dispatches)
+                return outcome
+
+    def _dispatching(
+        self, message: OutboxMessage, dispatches: list[Dispatch]
+    ) -> Flow[InboxOp, None]:
+        """Dispatch the commands a committed attempt asked for, in order, until one fails."""
+        if not dispatches:
+            return
+        with handling(message.correlation_id or message.event_id, message.event_id):
+            for done, dispatch in enumerate(dispatches):
+                try:
+                    yield dispatch
+                except Exception:
+                    left = [type(d.command).__qualname__ for d in dispatches[done + 1 :]]
+                    _log.error(
+                        "consumer %s: %s event %s was handled and committed, but dispatching "
+                        "%s %s failed; not dispatched after it: %s",
+                        self._name,
+                        message.event_type,
+                        message.event_id,
+                        type(dispatch.command).__qualname__,
+                        dispatch.command.command_id,
+                        ", ".join(left) or "none",
+                        exc_info=True,
+                    )
+                    return
 
     def _within(self, body: Callable[[Any], Flow[InboxOp, R]]) -> Flow[InboxOp, R]:
         """``body(uow)`` inside a block of a new unit of work (``with uow:``)."""
@@ -314,11 +400,13 @@ class InboxCore(Generic[U]):
             )
         return result
 
-    def _attempt(self, uow: Any, message: OutboxMessage) -> Flow[InboxOp, Outcome]:
+    def _attempt(
+        self, uow: Any, message: OutboxMessage, dispatches: list[Dispatch]
+    ) -> Flow[InboxOp, Outcome]:
         codec: JsonCodec = self._codec if self._codec is not None else uow.codec
         undecodable: DeserializationError | None = None
         event: DomainEvent | None = None
-        handlers: tuple[Callable[[Any, U], object], ...] = ()
+        handlers: tuple[Callable[[Any, U], object] | ProcessFeed[Any], ...] = ()
         try:
             event = codec.event_from_record(
                 message.event_type,
@@ -362,7 +450,11 @@ class InboxCore(Generic[U]):
             return Outcome.IGNORED
         with handling(message.correlation_id or message.event_id, message.event_id):
             for handler in handlers:
-                yield CallHandler(handler, event, uow)
+                if isinstance(handler, ProcessFeed):
+                    asked = yield from handler.applying(event, uow)
+                    dispatches.extend(asked)
+                else:
+                    yield CallHandler(handler, event, uow)
             yield Commit(uow)
         return Outcome.HANDLED
 
