@@ -397,7 +397,9 @@ def consume_in_another_process(broker: Broker, database: Path, names: list[str])
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        # A fresh interpreter importing the SDK, SQLAlchemy and a broker client, under
+        # coverage, on a loaded CI machine: seen beyond 60 s.
+        timeout=240,
         check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
