@@ -1,27 +1,35 @@
 """A partitioned relay in a process of its own, for the tests that SIGKILL one.
 
 Run as ``python -m tests.outbox.partitioned_worker URL STREAM NAME PARTITIONS LEASE_TTL
-[BROKER BROKER_PARTITIONS]``: it relays the outbox at ``URL`` as the relay ``NAME`` until it
-receives SIGTERM (a clean stop, which releases its partitions) or is killed. Without
+[BROKER BROKER_PARTITIONS [API]]``: it relays the outbox at ``URL`` as the relay ``NAME`` until
+it receives SIGTERM (a clean stop, which releases its partitions) or is killed. Without
 ``BROKER`` it publishes to the one Redis stream ``STREAM``; with ``redis`` or ``rabbitmq``, to
 ``BROKER_PARTITIONS`` partition streams ``STREAM:N``, or partition queues of the exchange
-``STREAM`` (as :mod:`tests.outbox.partition_worker`'s consumers read them).
+``STREAM`` (as :mod:`tests.outbox.partition_worker`'s consumers read them); ``stream`` names
+the one stream explicitly. ``API`` is ``sync`` (the default: :class:`OutboxRelay`, pika,
+redis-py) or ``async`` (:class:`AsyncOutboxRelay` on psycopg's async mode, aio-pika,
+``redis.asyncio``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import threading
 from typing import Any
 
 import redis
+import redis.asyncio as redis_async
+from sqlalchemy.ext.asyncio import create_async_engine
 from tests.outbox.brokers import AMQP_URL
 
 import sqlalchemy as sa
-from tactical.outbox import OutboxRelay
-from tactical.outbox.rabbitmq import RabbitMQPublisher
-from tactical.outbox.redis_streams import RedisStreamPublisher
+from tactical.outbox import AsyncOutboxRelay, OutboxRelay
+from tactical.outbox.rabbitmq import AsyncRabbitMQPublisher, RabbitMQPublisher
+from tactical.outbox.redis_streams import AsyncRedisStreamPublisher, RedisStreamPublisher
+
+BATCH_SIZE = 20
 
 
 def main(
@@ -32,8 +40,14 @@ def main(
     lease_ttl: str,
     broker: str = "stream",
     broker_partitions: str = "1",
+    api: str = "sync",
 ) -> None:
     """Relay until SIGTERM."""
+    if api == "async":
+        asyncio.run(
+            _async(url, stream, name, int(partitions), float(lease_ttl), broker, broker_partitions)
+        )
+        return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
@@ -50,7 +64,7 @@ def main(
     relay = OutboxRelay(
         engine,
         publisher,
-        batch_size=20,
+        batch_size=BATCH_SIZE,
         partitions=int(partitions),
         lease_ttl=float(lease_ttl),
         name=name,
@@ -61,6 +75,46 @@ def main(
         publisher.close()
     client.close()
     engine.dispose()
+
+
+async def _async(
+    url: str,
+    stream: str,
+    name: str,
+    partitions: int,
+    lease_ttl: float,
+    broker: str,
+    broker_partitions: str,
+) -> None:
+    """The same relay on asyncio: AsyncOutboxRelay and the async publishers."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async_url = sa.make_url(url).set(drivername="postgresql+psycopg")
+    engine = create_async_engine(async_url, connect_args={"connect_timeout": 5})
+    client = redis_async.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
+    publisher: Any
+    if broker == "rabbitmq":
+        publisher = AsyncRabbitMQPublisher(
+            AMQP_URL, exchange=stream, partitions=int(broker_partitions), timeout=5
+        )
+    elif broker == "redis":
+        publisher = AsyncRedisStreamPublisher(client, stream, partitions=int(broker_partitions))
+    else:
+        publisher = AsyncRedisStreamPublisher(client, stream)
+    relay = AsyncOutboxRelay(
+        engine,
+        publisher,
+        batch_size=BATCH_SIZE,
+        partitions=partitions,
+        lease_ttl=lease_ttl,
+        name=name,
+    )
+    print("ready", flush=True)
+    await relay.run(stop, idle_interval=0.1, max_backoff=0.5)
+    if broker == "rabbitmq":
+        await publisher.close()
+    await client.aclose()
+    await engine.dispose()
 
 
 if __name__ == "__main__":
