@@ -32,6 +32,18 @@ from tactical.outbox.redis_streams import AsyncRedisStreamPublisher, RedisStream
 BATCH_SIZE = 20
 
 
+def publisher_for(api: str, broker: str, stream: str, partitions: int, client: Any) -> Any:
+    """The ``api`` publisher (sync or async class, the same arguments) to ``broker``."""
+    index = 0 if api == "sync" else 1
+    if broker == "rabbitmq":
+        amqp = (RabbitMQPublisher, AsyncRabbitMQPublisher)[index]
+        return amqp(AMQP_URL, exchange=stream, partitions=partitions, timeout=5)
+    streams = (RedisStreamPublisher, AsyncRedisStreamPublisher)[index]
+    if broker == "redis":
+        return streams(client, stream, partitions=partitions)
+    return streams(client, stream)
+
+
 def main(
     url: str,
     stream: str,
@@ -43,32 +55,22 @@ def main(
     api: str = "sync",
 ) -> None:
     """Relay until SIGTERM."""
+    options: dict[str, Any] = {
+        "batch_size": BATCH_SIZE,
+        "partitions": int(partitions),
+        "lease_ttl": float(lease_ttl),
+        "name": name,
+    }
+    publishing = (broker, stream, int(broker_partitions))
     if api == "async":
-        asyncio.run(
-            _async(url, stream, name, int(partitions), float(lease_ttl), broker, broker_partitions)
-        )
+        asyncio.run(_async(url, publishing, options))
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
     client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
-    publisher: Any
-    if broker == "rabbitmq":
-        publisher = RabbitMQPublisher(
-            AMQP_URL, exchange=stream, partitions=int(broker_partitions), timeout=5
-        )
-    elif broker == "redis":
-        publisher = RedisStreamPublisher(client, stream, partitions=int(broker_partitions))
-    else:
-        publisher = RedisStreamPublisher(client, stream)
-    relay = OutboxRelay(
-        engine,
-        publisher,
-        batch_size=BATCH_SIZE,
-        partitions=int(partitions),
-        lease_ttl=float(lease_ttl),
-        name=name,
-    )
+    publisher = publisher_for("sync", *publishing, client)
+    relay = OutboxRelay(engine, publisher, **options)
     print("ready", flush=True)
     relay.run(stop, idle_interval=0.1, max_backoff=0.5)
     if broker == "rabbitmq":
@@ -77,41 +79,18 @@ def main(
     engine.dispose()
 
 
-async def _async(
-    url: str,
-    stream: str,
-    name: str,
-    partitions: int,
-    lease_ttl: float,
-    broker: str,
-    broker_partitions: str,
-) -> None:
+async def _async(url: str, publishing: tuple[str, str, int], options: dict[str, Any]) -> None:
     """The same relay on asyncio: AsyncOutboxRelay and the async publishers."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async_url = sa.make_url(url).set(drivername="postgresql+psycopg")
     engine = create_async_engine(async_url, connect_args={"connect_timeout": 5})
     client = redis_async.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
-    publisher: Any
-    if broker == "rabbitmq":
-        publisher = AsyncRabbitMQPublisher(
-            AMQP_URL, exchange=stream, partitions=int(broker_partitions), timeout=5
-        )
-    elif broker == "redis":
-        publisher = AsyncRedisStreamPublisher(client, stream, partitions=int(broker_partitions))
-    else:
-        publisher = AsyncRedisStreamPublisher(client, stream)
-    relay = AsyncOutboxRelay(
-        engine,
-        publisher,
-        batch_size=BATCH_SIZE,
-        partitions=partitions,
-        lease_ttl=lease_ttl,
-        name=name,
-    )
+    publisher = publisher_for("async", *publishing, client)
+    relay = AsyncOutboxRelay(engine, publisher, **options)
     print("ready", flush=True)
     await relay.run(stop, idle_interval=0.1, max_backoff=0.5)
-    if broker == "rabbitmq":
+    if publishing[0] == "rabbitmq":
         await publisher.close()
     await client.aclose()
     await engine.dispose()
