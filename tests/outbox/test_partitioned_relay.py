@@ -434,7 +434,10 @@ class TestSeveralPartitionedRelays:
         assert set(lease_owners(postgres_engine).values()) == {None}  # all stopped cleanly
 
 
-def _worker(url: sa.URL, stream: str, name: str, lease_ttl: float) -> subprocess.Popen[str]:
+def _worker(
+    url: sa.URL, stream: str, name: str, lease_ttl: float, api: str = "sync"
+) -> subprocess.Popen[str]:
+    """A relay process (tests/outbox/partitioned_worker.py) of ``api`` to the Redis ``stream``."""
     root = Path(__file__).parents[2]
     return subprocess.Popen(
         [
@@ -446,6 +449,9 @@ def _worker(url: sa.URL, stream: str, name: str, lease_ttl: float) -> subprocess
             name,
             str(PARTITIONS),
             str(lease_ttl),
+            "stream",
+            "1",
+            api,
         ],
         cwd=root,
         stdout=subprocess.PIPE,
@@ -457,13 +463,14 @@ def _worker(url: sa.URL, stream: str, name: str, lease_ttl: float) -> subprocess
 @pytest.mark.slow
 @pytest.mark.postgres
 class TestRelayProcesses:
+    @pytest.mark.parametrize("api", ["sync", "async"])
     def test_a_killed_relays_partitions_are_taken_over_and_order_holds(
-        self, postgres_engine: sa.Engine, redis_client: redis.Redis, stream_name: str
+        self, postgres_engine: sa.Engine, redis_client: redis.Redis, stream_name: str, api: str
     ) -> None:
         """Three relay processes to Redis; one SIGKILLed mid-stream: nothing lost, order kept."""
         counters = commit_ticks(postgres_engine, counters=30, ticks=1)
         names = [f"relay-{n}-{uuid4().hex[:6]}" for n in range(3)]
-        workers = [_worker(postgres_engine.url, stream_name, n, lease_ttl=2) for n in names]
+        workers = [_worker(postgres_engine.url, stream_name, n, 2, api) for n in names]
         try:
             for worker in workers:
                 assert worker.stdout is not None

@@ -1,10 +1,10 @@
 """The whole pipeline under SIGKILL: partitioned relays, partitioned consumers, a projection.
 
-Four relay processes (:mod:`tests.outbox.partitioned_worker`) share the outbox's partitions on
-PostgreSQL and publish to a partitioned broker (RabbitMQ queues, or Redis streams); four
-consumer processes (:mod:`tests.outbox.partition_worker`, sync and async ones) share the
-broker's partitions and apply each event, through the inbox, to a mirror in a database of their
-own; a projection runner follows the outbox in this process. Writer threads meanwhile load a
+Four relay processes (:mod:`tests.outbox.partitioned_worker`, sync and async ones) share the
+outbox's partitions on PostgreSQL and publish to a partitioned broker (RabbitMQ queues, or
+Redis streams); four consumer processes (:mod:`tests.outbox.partition_worker`, sync and async
+ones) share the broker's partitions and apply each event, through the inbox, to a mirror in a
+database of their own; a projection runner follows the outbox in this process. Writer threads meanwhile load a
 counter, tick it and commit, on many counters, while random relays and consumers are SIGKILLed
 and replaced. Once the writers stop and everything drained: every counter's mirror saw each of
 its ticks once, in order (nothing lost, nothing applied twice, order kept at the effect), and
@@ -120,6 +120,8 @@ class Pipeline:
         self.started += 1
         name = f"{role}-{self.started}-{uuid4().hex[:6]}"
         module = "partitioned_worker" if role == "relay" else "partition_worker"
+        # Sync and async workers take turns, relays and consumers alike.
+        api = "sync" if self.started % 2 else "async"
         if role == "relay":
             arguments = [
                 self.url,
@@ -129,9 +131,9 @@ class Pipeline:
                 str(RELAY_LEASE),
                 self.broker.broker,
                 str(BROKER_PARTITIONS),
+                api,
             ]
         else:
-            api = "sync" if self.started % 2 else "async"
             arguments = [
                 self.broker.broker,
                 api,

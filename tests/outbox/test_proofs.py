@@ -1,7 +1,9 @@
 """Proofs against the real brokers and databases on loopback: nothing lost, nothing applied twice.
 
 Each proof that takes ``broker`` runs on RabbitMQ and on Redis Streams; ``engine`` runs it on
-SQLite and PostgreSQL; ``postgres_engine`` proofs are about several relays at once.
+SQLite and PostgreSQL; ``postgres_engine`` proofs are about several relays at once. Those that
+also take ``side`` run the sync relay and publisher, then the async ones (aio-pika,
+``redis.asyncio``) on each async driver: the same crash, the same outage, the same outcome.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from tests.outbox.helpers import (
     relayed,
     tick,
 )
+from tests.outbox.sides import AsyncSide, Relay, Side
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from tactical import JsonCodec
-from tactical.outbox import InboxConsumer, OutboxMessage, OutboxRelay, Outcome, Publisher
+from tactical.outbox import InboxConsumer, OutboxMessage, OutboxRelay, Outcome
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, outbox_table
 from tactical.testing import Counter, CounterTicked
 
@@ -42,6 +45,14 @@ codec = JsonCodec()
 
 class RelayCrashed(Exception):
     """Stands for the relay process dying: raised where the mark would be written."""
+
+
+def relay_engine(side: Side, engine: sa.Engine) -> sa.Engine:
+    """The engine whose statements ``side``'s relays on ``engine``'s database run.
+
+    The async side's ``AsyncEngine`` runs them on its sync core, where the events fire.
+    """
+    return side.async_engine(engine).sync_engine if isinstance(side, AsyncSide) else engine
 
 
 @contextmanager
@@ -71,11 +82,19 @@ def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
 
 @contextmanager
 def running_relays(
-    engine: sa.Engine, publishers: Sequence[Publisher], batch_size: int = 200, **options: float
-) -> Iterator[list[OutboxRelay]]:
-    """Relays in threads (one per publisher) running until the block ends."""
+    engine: sa.Engine,
+    publishers: Sequence[Any],
+    batch_size: int = 200,
+    side: Side | None = None,
+    **options: float,
+) -> Iterator[list[Relay]]:
+    """Relays in threads (one per publisher, ``side``'s, else sync) running until the block ends."""
     stop = threading.Event()
-    relays = [OutboxRelay(engine, p, batch_size=batch_size) for p in publishers]
+    relays: list[Relay] = (
+        [side.relay(engine, p, batch_size=batch_size) for p in publishers]
+        if side is not None
+        else [OutboxRelay(engine, p, batch_size=batch_size) for p in publishers]
+    )
     settings = {"idle_interval": 0.01, "initial_backoff": 0.02, "max_backoff": 0.1} | options
     threads = [threading.Thread(target=r.run, args=(stop,), kwargs=settings) for r in relays]
     for thread in threads:
@@ -130,16 +149,17 @@ def bulk_outbox(engine: sa.Engine, aggregates: int, events_each: int) -> list[UU
 
 class TestCrashBetweenPublishAndMark:
     def test_duplicate_is_delivered_inbox_dedupes_nothing_lost(
-        self, engine: sa.Engine, broker: Broker, consumer_engine: sa.Engine
+        self, engine: sa.Engine, side: Side, broker: Broker, consumer_engine: sa.Engine
     ) -> None:
         """A relay dying after the broker confirmed a batch resends it; the effect happens once."""
         ids = commit_ticks(engine, counters=3, ticks=5)
-        publisher = broker.publisher(broker.port)
-        with crash_before_mark(engine) as crashed, pytest.raises(RelayCrashed):
-            OutboxRelay(engine, publisher, batch_size=10).relay_once()
+        publisher = broker.publisher(broker.port, side=side)
+        relay = side.relay(engine, publisher, batch_size=10)
+        with crash_before_mark(relay_engine(side, engine)) as crashed, pytest.raises(RelayCrashed):
+            relay.relay_once()
         assert crashed
         assert pending_positions(engine) == all_positions(engine)  # nothing was marked
-        restarted = OutboxRelay(engine, broker.publisher(broker.port), batch_size=10)
+        restarted = side.relay(engine, broker.publisher(broker.port, side=side), batch_size=10)
         while restarted.relay_once():
             pass
         assert pending_positions(engine) == []
@@ -153,6 +173,7 @@ class TestBrokerDown:
     def test_rows_stay_pending_while_the_broker_is_down_then_are_delivered(
         self,
         engine: sa.Engine,
+        side: Side,
         broker: Broker,
         broker_proxy: TcpProxy,
         consumer_engine: sa.Engine,
@@ -161,7 +182,8 @@ class TestBrokerDown:
         """Events committed while the broker is unreachable wait in the outbox, then all arrive."""
         broker_proxy.stop()
         caplog.set_level(logging.WARNING, logger="tactical.outbox")
-        with running_relays(engine, [broker.publisher(broker_proxy.port)]):
+        publisher = broker.publisher(broker_proxy.port, side=side)
+        with running_relays(engine, [publisher], side=side):
             ids = commit_ticks(engine, counters=2, ticks=2)
             tick(engine, ids[0], times=2)
             wait_until(lambda: len(relay_warnings(caplog)) >= 2)
@@ -176,12 +198,14 @@ class TestBrokerDown:
     def test_connection_cut_mid_stream_loses_nothing(
         self,
         engine: sa.Engine,
+        side: Side,
         broker: Broker,
         broker_proxy: TcpProxy,
         consumer_engine: sa.Engine,
     ) -> None:
         """Cutting the relay's connection over and over while it works delays events, loses none."""
-        with running_relays(engine, [broker.publisher(broker_proxy.port)]):
+        publisher = broker.publisher(broker_proxy.port, side=side)
+        with running_relays(engine, [publisher], side=side):
             ids = commit_ticks(engine, counters=4, ticks=1)
             for _ in range(5):
                 for counter_id in ids:

@@ -2,7 +2,8 @@
 
 A test subclass counts the unit of work's awaits on the database (connecting, beginning,
 each statement, the commit, closing) and interrupts the k-th, for every k in turn: by
-``task.cancel()`` and by an expiring ``asyncio.timeout``. Whatever k, the database holds
+``task.cancel()`` and by an expiring ``asyncio.timeout``, in a block that updates, one that
+inserts and one that deletes an aggregate. Whatever k, the database holds
 all of the commit or none of it, the aggregate's version says which, no connection is left
 in a transaction (on PostgreSQL: no session 'idle in transaction' in pg_stat_activity), and
 the pool's only connection serves the next block. A silent proxy in front of PostgreSQL
@@ -83,16 +84,59 @@ async def saved(engine: AsyncEngine) -> Counter:
     return counter
 
 
-async def stored_state(engine: AsyncEngine, counter_id: UUID) -> tuple[int, int, int]:
-    """(stored version, stored count, outbox rows) of the counter, read in a new block."""
+State = tuple[int | None, int | None, int]
+"""(stored version, stored count, outbox rows) of a counter; None, None when it is not stored."""
+
+
+async def stored_state(engine: AsyncEngine, counter_id: UUID) -> State:
+    """The counter's :data:`State`, read in a new block."""
     async with AsyncSqlAlchemyUnitOfWork(engine) as uow:
-        counter = await uow.repository(Counter).require(counter_id)
+        counter = await uow.repository(Counter).get(counter_id)
         rows = (
             await uow.connection.execute(
                 sa.select(sa.func.count()).where(outbox_table.c.aggregate_id == str(counter_id))
             )
         ).scalar_one()
+    if counter is None:
+        return None, None, rows
     return counter.version, counter.count, rows
+
+
+# What each kind of block writes: (the counter's state before, after its commit, the awaits
+# on aiosqlite, on PostgreSQL). The awaits: connect, begin (SQLite's blocks begin at once;
+# PostgreSQL's with the first write), the load (none for an insert), the write, the outbox
+# insert (none for a delete: a removal records no event), the commit, the close.
+WRITES: dict[str, tuple[State, State, int, int]] = {
+    "update": ((1, 0, 0), (2, 1, 1), 7, 6),
+    "insert": ((None, None, 0), (1, 1, 1), 6, 5),
+    "remove": ((1, 0, 0), (None, None, 0), 6, 5),
+}
+
+
+async def to_write(engine: AsyncEngine, write: str) -> Counter:
+    """The counter the block of kind ``write`` writes: stored, or (an insert) new and ticked."""
+    if write != "insert":
+        return await saved(engine)
+    counter = Counter(uuid4(), "cancel")
+    counter.tick()
+    return counter
+
+
+async def command(uow: InterruptedAt, write: str, counter: Counter, held: list[Counter]) -> None:
+    """The block of kind ``write`` on ``counter``; ``held`` gets the object it committed."""
+    async with uow:
+        repository = uow.repository(Counter)
+        if write == "insert":
+            repository.add(counter)
+            mine = counter
+        else:
+            mine = await repository.require(counter.id)
+            if write == "update":
+                mine.tick()
+            else:
+                repository.remove(mine)
+        held.append(mine)
+        await uow.commit()
 
 
 def idle_in_transaction(application_name: str, *, settle: float = 5.0) -> int:
@@ -123,39 +167,31 @@ def cancel_current_task() -> None:
 
 
 class TestInterruptedCommits:
+    @pytest.mark.parametrize("write", list(WRITES))
     @pytest.mark.parametrize("how", ["task.cancel", "asyncio.timeout"])
     async def test_an_interruption_at_any_await_leaves_all_or_nothing(
-        self, driven: tuple[str, AsyncEngine, str], how: str
+        self, driven: tuple[str, AsyncEngine, str], how: str, write: str
     ) -> None:
         """For every await k of a commit: nothing stored before COMMIT, no transaction left, the pool usable."""
         driver, engine, name = driven
-        counter = await saved(engine)
-        probe = InterruptedAt(engine, 0, lambda: None)
-        async with probe:
-            (await probe.repository(Counter).require(counter.id)).tick()
-            if driver != "aiosqlite":  # the load ran alone: no transaction is open yet
+        if driver != "aiosqlite":  # a load before the first write opens no transaction
+            async with AsyncSqlAlchemyUnitOfWork(engine) as reader:
+                await reader.repository(Counter).get(uuid4())
                 assert idle_in_transaction(name, settle=0) == 0
-            await probe.commit()
-        # connect, begin (SQLite's blocks begin at once; PostgreSQL's with the update),
-        # select, update, outbox insert, commit, close
-        assert probe.awaits == (7 if driver == "aiosqlite" else 6)
+        before, after, sqlite_awaits, postgres_awaits = WRITES[write]
+        probe, probed = InterruptedAt(engine, 0, lambda: None), list[Counter]()
+        version_before = 0 if write == "insert" else 1
+        await command(probe, write, await to_write(engine, write), probed)
+        assert probe.awaits == (sqlite_awaits if driver == "aiosqlite" else postgres_awaits)
+        version_after = probed[0].version
         commit_await = probe.awaits - 1
 
         for k in range(1, probe.awaits + 1):
-            counter = await saved(engine)
+            counter = await to_write(engine, write)
             held: list[Counter] = []
-
-            async def command(
-                uow: InterruptedAt, counter_id: UUID = counter.id, held: list[Counter] = held
-            ) -> None:
-                async with uow:
-                    mine = await uow.repository(Counter).require(counter_id)
-                    held.append(mine)
-                    mine.tick()
-                    await uow.commit()
-
             if how == "task.cancel":
-                task = asyncio.create_task(command(InterruptedAt(engine, k, cancel_current_task)))
+                uow = InterruptedAt(engine, k, cancel_current_task)
+                task = asyncio.create_task(command(uow, write, counter, held))
                 with pytest.raises(asyncio.CancelledError):
                     await task
             else:
@@ -163,27 +199,27 @@ class TestInterruptedCommits:
                 expire = partial(bound.reschedule, asyncio.get_running_loop().time())
                 try:
                     async with bound:
-                        await command(InterruptedAt(engine, k, expire))
+                        await command(InterruptedAt(engine, k, expire), write, counter, held)
                 except TimeoutError:
                     pass
                 else:
                     # Returning an idle connection may need no I/O (psycopg): nothing to cut.
                     assert k == probe.awaits, f"await {k} was not interrupted"
 
-            version, count, outbox = await stored_state(engine, counter.id)
+            state = await stored_state(engine, counter.id)
             if k < commit_await:
-                assert (version, count, outbox) == (1, 0, 0), f"await {k}"
+                assert state == before, f"await {k}"
                 if held:
-                    assert held[0].version == 1, f"await {k}: version not restored"
+                    assert held[0].version == version_before, f"await {k}: version not restored"
             else:
-                assert (version, count, outbox) in {(1, 0, 0), (2, 1, 1)}, f"await {k}"
+                assert state in {before, after}, f"await {k}"
                 if k > commit_await:
-                    assert (version, held[0].version) == (2, 2)
+                    assert (state, held[0].version) == (after, version_after), f"await {k}"
             if driver != "aiosqlite":
                 assert idle_in_transaction(name) == 0, f"await {k}"
             # The pool's only connection serves the next block, which writes.
             async with AsyncSqlAlchemyUnitOfWork(engine) as next_uow:
-                (await next_uow.repository(Counter).require(counter.id)).rename("next")
+                next_uow.repository(Counter).add(Counter(uuid4(), "next"))
                 await next_uow.commit()
 
 

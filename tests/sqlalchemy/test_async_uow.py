@@ -19,7 +19,7 @@ from tests.sqlalchemy.async_engines import ASYNC_DRIVERS, async_engine_for, sync
 from tests.sqlalchemy.counter_mapping import CounterMapper, mapped
 
 import sqlalchemy as sa
-from tactical import ConcurrencyError, EventBus
+from tactical import ConcurrencyError, EventBus, retry_on_conflict
 from tactical.outbox import EventBusPublisher, OutboxRelay, partition_key
 from tactical.sqlalchemy import (
     AsyncSqlAlchemyUnitOfWork,
@@ -205,6 +205,45 @@ class TestInterleavedTasks:
         assert sorted((UUID(a), c, k) for a, c, k in rows) == sorted(
             (counter_id, tick_id, tick_id) for counter_id, tick_id in ticks.items()
         )
+
+
+class TestRetriedTasks:
+    async def test_tasks_retrying_on_conflict_lose_no_update(
+        self, driven: tuple[str, AsyncEngine]
+    ) -> None:
+        """Eight tasks tick one counter ten times each, retried on conflict: 80 ticks, 80 outbox rows."""
+        _, engine = driven
+        counter = await saved(engine)
+        conflicts: list[int] = []
+
+        async def tick_once() -> None:
+            async with AsyncSqlAlchemyUnitOfWork(engine) as uow:
+                (await uow.repository(Counter).require(counter.id)).tick()
+                await asyncio.sleep(0)  # let the other tasks load the same version
+                try:
+                    await uow.commit()
+                except ConcurrencyError:
+                    conflicts.append(1)
+                    raise
+
+        tick = retry_on_conflict(tick_once, attempts=1000, base_delay=0.001, max_delay=0.02)
+
+        async def worker() -> None:
+            for _ in range(10):
+                await tick()
+
+        await asyncio.gather(*(worker() for _ in range(8)))
+        stored = await load(engine, counter.id)
+        assert stored is not None
+        assert (stored.count, stored.version) == (80, 81)
+        assert conflicts  # the tasks did collide, and were retried
+        async with engine.connect() as connection:
+            outbox = (
+                await connection.execute(
+                    sa.select(sa.func.count()).where(outbox_table.c.aggregate_id == str(counter.id))
+                )
+            ).scalar_one()
+        assert outbox == 80
 
 
 class TestSameRowsAsTheSyncUnitOfWork:

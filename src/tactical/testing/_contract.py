@@ -1100,6 +1100,30 @@ class UnitOfWorkContract(_ContractTests):
     def new(self, unit_of_work_factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
         return unit_of_work_factory
 
+    # -- sync only ---------------------------------------------------------------------------
+
+    def test_a_commit_whose_events_reach_an_async_handler_is_refused(
+        self, new: UnitOfWorkFactory
+    ) -> None:
+        """A sync commit cannot await an ``async def`` handler: TypeError naming it, nothing stored."""
+        counter = self.saved_counter(new)
+        bus, seen = EventBus(), list[DomainEvent]()
+
+        async def notify_async(event: CounterTicked) -> None:
+            seen.append(event)  # pragma: no cover  (never called: the commit is refused)
+
+        bus.subscribe(CounterTicked, notify_async)
+        with new(bus) as uow:
+            loaded = uow.repository(Counter).require(counter.id)
+            loaded.tick()
+            with pytest.raises(TypeError, match="notify_async"):
+                uow.commit()
+        assert loaded.version == 1
+        stored = self.stored(new, counter.id)
+        assert stored is not None
+        assert (stored.count, stored.version) == (0, 1)
+        assert seen == []
+
 
 class AsyncUnitOfWorkContract(_ContractTests):
     """:class:`UnitOfWorkContract`'s guarantees, as a pytest suite for an async unit of work.
