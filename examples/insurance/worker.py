@@ -143,23 +143,18 @@ def run_billing(
     engine: sa.Engine, amqp: str, stop: threading.Event, *, once: bool, exchange: str, queue: str
 ) -> int:
     """Consume the billing queue until stopped (or, with ``once``, until it is idle)."""
-    consumer = billing_consumer(engine, amqp, exchange=exchange, queue=queue)
-    try:
-        if once:
-            handled = consumer.consume_available(idle_timeout=1.0)
-            _log.info("handled %d message(s)", handled)
-            return handled
-        consumer.run(stop)
-        return 0
-    finally:
-        consumer.close()
+    return _consume(billing_consumer(engine, amqp, exchange=exchange, queue=queue), stop, once)
 
 
 def run_policy(
     engine: sa.Engine, amqp: str, stop: threading.Event, *, once: bool, exchange: str, queue: str
 ) -> int:
     """Consume the policy queue (fired expiry timers) until stopped, or once until idle."""
-    consumer = policy_consumer(engine, amqp, exchange=exchange, queue=queue)
+    return _consume(policy_consumer(engine, amqp, exchange=exchange, queue=queue), stop, once)
+
+
+def _consume(consumer: RabbitMQConsumer, stop: threading.Event, once: bool) -> int:
+    """Run ``consumer`` until ``stop`` is set (or, with ``once``, until it is idle), then close it."""
     try:
         if once:
             handled = consumer.consume_available(idle_timeout=1.0)
