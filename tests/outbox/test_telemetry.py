@@ -295,6 +295,13 @@ class TestRelayAndInbox:
         assert attributes["messaging.consumer.group.name"] == "mirror"
         assert attributes["tactical.outcome"] == "handled"
         assert attributes["tactical.correlation_id"] == str(message.correlation_id)
+        (handler,) = otel.spans("handle CounterTicked")  # each handler's run, as on a bus
+        assert handler.parent is not None
+        assert handler.parent.span_id == process.context.span_id  # pyright: ignore[reportOptionalMemberAccess]
+        handler_attributes = dict(handler.attributes or {})
+        assert handler_attributes["tactical.event.id"] == str(message.event_id)
+        assert handler_attributes["tactical.correlation_id"] == str(message.correlation_id)
+        assert handler_attributes["tactical.handler"]
         consumer_commit = otel.spans("commit")[-1]
         assert consumer_commit.parent is not None
         assert consumer_commit.parent.span_id == process.context.span_id  # pyright: ignore[reportOptionalMemberAccess]

@@ -28,6 +28,7 @@ from tactical._commands import CommandBus
 from tactical._flow import Flow
 from tactical._model import DomainEvent
 from tactical._process import ProcessManager, check_feeding
+from tactical._telemetry import NOOP, handler_span, tracer
 from tactical._tracing import handling
 from tactical.outbox._inbox_process import Dispatch, LoadManager, ProcessFeed
 from tactical.outbox._inbox_retry import InboxRetries, Next
@@ -448,13 +449,19 @@ class InboxCore(Generic[U]):
             raise _Unprocessable("cannot decode the event", tried=True) from undecodable
         if event is None or not handlers:
             return Outcome.IGNORED
-        with handling(message.correlation_id or message.event_id, message.event_id):
+        traced = tracer()
+        correlation_id = message.correlation_id or message.event_id
+        with handling(correlation_id, message.event_id):
             for handler in handlers:
-                if isinstance(handler, ProcessFeed):
-                    asked = yield from handler.applying(event, uow)
-                    dispatches.extend(asked)
-                else:
-                    yield CallHandler(handler, event, uow)
+                # Each handler's run is a span of its own, as on the in-process bus.
+                with (
+                    NOOP if traced is None else handler_span(traced, event, handler, correlation_id)
+                ):
+                    if isinstance(handler, ProcessFeed):
+                        asked = yield from handler.applying(event, uow)
+                        dispatches.extend(asked)
+                    else:
+                        yield CallHandler(handler, event, uow)
             yield Commit(uow)
         return Outcome.HANDLED
 
