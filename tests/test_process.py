@@ -126,6 +126,38 @@ class TestDeclaration:
             ProcessManager.starts(int, key=str)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
 
 
+class MaybeShipped(DomainEvent):
+    shipment_id: UUID | None
+
+
+class Keyed(ProcessManager[UUID]):
+    """Started by an event whose key may be missing."""
+
+    @ProcessManager.starts(MaybeShipped, key=lambda e: e.shipment_id)
+    def started(self, event: MaybeShipped) -> None: ...
+
+
+class TestKey:
+    def test_a_key_read_as_none_is_refused_naming_the_method_and_the_event(self) -> None:
+        """A key function that reads None cannot name a process: a TypeError says where."""
+        event = MaybeShipped(None)
+        expected = (
+            rf"the key= of Keyed.started\(\) read None from MaybeShipped {event.event_id}, "
+            r"which cannot name a process: Keyed ids cannot be None"
+        )
+        with pytest.raises(TypeError, match=expected):
+            Keyed.correlation_key(event)
+        handler = ProcessManagerHandler(Keyed, InMemoryUnitOfWork(), CommandBus())
+        with pytest.raises(TypeError, match=expected):
+            handler(event)
+
+    def test_a_key_of_another_type_than_the_id_is_refused(self) -> None:
+        """A str where the manager's ids are UUIDs would start a second process in SQL."""
+        event = MaybeShipped(str(uuid4()))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        with pytest.raises(TypeError, match="Keyed ids are UUID, got str"):
+            Keyed.correlation_key(event)
+
+
 class TestHandle:
     def test_a_duplicate_event_is_applied_once(self) -> None:
         """The second delivery of one event id changes nothing and says so."""

@@ -27,6 +27,7 @@ from tactical._flow import Flow, run, run_async
 from tactical._model import AggregateRoot, DomainEvent
 from tactical._retry import retry_on_conflict
 from tactical._timers import HELD_TIMERS, TimerRequests
+from tactical._tracking import check_id
 from tactical._uow import UnitOfWork
 from tactical._uow_async import AsyncUnitOfWork
 
@@ -164,9 +165,23 @@ class ProcessManager(AggregateRoot[KeyT]):
         """The key of the process ``event`` belongs to, read as its decorator says.
 
         Raises:
-            TypeError: This manager handles no event of ``event``'s type.
+            TypeError: This manager handles no event of ``event``'s type, or the decorator's
+                ``key`` read None or a value that is not of the manager's id type (the
+                message names the method and the event).
         """
-        return cls._route(event).key(event)  # type: ignore[no-any-return]
+        route = cls._route(event)
+        key = route.key(event)
+        try:
+            if key is None:
+                raise TypeError(f"{cls.__qualname__} ids cannot be None")
+            check_id(cls, key)
+        except TypeError as refused:
+            raise TypeError(
+                f"the key= of {cls.__qualname__}.{route.method_name}() read {key!r} from "
+                f"{type(event).__qualname__} {event.event_id}, which cannot name a process: "
+                f"{refused}"
+            ) from None
+        return key  # type: ignore[no-any-return]
 
     @classmethod
     def _route(cls, event: DomainEvent) -> _Route:
