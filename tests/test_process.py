@@ -29,6 +29,7 @@ from tactical import (
     ConcurrencyError,
     DomainEvent,
     EventBus,
+    EventHandlerError,
     InMemoryStore,
     InMemoryUnitOfWork,
     ProcessManager,
@@ -368,3 +369,21 @@ class TestHandler:
 
         with pytest.raises(TypeError, match="Idle declares no event to handle"):
             ProcessManagerHandler(Idle, InMemoryUnitOfWork(), CommandBus())
+
+    def test_a_failing_command_handler_is_reported_under_the_managers_name(self) -> None:
+        """The bus's EventHandlerError and log line name the handler by its manager type."""
+        shipping = Shipping()
+
+        def refuse(command: DecrementLabelStock) -> None:
+            raise RuntimeError("no labels")
+
+        commands = CommandBus()
+        commands.register(DecrementLabelStock, refuse)
+        events = EventBus()
+        handler = ProcessManagerHandler(PickupDeadline, shipping.uow, commands)
+        handler.subscribe(events)
+        assert repr(handler) == "ProcessManagerHandler(PickupDeadline)"
+        with pytest.raises(EventHandlerError) as failure:
+            events.publish(LabelPrinted(uuid4(), "DHL"))
+        [note] = failure.value.exceptions[0].__notes__
+        assert note.startswith("in handler ProcessManagerHandler(PickupDeadline) for LabelPrinted")

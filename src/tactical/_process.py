@@ -383,6 +383,10 @@ class _Feeding(Generic[M, U]):
         self._type = manager_type
         self._commands = commands
 
+    def __repr__(self) -> str:
+        # What the bus's log lines and EventHandlerError call this handler.
+        return f"{type(self).__qualname__}({self._type.__qualname__})"
+
     def subscribe(self, bus: EventBus) -> None:
         """Subscribe this handler to every event type its manager handles on ``bus``."""
         for event_type in self._type.handled_event_types():
