@@ -29,6 +29,7 @@ from tactical import (
     ConcurrencyError,
     DomainEvent,
     EventBus,
+    EventHandlerError,
     InMemoryStore,
     InMemoryUnitOfWork,
     ProcessManager,
@@ -124,6 +125,38 @@ class TestDeclaration:
         """starts() takes a DomainEvent subclass."""
         with pytest.raises(TypeError, match="DomainEvent subclasses, got <class 'int'>"):
             ProcessManager.starts(int, key=str)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
+
+
+class MaybeShipped(DomainEvent):
+    shipment_id: UUID | None
+
+
+class Keyed(ProcessManager[UUID]):
+    """Started by an event whose key may be missing."""
+
+    @ProcessManager.starts(MaybeShipped, key=lambda e: e.shipment_id)
+    def started(self, event: MaybeShipped) -> None: ...
+
+
+class TestKey:
+    def test_a_key_read_as_none_is_refused_naming_the_method_and_the_event(self) -> None:
+        """A key function that reads None cannot name a process: a TypeError says where."""
+        event = MaybeShipped(None)
+        expected = (
+            rf"the key= of Keyed.started\(\) read None from MaybeShipped {event.event_id}, "
+            r"which cannot name a process: Keyed ids cannot be None"
+        )
+        with pytest.raises(TypeError, match=expected):
+            Keyed.correlation_key(event)
+        handler = ProcessManagerHandler(Keyed, InMemoryUnitOfWork(), CommandBus())
+        with pytest.raises(TypeError, match=expected):
+            handler(event)
+
+    def test_a_key_of_another_type_than_the_id_is_refused(self) -> None:
+        """A str where the manager's ids are UUIDs would start a second process in SQL."""
+        event = MaybeShipped(str(uuid4()))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        with pytest.raises(TypeError, match="Keyed ids are UUID, got str"):
+            Keyed.correlation_key(event)
 
 
 class TestHandle:
@@ -336,3 +369,24 @@ class TestHandler:
 
         with pytest.raises(TypeError, match="Idle declares no event to handle"):
             ProcessManagerHandler(Idle, InMemoryUnitOfWork(), CommandBus())
+
+    def test_a_failing_command_handler_is_reported_under_the_managers_name(self) -> None:
+        """The bus's EventHandlerError and log line name the handler by its manager type."""
+        shipping = Shipping()
+
+        def refuse(command: DecrementLabelStock) -> None:
+            raise RuntimeError("no labels")
+
+        commands = CommandBus()
+        commands.register(DecrementLabelStock, refuse)
+        events = EventBus()
+        handler = ProcessManagerHandler(PickupDeadline, shipping.uow, commands)
+        handler.subscribe(events)
+        assert repr(handler) == "ProcessManagerHandler(PickupDeadline)"
+        with pytest.raises(EventHandlerError) as failure:
+            events.publish(LabelPrinted(uuid4(), "DHL"))
+        notes = failure.value.exceptions[0].__notes__
+        assert any(
+            note.startswith("in handler ProcessManagerHandler(PickupDeadline) for LabelPrinted")
+            for note in notes
+        ), notes

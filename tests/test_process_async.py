@@ -40,6 +40,7 @@ from tactical import (
     EventBus,
     InMemoryStore,
     InMemoryUnitOfWork,
+    ProcessManager,
     ProcessManagerHandler,
 )
 from tactical._tracking import Change
@@ -107,6 +108,18 @@ class Shipping:
         result = handler(event)
         if self.kind == "async":
             await result
+
+
+class Notifying(ProcessManager[UUID]):
+    """Asks for two commands when a label is printed."""
+
+    carrier: str = ""
+
+    @ProcessManager.starts(LabelPrinted, key=lambda e: e.shipment_id)
+    def label_printed(self, event: LabelPrinted) -> None:
+        self.carrier = event.carrier
+        self.dispatch(DecrementLabelStock(event.carrier))
+        self.dispatch(RaiseShipmentException(self.id, "label printed"))
 
 
 @pytest.fixture(params=KINDS)
@@ -229,6 +242,39 @@ class TestBothHandlers:
         assert shipping.load(shipment_id) is None
         assert shipping.store.scheduled() == ()
         assert shipping.dispatched == []
+
+    async def test_a_failing_command_handler_leaves_the_others_dispatched(self, kind: str) -> None:
+        """The first command's handler raises: the second is dispatched, then the error raised."""
+        commands = CommandBus()
+        seen: list[RaiseShipmentException] = []
+
+        def refuse(command: DecrementLabelStock) -> None:
+            raise RuntimeError(f"no labels for {command.carrier}")
+
+        commands.register(DecrementLabelStock, refuse)
+        commands.register(RaiseShipmentException, seen.append)
+        store = InMemoryStore()
+        handler: Any = (
+            ProcessManagerHandler(Notifying, InMemoryUnitOfWork(store=store), commands)
+            if kind == "sync"
+            else AsyncProcessManagerHandler(
+                Notifying, AsyncInMemoryUnitOfWork(store=store), commands
+            )
+        )
+        shipment_id = uuid4()
+
+        async def deliver() -> None:
+            result = handler(LabelPrinted(shipment_id, "DHL"))
+            if kind == "async":
+                await result
+
+        with pytest.raises(RuntimeError, match="no labels for DHL") as raised:
+            await deliver()
+        assert [c.shipment_id for c in seen] == [shipment_id]
+        notes = getattr(raised.value, "__notes__", [])
+        assert any("DecrementLabelStock" in note for note in notes), notes
+        with InMemoryUnitOfWork(store=store) as uow:
+            assert uow.repository(Notifying).require(shipment_id).carrier == "DHL"
 
     async def test_a_factory_gives_a_new_unit_of_work_for_each_attempt(self, kind: str) -> None:
         """Passed a callable, the handler calls it once per delivery (and per retry)."""

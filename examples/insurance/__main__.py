@@ -20,7 +20,8 @@ from examples.insurance import app
 from examples.insurance.billing.acl import policy_reference
 from examples.insurance.policy.values import Address, DateRange, Money
 from tactical import DomainError, DomainEvent
-from tactical.sqlalchemy import scheduled_table
+from tactical.outbox import TIMER_AGGREGATE_TYPE
+from tactical.sqlalchemy import outbox_table, scheduled_table
 from tactical.testing import MovableClock
 
 
@@ -139,9 +140,16 @@ def run(engine: sa.Engine) -> None:
         f"covered {other.coverage_period}."
     )
     say("Events published, in order: " + ", ".join(published))
+    outbox = outbox_table
     with engine.connect() as connection:
-        rows = connection.execute(sa.text("SELECT count(*) FROM tactical_outbox")).scalar_one()
-    say(f"Outbox rows written in the same transactions as the changes: {rows}")
+        rows = connection.execute(
+            sa.select(outbox.c.aggregate_type == TIMER_AGGREGATE_TYPE)
+        ).scalars()
+        fired = list(rows)
+    say(
+        f"Outbox rows: {fired.count(False)} events, each written in the transaction of its "
+        f"change, and {fired.count(True)} fired timer, written by the timer worker."
+    )
 
 
 def expire_through_a_timer(

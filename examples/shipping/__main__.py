@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -67,10 +68,17 @@ def say(text: str = "") -> None:
 
 
 class _OneLineLog(logging.Formatter):
-    """Formats a log record as one narration line (the traceback is not the story)."""
+    """Formats a log record as one narration line (the traceback is not the story).
+
+    Event ids are left out: they are random, and the narration is the same on every run.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"      log    {record.name}: {record.getMessage()}"
+        message = _EVENT_ID.sub("", record.getMessage())
+        return f"      log    {record.name}: {message}"
+
+
+_EVENT_ID = re.compile(r" event_id=[0-9a-f-]{36}")
 
 
 def show_event(event: DomainEvent) -> None:
@@ -280,7 +288,7 @@ def run(database: Path) -> None:
         fired = app.timers.deliver_due()
         status = app.shipping.shipment(second).status
         say(f"    {fired} timer fired: shipment {second} is {status}.")
-        say(f"    Delivering again fires nothing: {app.timers.deliver_due()} timers.")
+        say(f"    A second round fires nothing: {app.timers.deliver_due()} timers.")
 
         say()
         table = aggregates_table

@@ -132,6 +132,14 @@ class FiredTimersPublisher:
     :class:`~tactical.outbox.EventBusPublisher` and lets the relay mark the other rows
     without publishing them twice. A system with a broker would publish every row to it.
 
+    What this gives up: the in-process handlers of an event run at most once. When they
+    fail for a reason other than the model's refusal (the inventory's database was down,
+    say) or never run (the process died right after the shipment's commit), the event is
+    not delivered again: its outbox row is marked all the same, and the carrier's label
+    stock keeps the labels of that shipment. Only the fired timers, which nothing else
+    delivers, are published at least once (a failing handler makes the relay send them
+    again).
+
     Args:
         bus: The application's bus.
         codec: The codec the outbox was written with.

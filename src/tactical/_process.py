@@ -15,7 +15,7 @@ out what one flow (:func:`applying`) decides.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar, cast
@@ -27,6 +27,7 @@ from tactical._flow import Flow, run, run_async
 from tactical._model import AggregateRoot, DomainEvent
 from tactical._retry import retry_on_conflict
 from tactical._timers import HELD_TIMERS, TimerRequests
+from tactical._tracking import check_id
 from tactical._uow import UnitOfWork
 from tactical._uow_async import AsyncUnitOfWork
 
@@ -167,9 +168,23 @@ class ProcessManager(AggregateRoot[KeyT]):
         """The key of the process ``event`` belongs to, read as its decorator says.
 
         Raises:
-            TypeError: This manager handles no event of ``event``'s type.
+            TypeError: This manager handles no event of ``event``'s type, or the decorator's
+                ``key`` read None or a value that is not of the manager's id type (the
+                message names the method and the event).
         """
-        return cls._route(event).key(event)  # type: ignore[no-any-return]
+        route = cls._route(event)
+        key = route.key(event)
+        try:
+            if key is None:
+                raise TypeError(f"{cls.__qualname__} ids cannot be None")
+            check_id(cls, key)
+        except TypeError as refused:
+            raise TypeError(
+                f"the key= of {cls.__qualname__}.{route.method_name}() read {key!r} from "
+                f"{type(event).__qualname__} {event.event_id}, which cannot name a process: "
+                f"{refused}"
+            ) from None
+        return key  # type: ignore[no-any-return]
 
     @classmethod
     def _route(cls, event: DomainEvent) -> _Route:
@@ -383,6 +398,10 @@ class _Feeding(Generic[M, U]):
         self._type = manager_type
         self._commands = commands
 
+    def __repr__(self) -> str:
+        # What the bus's log lines and EventHandlerError call this handler.
+        return f"{type(self).__qualname__}({self._type.__qualname__})"
+
     def subscribe(self, bus: EventBus) -> None:
         """Subscribe this handler to every event type its manager handles on ``bus``."""
         for event_type in self._type.handled_event_types():
@@ -391,6 +410,33 @@ class _Feeding(Generic[M, U]):
 
 def commands_of(manager: ProcessManager[Any] | None) -> tuple[Command[Any], ...]:
     return () if manager is None else manager.pull_commands()
+
+
+def dispatching(commands: Sequence[Command[Any]]) -> Flow[Command[Any], None]:
+    """Dispatch each of ``commands`` (committed already), in order, whether or not one fails.
+
+    A failing command handler does not keep the commands after it from their handlers: the
+    manager remembers its event as handled, so a redelivery would not bring them back. Its
+    exception, with a note naming the command, is raised once every command was tried (one
+    failure as it is, several as an ``ExceptionGroup``).
+    """
+    failures: list[Exception] = []
+    for command in commands:
+        try:
+            yield command
+        except Exception as failure:
+            failure.add_note(
+                f"raised by the handler of {type(command).__qualname__} {command.command_id}, "
+                "which a process manager asked for after its commit; the other commands "
+                "it asked for were dispatched"
+            )
+            failures.append(failure)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise ExceptionGroup(
+            f"{len(failures)} of {len(commands)} command handlers failed", failures
+        )
 
 
 class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
@@ -435,8 +481,7 @@ class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
     def __call__(self, event: DomainEvent) -> None:
         """Apply ``event`` to its process and commit, then dispatch the commands asked for."""
         commands = retry_on_conflict(lambda: self._apply(event))
-        for command in commands:
-            self._commands.dispatch(command)
+        run(dispatching(commands), self._commands.dispatch)
 
     def _apply(self, event: DomainEvent) -> tuple[Command[Any], ...]:
         uow = self._uow()
@@ -493,8 +538,7 @@ class AsyncProcessManagerHandler(_Feeding[M, AsyncUnitOfWork]):
     async def __call__(self, event: DomainEvent) -> None:
         """Apply ``event`` to its process and commit, then dispatch the commands asked for."""
         commands = await retry_on_conflict(self._apply)(event)
-        for command in commands:
-            await self._commands.dispatch_async(command)
+        await run_async(dispatching(commands), self._commands.dispatch_async)
 
     async def _apply(self, event: DomainEvent) -> tuple[Command[Any], ...]:
         uow = self._uow()

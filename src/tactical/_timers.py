@@ -91,7 +91,8 @@ def due_time(at: object) -> datetime:
 
     Raises:
         TypeError: ``at`` is not a datetime.
-        ValueError: ``at`` is naive (its time zone unknown).
+        ValueError: ``at`` is naive (its time zone unknown), or has no UTC time (its offset
+            takes it before year 1 or after year 9999).
     """
     if not isinstance(at, datetime):
         raise TypeError(f"a timer's due time must be a datetime, got {show(at)}")
@@ -99,7 +100,13 @@ def due_time(at: object) -> datetime:
         raise ValueError(
             f"a timer's due time must be timezone-aware, got the naive {at.isoformat()}"
         )
-    return at.astimezone(UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            f"a timer's due time must have a UTC time between years 1 and 9999, got "
+            f"{at.isoformat()}"
+        ) from None
 
 
 class TimerRequests:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -275,6 +275,21 @@ class TestRefusals:
         """Its time zone would be a guess."""
         with pytest.raises(ValueError, match="timezone-aware, got the naive 2030-06-01T12:00:00"):
             uow.schedule(ticked(), at=NOW.replace(tzinfo=None))
+
+    @pytest.mark.parametrize(
+        "at",
+        [
+            datetime.min.replace(tzinfo=timezone(timedelta(hours=5))),
+            datetime.max.replace(tzinfo=timezone(timedelta(hours=-5))),
+        ],
+    )
+    def test_a_time_with_no_utc_time_is_refused(
+        self, uow: InMemoryUnitOfWork, at: datetime
+    ) -> None:
+        """An offset that takes it out of years 1 to 9999 in UTC: a ValueError naming it, not
+        the OverflowError of astimezone()."""
+        with pytest.raises(ValueError, match=r"between years 1 and 9999, got (0001|9999)-"):
+            uow.schedule(ticked(), at=at)
 
     def test_a_time_that_is_not_a_datetime_is_refused(self, uow: InMemoryUnitOfWork) -> None:
         """A date or a number is not a due time."""

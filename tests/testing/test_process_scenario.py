@@ -292,6 +292,16 @@ class TestGiven:
         with pytest.raises(TypeError, match="expected a ProcessManager subclass or a manager"):
             given_process(LabelPrinted)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
 
+    def test_a_key_the_handlers_would_refuse_is_refused(self) -> None:
+        """A scenario does not start a process under a key no handler could store."""
+
+        class Unkeyed(PickupDeadline):
+            @ProcessManager.starts(LabelPrinted, key=lambda e: None)
+            def label_printed(self, event: LabelPrinted) -> None: ...
+
+        with pytest.raises(TypeError, match=r"when: the key= of .* read None"):
+            given_process(Unkeyed).when(LabelPrinted(uuid4(), "DHL"))
+
     def test_when_is_called_once_and_before_then(self, shipment_id: UUID) -> None:
         scenario: ProcessScenario[PickupDeadline] = given_process(PickupDeadline)
         with pytest.raises(RuntimeError, match="call when"):

@@ -85,4 +85,17 @@ class TestNarratedScenario:
         assert "event  PickupDeadlinePassed(shipment_id=17612345690" in out
         assert "reason=no pickup scan by the end of the pickup window" in out
         assert "1 timer fired: shipment 17612345690 is EXCEPTION." in out
-        assert "Delivering again fires nothing: 0 timers." in out
+        assert "A second round fires nothing: 0 timers." in out
+
+    def test_the_narration_is_the_same_on_every_run(self, narration: str) -> None:
+        """Ids, times and log lines come from the scenario, not from chance: two runs differ
+        only in the temporary directory's name."""
+        again = run_python("-m", "examples.shipping")
+        assert again.returncode == 0, again.stderr
+        first, *rest = narration.splitlines()
+        second, *rest_again = again.stdout.splitlines()
+        assert first.startswith("Shipping and inventory contexts on SQLite at ")
+        assert second.startswith("Shipping and inventory contexts on SQLite at ")
+        assert rest == rest_again
+        failure = "log    tactical.bus: event handler failed: in handler LabelStockKeeper"
+        assert failure in again.stdout

@@ -253,8 +253,8 @@ class InboxCore(Generic[U]):
         <tactical.CommandBus.dispatch_async>` by :class:`AsyncInboxConsumer` (whose
         command handlers may be ``async def``). They are dispatched once per handled
         event, never for a duplicate. A command handler that raises is logged at ERROR on
-        the ``tactical.outbox`` logger with the commands not dispatched after it, and the
-        message is still ``HANDLED`` (its effect is committed; a redelivery would be a
+        the ``tactical.outbox`` logger, the commands after it are dispatched all the same,
+        and the message is still ``HANDLED`` (its effect is committed; a redelivery would be a
         duplicate). A crash between the commit and the dispatch loses the commands: for
         one that must survive it, record an event and dispatch the command from that
         event's handler, itself fed through an inbox.
@@ -352,27 +352,25 @@ class InboxCore(Generic[U]):
     def _dispatching(
         self, message: OutboxMessage, dispatches: list[Dispatch]
     ) -> Flow[InboxOp, None]:
-        """Dispatch the commands a committed attempt asked for, in order, until one fails."""
+        """Dispatch the commands a committed attempt asked for, in order, each one whatever
+        the others do (a failure is logged: the message is handled, a redelivery a duplicate)."""
         if not dispatches:
             return
         with handling(message.correlation_id or message.event_id, message.event_id):
-            for done, dispatch in enumerate(dispatches):
+            for dispatch in dispatches:
                 try:
                     yield dispatch
                 except Exception:
-                    left = [type(d.command).__qualname__ for d in dispatches[done + 1 :]]
                     _log.error(
                         "consumer %s: %s event %s was handled and committed, but dispatching "
-                        "%s %s failed; not dispatched after it: %s",
+                        "%s %s failed (the other commands were dispatched)",
                         self._name,
                         message.event_type,
                         message.event_id,
                         type(dispatch.command).__qualname__,
                         dispatch.command.command_id,
-                        ", ".join(left) or "none",
                         exc_info=True,
                     )
-                    return
 
     def _within(self, body: Callable[[Any], Flow[InboxOp, R]]) -> Flow[InboxOp, R]:
         """``body(uow)`` inside a block of a new unit of work (``with uow:``)."""
