@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["backoff_bound", "jittered_delay"]
+__all__ = ["backoff_bound", "check_loop_waits", "jittered_delay"]
 
 
 def backoff_bound(retry: int, base_delay: float, max_delay: float) -> float:
@@ -22,3 +22,20 @@ def jittered_delay(retry: int, base_delay: float, max_delay: float, fraction: fl
     conflicted together spread apart instead of colliding again in step.
     """
     return fraction * backoff_bound(retry, base_delay, max_delay)
+
+
+def check_loop_waits(
+    idle_name: str, idle: float, initial_backoff: float, max_backoff: float
+) -> None:
+    """Refuse the waits of a worker's loop that would make it spin or never retry.
+
+    Raises:
+        ValueError: ``idle`` (named ``idle_name``), ``initial_backoff`` or ``max_backoff``
+            is not positive (``max_backoff`` below ``initial_backoff`` caps every pause).
+    """
+    if not idle > 0:
+        raise ValueError(f"{idle_name} must be positive, got {idle!r}")
+    if not initial_backoff > 0:
+        raise ValueError(f"initial_backoff must be positive, got {initial_backoff!r}")
+    if not max_backoff > 0:
+        raise ValueError(f"max_backoff must be positive, got {max_backoff!r}")

@@ -107,6 +107,32 @@ class TestRelayOnce:
 
 
 class TestRun:
+    @pytest.mark.parametrize(
+        ("worker", "options", "match"),
+        [
+            ("relay", {"idle_interval": 0}, "idle_interval must be positive, got 0"),
+            ("relay", {"initial_backoff": -1.0}, "initial_backoff must be positive, got -1.0"),
+            ("relay", {"max_backoff": 0.0}, "max_backoff must be positive, got 0.0"),
+            ("timer worker", {"poll_interval": 0.0}, "poll_interval must be positive, got 0.0"),
+        ],
+    )
+    def test_waits_that_would_spin_are_refused(
+        self,
+        side: Side,
+        sqlite_engine: sa.Engine,
+        worker: str,
+        options: dict[str, float],
+        match: str,
+    ) -> None:
+        """run() refuses a zero idle or poll interval (a busy loop) and backoffs that are not positive."""
+        running = (
+            side.relay(sqlite_engine, RecordingPublisher())
+            if worker == "relay"
+            else side.timer_worker(sqlite_engine)
+        )
+        with pytest.raises(ValueError, match=match):
+            running.run(threading.Event(), **options)
+
     def test_run_backs_off_while_publishing_fails_then_delivers(
         self, side: Side, engine: sa.Engine, caplog: pytest.LogCaptureFixture
     ) -> None:

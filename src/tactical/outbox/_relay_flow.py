@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import sqlalchemy as sa
+from tactical._backoff import check_loop_waits
 from tactical._flow import Flow
 from tactical._partitions import partition_key
 from tactical.outbox._leases import (
@@ -490,6 +491,7 @@ class RelayCore:
         self, idle_interval: float, initial_backoff: float, max_backoff: float
     ) -> Flow[LoopOp, None]:
         """Relay batches until stopped, backing off and logging while they fail."""
+        check_loop_waits("idle_interval", idle_interval, initial_backoff, max_backoff)
         if self._leases is not None and not idle_interval < self._lease_ttl:
             raise ValueError(
                 f"idle_interval ({idle_interval}s) must be shorter than lease_ttl "

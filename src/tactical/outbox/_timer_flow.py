@@ -22,6 +22,7 @@ from uuid import UUID
 from sqlalchemy.dialects import postgresql, sqlite
 
 import sqlalchemy as sa
+from tactical._backoff import check_loop_waits
 from tactical._clock import Clock, SystemClock
 from tactical._codec import DeserializationError, JsonCodec, UnknownTypeError
 from tactical._codec_values import show
@@ -299,6 +300,7 @@ class TimerCore:
         self, poll_interval: float, initial_backoff: float, max_backoff: float
     ) -> Flow[TimerLoopOp, None]:
         """Fire due timers until stopped, backing off and logging while the database fails."""
+        check_loop_waits("poll_interval", poll_interval, initial_backoff, max_backoff)
         failures = 0
         _log.info("timer worker started on the database at %s", self._database)
         while not (yield Stopped()):

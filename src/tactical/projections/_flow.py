@@ -52,6 +52,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 from sqlalchemy.dialects import postgresql, sqlite
 
 import sqlalchemy as sa
+from tactical._backoff import check_loop_waits
 from tactical._codec import JsonCodec
 from tactical._flow import Flow
 from tactical._model import DomainEvent
@@ -476,6 +477,7 @@ class ProjectionCore(Generic[P]):
         a backoff that grows with its consecutive failures, logged each time; the others go
         on at their own pace.
         """
+        check_loop_waits("idle_interval", idle_interval, initial_backoff, max_backoff)
         failures = dict.fromkeys(self._projections, 0)
         retry_at = dict.fromkeys(self._projections, 0.0)
         _log.info(
