@@ -42,6 +42,7 @@ from tactical.outbox._broker_partitions import partition_queue
 __all__ = [
     "MEMBERS_ARGUMENTS",
     "PARTITION_ARGUMENTS",
+    "Consuming",
     "Count",
     "Join",
     "Leave",
@@ -120,6 +121,17 @@ class Subscribe:
 
 
 @dataclass(frozen=True, slots=True)
+class Consuming:
+    """Whether ``partition``'s subscription still stands: its channel is open and the broker
+    did not cancel its consumer (it does when the queue is deleted, or its node goes down)."""
+
+    partition: int
+
+    def start(self, target: Any) -> Any:
+        return target.consuming(self.partition)
+
+
+@dataclass(frozen=True, slots=True)
 class Unsubscribe:
     """Close ``partition``'s channel: the broker requeues what it sent ahead, in order.
 
@@ -142,7 +154,7 @@ class Unlock:
         return target.unlock(self.queue)
 
 
-PartitionOp: TypeAlias = Join | Leave | Count | Lock | Subscribe | Unsubscribe | Unlock
+PartitionOp: TypeAlias = Join | Leave | Count | Lock | Subscribe | Consuming | Unsubscribe | Unlock
 
 
 class PartitionLocks:
@@ -196,6 +208,18 @@ class PartitionLocks:
         if not self._joined:
             yield Join(self.members, MEMBERS_ARGUMENTS)
             self._joined = True
+        for partition in sorted(self.owned):
+            # A lock held without its subscription would keep the partition from everyone:
+            # give it up, so that it is taken again (by this consumer or another).
+            if not (yield Consuming(partition)):
+                _log.warning(
+                    "%s: the subscription to partition %d of queues %r ended (the broker "
+                    "cancelled it or closed its channel): giving the partition up",
+                    self._label,
+                    partition,
+                    self.queue,
+                )
+                yield from self.release(partition)
         alive: int = yield Count(self.members, MEMBERS_ARGUMENTS)
         share = math.ceil(self.partitions / max(1, alive))
         while len(self.owned) > share:

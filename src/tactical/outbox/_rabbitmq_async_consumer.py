@@ -276,6 +276,7 @@ class _Consumption:
         self._heard = self._loop.time()
         self._channels: dict[int, aio_pika.abc.AbstractChannel] = {}
         self._members: tuple[aio_pika.abc.AbstractQueue, str] | None = None
+        self._cancelled: set[int] = set()  # partitions whose consumer the broker cancelled
 
     async def receive(self, seconds: float) -> _Delivery | None:
         with contextlib.suppress(TimeoutError):
@@ -361,9 +362,20 @@ class _Consumption:
         channel = self._channels[partition]
         await self._within(channel.set_qos(prefetch_count=self._prefetch), "setting the prefetch")
         consumed = await channel.get_queue(queue, ensure=False)
+        self._cancelled.discard(partition)
+
+        def cancelled(_frame: object) -> None:
+            self._cancelled.add(partition)
+
+        underlay = await channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(cancelled)
         await self._within(
             consumed.consume(_arrival(self._deliveries, partition)), f"consuming {queue!r}"
         )
+
+    async def consuming(self, partition: int) -> bool:
+        channel = self._channels.get(partition)
+        return channel is not None and not channel.is_closed and partition not in self._cancelled
 
     async def unsubscribe(self, partition: int) -> None:
         channel = self._channels.pop(partition, None)

@@ -1,0 +1,97 @@
+"""Adversarial cases of RabbitMQ's partition locks: subscriptions the broker ends, handovers.
+
+A partitioned consumer consumes a partition's queue only while it holds its lock (an
+exclusive queue on its connection); these tests make the broker end a subscription or a
+connection behind the consumer's back and check that every partition is consumed again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+from tests.outbox.brokers import AMQP_URL
+from tests.outbox.helpers import mirroring, mirrors
+from tests.outbox.sides import Side
+from tests.outbox.test_partitioned_consumers import (
+    PARTITIONS,
+    Partitioned,
+    made_partitioned,
+    ticks_in_rounds,
+    wait_for,
+)
+
+import sqlalchemy as sa
+from tactical.testing import CounterTicked
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+
+@pytest.fixture
+def on_rabbitmq() -> Iterator[Partitioned]:
+    """A unique exchange and queue prefix on RabbitMQ; deleted afterwards."""
+    with made_partitioned("rabbitmq") as made:
+        yield made
+
+
+def consumer_count(queue: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        declared = channel.queue_declare(queue=queue, passive=True)
+        return int(declared.method.consumer_count)
+    finally:
+        connection.close()
+
+
+def recreate(name: str, partition: int) -> None:
+    """Delete a partition's queue (its consumers are cancelled) and declare and bind it again."""
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        queue = f"{name}.{partition}"
+        channel.queue_delete(queue=queue)
+        channel.queue_declare(
+            queue=queue, durable=True, arguments={"x-single-active-consumer": True}
+        )
+        channel.queue_bind(queue=queue, exchange=name, routing_key=f"{partition}.#")
+    finally:
+        connection.close()
+
+
+class TestSubscriptionEndedByTheBroker:
+    def test_a_partition_whose_consumer_the_broker_cancelled_is_consumed_again(
+        self,
+        side: Side,
+        sqlite_engine: sa.Engine,
+        postgres_engine: sa.Engine,
+        on_rabbitmq: Partitioned,
+    ) -> None:
+        """The broker cancels the subscription (its queue was deleted, or its node went down)
+        while the consumer still holds the lock: the partition must not stay unconsumed."""
+        on_rabbitmq.declare()
+        inbox = side.inbox(postgres_engine)
+        inbox.subscribe(CounterTicked, side.handler(mirroring))
+        consumer: Any = on_rabbitmq.consumer(side, inbox)
+        stop = threading.Event()
+        thread = threading.Thread(target=consumer.run, args=(stop,), kwargs={"poll_interval": 0.1})
+        thread.start()
+        try:
+            wait_for(lambda: len(consumer.held_partitions) == PARTITIONS, seconds=30)
+            for partition in range(PARTITIONS):
+                recreate(on_rabbitmq.name, partition)
+            ids, rounds = ticks_in_rounds(sqlite_engine, counters=8, ticks=2)
+            publisher = on_rabbitmq.publisher()
+            for messages in rounds:
+                publisher.publish(messages)
+            expected = {i: [1, 2] for i in ids}
+            wait_for(lambda: mirrors(postgres_engine) == expected, seconds=30)
+            consumers = [consumer_count(f"{on_rabbitmq.name}.{p}") for p in range(PARTITIONS)]
+        finally:
+            stop.set()
+            thread.join(30)
+        assert mirrors(postgres_engine) == expected
+        assert consumers == [1] * PARTITIONS
