@@ -38,40 +38,49 @@ def on_rabbitmq() -> Iterator[Partitioned]:
 
 
 def consumer_count(queue: str) -> int:
+    """How many consumers ``queue`` has (0 if it does not exist)."""
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
         channel = connection.channel()
-        declared = channel.queue_declare(queue=queue, passive=True)
+        try:
+            declared = channel.queue_declare(queue=queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0
         return int(declared.method.consumer_count)
     finally:
-        connection.close()
+        if connection.is_open:
+            connection.close()
 
 
-def recreate(name: str, partition: int) -> None:
-    """Delete a partition's queue (its consumers are cancelled) and declare and bind it again."""
+def delete(name: str, partition: int, *, declare_again: bool) -> None:
+    """Delete a partition's queue (its consumer is cancelled); maybe declare and bind it again."""
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
         channel = connection.channel()
         queue = f"{name}.{partition}"
         channel.queue_delete(queue=queue)
-        channel.queue_declare(
-            queue=queue, durable=True, arguments={"x-single-active-consumer": True}
-        )
-        channel.queue_bind(queue=queue, exchange=name, routing_key=f"{partition}.#")
+        if declare_again:
+            channel.queue_declare(
+                queue=queue, durable=True, arguments={"x-single-active-consumer": True}
+            )
+            channel.queue_bind(queue=queue, exchange=name, routing_key=f"{partition}.#")
     finally:
         connection.close()
 
 
 class TestSubscriptionEndedByTheBroker:
+    @pytest.mark.parametrize("declare_again", [True, False], ids=["declared-again", "deleted"])
     def test_a_partition_whose_consumer_the_broker_cancelled_is_consumed_again(
         self,
+        declare_again: bool,
         side: Side,
         sqlite_engine: sa.Engine,
         postgres_engine: sa.Engine,
         on_rabbitmq: Partitioned,
     ) -> None:
         """The broker cancels the subscription (its queue was deleted, or its node went down)
-        while the consumer still holds the lock: the partition must not stay unconsumed."""
+        while the consumer still holds the lock: the partition must not stay unconsumed. A
+        queue left deleted is declared and bound again by the consumer that takes it."""
         on_rabbitmq.declare()
         inbox = side.inbox(postgres_engine)
         inbox.subscribe(CounterTicked, side.handler(mirroring))
@@ -82,14 +91,18 @@ class TestSubscriptionEndedByTheBroker:
         try:
             wait_for(lambda: len(consumer.held_partitions) == PARTITIONS, seconds=30)
             for partition in range(PARTITIONS):
-                recreate(on_rabbitmq.name, partition)
+                delete(on_rabbitmq.name, partition, declare_again=declare_again)
+            # What is published while a queue is missing is dropped by the exchange: wait
+            # until every partition is consumed again (declared, bound, subscribed).
+            queues = [f"{on_rabbitmq.name}.{p}" for p in range(PARTITIONS)]
+            wait_for(lambda: [consumer_count(q) for q in queues] == [1] * PARTITIONS, seconds=30)
             ids, rounds = ticks_in_rounds(sqlite_engine, counters=8, ticks=2)
             publisher = on_rabbitmq.publisher()
             for messages in rounds:
                 publisher.publish(messages)
             expected = {i: [1, 2] for i in ids}
             wait_for(lambda: mirrors(postgres_engine) == expected, seconds=30)
-            consumers = [consumer_count(f"{on_rabbitmq.name}.{p}") for p in range(PARTITIONS)]
+            consumers = [consumer_count(q) for q in queues]
         finally:
             stop.set()
             thread.join(30)

@@ -52,6 +52,7 @@ __all__ = [
     "Subscribe",
     "Unlock",
     "Unsubscribe",
+    "binding_keys",
 ]
 
 _log = logging.getLogger("tactical.outbox")
@@ -61,6 +62,11 @@ PARTITION_ARGUMENTS: dict[str, Any] = {"x-single-active-consumer": True}
 
 MEMBERS_ARGUMENTS: dict[str, Any] = {"x-max-length": 0}
 """The members queue's: it holds no message (one published to it by name is dropped)."""
+
+
+def binding_keys(partition: int, routing_keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys ``partition``'s queue is bound with: each of ``routing_keys`` after ``<p>.``."""
+    return tuple(f"{partition}.{key}" for key in routing_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +117,17 @@ class Lock:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Consume ``queue`` on ``partition``'s channel, with the consumer's prefetch."""
+    """Bind ``queue`` to ``exchange`` with ``keys`` (again: a queue deleted and declared
+    anew has no binding), then consume it on ``partition``'s channel, with the consumer's
+    prefetch."""
 
     partition: int
     queue: str
+    exchange: str
+    keys: tuple[str, ...]
 
     def start(self, target: Any) -> Any:
-        return target.subscribe(self.partition, self.queue)
+        return target.subscribe(self.partition, self.queue, self.exchange, self.keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +175,8 @@ class PartitionLocks:
         partitions: How many partitions there are.
         interval: Seconds between two looks at the members and the partitions.
         label: Who logs.
+        exchange: The exchange the partition queues are bound to.
+        routing_keys: The consumer's binding keys (``<p>.<key>`` binds partition ``p``).
         report: Called with the partitions owned whenever they changed (the ownership gauge).
     """
 
@@ -175,6 +187,8 @@ class PartitionLocks:
         partitions: int,
         interval: float,
         label: str,
+        exchange: str,
+        routing_keys: tuple[str, ...],
         report: Callable[[frozenset[int]], None] = lambda owned: None,
     ) -> None:
         self.queue = queue
@@ -182,6 +196,8 @@ class PartitionLocks:
         self.interval = interval
         self.owned: set[int] = set()
         self._label = label
+        self._exchange = exchange
+        self._routing_keys = routing_keys
         self._report = report
         self._joined = False
         self._balanced = -math.inf
@@ -236,7 +252,8 @@ class PartitionLocks:
             if not (yield Lock(partition, self.lock_of(partition))):
                 continue
             self.owned.add(partition)
-            yield Subscribe(partition, queue)
+            keys = binding_keys(partition, self._routing_keys)
+            yield Subscribe(partition, queue, self._exchange, keys)
             self._report(frozenset(self.owned))
             _log.info(
                 "%s took partition %d of queues %r (%d consumer%s)",

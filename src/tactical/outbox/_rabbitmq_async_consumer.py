@@ -358,10 +358,14 @@ class _Consumption:
         self._channels[partition] = channel
         return True
 
-    async def subscribe(self, partition: int, queue: str) -> None:
+    async def subscribe(
+        self, partition: int, queue: str, exchange: str, keys: tuple[str, ...]
+    ) -> None:
         channel = self._channels[partition]
-        await self._within(channel.set_qos(prefetch_count=self._prefetch), "setting the prefetch")
         consumed = await channel.get_queue(queue, ensure=False)
+        for key in keys:
+            await self._within(consumed.bind(exchange, routing_key=key), f"binding {queue!r}")
+        await self._within(channel.set_qos(prefetch_count=self._prefetch), "setting the prefetch")
         self._cancelled.discard(partition)
 
         def cancelled(_frame: object) -> None:

@@ -505,7 +505,7 @@ class _Consumption:
         self._channels[partition] = channel
         return True
 
-    def subscribe(self, partition: int, queue: str) -> None:
+    def subscribe(self, partition: int, queue: str, exchange: str, keys: tuple[str, ...]) -> None:
         channel = self._channels[partition]
         self._cancelled.discard(partition)
 
@@ -514,6 +514,8 @@ class _Consumption:
 
         channel.add_on_cancel_callback(cancelled)
         with answer_within(self._connection, self._timeout, f"consuming {queue!r}"):
+            for key in keys:
+                channel.queue_bind(queue=queue, exchange=exchange, routing_key=key)
             channel.basic_qos(prefetch_count=self._prefetch)
             channel.basic_consume(queue, self._arrival(partition))
 
