@@ -15,7 +15,7 @@ import pika
 import pytest
 from tests.outbox.brokers import AMQP_URL
 from tests.outbox.helpers import mirroring, mirrors
-from tests.outbox.sides import Side
+from tests.outbox.sides import Side, SyncSide
 from tests.outbox.test_partitioned_consumers import (
     PARTITIONS,
     Partitioned,
@@ -108,3 +108,53 @@ class TestSubscriptionEndedByTheBroker:
             thread.join(30)
         assert mirrors(postgres_engine) == expected
         assert consumers == [1] * PARTITIONS
+
+
+def start(consumer: Any) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=consumer.run,
+        args=(stop,),
+        kwargs={"poll_interval": 0.1, "initial_backoff": 0.1, "max_backoff": 1.0},
+    )
+    thread.start()
+    return thread, stop
+
+
+class TestUnevenShares:
+    @pytest.mark.parametrize(("count", "ceiling"), [(3, 3), (5, 2)])
+    def test_consumers_settle_on_ceil_shares_covering_every_partition_and_stay(
+        self, count: int, ceiling: int, postgres_engine: sa.Engine, on_rabbitmq: Partitioned
+    ) -> None:
+        """3 or 5 consumers on 8 partitions: every partition held, none above the ceiling,
+        and the holdings then stay put over several balance intervals (no thrash)."""
+        side = SyncSide()
+        consumers = [
+            on_rabbitmq.consumer(side, side.inbox(postgres_engine), partitions=8)
+            for _ in range(count)
+        ]
+        running = [start(consumer) for consumer in consumers]
+
+        def held() -> list[frozenset[int]]:
+            return [c.held_partitions for c in consumers]
+
+        def settled() -> bool:
+            now = held()
+            return max(map(len, now)) <= ceiling and frozenset().union(*now) == set(range(8))
+
+        try:
+            wait_for(settled, seconds=60)
+            first = held()
+            later = []
+            for _ in range(6):  # about six balance intervals
+                threading.Event().wait(1.0)
+                later.append(held())
+        finally:
+            for _, stop in running:
+                stop.set()
+            for thread, _ in running:
+                thread.join(30)
+        assert max(map(len, first)) <= ceiling
+        assert sum(map(len, first)) == 8  # each partition held once
+        assert frozenset().union(*first) == set(range(8))
+        assert later == [first] * 6
