@@ -13,11 +13,12 @@ from typing import Any
 
 import pika
 import pytest
-from tests.outbox.brokers import AMQP_URL
+from tests.outbox.brokers import AMQP_URL, TcpProxy
 from tests.outbox.helpers import mirroring, mirrors
 from tests.outbox.sides import Side, SyncSide
 from tests.outbox.test_partitioned_consumers import (
     PARTITIONS,
+    Handling,
     Partitioned,
     made_partitioned,
     ticks_in_rounds,
@@ -158,3 +159,61 @@ class TestUnevenShares:
         assert sum(map(len, first)) == 8  # each partition held once
         assert frozenset().union(*first) == set(range(8))
         assert later == [first] * 6
+
+
+class TestConnectionLostWhileHoldingPartitions:
+    def test_a_silenced_consumers_partitions_are_taken_over_in_order_and_shared_again(
+        self,
+        side: Side,
+        sqlite_engine: sa.Engine,
+        postgres_engine: sa.Engine,
+        on_rabbitmq: Partitioned,
+        rabbit_proxy: TcpProxy,
+    ) -> None:
+        """One of two consumers loses its network (its connection silenced in both ways) while
+        holding its partitions and events keep coming: every event is applied once and in
+        order, and once it reconnected the two share the partitions again."""
+        on_rabbitmq.declare()
+        handling = Handling()
+        consumers: list[Any] = []
+        for name, url in (
+            ("a", f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/%2F"),
+            ("b", AMQP_URL),
+        ):
+            inbox = side.inbox(postgres_engine)
+            inbox.subscribe(CounterTicked, side.handler(handling.handler(name)))
+            consumers.append(
+                side.rabbit_consumer(
+                    inbox,
+                    url,
+                    queue=on_rabbitmq.name,
+                    exchange=on_rabbitmq.name,
+                    partitions=PARTITIONS,
+                    heartbeat=1,
+                    timeout=1.0,
+                )
+            )
+        running = [start(consumer) for consumer in consumers]
+        publisher = on_rabbitmq.publisher()
+        ids, rounds = ticks_in_rounds(sqlite_engine, counters=12, ticks=10)
+        try:
+            wait_for(lambda: [len(c.held_partitions) for c in consumers] == [2, 2], seconds=30)
+            for messages in rounds[:5]:
+                publisher.publish(messages)
+            silenced = rabbit_proxy.silence()
+            for messages in rounds[5:]:
+                publisher.publish(messages)
+                threading.Event().wait(0.2)
+            expected = {i: list(range(1, 11)) for i in ids}
+            wait_for(lambda: mirrors(postgres_engine) == expected, seconds=60)
+            wait_for(lambda: [len(c.held_partitions) for c in consumers] == [2, 2], seconds=60)
+            shares = [c.held_partitions for c in consumers]
+        finally:
+            for _, stop in running:
+                stop.set()
+            for thread, _ in running:
+                thread.join(30)
+        assert silenced == 1
+        assert mirrors(postgres_engine) == expected
+        assert [len(s) for s in shares] == [2, 2]
+        assert shares[0] | shares[1] == set(range(PARTITIONS))
