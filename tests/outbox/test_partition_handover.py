@@ -7,12 +7,15 @@ connection behind the consumer's back and check that every partition is consumed
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pika
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 from tests.outbox.brokers import AMQP_URL, TcpProxy
 from tests.outbox.helpers import mirroring, mirrors
 from tests.outbox.sides import Side, SyncSide
@@ -26,6 +29,8 @@ from tests.outbox.test_partitioned_consumers import (
 )
 
 import sqlalchemy as sa
+from tactical.outbox import AsyncInboxConsumer
+from tactical.outbox.rabbitmq import AsyncRabbitMQConsumer
 from tactical.testing import CounterTicked
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -217,3 +222,49 @@ class TestConnectionLostWhileHoldingPartitions:
         assert mirrors(postgres_engine) == expected
         assert [len(s) for s in shares] == [2, 2]
         assert shares[0] | shares[1] == set(range(PARTITIONS))
+
+
+class TestCancelledAsyncConsumer:
+    def test_cancelling_run_gives_the_partitions_up_and_closes_the_connection(
+        self, on_rabbitmq: Partitioned, rabbit_proxy: TcpProxy
+    ) -> None:
+        """The task running an async consumer is cancelled: its partitions are free at once
+        and its connection is closed, not left open (heartbeating, holding nothing)."""
+        url = f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/%2F"
+
+        async def scenario() -> tuple[frozenset[int], int, int]:
+            engine = create_async_engine("sqlite+aiosqlite:///:memory:")
+            consumer = AsyncRabbitMQConsumer(
+                AsyncInboxConsumer(engine, "mirror"),
+                url,
+                queue=on_rabbitmq.name,
+                exchange=on_rabbitmq.name,
+                partitions=PARTITIONS,
+            )
+            task = asyncio.create_task(consumer.run(asyncio.Event(), poll_interval=0.1))
+            try:
+                for _ in range(300):
+                    if len(consumer.held_partitions) == PARTITIONS:
+                        break
+                    await asyncio.sleep(0.1)
+                held = consumer.held_partitions
+                opened = rabbit_proxy.open_connections()
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                for _ in range(100):
+                    if rabbit_proxy.open_connections() == 0:
+                        break
+                    await asyncio.sleep(0.1)
+                return held, opened, rabbit_proxy.open_connections()
+            finally:
+                await consumer.close()
+                await engine.dispose()
+
+        held, opened, after = asyncio.run(scenario())
+        queues = [f"{on_rabbitmq.name}.{p}" for p in range(PARTITIONS)]
+        assert held == set(range(PARTITIONS))
+        assert opened == 1
+        assert after == 0
+        assert [consumer_count(q) for q in queues] == [0] * PARTITIONS
+        assert consumer_count(f"{on_rabbitmq.name}.consumers") == 0

@@ -52,8 +52,9 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
     heartbeats) and replaced; connecting, declaring, cancelling and closing are each
     bounded by ``timeout``. So :meth:`run` notices a dead broker within about ``heartbeat``
     seconds, logs it with the broker's address, reconnects, and returns within about
-    ``timeout`` seconds of a stop request (or at once when its task is cancelled; the
-    delivery being handled then goes back to the queue).
+    ``timeout`` seconds of a stop request (or when its task is cancelled: the delivery
+    being handled then goes back to the queue, and the connection is closed, as after a
+    stop, within ``timeout``).
 
     Args:
         inbox: Handles the events (awaited).
