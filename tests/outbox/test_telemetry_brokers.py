@@ -236,9 +236,9 @@ class TestPartitions:
     ) -> None:
         """Sync and async, RabbitMQ and Redis: the partition's queue or stream, and its gauge.
 
-        While handling, the consumer owns the message's partition (RabbitMQ: the queues
-        that delivered to it; Redis: every partition it holds the lease of, all four for a
-        lone consumer); once it stopped consuming, it owns none.
+        While handling, the consumer owns every partition it holds the lock (RabbitMQ) or
+        the lease (Redis) of: all four for a lone consumer; once it stopped consuming, it
+        owns none.
         """
         partitioned.declare()
         (counter_id,) = commit_ticks(sqlite_engine, counters=1, ticks=1)
@@ -277,7 +277,5 @@ class TestPartitions:
         (while_handling,) = seen
         assert set(while_handling) == set(range(PARTITIONS))
         owned = {p for p, value in while_handling.items() if value == 1}
-        assert owned == (
-            {partition} if partitioned.broker == "rabbitmq" else set(range(PARTITIONS))
-        )
+        assert owned == set(range(PARTITIONS))
         assert set(owned_points(otel, "mirror").values()) == {0}
