@@ -168,7 +168,10 @@ class TcpProxy:
                 self._silences.append(silenced)
             for source, target in ((client, server), (server, client)):
                 pump = threading.Thread(
-                    target=self._pump, args=(source, target, silenced), daemon=True
+                    target=self._pump,
+                    args=(source, target, silenced),
+                    daemon=True,
+                    name="tcp-proxy-pump",
                 )
                 pump.start()
                 self._threads.append(pump)
@@ -187,6 +190,12 @@ class TcpProxy:
         for sock in (source, target):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def open_connections(self) -> int:
+        """How many connections are still forwarded (neither end closed its side)."""
+        with self._lock:
+            threads = list(self._threads)
+        return sum(t.is_alive() for t in threads if t.name == "tcp-proxy-pump") // 2
 
     def pause(self) -> None:
         """Stop forwarding (what arrives is held, not lost), keeping connections open."""

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from tactical._flow import Flow
-from tactical.outbox._amqp_partitions import PARTITION_ARGUMENTS, PartitionLocks, PartitionOp
+from tactical.outbox._amqp_partitions import (
+    PARTITION_ARGUMENTS,
+    PartitionLocks,
+    PartitionOp,
+    binding_keys,
+)
 from tactical.outbox._broker_partitions import (
     PARTITIONS_HEADER,
     broker_partitions,
@@ -316,6 +321,8 @@ class AmqpConsumer(Generic[U]):
                 partitions=partitions,
                 interval=balance_interval,
                 label=self._label,
+                exchange=exchange,
+                routing_keys=self._routing_keys,
                 report=functools.partial(
                     record_consumer_partitions,
                     "rabbitmq",
@@ -382,7 +389,7 @@ class AmqpConsumer(Generic[U]):
         """The routing keys a queue is bound with: each of ``routing_keys``, in its partition."""
         if partition is None:
             return self._routing_keys
-        return tuple(f"{partition}.{key}" for key in self._routing_keys)
+        return binding_keys(partition, self._routing_keys)
 
     def _setup(self) -> None:
         raise NotImplementedError

@@ -42,6 +42,7 @@ from tactical.outbox._broker_partitions import partition_queue
 __all__ = [
     "MEMBERS_ARGUMENTS",
     "PARTITION_ARGUMENTS",
+    "Consuming",
     "Count",
     "Join",
     "Leave",
@@ -51,6 +52,7 @@ __all__ = [
     "Subscribe",
     "Unlock",
     "Unsubscribe",
+    "binding_keys",
 ]
 
 _log = logging.getLogger("tactical.outbox")
@@ -60,6 +62,11 @@ PARTITION_ARGUMENTS: dict[str, Any] = {"x-single-active-consumer": True}
 
 MEMBERS_ARGUMENTS: dict[str, Any] = {"x-max-length": 0}
 """The members queue's: it holds no message (one published to it by name is dropped)."""
+
+
+def binding_keys(partition: int, routing_keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys ``partition``'s queue is bound with: each of ``routing_keys`` after ``<p>.``."""
+    return tuple(f"{partition}.{key}" for key in routing_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +117,28 @@ class Lock:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Consume ``queue`` on ``partition``'s channel, with the consumer's prefetch."""
+    """Bind ``queue`` to ``exchange`` with ``keys`` (again: a queue deleted and declared
+    anew has no binding), then consume it on ``partition``'s channel, with the consumer's
+    prefetch."""
 
     partition: int
     queue: str
+    exchange: str
+    keys: tuple[str, ...]
 
     def start(self, target: Any) -> Any:
-        return target.subscribe(self.partition, self.queue)
+        return target.subscribe(self.partition, self.queue, self.exchange, self.keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Consuming:
+    """Whether ``partition``'s subscription still stands: its channel is open and the broker
+    did not cancel its consumer (it does when the queue is deleted, or its node goes down)."""
+
+    partition: int
+
+    def start(self, target: Any) -> Any:
+        return target.consuming(self.partition)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +164,7 @@ class Unlock:
         return target.unlock(self.queue)
 
 
-PartitionOp: TypeAlias = Join | Leave | Count | Lock | Subscribe | Unsubscribe | Unlock
+PartitionOp: TypeAlias = Join | Leave | Count | Lock | Subscribe | Consuming | Unsubscribe | Unlock
 
 
 class PartitionLocks:
@@ -153,6 +175,8 @@ class PartitionLocks:
         partitions: How many partitions there are.
         interval: Seconds between two looks at the members and the partitions.
         label: Who logs.
+        exchange: The exchange the partition queues are bound to.
+        routing_keys: The consumer's binding keys (``<p>.<key>`` binds partition ``p``).
         report: Called with the partitions owned whenever they changed (the ownership gauge).
     """
 
@@ -163,6 +187,8 @@ class PartitionLocks:
         partitions: int,
         interval: float,
         label: str,
+        exchange: str,
+        routing_keys: tuple[str, ...],
         report: Callable[[frozenset[int]], None] = lambda owned: None,
     ) -> None:
         self.queue = queue
@@ -170,6 +196,8 @@ class PartitionLocks:
         self.interval = interval
         self.owned: set[int] = set()
         self._label = label
+        self._exchange = exchange
+        self._routing_keys = routing_keys
         self._report = report
         self._joined = False
         self._balanced = -math.inf
@@ -196,6 +224,18 @@ class PartitionLocks:
         if not self._joined:
             yield Join(self.members, MEMBERS_ARGUMENTS)
             self._joined = True
+        for partition in sorted(self.owned):
+            # A lock held without its subscription would keep the partition from everyone:
+            # give it up, so that it is taken again (by this consumer or another).
+            if not (yield Consuming(partition)):
+                _log.warning(
+                    "%s: the subscription to partition %d of queues %r ended (the broker "
+                    "cancelled it or closed its channel): giving the partition up",
+                    self._label,
+                    partition,
+                    self.queue,
+                )
+                yield from self.release(partition)
         alive: int = yield Count(self.members, MEMBERS_ARGUMENTS)
         share = math.ceil(self.partitions / max(1, alive))
         while len(self.owned) > share:
@@ -212,7 +252,8 @@ class PartitionLocks:
             if not (yield Lock(partition, self.lock_of(partition))):
                 continue
             self.owned.add(partition)
-            yield Subscribe(partition, queue)
+            keys = binding_keys(partition, self._routing_keys)
+            yield Subscribe(partition, queue, self._exchange, keys)
             self._report(frozenset(self.owned))
             _log.info(
                 "%s took partition %d of queues %r (%d consumer%s)",

@@ -83,25 +83,36 @@ def consumer_loop(
     """
     failures = 0
     _log.info("%s started on %s at %s", label, source, address)
-    while not (yield Stopped()):
-        try:
-            yield Step("connect")
-            if connected_is_up:
+    try:
+        while not (yield Stopped()):
+            try:
+                yield Step("connect")
+                if connected_is_up:
+                    failures = _back(label, source, address, failures)
+                yield Step("consume")
                 failures = _back(label, source, address, failures)
-            yield Step("consume")
-            failures = _back(label, source, address, failures)
-        except Exception as error:
-            failures += 1
+            except Exception as error:
+                failures += 1
+                yield Step("close")
+                delay = backoff_delay(failures, initial_backoff, max_backoff)
+                _log.warning(
+                    "%s: %s (attempt %d); retrying in %.1fs",
+                    label,
+                    what_failed(error),
+                    failures,
+                    delay,
+                )
+                yield Wait(delay)
+    except GeneratorExit:
+        raise
+    except BaseException:
+        # Cancelled (or interrupted): close as a stop would (a RabbitMQ connection, with
+        # its locks and subscriptions; Redis leases), then go on up.
+        try:
             yield Step("close")
-            delay = backoff_delay(failures, initial_backoff, max_backoff)
-            _log.warning(
-                "%s: %s (attempt %d); retrying in %.1fs",
-                label,
-                what_failed(error),
-                failures,
-                delay,
-            )
-            yield Wait(delay)
+        except Exception:
+            _log.debug("%s: closing after a cancellation failed", label, exc_info=True)
+        raise
     yield Step("close")
     _log.info("%s stopped", label)
 

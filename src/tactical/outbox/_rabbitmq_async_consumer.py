@@ -52,8 +52,9 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
     heartbeats) and replaced; connecting, declaring, cancelling and closing are each
     bounded by ``timeout``. So :meth:`run` notices a dead broker within about ``heartbeat``
     seconds, logs it with the broker's address, reconnects, and returns within about
-    ``timeout`` seconds of a stop request (or at once when its task is cancelled; the
-    delivery being handled then goes back to the queue).
+    ``timeout`` seconds of a stop request (or when its task is cancelled: the delivery
+    being handled then goes back to the queue, and the connection is closed, as after a
+    stop, within ``timeout``).
 
     Args:
         inbox: Handles the events (awaited).
@@ -276,6 +277,7 @@ class _Consumption:
         self._heard = self._loop.time()
         self._channels: dict[int, aio_pika.abc.AbstractChannel] = {}
         self._members: tuple[aio_pika.abc.AbstractQueue, str] | None = None
+        self._cancelled: set[int] = set()  # partitions whose consumer the broker cancelled
 
     async def receive(self, seconds: float) -> _Delivery | None:
         with contextlib.suppress(TimeoutError):
@@ -357,13 +359,28 @@ class _Consumption:
         self._channels[partition] = channel
         return True
 
-    async def subscribe(self, partition: int, queue: str) -> None:
+    async def subscribe(
+        self, partition: int, queue: str, exchange: str, keys: tuple[str, ...]
+    ) -> None:
         channel = self._channels[partition]
-        await self._within(channel.set_qos(prefetch_count=self._prefetch), "setting the prefetch")
         consumed = await channel.get_queue(queue, ensure=False)
+        for key in keys:
+            await self._within(consumed.bind(exchange, routing_key=key), f"binding {queue!r}")
+        await self._within(channel.set_qos(prefetch_count=self._prefetch), "setting the prefetch")
+        self._cancelled.discard(partition)
+
+        def cancelled(_frame: object) -> None:
+            self._cancelled.add(partition)
+
+        underlay = await channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(cancelled)
         await self._within(
             consumed.consume(_arrival(self._deliveries, partition)), f"consuming {queue!r}"
         )
+
+    async def consuming(self, partition: int) -> bool:
+        channel = self._channels.get(partition)
+        return channel is not None and not channel.is_closed and partition not in self._cancelled
 
     async def unsubscribe(self, partition: int) -> None:
         channel = self._channels.pop(partition, None)

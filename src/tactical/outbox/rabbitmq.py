@@ -423,6 +423,7 @@ class _Consumption:
         self._arrived: deque[_Delivery] = deque()
         self._channels: dict[int, Any] = {}  # partition -> the channel it is consumed on
         self._members: str | None = None  # the members queue's consumer tag
+        self._cancelled: set[int] = set()  # partitions whose consumer the broker cancelled
 
     def receive(self, seconds: float) -> _Delivery | None:
         if self._tags is None:
@@ -504,11 +505,23 @@ class _Consumption:
         self._channels[partition] = channel
         return True
 
-    def subscribe(self, partition: int, queue: str) -> None:
+    def subscribe(self, partition: int, queue: str, exchange: str, keys: tuple[str, ...]) -> None:
         channel = self._channels[partition]
+        self._cancelled.discard(partition)
+
+        def cancelled(_frame: object) -> None:
+            self._cancelled.add(partition)
+
+        channel.add_on_cancel_callback(cancelled)
         with answer_within(self._connection, self._timeout, f"consuming {queue!r}"):
+            for key in keys:
+                channel.queue_bind(queue=queue, exchange=exchange, routing_key=key)
             channel.basic_qos(prefetch_count=self._prefetch)
             channel.basic_consume(queue, self._arrival(partition))
+
+    def consuming(self, partition: int) -> bool:
+        channel = self._channels.get(partition)
+        return channel is not None and channel.is_open and partition not in self._cancelled
 
     def unsubscribe(self, partition: int) -> None:
         channel = self._channels.pop(partition, None)
