@@ -519,6 +519,13 @@ class TestRelayProcesses:
                     )
                     workers[0].send_signal(signal.SIGKILL)
                     assert workers[0].wait(30) == -signal.SIGKILL
+                    # Within lease_ttl plus one idle_interval (about 2 s unloaded), with a
+                    # margin for a loaded machine's scheduling; not a timing assertion.
+                    wait_until(
+                        lambda: names[0] not in set(lease_owners(postgres_engine).values()),
+                        "the takeover of the killed relay's partitions",
+                        seconds=2 + 30,
+                    )
             wait_until(
                 lambda: pending_count(postgres_engine) == 0, "publishing every row", seconds=60
             )

@@ -51,7 +51,8 @@ DEFAULT_LEASE_TTL: float = 10.0
 """Seconds a partitioned relay's lease on a partition lasts unless renewed (at every batch).
 
 A relay killed without a clean stop has its partitions taken over by the others within
-``lease_ttl`` plus one ``idle_interval``.
+``lease_ttl`` plus one ``idle_interval`` (``max(lease_ttl, 2)`` when its host vanished
+mid-batch: the server notices through TCP keepalives scaled to the lease).
 
 .. versionadded:: 0.2.0
 """
