@@ -31,7 +31,8 @@ from tests.outbox.helpers import (
 from tests.outbox.sides import AsyncSide, Relay, Side, make_side
 
 import sqlalchemy as sa
-from tactical.outbox import OutboxMessage, partition_of
+from tactical.outbox import OutboxMessage, OutboxRelay, partition_of
+from tactical.outbox._leases import keepalive_settings
 from tactical.sqlalchemy import outbox_table, relay_leases_table, relays_table
 
 PARTITIONS = 16
@@ -160,6 +161,46 @@ class TestConstruction:
         assert (relay.name, relay.partitions, relay.owned_partitions) == ("r-1", 8, frozenset())
         plain = api_side.relay(postgres_engine, RecordingPublisher())
         assert (plain.name, plain.partitions) == (None, None)
+
+
+class TestVanishedRelays:
+    @pytest.mark.parametrize("lease_ttl", [0.2, 1.0, 2.0, 2.5, 10.0, 600.0])
+    def test_the_server_notices_a_vanished_relay_within_about_a_lease(
+        self, lease_ttl: float
+    ) -> None:
+        """Probes start after half a lease and give up after about one (never under 2 s)."""
+        settings = keepalive_settings(lease_ttl)
+        idle, interval, count = (
+            int(settings[name])
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        )
+        assert min(idle, interval, count) >= 1
+        assert idle + interval * count <= max(lease_ttl, 2.0)
+        assert int(settings["tcp_user_timeout"]) == max(1000, round(lease_ttl * 1000))
+
+    @pytest.mark.postgres
+    def test_a_batch_holds_its_leases_with_the_keepalives_of_its_lease(
+        self, postgres_engine: sa.Engine
+    ) -> None:
+        """The batch's transaction has the server probe the relay; the pooled session, not."""
+        names = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        query = "SELECT " + ", ".join(f"current_setting('{name}')" for name in names)
+        seen: list[tuple[str, ...]] = []
+
+        def before_commit(connection: sa.Connection) -> None:
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute(query)
+            seen.append(tuple(cursor.fetchone()))
+
+        sa.event.listen(postgres_engine, "commit", before_commit)
+        try:
+            relay = OutboxRelay(postgres_engine, RecordingPublisher(), partitions=4, lease_ttl=6)
+            relay.relay_once()
+        finally:
+            sa.event.remove(postgres_engine, "commit", before_commit)
+        assert ("3", "1", "3") in seen
+        with postgres_engine.connect() as connection:
+            assert connection.exec_driver_sql(query).one() != ("3", "1", "3")
 
 
 @pytest.mark.postgres
@@ -485,6 +526,13 @@ class TestRelayProcesses:
                     )
                     workers[0].send_signal(signal.SIGKILL)
                     assert workers[0].wait(30) == -signal.SIGKILL
+                    # Within lease_ttl plus one idle_interval (about 2 s unloaded), with a
+                    # margin for a loaded machine's scheduling; not a timing assertion.
+                    wait_until(
+                        lambda: names[0] not in set(lease_owners(postgres_engine).values()),
+                        "the takeover of the killed relay's partitions",
+                        seconds=2 + 30,
+                    )
             wait_until(
                 lambda: pending_count(postgres_engine) == 0, "publishing every row", seconds=60
             )

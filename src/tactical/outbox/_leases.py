@@ -34,6 +34,7 @@ __all__ = [
     "check_partitioned",
     "fair_share",
     "fill_key_statement",
+    "keepalive_settings",
     "unkeyed_aggregates",
 ]
 
@@ -50,7 +51,8 @@ DEFAULT_LEASE_TTL: float = 10.0
 """Seconds a partitioned relay's lease on a partition lasts unless renewed (at every batch).
 
 A relay killed without a clean stop has its partitions taken over by the others within
-``lease_ttl`` plus one ``idle_interval``.
+``lease_ttl`` plus one ``idle_interval`` (``max(lease_ttl, 2)`` when its host vanished
+mid-batch: the server notices through TCP keepalives scaled to the lease).
 
 .. versionadded:: 0.2.0
 """
@@ -126,6 +128,27 @@ def fill_key_statement(aggregate_type: str, aggregate_id: str, key: int) -> sa.U
     )
 
 
+def keepalive_settings(lease_ttl: float) -> dict[str, str]:
+    """The server-side TCP settings of a partitioned relay's batch, scaled to ``lease_ttl``.
+
+    A relay that dies with its host (power, network) leaves its batch's transaction open
+    on the server, holding its lease rows locked, until PostgreSQL notices that the client
+    is gone: by default after hours of TCP keepalive. With these settings the server probes
+    an idle socket after half a lease, once a second, and gives up after about one lease
+    (at least 2 s), or when data it sent stays unacknowledged for one lease: the
+    transaction rolls back and the leases can be taken once they expire. A relay that is
+    alive answers the probes from its kernel, however slow its publish. (A SIGKILLed
+    process on a host that lives on is noticed at once: its kernel closes the socket.)
+    """
+    half = max(1, math.floor(lease_ttl / 2))
+    return {
+        "tcp_keepalives_idle": str(half),
+        "tcp_keepalives_interval": "1",
+        "tcp_keepalives_count": str(half),
+        "tcp_user_timeout": str(max(1000, math.ceil(lease_ttl * 1000))),
+    }
+
+
 def _now() -> sa.ColumnElement[Any]:
     # The database's clock at each statement (now() would be the transaction's start).
     return sa.func.clock_timestamp()
@@ -137,6 +160,16 @@ class LeaseStatements:
     def __init__(self, name: str, partitions: int, lease_ttl: float) -> None:
         self.name, self.partitions = name, partitions
         self._ttl = sa.literal(timedelta(seconds=lease_ttl), sa.Interval())
+        self._keepalives = keepalive_settings(lease_ttl)
+
+    def keepalives(self) -> sa.Select[*tuple[Any, ...]]:
+        """Set :func:`keepalive_settings` for the current transaction (``set_config`` local)."""
+        return sa.select(
+            *(
+                sa.func.set_config(setting, value, sa.true())
+                for setting, value in self._keepalives.items()
+            )
+        )
 
     def _expiry(self) -> sa.ColumnElement[Any]:
         return _now() + self._ttl

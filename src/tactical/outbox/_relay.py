@@ -90,7 +90,9 @@ class OutboxRelay(RelayCore):
     read; the expiry is the database's clock, so hosts' clocks need not agree. A relay
     that stops (:meth:`run` returns) releases its partitions and the others take them at
     their next batch; one that dies has them taken over once its leases expire, within
-    ``lease_ttl`` plus one ``idle_interval``; one that joins gets its share once the others
+    ``lease_ttl`` plus one ``idle_interval`` (a vanished host's open batch is ended by the
+    server within about one lease, at least 2 s: each batch sets TCP keepalives scaled to
+    ``lease_ttl`` on its session); one that joins gets its share once the others
     gave up theirs, within one ``idle_interval``. Per-aggregate order holds: an aggregate's
     rows are all in one partition, published in position order by its one owner, and a new
     owner reads after the previous one's marks committed. Rows written without a partition

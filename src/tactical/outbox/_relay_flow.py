@@ -368,6 +368,9 @@ class RelayCore:
 
     def _own_partitions(self, leases: LeaseStatements) -> Flow[BatchOp, frozenset[int]]:
         """Renew this relay's leases, then claim or give up some to hold its fair share."""
+        # First, so that the server notices within about a lease if this relay's host
+        # vanishes while the transaction holds the lease rows (see keepalive_settings).
+        yield from _fetch(leases.keepalives())
         yield from _execute(leases.heartbeat())
         relays = yield from _fetch(leases.live_relays())
         others = sorted(
