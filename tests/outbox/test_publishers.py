@@ -6,8 +6,10 @@ on loopback; the classes below add the checks that only make sense for one publi
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
+import socket
 import time
 import warnings
 from collections.abc import Iterator
@@ -188,6 +190,32 @@ class TestRabbitMQPublisher(BrokerPublisherContract):
             gc.collect()
         assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
         assert elapsed < 1.5 * self.timeout
+
+    def test_a_failed_async_connect_leaves_no_unclosed_connection(self) -> None:
+        """aio-pika drops a failed attempt's connection unclosed (its __del__ then schedules a
+        close on whatever loop is current); the async publisher's and consumer's closes it."""
+        import aio_pika
+
+        from tactical.outbox._rabbitmq_async import connect
+
+        with socket.socket() as unused:  # bound, not listening: the connection is refused
+            unused.bind(("127.0.0.1", 0))
+            url = f"amqp://guest:guest@127.0.0.1:{unused.getsockname()[1]}/%2F"
+
+            async def attempt() -> BaseException | None:
+                try:
+                    await connect(url, timeout=2.0)
+                except Exception as error:
+                    return error
+                return None
+
+            failure = asyncio.run(attempt())
+        assert isinstance(failure, (ConnectionError, OSError, aio_pika.exceptions.AMQPError))
+        gc.collect()
+        left_open = [
+            o for o in gc.get_objects() if isinstance(o, aio_pika.Connection) and not o.is_closed
+        ]
+        assert left_open == []
 
     def test_messages_the_broker_nacks_are_a_publish_error(
         self, side: Side, sqlite_engine: sa.Engine, rabbit: Rabbit

@@ -26,7 +26,7 @@ try:
 except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "tactical.outbox.rabbitmq", "rabbitmq") from _missing
 
-__all__ = ["AsyncRabbitMQPublisher", "aio_pika", "aiormq", "describe_async_error"]
+__all__ = ["AsyncRabbitMQPublisher", "aio_pika", "aiormq", "connect", "describe_async_error"]
 
 _log = logging.getLogger("tactical.outbox")
 
@@ -44,6 +44,31 @@ _LOST = (
     aiormq.exceptions.ChannelInvalidStateError,
     ConnectionError,
 )
+
+
+class _ClosedOnFailure(aio_pika.Connection):
+    """An aio-pika connection that closes itself when connecting fails or is cancelled.
+
+    ``aio_pika.connect`` drops the connection object of a failed attempt unclosed, and its
+    ``__del__`` then schedules ``close()`` on whatever event loop is current wherever the
+    garbage collector runs, where it may never run.
+    """
+
+    async def connect(self, timeout: float | None = None) -> None:
+        try:
+            await super().connect(timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.close()
+            raise
+
+
+async def connect(url: str, *, timeout: float, **options: Any) -> aio_pika.abc.AbstractConnection:
+    """``aio_pika.connect``, leaving no unclosed connection behind when it fails."""
+    connection: aio_pika.abc.AbstractConnection = await aio_pika.connect(
+        url, timeout=timeout, connection_class=_ClosedOnFailure, **options
+    )
+    return connection
 
 
 class BrokerSilent(Exception):
@@ -172,7 +197,7 @@ class AsyncRabbitMQPublisher(ConfirmingPublisher):
         await self._close()
         try:
             async with asyncio.timeout(self._timeout):
-                self._connection = await aio_pika.connect(self._url, timeout=self._timeout)
+                self._connection = await connect(self._url, timeout=self._timeout)
                 channel = await self._connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )

@@ -13,7 +13,7 @@ from tactical.outbox._amqp import AmqpConsumer
 from tactical.outbox._amqp_partitions import PartitionOp
 from tactical.outbox._async_inbox import AsyncInboxConsumer
 from tactical.outbox._consumer_flow import BrokerSilent, ConsumeOp, Handle, Settle, perform_async
-from tactical.outbox._rabbitmq_async import aio_pika, aiormq, describe_async_error
+from tactical.outbox._rabbitmq_async import aio_pika, aiormq, connect, describe_async_error
 
 __all__ = ["AsyncRabbitMQConsumer"]
 
@@ -144,7 +144,7 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
         await self.close()
         try:
             connection = self._connection = await self._within(
-                aio_pika.connect(self._url, timeout=self._timeout, heartbeat=self._heartbeat),
+                connect(self._url, timeout=self._timeout, heartbeat=self._heartbeat),
                 "connecting",
             )
             queues = await self._within(self._declare(connection), f"declaring {self._source()}")
