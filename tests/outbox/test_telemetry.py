@@ -106,7 +106,9 @@ class TestCommit:
             uow.repository(Counter).add(in_memory)
             uow.commit()
         path = tmp_path / "async.sqlite3"
-        create_schema(sa.create_engine(f"sqlite:///{path}"))
+        schema_engine = sa.create_engine(f"sqlite:///{path}")
+        create_schema(schema_engine)
+        schema_engine.dispose()  # its pooled connection closed, not left to the collector
 
         async def commit_async() -> None:
             engine = create_async_engine(f"sqlite+aiosqlite:///{path}")

@@ -364,6 +364,7 @@ class TestLoop:
             finally:
                 stop.set()
                 thread.join(timeout=30)
+                engine.dispose()
         assert not thread.is_alive()
         first = _failures(caplog)[0]
         assert "timer worker: the database at" in first
