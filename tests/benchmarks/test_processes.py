@@ -126,6 +126,7 @@ class TestTinyRuns:
         assert any("1 relay process(es) to nowhere:" in note for note in report.notes)
         assert any("busiest relay's partitions held" in note for note in report.notes)
 
+    @pytest.mark.slow  # OS processes on both brokers (about a minute)
     def test_consumer_processes_drain_the_streams_and_make_every_row(self) -> None:
         """1 and 2 consumer processes per broker: a row for 2 (or a skipped one) each."""
         report = Report()
