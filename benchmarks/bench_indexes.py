@@ -52,6 +52,9 @@ def _engine(directory: Path, name: str, ddl: list[str]) -> sa.Engine:
                 primary_key=c.primary_key,
                 nullable=c.nullable,
                 autoincrement=c.autoincrement,
+                server_default=(
+                    None if c.server_default is None else sa.DefaultClause(c.server_default.arg)  # type: ignore[attr-defined]
+                ),
             )
             for c in outbox_table.c
         ),
