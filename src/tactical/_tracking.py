@@ -20,6 +20,7 @@ from tactical._errors import ConcurrencyError, TransactionBoundaryError, Uncommi
 from tactical._generics import substitute, type_bindings
 from tactical._model import AggregateRoot, DomainEvent, Entity
 from tactical._structural import structural_state
+from tactical._timers import timer_writes_of
 
 __all__ = [
     "DIRTY",
@@ -116,7 +117,7 @@ class Committed:
 def changed_since_commit(
     committed: Iterable[Committed], taken_again: Iterable[Tracked] = ()
 ) -> list[Committed]:
-    """The committed aggregates changed (state or recorded events) since their commit.
+    """The committed aggregates changed since their commit (state, events, timer requests).
 
     ``taken_again`` is the identity map of a later transaction of the same unit of work: the
     aggregates in it are saved or discarded by that transaction, and not reported. Neither
@@ -134,7 +135,9 @@ def changed_since_commit(
             for t in taken_again:
                 handled.add(id(t.aggregate))
         if id(aggregate) not in handled and (
-            aggregate.pending_events or structural_state(aggregate) != c.state
+            aggregate.pending_events
+            or timer_writes_of(aggregate)
+            or structural_state(aggregate) != c.state
         ):
             changed.append(c)
     return changed

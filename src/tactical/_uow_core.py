@@ -32,7 +32,12 @@ from tactical._query import Query
 from tactical._stored_keys import id_key
 from tactical._structural import structural_state
 from tactical._telemetry import commit_span
-from tactical._timers import TimerRequests, TimerWrite, timer_writes_of
+from tactical._timers import (
+    TimerRequests,
+    TimerWrite,
+    discard_timer_requests,
+    timer_writes_of,
+)
 from tactical._tracing import Trace
 from tactical._tracking import (
     DIRTY,
@@ -265,7 +270,7 @@ class UnitOfWorkCore:
         after_block = (
             changed_since_commit(self._previous, self._tracked.values()) if self._previous else []
         )
-        timer_keys = () if self._finished else tuple(t.key for t in self._timers.writes())
+        timer_keys = () if self._finished else tuple(t.key for t in self._timer_writes())
         if uncommitted or after_commit or after_block or timer_keys:
             return Leftovers(uncommitted, after_commit, after_block, timer_keys)
         return None
@@ -317,6 +322,7 @@ class UnitOfWorkCore:
             return
         for t in self._tracked.values():
             t.aggregate.clear_events()
+            discard_timer_requests(t.aggregate)
         self._reset()
         yield ("_rollback",)
         yield ("_end",)
@@ -520,9 +526,11 @@ class UnitOfWorkCore:
 
         The unit of work's own requests, then those of the aggregates it holds (process
         managers), in the order they were loaded or added; for one key the last one wins.
+        A manager removed in the transaction counts too: what it scheduled or cancelled
+        before its removal was asked of this transaction, and is not dropped in silence.
         """
         own = self._timers.writes()
-        held = [timer_writes_of(t.aggregate) for t in self._tracked.values() if not t.removed]
+        held = [timer_writes_of(t.aggregate) for t in self._tracked.values()]
         if not any(held):
             return own
         merged = TimerRequests()
@@ -598,6 +606,7 @@ class UnitOfWorkCore:
             if recorded:
                 traces.update(recorded)
             aggregate.clear_events()
+            discard_timer_requests(aggregate)  # written by this commit (see _timer_writes)
             if t.removed:
                 continue
             # Its state now, unless it is the one loaded and was not written.
