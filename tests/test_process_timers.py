@@ -289,42 +289,45 @@ class Counting(ProcessManager[UUID]):
         self.dispatch(DecrementLabelStock(event.carrier))
 
 
-async def _delivered(handler: Any, event: LabelPrinted) -> None:
-    """Call a sync or an async handler with ``event``."""
-    done = handler(event)
-    if inspect.isawaitable(done):
-        await done
+@dataclass
+class OwnUnitOfWork:
+    """A handler of ``mode`` for one's own unit of work, and what it dispatched."""
+
+    mode: str
+
+    def __post_init__(self) -> None:
+        self.uow: Any = DictUnitOfWork() if self.mode == "sync" else AsyncDictUnitOfWork()
+        self.dispatched: list[Command[None]] = []
+        self.commands = CommandBus()
+        self.commands.register(DecrementLabelStock, self.dispatched.append)
+
+    async def deliver(self, manager_type: type[ProcessManager[UUID]], event: LabelPrinted) -> None:
+        """Feed ``event`` to ``manager_type`` through this mode's handler."""
+        kind: Any = ProcessManagerHandler if self.mode == "sync" else AsyncProcessManagerHandler
+        done = kind(manager_type, self.uow, self.commands)(event)
+        if inspect.isawaitable(done):
+            await done
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
 class TestAUnitOfWorkOfOnesOwn:
-    @pytest.mark.parametrize("mode", ["sync", "async"])
     async def test_a_handler_refuses_to_commit_timers_it_cannot_store(self, mode: str) -> None:
         """The manager scheduled a timer its repository cannot store: refused before commit."""
-        uow: Any = DictUnitOfWork() if mode == "sync" else AsyncDictUnitOfWork()
-        dispatched: list[Command[None]] = []
-        commands = CommandBus()
-        commands.register(DecrementLabelStock, dispatched.append)
+        own = OwnUnitOfWork(mode)
         shipment_id = uuid4()
-        kind: Any = ProcessManagerHandler if mode == "sync" else AsyncProcessManagerHandler
-        handler = kind(PickupDeadline, uow, commands)
         with pytest.raises(TypeError) as refused:
-            await _delivered(handler, LabelPrinted(shipment_id, "UPS"))
+            await own.deliver(PickupDeadline, LabelPrinted(shipment_id, "UPS"))
         message = str(refused.value)
         assert f"cannot commit PickupDeadline {shipment_id!r}" in message
         assert repr(deadline_key(shipment_id)) in message
         assert "DictRepository, is not a tactical unit of work's" in message
         assert "nothing was committed" in message
-        assert (uow.commits, uow.committed, dispatched) == (0, {}, [])
+        assert (own.uow.commits, own.uow.committed, own.dispatched) == (0, {}, [])
 
-    @pytest.mark.parametrize("mode", ["sync", "async"])
     async def test_a_manager_without_timers_is_stored_by_it(self, mode: str) -> None:
         """Without timer requests, one's own unit of work stores the manager as before."""
-        uow: Any = DictUnitOfWork() if mode == "sync" else AsyncDictUnitOfWork()
-        dispatched: list[Command[None]] = []
-        commands = CommandBus()
-        commands.register(DecrementLabelStock, dispatched.append)
-        kind: Any = ProcessManagerHandler if mode == "sync" else AsyncProcessManagerHandler
-        await _delivered(kind(Counting, uow, commands), LabelPrinted(uuid4(), "UPS"))
-        assert uow.commits == 1
-        assert [type(m) for m in uow.committed.values()] == [Counting]
-        assert [type(c) for c in dispatched] == [DecrementLabelStock]
+        own = OwnUnitOfWork(mode)
+        await own.deliver(Counting, LabelPrinted(uuid4(), "UPS"))
+        assert own.uow.commits == 1
+        assert [type(m) for m in own.uow.committed.values()] == [Counting]
+        assert [type(c) for c in own.dispatched] == [DecrementLabelStock]
