@@ -146,8 +146,6 @@ MODULE_PAGES = frozenset(
     {
         "docs/explanation/aggregate-design.md",
         "docs/explanation/delivery-guarantees.md",
-        "docs/how-to/async-sql.md",
-        "docs/how-to/commands.md",
         "docs/how-to/concurrency.md",
         "docs/how-to/finders.md",
         "docs/how-to/observability.md",
