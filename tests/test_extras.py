@@ -70,3 +70,37 @@ class TestMissingExtras:
         )
         assert result.returncode == 0, result.stderr
         assert int(result.stdout) > 0
+
+    def test_the_sql_extra_needs_no_greenlet(self) -> None:
+        """With `sql` alone (no greenlet, which SQLAlchemy 2.1's asyncio layer needs), the SQL
+        unit of work, the outbox and the projections import, and a commit is stored."""
+        code = (
+            "import sys\n"
+            "sys.modules['greenlet'] = None\n"
+            "import sqlalchemy as sa\n"
+            "import tactical.outbox, tactical.projections\n"
+            "from tactical.sqlalchemy import SqlAlchemyUnitOfWork, create_schema\n"
+            "from tactical import AggregateRoot, JsonCodec\n"
+            "class Account(AggregateRoot[str]):\n"
+            "    balance: int = 0\n"
+            "codec = JsonCodec()\n"
+            "codec.register(Account, name='bank.Account')\n"
+            "engine = sa.create_engine('sqlite://')\n"
+            "create_schema(engine)\n"
+            "with SqlAlchemyUnitOfWork(engine, codec=codec) as uow:\n"
+            "    uow.repository(Account).add(Account('A-1'))\n"
+            "    uow.commit()\n"
+            "with SqlAlchemyUnitOfWork(engine, codec=codec) as uow:\n"
+            "    print(uow.repository(Account).require('A-1').version)\n"
+            "print('sqlalchemy.ext.asyncio' in sys.modules)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={"PYTHONPATH": IMPORT_PATH},
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["1", "False"]
