@@ -12,11 +12,8 @@ import pytest
 IMPORT_PATH = os.pathsep.join(sys.path)
 
 
-def import_without(module: str, missing: str) -> subprocess.CompletedProcess[str]:
-    """Import ``module`` in a fresh interpreter where ``missing`` cannot be imported."""
-    # A None entry in sys.modules makes `import missing` raise ModuleNotFoundError, as an
-    # uninstalled package does.
-    code = f"import sys; sys.modules[{missing!r}] = None; import {module}"
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that imports the tactical this test does."""
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -25,6 +22,13 @@ def import_without(module: str, missing: str) -> subprocess.CompletedProcess[str
         env={"PYTHONPATH": IMPORT_PATH},
         timeout=60,
     )
+
+
+def import_without(module: str, missing: str) -> subprocess.CompletedProcess[str]:
+    """Import ``module`` in a fresh interpreter where ``missing`` cannot be imported."""
+    # A None entry in sys.modules makes `import missing` raise ModuleNotFoundError, as an
+    # uninstalled package does.
+    return run_python(f"import sys; sys.modules[{missing!r}] = None; import {module}")
 
 
 class TestMissingExtras:
@@ -60,14 +64,7 @@ class TestMissingExtras:
             "import tactical\n"
             "print(len(tactical.__all__))\n"
         )
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={"PYTHONPATH": IMPORT_PATH},
-            timeout=60,
-        )
+        result = run_python(code)
         assert result.returncode == 0, result.stderr
         assert int(result.stdout) > 0
 
@@ -94,13 +91,6 @@ class TestMissingExtras:
             "    print(uow.repository(Account).require('A-1').version)\n"
             "print('sqlalchemy.ext.asyncio' in sys.modules)\n"
         )
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={"PYTHONPATH": IMPORT_PATH},
-            timeout=60,
-        )
+        result = run_python(code)
         assert result.returncode == 0, result.stderr
         assert result.stdout.split() == ["1", "False"]
