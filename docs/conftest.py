@@ -11,8 +11,7 @@ A reader has the installed package and nothing else: no checkout, no ``examples`
 
 A reader also pastes a page's samples into a file and runs it, so they run as the module
 ``__main__`` (``__name__`` is set): a class a sample stores must have a name registered with
-a codec, as tactical refuses to store ``__main__.X``. The pages in ``MODULE_PAGES`` are
-still written as a module of the reader's package, and run under a name of their own.
+a codec, as tactical refuses to store ``__main__.X``.
 
 Pages whose samples talk to a broker skip them with ``% skip: start if(not rabbitmq, ...)``
 (or ``not redis_server``)
@@ -139,31 +138,6 @@ def outside_the_checkout() -> Iterator[None]:
             sys.modules.setdefault(name, module)
 
 
-# Pages whose samples store classes without registering their names: they run as a module
-# a reader imports (and say so), not as a script. Convert a page by registering the names of
-# what it stores with a codec, then take it off this list.
-MODULE_PAGES = frozenset(
-    {
-        "docs/explanation/aggregate-design.md",
-        "docs/explanation/delivery-guarantees.md",
-        "docs/how-to/concurrency.md",
-        "docs/how-to/finders.md",
-        "docs/how-to/observability.md",
-        "docs/how-to/relational-mapping.md",
-        "docs/how-to/testing.md",
-        "docs/how-to/typing.md",
-    }
-)
-
-
-def module_name(page: Path) -> str:
-    """The ``__name__`` a page's samples run under: ``__main__``, as a pasted script's."""
-    relative = page.resolve().relative_to(CHECKOUT).as_posix()
-    if relative in MODULE_PAGES:
-        return "docs_" + page.stem.replace("-", "_")
-    return "__main__"
-
-
 class StandaloneEvaluator:
     """Sybil's Python evaluator, refusing samples a reader could not run."""
 
@@ -179,7 +153,9 @@ class StandaloneEvaluator:
                 " which a reader who installed tactical does not have; define what the sample"
                 " needs on the page (or use tactical.testing's sample model)"
             )
-        example.namespace["__name__"] = module_name(Path(example.path))
+        # As a script pasted from the page: classes of __main__, which tactical stores
+        # only under a name registered with a codec.
+        example.namespace["__name__"] = "__main__"
         with outside_the_checkout():
             self._evaluate(example)
 
