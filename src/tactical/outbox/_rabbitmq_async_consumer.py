@@ -82,6 +82,9 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
     async def consume_available(self, *, idle_timeout: float = 0.5) -> int:
         """Handle messages until none arrived for ``idle_timeout`` seconds; return how many.
 
+        Partitioned, it takes the partitions it may hold, handles what they have and gives
+        them up before it returns (``held_partitions`` is empty again).
+
         Raises:
             Exception: Connecting failed, the broker stopped answering, or handling a
                 message raised (it was requeued).

@@ -581,6 +581,9 @@ class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
     def consume_available(self) -> int:
         """Handle every entry pending for this consumer, then every new one; return how many.
 
+        Partitioned, it takes the partitions it may hold, handles what they have and gives
+        them up before it returns (``held_partitions`` is empty again).
+
         Raises:
             Exception: Redis failed, or handling an entry raised (it stays pending).
         """
@@ -659,6 +662,9 @@ class AsyncRedisStreamConsumer(_StreamReader[AsyncInboxConsumer[Any], redis.asyn
 
     async def consume_available(self) -> int:
         """Handle every entry pending for this consumer, then every new one; return how many.
+
+        Partitioned, it takes the partitions it may hold, handles what they have and gives
+        them up before it returns (``held_partitions`` is empty again).
 
         Raises:
             Exception: Redis failed, or handling an entry raised (it stays pending).

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, overload
+import sys
+from typing import TYPE_CHECKING, Any, overload
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing_extensions import TypeIs
 
 import sqlalchemy as sa
 from sqlalchemy import event
+
+if TYPE_CHECKING:
+    # Not at run time: SQLAlchemy 2.1 loads its asyncio layer only with greenlet, which only
+    # the extras "async" and "asyncpg" install; "sql" alone must import without it.
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "configure_engine",
     "engine_refusal",
+    "is_async_engine",
     "restart_sqlite_for_writing",
     "says_sqlite_locked",
 ]
@@ -22,6 +29,16 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 _CONFIGURED = "tactical_configured"
 _BEGIN_IMMEDIATE = "tactical_begin_immediate"
+
+
+def is_async_engine(candidate: object) -> TypeIs[AsyncEngine]:
+    """True if ``candidate`` is a SQLAlchemy ``AsyncEngine``; never imports its asyncio layer.
+
+    An ``AsyncEngine`` exists only once ``sqlalchemy.ext.asyncio`` was imported, so where it
+    was not (or cannot be, without greenlet) nothing is one.
+    """
+    asyncio_layer = sys.modules.get("sqlalchemy.ext.asyncio")
+    return asyncio_layer is not None and isinstance(candidate, asyncio_layer.AsyncEngine)
 
 
 @overload
@@ -62,7 +79,7 @@ def configure_engine(engine: sa.Engine | AsyncEngine) -> sa.Engine | AsyncEngine
     .. versionadded:: 0.1.0
     """
     candidate: object = engine
-    if isinstance(candidate, AsyncEngine):
+    if is_async_engine(candidate):
         sync_engine = candidate.sync_engine
     elif isinstance(candidate, sa.Engine):  # pyright: ignore[reportUnnecessaryIsInstance]
         sync_engine = candidate
@@ -83,7 +100,7 @@ def engine_refusal(candidate: object, *, asynchronous: bool) -> str:
     )
     if isinstance(candidate, str):
         hint = f": make one with {make}({candidate!r})"
-    elif isinstance(candidate, sa.Engine | AsyncEngine):
+    elif isinstance(candidate, sa.Engine) or is_async_engine(candidate):
         other = "SqlAlchemyUnitOfWork" if asynchronous else "AsyncSqlAlchemyUnitOfWork"
         hint = f": use {other} for it, or make an {kind} with {make}"
     else:
