@@ -143,10 +143,24 @@ def changed_since_commit(
     return changed
 
 
+def timer_note(keys: Sequence[str]) -> str:
+    """`` (and the timer requests of keys ...)`` for a warning, or nothing without keys."""
+    if not keys:
+        return ""
+    shown = ", ".join(repr(k) for k in keys[:10])
+    more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
+    return f" (and the timer requests of keys {shown}{more})"
+
+
 def warn_lost(message: str, lost: Sequence[Committed], stacklevel: int) -> None:
-    """Warn that the changes of ``lost`` were saved nowhere."""
+    """Warn that the changes of ``lost`` were saved nowhere (their timer requests named)."""
     identities = tuple((c.aggregate_type, c.aggregate_id) for c in lost)
-    warnings.warn(UncommittedChangesWarning(message, identities), stacklevel=stacklevel + 1)
+    held = (c.aggregate() for c in lost)
+    keys = [w.key for a in held if a is not None for w in timer_writes_of(a)]
+    warnings.warn(
+        UncommittedChangesWarning(message + timer_note(keys), identities),
+        stacklevel=stacklevel + 1,
+    )
 
 
 def report_at_collection(previous: list[Committed], owner: str) -> None:

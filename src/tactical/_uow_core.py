@@ -49,6 +49,7 @@ from tactical._tracking import (
     check_id,
     identities,
     report_at_collection,
+    timer_note,
     warn_lost,
 )
 
@@ -84,15 +85,10 @@ class Leftovers:
     def warn(self, owner: str, stacklevel: int) -> None:
         """Raise the warnings, pointing ``stacklevel`` frames above the caller."""
         if self.uncommitted or self.timer_keys:
-            timers = ""
-            if self.timer_keys:
-                keys = ", ".join(repr(k) for k in self.timer_keys[:10])
-                more = len(self.timer_keys) - 10
-                timers = f" (and the timer requests of keys {keys}{f' and {more} more' if more > 0 else ''})"
             warnings.warn(
                 UncommittedChangesWarning(
                     f"{owner}'s `with` block ended without commit(), so its changes were "
-                    f"rolled back{timers}",
+                    f"rolled back{timer_note(self.timer_keys)}",
                     self.uncommitted,
                 ),
                 stacklevel=stacklevel + 1,
