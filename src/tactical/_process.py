@@ -389,8 +389,8 @@ def refuse_unstored_timers(
             f"scheduled or cancelled the timers {', '.join(map(repr, keys))}, and its "
             f"repository, {type(repository).__qualname__}, is not a tactical unit of work's, "
             "which alone write a process manager's timers in the commit's transaction; "
-            "nothing was committed (use InMemoryUnitOfWork, SqlAlchemyUnitOfWork or their "
-            "async twins, or schedule from a service through your own unit of work)"
+            "nothing was committed (feed the manager through InMemoryUnitOfWork, "
+            "SqlAlchemyUnitOfWork or their async counterparts)"
         )
 
 
