@@ -3,8 +3,8 @@
 :func:`consumer_loop` is the ``run`` loop of the RabbitMQ and Redis consumers, sync and
 async: connect, consume until stopped, and on a failure close, log what failed and where,
 back off and try again; the first success after failures is logged too. It yields
-:class:`Step` operations (``connect``, ``consume``, ``close``) and the relay's
-:class:`~tactical.outbox._relay_flow.Stopped` and :class:`~tactical.outbox._relay_flow.Wait`;
+:class:`Step` operations (``connect``, ``consume``, ``close``) and the workers'
+:class:`~tactical.outbox._worker.Stopped` and :class:`~tactical.outbox._worker.Wait`;
 :func:`perform_sync` and :func:`perform_async` carry them out with the consumer's own steps.
 :func:`amqp_delivery` is what a RabbitMQ consumer does with one delivery.
 """
@@ -22,9 +22,10 @@ from typing import Any, TypeAlias
 
 from tactical._flow import Flow
 from tactical._telemetry import NOOP
+from tactical.outbox import _worker
 from tactical.outbox._amqp_partitions import PartitionLocks, PartitionOp
 from tactical.outbox._message import OutboxMessage, backoff_delay
-from tactical.outbox._relay_flow import Stopped, Wait
+from tactical.outbox._worker import Stopped, Wait
 
 __all__ = [
     "Abandon",
@@ -133,33 +134,14 @@ def perform_sync(
     stop: threading.Event, steps: Mapping[str, Callable[[], object]]
 ) -> Callable[[LoopOp], object]:
     """Carry :func:`consumer_loop`'s operations out with ``steps``, in a thread."""
-
-    def perform(op: LoopOp) -> object:
-        if isinstance(op, Stopped):
-            return stop.is_set()
-        if isinstance(op, Wait):
-            return stop.wait(op.seconds)
-        return steps[op.name]()
-
-    return perform
+    return _worker.perform_sync(stop, lambda step: steps[step.name]())
 
 
 def perform_async(
     stop: asyncio.Event, steps: Mapping[str, Callable[[], Awaitable[object]]]
 ) -> Callable[[LoopOp], Awaitable[object]]:
     """Carry :func:`consumer_loop`'s operations out with ``steps``, on the event loop."""
-
-    async def perform(op: LoopOp) -> object:
-        if isinstance(op, Stopped):
-            return stop.is_set()
-        if isinstance(op, Wait):
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(op.seconds):
-                    await stop.wait()
-            return stop.is_set()
-        return await steps[op.name]()
-
-    return perform
+    return _worker.perform_async(stop, lambda step: steps[step.name]())
 
 
 # -- a RabbitMQ consumer's deliveries ------------------------------------------------------
