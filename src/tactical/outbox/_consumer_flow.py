@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from tactical._flow import Flow
+from tactical._flow import Flow, run, run_async
 from tactical._telemetry import NOOP
 from tactical.outbox import _worker
 from tactical.outbox._amqp_partitions import PartitionLocks, PartitionOp
@@ -29,8 +29,10 @@ from tactical.outbox._worker import Stopped, Wait
 
 __all__ = [
     "Abandon",
+    "AsyncConsuming",
     "BrokerSilent",
     "ConsumeOp",
+    "Consuming",
     "Deliver",
     "GiveBack",
     "Handle",
@@ -142,6 +144,58 @@ def perform_async(
 ) -> Callable[[LoopOp], Awaitable[object]]:
     """Carry :func:`consumer_loop`'s operations out with ``steps``, on the event loop."""
     return _worker.perform_async(stop, lambda step: steps[step.name]())
+
+
+class _Consuming(_worker.DocumentedRun):
+    """What :class:`Consuming` and :class:`AsyncConsuming` share: the consumer's loop."""
+
+    def _loop(self, initial_backoff: float, max_backoff: float) -> Flow[LoopOp, None]:
+        """The consumer's ``run`` loop (see :func:`consumer_loop`)."""
+        raise NotImplementedError
+
+
+class Consuming(_Consuming):
+    """The ``run`` of a sync broker consumer: :func:`consumer_loop` with its own steps."""
+
+    def _steps(
+        self, stop: threading.Event, poll_interval: float
+    ) -> dict[str, Callable[[], object]]:
+        """The consumer's ``connect``, ``consume`` (until ``stop``) and ``close``."""
+        raise NotImplementedError
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        poll_interval: float = 0.5,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """Consume until ``stop`` is set (each consumer documents its own)."""
+        steps = self._steps(stop, poll_interval)
+        run(self._loop(initial_backoff, max_backoff), perform_sync(stop, steps))
+
+
+class AsyncConsuming(_Consuming):
+    """The ``run`` of an async broker consumer: :func:`consumer_loop` with its own steps."""
+
+    def _steps(
+        self, stop: asyncio.Event, poll_interval: float
+    ) -> dict[str, Callable[[], Awaitable[object]]]:
+        """The consumer's ``connect``, ``consume`` (until ``stop``) and ``close``, awaited."""
+        raise NotImplementedError
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        poll_interval: float = 0.5,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """Consume until ``stop`` is set (each consumer documents its own)."""
+        steps = self._steps(stop, poll_interval)
+        await run_async(self._loop(initial_backoff, max_backoff), perform_async(stop, steps))
 
 
 # -- a RabbitMQ consumer's deliveries ------------------------------------------------------

@@ -41,6 +41,7 @@ __all__ = [
     "AsyncIdlingWorker",
     "AsyncWorker",
     "Connected",
+    "DocumentedRun",
     "IdlingWorker",
     "LoopWords",
     "Stopped",
@@ -300,11 +301,11 @@ class AsyncWorker(WorkerCore, Generic[Op]):
             return step.finish(await step.start(connection))
 
 
-class _Idling:
-    """What :class:`IdlingWorker` and :class:`AsyncIdlingWorker` share: a loop, and run's doc.
+class DocumentedRun:
+    """A base whose ``run`` is written once and documented by each subclass.
 
-    A subclass that sets ``_run_doc`` gets its own copy of ``run`` documented by it, so that
-    every worker documents its ``run`` while the method is written once.
+    A subclass that sets ``_run_doc`` gets its own copy of ``run`` with that docstring, so
+    that every public class documents its ``run`` while the method is written once.
     """
 
     _run_doc: ClassVar[str]
@@ -326,6 +327,10 @@ class _Idling:
             own.__qualname__ = f"{cls.__qualname__}.{shared.__name__}"
             own.__doc__ = doc
             setattr(cls, "run", own)  # noqa: B010
+
+
+class _Idling(DocumentedRun):
+    """What :class:`IdlingWorker` and :class:`AsyncIdlingWorker` share: their loop."""
 
     def _loop(
         self, idle_interval: float, initial_backoff: float, max_backoff: float
