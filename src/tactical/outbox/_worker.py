@@ -8,13 +8,14 @@ the broker consumers' loops wait and stop alike too. What they share lives here 
 - the loop operations :class:`Stopped` (is a stop requested?), :class:`Wait` (sleep, less if
   a stop comes) and :class:`Connected` (run this flow on a connection; its result is the
   flow's), which :func:`perform_sync` and :func:`perform_async` carry out;
-- :func:`polling_loop`, the relay's and the timer worker's ``run`` loop;
-- :class:`WorkerCore`, the settings every worker checks and keeps;
+- :class:`WorkerCore`, the settings every worker checks and keeps, and its
+  ``_polling_loop``: the relay's and the timer worker's ``run`` loop (waits, backoff, logs);
 - :class:`SyncWorker` and :class:`AsyncWorker`, which run a worker's flows on a connection
   of a SQLAlchemy ``Engine`` or ``AsyncEngine``: all a sync or an async worker does itself;
 - :class:`IdlingWorker` and :class:`AsyncIdlingWorker`, the ``run`` of the workers that wait
-  ``idle_interval`` between rounds (the relays and the projection runners), written once with
-  each worker's own docstring.
+  ``idle_interval`` between rounds (the relays and the projection runners), written once;
+  :class:`DocumentedRun` gives each public class its own copy of it, with its own docstring
+  (the broker consumers' ``run`` too, see :mod:`tactical.outbox._consumer_flow`).
 """
 
 from __future__ import annotations
