@@ -145,9 +145,8 @@ class ProcessManager(AggregateRoot[KeyT]):
     ) -> Callable[[Callable[[PM, E], None]], Callable[[PM, E], None]]:
         """Declare the decorated method as the handler of ``event_type``, for a started process.
 
-        Args:
-            event_type: The event class this method handles (exactly it, not subclasses).
-            key: Reads the correlation key (the manager's ``id``) from such an event.
+        ``event_type`` and ``key`` are as for :meth:`starts`: the event class it handles
+        (exactly it, not subclasses), and what reads the correlation key from such an event.
 
         .. versionadded:: 0.2.0
         """

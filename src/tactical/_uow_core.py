@@ -235,6 +235,29 @@ class UnitOfWorkCore:
             self._dispatching = dispatching
             self._unsaved = leftovers
 
+    def _end_flow(self, error: BaseException | None) -> Flow[Op, None]:
+        """``__exit__``'s (or ``__aexit__``'s) flow: :meth:`_exit_flow`, then its warnings.
+
+        The warnings of what the block left unsaved point at the code whose block ended:
+        three frames above this flow's, its driver's and the ``__exit__``'s. When the end
+        raises (an ``EventHandlerError``), a warning the filters turn into an error becomes
+        a note on that exception instead of replacing it.
+        """
+        try:
+            yield from self._exit_flow(error)
+        except BaseException as failure:
+            if self._unsaved is not None:
+                self._warn_unsaved(stacklevel=4, during=failure)
+            raise
+        if self._unsaved is not None:
+            self._warn_unsaved(stacklevel=4)
+
+    def _no_finders(self) -> NotImplementedError:
+        """What ``find`` raises when the storage does not implement the ``_find`` hook."""
+        return NotImplementedError(
+            f"{type(self).__name__} has no finders: its storage does not implement _find"
+        )
+
     def _dispatch_flow(
         self,
         publication: tuple[list[DomainEvent], dict[UUID, Trace]],

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
+    "async_engine",
     "configure_engine",
     "engine_refusal",
     "is_async_engine",
@@ -106,6 +107,24 @@ def engine_refusal(candidate: object, *, asynchronous: bool) -> str:
     else:
         hint = ""
     return f"expected a SQLAlchemy {kind}, got {candidate!r}{hint}"
+
+
+def async_engine(candidate: object, sync_taker: str | None = None) -> AsyncEngine:
+    """``candidate``, refused with a TypeError unless it is an ``AsyncEngine``.
+
+    Args:
+        candidate: What was given as the engine.
+        sync_taker: What takes a sync ``Engine`` instead (``an OutboxRelay``), for the
+            message; None for :func:`engine_refusal`'s message.
+    """
+    if is_async_engine(candidate):
+        return candidate
+    if sync_taker is None:
+        raise TypeError(engine_refusal(candidate, asynchronous=True))
+    raise TypeError(
+        f"expected a SQLAlchemy AsyncEngine, got {candidate!r}: make one with "
+        f"sqlalchemy.ext.asyncio.create_async_engine ({sync_taker} takes an Engine)"
+    )
 
 
 def _begin_sqlite(connection: sa.Connection) -> None:
