@@ -127,6 +127,24 @@ class TestUtcDateTime:
         stamp = Stamp(2026, 3, 1, 12, 30, tzinfo=UTC)
         assert (fused(None), fused(stamp)) == (None, "2026-03-01 12:30:00.000000")
 
+    def test_a_subclass_s_own_process_bind_param_is_called_on_sqlite(self) -> None:
+        """The one step is UtcDateTime's own: a subclass that binds otherwise is obeyed."""
+
+        class Truncated(UtcDateTime):
+            cache_ok = True
+
+            def process_bind_param(
+                self, value: datetime | None, dialect: sa.Dialect
+            ) -> datetime | None:
+                stored = super().process_bind_param(value, dialect)
+                return None if stored is None else stored.replace(microsecond=0)
+
+        dialect = sa.create_engine("sqlite://").dialect
+        process = Truncated().dialect_impl(dialect).bind_processor(dialect)
+        assert process is not None
+        moment = datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
+        assert process(moment) == "2026-03-01 12:30:05.000000"
+
 
 class TestErrorsThatAreNotConflicts:
     def test_a_missing_schema_is_the_database_s_error_not_a_conflict(self, tmp_path: Path) -> None:
