@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from benchmarks import _core, _sql
@@ -38,6 +39,12 @@ def outbox_indexes(dialect: sa.Dialect) -> dict[str, str]:
     return found
 
 
+def _server_default(column: sa.Column[Any]) -> sa.DefaultClause | None:
+    """A copy of ``column``'s server default (``transaction_order``'s), for a table of its own."""
+    default = column.server_default
+    return sa.DefaultClause(default.arg) if isinstance(default, sa.DefaultClause) else None
+
+
 def variant_engine(directory: Path, name: str, ddl: list[str]) -> sa.Engine:
     """A SQLite file with tactical's tables, the outbox without secondary indexes but ``ddl``."""
     metadata = sa.MetaData()
@@ -52,9 +59,7 @@ def variant_engine(directory: Path, name: str, ddl: list[str]) -> sa.Engine:
                 primary_key=c.primary_key,
                 nullable=c.nullable,
                 autoincrement=c.autoincrement,
-                server_default=(
-                    None if c.server_default is None else sa.DefaultClause(c.server_default.arg)  # type: ignore[attr-defined]
-                ),
+                server_default=_server_default(c),
             )
             for c in outbox_table.c
         ),
