@@ -88,6 +88,28 @@ class TestNotes:
         assert "at most 10,000 events/s" in said
 
 
+class TestSettled:
+    def test_consumers_settle_on_a_fair_split_of_every_partition(self) -> None:
+        """4/4 of 8 for two, 2 each for four, 3/3/2 for three, 8 for one."""
+        halves = [frozenset({0, 2, 4, 6}), frozenset({1, 3, 5, 7})]
+        assert bench_consumers.settled(halves, 8)
+        assert bench_consumers.settled([frozenset(range(8))], 8)
+        pairs = [frozenset({p, p + 4}) for p in range(4)]
+        assert bench_consumers.settled(pairs, 8)
+        assert bench_consumers.settled(
+            [frozenset({0, 1, 2}), frozenset({3, 4, 5}), frozenset({6, 7})], 8
+        )
+
+    def test_one_consumer_with_all_a_missing_or_a_doubly_held_partition_is_not_settled(
+        self,
+    ) -> None:
+        """More than a fair share, a partition nobody holds, or one held twice: not yet."""
+        assert not bench_consumers.settled([frozenset(range(8)), frozenset()], 8)
+        assert not bench_consumers.settled([frozenset({0, 1, 2, 3}), frozenset({4, 5, 6})], 8)
+        assert not bench_consumers.settled([frozenset({0, 1, 2, 3}), frozenset({3, 4, 5, 6})], 8)
+        assert not bench_consumers.settled([frozenset({0, 1}), frozenset({2, 3})] * 2, 8)
+
+
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     """The benchmarks on the suite's database: a few events, one round, 1 and 2 processes."""
@@ -137,3 +159,6 @@ class TestTinyRuns:
         measured = [row for row in report.rows if isinstance(row, Comparison)]
         assert all(row.against == "1 consumer process" and row.ratio > 0 for row in measured)
         assert any("load average" in note for note in report.notes)
+        for label in ("Redis Streams", "RabbitMQ"):
+            held = f"consumer processes of {label}, partitions held: 1: 8 (settled "
+            assert any(note.startswith(held) and "; 2: 4/4 (" in note for note in report.notes)
