@@ -10,7 +10,7 @@ No event is published, and no drain timed, before the consumers have *settled*: 
 its fair share of the partitions (asked of every process: the partitions its consumer holds,
 RabbitMQ partition locks or Redis leases), 8 for one, 4 and 4 for two, 2 each for four, and
 together all of them; so every partition queue exists and has its consumer, and k
-consumers really split the work (the notes give the split and how long it took to settle).
+consumers really split the work (the notes give the split).
 The handler does nothing, so what is measured is the consumer: reading, decoding, and one
 inbox transaction per event. The batch holds as many events as one warm consumer handles in
 about two seconds (200 to 2,000). Rounds run the three counts in an order shuffled every
@@ -201,12 +201,16 @@ class _Consumers:
         _processes.stop(self.workers)
 
     def describe_split(self) -> str:
-        """How the partitions were split, e.g. ``4/4 (settled 2.1s after the start)``."""
+        """How the partitions were split, e.g. ``4/4 (seen settled 2.1s after their start)``.
+
+        An upper bound on the time they took: the first look comes once every group of
+        processes has started.
+        """
         sizes = "/".join(
             str(len(held)) for held in sorted(self.split, key=lambda h: min(h, default=PARTITIONS))
         )
         moved = f", moved {self.moved} time(s) between drains" if self.moved else ""
-        return f"{sizes} (settled {self.settled_in:.1f}s after the start{moved})"
+        return f"{sizes} (seen settled {self.settled_in:.1f}s after their start{moved})"
 
 
 def settled(held: Sequence[frozenset[int]], partitions: int) -> bool:

@@ -160,5 +160,5 @@ class TestTinyRuns:
         assert all(row.against == "1 consumer process" and row.ratio > 0 for row in measured)
         assert any("load average" in note for note in report.notes)
         for label in ("Redis Streams", "RabbitMQ"):
-            held = f"consumer processes of {label}, partitions held: 1: 8 (settled "
+            held = f"consumer processes of {label}, partitions held: 1: 8 (seen settled "
             assert any(note.startswith(held) and "; 2: 4/4 (" in note for note in report.notes)
