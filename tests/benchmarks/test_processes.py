@@ -11,10 +11,13 @@ import os
 import sys
 import time
 
+import pika
 import pytest
 from benchmarks._harness import Comparison, Report, Skipped
+from tests.conftest import require_server
 from tests.postgres import postgres_url
 
+import sqlalchemy as sa
 from benchmarks import _processes, _sql, bench_consumers, bench_relay
 from tactical import JsonCodec
 
@@ -108,6 +111,36 @@ class TestSettled:
         assert not bench_consumers.settled([frozenset({0, 1, 2, 3}), frozenset({4, 5, 6})], 8)
         assert not bench_consumers.settled([frozenset({0, 1, 2, 3}), frozenset({3, 4, 5, 6})], 8)
         assert not bench_consumers.settled([frozenset({0, 1}), frozenset({2, 3})] * 2, 8)
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.slow  # two consumer processes
+class TestSettlingOnRabbitMQ:
+    def test_once_settled_every_partition_queue_is_bound_and_consumed_by_one_process(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After settle(), each of the 8 queues exists with one consumer: a publish is routed."""
+        require_server("RabbitMQ", 5672)
+        url = postgres_url().render_as_string(hide_password=False)
+        monkeypatch.setattr(_sql, "POSTGRES_URL", url)
+        engine = sa.create_engine(url)  # the workers connect only to handle a message
+        consumers = bench_consumers._Consumers("rabbitmq", 2, engine)  # pyright: ignore[reportPrivateUsage]
+        try:
+            consumers.wait_ready()
+            consumers.settle()
+            connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+            channel = connection.channel()
+            counts = [
+                channel.queue_declare(f"{consumers.name}.{p}", passive=True).method.consumer_count
+                for p in range(bench_consumers.PARTITIONS)
+            ]
+            connection.close()
+        finally:
+            consumers.stop()
+            bench_consumers._cleanup("rabbitmq", [consumers.name], [consumers.publisher])  # pyright: ignore[reportPrivateUsage]
+            engine.dispose()
+        assert counts == [1] * 8
+        assert sorted(len(held) for held in consumers.split) == [4, 4]
 
 
 @pytest.fixture
