@@ -130,8 +130,7 @@ class _Consumers:
             )
             for i in range(count)
         ]
-
-        self.split: list[frozenset[int]] = []
+        self.split: list[frozenset[int]] = []  # the partitions each holds, once settled
         self.settled_in = 0.0
         self.moved = 0
 
