@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from tests.process_model import (
     PickupDeadline,
     PickupDeadlinePassed,
     PickupMissed,
+    PickupScanned,
     deadline_key,
 )
 
@@ -41,6 +42,7 @@ from tactical import (
     ProcessManagerHandler,
     UncommittedChangesWarning,
 )
+from tactical._tracking import Change
 from tactical.sqlalchemy import (
     AsyncSqlAlchemyUnitOfWork,
     SqlAlchemyUnitOfWork,
@@ -333,3 +335,59 @@ class TestAUnitOfWorkOfOnesOwn:
         assert own.uow.commits == 1
         assert [type(m) for m in own.uow.committed.values()] == [Counting]
         assert [type(c) for c in own.dispatched] == [DecrementLabelStock]
+
+
+class RacingUnitOfWork(InMemoryUnitOfWork):
+    """Its first commit loses a race: another unit of work completes the manager first."""
+
+    raced = False
+
+    def _store(self, changes: Sequence[Change]) -> None:
+        if not RacingUnitOfWork.raced:
+            RacingUnitOfWork.raced = True
+            complete_elsewhere(self.store, changes)
+        super()._store(changes)
+
+
+class AsyncRacingUnitOfWork(AsyncInMemoryUnitOfWork):
+    """:class:`RacingUnitOfWork`, awaited."""
+
+    raced = False
+
+    async def _store(self, changes: Sequence[Change]) -> None:
+        if not AsyncRacingUnitOfWork.raced:
+            AsyncRacingUnitOfWork.raced = True
+            complete_elsewhere(self.store, changes)
+        await super()._store(changes)
+
+
+def complete_elsewhere(store: InMemoryStore, changes: Sequence[Change]) -> None:
+    """Complete, through another unit of work on ``store``, the manager being committed."""
+    with InMemoryUnitOfWork(store=store) as other:
+        other.repository(PickupDeadline).require(changes[0].aggregate.id).complete()
+        other.commit()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_retried_handler_writes_only_the_requests_of_its_last_attempt(mode: str) -> None:
+    """The attempt that lost the race asked to cancel the timer; the retry, ignoring the event
+    (the process was completed meanwhile), asks nothing: the timer stays."""
+    store = InMemoryStore()
+    commands = CommandBus()
+    commands.register(DecrementLabelStock, lambda command: None)
+    shipment_id = uuid4()
+    racing: Any = RacingUnitOfWork if mode == "sync" else AsyncRacingUnitOfWork
+    racing.raced = False
+    plain: Any = InMemoryUnitOfWork if mode == "sync" else AsyncInMemoryUnitOfWork
+    kind: Any = ProcessManagerHandler if mode == "sync" else AsyncProcessManagerHandler
+    for event, uow in [
+        (LabelPrinted(shipment_id, "UPS"), lambda: plain(store=store)),
+        (PickupScanned(shipment_id), lambda: racing(store=store)),
+    ]:
+        done = kind(PickupDeadline, uow, commands)(event)
+        if inspect.isawaitable(done):
+            await done
+    assert racing.raced
+    assert [t.key for t in store.scheduled()] == [deadline_key(shipment_id)]
+    with InMemoryUnitOfWork(store=store) as uow:
+        assert uow.repository(PickupDeadline).require(shipment_id).completed

@@ -86,6 +86,10 @@ publisher: Publisher = ListPublisher()  # any class with a matching publish() is
 relay = OutboxRelay(engine, publisher, batch_size=50)
 assert_type(relay.relay_once(), int)
 assert_type(relay.run(threading.Event(), idle_interval=1.0, max_backoff=10.0), None)
+# run() is written once for several workers: each keeps its own stop event and keywords.
+relay.run(asyncio.Event())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+relay.run(threading.Event(), poll_interval=1.0)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+relay.run(threading.Event(), 1.0)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
 assert_type(RELAY_LOCK_KEY, int)
 assert_type(DEFAULT_DATABASE_TIMEOUT, float)
 OutboxRelay(engine, publisher, database_timeout=None)
@@ -188,6 +192,8 @@ assert_type(dead_letters_table, sa.Table)
 rabbit = RabbitMQConsumer(consumer, queue="billing", routing_keys=["policy.#"])
 assert_type(rabbit.consume_available(idle_timeout=0.5), int)
 assert_type(rabbit.run(threading.Event()), None)
+rabbit.run(asyncio.Event())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+rabbit.run(threading.Event(), idle_interval=1.0)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
 assert_type(DEFAULT_HEARTBEAT, int)
 RabbitMQConsumer(consumer, queue="billing", timeout=2.0, heartbeat=5)
 RabbitMQConsumer(consumer, queue="billing", heartbeat=None)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]

@@ -64,6 +64,8 @@ assert_type(runner.catch_up(policies, batches=1), int)
 assert_type(runner.run_once(), int)
 assert_type(runner.rebuild("policies"), None)
 assert_type(runner.run(threading.Event(), idle_interval=0.1, max_backoff=5.0), None)
+runner.run(asyncio.Event())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+runner.run(threading.Event(), poll_interval=0.1)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
 assert_type(runner.projections, tuple[Projection, ...])
 ProjectionRunner(engine, [AsyncProjection("a")])  # type: ignore[list-item]  # pyright: ignore[reportArgumentType]
 ProjectionRunner(engine, [policies], database_timeout=None)
@@ -98,5 +100,8 @@ async def main() -> None:
     assert_type(await async_runner.catch_up("policies"), int)
     assert_type(await async_runner.run_once(), int)
     await async_runner.rebuild(async_policies)
-    await async_runner.run(asyncio.Event(), idle_interval=0.1)
+    assert_type(await async_runner.run(asyncio.Event(), idle_interval=0.1), None)
+    await async_runner.run(threading.Event())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    forgot: None = async_runner.run(asyncio.Event())  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+    print(forgot)
     AsyncProjectionRunner(engine, [async_policies])  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]

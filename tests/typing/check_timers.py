@@ -84,13 +84,15 @@ assert_type(worker.parked(), list[ParkedTimer])
 assert_type(worker.retry_parked(key="k"), int)
 assert_type(worker.clock, Clock)
 worker.run(threading.Event(), poll_interval=0.5)
+worker.run(threading.Event(), idle_interval=0.5)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
 async_worker = AsyncTimerWorker(async_engine, clock=moved)
 
 
 async def fire() -> None:
     assert_type(await async_worker.fire_due(), int)
     assert_type(await async_worker.parked(), list[ParkedTimer])
-    await async_worker.run(asyncio.Event())
+    assert_type(await async_worker.run(asyncio.Event()), None)
+    await async_worker.run(threading.Event())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
 
 assert_type(TIMER_AGGREGATE_TYPE, str)
