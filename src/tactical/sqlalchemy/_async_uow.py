@@ -7,7 +7,6 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
 import sqlalchemy as sa
 from tactical._flow import Flow, run
@@ -15,6 +14,7 @@ from tactical._model import AggregateRoot
 from tactical._query import Query
 from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
+from tactical.sqlalchemy._greenlets import run_in_greenlet
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
 from tactical.sqlalchemy._statements import Operation
 from tactical.sqlalchemy._task_deadline import TaskDeadline
@@ -153,12 +153,12 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
 
     async def _begin(self) -> None:
         engine = self._watched or self._engine
-        connection: sa.Connection = await self._bounded(greenlet_spawn(engine.sync_engine.connect))
+        connection: sa.Connection = await self._bounded(run_in_greenlet(engine.sync_engine.connect))
         if self._begins_at_start(connection):
             try:
-                await self._bounded(greenlet_spawn(connection.begin))
+                await self._bounded(run_in_greenlet(connection.begin))
             except BaseException as error:
-                await greenlet_spawn(connection.close)
+                await run_in_greenlet(connection.close)
                 self._refuse_begin(error)
         self._connection, self._connected_via = connection, engine
 
@@ -179,9 +179,9 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
 
     async def _give_back(self, connection: sa.Connection) -> None:
         try:
-            await self._bounded(greenlet_spawn(release_connection, connection))
+            await self._bounded(run_in_greenlet(release_connection, connection))
         except BaseException:
-            await greenlet_spawn(_discard, connection)
+            await run_in_greenlet(_discard, connection)
             raise
 
     def _load(self, aggregate_type: type[A], aggregate_id: object) -> Awaitable[A | None]:
@@ -202,16 +202,17 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
     def _run_flow(self, connection: sa.Connection, flow: Flow[Operation, T]) -> Awaitable[T]:
         """Run a storage flow on the sync ``connection``, in one greenlet, bounded.
 
-        SQLAlchemy runs a sync ``Connection`` on an async driver in a greenlet of its own
-        (``AsyncConnection.run_sync`` does no more): the whole flow, its clean-up included,
-        runs in one, driven by the sync driver with the sync unit of work's ``carry_out``.
+        SQLAlchemy runs a sync ``Connection`` on an async driver in a greenlet
+        (``AsyncConnection.run_sync`` does no more; :func:`run_in_greenlet` reuses one): the
+        whole flow, its clean-up included, runs in one, driven by the sync driver with the
+        sync unit of work's ``carry_out``.
         Its round trips are the driver's awaits inside it, where a cancellation lands as it
         would at one call per statement: SQLAlchemy invalidates the interrupted connection
         and the exception is thrown into the flow, which rolls back (no I/O on an
         invalidated connection) and raises it. database_timeout bounds each round trip:
         the deadline is moved before each one (:meth:`_round_trip`).
         """
-        return self._within_deadline(greenlet_spawn(self._drive, connection, flow))
+        return self._within_deadline(run_in_greenlet(self._drive, connection, flow))
 
     def _drive(self, connection: sa.Connection, flow: Flow[Operation, T]) -> T:
         """Drive ``flow`` on ``connection`` (in SQLAlchemy's greenlet, on the event loop)."""
