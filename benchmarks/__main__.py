@@ -4,6 +4,8 @@
 only the groups named. Each group is a module with ``run(report)``; add new ones to
 ``GROUPS``. PostgreSQL rows use ``TACTICAL_BENCH_POSTGRES_URL`` (default: the ``test``
 database on 127.0.0.1) and are skipped, with the reason, when it does not answer.
+``TACTICAL_BENCH_SMOKE=1`` makes it a smoke run: one round per comparison, figures that mean
+nothing, and ``latest.json`` left alone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from benchmarks._harness import METHOD, Report
+from benchmarks._harness import METHOD, SMOKE_VARIABLE, Report, smoke
 
 # Group name -> module (in run order). A new benchmark module goes here, nowhere else.
 GROUPS: dict[str, str] = {
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     print(report.markdown())
     print("\nNotes printed by the same run:\n")
     print("\n".join(f"- {note}" for note in report.notes))
+    if smoke():
+        print(f"\nsmoke run ({SMOKE_VARIABLE} set): one round per comparison; {RESULTS} left alone")
+        return
     report.write_json(RESULTS)
     print(f"\n{len(report.comparisons)} comparisons in {elapsed:.0f}s; wrote {RESULTS}")
 

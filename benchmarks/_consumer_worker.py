@@ -3,13 +3,18 @@
 ``python -m benchmarks._consumer_worker BROKER NAME PARTITIONS URL SCHEMA APPLICATION
 OPTIONS`` consumes the partitions of ``NAME`` (RabbitMQ queue prefix and exchange, or Redis
 stream) into an inbox named ``NAME`` on PostgreSQL (``URL``, tables in ``SCHEMA``, the
-connection named ``APPLICATION``, with the server ``OPTIONS`` of the benchmark's
-connections) until SIGTERM; it prints ``ready`` once it consumes.
+connection named ``APPLICATION``, which is also its consumer's name in the Redis group,
+with the server ``OPTIONS`` of the benchmark's connections). It consumes on a thread of its
+own, prints ``ready`` once that started, then obeys lines on stdin:
+
+- ``held``: prints ``held`` and the partitions its consumer holds now
+  (``held_partitions``: the RabbitMQ partition locks or the Redis leases), space-separated.
+
+It stops consuming and exits at the end of stdin (giving its partitions up).
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 from typing import Any
@@ -68,12 +73,22 @@ def main(argv: list[str]) -> None:
 
         client = redis.Redis(host="127.0.0.1", socket_timeout=5)
         consumer = RedisStreamConsumer(
-            inbox, client, stream=name, partitions=int(partitions), lease=3.0
+            inbox, client, stream=name, consumer=application, partitions=int(partitions), lease=3.0
         )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The consumer's connection is used on this thread only; the main thread only reads
+    # which partitions it holds.
+    consuming = threading.Thread(
+        target=consumer.run, args=(stop,), kwargs={"poll_interval": 0.05}, name="consumer"
+    )
+    consuming.start()
     print("ready", flush=True)
-    consumer.run(stop, poll_interval=0.05)
+    for line in sys.stdin:
+        if line.strip() == "held":
+            print(" ".join(["held", *map(str, sorted(consumer.held_partitions))]), flush=True)
+    stop.set()
+    consuming.join()
+    engine.dispose()
 
 
 if __name__ == "__main__":

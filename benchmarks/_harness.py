@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import platform
 import random
 import statistics
@@ -39,6 +40,11 @@ _MIN_BATCH_NS = 20_000
 # Reading the CPU clock is a system call (microseconds on some machines): its ratio is
 # reported only for calls long enough that this, subtracted, leaves a steady figure.
 _MIN_CPU_TIMED_NS = 30_000
+
+# A smoke run (this variable set to anything but "" or "0"): every comparison runs one round
+# and no added time, so each group runs all its code and makes all its rows in seconds, with
+# figures that mean nothing. The test suite's smoke test sets it; `nox -s bench` does not.
+SMOKE_VARIABLE = "TACTICAL_BENCH_SMOKE"
 
 METHOD = (
     "paired rounds, one call per variant per round (a calibrated batch for sub-microsecond "
@@ -109,6 +115,11 @@ class Skipped:
     against: str
     reason: str
     goal: Goal | None = None
+
+
+def smoke() -> bool:
+    """True in a smoke run (``TACTICAL_BENCH_SMOKE`` set): one round per comparison."""
+    return os.environ.get(SMOKE_VARIABLE, "") not in ("", "0")
 
 
 def _batch_ns(function: Callable[[], object], number: int) -> int:
@@ -225,7 +236,12 @@ def compare(
         rounds: The fewest rounds to run, however long they take.
         seconds: Roughly how long to keep adding rounds (both variants together).
         max_rounds: The most rounds to run, however short they are.
+
+    In a smoke run (see ``smoke()``), one round, whatever ``rounds``, ``seconds`` and
+    ``max_rounds`` say.
     """
+    if smoke():
+        rounds, seconds, max_rounds = 1, 0.0, 1
     # Warm up both (caches, lazy compilation, connection pools), then size the batches on
     # the slower of the two so that both variants of a round run the same number of calls.
     candidate()

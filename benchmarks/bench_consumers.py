@@ -6,6 +6,11 @@ processes started once: one, two or four, each a ``RedisStreamConsumer`` or
 ``RabbitMQConsumer`` with ``partitions=8``, configured by its arguments) take from the
 first publish until every event has its inbox row on PostgreSQL (publishing, from this
 process, is several times faster than consuming and overlaps it; the notes give its time).
+No event is published, and no drain timed, before the consumers have *settled*: each holds
+its fair share of the partitions (asked of every process: the partitions its consumer holds,
+RabbitMQ partition locks or Redis leases), 8 for one, 4 and 4 for two, 2 each for four, and
+together all of them; so every partition queue exists and has its consumer, and k
+consumers really split the work (the notes give the split).
 The handler does nothing, so what is measured is the consumer: reading, decoding, and one
 inbox transaction per event. The batch holds as many events as one warm consumer handles in
 about two seconds (200 to 2,000). Rounds run the three counts in an order shuffled every
@@ -48,6 +53,7 @@ MAX_EVENTS = 2000
 AGGREGATES = 240
 WARM_UP_EVENTS = 100
 ROUNDS = 4
+SETTLE_SECONDS = 60.0
 COUNTS = (1, 2, 4)
 SCHEMA = f"{_sql.POSTGRES_SCHEMA}_consumers"
 
@@ -110,6 +116,7 @@ class _Consumers:
         self.name = f"tactical-bench-{broker}-{count}-{uuid4().hex[:6]}"
         self.application = f"tactical-bench-consumer-{os.getpid()}-{broker}-{count}-"
         self.publisher = _publisher(broker, self.name)
+        self.spawned = time.perf_counter()
         self.workers = [
             _processes.spawn(
                 "benchmarks._consumer_worker",
@@ -123,11 +130,48 @@ class _Consumers:
             )
             for i in range(count)
         ]
+        self.split: list[frozenset[int]] = []  # the partitions each holds, once settled
+        self.settled_in = 0.0
+        self.moved = 0
 
     def wait_ready(self) -> None:
         for worker in self.workers:
             if (line := _processes.reply(worker)) != "ready":
                 raise RuntimeError(f"consumer worker: expected ready, got {line!r}")
+
+    def held(self) -> list[frozenset[int]]:
+        """The partitions each consumer process holds now."""
+        _processes.send(self.workers, "held")
+        held: list[frozenset[int]] = []
+        for worker in self.workers:
+            words = _processes.reply(worker).split()
+            if not words or words[0] != "held":
+                raise RuntimeError(f"consumer worker: expected held, got {words!r}")
+            held.append(frozenset(int(p) for p in words[1:]))
+        return held
+
+    def settle(self) -> None:
+        """Wait until the processes hold a fair split of the partitions (see ``settled``).
+
+        The first split is kept for the notes; a later one that differs counts as moved.
+
+        Raises:
+            TimeoutError: Not settled within ``SETTLE_SECONDS``.
+        """
+        started = time.perf_counter()
+        while not settled(held := self.held(), PARTITIONS):
+            if time.perf_counter() - started > SETTLE_SECONDS:
+                raise TimeoutError(
+                    f"{self.name}: the {self.count} consumer(s) did not share the "
+                    f"{PARTITIONS} partitions within {SETTLE_SECONDS:.0f}s: they hold {held}"
+                )
+            time.sleep(0.05)
+        if not self.split:
+            self.split = held
+            self.settled_in = time.perf_counter() - self.spawned
+        elif held != self.split:
+            self.moved += 1
+            self.split = held
 
     def drain(self, batch: Sequence[OutboxMessage]) -> tuple[_processes.Drain, float]:
         """Publish ``batch``; the time until every event has its inbox row, and the publish's."""
@@ -143,20 +187,45 @@ class _Consumers:
             self.publisher.publish(fresh)
             published = time.perf_counter() - started
             deadline = started + 300
-            while _handled(self.engine, self.name) < target:
+            while (handled := _handled(self.engine, self.name)) < target:
                 if time.perf_counter() > deadline:
-                    raise TimeoutError(f"{self.name}: the consumers did not drain {len(batch)}")
+                    raise TimeoutError(
+                        f"{self.name}: the consumers handled {len(batch) - target + handled} "
+                        f"of {len(batch)} events in 300s; partitions held: {self.held()}"
+                    )
                 time.sleep(0.02)
         return _processes.Drain(window.wall, window.used, window.machine_cores), published
 
     def stop(self) -> None:
-        for worker in self.workers:
-            worker.terminate()
-        for worker in self.workers:
-            worker.wait(30)
-            for pipe in (worker.stdin, worker.stdout):
-                if pipe is not None:
-                    pipe.close()
+        _processes.stop(self.workers)
+
+    def describe_split(self) -> str:
+        """How the partitions were split, e.g. ``4/4 (seen settled 2.1s after their start)``.
+
+        An upper bound on the time they took: the first look comes once every group of
+        processes has started.
+        """
+        sizes = "/".join(
+            str(len(held)) for held in sorted(self.split, key=lambda h: min(h, default=PARTITIONS))
+        )
+        moved = f", moved {self.moved} time(s) between drains" if self.moved else ""
+        return f"{sizes} (seen settled {self.settled_in:.1f}s after their start{moved})"
+
+
+def settled(held: Sequence[frozenset[int]], partitions: int) -> bool:
+    """Whether consumers holding ``held`` have settled on ``partitions``: what they converge to.
+
+    Each holds at most its fair share, ``ceil(partitions / consumers)`` (the rule of the
+    RabbitMQ partition locks and of the Redis leases), no partition is held twice, and every
+    one is held: 4 and 4 of 8 for two, 2 each for four.
+    """
+    share = -(-partitions // max(1, len(held)))
+    every = frozenset[int]().union(*held)
+    return (
+        all(len(h) <= share for h in held)
+        and sum(len(h) for h in held) == len(every)
+        and every == frozenset(range(partitions))
+    )
 
 
 def _row_name(broker: str, count: int) -> str:
@@ -170,8 +239,10 @@ def _measure(broker: str, report: Report, engine: sa.Engine) -> None:
     try:
         for group in consumers.values():
             group.wait_ready()
+        for group in consumers.values():
+            group.settle()
         warm_up = _batch(WARM_UP_EVENTS)
-        for k in COUNTS[1:]:  # warm up (and let the Redis consumers share their partitions)
+        for k in COUNTS[1:]:
             consumers[k].drain(warm_up)
         consumers[1].drain(warm_up)
         rate = WARM_UP_EVENTS / consumers[1].drain(warm_up)[0].seconds  # one consumer's, warm
@@ -180,6 +251,7 @@ def _measure(broker: str, report: Report, engine: sa.Engine) -> None:
         order = random.Random(f"{GROUP}/{broker}")
         for _ in range(ROUNDS):
             for k in order.sample(COUNTS, len(COUNTS)):
+                consumers[k].settle()  # outside the time measured; at once if still settled
                 drain, published = consumers[k].drain(batch)
                 drains[k].append(drain)
                 publishing.append(published)
@@ -192,6 +264,10 @@ def _measure(broker: str, report: Report, engine: sa.Engine) -> None:
     label = {"redis": "Redis Streams", "rabbitmq": "RabbitMQ"}[broker]
     for k in COUNTS:
         report.note(_processes.describe(k, f"consumer process(es) of {label}", drains[k], events))
+    report.note(
+        f"consumer processes of {label}, partitions held: "
+        + "; ".join(f"{k}: {consumers[k].describe_split()}" for k in COUNTS)
+    )
     report.note(_processes.limit(f"consumer processes of {label}", drains))
     for k in COUNTS[1:]:
         name = _row_name(broker, k)
@@ -227,6 +303,7 @@ def _cleanup(broker: str, names: Any, publishers: Any) -> None:
     for name in names:
         for p in range(PARTITIONS):
             channel.queue_delete(queue=f"{name}.{p}")
+        channel.queue_delete(queue=f"{name}.consumers")  # the members queue
         channel.exchange_delete(exchange=name)
     connection.close()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from benchmarks import _core, _sql
@@ -23,7 +24,7 @@ from tactical.sqlalchemy import aggregates_table, configure_engine, outbox_table
 GROUP = "outbox indexes"
 
 
-def _indexes(dialect: sa.Dialect) -> dict[str, str]:
+def outbox_indexes(dialect: sa.Dialect) -> dict[str, str]:
     """Each secondary index of the outbox, by name, as the DDL that creates it."""
     found = {
         str(index.name): str(sa.schema.CreateIndex(index).compile(dialect=dialect))
@@ -38,7 +39,13 @@ def _indexes(dialect: sa.Dialect) -> dict[str, str]:
     return found
 
 
-def _engine(directory: Path, name: str, ddl: list[str]) -> sa.Engine:
+def _server_default(column: sa.Column[Any]) -> sa.DefaultClause | None:
+    """A copy of ``column``'s server default (``transaction_order``'s), for a table of its own."""
+    default = column.server_default
+    return sa.DefaultClause(default.arg) if isinstance(default, sa.DefaultClause) else None
+
+
+def variant_engine(directory: Path, name: str, ddl: list[str]) -> sa.Engine:
     """A SQLite file with tactical's tables, the outbox without secondary indexes but ``ddl``."""
     metadata = sa.MetaData()
     aggregates_table.to_metadata(metadata)
@@ -52,6 +59,7 @@ def _engine(directory: Path, name: str, ddl: list[str]) -> sa.Engine:
                 primary_key=c.primary_key,
                 nullable=c.nullable,
                 autoincrement=c.autoincrement,
+                server_default=_server_default(c),
             )
             for c in outbox_table.c
         ),
@@ -69,8 +77,8 @@ def run(report: Report) -> None:
     codec = JsonCodec()
     with tempfile.TemporaryDirectory(prefix="tactical-bench-") as directory:
         base = Path(directory)
-        engines = [_engine(base, "none.sqlite3", [])]
-        indexes = _indexes(engines[0].dialect)
+        engines = [variant_engine(base, "none.sqlite3", [])]
+        indexes = outbox_indexes(engines[0].dialect)
 
         def create(engine: sa.Engine) -> Callable[[], None]:
             return _core.core_create(engine, codec, lambda _: None, events=1)
@@ -79,8 +87,8 @@ def run(report: Report) -> None:
         variants |= {f"only {name}": [ddl] for name, ddl in indexes.items()}
         for number, (label, ddl) in enumerate(variants.items()):
             # A fresh table on each side, so both hold as many rows.
-            engines.append(_engine(base, f"none-{number}.sqlite3", []))
-            engines.append(_engine(base, f"variant-{number}.sqlite3", ddl))
+            engines.append(variant_engine(base, f"none-{number}.sqlite3", []))
+            engines.append(variant_engine(base, f"variant-{number}.sqlite3", ddl))
             report.add(
                 compare(
                     GROUP,

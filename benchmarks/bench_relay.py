@@ -85,10 +85,16 @@ def _show_rate(report: Report, comparison: Comparison) -> None:
 
 def run(report: Report) -> None:
     """Run the relay benchmarks into ``report``."""
-    from tactical.outbox import EventBusPublisher, OutboxRelay, Publisher
-
     codec = JsonCodec()
     template = _rows(codec)
+    _one_relay(report, codec, template)
+    _partitioned(report, codec, template)
+
+
+def _one_relay(report: Report, codec: JsonCodec, template: list[dict[str, Any]]) -> None:
+    """One relay in this process, on a SQLite file: to the bus and to RabbitMQ, vs nowhere."""
+    from tactical.outbox import EventBusPublisher, OutboxRelay, Publisher
+
     with tempfile.TemporaryDirectory() as directory:
         engine = sa.create_engine(f"sqlite:///{Path(directory) / 'bench.sqlite3'}")
         create_schema(engine)
@@ -147,7 +153,6 @@ def run(report: Report) -> None:
                 )
             _delete_exchange(exchange)
         engine.dispose()
-    _partitioned(report, codec, template)
 
 
 # The scaling rows: N events of AGGREGATES aggregates, drained by 1, 2 and 4 relay processes.

@@ -9,6 +9,10 @@ A reader has the installed package and nothing else: no checkout, no ``examples`
   ``sys.path`` (except the directory tactical itself is imported from) and the modules
   imported from it (``examples``, the test suite's helpers) are hidden from ``sys.modules``.
 
+A reader also pastes a page's samples into a file and runs it, so they run as the module
+``__main__`` (``__name__`` is set): a class a sample stores must have a name registered with
+a codec, as tactical refuses to store ``__main__.X``.
+
 Pages whose samples talk to a broker skip them with ``% skip: start if(not rabbitmq, ...)``
 (or ``not redis_server``)
 when the server is not reachable; under ``CI=true`` they always run, so a missing server
@@ -149,6 +153,9 @@ class StandaloneEvaluator:
                 " which a reader who installed tactical does not have; define what the sample"
                 " needs on the page (or use tactical.testing's sample model)"
             )
+        # As a script pasted from the page: classes of __main__, which tactical stores
+        # only under a name registered with a codec.
+        example.namespace["__name__"] = "__main__"
         with outside_the_checkout():
             self._evaluate(example)
 

@@ -21,6 +21,7 @@ from tactical._stored_keys import id_key, stored_key
 from tactical._timers import ScheduledMessage, TimerWrite, due_time
 from tactical._tracking import stale
 from tactical._uow import Change, TransactionalUnitOfWork
+from tactical._uow_core import UnitOfWorkCore
 
 __all__ = ["InMemoryStore", "InMemoryUnitOfWork"]
 
@@ -241,7 +242,61 @@ def _first_unstorable_event(
     return None
 
 
-class InMemoryUnitOfWork(TransactionalUnitOfWork):
+class InMemoryStorage(UnitOfWorkCore):
+    """What the sync and the async in-memory units of work share: their arguments and store.
+
+    Each reads and writes its :class:`InMemoryStore` with no I/O to await, so the storage
+    hooks of both are these plain calls.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus | None = None,
+        *,
+        store: InMemoryStore | None = None,
+        allow_multiple_aggregates: bool = False,
+        codec: JsonCodec | None = None,
+    ) -> None:
+        super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
+        candidate: object = store
+        if candidate is not None and not isinstance(candidate, InMemoryStore):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(
+                f"{type(self).__name__}'s store must be an InMemoryStore or None, "
+                f"got {type(candidate).__qualname__}"
+            )
+        candidate = codec
+        if candidate is not None and not isinstance(candidate, JsonCodec):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(
+                f"{type(self).__name__}'s codec must be a JsonCodec or None, "
+                f"got {type(candidate).__qualname__}"
+            )
+        self._store_ = store if store is not None else InMemoryStore()
+        self._codec = codec if codec is not None else _default_codec
+
+    @property
+    def store(self) -> InMemoryStore:
+        """The committed state this unit of work reads and writes."""
+        return self._store_
+
+    @property
+    def codec(self) -> JsonCodec:
+        """The codec that decides what can be stored, and rebuilds what is read.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._codec
+
+    def _read(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
+        return self._store_._read(aggregate_type, aggregate_id, self._codec)  # pyright: ignore[reportPrivateUsage]
+
+    def _select(self, query: Query[A], held: frozenset[object]) -> list[A]:
+        return self._store_._select(query, held, self._codec)  # pyright: ignore[reportPrivateUsage]
+
+    def _write(self, changes: Sequence[Change]) -> None:
+        self._store_._apply(changes, self._codec, self._timer_writes())  # pyright: ignore[reportPrivateUsage]
+
+
+class InMemoryUnitOfWork(InMemoryStorage, TransactionalUnitOfWork):
     """A unit of work over an :class:`InMemoryStore`, with real transactional semantics.
 
     Pass the same ``store`` to several units of work to let them see each other's committed
@@ -276,54 +331,17 @@ class InMemoryUnitOfWork(TransactionalUnitOfWork):
        Refuses at commit what the SQL unit of work refuses.
     """
 
-    def __init__(
-        self,
-        bus: EventBus | None = None,
-        *,
-        store: InMemoryStore | None = None,
-        allow_multiple_aggregates: bool = False,
-        codec: JsonCodec | None = None,
-    ) -> None:
-        super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
-        candidate: object = store
-        if candidate is not None and not isinstance(candidate, InMemoryStore):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(
-                f"InMemoryUnitOfWork's store must be an InMemoryStore or None, "
-                f"got {type(candidate).__qualname__}"
-            )
-        candidate = codec
-        if candidate is not None and not isinstance(candidate, JsonCodec):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(
-                f"InMemoryUnitOfWork's codec must be a JsonCodec or None, "
-                f"got {type(candidate).__qualname__}"
-            )
-        self._store_ = store if store is not None else InMemoryStore()
-        self._codec = codec if codec is not None else _default_codec
-
-    @property
-    def store(self) -> InMemoryStore:
-        """The committed state this unit of work reads and writes."""
-        return self._store_
-
-    @property
-    def codec(self) -> JsonCodec:
-        """The codec that decides what can be stored, and rebuilds what is read.
-
-        .. versionadded:: 0.2.0
-        """
-        return self._codec
-
     def _begin(self) -> None:
         pass
 
     def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
-        return self._store_._read(aggregate_type, aggregate_id, self._codec)  # pyright: ignore[reportPrivateUsage]
+        return self._read(aggregate_type, aggregate_id)
 
     def _find(self, query: Query[A], held: frozenset[object]) -> list[A]:
-        return self._store_._select(query, held, self._codec)  # pyright: ignore[reportPrivateUsage]
+        return self._select(query, held)
 
     def _store(self, changes: Sequence[Change]) -> None:
-        self._store_._apply(changes, self._codec, self._timer_writes())  # pyright: ignore[reportPrivateUsage]
+        self._write(changes)
 
     def _rollback(self) -> None:
         pass

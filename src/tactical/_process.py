@@ -26,10 +26,11 @@ from tactical._commands import Command, CommandBus
 from tactical._flow import Flow, run, run_async
 from tactical._model import AggregateRoot, DomainEvent
 from tactical._retry import retry_on_conflict
-from tactical._timers import HELD_TIMERS, TimerRequests
+from tactical._timers import HELD_TIMERS, TimerRequests, timer_writes_of
 from tactical._tracking import check_id
 from tactical._uow import UnitOfWork
 from tactical._uow_async import AsyncUnitOfWork
+from tactical._uow_core import RepositoryBase
 
 __all__ = ["AsyncProcessManagerHandler", "ProcessManager", "ProcessManagerHandler"]
 
@@ -144,9 +145,8 @@ class ProcessManager(AggregateRoot[KeyT]):
     ) -> Callable[[Callable[[PM, E], None]], Callable[[PM, E], None]]:
         """Declare the decorated method as the handler of ``event_type``, for a started process.
 
-        Args:
-            event_type: The event class this method handles (exactly it, not subclasses).
-            key: Reads the correlation key (the manager's ``id``) from such an event.
+        ``event_type`` and ``key`` are as for :meth:`starts`: the event class it handles
+        (exactly it, not subclasses), and what reads the correlation key from such an event.
 
         .. versionadded:: 0.2.0
         """
@@ -263,7 +263,9 @@ class ProcessManager(AggregateRoot[KeyT]):
 
         The unit of work that holds the manager writes the timer in the same transaction
         (see :meth:`tactical.InMemoryUnitOfWork.schedule` for ``at`` and ``key``); a
-        rollback drops it. Returns the timer's key.
+        rollback drops it. Asked for after that commit, it is saved nowhere and reported
+        (an :class:`~tactical.UncommittedChangesWarning`); the process-managers how-to
+        lists every case. Returns the timer's key.
 
         Raises:
             TypeError: ``message`` is not a DomainEvent, ``at`` not a datetime.
@@ -282,9 +284,14 @@ class ProcessManager(AggregateRoot[KeyT]):
         return requests
 
     def clear_events(self) -> None:
-        """Forget the pending events and timer requests (commands stay until pulled)."""
+        """Forget the pending events; the timer requests stay (and commands, until pulled).
+
+        The timer requests are the unit of work's to take: the one holding the manager
+        writes them at its commit and forgets them then, as its rollback does. So
+        :meth:`~tactical.AggregateRoot.pull_events`, which calls this, does not drop them
+        in passing (see the process-managers how-to).
+        """
         super().clear_events()
-        vars(self).pop(HELD_TIMERS, None)
 
 
 def _declaring(
@@ -325,9 +332,10 @@ class Add:
 class Commit:
     """Commit the block: the manager, its events and its timers."""
 
+    manager: Any  # the flow's manager type
+
 
 Op = Load | Add | Commit
-COMMIT = Commit()
 
 
 def applying(manager_type: type[M], event: DomainEvent) -> Flow[Op, M | None]:
@@ -353,8 +361,36 @@ def applying(manager_type: type[M], event: DomainEvent) -> Flow[Op, M | None]:
         yield Add(manager)
     if not manager.handle(event):
         return None
-    yield COMMIT
+    yield Commit(manager)
     return manager
+
+
+def refuse_unstored_timers(
+    handler: object, repository: object, manager: ProcessManager[Any]
+) -> None:
+    """Refuse to commit ``manager`` through ``repository`` if that would drop its timers.
+
+    tactical's units of work write the timer requests of the managers their repositories
+    hold, in the commit's transaction. Another unit of work's repository stores the
+    manager its own way and knows nothing of them: its commit would store the manager
+    (with the event remembered as handled) and lose the timers for good.
+
+    Raises:
+        TypeError: ``manager`` holds timer requests and ``repository`` is not a tactical
+            unit of work's; raised before the commit, so nothing is stored.
+    """
+    if isinstance(repository, RepositoryBase):
+        return
+    keys = [write.key for write in timer_writes_of(manager)]
+    if keys:
+        raise TypeError(
+            f"{handler!r} cannot commit {type(manager).__qualname__} {manager.id!r}: it "
+            f"scheduled or cancelled the timers {', '.join(map(repr, keys))}, and its "
+            f"repository, {type(repository).__qualname__}, is not a tactical unit of work's, "
+            "which alone write a process manager's timers in the commit's transaction; "
+            "nothing was committed (feed the manager through InMemoryUnitOfWork, "
+            "SqlAlchemyUnitOfWork or their async counterparts)"
+        )
 
 
 def check_feeding(kind: str, manager_type: type[M], commands: CommandBus) -> None:
@@ -455,8 +491,11 @@ class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
     ``uow`` may be the very unit of work whose commit published the event (handlers run
     once its block has ended). A unit of work serves one block at a time: to feed events
     from several threads at once, pass a callable that returns a new unit of work instead
-    (``lambda: SqlAlchemyUnitOfWork(engine)``), called once for each attempt. Its timers
-    are stored only by tactical's units of work. :class:`AsyncProcessManagerHandler` is
+    (``lambda: SqlAlchemyUnitOfWork(engine)``), called once for each attempt. Only
+    tactical's units of work store the manager's timers: through the repository of a unit
+    of work of one's own, a manager that scheduled or cancelled one is refused before the
+    commit (a ``TypeError``), instead of being stored without them; one that did not is
+    stored as that unit of work stores it. :class:`AsyncProcessManagerHandler` is
     the same handler for asyncio code. Fed from a broker, subscribe the manager to the
     inbox consumer instead (:meth:`InboxConsumer.subscribe_process_manager
     <tactical.outbox.InboxConsumer.subscribe_process_manager>`): the same decisions, in
@@ -479,7 +518,12 @@ class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
     _entered = "__enter__"
 
     def __call__(self, event: DomainEvent) -> None:
-        """Apply ``event`` to its process and commit, then dispatch the commands asked for."""
+        """Apply ``event`` to its process and commit, then dispatch the commands asked for.
+
+        Raises:
+            TypeError: The manager asked for timers and the unit of work's repository is
+                not one of tactical's, which alone store them; nothing was committed.
+        """
         commands = retry_on_conflict(lambda: self._apply(event))
         run(dispatching(commands), self._commands.dispatch)
 
@@ -494,6 +538,7 @@ class ProcessManagerHandler(_Feeding[M, UnitOfWork]):
                 if isinstance(op, Add):
                     repository.add(op.manager)
                 else:
+                    refuse_unstored_timers(self, repository, op.manager)
                     uow.commit()
                 return None
 
@@ -536,7 +581,12 @@ class AsyncProcessManagerHandler(_Feeding[M, AsyncUnitOfWork]):
     _entered = "__aenter__"
 
     async def __call__(self, event: DomainEvent) -> None:
-        """Apply ``event`` to its process and commit, then dispatch the commands asked for."""
+        """Apply ``event`` to its process and commit, then dispatch the commands asked for.
+
+        Raises:
+            TypeError: The manager asked for timers and the unit of work's repository is
+                not one of tactical's, which alone store them; nothing was committed.
+        """
         commands = await retry_on_conflict(self._apply)(event)
         await run_async(dispatching(commands), self._commands.dispatch_async)
 
@@ -551,6 +601,7 @@ class AsyncProcessManagerHandler(_Feeding[M, AsyncUnitOfWork]):
                 if isinstance(op, Add):
                     repository.add(op.manager)
                 else:
+                    refuse_unstored_timers(self, repository, op.manager)
                     await uow.commit()
                 return None
 

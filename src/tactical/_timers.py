@@ -23,6 +23,7 @@ __all__ = [
     "ScheduledMessage",
     "TimerRequests",
     "TimerWrite",
+    "discard_timer_requests",
     "timer_writes_of",
 ]
 
@@ -163,3 +164,10 @@ def timer_writes_of(aggregate: object) -> tuple[TimerWrite, ...]:
     """The timer requests ``aggregate`` holds (a process manager's), for the commit."""
     requests: TimerRequests | None = vars(aggregate).get(HELD_TIMERS)
     return () if requests is None else requests.writes()
+
+
+def discard_timer_requests(aggregate: object) -> None:
+    """Forget the timer requests ``aggregate`` holds: its commit wrote them, or a rollback."""
+    state = vars(aggregate)
+    if HELD_TIMERS in state:
+        del state[HELD_TIMERS]

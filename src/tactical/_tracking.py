@@ -20,6 +20,7 @@ from tactical._errors import ConcurrencyError, TransactionBoundaryError, Uncommi
 from tactical._generics import substitute, type_bindings
 from tactical._model import AggregateRoot, DomainEvent, Entity
 from tactical._structural import structural_state
+from tactical._timers import timer_writes_of
 
 __all__ = [
     "DIRTY",
@@ -116,7 +117,7 @@ class Committed:
 def changed_since_commit(
     committed: Iterable[Committed], taken_again: Iterable[Tracked] = ()
 ) -> list[Committed]:
-    """The committed aggregates changed (state or recorded events) since their commit.
+    """The committed aggregates changed since their commit (state, events, timer requests).
 
     ``taken_again`` is the identity map of a later transaction of the same unit of work: the
     aggregates in it are saved or discarded by that transaction, and not reported. Neither
@@ -134,16 +135,32 @@ def changed_since_commit(
             for t in taken_again:
                 handled.add(id(t.aggregate))
         if id(aggregate) not in handled and (
-            aggregate.pending_events or structural_state(aggregate) != c.state
+            aggregate.pending_events
+            or timer_writes_of(aggregate)
+            or structural_state(aggregate) != c.state
         ):
             changed.append(c)
     return changed
 
 
+def timer_note(keys: Sequence[str]) -> str:
+    """`` (and the timer requests of keys ...)`` for a warning, or nothing without keys."""
+    if not keys:
+        return ""
+    shown = ", ".join(repr(k) for k in keys[:10])
+    more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
+    return f" (and the timer requests of keys {shown}{more})"
+
+
 def warn_lost(message: str, lost: Sequence[Committed], stacklevel: int) -> None:
-    """Warn that the changes of ``lost`` were saved nowhere."""
+    """Warn that the changes of ``lost`` were saved nowhere (their timer requests named)."""
     identities = tuple((c.aggregate_type, c.aggregate_id) for c in lost)
-    warnings.warn(UncommittedChangesWarning(message, identities), stacklevel=stacklevel + 1)
+    held = (c.aggregate() for c in lost)
+    keys = [w.key for a in held if a is not None for w in timer_writes_of(a)]
+    warnings.warn(
+        UncommittedChangesWarning(message + timer_note(keys), identities),
+        stacklevel=stacklevel + 1,
+    )
 
 
 def report_at_collection(previous: list[Committed], owner: str) -> None:

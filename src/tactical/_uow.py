@@ -158,14 +158,8 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        try:
-            self._run(self._exit_flow(exc))
-        except BaseException as failure:
-            if self._unsaved is not None:
-                self._warn_unsaved(stacklevel=2, during=failure)
-            raise
-        if self._unsaved is not None:
-            self._warn_unsaved(stacklevel=2)
+        # Driven here, not through _run: its warnings count the frames up to the caller.
+        run_unanswered(self._end_flow(exc), self._call_hook)
 
     def _run(self, flow: Flow[Op, None]) -> None:
         """Carry out ``flow``'s operations by calling the hooks they name."""
@@ -274,9 +268,7 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
         query as :meth:`~tactical.Query.matches` defines it on the stored JSON state.
         Finders are optional: without this hook, ``find`` raises ``NotImplementedError``.
         """
-        raise NotImplementedError(
-            f"{type(self).__name__} has no finders: its storage does not implement _find"
-        )
+        raise self._no_finders()
 
     @abstractmethod
     def _rollback(self) -> None:

@@ -59,9 +59,9 @@ class AsyncUnitOfWork(Protocol):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """End the transaction, rolling back whatever was not committed; then publish.
+        """As :meth:`tactical.UnitOfWork.__exit__`: roll back what was not committed, publish.
 
-        As :meth:`tactical.UnitOfWork.__exit__`; a cancellation (``asyncio.CancelledError``)
+        A cancellation (``asyncio.CancelledError``)
         that ends the block publishes nothing.
 
         Raises:
@@ -81,11 +81,13 @@ class AsyncUnitOfWork(Protocol):
         ...
 
     async def commit(self) -> None:
-        """Save every change atomically; the events are published when the block ends.
+        """Save every change atomically, as :meth:`tactical.UnitOfWork.commit`.
+
+        The events are published when the block ends.
 
         Raises:
-            ConcurrencyError: An aggregate was changed, added or removed by another unit of
-                work since it was loaded; nothing was stored.
+            ConcurrencyError: Another unit of work changed, added or removed an aggregate
+                since it was loaded; nothing was stored.
             RuntimeError: Not in a transaction, or it already committed.
         """
         ...
@@ -159,14 +161,7 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        try:
-            await run_async(self._exit_flow(exc), self._perform)
-        except BaseException as failure:
-            if self._unsaved is not None:
-                self._warn_unsaved(stacklevel=2, during=failure)
-            raise
-        if self._unsaved is not None:
-            self._warn_unsaved(stacklevel=2)
+        await run_async(self._end_flow(exc), self._perform)
 
     def _perform(self, op: Op) -> Awaitable[object]:
         # The hook's own awaitable, not a coroutine awaiting it: one level less for every
@@ -181,11 +176,10 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
     @overload
     def repository(self, aggregate_type: type[A]) -> AsyncRepository[A, Any]: ...
     def repository(self, aggregate_type: Any) -> AsyncRepository[Any, Any]:
-        """The repository of ``aggregate_type`` in the current transaction.
+        """As :meth:`tactical.InMemoryUnitOfWork.repository`, an :class:`~tactical.AsyncRepository`.
 
-        Typed with the aggregate's id type: ``repository(Policy)`` of a
-        ``Policy(AggregateRoot[UUID])`` is a ``AsyncRepository[Policy, UUID]``, so a type checker
-        refuses ``get(42)`` (``.. versionchanged:: 0.2.0``).
+        ``repository(Policy)`` of a ``Policy(AggregateRoot[UUID])`` is an
+        ``AsyncRepository[Policy, UUID]``.
 
         Raises:
             TypeError: ``aggregate_type`` is not an :class:`~tactical.AggregateRoot` subclass.
@@ -210,14 +204,13 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
         checks, the one-aggregate rule, publication at the end of a committed block only.
 
         Raises:
-            ConcurrencyError: An aggregate was changed, added or removed by another unit of
-                work since it was loaded; nothing of this commit is stored and no event is
-                published.
-            ValueError: An aggregate's id was changed after it was loaded or added (it
-                would overwrite another aggregate); nothing is stored.
-            TransactionBoundaryError: The transaction changed more than one aggregate and
-                the unit of work was not created with ``allow_multiple_aggregates=True``;
-                nothing is stored and the transaction is over.
+            ConcurrencyError: Another unit of work changed, added or removed an aggregate
+                since it was loaded; nothing of this commit is stored, no event published.
+            ValueError: An aggregate's id was changed after it was loaded or added;
+                nothing is stored.
+            TransactionBoundaryError: More than one aggregate changed, and
+                ``allow_multiple_aggregates`` is not set; nothing is stored, the
+                transaction is over.
             RuntimeError: Not in a transaction, or it already committed.
         """
         await run_async(self._commit_flow(), self._perform)
@@ -261,16 +254,11 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
         """
 
     def _find(self, query: Query[A], held: frozenset[object]) -> Awaitable[Sequence[A]]:
-        """Read the stored aggregates ``query`` matches (versions set to the stored ones).
+        """Read the stored aggregates ``query`` matches: the contract of the sync ``_find``.
 
-        ``held`` are ids the transaction already holds: their stored rows may be left out
-        (the unit of work judges those by their state in the transaction). Evaluate the
-        query as :meth:`~tactical.Query.matches` defines it on the stored JSON state.
         Finders are optional: without this hook, ``find`` raises ``NotImplementedError``.
         """
-        raise NotImplementedError(
-            f"{type(self).__name__} has no finders: its storage does not implement _find"
-        )
+        raise self._no_finders()
 
     @abstractmethod
     def _rollback(self) -> Awaitable[None]:

@@ -32,7 +32,12 @@ from tactical._query import Query
 from tactical._stored_keys import id_key
 from tactical._structural import structural_state
 from tactical._telemetry import commit_span
-from tactical._timers import TimerRequests, TimerWrite, timer_writes_of
+from tactical._timers import (
+    TimerRequests,
+    TimerWrite,
+    discard_timer_requests,
+    timer_writes_of,
+)
 from tactical._tracing import Trace
 from tactical._tracking import (
     DIRTY,
@@ -44,6 +49,7 @@ from tactical._tracking import (
     check_id,
     identities,
     report_at_collection,
+    timer_note,
     warn_lost,
 )
 
@@ -79,15 +85,10 @@ class Leftovers:
     def warn(self, owner: str, stacklevel: int) -> None:
         """Raise the warnings, pointing ``stacklevel`` frames above the caller."""
         if self.uncommitted or self.timer_keys:
-            timers = ""
-            if self.timer_keys:
-                keys = ", ".join(repr(k) for k in self.timer_keys[:10])
-                more = len(self.timer_keys) - 10
-                timers = f" (and the timer requests of keys {keys}{f' and {more} more' if more > 0 else ''})"
             warnings.warn(
                 UncommittedChangesWarning(
                     f"{owner}'s `with` block ended without commit(), so its changes were "
-                    f"rolled back{timers}",
+                    f"rolled back{timer_note(self.timer_keys)}",
                     self.uncommitted,
                 ),
                 stacklevel=stacklevel + 1,
@@ -234,6 +235,29 @@ class UnitOfWorkCore:
             self._dispatching = dispatching
             self._unsaved = leftovers
 
+    def _end_flow(self, error: BaseException | None) -> Flow[Op, None]:
+        """``__exit__``'s (or ``__aexit__``'s) flow: :meth:`_exit_flow`, then its warnings.
+
+        The warnings of what the block left unsaved point at the code whose block ended:
+        three frames above this flow's, its driver's and the ``__exit__``'s. When the end
+        raises (an ``EventHandlerError``), a warning the filters turn into an error becomes
+        a note on that exception instead of replacing it.
+        """
+        try:
+            yield from self._exit_flow(error)
+        except BaseException as failure:
+            if self._unsaved is not None:
+                self._warn_unsaved(stacklevel=4, during=failure)
+            raise
+        if self._unsaved is not None:
+            self._warn_unsaved(stacklevel=4)
+
+    def _no_finders(self) -> NotImplementedError:
+        """What ``find`` raises when the storage does not implement the ``_find`` hook."""
+        return NotImplementedError(
+            f"{type(self).__name__} has no finders: its storage does not implement _find"
+        )
+
     def _dispatch_flow(
         self,
         publication: tuple[list[DomainEvent], dict[UUID, Trace]],
@@ -265,7 +289,7 @@ class UnitOfWorkCore:
         after_block = (
             changed_since_commit(self._previous, self._tracked.values()) if self._previous else []
         )
-        timer_keys = () if self._finished else tuple(t.key for t in self._timers.writes())
+        timer_keys = () if self._finished else tuple(t.key for t in self._timer_writes())
         if uncommitted or after_commit or after_block or timer_keys:
             return Leftovers(uncommitted, after_commit, after_block, timer_keys)
         return None
@@ -317,6 +341,7 @@ class UnitOfWorkCore:
             return
         for t in self._tracked.values():
             t.aggregate.clear_events()
+            discard_timer_requests(t.aggregate)
         self._reset()
         yield ("_rollback",)
         yield ("_end",)
@@ -520,9 +545,11 @@ class UnitOfWorkCore:
 
         The unit of work's own requests, then those of the aggregates it holds (process
         managers), in the order they were loaded or added; for one key the last one wins.
+        A manager removed in the transaction counts too: what it scheduled or cancelled
+        before its removal was asked of this transaction, and is not dropped in silence.
         """
         own = self._timers.writes()
-        held = [timer_writes_of(t.aggregate) for t in self._tracked.values() if not t.removed]
+        held = [timer_writes_of(t.aggregate) for t in self._tracked.values()]
         if not any(held):
             return own
         merged = TimerRequests()
@@ -598,6 +625,7 @@ class UnitOfWorkCore:
             if recorded:
                 traces.update(recorded)
             aggregate.clear_events()
+            discard_timer_requests(aggregate)  # written by this commit (see _timer_writes)
             if t.removed:
                 continue
             # Its state now, unless it is the one loaded and was not written.

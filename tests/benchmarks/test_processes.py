@@ -11,10 +11,13 @@ import os
 import sys
 import time
 
+import pika
 import pytest
 from benchmarks._harness import Comparison, Report, Skipped
+from tests.conftest import require_server
 from tests.postgres import postgres_url
 
+import sqlalchemy as sa
 from benchmarks import _processes, _sql, bench_consumers, bench_relay
 from tactical import JsonCodec
 
@@ -88,6 +91,58 @@ class TestNotes:
         assert "at most 10,000 events/s" in said
 
 
+class TestSettled:
+    def test_consumers_settle_on_a_fair_split_of_every_partition(self) -> None:
+        """4/4 of 8 for two, 2 each for four, 3/3/2 for three, 8 for one."""
+        halves = [frozenset({0, 2, 4, 6}), frozenset({1, 3, 5, 7})]
+        assert bench_consumers.settled(halves, 8)
+        assert bench_consumers.settled([frozenset(range(8))], 8)
+        pairs = [frozenset({p, p + 4}) for p in range(4)]
+        assert bench_consumers.settled(pairs, 8)
+        assert bench_consumers.settled(
+            [frozenset({0, 1, 2}), frozenset({3, 4, 5}), frozenset({6, 7})], 8
+        )
+
+    def test_one_consumer_with_all_a_missing_or_a_doubly_held_partition_is_not_settled(
+        self,
+    ) -> None:
+        """More than a fair share, a partition nobody holds, or one held twice: not yet."""
+        assert not bench_consumers.settled([frozenset(range(8)), frozenset()], 8)
+        assert not bench_consumers.settled([frozenset({0, 1, 2, 3}), frozenset({4, 5, 6})], 8)
+        assert not bench_consumers.settled([frozenset({0, 1, 2, 3}), frozenset({3, 4, 5, 6})], 8)
+        assert not bench_consumers.settled([frozenset({0, 1}), frozenset({2, 3})] * 2, 8)
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.slow  # two consumer processes
+class TestSettlingOnRabbitMQ:
+    def test_once_settled_every_partition_queue_is_bound_and_consumed_by_one_process(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After settle(), each of the 8 queues exists with one consumer: a publish is routed."""
+        require_server("RabbitMQ", 5672)
+        url = postgres_url().render_as_string(hide_password=False)
+        monkeypatch.setattr(_sql, "POSTGRES_URL", url)
+        engine = sa.create_engine(url)  # the workers connect only to handle a message
+        consumers = bench_consumers._Consumers("rabbitmq", 2, engine)  # pyright: ignore[reportPrivateUsage]
+        try:
+            consumers.wait_ready()
+            consumers.settle()
+            connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+            channel = connection.channel()
+            counts = [
+                channel.queue_declare(f"{consumers.name}.{p}", passive=True).method.consumer_count
+                for p in range(bench_consumers.PARTITIONS)
+            ]
+            connection.close()
+        finally:
+            consumers.stop()
+            bench_consumers._cleanup("rabbitmq", [consumers.name], [consumers.publisher])  # pyright: ignore[reportPrivateUsage]
+            engine.dispose()
+        assert counts == [1] * 8
+        assert sorted(len(held) for held in consumers.split) == [4, 4]
+
+
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     """The benchmarks on the suite's database: a few events, one round, 1 and 2 processes."""
@@ -137,3 +192,6 @@ class TestTinyRuns:
         measured = [row for row in report.rows if isinstance(row, Comparison)]
         assert all(row.against == "1 consumer process" and row.ratio > 0 for row in measured)
         assert any("load average" in note for note in report.notes)
+        for label in ("Redis Streams", "RabbitMQ"):
+            held = f"consumer processes of {label}, partitions held: 1: 8 (seen settled "
+            assert any(note.startswith(held) and "; 2: 4/4 (" in note for note in report.notes)

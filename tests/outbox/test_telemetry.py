@@ -328,6 +328,25 @@ class TestRelayAndInbox:
         assert outcomes == ["handled", "duplicate"]
 
 
+class _Counter:
+    def __init__(self) -> None:
+        self.added: list[int] = []
+
+    def add(self, amount: int) -> None:
+        self.added.append(amount)
+
+
+class _Meter:
+    """A meter's one method the relay's counters use; it keeps what it made, not the reverse."""
+
+    def __init__(self) -> None:
+        self.made: list[_Counter] = []
+
+    def create_counter(self, name: str, *, unit: str, description: str) -> _Counter:
+        self.made.append(_Counter())
+        return self.made[-1]
+
+
 class TestMetrics:
     def test_relay_records_backlog_lag_publish_duration_and_count(
         self, otel: Telemetry, engine: sa.Engine, side: Side
@@ -379,6 +398,24 @@ class TestMetrics:
         metrics = otel.metrics()
         assert [p.value for p in metrics["tactical.outbox.parked"]] == [1]
         assert [p.value for p in metrics["tactical.outbox.published"]] == [1]
+
+    def test_a_meter_where_a_dead_one_was_gets_instruments_of_its_own(self) -> None:
+        """A new meter's counts reach it, though it is allocated where a dead meter was.
+
+        The instruments were cached by ``id(meter)``: a meter allocated where a freed one had
+        been got the freed one's counter, and its counts were lost (a relay test once found
+        no ``tactical.outbox.published`` at all: an earlier test's meter had counted it).
+        CPython gives an object of a size the address of the last one of that size freed.
+        """
+        from tactical.outbox import _telemetry
+
+        name = "tactical.outbox.published"
+        first = _Meter()
+        _telemetry._instrument(first, name).add(1)  # pyright: ignore[reportPrivateUsage]
+        del first
+        second = _Meter()
+        _telemetry._instrument(second, name).add(2)  # pyright: ignore[reportPrivateUsage]
+        assert [counter.added for counter in second.made] == [[2]]
 
     def test_inbox_records_duration_retries_and_parked(
         self, otel: Telemetry, sqlite_engine: sa.Engine, consumer_engine: sa.Engine

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.conftest import require_server
 from tests.postgres import postgres_url
 from tests.sqlalchemy.test_mapper import CounterMapper, counters
@@ -65,6 +67,9 @@ class TestConfigureEngine:
         engine.dispose()
 
 
+_WEST = timezone(timedelta(hours=-9, minutes=-30))
+
+
 class TestUtcDateTime:
     def test_null_aware_and_naive_values(self, tmp_path: Path) -> None:
         """NULL stays NULL, aware values come back in UTC, naive values are refused."""
@@ -88,6 +93,57 @@ class TestUtcDateTime:
         with pytest.raises(exc.StatementError, match="naive datetime"), engine.begin() as c:
             c.execute(table.insert(), {"id": 3, "at": datetime(2026, 3, 1)})
         engine.dispose()
+
+    @given(
+        moment=st.datetimes(
+            min_value=datetime(1, 1, 2),
+            max_value=datetime(9999, 12, 30),
+            timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), _WEST]),
+        )
+    )
+    def test_sqlite_binds_what_the_two_steps_of_sqlalchemy_bind(self, moment: datetime) -> None:
+        """SQLite's one-step processor writes the text of process_bind_param + DATETIME's."""
+        dialect = sa.create_engine("sqlite://").dialect
+        fused = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+        sqlite_datetime = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+        assert fused is not None
+        assert sqlite_datetime is not None
+        # The one step (not the two, which the check made once per dialect falls back to).
+        assert getattr(fused, "__qualname__", "").startswith("UtcDateTime.")
+        assert fused(moment) == sqlite_datetime(UtcDateTime().process_bind_param(moment, dialect))
+
+    def test_sqlite_refuses_naive_datetimes_and_binds_subclasses_in_two_steps(self) -> None:
+        """The one-step processor keeps the refusal, and leaves other types to the two steps."""
+        dialect = sa.create_engine("sqlite://").dialect
+        fused = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+        assert fused is not None
+        with pytest.raises(ValueError, match="naive datetime 2026-03-01T00:00:00"):
+            fused(datetime(2026, 3, 1))
+
+        class Stamp(datetime):
+            def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+                return "not what SQLite stores"
+
+        stamp = Stamp(2026, 3, 1, 12, 30, tzinfo=UTC)
+        assert (fused(None), fused(stamp)) == (None, "2026-03-01 12:30:00.000000")
+
+    def test_a_subclass_s_own_process_bind_param_is_called_on_sqlite(self) -> None:
+        """The one step is UtcDateTime's own: a subclass that binds otherwise is obeyed."""
+
+        class Truncated(UtcDateTime):
+            cache_ok = True
+
+            def process_bind_param(
+                self, value: datetime | None, dialect: sa.Dialect
+            ) -> datetime | None:
+                stored = super().process_bind_param(value, dialect)
+                return None if stored is None else stored.replace(microsecond=0)
+
+        dialect = sa.create_engine("sqlite://").dialect
+        process = Truncated().dialect_impl(dialect).bind_processor(dialect)
+        assert process is not None
+        moment = datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
+        assert process(moment) == "2026-03-01 12:30:05.000000"
 
 
 class TestErrorsThatAreNotConflicts:

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, Callable, Generator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from tactical._flow import Flow, run_async
 from tactical.outbox import _relay_flow as core
 from tactical.outbox._leases import DEFAULT_LEASE_TTL
 from tactical.outbox._message import AsyncPublisher
 from tactical.outbox._parking import ParkedRow
-from tactical.sqlalchemy._watchdog import cut_connection
+from tactical.outbox._worker import AsyncIdlingWorker
+from tactical.sqlalchemy._engine import async_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["AsyncOutboxRelay", "bounded_async_connection"]
-
-R = TypeVar("R")
+__all__ = ["AsyncOutboxRelay"]
 
 
-class AsyncOutboxRelay(core.RelayCore):
+class AsyncOutboxRelay(core.RelayCore, AsyncIdlingWorker[core.BatchOp]):
     """:class:`OutboxRelay` on asyncio: the same batches, marks, parks and loop, awaited.
 
     It reads and marks the outbox through a SQLAlchemy ``AsyncEngine`` (aiosqlite for
@@ -83,25 +79,11 @@ class AsyncOutboxRelay(core.RelayCore):
         lease_ttl: float = DEFAULT_LEASE_TTL,
         name: str | None = None,
     ) -> None:
-        from sqlalchemy.ext.asyncio import AsyncEngine  # greenlet is needed only once used
-
-        candidate: object = engine
-        if not isinstance(candidate, AsyncEngine):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(
-                f"expected a SQLAlchemy AsyncEngine, got {candidate!r}: make one with "
-                "sqlalchemy.ext.asyncio.create_async_engine (an OutboxRelay takes an Engine)"
-            )
+        self._engine = async_engine(engine, "an OutboxRelay")
+        sync = engine.sync_engine
         super().__init__(
-            engine.sync_engine,
-            batch_size,
-            lock_key,
-            database_timeout,
-            partitions,
-            lease_ttl,
-            name,
-            publisher=publisher,
+            sync, publisher, batch_size, lock_key, database_timeout, partitions, lease_ttl, name
         )
-        self._engine = engine
         self._publisher = publisher
 
     async def relay_once(self) -> int:
@@ -141,95 +123,25 @@ class AsyncOutboxRelay(core.RelayCore):
         """
         return await self._on_connection(self._retry_parked(position, aggregate))
 
-    async def run(
-        self,
-        stop: asyncio.Event,
-        *,
-        idle_interval: float = 0.5,
-        initial_backoff: float = 0.1,
-        max_backoff: float = 30.0,
-    ) -> None:
-        """Relay batches until ``stop`` is set; never raises for publisher or database errors.
+    # run() is AsyncIdlingWorker's; this is its documentation on this class.
+    _run_doc = """Relay batches until ``stop`` is set; never raises for publisher or database errors.
 
-        As :meth:`OutboxRelay.run`: the same waits, backoff and log lines.
+    As :meth:`OutboxRelay.run`: the same waits, backoff and log lines.
 
-        Args:
-            stop: Set it to end the loop (or cancel the task running it).
-            idle_interval: Seconds to wait when the outbox had less than a full batch.
-            initial_backoff: Seconds to wait after the first failure.
-            max_backoff: The longest wait between attempts while failures continue.
+    Args:
+        stop: Set it to end the loop (or cancel the task running it).
+        idle_interval: Seconds to wait when the outbox had less than a full batch.
+        initial_backoff: Seconds to wait after the first failure.
+        max_backoff: The longest wait between attempts while failures continue.
 
-        Raises:
-            ValueError: As for :meth:`OutboxRelay.run`.
-        """
+    Raises:
+        ValueError: As for :meth:`OutboxRelay.run`.
+    """
 
-        async def perform(op: core.LoopOp) -> object:
-            if isinstance(op, core.RelayBatch):
-                return await self.relay_once()
-            if isinstance(op, core.ReleaseLeases):
-                return await self._on_connection(self._release_leases())
-            if isinstance(op, core.Wait):
-                return await _wait(stop, op.seconds)
-            return stop.is_set()
-
-        await run_async(self._loop(idle_interval, initial_backoff, max_backoff), perform)
-
-    async def _on_connection(self, flow: Flow[core.BatchOp, R]) -> R:
-        async with self._connect() as (connection, cut):
-
-            async def perform(op: core.BatchOp) -> object:
-                if isinstance(op, core.Publish):
-                    await self._publisher.publish(op.messages)
-                    return None
-                with _deadline(self._database_timeout if cut else None, cut):
-                    return op.finish(await op.start(connection))
-
-            return await run_async(flow, perform)
-
-    def _connect(
-        self,
-    ) -> contextlib.AbstractAsyncContextManager[tuple[AsyncConnection, Callable[[], None] | None]]:
-        guarded = self._postgres and self._database_timeout is not None
-        return bounded_async_connection(self._engine, self._cut.set if guarded else None)
-
-
-@contextlib.asynccontextmanager
-async def bounded_async_connection(
-    engine: AsyncEngine, on_cut: Callable[[], None] | None
-) -> AsyncGenerator[tuple[AsyncConnection, Callable[[], None] | None], None]:
-    """A connection of ``engine``, and what cuts it (None: not guarded, ``on_cut`` None)."""
-    async with engine.connect() as connection:
-        if on_cut is None:
-            yield connection, None
-            return
-        raw = await connection.get_raw_connection()
-        driver: Any = raw.driver_connection
-
-        def cut() -> None:
-            on_cut()
-            cut_connection(driver)
-
-        yield connection, cut
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    """Wait until ``stop`` is set or ``seconds`` passed; whether it is set."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    return stop.is_set()
-
-
-@contextlib.contextmanager
-def _deadline(
-    seconds: float | None, expire: Callable[[], None] | None
-) -> Generator[None, None, None]:
-    """Call ``expire`` if the block is still running after ``seconds`` (None: never)."""
-    if seconds is None or expire is None:
-        yield
-        return
-    timer = asyncio.get_running_loop().call_later(seconds, expire)
-    try:
-        yield
-    finally:
-        timer.cancel()
+    async def _perform(
+        self, connection: AsyncConnection, cut: Callable[[], None] | None, op: core.BatchOp
+    ) -> object:
+        if isinstance(op, core.Publish):
+            await self._publisher.publish(op.messages)
+            return None
+        return await super()._perform(connection, cut, op)

@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING
 
 from tactical._clock import Clock
 from tactical._codec import JsonCodec
-from tactical._flow import Flow, run_async
-from tactical.outbox._async_relay import (
-    _deadline,  # pyright: ignore[reportPrivateUsage]
-    _wait,  # pyright: ignore[reportPrivateUsage]
-    bounded_async_connection,
-)
-from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, BatchOp, DatabaseOp, Wait
-from tactical.outbox._timer_flow import FireBatch, ParkedTimer, TimerCore, TimerLoopOp
+from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, BatchOp
+from tactical.outbox._timer_flow import ParkedTimer, TimerCore
+from tactical.outbox._worker import AsyncWorker
+from tactical.sqlalchemy._engine import async_engine
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["AsyncTimerWorker"]
 
-R = TypeVar("R")
 
-
-class AsyncTimerWorker(TimerCore):
+class AsyncTimerWorker(TimerCore, AsyncWorker[BatchOp]):
     """:class:`TimerWorker` on asyncio: the same rounds, parks and loop, awaited.
 
     It reads and writes ``tactical_scheduled`` and ``tactical_outbox`` through a SQLAlchemy
@@ -60,16 +52,8 @@ class AsyncTimerWorker(TimerCore):
         batch_size: int = 100,
         database_timeout: float | None = DEFAULT_DATABASE_TIMEOUT,
     ) -> None:
-        from sqlalchemy.ext.asyncio import AsyncEngine  # greenlet is needed only once used
-
-        candidate: object = engine
-        if not isinstance(candidate, AsyncEngine):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(
-                f"expected a SQLAlchemy AsyncEngine, got {candidate!r}: make one with "
-                "sqlalchemy.ext.asyncio.create_async_engine (a TimerWorker takes an Engine)"
-            )
+        self._engine = async_engine(engine, "a TimerWorker")
         super().__init__(engine.sync_engine, clock, codec, batch_size, database_timeout)
-        self._engine = engine
 
     async def fire_due(self) -> int:
         """Fire one batch of due timers into the outbox; how many. As :meth:`TimerWorker.fire_due`.
@@ -106,28 +90,4 @@ class AsyncTimerWorker(TimerCore):
             initial_backoff: Seconds to wait after the first failure.
             max_backoff: The longest wait between attempts while failures continue.
         """
-
-        async def perform(op: TimerLoopOp) -> object:
-            if isinstance(op, FireBatch):
-                return await self.fire_due()
-            if isinstance(op, Wait):
-                return await _wait(stop, op.seconds)
-            return stop.is_set()
-
-        await run_async(self._loop(poll_interval, initial_backoff, max_backoff), perform)
-
-    async def _on_connection(self, flow: Flow[BatchOp, R]) -> R:
-        async with self._connect() as (connection, cut):
-
-            async def perform(op: BatchOp) -> object:
-                with _deadline(self._database_timeout if cut else None, cut):
-                    database_op = cast("DatabaseOp", op)  # a timer's flows publish nothing
-                    return database_op.finish(await database_op.start(connection))
-
-            return await run_async(flow, perform)
-
-    def _connect(
-        self,
-    ) -> contextlib.AbstractAsyncContextManager[tuple[AsyncConnection, Callable[[], None] | None]]:
-        guarded = self._postgres and self._database_timeout is not None
-        return bounded_async_connection(self._engine, self._cut.set if guarded else None)
+        await self._drive(self._loop(poll_interval, initial_backoff, max_backoff), stop)

@@ -3,8 +3,8 @@
 :func:`consumer_loop` is the ``run`` loop of the RabbitMQ and Redis consumers, sync and
 async: connect, consume until stopped, and on a failure close, log what failed and where,
 back off and try again; the first success after failures is logged too. It yields
-:class:`Step` operations (``connect``, ``consume``, ``close``) and the relay's
-:class:`~tactical.outbox._relay_flow.Stopped` and :class:`~tactical.outbox._relay_flow.Wait`;
+:class:`Step` operations (``connect``, ``consume``, ``close``) and the workers'
+:class:`~tactical.outbox._worker.Stopped` and :class:`~tactical.outbox._worker.Wait`;
 :func:`perform_sync` and :func:`perform_async` carry them out with the consumer's own steps.
 :func:`amqp_delivery` is what a RabbitMQ consumer does with one delivery.
 """
@@ -20,16 +20,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from tactical._flow import Flow
+from tactical._flow import Flow, run, run_async
 from tactical._telemetry import NOOP
+from tactical.outbox import _worker
 from tactical.outbox._amqp_partitions import PartitionLocks, PartitionOp
 from tactical.outbox._message import OutboxMessage, backoff_delay
-from tactical.outbox._relay_flow import Stopped, Wait
+from tactical.outbox._worker import Stopped, Wait
 
 __all__ = [
     "Abandon",
+    "AsyncConsuming",
     "BrokerSilent",
     "ConsumeOp",
+    "Consuming",
     "Deliver",
     "GiveBack",
     "Handle",
@@ -133,33 +136,66 @@ def perform_sync(
     stop: threading.Event, steps: Mapping[str, Callable[[], object]]
 ) -> Callable[[LoopOp], object]:
     """Carry :func:`consumer_loop`'s operations out with ``steps``, in a thread."""
-
-    def perform(op: LoopOp) -> object:
-        if isinstance(op, Stopped):
-            return stop.is_set()
-        if isinstance(op, Wait):
-            return stop.wait(op.seconds)
-        return steps[op.name]()
-
-    return perform
+    return _worker.perform_sync(stop, lambda step: steps[step.name]())
 
 
 def perform_async(
     stop: asyncio.Event, steps: Mapping[str, Callable[[], Awaitable[object]]]
 ) -> Callable[[LoopOp], Awaitable[object]]:
     """Carry :func:`consumer_loop`'s operations out with ``steps``, on the event loop."""
+    return _worker.perform_async(stop, lambda step: steps[step.name]())
 
-    async def perform(op: LoopOp) -> object:
-        if isinstance(op, Stopped):
-            return stop.is_set()
-        if isinstance(op, Wait):
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(op.seconds):
-                    await stop.wait()
-            return stop.is_set()
-        return await steps[op.name]()
 
-    return perform
+class _Consuming(_worker.DocumentedRun):
+    """What :class:`Consuming` and :class:`AsyncConsuming` share: the consumer's loop."""
+
+    def _loop(self, initial_backoff: float, max_backoff: float) -> Flow[LoopOp, None]:
+        """The consumer's ``run`` loop (see :func:`consumer_loop`)."""
+        raise NotImplementedError
+
+
+class Consuming(_Consuming):
+    """The ``run`` of a sync broker consumer: :func:`consumer_loop` with its own steps."""
+
+    def _steps(
+        self, stop: threading.Event, poll_interval: float
+    ) -> dict[str, Callable[[], object]]:
+        """The consumer's ``connect``, ``consume`` (until ``stop``) and ``close``."""
+        raise NotImplementedError
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        poll_interval: float = 0.5,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """Consume until ``stop`` is set (each consumer documents its own)."""
+        steps = self._steps(stop, poll_interval)
+        run(self._loop(initial_backoff, max_backoff), perform_sync(stop, steps))
+
+
+class AsyncConsuming(_Consuming):
+    """The ``run`` of an async broker consumer: :func:`consumer_loop` with its own steps."""
+
+    def _steps(
+        self, stop: asyncio.Event, poll_interval: float
+    ) -> dict[str, Callable[[], Awaitable[object]]]:
+        """The consumer's ``connect``, ``consume`` (until ``stop``) and ``close``, awaited."""
+        raise NotImplementedError
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        poll_interval: float = 0.5,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """Consume until ``stop`` is set (each consumer documents its own)."""
+        steps = self._steps(stop, poll_interval)
+        await run_async(self._loop(initial_backoff, max_backoff), perform_async(stop, steps))
 
 
 # -- a RabbitMQ consumer's deliveries ------------------------------------------------------

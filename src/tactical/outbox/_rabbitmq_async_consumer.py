@@ -12,7 +12,7 @@ from tactical._flow import run_async
 from tactical.outbox._amqp import AmqpConsumer
 from tactical.outbox._amqp_partitions import PartitionOp
 from tactical.outbox._async_inbox import AsyncInboxConsumer
-from tactical.outbox._consumer_flow import BrokerSilent, ConsumeOp, Handle, Settle, perform_async
+from tactical.outbox._consumer_flow import AsyncConsuming, BrokerSilent, ConsumeOp, Handle, Settle
 from tactical.outbox._rabbitmq_async import aio_pika, aiormq, connect, describe_async_error
 
 __all__ = ["AsyncRabbitMQConsumer"]
@@ -35,7 +35,7 @@ def _arrival(
     return arrived
 
 
-class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
+class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]], AsyncConsuming):
     """:class:`RabbitMQConsumer` on asyncio (aio-pika), feeding an :class:`~tactical.outbox.AsyncInboxConsumer`.
 
     The same queue, bindings, acknowledgements and logs (the two share their decisions):
@@ -82,35 +82,34 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]]):
     async def consume_available(self, *, idle_timeout: float = 0.5) -> int:
         """Handle messages until none arrived for ``idle_timeout`` seconds; return how many.
 
+        Partitioned, it takes the partitions it may hold, handles what they have and gives
+        them up before it returns (``held_partitions`` is empty again).
+
         Raises:
             Exception: Connecting failed, the broker stopped answering, or handling a
                 message raised (it was requeued).
         """
         return await self._consume(None, idle_timeout)
 
-    async def run(
-        self,
-        stop: asyncio.Event,
-        *,
-        poll_interval: float = 0.5,
-        initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
-    ) -> None:
-        """Handle messages until ``stop`` is set; reconnect with bounded backoff on failures.
+    # run() is AsyncConsuming's; this is its documentation on this class.
+    _run_doc = """Handle messages until ``stop`` is set; reconnect with bounded backoff on failures.
 
-        As :meth:`RabbitMQConsumer.run`: the same waits, backoff and log lines.
+    As :meth:`RabbitMQConsumer.run`: the same waits, backoff and log lines.
 
-        Args:
-            stop: Set it to end the loop (or cancel the task running it).
-            poll_interval: As for :meth:`RabbitMQConsumer.run`, and so are
-                ``initial_backoff`` and ``max_backoff``.
-        """
-        steps = {
+    Args:
+        stop: Set it to end the loop (or cancel the task running it).
+        poll_interval: As for :meth:`RabbitMQConsumer.run`, and so are
+            ``initial_backoff`` and ``max_backoff``.
+    """
+
+    def _steps(
+        self, stop: asyncio.Event, poll_interval: float
+    ) -> dict[str, Callable[[], Awaitable[object]]]:
+        return {
             "connect": self._open_channel,
             "consume": lambda: self._consume(stop, poll_interval),
             "close": self.close,
         }
-        await run_async(self._loop(initial_backoff, max_backoff), perform_async(stop, steps))
 
     async def close(self) -> None:
         """Close the connection (unacknowledged messages go back to the queue).

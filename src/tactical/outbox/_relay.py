@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Generator
-from functools import partial
-from typing import TypeVar
-
 import sqlalchemy as sa
-from tactical._flow import Flow, run
 from tactical.outbox._leases import DEFAULT_LEASE_TTL
 from tactical.outbox._message import Publisher
 from tactical.outbox._parking import ParkedRow
@@ -17,21 +10,15 @@ from tactical.outbox._relay_flow import (
     DEFAULT_DATABASE_TIMEOUT,
     RELAY_LOCK_KEY,
     BatchOp,
-    LoopOp,
     Publish,
-    RelayBatch,
     RelayCore,
-    ReleaseLeases,
-    Wait,
 )
-from tactical.sqlalchemy._watchdog import guard_round_trips, watched_engine
+from tactical.outbox._worker import IdlingWorker
 
-__all__ = ["DEFAULT_DATABASE_TIMEOUT", "RELAY_LOCK_KEY", "OutboxRelay", "bounded_connection"]
-
-R = TypeVar("R")
+__all__ = ["DEFAULT_DATABASE_TIMEOUT", "RELAY_LOCK_KEY", "OutboxRelay"]
 
 
-class OutboxRelay(RelayCore):
+class OutboxRelay(RelayCore, IdlingWorker[BatchOp]):
     """Publishes the outbox's unpublished rows through a :class:`Publisher`, oldest first.
 
     Each :meth:`relay_once` reads up to ``batch_size`` rows whose ``published_at`` is NULL
@@ -156,18 +143,9 @@ class OutboxRelay(RelayCore):
         name: str | None = None,
     ) -> None:
         super().__init__(
-            engine,
-            batch_size,
-            lock_key,
-            database_timeout,
-            partitions,
-            lease_ttl,
-            name,
-            publisher=publisher,
+            engine, publisher, batch_size, lock_key, database_timeout, partitions, lease_ttl, name
         )
-        # Its statements run through SQLAlchemy are bounded by the watched engine's listeners.
-        guarded = self._postgres and database_timeout is not None
-        self._engine = watched_engine(engine) if guarded else engine
+        self._use_engine(engine)
         self._publisher = publisher
 
     def relay_once(self) -> int:
@@ -222,71 +200,32 @@ class OutboxRelay(RelayCore):
         """
         return self._on_connection(self._retry_parked(position, aggregate))
 
-    def run(
-        self,
-        stop: threading.Event,
-        *,
-        idle_interval: float = 0.5,
-        initial_backoff: float = 0.1,
-        max_backoff: float = 30.0,
-    ) -> None:
-        """Relay batches until ``stop`` is set; never raises for publisher or database errors.
+    # run() is IdlingWorker's; this is its documentation on this class.
+    _run_doc = """Relay batches until ``stop`` is set; never raises for publisher or database errors.
 
-        A full batch is followed at once by the next; otherwise the relay waits
-        ``idle_interval`` seconds. While publishing (or the database) fails, it waits with
-        bounded exponential backoff (``initial_backoff`` doubling up to ``max_backoff``,
-        with jitter) and logs each failure once on the ``tactical.outbox`` logger, saying
-        whether the database (and which) or the publisher failed and when it tries again;
-        the first success after failures is logged too.
+    A full batch is followed at once by the next; otherwise the relay waits
+    ``idle_interval`` seconds. While publishing (or the database) fails, it waits with
+    bounded exponential backoff (``initial_backoff`` doubling up to ``max_backoff``,
+    with jitter) and logs each failure once on the ``tactical.outbox`` logger, saying
+    whether the database (and which) or the publisher failed and when it tries again;
+    the first success after failures is logged too.
 
-        Args:
-            stop: Set it (from another thread or a signal handler) to end the loop.
-            idle_interval: Seconds to wait when the outbox had less than a full batch.
-            initial_backoff: Seconds to wait after the first failure.
-            max_backoff: The longest wait between attempts while failures continue.
+    Args:
+        stop: Set it (from another thread or a signal handler) to end the loop.
+        idle_interval: Seconds to wait when the outbox had less than a full batch.
+        initial_backoff: Seconds to wait after the first failure.
+        max_backoff: The longest wait between attempts while failures continue.
 
-        Raises:
-            ValueError: A partitioned relay's ``idle_interval`` is not shorter than its
-                ``lease_ttl`` (it would lose its partitions while idle).
+    Raises:
+        ValueError: A partitioned relay's ``idle_interval`` is not shorter than its
+            ``lease_ttl`` (it would lose its partitions while idle).
 
-        A partitioned relay releases its partitions when it stops, so that the others take
-        them over at once (if the database cannot be reached then, they expire).
-        """
-
-        def perform(op: LoopOp) -> object:
-            if isinstance(op, RelayBatch):
-                return self.relay_once()
-            if isinstance(op, ReleaseLeases):
-                return self._on_connection(self._release_leases())
-            if isinstance(op, Wait):
-                return stop.wait(op.seconds)
-            return stop.is_set()
-
-        run(self._loop(idle_interval, initial_backoff, max_backoff), perform)
-
-    def _on_connection(self, flow: Flow[BatchOp, R]) -> R:
-        with self._connect() as connection:
-            return run(flow, partial(self._perform, connection))
+    A partitioned relay releases its partitions when it stops, so that the others take
+    them over at once (if the database cannot be reached then, they expire).
+    """
 
     def _perform(self, connection: sa.Connection, op: BatchOp) -> object:
         if isinstance(op, Publish):
             self._publisher.publish(op.messages)
             return None
-        return op.finish(op.start(connection))
-
-    def _connect(self) -> contextlib.AbstractContextManager[sa.Connection]:
-        timeout = self._database_timeout if self._postgres else None
-        return bounded_connection(self._engine, timeout, self._cut.set)
-
-
-@contextlib.contextmanager
-def bounded_connection(
-    engine: sa.Engine, database_timeout: float | None, on_cut: Callable[[], None]
-) -> Generator[sa.Connection, None, None]:
-    """A connection of ``engine`` whose round trips are cut after ``database_timeout`` (None: not)."""
-    with engine.connect() as connection:
-        if database_timeout is None:
-            yield connection
-            return
-        with guard_round_trips(connection, database_timeout, on_cut):
-            yield connection
+        return super()._perform(connection, op)

@@ -15,7 +15,6 @@ so that a driver is one line for all of them.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,14 +25,13 @@ from tactical._backoff import check_loop_waits
 from tactical._flow import Flow
 from tactical._partitions import partition_key
 from tactical.outbox._leases import (
-    DEFAULT_LEASE_TTL,
     LeaseStatements,
     check_partitioned,
     fair_share,
     fill_key_statement,
     unkeyed_aggregates,
 )
-from tactical.outbox._message import OutboxMessage, UndeliverableError, backoff_delay
+from tactical.outbox._message import OutboxMessage, UndeliverableError
 from tactical.outbox._parking import (
     BatchPlan,
     ParkedRow,
@@ -53,6 +51,7 @@ from tactical.outbox._telemetry import (
     record_backlog,
     record_owned_partitions,
 )
+from tactical.outbox._worker import Connected, LoopOp, LoopWords, WorkerCore
 from tactical.sqlalchemy._engine import begin_for_writing, configure_engine
 from tactical.sqlalchemy._schema import outbox_table
 
@@ -61,15 +60,10 @@ __all__ = [
     "RELAY_LOCK_KEY",
     "BatchOp",
     "DatabaseOp",
-    "LoopOp",
     "Publish",
-    "RelayBatch",
     "RelayCore",
-    "ReleaseLeases",
     "Statement",
-    "Stopped",
     "Transaction",
-    "Wait",
 ]
 
 _log = logging.getLogger("tactical.outbox")
@@ -147,30 +141,7 @@ class Publish:
     messages: tuple[OutboxMessage, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class RelayBatch:
-    """Relay one batch (``relay_once``); its result is how many rows were published."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseLeases:
-    """Give up every partition this relay owns and its heartbeat (a clean stop)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """Wait ``seconds``, or less if a stop is requested meanwhile."""
-
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Stopped:
-    """Whether a stop was requested."""
-
-
 BatchOp: TypeAlias = DatabaseOp | Publish
-LoopOp: TypeAlias = RelayBatch | ReleaseLeases | Wait | Stopped
 
 
 def _transaction(body: Flow[BatchOp, R], begin: DatabaseOp = BEGIN) -> Flow[BatchOp, R]:
@@ -198,11 +169,12 @@ def _execute(statement: sa.Executable) -> Flow[BatchOp, int]:
 _Outcome: TypeAlias = tuple[Sequence[OutboxMessage], BatchPlan, Exception | None]
 
 
-class RelayCore:
+class RelayCore(WorkerCore):
     """What the sync and the async relay share: their settings and every decision they take.
 
     Args:
         engine: The (sync) engine of the outbox's database, prepared here for the relay.
+        publisher: The relay's publisher, asked where its messages go (for the spans).
 
     Raises:
         TypeError: ``engine`` is not a SQLAlchemy ``Engine``, or ``partitions`` not an int.
@@ -214,34 +186,23 @@ class RelayCore:
     def __init__(
         self,
         engine: sa.Engine,
+        publisher: object,
         batch_size: int,
         lock_key: int,
         database_timeout: float | None,
-        partitions: int | None = None,
-        lease_ttl: float = DEFAULT_LEASE_TTL,
-        name: str | None = None,
-        *,
-        publisher: object = None,
+        partitions: int | None,
+        lease_ttl: float,
+        name: str | None,
     ) -> None:
         configure_engine(engine)
         # Where the publisher says each message goes, for the publish span (if it says).
         self._destination = destination_of(publisher)
-        url, dialect = engine.url, engine.dialect.name
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if database_timeout is not None and not database_timeout > 0:
-            raise ValueError(f"database_timeout must be positive, got {database_timeout}")
-        self._database_timeout = database_timeout
-        self._database = _database_address(url)
-        # Set when a round trip was cut for taking longer than database_timeout, so that the
-        # failure is logged as the database's silence rather than as the error it caused.
-        self._cut = threading.Event()
+        dialect = engine.dialect.name
+        super().__init__(engine.url, batch_size, database_timeout)
         # What the publisher raised in the last batch, to tell it from a database failure
         # (asyncpg, say, raises a plain OSError when it cannot connect).
         self._publisher_failure: Exception | None = None
-        self._batch_size = batch_size
         self._lock_key = lock_key
-        self._postgres = dialect == "postgresql"
         self._eligible = eligible_rows(batch_size, dialect)
         relay_name = check_partitioned(partitions, lease_ttl, name, dialect)
         self._leases = (
@@ -500,45 +461,23 @@ class RelayCore:
                 f"idle_interval ({idle_interval}s) must be shorter than lease_ttl "
                 f"({self._lease_ttl}s), or a partitioned relay loses its partitions while idle"
             )
-        failures = 0
         _log.info(
             "outbox relay started on the database at %s (batch size %d)",
             self._database,
             self._batch_size,
         )
-        while not (yield Stopped()):
-            self._cut.clear()
-            self._publisher_failure = None
-            try:
-                count: int = yield RelayBatch()
-            except Exception as error:
-                failures += 1
-                delay = backoff_delay(failures, initial_backoff, max_backoff)
-                _log.warning(
-                    "outbox relay: %s (attempt %d); nothing was marked published, retrying in "
-                    "%.1fs",
-                    self._what_failed(error),
-                    failures,
-                    delay,
-                    exc_info=_log.isEnabledFor(logging.DEBUG),
-                )
-                yield Wait(delay)
-                continue
-            if failures:
-                _log.info(
-                    "outbox relay: publishing from the database at %s again after %d failed "
-                    "attempt(s)",
-                    self._database,
-                    failures,
-                )
-                failures = 0
-            if count:
-                _log.debug("outbox relay: published %d message(s)", count)
-            if count < self._batch_size:
-                yield Wait(idle_interval)
+        words = LoopWords(
+            "outbox relay",
+            "nothing was marked published",
+            f"publishing from the database at {self._database}",
+            "published",
+        )
+        yield from self._polling_loop(
+            words, self._round, idle_interval, initial_backoff, max_backoff
+        )
         if self._leases is not None:
             try:
-                yield ReleaseLeases()
+                yield Connected(self._release_leases())
             except Exception as error:
                 _log.warning(
                     "outbox relay %s could not release its partitions (%s); the others take "
@@ -549,20 +488,13 @@ class RelayCore:
                 )
         _log.info("outbox relay stopped")
 
+    def _round(self) -> Flow[BatchOp, int]:
+        """The next batch of :meth:`_loop`, its failures' causes forgotten (before it connects)."""
+        self._cut.clear()
+        self._publisher_failure = None
+        return self._relay_batch()
+
     def _what_failed(self, error: Exception) -> str:
-        if self._cut.is_set():
-            return (
-                f"the database at {self._database} did not answer within "
-                f"{self._database_timeout}s, so its connection was cut"
-            )
-        if error is self._publisher_failure:
+        if error is self._publisher_failure and not self._cut.is_set():
             return f"publishing failed ({type(error).__name__}: {error})"
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return f"the database at {self._database} failed ({type(error).__name__}: {reason})"
-
-
-def _database_address(url: sa.URL) -> str:
-    """``host:port/database`` of ``url`` (never its password), or a SQLite file's path."""
-    if url.get_backend_name() == "sqlite":
-        return url.database or ":memory:"
-    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+        return super()._what_failed(error)

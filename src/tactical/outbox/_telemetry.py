@@ -51,16 +51,23 @@ _log = logging.getLogger("tactical.outbox")
 DestinationOf = Callable[[OutboxMessage], MessagingDestination]
 """A publisher's ``messaging_destination`` method."""
 
-_instruments: dict[tuple[int, str], Any] = {}
+# The meter the instruments were made for, held (so it stays the meter it is), and its
+# instruments by name: what meter() returns changes only when the provider does. Keyed by
+# id(meter) before, the cache outlived the meters: a new meter allocated where a dead one
+# had been was handed the dead meter's instruments, and what it counted reached no reader.
+_instruments: tuple[Any, dict[str, Any]] = (None, {})
 
 
 def _instrument(found: Any, name: str) -> Any:
     """The instrument ``name`` of meter ``found``, made on first use."""
-    key = (id(found), name)
-    instrument = _instruments.get(key)
+    global _instruments  # one tuple swapped whole: a reader sees the old or the new pair
+    owner, made = _instruments
+    if owner is not found:
+        owner, made = _instruments = (found, {})
+    instrument = made.get(name)
     if instrument is None:
         kind, unit, description = _INSTRUMENTS[name]
-        instrument = _instruments[key] = getattr(found, f"create_{kind}")(
+        instrument = made[name] = getattr(found, f"create_{kind}")(
             name, unit=unit, description=description
         )
     return instrument

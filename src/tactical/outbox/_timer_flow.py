@@ -13,10 +13,9 @@ LOCKED``, so several workers share the due rows without firing one twice.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,29 +28,24 @@ from tactical._codec_values import show
 from tactical._flow import Flow
 from tactical._partitions import partition_key
 from tactical._telemetry import current_trace_context
-from tactical.outbox._message import backoff_delay
 from tactical.outbox._parking import read_payload, storable_error
 from tactical.outbox._relay_flow import (
     BEGIN,
     BEGIN_FOR_WRITING,
     BatchOp,
-    Stopped,
-    Wait,
-    _database_address,  # pyright: ignore[reportPrivateUsage]
     _execute,  # pyright: ignore[reportPrivateUsage]
     _fetch,  # pyright: ignore[reportPrivateUsage]
     _transaction,  # pyright: ignore[reportPrivateUsage]
 )
 from tactical.outbox._telemetry import firing_timers
+from tactical.outbox._worker import LoopOp, LoopWords, WorkerCore
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._schema import outbox_table, scheduled_table
 
 __all__ = [
     "TIMER_AGGREGATE_TYPE",
-    "FireBatch",
     "ParkedTimer",
     "TimerCore",
-    "TimerLoopOp",
 ]
 
 _log = logging.getLogger("tactical.outbox")
@@ -86,14 +80,6 @@ class ParkedTimer:
 
 
 @dataclass(frozen=True, slots=True)
-class FireBatch:
-    """Fire one batch (``fire_due``); its result is how many messages were fired."""
-
-
-TimerLoopOp: TypeAlias = FireBatch | Wait | Stopped
-
-
-@dataclass(frozen=True, slots=True)
 class _Due:
     """A due row read back: what to fire, or why it cannot be."""
 
@@ -103,7 +89,7 @@ class _Due:
     error: str | None
 
 
-class TimerCore:
+class TimerCore(WorkerCore):
     """What the sync and the async timer worker share: their settings and every decision.
 
     Raises:
@@ -120,10 +106,7 @@ class TimerCore:
         database_timeout: float | None,
     ) -> None:
         configure_engine(engine)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if database_timeout is not None and not database_timeout > 0:
-            raise ValueError(f"database_timeout must be positive, got {database_timeout}")
+        super().__init__(engine.url, batch_size, database_timeout)
         candidate: object = clock
         if candidate is not None and not isinstance(candidate, Clock):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(f"clock must have a now() method (a Clock), got {show(candidate)}")
@@ -132,12 +115,6 @@ class TimerCore:
             raise TypeError(f"codec must be a JsonCodec or None, got {show(candidate)}")
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._codec = codec if codec is not None else JsonCodec()
-        self._batch_size = batch_size
-        self._database_timeout = database_timeout
-        self._database = _database_address(engine.url)
-        # Set when a round trip was cut for outliving database_timeout, to say so in the log.
-        self._cut = threading.Event()
-        self._postgres = engine.dialect.name == "postgresql"
         insert = postgresql.insert if self._postgres else sqlite.insert
         # A message already in the outbox (the same event scheduled under two keys) is not
         # inserted twice: its effect happened.
@@ -298,41 +275,17 @@ class TimerCore:
 
     def _loop(
         self, poll_interval: float, initial_backoff: float, max_backoff: float
-    ) -> Flow[TimerLoopOp, None]:
+    ) -> Flow[LoopOp, None]:
         """Fire due timers until stopped, backing off and logging while the database fails."""
         check_loop_waits("poll_interval", poll_interval, initial_backoff, max_backoff)
-        failures = 0
         _log.info("timer worker started on the database at %s", self._database)
-        while not (yield Stopped()):
-            self._cut.clear()
-            try:
-                count: int = yield FireBatch()
-            except Exception as error:
-                failures += 1
-                delay = backoff_delay(failures, initial_backoff, max_backoff)
-                _log.warning(
-                    "timer worker: %s (attempt %d); nothing was fired, retrying in %.1fs",
-                    self._what_failed(error),
-                    failures,
-                    delay,
-                    exc_info=_log.isEnabledFor(logging.DEBUG),
-                )
-                yield Wait(delay)
-                continue
-            if failures:
-                _log.info("timer worker: firing again after %d failed attempt(s)", failures)
-                failures = 0
-            if count:
-                _log.debug("timer worker: fired %d message(s)", count)
-            if count < self._batch_size:
-                yield Wait(poll_interval)
+        words = LoopWords("timer worker", "nothing was fired", "firing", "fired")
+        yield from self._polling_loop(
+            words, self._round, poll_interval, initial_backoff, max_backoff
+        )
         _log.info("timer worker stopped")
 
-    def _what_failed(self, error: Exception) -> str:
-        if self._cut.is_set():
-            return (
-                f"the database at {self._database} did not answer within "
-                f"{self._database_timeout}s, so its connection was cut"
-            )
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return f"the database at {self._database} failed ({type(error).__name__}: {reason})"
+    def _round(self) -> Flow[BatchOp, int]:
+        """The next batch of :meth:`_loop`, a cut of the last one forgotten (before it connects)."""
+        self._cut.clear()
+        return self._fire_batch()

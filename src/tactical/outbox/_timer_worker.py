@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from functools import partial
-from typing import TypeVar, cast
 
 import sqlalchemy as sa
 from tactical._clock import Clock
 from tactical._codec import JsonCodec
-from tactical._flow import Flow, run
-from tactical.outbox._relay import bounded_connection
-from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, BatchOp, DatabaseOp, Wait
-from tactical.outbox._timer_flow import FireBatch, ParkedTimer, TimerCore, TimerLoopOp
-from tactical.sqlalchemy._watchdog import watched_engine
+from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, BatchOp
+from tactical.outbox._timer_flow import ParkedTimer, TimerCore
+from tactical.outbox._worker import SyncWorker
 
 __all__ = ["TimerWorker"]
 
-R = TypeVar("R")
 
-
-class TimerWorker(TimerCore):
+class TimerWorker(TimerCore, SyncWorker[BatchOp]):
     """Moves due scheduled messages (durable timers) from ``tactical_scheduled`` to the outbox.
 
     Units of work store timers with :meth:`~tactical.SchedulingUnitOfWork.schedule` in the
@@ -83,9 +76,7 @@ class TimerWorker(TimerCore):
         database_timeout: float | None = DEFAULT_DATABASE_TIMEOUT,
     ) -> None:
         super().__init__(engine, clock, codec, batch_size, database_timeout)
-        # Its statements run through SQLAlchemy are bounded by the watched engine's listeners.
-        guarded = self._postgres and database_timeout is not None
-        self._engine = watched_engine(engine) if guarded else engine
+        self._use_engine(engine)
 
     def fire_due(self) -> int:
         """Fire one batch of due timers into the outbox; return how many were fired.
@@ -129,24 +120,4 @@ class TimerWorker(TimerCore):
             initial_backoff: Seconds to wait after the first failure.
             max_backoff: The longest wait between attempts while failures continue.
         """
-
-        def perform(op: TimerLoopOp) -> object:
-            if isinstance(op, FireBatch):
-                return self.fire_due()
-            if isinstance(op, Wait):
-                return stop.wait(op.seconds)
-            return stop.is_set()
-
-        run(self._loop(poll_interval, initial_backoff, max_backoff), perform)
-
-    def _on_connection(self, flow: Flow[BatchOp, R]) -> R:
-        with self._connect() as connection:
-            return run(flow, partial(self._perform, connection))
-
-    def _perform(self, connection: sa.Connection, op: BatchOp) -> object:
-        database_op = cast("DatabaseOp", op)  # a timer's flows publish nothing
-        return database_op.finish(database_op.start(connection))
-
-    def _connect(self) -> contextlib.AbstractContextManager[sa.Connection]:
-        timeout = self._database_timeout if self._postgres else None
-        return bounded_connection(self._engine, timeout, self._cut.set)
+        self._drive(self._loop(poll_interval, initial_backoff, max_backoff), stop)

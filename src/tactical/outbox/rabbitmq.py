@@ -19,7 +19,7 @@ from tactical._exports import publish as _publish
 from tactical._flow import run
 from tactical.outbox import _amqp
 from tactical.outbox._amqp import AmqpConsumer, ConfirmingPublisher
-from tactical.outbox._consumer_flow import Handle, Settle, perform_sync
+from tactical.outbox._consumer_flow import Consuming, Handle, Settle
 from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import OutboxMessage
 from tactical.outbox._rabbitmq_async import AsyncRabbitMQPublisher
@@ -182,7 +182,7 @@ class RabbitMQPublisher(ConfirmingPublisher):
         self.close()
 
 
-class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
+class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]], Consuming):
     """Feeds a durable RabbitMQ queue to an inbox consumer, acknowledging after commit.
 
     The queue is declared durable and bound to the (durable topic) exchange for each of
@@ -264,39 +264,38 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]]):
     def consume_available(self, *, idle_timeout: float = 0.5) -> int:
         """Handle messages until none arrived for ``idle_timeout`` seconds; return how many.
 
+        Partitioned, it takes the partitions it may hold, handles what they have and gives
+        them up before it returns (``held_partitions`` is empty again).
+
         Raises:
             Exception: Connecting failed, the broker stopped answering, or handling a
                 message raised (it was requeued).
         """
         return self._consume(None, idle_timeout)
 
-    def run(
-        self,
-        stop: threading.Event,
-        *,
-        poll_interval: float = 0.5,
-        initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
-    ) -> None:
-        """Handle messages until ``stop`` is set; reconnect with bounded backoff on failures.
+    # run() is Consuming's; this is its documentation on this class.
+    _run_doc = """Handle messages until ``stop`` is set; reconnect with bounded backoff on failures.
 
-        Each failure is logged once, as a warning saying what failed, at which broker
-        address, and when the next attempt is; the first success after failures is logged
-        as consuming again.
+    Each failure is logged once, as a warning saying what failed, at which broker
+    address, and when the next attempt is; the first success after failures is logged
+    as consuming again.
 
-        Args:
-            stop: Set it to end the loop (checked at least every ``poll_interval`` s; the
-                loop then returns within about ``timeout`` s).
-            poll_interval: Seconds to wait for a message before checking ``stop``.
-            initial_backoff: Seconds to wait after the first failure, doubling after each.
-            max_backoff: The longest wait between attempts.
-        """
-        steps = {
+    Args:
+        stop: Set it to end the loop (checked at least every ``poll_interval`` s; the
+            loop then returns within about ``timeout`` s).
+        poll_interval: Seconds to wait for a message before checking ``stop``.
+        initial_backoff: Seconds to wait after the first failure, doubling after each.
+        max_backoff: The longest wait between attempts.
+    """
+
+    def _steps(
+        self, stop: threading.Event, poll_interval: float
+    ) -> dict[str, Callable[[], object]]:
+        return {
             "connect": self._open_channel,
             "consume": lambda: self._consume(stop, poll_interval),
             "close": self.close,
         }
-        run(self._loop(initial_backoff, max_backoff), perform_sync(stop, steps))
 
     def close(self) -> None:
         """Close the connection (unacknowledged messages go back to the queue).

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
 
@@ -34,7 +34,7 @@ from tactical.outbox._broker_partitions import (
     check_partition,
     partition_stream,
 )
-from tactical.outbox._consumer_flow import LoopOp, consumer_loop, perform_async, perform_sync
+from tactical.outbox._consumer_flow import AsyncConsuming, Consuming, LoopOp, consumer_loop
 from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import (
     MessagingDestination,
@@ -520,7 +520,7 @@ class _StreamReader(Generic[U, V]):
         return handled
 
 
-class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
+class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis], Consuming):
     """Feeds a Redis stream, through a consumer group, to an inbox consumer.
 
     The group (default: the inbox consumer's name) is created at the stream's start if it does
@@ -581,39 +581,38 @@ class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
     def consume_available(self) -> int:
         """Handle every entry pending for this consumer, then every new one; return how many.
 
+        Partitioned, it takes the partitions it may hold, handles what they have and gives
+        them up before it returns (``held_partitions`` is empty again).
+
         Raises:
             Exception: Redis failed, or handling an entry raised (it stays pending).
         """
         return run(self._available(), self._perform)
 
-    def run(
-        self,
-        stop: threading.Event,
-        *,
-        poll_interval: float = 0.5,
-        initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
-    ) -> None:
-        """Handle entries until ``stop`` is set; retry with bounded backoff on failures.
+    # run() is Consuming's; this is its documentation on this class.
+    _run_doc = """Handle entries until ``stop`` is set; retry with bounded backoff on failures.
 
-        Each failure is logged once, as a warning saying what failed (Redis, at which
-        address, or handling an entry) and when the next attempt is; the first success
-        after failures is logged too.
+    Each failure is logged once, as a warning saying what failed (Redis, at which
+    address, or handling an entry) and when the next attempt is; the first success
+    after failures is logged too.
 
-        Args:
-            stop: Set it to end the loop (checked at least every ``poll_interval`` s, or
-                half the client's ``socket_timeout`` if that is shorter).
-            poll_interval: Seconds ``XREADGROUP`` blocks waiting for new entries.
-            initial_backoff: Seconds to wait after the first failure, doubling after each.
-            max_backoff: The longest wait between attempts.
-        """
+    Args:
+        stop: Set it to end the loop (checked at least every ``poll_interval`` s, or
+            half the client's ``socket_timeout`` if that is shorter).
+        poll_interval: Seconds ``XREADGROUP`` blocks waiting for new entries.
+        initial_backoff: Seconds to wait after the first failure, doubling after each.
+        max_backoff: The longest wait between attempts.
+    """
+
+    def _steps(
+        self, stop: threading.Event, poll_interval: float
+    ) -> dict[str, Callable[[], object]]:
         block_ms = self._block_ms(poll_interval)
-        steps = {
+        return {
             "connect": _nothing,
             "consume": lambda: run(self._poll(block_ms), self._perform),
             "close": self._release,
         }
-        run(self._loop(initial_backoff, max_backoff), perform_sync(stop, steps))
 
     def _release(self) -> None:
         try:
@@ -631,7 +630,9 @@ class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis]):
         return op.start(self._client, self._inbox)
 
 
-class AsyncRedisStreamConsumer(_StreamReader[AsyncInboxConsumer[Any], redis.asyncio.Redis]):
+class AsyncRedisStreamConsumer(
+    _StreamReader[AsyncInboxConsumer[Any], redis.asyncio.Redis], AsyncConsuming
+):
     """:class:`RedisStreamConsumer` on ``redis.asyncio``, feeding an :class:`~tactical.outbox.AsyncInboxConsumer`.
 
     The same group, order and acknowledgements (the two run the same code): pending entries
@@ -660,35 +661,34 @@ class AsyncRedisStreamConsumer(_StreamReader[AsyncInboxConsumer[Any], redis.asyn
     async def consume_available(self) -> int:
         """Handle every entry pending for this consumer, then every new one; return how many.
 
+        Partitioned, it takes the partitions it may hold, handles what they have and gives
+        them up before it returns (``held_partitions`` is empty again).
+
         Raises:
             Exception: Redis failed, or handling an entry raised (it stays pending).
         """
         return await run_async(self._available(), self._perform)
 
-    async def run(
-        self,
-        stop: asyncio.Event,
-        *,
-        poll_interval: float = 0.5,
-        initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
-    ) -> None:
-        """Handle entries until ``stop`` is set; retry with bounded backoff on failures.
+    # run() is AsyncConsuming's; this is its documentation on this class.
+    _run_doc = """Handle entries until ``stop`` is set; retry with bounded backoff on failures.
 
-        As :meth:`RedisStreamConsumer.run`: the same waits, backoff and log lines.
+    As :meth:`RedisStreamConsumer.run`: the same waits, backoff and log lines.
 
-        Args:
-            stop: Set it to end the loop (or cancel the task running it).
-            poll_interval: As for :meth:`RedisStreamConsumer.run`, and so are
-                ``initial_backoff`` and ``max_backoff``.
-        """
+    Args:
+        stop: Set it to end the loop (or cancel the task running it).
+        poll_interval: As for :meth:`RedisStreamConsumer.run`, and so are
+            ``initial_backoff`` and ``max_backoff``.
+    """
+
+    def _steps(
+        self, stop: asyncio.Event, poll_interval: float
+    ) -> dict[str, Callable[[], Awaitable[object]]]:
         block_ms = self._block_ms(poll_interval)
-        steps = {
+        return {
             "connect": _nothing_async,
             "consume": lambda: run_async(self._poll(block_ms), self._perform),
             "close": self._release,
         }
-        await run_async(self._loop(initial_backoff, max_backoff), perform_async(stop, steps))
 
     async def _release(self) -> None:
         try:

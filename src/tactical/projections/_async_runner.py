@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from tactical._codec import JsonCodec
-from tactical._flow import Flow, run_async
-from tactical.outbox._async_relay import _deadline, _wait  # pyright: ignore[reportPrivateUsage]
-from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, Wait
-from tactical.projections._flow import (
-    READ_COMMITTED,
-    Apply,
-    Batch,
-    Clear,
-    LoopOp,
-    ProjectionCore,
-    RunnerOp,
-)
+from tactical._flow import run_async
+from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT
+from tactical.outbox._worker import AsyncIdlingWorker
+from tactical.projections._flow import READ_COMMITTED, Apply, Clear, ProjectionCore, RunnerOp
 from tactical.projections._projection import AsyncProjection
-from tactical.sqlalchemy._engine import configure_engine, engine_refusal
+from tactical.sqlalchemy._engine import async_engine, configure_engine
 from tactical.sqlalchemy._shared import _default_codec  # pyright: ignore[reportPrivateUsage]
-from tactical.sqlalchemy._watchdog import cut_connection
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 __all__ = ["AsyncProjectionRunner"]
 
-R = TypeVar("R")
 
-
-class AsyncProjectionRunner(ProjectionCore[AsyncProjection]):
+class AsyncProjectionRunner(ProjectionCore[AsyncProjection], AsyncIdlingWorker[RunnerOp]):
     """:class:`ProjectionRunner` on asyncio: the same batches, order, checkpoints and loop.
 
     It reads the outbox through a SQLAlchemy ``AsyncEngine`` (aiosqlite for SQLite,
@@ -62,6 +49,8 @@ class AsyncProjectionRunner(ProjectionCore[AsyncProjection]):
     .. versionadded:: 0.2.0
     """
 
+    _isolation_level = READ_COMMITTED
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -71,20 +60,9 @@ class AsyncProjectionRunner(ProjectionCore[AsyncProjection]):
         batch_size: int = 100,
         database_timeout: float | None = DEFAULT_DATABASE_TIMEOUT,
     ) -> None:
-        from sqlalchemy.ext.asyncio import AsyncEngine  # greenlet is needed only once used
-
-        candidate: object = engine
-        if not isinstance(candidate, AsyncEngine):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(engine_refusal(candidate, asynchronous=True))
-        configure_engine(engine)
-        super().__init__(
-            engine.dialect.name,
-            projections,
-            codec if codec is not None else _default_codec,
-            batch_size,
-            database_timeout,
-        )
-        self._engine = engine
+        self._engine = configure_engine(async_engine(engine))
+        codec = codec if codec is not None else _default_codec
+        super().__init__(engine.url, projections, codec, batch_size, database_timeout)
 
     async def run_once(self) -> int:
         """Give every projection one batch; return how many outbox rows they read in all.
@@ -92,12 +70,12 @@ class AsyncProjectionRunner(ProjectionCore[AsyncProjection]):
         Raises:
             ProjectionError: As :meth:`ProjectionRunner.run_once`.
         """
-        return await run_async(self._run_once(), self._perform_batch)
+        return await run_async(self._run_once(), self._connected)
 
     async def catch_up(
         self, projection: AsyncProjection | str, *, batches: int | None = None
     ) -> int:
-        """As :meth:`ProjectionRunner.catch_up`.
+        """As :meth:`ProjectionRunner.catch_up`: batches until one finds nothing new; rows read.
 
         Args:
             projection: The projection, or its name.
@@ -105,9 +83,10 @@ class AsyncProjectionRunner(ProjectionCore[AsyncProjection]):
 
         Raises:
             ValueError: The runner has no such projection.
-            ProjectionError: Its handler failed on an event.
+            ProjectionError: The projection's handler failed on an event (the batches before
+                it are kept).
         """
-        return await run_async(self._catch_up(projection, batches), self._perform_batch)
+        return await run_async(self._catch_up(projection, batches), self._connected)
 
     async def rebuild(self, projection: AsyncProjection | str) -> None:
         """As :meth:`ProjectionRunner.rebuild`: clear, back to the start, in one transaction.
@@ -117,62 +96,21 @@ class AsyncProjectionRunner(ProjectionCore[AsyncProjection]):
         """
         await self._on_connection(self._rebuild(self._named(projection)))
 
-    async def run(
-        self,
-        stop: asyncio.Event,
-        *,
-        idle_interval: float = 0.5,
-        initial_backoff: float = 0.1,
-        max_backoff: float = 30.0,
-    ) -> None:
-        """As :meth:`ProjectionRunner.run`: catch up, then follow the outbox until ``stop``.
+    # run() is AsyncIdlingWorker's; this is its documentation on this class.
+    _run_doc = """As :meth:`ProjectionRunner.run`: catch up, then follow the outbox until ``stop``.
 
-        Args:
-            stop: Set it to end the loop (or cancel the task running it).
-            idle_interval: Seconds to wait when no projection had a full batch.
-            initial_backoff: Seconds to wait before retrying a failing projection.
-            max_backoff: The longest wait between retries of a failing projection.
-        """
+    Args:
+        stop: Set it to end the loop (or cancel the task running it).
+        idle_interval: Seconds to wait when no projection had a full batch.
+        initial_backoff: Seconds to wait before retrying a failing projection.
+        max_backoff: The longest wait between retries of a failing projection.
+    """
 
-        async def perform(op: LoopOp) -> object:
-            if isinstance(op, Batch):
-                return await self._perform_batch(op)
-            if isinstance(op, Wait):
-                return await _wait(stop, op.seconds)
-            return stop.is_set()
-
-        await run_async(self._loop(idle_interval, initial_backoff, max_backoff), perform)
-
-    async def _perform_batch(self, op: Batch[AsyncProjection]) -> int:
-        return await self._on_connection(self._batch(op.projection, self._batch_size))
-
-    async def _on_connection(self, flow: Flow[RunnerOp, R]) -> R:
-        async with self._connect() as (connection, cut):
-
-            async def perform(op: RunnerOp) -> object:
-                if isinstance(op, Apply):
-                    return await op.handler(op.event, connection)
-                if isinstance(op, Clear):
-                    return await op.hook(connection)
-                with _deadline(self._database_timeout if cut else None, cut):
-                    return op.finish(await op.start(connection))
-
-            return await run_async(flow, perform)
-
-    @contextlib.asynccontextmanager
-    async def _connect(
-        self,
-    ) -> AsyncGenerator[tuple[AsyncConnection, Callable[[], None] | None], None]:
-        async with self._engine.connect() as connection:
-            if self._postgres:
-                await connection.execution_options(isolation_level=READ_COMMITTED)
-            if not self._postgres or self._database_timeout is None:
-                yield connection, None
-                return
-            raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection
-
-            def cut() -> None:
-                cut_connection(driver)
-
-            yield connection, cut
+    async def _perform(
+        self, connection: AsyncConnection, cut: Callable[[], None] | None, op: RunnerOp
+    ) -> object:
+        if isinstance(op, Apply):
+            return await op.handler(op.event, connection)
+        if isinstance(op, Clear):
+            return await op.hook(connection)
+        return await super()._perform(connection, cut, op)

@@ -57,7 +57,8 @@ from tactical._codec import JsonCodec
 from tactical._flow import Flow
 from tactical._model import DomainEvent
 from tactical.outbox._message import backoff_delay
-from tactical.outbox._relay_flow import COMMIT, ROLLBACK, Statement, Stopped, Transaction, Wait
+from tactical.outbox._relay_flow import COMMIT, ROLLBACK, Statement, Transaction
+from tactical.outbox._worker import Connected, LoopOp, Stopped, Wait, WorkerCore
 from tactical.projections._projection import ProjectionError, _Projection  # pyright: ignore[reportPrivateUsage]
 from tactical.sqlalchemy._engine import _BEGIN_IMMEDIATE  # pyright: ignore[reportPrivateUsage]
 from tactical.sqlalchemy._schema import (
@@ -69,15 +70,11 @@ from tactical.sqlalchemy._schema import (
 __all__ = [
     "READ_COMMITTED",
     "Apply",
-    "Batch",
     "Begin",
     "Clear",
     "DatabaseOp",
-    "LoopOp",
     "ProjectionCore",
     "RunnerOp",
-    "Stopped",
-    "Wait",
 ]
 
 _log = logging.getLogger("tactical.projections")
@@ -124,16 +121,8 @@ class Clear:
     hook: Callable[..., Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Batch(Generic[P]):
-    """Apply one batch of ``projection``; its result is how many outbox rows it read."""
-
-    projection: P
-
-
 DatabaseOp: TypeAlias = Begin | Transaction | Statement
 RunnerOp: TypeAlias = DatabaseOp | Apply | Clear
-LoopOp: TypeAlias = Batch[Any] | Wait | Stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +210,7 @@ def _execute(statement: sa.Executable) -> Flow[RunnerOp, int]:
     return count
 
 
-class ProjectionCore(Generic[P]):
+class ProjectionCore(WorkerCore, Generic[P]):
     """What the sync and the async runner share: their settings and every decision.
 
     Raises:
@@ -230,7 +219,7 @@ class ProjectionCore(Generic[P]):
 
     def __init__(
         self,
-        dialect: str,
+        url: sa.URL,
         projections: Sequence[P],
         codec: JsonCodec,
         batch_size: int,
@@ -242,17 +231,12 @@ class ProjectionCore(Generic[P]):
         if len(set(names)) != len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"two projections are named {', '.join(map(repr, twice))}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if database_timeout is not None and not database_timeout > 0:
-            raise ValueError(f"database_timeout must be positive, got {database_timeout}")
+        super().__init__(url, batch_size, database_timeout)
+        dialect = url.get_backend_name()
         if dialect not in {"postgresql", "sqlite"}:
             raise ValueError(f"projections support PostgreSQL and SQLite, not {dialect}")
         self._projections: tuple[P, ...] = tuple(projections)
         self._codec = codec
-        self._batch_size = batch_size
-        self._database_timeout = database_timeout
-        self._postgres = dialect == "postgresql"
         self._begin = Begin(immediate=not self._postgres)
         self._schema_checked = not self._postgres
 
@@ -417,7 +401,7 @@ class ProjectionCore(Generic[P]):
 
     # -- several batches -----------------------------------------------------------------------
 
-    def _catch_up(self, projection: P | str, batches: int | None) -> Flow[Batch[P], int]:
+    def _catch_up(self, projection: P | str, batches: int | None) -> Flow[Connected[RunnerOp], int]:
         """Batches of ``projection`` until one reads nothing (or ``batches`` ran); rows read.
 
         Not until a batch is less than full: on PostgreSQL a row can be final but not yet
@@ -429,13 +413,13 @@ class ProjectionCore(Generic[P]):
         chosen = self._named(projection)
         total, done = 0, 0
         while batches is None or done < batches:
-            count: int = yield Batch(chosen)
+            count: int = yield Connected(self._batch(chosen, self._batch_size))
             total, done = total + count, done + 1
             if count == 0:
                 break
         return total
 
-    def _run_once(self) -> Flow[Batch[P], int]:
+    def _run_once(self) -> Flow[Connected[RunnerOp], int]:
         """One batch of every projection; a handler's failure is raised after all ran."""
         total = 0
         failure: ProjectionError | None = None
@@ -490,7 +474,7 @@ class ProjectionCore(Generic[P]):
                 if time.monotonic() < retry_at[projection]:
                     continue
                 try:
-                    count: int = yield Batch(projection)
+                    count: int = yield Connected(self._batch(projection, self._batch_size))
                 except Exception as error:
                     failures[projection] += 1
                     delay = backoff_delay(failures[projection], initial_backoff, max_backoff)

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Generator, Sequence
-from functools import partial
-from typing import TypeVar
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from tactical._codec import JsonCodec
-from tactical._flow import Flow, run
-from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, Wait
-from tactical.projections._flow import (
-    READ_COMMITTED,
-    Apply,
-    Batch,
-    Clear,
-    LoopOp,
-    ProjectionCore,
-    RunnerOp,
-)
+from tactical._flow import run
+from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT
+from tactical.outbox._worker import IdlingWorker
+from tactical.projections._flow import READ_COMMITTED, Apply, Clear, ProjectionCore, RunnerOp
 from tactical.projections._projection import Projection
 from tactical.sqlalchemy._engine import configure_engine
 from tactical.sqlalchemy._shared import _default_codec  # pyright: ignore[reportPrivateUsage]
-from tactical.sqlalchemy._watchdog import guard_round_trips, watched_engine
 
 __all__ = ["ProjectionRunner"]
 
-R = TypeVar("R")
 
-
-class ProjectionRunner(ProjectionCore[Projection]):
+class ProjectionRunner(ProjectionCore[Projection], IdlingWorker[RunnerOp]):
     """Applies the outbox's committed events to projections, each at its own checkpoint.
 
     For each projection, a batch is one transaction: read the events after its checkpoint
@@ -78,6 +64,8 @@ class ProjectionRunner(ProjectionCore[Projection]):
     .. versionadded:: 0.2.0
     """
 
+    _isolation_level = READ_COMMITTED
+
     def __init__(
         self,
         engine: sa.Engine,
@@ -88,17 +76,9 @@ class ProjectionRunner(ProjectionCore[Projection]):
         database_timeout: float | None = DEFAULT_DATABASE_TIMEOUT,
     ) -> None:
         configure_engine(engine)
-        super().__init__(
-            engine.dialect.name,
-            projections,
-            codec if codec is not None else _default_codec,
-            batch_size,
-            database_timeout,
-        )
-        # Its statements run through SQLAlchemy are bounded by the watched engine's listeners.
-        guarded = self._postgres and database_timeout is not None
-        self._engine = watched_engine(engine) if guarded else engine
-        self._cut = threading.Event()
+        codec = codec if codec is not None else _default_codec
+        super().__init__(engine.url, projections, codec, batch_size, database_timeout)
+        self._use_engine(engine)
 
     def run_once(self) -> int:
         """Give every projection one batch; return how many outbox rows they read in all.
@@ -108,7 +88,7 @@ class ProjectionRunner(ProjectionCore[Projection]):
                 projection, once every projection had its batch); that projection stays
                 before the event.
         """
-        return run(self._run_once(), self._perform_batch)
+        return run(self._run_once(), self._connected)
 
     def catch_up(self, projection: Projection | str, *, batches: int | None = None) -> int:
         """Apply ``projection``'s batches until one finds nothing new; how many rows they read.
@@ -124,7 +104,7 @@ class ProjectionRunner(ProjectionCore[Projection]):
             ValueError: The runner has no such projection.
             ProjectionError: Its handler failed on an event.
         """
-        return run(self._catch_up(projection, batches), self._perform_batch)
+        return run(self._catch_up(projection, batches), self._connected)
 
     def rebuild(self, projection: Projection | str) -> None:
         """Clear ``projection``'s read model and replay it from the start of the outbox.
@@ -138,61 +118,26 @@ class ProjectionRunner(ProjectionCore[Projection]):
         """
         self._on_connection(self._rebuild(self._named(projection)))
 
-    def run(
-        self,
-        stop: threading.Event,
-        *,
-        idle_interval: float = 0.5,
-        initial_backoff: float = 0.1,
-        max_backoff: float = 30.0,
-    ) -> None:
-        """Catch every projection up, then follow the outbox until ``stop`` is set.
+    # run() is IdlingWorker's; this is its documentation on this class.
+    _run_doc = """Catch every projection up, then follow the outbox until ``stop`` is set.
 
-        A projection whose batch was full gets the next at once; when none was, the runner
-        waits ``idle_interval`` seconds (polling). A failing projection is retried after a
-        backoff (``initial_backoff`` doubling up to ``max_backoff``, with jitter), each
-        failure logged on the ``tactical.projections`` logger; the others go on. Never
-        raises for a handler's or the database's failure.
+    A projection whose batch was full gets the next at once; when none was, the runner
+    waits ``idle_interval`` seconds (polling). A failing projection is retried after a
+    backoff (``initial_backoff`` doubling up to ``max_backoff``, with jitter), each
+    failure logged on the ``tactical.projections`` logger; the others go on. Never
+    raises for a handler's or the database's failure.
 
-        Args:
-            stop: Set it (from another thread or a signal handler) to end the loop.
-            idle_interval: Seconds to wait when no projection had a full batch.
-            initial_backoff: Seconds to wait before retrying a projection after its first
-                failure.
-            max_backoff: The longest wait between retries of a failing projection.
-        """
+    Args:
+        stop: Set it (from another thread or a signal handler) to end the loop.
+        idle_interval: Seconds to wait when no projection had a full batch.
+        initial_backoff: Seconds to wait before retrying a projection after its first
+            failure.
+        max_backoff: The longest wait between retries of a failing projection.
+    """
 
-        def perform(op: LoopOp) -> object:
-            if isinstance(op, Batch):
-                return self._perform_batch(op)
-            if isinstance(op, Wait):
-                return stop.wait(op.seconds)
-            return stop.is_set()
-
-        run(self._loop(idle_interval, initial_backoff, max_backoff), perform)
-
-    def _perform_batch(self, op: Batch[Projection]) -> int:
-        return self._on_connection(self._batch(op.projection, self._batch_size))
-
-    def _on_connection(self, flow: Flow[RunnerOp, R]) -> R:
-        with self._connect() as connection:
-            return run(flow, partial(_perform, connection))
-
-    @contextlib.contextmanager
-    def _connect(self) -> Generator[sa.Connection, None, None]:
-        with self._engine.connect() as connection:
-            if self._postgres:
-                connection.execution_options(isolation_level=READ_COMMITTED)
-            if not self._postgres or self._database_timeout is None:
-                yield connection
-                return
-            with guard_round_trips(connection, self._database_timeout, self._cut.set):
-                yield connection
-
-
-def _perform(connection: sa.Connection, op: RunnerOp) -> object:
-    if isinstance(op, Apply):
-        return op.handler(op.event, connection)
-    if isinstance(op, Clear):
-        return op.hook(connection)
-    return op.finish(op.start(connection))
+    def _perform(self, connection: sa.Connection, op: RunnerOp) -> object:
+        if isinstance(op, Apply):
+            return op.handler(op.event, connection)
+        if isinstance(op, Clear):
+            return op.hook(connection)
+        return super()._perform(connection, op)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 from functools import partial
-from typing import Any, TypeVar, cast
-
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlalchemy as sa
 from tactical._flow import Flow, run
@@ -30,7 +28,14 @@ A = TypeVar("A", bound=AggregateRoot[Any])
 T = TypeVar("T")
 
 
-class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransactionalUnitOfWork):
+if TYPE_CHECKING:
+    # At run time only where greenlet is installed (extras "async", "asyncpg"): importing
+    # tactical.sqlalchemy must work with the extra "sql" alone. AsyncEngine is named in a
+    # string below, which ruff does not count as a use.
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+
+class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase["AsyncEngine"], AsyncTransactionalUnitOfWork):
     """:class:`SqlAlchemyUnitOfWork` for asyncio, over a SQLAlchemy ``AsyncEngine``.
 
     The same tables, rows and decisions as the sync unit of work (the two share their
@@ -122,6 +127,8 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase[AsyncEngine], AsyncTransaction
             raise self._not_in_transaction()
         connection = self._async_connection
         if connection is None:
+            from sqlalchemy.ext.asyncio import AsyncConnection  # see above
+
             connection = self._async_connection = AsyncConnection(
                 self._connected_via, sync_connection
             )

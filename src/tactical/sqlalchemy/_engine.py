@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, overload
+import sys
+from typing import TYPE_CHECKING, Any, overload
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing_extensions import TypeIs
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
+if TYPE_CHECKING:
+    # Not at run time: SQLAlchemy 2.1 loads its asyncio layer only with greenlet, which only
+    # the extras "async" and "asyncpg" install; "sql" alone must import without it.
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
+    "async_engine",
     "configure_engine",
     "engine_refusal",
+    "is_async_engine",
     "restart_sqlite_for_writing",
     "says_sqlite_locked",
 ]
@@ -22,6 +30,16 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 _CONFIGURED = "tactical_configured"
 _BEGIN_IMMEDIATE = "tactical_begin_immediate"
+
+
+def is_async_engine(candidate: object) -> TypeIs[AsyncEngine]:
+    """True if ``candidate`` is a SQLAlchemy ``AsyncEngine``; never imports its asyncio layer.
+
+    An ``AsyncEngine`` exists only once ``sqlalchemy.ext.asyncio`` was imported, so where it
+    was not (or cannot be, without greenlet) nothing is one.
+    """
+    asyncio_layer = sys.modules.get("sqlalchemy.ext.asyncio")
+    return asyncio_layer is not None and isinstance(candidate, asyncio_layer.AsyncEngine)
 
 
 @overload
@@ -62,7 +80,7 @@ def configure_engine(engine: sa.Engine | AsyncEngine) -> sa.Engine | AsyncEngine
     .. versionadded:: 0.1.0
     """
     candidate: object = engine
-    if isinstance(candidate, AsyncEngine):
+    if is_async_engine(candidate):
         sync_engine = candidate.sync_engine
     elif isinstance(candidate, sa.Engine):  # pyright: ignore[reportUnnecessaryIsInstance]
         sync_engine = candidate
@@ -83,12 +101,30 @@ def engine_refusal(candidate: object, *, asynchronous: bool) -> str:
     )
     if isinstance(candidate, str):
         hint = f": make one with {make}({candidate!r})"
-    elif isinstance(candidate, sa.Engine | AsyncEngine):
+    elif isinstance(candidate, sa.Engine) or is_async_engine(candidate):
         other = "SqlAlchemyUnitOfWork" if asynchronous else "AsyncSqlAlchemyUnitOfWork"
         hint = f": use {other} for it, or make an {kind} with {make}"
     else:
         hint = ""
     return f"expected a SQLAlchemy {kind}, got {candidate!r}{hint}"
+
+
+def async_engine(candidate: object, sync_taker: str | None = None) -> AsyncEngine:
+    """``candidate``, refused with a TypeError unless it is an ``AsyncEngine``.
+
+    Args:
+        candidate: What was given as the engine.
+        sync_taker: What takes a sync ``Engine`` instead (``an OutboxRelay``), for the
+            message; None for :func:`engine_refusal`'s message.
+    """
+    if is_async_engine(candidate):
+        return candidate
+    if sync_taker is None:
+        raise TypeError(engine_refusal(candidate, asynchronous=True))
+    raise TypeError(
+        f"expected a SQLAlchemy AsyncEngine, got {candidate!r}: make one with "
+        f"sqlalchemy.ext.asyncio.create_async_engine ({sync_taker} takes an Engine)"
+    )
 
 
 def _begin_sqlite(connection: sa.Connection) -> None:

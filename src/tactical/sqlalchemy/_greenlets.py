@@ -21,9 +21,6 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-# Installed with SQLAlchemy's asyncio extra, which every async driver of tactical's needs.
-from greenlet import getcurrent, greenlet
-
 __all__ = ["run_in_greenlet"]
 
 T = TypeVar("T")
@@ -43,34 +40,45 @@ class _Outcome:
         self.error = error
 
 
-class _Worker(greenlet):  # type: ignore[misc]  # mypy finds no stubs: greenlet is Any to it
-    """A greenlet that runs one call after another, each switched in by its caller."""
+def _worker_type() -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """The worker greenlet class and greenlet's ``getcurrent``, made on first use.
 
-    # SQLAlchemy's await_ only switches out of greenlets marked so (its own are).
-    __sqlalchemy_greenlet_provider__ = True
+    greenlet comes with SQLAlchemy's asyncio extra, which every async driver of tactical's
+    needs; ``import tactical.sqlalchemy`` must work without it (the extra "sql" alone).
+    """
+    from greenlet import getcurrent, greenlet  # see the docstring
 
-    def __init__(self) -> None:
-        super().__init__(self._serve)
+    class Worker(greenlet):  # type: ignore[misc]  # mypy finds no stubs: greenlet is Any to it
+        """A greenlet that runs one call after another, each switched in by its caller."""
 
-    def _serve(self, call: tuple[Callable[..., object], tuple[object, ...]]) -> None:
-        while True:
-            function, arguments = call
-            try:
-                outcome = _Outcome(function(*arguments), None)
-            except BaseException as error:  # the caller raises it, in its task
-                outcome = _Outcome(None, error)
-            caller: Any = self.parent  # set by run_in_greenlet before each call
-            call = caller.switch(outcome)
+        # SQLAlchemy's await_ only switches out of greenlets marked so (its own are).
+        __sqlalchemy_greenlet_provider__ = True
+
+        def __init__(self) -> None:
+            super().__init__(self._serve)
+
+        def _serve(self, call: tuple[Callable[..., object], tuple[object, ...]]) -> None:
+            while True:
+                function, arguments = call
+                try:
+                    outcome = _Outcome(function(*arguments), None)
+                except BaseException as error:  # the caller raises it, in its task
+                    outcome = _Outcome(None, error)
+                caller: Any = self.parent  # set by run_in_greenlet before each call
+                call = caller.switch(outcome)
+
+    return Worker, getcurrent
 
 
 class _Idle(threading.local):
-    workers: list[_Worker]
+    workers: list[Any]
 
     def __init__(self) -> None:
         self.workers = []
 
 
 _idle = _Idle()
+_greenlet: list[tuple[Callable[[], Any], Callable[[], Any]]] = []  # _worker_type(), once
 
 
 async def run_in_greenlet(function: Callable[..., T], *arguments: object) -> T:
@@ -83,8 +91,11 @@ async def run_in_greenlet(function: Callable[..., T], *arguments: object) -> T:
         BaseException: What the call raised (a cancellation of the awaiting task included,
             thrown into the call at the await it reached).
     """
+    if not _greenlet:
+        _greenlet.append(_worker_type())
+    worker_type, getcurrent = _greenlet[0]
     idle = _idle.workers
-    worker = idle.pop() if idle else _Worker()
+    worker = idle.pop() if idle else worker_type()
     current = getcurrent()
     worker.parent = current  # where await_ switches to: this task's greenlet
     worker.gr_context = current.gr_context  # the task's context variables

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Protocol
 
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -26,6 +26,12 @@ __all__ = [
     "relays_table",
     "scheduled_table",
 ]
+
+
+class _BindsDatetime(Protocol):
+    """A bind processor of datetimes, as SQLAlchemy calls it."""
+
+    def __call__(self, value: datetime | None) -> Any: ...
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -51,11 +57,47 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def bind_processor(self, dialect: Dialect) -> _BindsDatetime | None:
+        """SQLite: one function doing what :meth:`process_bind_param` and the dialect's own do.
+
+        Every commit binds two or more of these; the two steps cost twice the fused one.
+        The fused text is SQLite's ``DATETIME`` storage format, checked once per dialect
+        against the two steps, which stay in use for anything the check does not cover (a
+        subclass of ``datetime``, a dialect formatting otherwise, a subclass of this type
+        with a ``process_bind_param`` of its own).
+        """
+        composed = super().bind_processor(dialect)
+        if (
+            dialect.name != "sqlite"
+            or composed is None
+            # A subclass's own process_bind_param is called as SQLAlchemy would.
+            or type(self).process_bind_param is not UtcDateTime.process_bind_param
+        ):
+            return composed
+        sample = datetime(1, 2, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=-8)))
+        if _sqlite_text(sample) != composed(sample):
+            return composed
+
+        def process(value: Any) -> Any:
+            if type(value) is not datetime:
+                return composed(value)
+            if value.utcoffset() is None:
+                raise ValueError(f"naive datetime {value.isoformat()} cannot be stored as UTC")
+            return _sqlite_text(value)
+
+        return process
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         assert isinstance(value, datetime)  # noqa: S101  (the column type guarantees it)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _sqlite_text(value: datetime) -> str:
+    """An aware datetime as SQLite's ``DATETIME`` stores it: UTC, without offset."""
+    # An aware datetime in UTC always ends in "+00:00".
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]
 
 
 # JSONB on PostgreSQL (indexable, compact); JSON text elsewhere.

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from typing import Any, ClassVar, Generic, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar, cast
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -25,6 +24,7 @@ from tactical._uow_core import UnitOfWorkCore
 from tactical.sqlalchemy._engine import (
     configure_engine,
     engine_refusal,
+    is_async_engine,
     restart_sqlite_for_writing,
 )
 from tactical.sqlalchemy._mapper import RelationalMapper
@@ -47,7 +47,10 @@ __all__ = ["SqlUnitOfWorkBase", "begins_at_start", "carry_out", "release_connect
 _default_codec = JsonCodec()
 
 
-E = TypeVar("E", sa.Engine, AsyncEngine)
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine  # at run time only with greenlet
+
+E = TypeVar("E", sa.Engine, "AsyncEngine")
 
 
 class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
@@ -73,7 +76,7 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
         super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
         candidate: object = engine
         name = type(self).__name__
-        if self._asynchronous and isinstance(candidate, AsyncEngine):
+        if self._asynchronous and is_async_engine(candidate):
             sync_engine = candidate.sync_engine
         elif not self._asynchronous and isinstance(candidate, sa.Engine):
             sync_engine = candidate
@@ -121,7 +124,8 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
         if self._watched_sync is None:
             engine: Any = self._engine
             sync = watched_engine(engine.sync_engine if self._asynchronous else engine)
-            self._watched = cast("E", AsyncEngine(sync) if self._asynchronous else sync)
+            # An async unit of work was given an AsyncEngine: its asyncio layer is loaded.
+            self._watched = cast("E", type(engine)(sync) if self._asynchronous else sync)
             self._watched_sync = sync
 
     def _watch_connection(self, connection: sa.Connection) -> None:

@@ -16,7 +16,7 @@ from tactical._commands import Command
 from tactical._flow import run
 from tactical._model import DomainEvent
 from tactical._process import Add, Load, Op, ProcessManager, applying
-from tactical._timers import Cancel, ScheduledMessage, timer_writes_of
+from tactical._timers import Cancel, ScheduledMessage, discard_timer_requests, timer_writes_of
 from tactical.testing._scenario import (
     GENERATED_FIELDS,
     first_mismatch,
@@ -118,6 +118,7 @@ class ProcessScenario(Generic[M]):
         if self.manager is not None:
             # Committed and dispatched: what the event under test does starts afresh.
             self.manager.clear_events()
+            discard_timer_requests(self.manager)
             self.manager.pull_commands()
         self._event: DomainEvent | None = None
 
