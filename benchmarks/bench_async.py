@@ -228,7 +228,7 @@ def run(report: Report) -> None:
         for loop in LOOPS:
             _skip(report, loop, reason)
         return
-    loops = list(LOOPS)
+    loops: list[str] = list(LOOPS)
     if not _has_uvloop():
         loops.remove("uvloop")
     _measure(report, loops)
