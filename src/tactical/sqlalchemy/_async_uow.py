@@ -30,8 +30,8 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     # At run time only where greenlet is installed (extras "async", "asyncpg"): importing
-    # tactical.sqlalchemy must work with the extra "sql" alone. AsyncEngine is named in a
-    # string below, which ruff does not count as a use.
+    # tactical.sqlalchemy must work with the extra "sql" alone (the connection property
+    # imports AsyncConnection when it makes one).
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
@@ -127,7 +127,7 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase["AsyncEngine"], AsyncTransacti
             raise self._not_in_transaction()
         connection = self._async_connection
         if connection is None:
-            from sqlalchemy.ext.asyncio import AsyncConnection  # see above
+            from sqlalchemy.ext.asyncio import AsyncConnection  # see the imports above
 
             connection = self._async_connection = AsyncConnection(
                 self._connected_via, sync_connection
