@@ -271,10 +271,12 @@ def bench(session: nox.Session) -> None:
     performance page shows it. ``nox -s bench -- sql eventsourcing`` runs only the groups
     named (``python -m benchmarks --help`` lists them). PostgreSQL rows use
     ``TACTICAL_BENCH_POSTGRES_URL`` (default: the ``test`` database on 127.0.0.1) and are
-    skipped, with the reason, when it does not answer. The peer library compared against is
-    installed here only, never as a dependency of tactical.
+    skipped, with the reason, when it does not answer. The peer library compared against and
+    uvloop (the async rows run on it too) are installed here only, never as dependencies of
+    tactical.
     """
-    _install(session, "eventsourcing[postgres]>=9.4,<10")
+    # uvloop: the event loop of production ASGI servers, for the async rows run on it.
+    _install(session, "eventsourcing[postgres]>=9.4,<10", "uvloop")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

@@ -7,7 +7,9 @@ own with a unit of work of its own (made once, as an application would), run
 threads of a pool started once (an engine pool of ``max(CONCURRENCY)`` connections); the
 candidate is ``AsyncSqlAlchemyUnitOfWork`` on one asyncio event loop (the standard one) with
 ``n`` tasks, once per async driver (psycopg's async mode, asyncpg), its engine's pool as
-large. Both sides run the same statements with the same settings (search path,
+large. The same rows run a second time on uvloop's event loop (what uvicorn runs when it is
+installed), labelled so, at 1 and 16 in flight: uvloop is installed by ``nox -s bench`` only,
+never a dependency of tactical, and its rows are skipped without it. Both sides run the same statements with the same settings (search path,
 ``synchronous_commit``, database_timeout on), and ``compare`` warms both up (connections
 opened, statements prepared) before timing. The ratio (time of the async side over time of
 the sync side) is the inverse of their throughputs: async >= 1.0x the sync throughput at 1
@@ -18,6 +20,8 @@ throughput.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import os
 from collections.abc import Awaitable, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,12 +46,37 @@ GOALS: dict[int, Goal] = {1: Goal(1.0), 16: Goal(round(1 / 1.3, 2))}
 # The same goals in throughput (async over sync), as the issue states them.
 THROUGHPUT_GOALS = {1: 1.0, 16: 1.3}
 AGAINST = "sync uow on threads"
+# The event loops the async side runs on: the standard one at every concurrency, uvloop's
+# (the loop production ASGI servers run when it is installed) where the goals are.
+LOOPS = ("asyncio", "uvloop")
+UVLOOP_NOT_INSTALLED = "uvloop not installed (nox -s bench installs it)"
+
+
+def _concurrencies(loop: str) -> tuple[int, ...]:
+    """How many in flight the rows of ``loop`` run (read when they run: tests lower it)."""
+    return CONCURRENCY if loop == "asyncio" else tuple(c for c in CONCURRENCY if c in GOALS)
+
+
 ROUNDS = 8
 SECONDS = 3.0
 
 
-def _name(concurrency: int, driver: str) -> str:
-    return f"load + command + commit, {concurrency} at once, {driver}"
+def _name(concurrency: int, driver: str, loop: str = "asyncio") -> str:
+    on = "" if loop == "asyncio" else f" on {loop}"
+    return f"load + command + commit, {concurrency} at once, {driver}{on}"
+
+
+def _runner(loop: str) -> asyncio.Runner:
+    """A runner of the event loop ``loop`` ("asyncio": the standard one)."""
+    if loop == "asyncio":
+        return asyncio.Runner()
+    # Imported by name: uvloop is installed for the benchmarks only.
+    factory: Callable[[], asyncio.AbstractEventLoop] = importlib.import_module(loop).new_event_loop
+    return asyncio.Runner(loop_factory=factory)
+
+
+def _has_uvloop() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def _sync_side(
@@ -118,7 +147,7 @@ def _async_engine(
         loop.run(engine.dispose())
 
 
-def _throughput_note(concurrency: int, shown: str, ratio: float) -> str:
+def _throughput_note(concurrency: int, shown: str, ratio: float, loop: str) -> str:
     """The row in the issue's terms: the async side's throughput over the threads'."""
     throughput = 1 / ratio
     goal = THROUGHPUT_GOALS.get(concurrency)
@@ -128,8 +157,8 @@ def _throughput_note(concurrency: int, shown: str, ratio: float) -> str:
         else f"goal >= {goal:.1f}x: " + ("met" if throughput >= goal else "MISSED")
     )
     return (
-        f"async uow, {shown}, {concurrency} at once: {throughput:.2f}x the throughput of "
-        f"the sync uow on {concurrency} thread(s) ({verdict})"
+        f"async uow, {shown} on {loop}, {concurrency} at once: {throughput:.2f}x the "
+        f"throughput of the sync uow on {concurrency} thread(s) ({verdict})"
     )
 
 
@@ -145,52 +174,63 @@ def _load_note() -> str:
     )
 
 
-def _measure(report: Report) -> None:
+def _measure(report: Report, loops: list[str]) -> None:
     codec = JsonCodec()
     report.note(_load_note())
     most = max(CONCURRENCY)
     with (
         _sql.postgres_engine(pool_size=most) as engine,
         ThreadPoolExecutor(max_workers=most) as threads,
-        asyncio.Runner() as loop,
     ):
         schema = _sql.POSTGRES_SCHEMA
-        for driver, shown in DRIVERS.items():
-            with _async_engine(driver, schema, most, loop) as async_engine:
-                for concurrency in CONCURRENCY:
-                    sync_accounts, async_accounts = (
-                        [_sql.saved_account(engine, codec) for _ in range(concurrency)]
-                        for _ in range(2)
-                    )
-                    row = report.add(
-                        compare(
-                            GROUP,
-                            _name(concurrency, shown),
-                            _async_side(async_engine, codec, async_accounts, loop),
-                            _sync_side(engine, codec, sync_accounts, threads),
-                            database=_sql.POSTGRES,
-                            against=AGAINST,
-                            goal=GOALS.get(concurrency),
-                            rounds=ROUNDS,
-                            seconds=SECONDS,
-                        )
-                    )
-                    report.note(_throughput_note(concurrency, shown, row.ratio))
+        for loop_name in loops:
+            with _runner(loop_name) as loop:
+                for driver, shown in DRIVERS.items():
+                    with _async_engine(driver, schema, most, loop) as async_engine:
+                        for concurrency in _concurrencies(loop_name):
+                            sync_accounts, async_accounts = (
+                                [_sql.saved_account(engine, codec) for _ in range(concurrency)]
+                                for _ in range(2)
+                            )
+                            row = report.add(
+                                compare(
+                                    GROUP,
+                                    _name(concurrency, shown, loop_name),
+                                    _async_side(async_engine, codec, async_accounts, loop),
+                                    _sync_side(engine, codec, sync_accounts, threads),
+                                    database=_sql.POSTGRES,
+                                    against=AGAINST,
+                                    goal=GOALS.get(concurrency),
+                                    rounds=ROUNDS,
+                                    seconds=SECONDS,
+                                )
+                            )
+                            report.note(_throughput_note(concurrency, shown, row.ratio, loop_name))
 
 
-def run(report: Report) -> None:
-    """Run the async benchmark into ``report``, or say why its rows cannot run."""
-    reason = _sql.postgres_reachable()
-    if reason is None:
-        _measure(report)
-        return
+def _skip(report: Report, loop: str, reason: str) -> None:
     for shown in DRIVERS.values():
-        for concurrency in CONCURRENCY:
+        for concurrency in _concurrencies(loop):
             report.skip(
                 GROUP,
-                [_name(concurrency, shown)],
+                [_name(concurrency, shown, loop)],
                 _sql.POSTGRES,
                 reason,
                 against=AGAINST,
                 goal=GOALS.get(concurrency),
             )
+
+
+def run(report: Report) -> None:
+    """Run the async benchmark into ``report``, or say why its rows cannot run."""
+    reason = _sql.postgres_reachable()
+    if reason is not None:
+        for loop in LOOPS:
+            _skip(report, loop, reason)
+        return
+    loops: list[str] = list(LOOPS)
+    if not _has_uvloop():
+        loops.remove("uvloop")
+    _measure(report, loops)
+    if "uvloop" not in loops:
+        _skip(report, "uvloop", UVLOOP_NOT_INSTALLED)

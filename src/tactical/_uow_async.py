@@ -8,7 +8,7 @@ decision, and this class awaits its storage hooks where the sync one calls them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self, TypeVar, overload
 from uuid import UUID
@@ -163,8 +163,11 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
     ) -> None:
         await run_async(self._end_flow(exc), self._perform)
 
-    async def _perform(self, op: Op) -> object:
-        return await getattr(self, op[0])(*op[1:])
+    def _perform(self, op: Op) -> Awaitable[object]:
+        # The hook's own awaitable, not a coroutine awaiting it: one level less for every
+        # round trip of the hook to suspend and resume through.
+        awaitable: Awaitable[object] = getattr(self, op[0])(*op[1:])
+        return awaitable
 
     # -- repositories ------------------------------------------------------------------------
 
@@ -229,16 +232,20 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
 
     # -- storage hooks ----------------------------------------------------------------------
 
+    # Each hook returns what the unit of work awaits: an ``async def``, or a plain method
+    # returning the awaitable of the work it starts (one coroutine less to resume at each
+    # of its round trips).
+
     @abstractmethod
-    async def _begin(self) -> None:
+    def _begin(self) -> Awaitable[None]:
         """Start a storage transaction."""
 
     @abstractmethod
-    async def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
+    def _load(self, aggregate_type: type[A], aggregate_id: object) -> Awaitable[A | None]:
         """Read one aggregate (its ``version`` set to the stored version), or None."""
 
     @abstractmethod
-    async def _store(self, changes: Sequence[Change]) -> None:
+    def _store(self, changes: Sequence[Change]) -> Awaitable[None]:
         """Write ``changes`` atomically and end the storage transaction.
 
         The contract of the sync ``_store``: raise :class:`ConcurrencyError` having stored
@@ -246,7 +253,7 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
         everything stored or nothing.
         """
 
-    async def _find(self, query: Query[A], held: frozenset[object]) -> Sequence[A]:
+    def _find(self, query: Query[A], held: frozenset[object]) -> Awaitable[Sequence[A]]:
         """Read the stored aggregates ``query`` matches: the contract of the sync ``_find``.
 
         Finders are optional: without this hook, ``find`` raises ``NotImplementedError``.
@@ -254,8 +261,13 @@ class AsyncTransactionalUnitOfWork(UnitOfWorkCore, ABC):
         raise self._no_finders()
 
     @abstractmethod
-    async def _rollback(self) -> None:
+    def _rollback(self) -> Awaitable[None]:
         """Abandon the storage transaction."""
 
-    async def _end(self) -> None:
+    def _end(self) -> Awaitable[None]:
         """Release resources after an ``async with`` block."""
+        return _nothing_to_release()
+
+
+async def _nothing_to_release() -> None:
+    """What ending a block awaits when the storage has nothing to release."""

@@ -404,3 +404,22 @@ class TestWhenTheTransactionBegins:
                 )
             ).scalar_one()
         assert outbox == 1  # the delete was rolled back with the block
+
+    async def test_the_connection_is_one_object_until_the_block_s_connection_ends(
+        self, driven: tuple[str, AsyncEngine]
+    ) -> None:
+        """uow.connection is one AsyncConnection per connection of the block: a rollback or the block's end gives it up."""
+        _, engine = driven
+        uow = AsyncSqlAlchemyUnitOfWork(engine)
+        async with uow:
+            first = uow.connection
+            assert (await first.execute(sa.select(sa.literal(1)))).scalar_one() == 1
+            assert uow.connection is first
+            await uow.rollback()  # the block goes on, on a connection of its own
+            second = uow.connection
+            assert second is not first
+            assert first.closed
+            assert (await second.execute(sa.select(sa.literal(2)))).scalar_one() == 2
+        assert second.closed
+        with pytest.raises(RuntimeError, match="not in a transaction"):
+            _ = uow.connection

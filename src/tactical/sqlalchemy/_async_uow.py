@@ -12,6 +12,7 @@ from tactical._model import AggregateRoot
 from tactical._query import Query
 from tactical._tracking import Change
 from tactical._uow_async import AsyncTransactionalUnitOfWork
+from tactical.sqlalchemy._greenlets import run_in_greenlet
 from tactical.sqlalchemy._shared import SqlUnitOfWorkBase, carry_out, release_connection
 from tactical.sqlalchemy._statements import Operation
 from tactical.sqlalchemy._task_deadline import TaskDeadline
@@ -29,9 +30,9 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     # At run time only where greenlet is installed (extras "async", "asyncpg"): importing
-    # tactical.sqlalchemy must work with the extra "sql" alone. AsyncEngine is named in a
-    # string below, which ruff does not count as a use.
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine  # noqa: F401
+    # tactical.sqlalchemy must work with the extra "sql" alone (the connection property
+    # imports AsyncConnection when it makes one).
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase["AsyncEngine"], AsyncTransactionalUnitOfWork):
@@ -97,7 +98,13 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase["AsyncEngine"], AsyncTransacti
         # Drivers without a socket (SQLite) are not bounded, as in the sync unit of work.
         self._timeout = None if self._sqlite else self._database_timeout
         self._deadline = None if self._timeout is None else TaskDeadline(self._timeout)
-        self._connection: AsyncConnection | None = None
+        # The block's connection: SQLAlchemy's sync ``Connection`` on the async driver,
+        # which the storage flows run on in SQLAlchemy's greenlet, with the engine it came
+        # from; the ``AsyncConnection`` around it is made only when :attr:`connection` is
+        # taken (a block that loads and commits never needs one).
+        self._connection: sa.Connection | None = None
+        self._connected_via: AsyncEngine = self._engine
+        self._async_connection: AsyncConnection | None = None
         # The deadline of the statements others run on the connection (set when it is
         # taken), with the pooled connection's info it is registered in.
         self._guard: tuple[RoundTripDeadline, dict[Any, Any]] | None = None
@@ -115,11 +122,17 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase["AsyncEngine"], AsyncTransacti
         Raises:
             RuntimeError: Not inside an ``async with`` block.
         """
-        connection = self._connection
-        if connection is None:
+        sync_connection = self._connection
+        if sync_connection is None:
             raise self._not_in_transaction()
-        sync_connection = cast("sa.Connection", connection.sync_connection)
-        if not (self._finished or connection.in_transaction()):
+        connection = self._async_connection
+        if connection is None:
+            from sqlalchemy.ext.asyncio import AsyncConnection  # see the imports above
+
+            connection = self._async_connection = AsyncConnection(
+                self._connected_via, sync_connection
+            )
+        if not (self._finished or sync_connection.in_transaction()):
             # Only on PostgreSQL (SQLite's blocks begin at once), where beginning sends
             # nothing (the driver begins with the next statement): no await is needed.
             sync_connection.begin()
@@ -140,64 +153,73 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase["AsyncEngine"], AsyncTransacti
         self._guard = install_guard(connection, seconds, _nothing, self._note_cut)
 
     # -- hooks -------------------------------------------------------------------------------
+    # Those that await the database return the awaitable of their one greenlet rather than
+    # awaiting it in a coroutine of their own: every round trip suspends and resumes each
+    # coroutine of the chain that awaits it, so each level left out is saved five times
+    # over in a load + command + commit.
 
     async def _begin(self) -> None:
-        connection = await self._bounded((self._watched or self._engine).connect())
-        if self._begins_at_start(cast("sa.Connection", connection.sync_connection)):
+        engine = self._watched or self._engine
+        connection: sa.Connection = await self._bounded(run_in_greenlet(engine.sync_engine.connect))
+        if self._begins_at_start(connection):
             try:
-                await self._bounded(connection.begin())
+                await self._bounded(run_in_greenlet(connection.begin))
             except BaseException as error:
-                await connection.close()
+                await run_in_greenlet(connection.close)
                 self._refuse_begin(error)
-        self._connection = connection
+        self._connection, self._connected_via = connection, engine
 
-    async def _end(self) -> None:
-        await self._release()
+    def _end(self) -> Awaitable[None]:
+        return self._release()
 
-    async def _rollback(self) -> None:
-        await self._release()
+    def _rollback(self) -> Awaitable[None]:
+        return self._release()
 
-    async def _release(self) -> None:
+    def _release(self) -> Awaitable[None]:
         connection, guard = self._connection, self._guard
         if connection is None:
-            return
-        self._connection = self._guard = None
+            return _nothing_to_await()
+        self._connection = self._guard = self._async_connection = None
         if guard is not None:
             remove_guard(guard)  # before the connection goes back to the pool
+        return self._give_back(connection)
+
+    async def _give_back(self, connection: sa.Connection) -> None:
         try:
-            await self._bounded(connection.run_sync(release_connection))
+            await self._bounded(run_in_greenlet(release_connection, connection))
         except BaseException:
-            await _discard(connection)
+            await run_in_greenlet(_discard, connection)
             raise
 
-    async def _load(self, aggregate_type: type[A], aggregate_id: object) -> A | None:
-        connection = cast("AsyncConnection", self._connection)
+    def _load(self, aggregate_type: type[A], aggregate_id: object) -> Awaitable[A | None]:
+        connection = cast("sa.Connection", self._connection)
         storage = self._storage or self._storage_for(connection.dialect)
-        return await self._run_flow(connection, storage.load(aggregate_type, aggregate_id))
+        return self._run_flow(connection, storage.load(aggregate_type, aggregate_id))
 
-    async def _find(self, query: Query[A], held: frozenset[object]) -> list[A]:
-        connection = cast("AsyncConnection", self._connection)
+    def _find(self, query: Query[A], held: frozenset[object]) -> Awaitable[list[A]]:
+        connection = cast("sa.Connection", self._connection)
         storage = self._storage or self._storage_for(connection.dialect)
-        return await self._run_flow(connection, storage.find(query, held))
+        return self._run_flow(connection, storage.find(query, held))
 
-    async def _store(self, changes: Sequence[Change]) -> None:
-        connection = cast("AsyncConnection", self._connection)
+    def _store(self, changes: Sequence[Change]) -> Awaitable[None]:
+        connection = cast("sa.Connection", self._connection)
         storage = self._storage or self._storage_for(connection.dialect)
-        await self._run_flow(connection, storage.store(changes, self._timer_writes()))
+        return self._run_flow(connection, storage.store(changes, self._timer_writes()))
 
-    async def _run_flow(self, connection: AsyncConnection, flow: Flow[Operation, T]) -> T:
-        """Run a storage flow on the connection's sync side, in one greenlet, bounded.
+    def _run_flow(self, connection: sa.Connection, flow: Flow[Operation, T]) -> Awaitable[T]:
+        """Run a storage flow on the sync ``connection``, in one greenlet, bounded.
 
-        SQLAlchemy's ``AsyncConnection`` enters a greenlet for each call (``run_sync``,
-        ``exec_driver_sql``): the whole flow, its clean-up included, runs in one, driven by
-        the sync driver with the sync unit of work's ``carry_out``. Its round trips are the
-        driver's awaits inside it, where a cancellation lands as it would at one call per
-        statement: SQLAlchemy invalidates the interrupted connection and the exception is
-        thrown into the flow, which rolls back (no I/O on an invalidated connection) and
-        raises it. database_timeout bounds each round trip: the deadline is moved before
-        each one (:meth:`_round_trip`).
+        SQLAlchemy runs a sync ``Connection`` on an async driver in a greenlet
+        (``AsyncConnection.run_sync`` does no more; :func:`run_in_greenlet` reuses one): the
+        whole flow, its clean-up included, runs in one, driven by the sync driver with the
+        sync unit of work's ``carry_out``.
+        Its round trips are the driver's awaits inside it, where a cancellation lands as it
+        would at one call per statement: SQLAlchemy invalidates the interrupted connection
+        and the exception is thrown into the flow, which rolls back (no I/O on an
+        invalidated connection) and raises it. database_timeout bounds each round trip:
+        the deadline is moved before each one (:meth:`_round_trip`).
         """
-        return await self._within_deadline(connection.run_sync(self._drive, flow))
+        return self._within_deadline(run_in_greenlet(self._drive, connection, flow))
 
     def _drive(self, connection: sa.Connection, flow: Flow[Operation, T]) -> T:
         """Drive ``flow`` on ``connection`` (in SQLAlchemy's greenlet, on the event loop)."""
@@ -248,7 +270,11 @@ def _nothing() -> None:
     """What the deadline does before it cuts: nothing more (its note marks the error)."""
 
 
-async def _discard(connection: AsyncConnection) -> None:
+async def _nothing_to_await() -> None:
+    """What releasing awaits when the block has no connection (any more)."""
+
+
+def _discard(connection: sa.Connection) -> None:
     """Close ``connection`` after an interrupted round trip, invalidating it first.
 
     Interrupted while closing, it is closed already: the pool discarded its driver
@@ -258,6 +284,6 @@ async def _discard(connection: AsyncConnection) -> None:
         return
     try:
         if not connection.invalidated:
-            await connection.invalidate()
+            connection.invalidate()
     finally:
-        await connection.close()
+        connection.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
@@ -18,7 +17,7 @@ from tactical.sqlalchemy._statements import (
     MapperCall,
     Operation,
 )
-from tactical.sqlalchemy._watchdog import RoundTripDeadline, guard_round_trips
+from tactical.sqlalchemy._watchdog import RoundTripDeadline, install_guard, remove_guard
 
 __all__ = ["SqlAlchemyUnitOfWork"]
 
@@ -105,8 +104,8 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
     _asynchronous = False
 
     def _setup(self) -> None:
-        self._deadline = contextlib.ExitStack()
-        self._round_trips: RoundTripDeadline | None = None
+        # The block's round-trip deadline, with the pooled connection's info it is in.
+        self._guard: tuple[RoundTripDeadline, dict[Any, Any]] | None = None
         self._cut = False  # set by the deadline thread when it shut a connection down
         # Drivers without a socket (SQLite) are not guarded.
         self._guarded = self._database_timeout is not None and not self._sqlite
@@ -156,8 +155,9 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
         self._connection = connection
         if self._guarded:
             self._cut = False
-            self._round_trips = self._deadline.enter_context(
-                guard_round_trips(connection, cast("float", self._database_timeout), self._mark_cut)
+            # Installed and removed directly (no context manager): a load pays for it.
+            self._guard = install_guard(
+                connection, cast("float", self._database_timeout), self._mark_cut
             )
 
     def _end(self) -> None:
@@ -168,15 +168,17 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
 
     def _release(self) -> None:
         """Close the connection, which rolls back a transaction it still has."""
-        connection, deadline = self._connection, self._round_trips
+        connection, guard = self._connection, self._guard
         if connection is None:
             return
-        self._connection = self._round_trips = None
+        self._connection = self._guard = None
         if self._keeps:  # SQLite: no deadline to disarm
             keep_connection(connection)
             return
-        self._deadline.close()  # before the connection goes back to the pool
-        if deadline is not None:
+        deadline = None
+        if guard is not None:
+            remove_guard(guard)  # before the connection goes back to the pool
+            deadline = guard[0]
             deadline.arm()
         try:
             release_connection(connection)
@@ -206,7 +208,8 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
         """Carry out one operation of a storage flow, under the round-trip deadline."""
         # A mapper's statements are bounded one by one by the events of the watched
         # engine's connections.
-        deadline = None if isinstance(operation, MapperCall) else self._round_trips
+        guard = None if isinstance(operation, MapperCall) else self._guard
+        deadline = None if guard is None else guard[0]
         if deadline is not None:
             deadline.arm()
         try:
