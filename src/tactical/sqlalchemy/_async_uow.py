@@ -210,7 +210,7 @@ class AsyncSqlAlchemyUnitOfWork(SqlUnitOfWorkBase["AsyncEngine"], AsyncTransacti
         """Run a storage flow on the sync ``connection``, in one greenlet, bounded.
 
         SQLAlchemy runs a sync ``Connection`` on an async driver in a greenlet
-        (``AsyncConnection.run_sync`` does no more; :func:`run_in_greenlet` reuses one): the
+        (``AsyncConnection.run_sync`` does no more, :func:`run_in_greenlet` too): the
         whole flow, its clean-up included, runs in one, driven by the sync driver with the
         sync unit of work's ``carry_out``.
         Its round trips are the driver's awaits inside it, where a cancellation lands as it
