@@ -46,7 +46,7 @@ class Telemetry:
         return found
 
 
-def _unset() -> None:
+def reset_providers() -> None:
     # What opentelemetry's own test utilities do: a provider can only be set once a process.
     trace._TRACER_PROVIDER_SET_ONCE = Once()  # pyright: ignore[reportPrivateUsage]
     trace._TRACER_PROVIDER = None  # pyright: ignore[reportPrivateUsage]
@@ -61,12 +61,12 @@ def otel() -> Iterator[Telemetry]:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     meter_provider = MeterProvider(metric_readers=[reader])
-    _unset()
+    reset_providers()
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     try:
         yield Telemetry(exporter, reader)
     finally:
-        _unset()
+        reset_providers()
         tracer_provider.shutdown()
         meter_provider.shutdown()
