@@ -59,7 +59,7 @@ intersphinx_mapping = {
 }
 # Type variables appear in signatures but have no page of their own.
 nitpick_ignore_regex = [
-    ("py:.*", r"(.*\.)?(IdT\w*|KeyT|A|C|E|K|M|PM|R|T|P|U|V)"),
+    ("py:.*", r"(.*\.)?(IdT\w*|KeyT|A|C|E|H|K|M|PM|R|T|P|U|V|_Clear)"),
     # The protocol a command class matches for CommandBus.register's type check.
     ("py:class", r"tactical\._commands\._CommandClass"),
     # Annotations written against `import sqlalchemy as sa` are shown as written.

@@ -32,7 +32,7 @@ class TestPublicModules:
     def test_every_exported_class_and_function_has_a_public_module(self, module: str) -> None:
         """Each class or function in a public __all__ names a public module that exports it."""
         exported = importlib.import_module(module)
-        wrong = []
+        wrong: list[str] = []
         for name in exported.__all__:
             value = getattr(exported, name)
             if not (isinstance(value, type) or inspect.isfunction(value)):
@@ -56,41 +56,83 @@ class TestPublicModules:
         assert repr(EventHandlerError).startswith("<class 'tactical.EventHandlerError'")
 
 
-# Bases that hold what sync and async classes share, written once: what a public class gets
-# from them was its own before, and must stay in the API reference.
-SHARED_BASES = {
-    "tactical._memory.InMemoryStorage",
-    "tactical.outbox._worker.WorkerCore",
-    "tactical.outbox._worker.SyncWorker",
-    "tactical.outbox._worker.AsyncWorker",
-    "tactical.outbox._worker.IdlingWorker",
-    "tactical.outbox._worker.AsyncIdlingWorker",
-    "tactical.outbox._worker.DocumentedRun",
-    "tactical.outbox._consumer_flow.Consuming",
-    "tactical.outbox._consumer_flow.AsyncConsuming",
-}
+# pytest suites to subclass: their members are the suite's tests and helpers, which pytest runs.
+SUITES = {"tactical.testing.UnitOfWorkContract", "tactical.testing.AsyncUnitOfWorkContract"}
+
+# A directive, its options and their continuation lines (a long ``:members:`` list).
+DIRECTIVE = re.compile(
+    r"^( *)\.\. auto(\w+):: ([\w.]+)\n((?:\1   :[\w-]+:.*\n(?:\1    +[^ .:].*\n)*)*)",
+    re.MULTILINE,
+)
 
 
-def test_the_api_reference_renders_what_shared_bases_give_public_classes() -> None:
-    """A public property or method a documented class inherits from a shared base is rendered.
+def rendered_by_autodoc(text: str) -> tuple[dict[str, dict[str, str]], set[str]]:
+    """The classes the reference documents with their options, and the members it names."""
+    classes: dict[str, dict[str, str]] = {}
+    members: set[str] = set()
+    for match in DIRECTIVE.finditer(text):
+        kind, path, options = match.group(2), match.group(3), match.group(4)
+        if kind in ("class", "exception"):
+            found = re.findall(r":([\w-]+):[ ]*(.*)", re.sub(r"\n +(?![ :])", " ", options))
+            classes[path] = {"members": "*", **{name: value.strip() for name, value in found}}
+        elif kind in ("method", "property", "attribute"):
+            members.add(path)
+    return classes, members
+
+
+def is_rendered(
+    path: str, name: str, classes: dict[str, dict[str, str]], members: set[str]
+) -> bool:
+    """Whether autodoc renders ``name`` of the class documented as ``path``.
+
+    autodoc renders a class's own members, those named by its ``:members:`` list or, with a
+    bare one, those with a docstring; inherited ones only with ``:inherited-members:``.
+    """
+    if f"{path}.{name}" in members:
+        return True
+    options = classes[path]
+    if "no-members" in options:
+        return False
+    module, _, qualname = path.rpartition(".")
+    cls = getattr(importlib.import_module(module), qualname)
+    if name not in vars(cls) and "inherited-members" not in options:
+        return False
+    listed = options["members"]
+    if listed in ("", "*"):
+        return bool(inspect.getdoc(getattr(cls, name)))
+    return name in {member.strip() for member in listed.split(",")}
+
+
+def test_the_api_reference_renders_every_public_property_and_method_of_its_classes() -> None:
+    """What a documented class offers is rendered: its own, or inherited from a private core.
 
     autodoc renders a class's own members only (a ``:members:`` list adds no inherited one),
-    so ``InMemoryUnitOfWork.store``, moved into ``InMemoryStorage``, needs an
-    ``autoproperty`` of its own in the reference.
+    so a public class whose properties and methods live in a private base shared by its sync
+    and async kinds (the relays' ``batch_size``, the units of work's ``bus``) needs
+    ``:inherited-members:``. What comes from a documented public base is rendered there;
+    what overrides another library's method (a SQLAlchemy type's hooks) is that library's.
     """
     reference = Path(__file__).parents[1] / "docs" / "reference"
     text = "\n".join(page.read_text(encoding="utf-8") for page in reference.glob("*.md"))
-    rendered = set(re.findall(r"\.\. auto(?:method|property|attribute):: ([\w.]+)", text))
-    missing = []
-    for path in sorted(set(re.findall(r"\.\. autoclass:: ([\w.]+)", text))):
-        module, name = path.rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)
-        for base in cls.__mro__[1:]:
-            if f"{base.__module__}.{base.__qualname__}" not in SHARED_BASES:
+    classes, members = rendered_by_autodoc(text)
+    by_path: dict[str, type] = {}
+    for path in classes:
+        module, _, qualname = path.rpartition(".")
+        by_path[path] = getattr(importlib.import_module(module), qualname)
+    documented = {cls: path for path, cls in by_path.items()}
+    missing: list[str] = []
+    for path in sorted(set(classes) - SUITES):
+        cls = by_path[path]
+        for name in dir(cls):
+            if name.startswith("_"):
                 continue
-            for attribute in vars(base):
-                if attribute.startswith("_") or attribute in vars(cls):
-                    continue
-                if f"{path}.{attribute}" not in rendered:
-                    missing.append(f"{path}.{attribute}")
+            owners: list[type] = [base for base in cls.__mro__ if name in vars(base)]
+            if any(not base.__module__.startswith("tactical") for base in owners):
+                continue  # Python's or another library's
+            value: object = vars(owners[0])[name]
+            if not isinstance(value, (property, classmethod, staticmethod)) and not callable(value):
+                continue  # a data attribute, described by its class
+            home = next((documented[base] for base in owners if base in documented), path)
+            if not is_rendered(home, name, classes, members):
+                missing.append(f"{path}.{name}")
     assert missing == []

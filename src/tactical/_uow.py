@@ -203,7 +203,7 @@ class TransactionalUnitOfWork(UnitOfWorkCore, ABC):
         checks the version loaded and bumps it by one. Loaded, unchanged aggregates are not
         written. Either every write succeeds or none is stored. The events of the saved
         aggregates are cleared from them and published, in recorded order, when the
-        ``with`` block ends (see :class:`UnitOfWork`), where a failing handler raises
+        ``with`` block ends (see :class:`~tactical.UnitOfWork`), where a failing handler raises
         :class:`~tactical.EventHandlerError`.
 
         Raises:

@@ -349,7 +349,7 @@ class AmqpConsumer(Generic[U]):
 
     @property
     def queues(self) -> tuple[str, ...]:
-        """The names of the queues consumed: ``queue``, or one per partition (``queue.0``...).
+        """The names of the queues consumed, ``queue`` or one per partition (``queue.0``...).
 
         .. versionadded:: 0.2.0
         """

@@ -225,7 +225,7 @@ class RelayCore(WorkerCore):
 
     @property
     def partitions(self) -> int | None:
-        """How many partitions the outbox is split into (None: one relay at a time).
+        """How many partitions the outbox is split into, or None when one relay runs at a time.
 
         .. versionadded:: 0.2.0
         """
