@@ -96,6 +96,7 @@ class ProcessManager(AggregateRoot[KeyT]):
     """
 
     remembered_events: ClassVar[int] = 100
+    """How many handled event ids ``handled_event_ids`` keeps (the last ones)."""
     _routes: ClassVar[dict[type[DomainEvent], _Route]] = {}
 
     completed: bool = field(default=False, kw_only=True)
@@ -145,8 +146,9 @@ class ProcessManager(AggregateRoot[KeyT]):
     ) -> Callable[[Callable[[PM, E], None]], Callable[[PM, E], None]]:
         """Declare the decorated method as the handler of ``event_type``, for a started process.
 
-        ``event_type`` and ``key`` are as for :meth:`starts`: the event class it handles
-        (exactly it, not subclasses), and what reads the correlation key from such an event.
+        Args:
+            event_type: The event class this method handles, as for :meth:`starts`.
+            key: Reads from such an event the ``id`` of the process it advances.
 
         .. versionadded:: 0.2.0
         """

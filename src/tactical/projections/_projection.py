@@ -61,6 +61,7 @@ class _Projection(Generic[H, _Clear]):
         if not isinstance(candidate, str) or not candidate or len(candidate) > 255:  # pyright: ignore[reportUnnecessaryIsInstance]
             raise ValueError(f"a projection's name must be 1 to 255 characters, got {name!r}")
         self.name: str = name
+        """The projection's name, under which the runner stores its checkpoint."""
         self._clear = clear
         self._handlers: dict[type[DomainEvent], H] = {}
 
