@@ -227,7 +227,8 @@ def package(session: nox.Session) -> None:
 
 @nox.session(python=COVERAGE_PYTHON, download_python="never")
 def typecheck(session: nox.Session) -> None:
-    """Type-check the library, the examples and tests/typing with mypy --strict and pyright strict.
+    """Type-check the library, the examples, tests/typing and the docs' pytest plugin
+    (docs/conftest.py, docs/typecheck_samples.py) with mypy --strict and pyright strict.
 
     Then ``pyright --verifytypes``: every public name of the installed package has a declared
     type, so users' checkers cannot infer it differently (it fails below 100%). Last, the

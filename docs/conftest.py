@@ -26,7 +26,7 @@ import os
 import site
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -45,7 +45,7 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 INSTALLED = frozenset(
     Path(location).resolve()
     for location in (
-        Path(tactical.__file__).parent.parent,
+        str(Path(tactical.__file__).parent.parent),
         sys.prefix,
         sys.exec_prefix,
         sys.base_prefix,
@@ -113,7 +113,7 @@ def _module_file(module: ModuleType) -> Path | None:
 
 
 @contextmanager
-def outside_the_checkout() -> Iterator[None]:
+def outside_the_checkout() -> Generator[None, None, None]:
     """Run the body as if tactical were installed and the repository were not there."""
     removed = [
         (index, entry)
@@ -179,12 +179,13 @@ def _teardown(_namespace: dict[str, Any]) -> None:
     # The observability how-to sets OpenTelemetry's global tracer provider, which can be
     # set once a process: unset it (as OpenTelemetry's own tests do) so later pages run
     # untraced, as they would on their own.
-    api = sys.modules.get("opentelemetry.trace")
-    if api is not None and getattr(api, "_TRACER_PROVIDER", None) is not None:
-        from opentelemetry.util._once import Once
+    if "opentelemetry.trace" not in sys.modules:
+        return
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
 
-        api._TRACER_PROVIDER_SET_ONCE = Once()
-        api._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()  # pyright: ignore[reportPrivateUsage]
+    trace._TRACER_PROVIDER = None  # pyright: ignore[reportPrivateUsage]
 
 
 pytest_collect_file = Sybil(
