@@ -206,8 +206,6 @@ SYBIL = Sybil(
 
 # pytest's node constructors take untyped keyword arguments (**kw), which pyright strict
 # reports as partially unknown where they are called.
-
-
 class PageSamples(pytest.Item):
     """The Python samples of a page, run in order in the page's namespace."""
 
@@ -216,9 +214,8 @@ class PageSamples(pytest.Item):
         self.document = document
 
     def runtest(self) -> None:
-        skipped: dict[
-            str, list[str]
-        ] = {}  # reason: the lines of the samples it skipped
+        # The reason of each skip: the lines of the samples it skipped.
+        skipped: dict[str, list[str]] = {}
         for example in self.document.examples():
             try:
                 example.evaluate()
