@@ -36,8 +36,8 @@ INSTALLED = {"TACTICAL_TEST_INSTALLED": "1"}
 # The suite mostly waits on PostgreSQL, RabbitMQ, Redis and SQLite files, so pytest-xdist
 # workers overlap those waits: WORKERS_PER_CORE per core, at most MAX_WORKERS (each worker has a
 # PostgreSQL database of its own, tests/postgres.py). loadscope sends a test class, or a module's
-# functions, or a docs page's samples (which share one namespace, a later sample using what an
-# earlier one defined) to one worker, in order. `-- -n 0` after the session runs serially.
+# functions, to one worker, in order (a docs page's samples, which share one namespace, are one
+# test: docs/conftest.py). `-- -n 0` after the session runs serially.
 WORKERS_PER_CORE = 2
 MAX_WORKERS = 4
 TEST_WORKERS = [
@@ -227,7 +227,8 @@ def package(session: nox.Session) -> None:
 
 @nox.session(python=COVERAGE_PYTHON, download_python="never")
 def typecheck(session: nox.Session) -> None:
-    """Type-check the library, the examples and tests/typing with mypy --strict and pyright strict.
+    """Type-check the library, the examples, tests/typing and the docs' pytest plugin
+    (docs/conftest.py, docs/typecheck_samples.py) with mypy --strict and pyright strict.
 
     Then ``pyright --verifytypes``: every public name of the installed package has a declared
     type, so users' checkers cannot infer it differently (it fails below 100%). Last, the

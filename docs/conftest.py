@@ -17,6 +17,12 @@ Pages whose samples talk to a broker skip them with ``% skip: start if(not rabbi
 (or ``not redis_server``)
 when the server is not reachable; under ``CI=true`` they always run, so a missing server
 fails instead of skipping, as the rest of the suite does.
+
+A page's samples are one test (``docs/how-to/outbox-relay.md::samples``), run in order in
+one namespace, as the reader's file would: a later sample uses what an earlier one defined,
+so they must not be split between pytest-xdist's workers, which hand out the items of one
+file one by one (``-n 2``) unless told otherwise. The first failing sample ends the page,
+its line named; a page with a skipped sample reports as skipped, with the lines.
 """
 
 from __future__ import annotations
@@ -26,13 +32,16 @@ import os
 import site
 import socket
 import sys
-from collections.abc import Iterator
+import unittest
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from sybil import Example, Sybil
+import pytest
+from _pytest._code.code import TerminalRepr, TracebackStyle
+from sybil import Document, Example, Sybil
 from sybil.evaluators.python import PythonEvaluator
 from sybil.parsers.myst import CodeBlockParser, SkipParser
 
@@ -45,7 +54,7 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 INSTALLED = frozenset(
     Path(location).resolve()
     for location in (
-        Path(tactical.__file__).parent.parent,
+        str(Path(tactical.__file__).parent.parent),
         sys.prefix,
         sys.exec_prefix,
         sys.base_prefix,
@@ -113,7 +122,7 @@ def _module_file(module: ModuleType) -> Path | None:
 
 
 @contextmanager
-def outside_the_checkout() -> Iterator[None]:
+def outside_the_checkout() -> Generator[None, None, None]:
     """Run the body as if tactical were installed and the repository were not there."""
     removed = [
         (index, entry)
@@ -179,18 +188,91 @@ def _teardown(_namespace: dict[str, Any]) -> None:
     # The observability how-to sets OpenTelemetry's global tracer provider, which can be
     # set once a process: unset it (as OpenTelemetry's own tests do) so later pages run
     # untraced, as they would on their own.
-    api = sys.modules.get("opentelemetry.trace")
-    if api is not None and getattr(api, "_TRACER_PROVIDER", None) is not None:
-        from opentelemetry.util._once import Once
+    if "opentelemetry.trace" not in sys.modules:
+        return
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
 
-        api._TRACER_PROVIDER_SET_ONCE = Once()
-        api._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()  # pyright: ignore[reportPrivateUsage]
+    trace._TRACER_PROVIDER = None  # pyright: ignore[reportPrivateUsage]
 
 
-pytest_collect_file = Sybil(
+SYBIL = Sybil(
     parsers=[CodeBlockParser("python", StandaloneEvaluator()), SkipParser()],
     patterns=["*.md"],
     excludes=["changelog.md"],
-    setup=_setup,
-    teardown=_teardown,
-).pytest()
+)
+
+
+# pytest's node constructors take untyped keyword arguments (**kw), which pyright strict
+# reports as partially unknown where they are called.
+class PageSamples(pytest.Item):
+    """The Python samples of a page, run in order in the page's namespace."""
+
+    def __init__(self, *, document: Document, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # pyright: ignore[reportUnknownMemberType]
+        self.document = document
+
+    def runtest(self) -> None:
+        # The reason of each skip: the lines of the samples it skipped.
+        skipped: dict[str, list[str]] = {}
+        for example in self.document.examples():
+            try:
+                example.evaluate()
+            except unittest.SkipTest as skip:
+                skipped.setdefault(str(skip), []).append(str(example.line))
+            except Exception as error:
+                error.add_note(
+                    f"in the sample at {self.path.name}, line {example.line}"
+                )
+                raise
+        if skipped:
+            pytest.skip(
+                "; ".join(
+                    f"{reason} (lines {', '.join(lines)})"
+                    for reason, lines in skipped.items()
+                )
+            )
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: TracebackStyle | None = None,
+    ) -> str | TerminalRepr:
+        """The traceback from the failing sample's line on (or from this file, when it
+        refused the sample), short (each frame's line) unless ``--tb=long``: pytest would
+        show a frame of a page as the page's text from its top."""
+        for start in (self.path, Path(__file__)):
+            if any(entry.path == start for entry in excinfo.traceback):
+                excinfo.traceback = excinfo.traceback.cut(path=start)
+                break
+        if style is None and self.config.getoption("tbstyle") != "long":
+            style = "short"
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{self.path.name}: its Python samples"
+
+
+class Page(pytest.File):
+    """A page of the docs: one test, its samples, with the namespace they share."""
+
+    document: Document
+
+    def collect(self) -> Iterator[pytest.Item]:
+        self.document = SYBIL.parse(self.path)
+        yield PageSamples.from_parent(  # pyright: ignore[reportUnknownMemberType]
+            self, name="samples", document=self.document
+        )
+
+    def setup(self) -> None:
+        _setup(self.document.namespace)
+
+    def teardown(self) -> None:
+        _teardown(self.document.namespace)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Page | None:
+    if SYBIL.should_parse(file_path):
+        return Page.from_parent(parent, path=file_path)  # pyright: ignore[reportUnknownMemberType]
+    return None

@@ -135,7 +135,7 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 class TestWrittenWithTheManager:
     async def test_a_removed_manager_s_requests_are_written(self, storage: Storage) -> None:
-        """A manager that cancels and schedules, then is removed: both are written."""
+        """A stored manager that cancels and schedules, then is removed: both are written."""
         shipment_id = await storage.started(timer="old")
         async with storage.block(storage.uow()) as uow:
             manager = await storage.load(uow, shipment_id)
@@ -144,6 +144,52 @@ class TestWrittenWithTheManager:
             uow.repository(PickupDeadline).remove(manager)
             await storage.commit(uow)
         assert storage.stored_timers() == ["new"]
+
+    async def test_removing_a_manager_leaves_its_stored_timers(self, storage: Storage) -> None:
+        """Removal deletes the manager only: a timer stored earlier stays until cancelled."""
+        shipment_id = await storage.started(timer="old")
+        async with storage.block(storage.uow()) as uow:
+            uow.repository(PickupDeadline).remove(await storage.load(uow, shipment_id))
+            await storage.commit(uow)
+        assert storage.stored_timers() == ["old"]
+
+    async def test_a_manager_removed_in_the_transaction_that_added_it_writes_none(
+        self, storage: Storage
+    ) -> None:
+        """Never stored, its events not published: its requests are not written either.
+
+        The unit of work's own are, and the manager's are forgotten, not written later.
+        """
+        await storage.started(timer="old")
+        manager = PickupDeadline(uuid4(), carrier="DHL")
+        manager.record(PickupMissed(manager.id, "DHL"))
+        uow = storage.uow()
+        async with storage.block(uow):
+            manager.schedule(PickupDeadlinePassed(manager.id), at=DUE, key="new")
+            manager.cancel("old")
+            uow.repository(PickupDeadline).add(manager)
+            uow.repository(PickupDeadline).remove(manager)
+            uow.schedule(PickupDeadlinePassed(manager.id), at=DUE, key="own")
+            await storage.commit(uow)
+        assert storage.stored_timers() == ["old", "own"]
+        assert manager.pending_events == ()
+        async with storage.block(uow):
+            uow.repository(PickupDeadline).add(manager)
+            await storage.commit(uow)
+        assert storage.stored_timers() == ["old", "own"]
+
+    async def test_a_new_manager_removed_then_added_back_writes_its_requests(
+        self, storage: Storage
+    ) -> None:
+        """remove() then add() in one transaction cancels the removal: the requests count."""
+        manager = PickupDeadline(uuid4(), carrier="DHL")
+        async with storage.block(storage.uow()) as uow:
+            manager.schedule(PickupDeadlinePassed(manager.id), at=DUE, key="k")
+            uow.repository(PickupDeadline).add(manager)
+            uow.repository(PickupDeadline).remove(manager)
+            uow.repository(PickupDeadline).add(manager)
+            await storage.commit(uow)
+        assert storage.stored_timers() == ["k"]
 
     async def test_pulling_the_events_before_the_commit_keeps_the_requests(
         self, storage: Storage
@@ -210,6 +256,17 @@ class TestLossesAreReported:
             async with storage.block(uow):
                 pass
         assert storage.stored_timers() == ["k"]
+
+    async def test_a_block_without_a_commit_is_silent_on_a_manager_it_added_and_removed(
+        self, storage: Storage
+    ) -> None:
+        """Its requests would not have been written by a commit either: nothing is lost."""
+        manager = PickupDeadline(uuid4(), carrier="DHL")
+        async with storage.block(storage.uow()) as uow:  # the suite makes a warning an error
+            manager.schedule(PickupDeadlinePassed(manager.id), at=DUE, key="k")
+            uow.repository(PickupDeadline).add(manager)
+            uow.repository(PickupDeadline).remove(manager)
+        assert storage.stored_timers() == []
 
     async def test_a_block_without_a_commit_names_the_requested_keys(
         self, storage: Storage

@@ -69,8 +69,9 @@ class _CommandClass(Protocol[C_co, R]):
     """A command class (``type[C]``) whose handlers return ``R``, to a type checker.
 
     Matching the class object against this protocol gives both the command type (its
-    constructor's result) and the result type (its ``_command_result``) of one argument,
-    so that :meth:`CommandBus.register` can check a handler against both.
+    constructor's result; to pyright, its metaclass's ``__call__``: see ``_FrozenMeta``)
+    and the result type (its ``_command_result``) of one argument, so that
+    :meth:`CommandBus.register` can check a handler against both.
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> C_co: ...

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["AggregateRoot", "DomainEvent", "Entity", "FrozenMeta", "ValueObject"]
 
 IdT = TypeVar("IdT")
+_Made = TypeVar("_Made")
 
 # An aggregate's pending events live in its __dict__ under these keys, not in dataclass fields
 # (so out of eq, repr and storage), created by its first record(): the events oldest first,
@@ -68,6 +69,17 @@ def _is_base(mcls: type, bases: tuple[type, ...]) -> bool:
 @dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
 class _FrozenMeta(type):
     """Makes every subclass a frozen, slotted dataclass (value objects and events)."""
+
+    if TYPE_CHECKING:
+        # Calling a class makes an instance of it, as type.__call__ does at run time, which
+        # typeshed types as returning Any. Pyright matches a class object against a protocol
+        # with a __call__ and other members (CommandBus.register's _CommandClass) through
+        # its metaclass's __call__: without this one the command type read from the class
+        # is Any, and a handler of another command type passes. Type checkers still check
+        # a call's arguments against the fields (a metaclass __call__ that returns the
+        # instance type is skipped for that).
+
+        def __call__(cls: type[_Made], *args: Any, **kwargs: Any) -> _Made: ...
 
     def __new__(
         mcls,

@@ -545,11 +545,17 @@ class UnitOfWorkCore:
 
         The unit of work's own requests, then those of the aggregates it holds (process
         managers), in the order they were loaded or added; for one key the last one wins.
-        A manager removed in the transaction counts too: what it scheduled or cancelled
-        before its removal was asked of this transaction, and is not dropped in silence.
+        A stored manager removed in the transaction counts too (its deletion is written
+        with its events): what it scheduled or cancelled before its removal was asked of
+        this transaction, and is not dropped in silence. One removed in the transaction
+        that added it is written nowhere, its events not published: nor are its requests.
         """
         own = self._timers.writes()
-        held = [timer_writes_of(t.aggregate) for t in self._tracked.values()]
+        held = [
+            timer_writes_of(t.aggregate)
+            for t in self._tracked.values()
+            if not t.removed or t.stored_version is not None
+        ]
         if not any(held):
             return own
         merged = TimerRequests()

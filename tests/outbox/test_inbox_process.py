@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 import pytest
@@ -293,17 +293,31 @@ def at_once(inboxes: Sequence[Inbox], messages: Sequence[OutboxMessage]) -> list
     return handled
 
 
+class Instances(NamedTuple):
+    """Two instances of one consumer (one inbox name), PickupDeadline subscribed to each."""
+
+    name: str
+    inboxes: list[Inbox]
+    dispatched: Dispatched
+
+
+@pytest.fixture
+def instances(engine: sa.Engine, side: Side) -> Instances:
+    dispatched = Dispatched()
+    name = f"pickup-{uuid4().hex[:8]}"
+    inboxes = [side.inbox(engine, name, retry_delay=0.001) for _ in range(2)]
+    for inbox in inboxes:
+        inbox.subscribe_process_manager(PickupDeadline, dispatched.commands)
+    return Instances(name, inboxes, dispatched)
+
+
 @pytest.mark.filterwarnings("error")
 class TestConcurrentDeliveries:
     def test_two_copies_handled_at_once_are_applied_once(
-        self, engine: sa.Engine, side: Side
+        self, engine: sa.Engine, instances: Instances
     ) -> None:
         """Two consumer instances get the same message at once: one applies it, one finds it done."""
-        dispatched = Dispatched()
-        name = f"pickup-{uuid4().hex[:8]}"
-        inboxes = [side.inbox(engine, name, retry_delay=0.001) for _ in range(2)]
-        for inbox in inboxes:
-            inbox.subscribe_process_manager(PickupDeadline, dispatched.commands)
+        name, inboxes, dispatched = instances
         shipment = uuid4()
         printed = message_of(LabelPrinted(shipment, "DHL", occurred_at=PRINTED_AT), 1)
         outcomes = at_once(inboxes, [printed, printed])
@@ -315,14 +329,10 @@ class TestConcurrentDeliveries:
         assert (inbox_rows(engine, name), timer_keys(engine)) == (1, [deadline_key(shipment)])
 
     def test_two_events_of_one_process_at_once_are_applied_one_after_the_other(
-        self, engine: sa.Engine, side: Side
+        self, engine: sa.Engine, instances: Instances
     ) -> None:
         """A scan racing the deadline: the second sees what the first stored (no lost update)."""
-        dispatched = Dispatched()
-        name = f"pickup-{uuid4().hex[:8]}"
-        inboxes = [side.inbox(engine, name, retry_delay=0.001) for _ in range(2)]
-        for inbox in inboxes:
-            inbox.subscribe_process_manager(PickupDeadline, dispatched.commands)
+        name, inboxes, dispatched = instances
         shipment = uuid4()
         printed = message_of(LabelPrinted(shipment, "DHL", occurred_at=PRINTED_AT), 1)
         assert inboxes[0].handle(printed) is Outcome.HANDLED

@@ -51,6 +51,21 @@ def handle_any(command: Command[str]) -> str:
     return str(command.command_id)
 
 
+class Reserve(Command[str]):
+    """Another command with Allocate's result type: its handlers are not Allocate's."""
+
+    sku: str
+
+
+def reserve(command: Reserve) -> str:
+    return command.sku
+
+
+async def reserve_async(command: Reserve) -> str:
+    await asyncio.sleep(0)
+    return command.sku
+
+
 bus = CommandBus()
 bus.register(Allocate, functools.partial(allocate, uow=InMemoryUnitOfWork()))
 bus.register(AddBatch, add_batch)
@@ -76,6 +91,10 @@ async def count() -> None:
 # Misuse the checkers reject.
 bus.register(CountBatches, count_wrongly)  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType, reportCallIssue]
 bus.register(Allocate, add_batch)  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType, reportCallIssue]
+# A handler of another command type, though it returns the same type.
+bus.register(Allocate, reserve)  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType, reportCallIssue]
+bus.register(Allocate, reserve_async)  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType, reportCallIssue]
+bus.register(Reserve, handle_any)
 bus.register(str, handle_any)  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType, reportCallIssue]
 bus.dispatch("allocate")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 wrong: int = bus.dispatch(Allocate("order-1", "LAMP", 2))  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
