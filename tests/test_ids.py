@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 import uuid
@@ -75,3 +76,19 @@ def test_threads_get_distinct_increasing_ids() -> None:
         thread.join()
     assert all(ids == sorted(ids) for ids in per_thread)
     assert len({u for ids in per_thread for u in ids}) == 20_000
+
+
+def _made_in_child(queue: multiprocessing.Queue[str]) -> None:
+    queue.put(str(uuid7()))
+
+
+def test_a_child_forked_while_the_lock_is_held_makes_ids() -> None:
+    """A process forked while another thread was making an id does not wait for it forever."""
+    context = multiprocessing.get_context("fork")
+    queue: multiprocessing.Queue[str] = context.Queue()
+    with _ids._lock:  # pyright: ignore[reportPrivateUsage]
+        child = context.Process(target=_made_in_child, args=(queue,))
+        child.start()
+    made = uuid.UUID(queue.get(timeout=30))
+    child.join(timeout=30)
+    assert (child.exitcode, made.version) == (0, 7)

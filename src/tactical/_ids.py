@@ -18,6 +18,15 @@ __all__ = ["uuid7"]
 _VERSION_AND_VARIANT = (0x7 << 76) | (0b10 << 62)
 _COUNTER_MAX = (1 << 42) - 1
 _lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    # A fork while another thread held the lock would leave the child's copy held for good.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 # The last id's millisecond and 42-bit counter: ids made in one millisecond (or after the
 # clock stepped back) continue the counter, so that each is greater than the one before.
 _last_ms = -1
