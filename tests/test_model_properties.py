@@ -627,12 +627,12 @@ class TestDomainEvent:
         """Any timezone-aware occurred_at is accepted and kept as given."""
         assert Happened(1, occurred_at=when).occurred_at is when
 
-    def test_defaults_are_a_fresh_uuid4_and_utc_now(self) -> None:
-        """event_id defaults to a new uuid4 and occurred_at to the current UTC time."""
+    def test_defaults_are_a_fresh_uuid7_and_utc_now(self) -> None:
+        """event_id defaults to a new UUID version 7 and occurred_at to the current UTC time."""
         before = datetime.now(UTC)
         event = Happened(1)
         after = datetime.now(UTC)
-        assert event.event_id.version == 4
+        assert event.event_id.version == 7
         assert before <= event.occurred_at <= after
         assert event.occurred_at.utcoffset() == timedelta(0)
 
