@@ -160,8 +160,12 @@ def keep_connection(connection: sa.Connection, since: float) -> None:
 
 
 def give_back(connection: sa.Connection, pool: object) -> None:
-    """Close ``connection`` as the pool gave it: out of autocommit, its driver's too if the
-    pool was replaced since (the old pool would keep it open, unused, for ever)."""
+    """Close ``connection``, giving it back to its pool as the pool gave it.
+
+    A PostgreSQL connection leaves the driver's autocommit mode first (invalidated, and
+    the error raised, if it cannot); if ``pool`` (its engine's when it was kept) was replaced since, the driver's
+    connection is closed too: the old pool would keep it open, unused, for ever.
+    """
     if not connection.invalidated:
         if pool is not connection.engine.pool:
             connection.invalidate()
@@ -171,7 +175,9 @@ def give_back(connection: sa.Connection, pool: object) -> None:
                 if driver.autocommit:
                     driver.autocommit = False
             except BaseException:
-                connection.invalidate()
+                connection.invalidate()  # the pool must not get it back in autocommit mode
+                connection.close()
+                raise
     connection.close()
 
 

@@ -217,7 +217,8 @@ class SqlAlchemyUnitOfWork(SqlUnitOfWorkBase[sa.Engine], TransactionalUnitOfWork
         self._release()
 
     def _release(self) -> None:
-        """Keep the connection for the next block or close it; either rolls back a transaction it still has."""
+        """Keep the connection for the next block, or close it; a transaction it still has is
+        rolled back either way."""
         connection, guard = self._connection, self._guard
         if connection is None:
             return
