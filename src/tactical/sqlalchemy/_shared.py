@@ -240,9 +240,16 @@ def _read_alone(connection: sa.Connection, execute: Execute) -> object:
     mode and of asyncpg) sends no ``BEGIN``; SQLAlchemy's own transaction, begun by the
     statement, is then ended without a round trip (the database has none open). The
     connection never goes back to the pool in autocommit mode: one that cannot be set back
-    is invalidated.
+    is invalidated. A connection the sync unit of work kept between blocks is in autocommit
+    mode already, and stays so.
     """
     dbapi_connection: Any = connection.connection.dbapi_connection
+    if dbapi_connection.autocommit:
+        try:
+            return carry_out(connection, execute)
+        finally:
+            if connection.in_transaction():
+                connection.rollback()
     dbapi_connection.autocommit = True
     try:
         return carry_out(connection, execute)
