@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from uuid import uuid4
@@ -16,7 +17,9 @@ from tests.sqlalchemy.test_mapper import CounterMapper, counters
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from tactical import ConcurrencyError, InMemoryStore
+from tactical import ConcurrencyError, EventBus, InMemoryStore, JsonCodec
+from tactical.outbox import EventBusPublisher, OutboxRelay, TimerWorker
+from tactical.projections import Projection, ProjectionRunner, purge_outbox
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, UtcDateTime, configure_engine, create_schema
 from tactical.testing import Counter
 
@@ -223,9 +226,42 @@ class TestErrorsThatAreNotConflicts:
         assert getattr(raised.value, "__notes__", []) == []
 
 
+def _relay(engine: sa.Engine) -> OutboxRelay:
+    return OutboxRelay(engine, EventBusPublisher(EventBus(), JsonCodec()))
+
+
+def _projection_runner(engine: sa.Engine) -> ProjectionRunner:
+    return ProjectionRunner(engine, [Projection("view")])
+
+
 class TestSupportedDatabases:
     def test_an_engine_of_another_database_is_refused_when_the_unit_of_work_is_made(self) -> None:
         """A MySQL engine gets a ValueError naming the databases the unit of work runs on."""
         engine = sa.create_engine("mysql+mysqldb://user@host/db", module=sqlite3)
         with pytest.raises(ValueError, match="runs on SQLite and PostgreSQL, not mysql"):
             SqlAlchemyUnitOfWork(engine)
+
+    @pytest.mark.parametrize(
+        "prepare",
+        [
+            configure_engine,
+            create_schema,
+            _relay,
+            TimerWorker,
+            _projection_runner,
+            purge_outbox,
+        ],
+        ids=["configure_engine", "create_schema", "relay", "timer", "projections", "purge"],
+    )
+    def test_another_database_is_refused_before_any_statement(
+        self, prepare: Callable[[sa.Engine], object]
+    ) -> None:
+        """MariaDB, say: refused at once with what to do, not with a failing CREATE TABLE."""
+        engine = sa.create_engine("mysql+pymysql://root@127.0.0.1:3306/app", module=sqlite3)
+        with pytest.raises(
+            ValueError,
+            match=r"tactical runs on SQLite and PostgreSQL, not mysql "
+            r"\(mysql\+pymysql://root@127.0.0.1:3306/app\): make the engine with a SQLite or "
+            r"PostgreSQL URL",
+        ):
+            prepare(engine)
