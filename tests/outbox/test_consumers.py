@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -17,8 +18,12 @@ from tests.outbox.sides import Side
 from tests.outbox.test_message import DEEP, deep_json, valid_headers
 
 import sqlalchemy as sa
-from tactical.outbox import OutboxRelay
-from tactical.outbox.rabbitmq import RabbitMQPublisher
+from tactical.outbox import AsyncInboxConsumer, OutboxRelay
+from tactical.outbox.rabbitmq import (
+    AsyncRabbitMQConsumer,
+    AsyncRabbitMQPublisher,
+    RabbitMQPublisher,
+)
 from tactical.outbox.redis_streams import RedisStreamPublisher
 
 
@@ -309,3 +314,32 @@ class TestLoopsWhileTheBrokerIsDown:
         assert len(retries) >= 2
         assert "Redis consumer mirror" in retries[0].getMessage()
         assert waited < 2
+
+
+class TestAmqpUrls:
+    @pytest.mark.parametrize("url", ["127.0.0.1:5672", "localhost:5672", "http://localhost/"])
+    def test_what_is_not_an_amqp_url_is_refused_when_made(self, url: str) -> None:
+        """pika would fail at the first connection (an IndexError for host:port): refused now."""
+        inbox = AsyncInboxConsumer(lambda: pytest.fail("no unit of work is made"), "mirror")
+        for make in (
+            lambda: RabbitMQPublisher(url),
+            lambda: AsyncRabbitMQPublisher(url),
+            lambda: AsyncRabbitMQConsumer(inbox, url, queue="q"),
+        ):
+            with pytest.raises(
+                ValueError,
+                match=r"needs an AMQP URL such as amqp://guest:guest@127\.0\.0\.1:5672/%2F "
+                rf"\(amqps:// for TLS\), got '{re.escape(url)}'",
+            ):
+                make()
+
+    def test_the_refusal_hides_the_password(self) -> None:
+        """A URL of another scheme may hold a password: the message does not show it."""
+        with pytest.raises(ValueError, match=r"got 'http://guest:\*\*\*@broker/'") as raised:
+            RabbitMQPublisher("http://guest:s3cret@broker/")
+        assert "s3cret" not in str(raised.value)
+
+    def test_amqp_and_amqps_urls_are_taken(self) -> None:
+        """Both schemes are accepted as they are; nothing connects before the first publish."""
+        assert RabbitMQPublisher("amqps://user:pw@broker:5671/%2F").exchange == "tactical.events"
+        assert AsyncRabbitMQPublisher(AMQP_URL).exchange == "tactical.events"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,24 @@ if TYPE_CHECKING:
 _log = logging.getLogger("tactical.outbox")
 
 _Wire = TypeVar("_Wire")
+
+
+def checked_url(url: object, user: str) -> str:
+    """``url``, refused with a ValueError unless it is an ``amqp://`` or ``amqps://`` URL.
+
+    pika reads ``127.0.0.1:5672`` as a path and fails at the first connection with an
+    ``IndexError``: refused here, saying what a URL looks like (its password hidden).
+    """
+    if isinstance(url, str) and urlsplit(url).scheme in ("amqp", "amqps"):
+        return url
+    shown = _PASSWORD.sub(r"\1***@", url) if isinstance(url, str) else url
+    raise ValueError(
+        f"{user} needs an AMQP URL such as amqp://guest:guest@127.0.0.1:5672/%2F "
+        f"(amqps:// for TLS), got {shown!r}"
+    )
+
+
+_PASSWORD = re.compile(r"(//[^:/@]*:)[^@/]*@")
 
 
 def broker_address(url: str) -> str:
@@ -203,7 +222,7 @@ class ConfirmingPublisher:
         partitions: int | None = None,
     ) -> None:
         self._partitions = broker_partitions(partitions)
-        self._url = url
+        self._url = checked_url(url, type(self).__name__)
         self._exchange_name = exchange
         self._declare = declare
         self._mandatory = mandatory
@@ -301,7 +320,7 @@ class AmqpConsumer(Generic[U]):
         if not balance_interval > 0:
             raise ValueError(f"balance_interval must be positive, got {balance_interval}")
         self._inbox = inbox
-        self._url = url
+        self._url = checked_url(url, type(self).__name__)
         self._address = broker_address(url)
         self._queue = queue
         self._exchange = exchange
