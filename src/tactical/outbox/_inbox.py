@@ -22,6 +22,7 @@ from tactical.outbox._inbox_flow import (
     purge_statement,
 )
 from tactical.outbox._message import OutboxMessage
+from tactical.sqlalchemy._engine import sync_engine
 from tactical.sqlalchemy._schema import with_schema_hint
 from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
 
@@ -205,6 +206,7 @@ def purge_inbox(
     .. versionadded:: 0.1.0
     """
     statement = purge_statement(older_than, consumer)
+    sync_engine(engine, "use AsyncInboxConsumer.purge_inbox")
     with engine.begin() as connection:
         try:
             return connection.execute(statement).rowcount

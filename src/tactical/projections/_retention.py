@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from tactical.sqlalchemy._engine import configure_engine
+from tactical.sqlalchemy._engine import configure_engine, sync_engine
 from tactical.sqlalchemy._schema import (
     outbox_table,
     projection_checkpoints_table,
@@ -42,7 +42,7 @@ def purge_outbox(engine: sa.Engine) -> int:
 
     .. versionadded:: 0.2.0
     """
-    configure_engine(engine)
+    configure_engine(sync_engine(engine))
     try:
         return _purge(engine)
     except exc.DBAPIError as error:

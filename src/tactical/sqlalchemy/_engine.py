@@ -23,6 +23,7 @@ __all__ = [
     "is_async_engine",
     "restart_sqlite_for_writing",
     "says_sqlite_locked",
+    "sync_engine",
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -141,6 +142,25 @@ def async_engine(candidate: object, sync_taker: str | None = None) -> AsyncEngin
         f"expected a SQLAlchemy AsyncEngine, got {candidate!r}: make one with "
         f"sqlalchemy.ext.asyncio.create_async_engine ({sync_taker} takes an Engine)"
     )
+
+
+def sync_engine(candidate: object, instead: str | None = None) -> sa.Engine:
+    """``candidate``, refused with a TypeError unless it is a sync ``Engine``.
+
+    Args:
+        candidate: What was given as the engine.
+        instead: What else to do with an ``AsyncEngine`` (``use AsyncOutboxRelay for it``),
+            for the message; None if nothing takes one.
+    """
+    if isinstance(candidate, sa.Engine):
+        return candidate
+    if is_async_engine(candidate):
+        other = f"{instead}, or " if instead else ""
+        raise TypeError(
+            f"expected a SQLAlchemy Engine, got an AsyncEngine ({candidate.url!r}): "
+            f"{other}make an Engine with sqlalchemy.create_engine"
+        )
+    raise TypeError(engine_refusal(candidate, asynchronous=False))
 
 
 def _begin_sqlite(connection: sa.Connection) -> None:

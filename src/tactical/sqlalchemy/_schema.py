@@ -366,13 +366,19 @@ def create_schema(engine: sa.Engine) -> None:
             :func:`~tactical.sqlalchemy.configure_engine`.
 
     Raises:
-        TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine`.
+        TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine` (an
+            ``AsyncEngine`` is refused saying how to create the tables through it).
         ValueError: ``engine`` is of a database other than SQLite and PostgreSQL.
 
     .. versionadded:: 0.1.0
     """
-    from tactical.sqlalchemy._engine import configure_engine
+    from tactical.sqlalchemy._engine import configure_engine, sync_engine
 
+    sync_engine(
+        engine,
+        "create the tables in `async with engine.begin() as connection:` with `await "
+        "connection.run_sync(tactical.sqlalchemy.metadata.create_all)`",
+    )
     configure_engine(engine)
     metadata.create_all(engine, checkfirst=True)
 
