@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from tactical._flow import Flow
@@ -39,6 +39,7 @@ from tactical.outbox._consumer_flow import (
     Settle,
     amqp_consuming,
     amqp_delivery,
+    check_inbox,
     consumer_loop,
 )
 from tactical.outbox._message import (
@@ -298,6 +299,9 @@ class AmqpConsumer(Generic[U]):
     in ``_describe``. The constructor's arguments are documented on the consumers.
     """
 
+    # Whether the consumer awaits its inbox consumer (an AsyncInboxConsumer) or calls it.
+    _asynchronous: ClassVar[bool] = False
+
     def __init__(
         self,
         inbox: U,
@@ -319,6 +323,7 @@ class AmqpConsumer(Generic[U]):
             raise ValueError(f"timeout must be positive, got {timeout}")
         if not balance_interval > 0:
             raise ValueError(f"balance_interval must be positive, got {balance_interval}")
+        check_inbox(inbox, type(self).__name__, self._asynchronous)
         self._inbox = inbox
         self._url = checked_url(url, type(self).__name__)
         self._address = broker_address(url)

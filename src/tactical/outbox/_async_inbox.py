@@ -90,6 +90,12 @@ class AsyncInboxConsumer(InboxCore[U]):
 
     async def _open(self) -> U:
         uow = self._unit_of_work()
+        if not hasattr(uow, "__aenter__"):
+            raise TypeError(
+                f"AsyncInboxConsumer {self.name!r}: its unit of work factory made "
+                f"{type(uow).__name__}, which is not an async unit of work (no `async "
+                "with`): give it a factory of async units of work, or use an InboxConsumer"
+            )
         await uow.__aenter__()
         return uow
 

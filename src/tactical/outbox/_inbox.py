@@ -134,6 +134,12 @@ class InboxConsumer(InboxCore[U]):
 
     def _open(self) -> U:
         uow = self._unit_of_work()
+        if not hasattr(uow, "__enter__"):
+            raise TypeError(
+                f"InboxConsumer {self.name!r}: its unit of work factory made "
+                f"{type(uow).__name__}, which is not a sync unit of work (no `with`): give it "
+                "a factory of sync units of work, or use an AsyncInboxConsumer"
+            )
         uow.__enter__()
         return uow
 

@@ -34,7 +34,13 @@ from tactical.outbox._broker_partitions import (
     check_partition,
     partition_stream,
 )
-from tactical.outbox._consumer_flow import AsyncConsuming, Consuming, LoopOp, consumer_loop
+from tactical.outbox._consumer_flow import (
+    AsyncConsuming,
+    Consuming,
+    LoopOp,
+    check_inbox,
+    consumer_loop,
+)
 from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import (
     MessagingDestination,
@@ -341,6 +347,7 @@ class _StreamReader(Generic[U, V]):
         lease: float = DEFAULT_LEASE,
     ) -> None:
         self._socket_timeout = _socket_timeout(client, type(self).__name__, self._asynchronous)
+        check_inbox(inbox, type(self).__name__, self._asynchronous)
         if not lease > 0:
             raise ValueError(f"lease must be positive, got {lease}")
         self._inbox = inbox
@@ -582,7 +589,8 @@ class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis], Consum
 
     Raises:
         TypeError: ``client`` is not a sync ``redis.Redis`` (a ``redis.asyncio.Redis``,
-            whose commands nothing would await, or a URL).
+            whose commands nothing would await, or a URL), or ``inbox`` is an
+            :class:`~tactical.outbox.AsyncInboxConsumer`.
         ValueError: ``client`` has no ``socket_timeout``: a Redis that stopped answering
             would block the consumer for ever; ``partitions`` is below 1, or ``lease`` is
             not positive.
@@ -667,7 +675,7 @@ class AsyncRedisStreamConsumer(
 
     Raises:
         TypeError: ``client`` is not a ``redis.asyncio.Redis`` (a sync ``redis.Redis``, or
-            a URL).
+            a URL), or ``inbox`` is a sync :class:`~tactical.outbox.InboxConsumer`.
         ValueError: ``client`` has no ``socket_timeout``, ``partitions`` is below 1, or
             ``lease`` is not positive.
 
