@@ -287,7 +287,11 @@ class TestErrors:
     def test_unsupported_annotations_are_named(self) -> None:
         """A class with an unsupported field type cannot be serialized; the field is named."""
         for cls, pattern in (
-            (Weird, r"Weird\.payload: unsupported annotation <class 'bytes'>"),
+            (
+                Weird,
+                r"Weird\.payload: unsupported annotation <class 'bytes'> for JSON serialization: "
+                r"a stored field is a str, int, .*; make the field's class a ValueObject",
+            ),
             (TwoWay, r"TwoWay\.value: only `X \| None` unions are supported"),
             (BoolKeys, r"BoolKeys\.flags: unsupported dict key type <class 'bool'>"),
             (TupleKeys, r"TupleKeys\.grid: unsupported dict key type"),

@@ -221,7 +221,13 @@ class FieldPlans:
                     for k, x in expect(dict, "object")(v).items()
                 },
             )
-        raise TypeError(f"unsupported annotation {annotation!r} for JSON serialization")
+        raise TypeError(
+            f"unsupported annotation {annotation!r} for JSON serialization: a stored field is "
+            "a str, int, float, bool, Decimal, UUID, date, datetime, Enum, Literal, a value "
+            "object or other dataclass, X | None, or a list, tuple, set, frozenset or dict of "
+            "these (Any for a plain JSON value); make the field's class a ValueObject, or "
+            "store it as one of these"
+        )
 
     def _nested(self, key: Any) -> tuple[Encode, Decode]:
         cls: type = typing.get_origin(key) or key

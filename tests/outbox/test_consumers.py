@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
 import redis
+import redis.asyncio as redis_async
+from sqlalchemy.ext.asyncio import create_async_engine
 from tests.outbox.brokers import AMQP_URL, NO_RETRY, Rabbit, closed_port
+from tests.outbox.contract import sample_batch
 from tests.outbox.helpers import commit_ticks, mirrors, side_consumer
 from tests.outbox.sides import Side
 from tests.outbox.test_message import DEEP, deep_json, valid_headers
 
 import sqlalchemy as sa
-from tactical.outbox import OutboxRelay
-from tactical.outbox.rabbitmq import RabbitMQPublisher
-from tactical.outbox.redis_streams import RedisStreamPublisher
+from tactical.outbox import AsyncInboxConsumer, InboxConsumer, OutboxRelay
+from tactical.outbox.rabbitmq import (
+    AsyncRabbitMQConsumer,
+    AsyncRabbitMQPublisher,
+    RabbitMQConsumer,
+    RabbitMQPublisher,
+)
+from tactical.outbox.redis_streams import (
+    AsyncRedisStreamConsumer,
+    RedisStreamConsumer,
+    RedisStreamPublisher,
+)
+from tactical.sqlalchemy import AsyncSqlAlchemyUnitOfWork, SqlAlchemyUnitOfWork
 
 
 @pytest.mark.rabbitmq
@@ -309,3 +326,100 @@ class TestLoopsWhileTheBrokerIsDown:
         assert len(retries) >= 2
         assert "Redis consumer mirror" in retries[0].getMessage()
         assert waited < 2
+
+
+class TestAmqpUrls:
+    @pytest.mark.parametrize("url", ["127.0.0.1:5672", "localhost:5672", "http://localhost/"])
+    def test_what_is_not_an_amqp_url_is_refused_when_made(self, url: str) -> None:
+        """pika would fail at the first connection (an IndexError for host:port): refused now."""
+        inbox = AsyncInboxConsumer(lambda: pytest.fail("no unit of work is made"), "mirror")
+        for make in (
+            lambda: RabbitMQPublisher(url),
+            lambda: AsyncRabbitMQPublisher(url),
+            lambda: AsyncRabbitMQConsumer(inbox, url, queue="q"),
+        ):
+            with pytest.raises(
+                ValueError,
+                match=r"needs an AMQP URL such as amqp://guest:guest@127\.0\.0\.1:5672/%2F "
+                rf"\(amqps:// for TLS\), got '{re.escape(url)}'",
+            ):
+                make()
+
+    def test_the_refusal_hides_the_password(self) -> None:
+        """A URL of another scheme may hold a password: the message does not show it."""
+        with pytest.raises(ValueError, match=r"got 'http://guest:\*\*\*@broker/'") as raised:
+            RabbitMQPublisher("http://guest:s3cret@broker/")
+        assert "s3cret" not in str(raised.value)
+
+    def test_amqp_and_amqps_urls_are_taken(self) -> None:
+        """Both schemes are accepted as they are; nothing connects before the first publish."""
+        assert RabbitMQPublisher("amqps://user:pw@broker:5671/%2F").exchange == "tactical.events"
+        assert AsyncRabbitMQPublisher(AMQP_URL).exchange == "tactical.events"
+
+
+class TestInboxKinds:
+    """A broker consumer and its inbox consumer must both be sync or both be async."""
+
+    def test_a_sync_broker_consumer_refuses_an_async_inbox(self) -> None:
+        """It would acknowledge messages whose handling, never awaited, did not happen."""
+        # Any: what a type checker refuses before it runs, as a caller without one passes it.
+        inbox: Any = AsyncInboxConsumer(lambda: pytest.fail("no unit of work is made"), "billing")
+        for make, name in (
+            (lambda: RabbitMQConsumer(inbox, AMQP_URL, queue="q"), "RabbitMQConsumer"),
+            (
+                lambda: RedisStreamConsumer(inbox, redis.Redis(socket_timeout=5)),
+                "RedisStreamConsumer",
+            ),
+        ):
+            with pytest.raises(
+                TypeError,
+                match=rf"^{name} calls its inbox's handle\(\) without awaiting, but got "
+                rf"AsyncInboxConsumer 'billing', whose handle\(\) is async and would never run: "
+                rf"give it an InboxConsumer, or use Async{name}$",
+            ):
+                make()
+
+    def test_an_async_broker_consumer_refuses_a_sync_inbox(self, tmp_path: Path) -> None:
+        """It would await what a sync handle() returned, after that handle() committed."""
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'inbox.db'}")
+        inbox: Any = InboxConsumer(lambda: SqlAlchemyUnitOfWork(engine), "billing")
+        for make, name in (
+            (lambda: AsyncRabbitMQConsumer(inbox, AMQP_URL, queue="q"), "RabbitMQConsumer"),
+            (
+                lambda: AsyncRedisStreamConsumer(inbox, redis_async.Redis(socket_timeout=5)),
+                "RedisStreamConsumer",
+            ),
+        ):
+            with pytest.raises(
+                TypeError,
+                match=rf"^Async{name} awaits its inbox's handle\(\), but got InboxConsumer "
+                rf"'billing', whose handle\(\) is not async: give it an AsyncInboxConsumer, "
+                rf"or use {name}$",
+            ):
+                make()
+        engine.dispose()
+
+    def test_an_inbox_refuses_units_of_work_of_the_other_kind(self, tmp_path: Path) -> None:
+        """Said when the first message comes, naming the unit of work the factory made."""
+        message = sample_batch(aggregates=1, events_each=1)[0]
+        database = tmp_path / "inbox.db"
+        engine = sa.create_engine(f"sqlite:///{database}")
+        async_engine = create_async_engine(f"sqlite+aiosqlite:///{database}")
+        async_uow: Any = AsyncSqlAlchemyUnitOfWork(async_engine)
+        sync_uow: Any = SqlAlchemyUnitOfWork(engine)
+        sync_inbox = InboxConsumer(lambda: async_uow, "a")
+        with pytest.raises(
+            TypeError,
+            match=r"^InboxConsumer 'a': its unit of work factory made AsyncSqlAlchemyUnitOfWork, "
+            r"which is not a sync unit of work \(no `with`\)",
+        ):
+            sync_inbox.handle(message)
+        async_inbox = AsyncInboxConsumer(lambda: sync_uow, "b")
+        with pytest.raises(
+            TypeError,
+            match=r"^AsyncInboxConsumer 'b': its unit of work factory made SqlAlchemyUnitOfWork, "
+            r"which is not an async unit of work \(no `async with`\)",
+        ):
+            asyncio.run(async_inbox.handle(message))
+        engine.dispose()
+        asyncio.run(async_engine.dispose())

@@ -231,6 +231,39 @@ class TestRedisConsumerWhenRedisGoesSilent:
         with pytest.raises(ValueError, match="AsyncRedisStreamConsumer needs a Redis client"):
             AsyncRedisStreamConsumer(inbox, redis_async.Redis(socket_timeout=None))
 
+    def test_a_client_of_the_other_kind_is_refused(self, consumer_engine: sa.Engine) -> None:
+        """A sync publisher would never run an async client's commands (and mark them sent)."""
+        with pytest.raises(
+            TypeError,
+            match=r"RedisStreamPublisher calls its client without awaiting, but got a "
+            r"redis\.asyncio\.Redis, whose commands would never run: give it a redis\.Redis, "
+            r"or give this client to AsyncRedisStreamPublisher",
+        ):
+            RedisStreamPublisher(redis_async.Redis(socket_timeout=5))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        with pytest.raises(
+            TypeError,
+            match=r"AsyncRedisStreamPublisher awaits its client, but got a sync redis\.Redis: "
+            r"give it a redis\.asyncio\.Redis, or give this client to RedisStreamPublisher",
+        ):
+            AsyncRedisStreamPublisher(redis.Redis(socket_timeout=5))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        with pytest.raises(TypeError, match="RedisStreamConsumer calls its client without"):
+            RedisStreamConsumer(make_consumer(consumer_engine), redis_async.Redis(socket_timeout=5))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        inbox = AsyncInboxConsumer(lambda: pytest.fail("no unit of work is made"), "mirror")
+        with pytest.raises(TypeError, match="AsyncRedisStreamConsumer awaits its client"):
+            AsyncRedisStreamConsumer(inbox, redis.Redis(socket_timeout=5))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+    def test_a_url_instead_of_a_client_is_refused_with_the_fix(self) -> None:
+        """A URL string is refused at once, saying how to make a client of it."""
+        with pytest.raises(
+            TypeError,
+            match=r"RedisStreamPublisher needs a redis\.Redis client, got the string "
+            r"'redis://127\.0\.0\.1:6379': make one with "
+            r"redis\.Redis\.from_url\('redis://127\.0\.0\.1:6379', socket_timeout=5\)",
+        ):
+            RedisStreamPublisher("redis://127.0.0.1:6379")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        with pytest.raises(TypeError, match=r"make one with redis\.asyncio\.Redis\.from_url"):
+            AsyncRedisStreamPublisher("redis://127.0.0.1:6379")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
 
 @pytest.mark.redis
 class TestRelayToRedisWhenRedisGoesSilent:

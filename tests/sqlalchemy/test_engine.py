@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from uuid import uuid4
@@ -10,13 +12,16 @@ from uuid import uuid4
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import create_async_engine
 from tests.conftest import require_server
 from tests.postgres import postgres_url
 from tests.sqlalchemy.test_mapper import CounterMapper, counters
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from tactical import ConcurrencyError, InMemoryStore
+from tactical import ConcurrencyError, EventBus, InMemoryStore, JsonCodec
+from tactical.outbox import EventBusPublisher, OutboxRelay, TimerWorker, purge_inbox
+from tactical.projections import Projection, ProjectionRunner, purge_outbox
 from tactical.sqlalchemy import SqlAlchemyUnitOfWork, UtcDateTime, configure_engine, create_schema
 from tactical.testing import Counter
 
@@ -223,9 +228,69 @@ class TestErrorsThatAreNotConflicts:
         assert getattr(raised.value, "__notes__", []) == []
 
 
+def _relay(engine: sa.Engine) -> OutboxRelay:
+    return OutboxRelay(engine, EventBusPublisher(EventBus(), JsonCodec()))
+
+
+def _projection_runner(engine: sa.Engine) -> ProjectionRunner:
+    return ProjectionRunner(engine, [Projection("view")])
+
+
+class TestAsyncEnginesWhereAnEngineIsTaken:
+    @pytest.mark.parametrize(
+        ("prepare", "instead"),
+        [
+            (create_schema, r"create the tables in `async with engine\.begin\(\) as connection:`"),
+            (_relay, "use AsyncOutboxRelay for it, or "),
+            (TimerWorker, "use AsyncTimerWorker for it, or "),
+            (_projection_runner, "use AsyncProjectionRunner for it, or "),
+            (purge_inbox, r"use AsyncInboxConsumer\.purge_inbox, or "),
+            (purge_outbox, ""),
+        ],
+        ids=["create_schema", "relay", "timer", "projections", "purge_inbox", "purge_outbox"],
+    )
+    def test_an_async_engine_is_refused_naming_what_takes_one(
+        self, prepare: Callable[[sa.Engine], object], instead: str, tmp_path: Path
+    ) -> None:
+        """Not a failure deep inside SQLAlchemy: the error names the async twin, if any."""
+        url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+        engine = create_async_engine(url)
+        with pytest.raises(
+            TypeError,
+            match=rf"^expected a SQLAlchemy Engine, got an AsyncEngine \({re.escape(url)}\): "
+            rf"{instead}.*make an Engine with sqlalchemy\.create_engine",
+        ):
+            prepare(engine)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
 class TestSupportedDatabases:
     def test_an_engine_of_another_database_is_refused_when_the_unit_of_work_is_made(self) -> None:
         """A MySQL engine gets a ValueError naming the databases the unit of work runs on."""
         engine = sa.create_engine("mysql+mysqldb://user@host/db", module=sqlite3)
         with pytest.raises(ValueError, match="runs on SQLite and PostgreSQL, not mysql"):
             SqlAlchemyUnitOfWork(engine)
+
+    @pytest.mark.parametrize(
+        "prepare",
+        [
+            configure_engine,
+            create_schema,
+            _relay,
+            TimerWorker,
+            _projection_runner,
+            purge_outbox,
+        ],
+        ids=["configure_engine", "create_schema", "relay", "timer", "projections", "purge"],
+    )
+    def test_another_database_is_refused_before_any_statement(
+        self, prepare: Callable[[sa.Engine], object]
+    ) -> None:
+        """MariaDB, say: refused at once with what to do, not with a failing CREATE TABLE."""
+        engine = sa.create_engine("mysql+pymysql://root@127.0.0.1:3306/app", module=sqlite3)
+        with pytest.raises(
+            ValueError,
+            match=r"tactical runs on SQLite and PostgreSQL, not mysql "
+            r"\(mysql\+pymysql://root@127.0.0.1:3306/app\): make the engine with a SQLite or "
+            r"PostgreSQL URL",
+        ):
+            prepare(engine)

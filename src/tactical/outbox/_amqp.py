@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from tactical._flow import Flow
@@ -38,6 +39,7 @@ from tactical.outbox._consumer_flow import (
     Settle,
     amqp_consuming,
     amqp_delivery,
+    check_inbox,
     consumer_loop,
 )
 from tactical.outbox._message import (
@@ -71,6 +73,24 @@ if TYPE_CHECKING:
 _log = logging.getLogger("tactical.outbox")
 
 _Wire = TypeVar("_Wire")
+
+
+def checked_url(url: object, user: str) -> str:
+    """``url``, refused with a ValueError unless it is an ``amqp://`` or ``amqps://`` URL.
+
+    pika reads ``127.0.0.1:5672`` as a path and fails at the first connection with an
+    ``IndexError``: refused here, saying what a URL looks like (its password hidden).
+    """
+    if isinstance(url, str) and urlsplit(url).scheme in ("amqp", "amqps"):
+        return url
+    shown = _PASSWORD.sub(r"\1***@", url) if isinstance(url, str) else url
+    raise ValueError(
+        f"{user} needs an AMQP URL such as amqp://guest:guest@127.0.0.1:5672/%2F "
+        f"(amqps:// for TLS), got {shown!r}"
+    )
+
+
+_PASSWORD = re.compile(r"(//[^:/@]*:)[^@/]*@")
 
 
 def broker_address(url: str) -> str:
@@ -203,7 +223,7 @@ class ConfirmingPublisher:
         partitions: int | None = None,
     ) -> None:
         self._partitions = broker_partitions(partitions)
-        self._url = url
+        self._url = checked_url(url, type(self).__name__)
         self._exchange_name = exchange
         self._declare = declare
         self._mandatory = mandatory
@@ -279,6 +299,9 @@ class AmqpConsumer(Generic[U]):
     in ``_describe``. The constructor's arguments are documented on the consumers.
     """
 
+    # Whether the consumer awaits its inbox consumer (an AsyncInboxConsumer) or calls it.
+    _asynchronous: ClassVar[bool] = False
+
     def __init__(
         self,
         inbox: U,
@@ -300,8 +323,9 @@ class AmqpConsumer(Generic[U]):
             raise ValueError(f"timeout must be positive, got {timeout}")
         if not balance_interval > 0:
             raise ValueError(f"balance_interval must be positive, got {balance_interval}")
+        check_inbox(inbox, type(self).__name__, self._asynchronous)
         self._inbox = inbox
-        self._url = url
+        self._url = checked_url(url, type(self).__name__)
         self._address = broker_address(url)
         self._queue = queue
         self._exchange = exchange

@@ -8,12 +8,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy import exc
 from tactical._commands import Command, CommandBus
 from tactical._flow import run_async
 from tactical._model import DomainEvent
 from tactical.outbox._inbox_flow import DEFAULT_INBOX_RETENTION, InboxCore, InboxOp, Outcome
 from tactical.outbox._message import OutboxMessage
 from tactical.sqlalchemy._async_uow import AsyncSqlAlchemyUnitOfWork
+from tactical.sqlalchemy._schema import with_schema_hint
 
 __all__ = ["AsyncInboxConsumer"]
 
@@ -77,13 +79,23 @@ class AsyncInboxConsumer(InboxCore[U]):
         return await run_async(self._handling(message), self._perform)
 
     async def _perform(self, op: InboxOp) -> object:
-        raw = op.start(self)
-        if inspect.isawaitable(raw):
-            raw = await raw
+        try:
+            raw = op.start(self)
+            if inspect.isawaitable(raw):
+                raw = await raw
+        except exc.DBAPIError as error:
+            with_schema_hint(error)
+            raise
         return op.finish(raw)
 
     async def _open(self) -> U:
         uow = self._unit_of_work()
+        if not hasattr(uow, "__aenter__"):
+            raise TypeError(
+                f"AsyncInboxConsumer {self.name!r}: its unit of work factory made "
+                f"{type(uow).__name__}, which is not an async unit of work (no `async "
+                "with`): give it a factory of async units of work, or use an InboxConsumer"
+            )
         await uow.__aenter__()
         return uow
 

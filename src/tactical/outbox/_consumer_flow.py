@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -44,12 +45,35 @@ __all__ = [
     "Stopping",
     "amqp_consuming",
     "amqp_delivery",
+    "check_inbox",
     "consumer_loop",
     "perform_async",
     "perform_sync",
 ]
 
 _log = logging.getLogger("tactical.outbox")
+
+
+def check_inbox(inbox: object, user: str, asynchronous: bool) -> None:
+    """Refuse an inbox consumer of the other kind than the broker consumer ``user``.
+
+    A sync broker consumer would acknowledge each message after calling an
+    ``AsyncInboxConsumer``'s ``handle``, which only makes a coroutine that nothing awaits:
+    every event lost. An async one would await what a sync ``handle`` returns, and fail.
+    """
+    awaits = inspect.iscoroutinefunction(getattr(inbox, "handle", None))
+    if awaits and not asynchronous:
+        raise TypeError(
+            f"{user} calls its inbox's handle() without awaiting, but got "
+            f"{type(inbox).__name__} {getattr(inbox, 'name', '')!r}, whose handle() is "
+            f"async and would never run: give it an InboxConsumer, or use Async{user}"
+        )
+    if asynchronous and not awaits:
+        raise TypeError(
+            f"{user} awaits its inbox's handle(), but got {type(inbox).__name__} "
+            f"{getattr(inbox, 'name', '')!r}, whose handle() is not async: give it an "
+            f"AsyncInboxConsumer, or use {user.removeprefix('Async')}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 from tactical._asyncness import discard_awaitable, is_async_callable
 from tactical._commands import Command, CommandBus
 from tactical._flow import run
@@ -21,6 +22,8 @@ from tactical.outbox._inbox_flow import (
     purge_statement,
 )
 from tactical.outbox._message import OutboxMessage
+from tactical.sqlalchemy._engine import sync_engine
+from tactical.sqlalchemy._schema import with_schema_hint
 from tactical.sqlalchemy._uow import SqlAlchemyUnitOfWork
 
 __all__ = ["DEFAULT_INBOX_RETENTION", "InboxConsumer", "Outcome", "purge_inbox"]
@@ -117,7 +120,11 @@ class InboxConsumer(InboxCore[U]):
         return run(self._handling(message), self._perform)
 
     def _perform(self, op: InboxOp) -> object:
-        raw = op.start(self)
+        try:
+            raw = op.start(self)
+        except exc.DBAPIError as error:
+            with_schema_hint(error)
+            raise
         if discard_awaitable(raw):
             raise TypeError(
                 f"{op!r} gave an awaitable, which InboxConsumer cannot await: handlers that "
@@ -127,6 +134,12 @@ class InboxConsumer(InboxCore[U]):
 
     def _open(self) -> U:
         uow = self._unit_of_work()
+        if not hasattr(uow, "__enter__"):
+            raise TypeError(
+                f"InboxConsumer {self.name!r}: its unit of work factory made "
+                f"{type(uow).__name__}, which is not a sync unit of work (no `with`): give it "
+                "a factory of sync units of work, or use an AsyncInboxConsumer"
+            )
         uow.__enter__()
         return uow
 
@@ -199,5 +212,10 @@ def purge_inbox(
     .. versionadded:: 0.1.0
     """
     statement = purge_statement(older_than, consumer)
+    sync_engine(engine, "use AsyncInboxConsumer.purge_inbox")
     with engine.begin() as connection:
-        return connection.execute(statement).rowcount
+        try:
+            return connection.execute(statement).rowcount
+        except exc.DBAPIError as error:
+            with_schema_hint(error)
+            raise

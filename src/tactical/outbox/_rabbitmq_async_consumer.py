@@ -65,11 +65,14 @@ class AsyncRabbitMQConsumer(AmqpConsumer[AsyncInboxConsumer[Any]], AsyncConsumin
             ``balance_interval``.
 
     Raises:
+        TypeError: ``inbox`` is a sync :class:`~tactical.outbox.InboxConsumer`.
         ValueError: ``heartbeat`` is below 1, ``timeout`` or ``balance_interval`` is not
-            positive, or ``partitions`` is below 1.
+            positive, or ``partitions`` is below 1; ``url`` is not an AMQP URL.
 
     .. versionadded:: 0.2.0
     """
+
+    _asynchronous = True
 
     def _setup(self) -> None:
         self._connection: aio_pika.abc.AbstractConnection | None = None

@@ -14,6 +14,7 @@ from tactical.outbox._relay_flow import (
     RelayCore,
 )
 from tactical.outbox._worker import IdlingWorker
+from tactical.sqlalchemy._engine import sync_engine
 
 __all__ = ["DEFAULT_DATABASE_TIMEOUT", "RELAY_LOCK_KEY", "OutboxRelay"]
 
@@ -142,6 +143,7 @@ class OutboxRelay(RelayCore, IdlingWorker[BatchOp]):
         lease_ttl: float = DEFAULT_LEASE_TTL,
         name: str | None = None,
     ) -> None:
+        sync_engine(engine, "use AsyncOutboxRelay for it")
         super().__init__(
             engine, publisher, batch_size, lock_key, database_timeout, partitions, lease_ttl, name
         )

@@ -10,6 +10,7 @@ from tactical._codec import JsonCodec
 from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT, BatchOp
 from tactical.outbox._timer_flow import ParkedTimer, TimerCore
 from tactical.outbox._worker import SyncWorker
+from tactical.sqlalchemy._engine import sync_engine
 
 __all__ = ["TimerWorker"]
 
@@ -75,6 +76,7 @@ class TimerWorker(TimerCore, SyncWorker[BatchOp]):
         batch_size: int = 100,
         database_timeout: float | None = DEFAULT_DATABASE_TIMEOUT,
     ) -> None:
+        sync_engine(engine, "use AsyncTimerWorker for it")
         super().__init__(engine, clock, codec, batch_size, database_timeout)
         self._use_engine(engine)
 

@@ -31,8 +31,10 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar, cast
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 from tactical._flow import Flow, run, run_async
 from tactical.outbox._message import backoff_delay
+from tactical.sqlalchemy._schema import with_schema_hint
 from tactical.sqlalchemy._watchdog import cut_connection, guard_round_trips, watched_engine
 
 if TYPE_CHECKING:
@@ -227,7 +229,8 @@ class WorkerCore:
                 f"{self._database_timeout}s, so its connection was cut"
             )
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return f"the database at {self._database} failed ({type(error).__name__}: {reason})"
+        notes = "".join(f"; {note}" for note in getattr(error, "__notes__", ()))
+        return f"the database at {self._database} failed ({type(error).__name__}: {reason}){notes}"
 
 
 def _database_address(url: sa.URL) -> str:
@@ -270,7 +273,11 @@ class SyncWorker(WorkerCore, Generic[Op]):
 
     def _perform(self, connection: sa.Connection, op: Op) -> object:
         step = cast("_Step", op)
-        return step.finish(step.start(connection))
+        try:
+            return step.finish(step.start(connection))
+        except exc.DBAPIError as error:
+            with_schema_hint(error)
+            raise
 
 
 class AsyncWorker(WorkerCore, Generic[Op]):
@@ -298,8 +305,12 @@ class AsyncWorker(WorkerCore, Generic[Op]):
         self, connection: AsyncConnection, cut: Callable[[], None] | None, op: Op
     ) -> object:
         step = cast("_Step", op)
-        with _deadline(self._database_timeout if cut else None, cut):
-            return step.finish(await step.start(connection))
+        try:
+            with _deadline(self._database_timeout if cut else None, cut):
+                return step.finish(await step.start(connection))
+        except exc.DBAPIError as error:
+            with_schema_hint(error)
+            raise
 
 
 class DocumentedRun:

@@ -245,8 +245,10 @@ class RabbitMQConsumer(AmqpConsumer[InboxConsumer[Any]], Consuming):
             consumers and the free partitions.
 
     Raises:
+        TypeError: ``inbox`` is an :class:`~tactical.outbox.AsyncInboxConsumer`, whose
+            ``handle`` this consumer would not await.
         ValueError: ``heartbeat`` is below 1, ``timeout`` or ``balance_interval`` is not
-            positive, or ``partitions`` is below 1.
+            positive, or ``partitions`` is below 1; ``url`` is not an AMQP URL.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar, cast
 
 from tactical._extras import missing_extra
 
@@ -34,7 +34,13 @@ from tactical.outbox._broker_partitions import (
     check_partition,
     partition_stream,
 )
-from tactical.outbox._consumer_flow import AsyncConsuming, Consuming, LoopOp, consumer_loop
+from tactical.outbox._consumer_flow import (
+    AsyncConsuming,
+    Consuming,
+    LoopOp,
+    check_inbox,
+    consumer_loop,
+)
 from tactical.outbox._inbox import InboxConsumer
 from tactical.outbox._message import (
     MessagingDestination,
@@ -81,6 +87,9 @@ over by the others within about 1.4 times the lease.
 class _StreamAppender:
     """What both Redis publishers decide: the entries of a batch, and what a failure means."""
 
+    # Whether the publisher awaits its client (a redis.asyncio.Redis) or calls it.
+    _asynchronous: ClassVar[bool] = False
+
     def __init__(
         self,
         client: redis.Redis | redis.asyncio.Redis,
@@ -88,7 +97,7 @@ class _StreamAppender:
         maxlen: int | None,
         partitions: int | None,
     ) -> None:
-        _socket_timeout(client, type(self).__name__)
+        _socket_timeout(client, type(self).__name__, self._asynchronous)
         self._stream = stream
         self._maxlen = maxlen
         self._partitions = broker_partitions(partitions)
@@ -190,6 +199,8 @@ class RedisStreamPublisher(_StreamAppender):
             None (the default): one stream.
 
     Raises:
+        TypeError: ``client`` is not a sync ``redis.Redis`` (a ``redis.asyncio.Redis``,
+            whose commands nothing would await, or a URL).
         ValueError: ``client`` has no ``socket_timeout``: a Redis that stopped answering
             would block the relay for ever; or ``partitions`` is below 1.
 
@@ -237,10 +248,14 @@ class AsyncRedisStreamPublisher(_StreamAppender):
         partitions: As for :class:`RedisStreamPublisher`.
 
     Raises:
+        TypeError: ``client`` is not a ``redis.asyncio.Redis`` (a sync ``redis.Redis``, or
+            a URL).
         ValueError: ``client`` has no ``socket_timeout``, or ``partitions`` is below 1.
 
     .. versionadded:: 0.2.0
     """
+
+    _asynchronous = True
 
     def __init__(
         self,
@@ -316,6 +331,9 @@ class _StreamReader(Generic[U, V]):
     are documented on the consumers.
     """
 
+    # Whether the consumer awaits its client (a redis.asyncio.Redis) or calls it.
+    _asynchronous: ClassVar[bool] = False
+
     def __init__(
         self,
         inbox: U,
@@ -328,7 +346,8 @@ class _StreamReader(Generic[U, V]):
         partitions: int | None = None,
         lease: float = DEFAULT_LEASE,
     ) -> None:
-        self._socket_timeout = _socket_timeout(client, type(self).__name__)
+        self._socket_timeout = _socket_timeout(client, type(self).__name__, self._asynchronous)
+        check_inbox(inbox, type(self).__name__, self._asynchronous)
         if not lease > 0:
             raise ValueError(f"lease must be positive, got {lease}")
         self._inbox = inbox
@@ -569,6 +588,9 @@ class RedisStreamConsumer(_StreamReader[InboxConsumer[Any], redis.Redis], Consum
             (:data:`DEFAULT_LEASE`); only with ``partitions``.
 
     Raises:
+        TypeError: ``client`` is not a sync ``redis.Redis`` (a ``redis.asyncio.Redis``,
+            whose commands nothing would await, or a URL), or ``inbox`` is an
+            :class:`~tactical.outbox.AsyncInboxConsumer`.
         ValueError: ``client`` has no ``socket_timeout``: a Redis that stopped answering
             would block the consumer for ever; ``partitions`` is below 1, or ``lease`` is
             not positive.
@@ -652,11 +674,15 @@ class AsyncRedisStreamConsumer(
             consumers of the group alike).
 
     Raises:
+        TypeError: ``client`` is not a ``redis.asyncio.Redis`` (a sync ``redis.Redis``, or
+            a URL), or ``inbox`` is a sync :class:`~tactical.outbox.InboxConsumer`.
         ValueError: ``client`` has no ``socket_timeout``, ``partitions`` is below 1, or
             ``lease`` is not positive.
 
     .. versionadded:: 0.2.0
     """
+
+    _asynchronous = True
 
     async def consume_available(self) -> int:
         """Handle every entry pending for this consumer, then every new one; return how many.
@@ -741,7 +767,10 @@ def _redis_address(client: redis.Redis | redis.asyncio.Redis) -> str:
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
-def _socket_timeout(client: redis.Redis | redis.asyncio.Redis, user: str) -> float:
+def _socket_timeout(
+    client: redis.Redis | redis.asyncio.Redis, user: str, asynchronous: bool
+) -> float:
+    _check_client(client, user, asynchronous)
     kwargs: dict[str, Any] = getattr(client.connection_pool, "connection_kwargs", {})
     timeout = kwargs.get("socket_timeout")
     if timeout is None:
@@ -752,6 +781,27 @@ def _socket_timeout(client: redis.Redis | redis.asyncio.Redis, user: str) -> flo
             "health_check_interval=30)"
         )
     return float(timeout)
+
+
+def _check_client(client: object, user: str, asynchronous: bool) -> None:
+    """Refuse a URL, or a client of the other kind: a sync user would not await its commands."""
+    kind = "redis.asyncio.Redis" if asynchronous else "redis.Redis"
+    if isinstance(client, str):
+        raise TypeError(
+            f"{user} needs a {kind} client, got the string {client!r}: make one with "
+            f"{kind}.from_url({client!r}, socket_timeout=5)"
+        )
+    if asynchronous and isinstance(client, redis.Redis):
+        raise TypeError(
+            f"{user} awaits its client, but got a sync redis.Redis: give it a "
+            f"redis.asyncio.Redis, or give this client to {user.removeprefix('Async')}"
+        )
+    if not asynchronous and isinstance(client, redis.asyncio.Redis):
+        raise TypeError(
+            f"{user} calls its client without awaiting, but got a redis.asyncio.Redis, "
+            "whose commands would never run: give it a redis.Redis, or give this client "
+            f"to Async{user}"
+        )
 
 
 def _what_failed(error: Exception, stream: str, address: str) -> str:

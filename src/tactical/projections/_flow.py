@@ -193,10 +193,13 @@ def _horizon(xmax: int, writers: tuple[int, ...]) -> sa.ColumnElement[int]:
 
 
 # The outbox's transaction_order default as the server has it (None if it has none).
+# Whether the outbox exists, and its transaction_order column's default.
 _ORDER_DEFAULT = sa.text(
-    "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef AS d "
+    "SELECT to_regclass('tactical_outbox') IS NOT NULL AS outbox_exists, "
+    "(SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef AS d "
     "JOIN pg_attribute AS a ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
-    "WHERE d.adrelid = to_regclass('tactical_outbox') AND a.attname = 'transaction_order'"
+    "WHERE d.adrelid = to_regclass('tactical_outbox') AND a.attname = 'transaction_order') "
+    "AS order_default"
 )
 
 
@@ -376,8 +379,10 @@ class ProjectionCore(WorkerCore, Generic[P]):
         """
         if self._schema_checked:
             return
-        rows = yield from _fetch(_ORDER_DEFAULT)
-        default = rows[0][0] if rows else None
+        (row,) = yield from _fetch(_ORDER_DEFAULT)
+        default = row.order_default
+        if not row.outbox_exists:
+            return  # the statements that follow fail, saying how to create tactical's tables
         if not (default and "pg_current_xact_id" in default and "pg_snapshot_xmax" in default):
             raise RuntimeError(
                 f"tactical_outbox.transaction_order has the default {default!r}, not "

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from tactical.sqlalchemy._engine import configure_engine
-from tactical.sqlalchemy._schema import outbox_table, projection_checkpoints_table
+from sqlalchemy import exc
+from tactical.sqlalchemy._engine import configure_engine, sync_engine
+from tactical.sqlalchemy._schema import (
+    outbox_table,
+    projection_checkpoints_table,
+    with_schema_hint,
+)
 
 __all__ = ["purge_outbox"]
 
@@ -33,10 +38,19 @@ def purge_outbox(engine: sa.Engine) -> int:
 
     Raises:
         TypeError: ``engine`` is not a SQLAlchemy ``Engine``.
+        ValueError: ``engine`` is of a database other than SQLite and PostgreSQL.
 
     .. versionadded:: 0.2.0
     """
-    configure_engine(engine)
+    configure_engine(sync_engine(engine))
+    try:
+        return _purge(engine)
+    except exc.DBAPIError as error:
+        with_schema_hint(error)
+        raise
+
+
+def _purge(engine: sa.Engine) -> int:
     t, c = outbox_table, projection_checkpoints_table
     with engine.begin() as connection:
         lowest = connection.execute(

@@ -11,7 +11,7 @@ from tactical.outbox._relay_flow import DEFAULT_DATABASE_TIMEOUT
 from tactical.outbox._worker import IdlingWorker
 from tactical.projections._flow import READ_COMMITTED, Apply, Clear, ProjectionCore, RunnerOp
 from tactical.projections._projection import Projection
-from tactical.sqlalchemy._engine import configure_engine
+from tactical.sqlalchemy._engine import configure_engine, sync_engine
 from tactical.sqlalchemy._shared import _default_codec  # pyright: ignore[reportPrivateUsage]
 
 __all__ = ["ProjectionRunner"]
@@ -75,7 +75,7 @@ class ProjectionRunner(ProjectionCore[Projection], IdlingWorker[RunnerOp]):
         batch_size: int = 100,
         database_timeout: float | None = DEFAULT_DATABASE_TIMEOUT,
     ) -> None:
-        configure_engine(engine)
+        configure_engine(sync_engine(engine, "use AsyncProjectionRunner for it"))
         codec = codec if codec is not None else _default_codec
         super().__init__(engine.url, projections, codec, batch_size, database_timeout)
         self._use_engine(engine)

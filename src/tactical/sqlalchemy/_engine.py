@@ -23,10 +23,13 @@ __all__ = [
     "is_async_engine",
     "restart_sqlite_for_writing",
     "says_sqlite_locked",
+    "sync_engine",
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for the write lock before giving up (milliseconds)."""
+
+_SUPPORTED = ("sqlite", "postgresql")
 
 _CONFIGURED = "tactical_configured"
 _BEGIN_IMMEDIATE = "tactical_begin_immediate"
@@ -60,8 +63,9 @@ def configure_engine(engine: sa.Engine | AsyncEngine) -> sa.Engine | AsyncEngine
     they do not need the old snapshot). Only a moved version, or a lock held past the busy
     timeout, is a :class:`~tactical.ConcurrencyError`, never a raw "database is locked".
 
-    Other databases are left as they are (PostgreSQL runs at its default READ COMMITTED;
-    optimistic concurrency comes from version-checked updates, not from isolation).
+    PostgreSQL is left as it is (it runs at its default READ COMMITTED; optimistic
+    concurrency comes from version-checked updates, not from isolation). Other databases
+    are refused: tactical's statements are written for SQLite and PostgreSQL only.
 
     An :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (aiosqlite, psycopg's async mode,
     asyncpg) is prepared the same way, through its ``sync_engine`` (``.. versionadded::
@@ -76,8 +80,15 @@ def configure_engine(engine: sa.Engine | AsyncEngine) -> sa.Engine | AsyncEngine
     Raises:
         TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine` or
             :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (a URL string or a connection, say).
+        ValueError: ``engine`` is of a database other than SQLite and PostgreSQL (MySQL or
+            MariaDB, say), which tactical's statements are not written for.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.2.0
+       Other databases than SQLite and PostgreSQL are refused here, and so by
+       :func:`~tactical.sqlalchemy.create_schema`, the relays, timer workers and projection
+       runners, instead of failing at their first statement.
     """
     candidate: object = engine
     if is_async_engine(candidate):
@@ -86,6 +97,12 @@ def configure_engine(engine: sa.Engine | AsyncEngine) -> sa.Engine | AsyncEngine
         sync_engine = candidate
     else:
         raise TypeError(engine_refusal(candidate, asynchronous=False))
+    if sync_engine.dialect.name not in _SUPPORTED:
+        raise ValueError(
+            f"tactical runs on SQLite and PostgreSQL, not {sync_engine.dialect.name} "
+            f"({sync_engine.url!r}): make the engine with a SQLite or PostgreSQL URL "
+            "(sqlite:///app.db, postgresql+psycopg://user@host/app)"
+        )
     if sync_engine.dialect.name == "sqlite" and not event.contains(
         sync_engine, "begin", _begin_sqlite
     ):
@@ -125,6 +142,25 @@ def async_engine(candidate: object, sync_taker: str | None = None) -> AsyncEngin
         f"expected a SQLAlchemy AsyncEngine, got {candidate!r}: make one with "
         f"sqlalchemy.ext.asyncio.create_async_engine ({sync_taker} takes an Engine)"
     )
+
+
+def sync_engine(candidate: object, instead: str | None = None) -> sa.Engine:
+    """``candidate``, refused with a TypeError unless it is a sync ``Engine``.
+
+    Args:
+        candidate: What was given as the engine.
+        instead: What else to do with an ``AsyncEngine`` (``use AsyncOutboxRelay for it``),
+            for the message; None if nothing takes one.
+    """
+    if isinstance(candidate, sa.Engine):
+        return candidate
+    if is_async_engine(candidate):
+        other = f"{instead}, or " if instead else ""
+        raise TypeError(
+            f"expected a SQLAlchemy Engine, got an AsyncEngine ({candidate.url!r}): "
+            f"{other}make an Engine with sqlalchemy.create_engine"
+        )
+    raise TypeError(engine_refusal(candidate, asynchronous=False))
 
 
 def _begin_sqlite(connection: sa.Connection) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -12,6 +12,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 
 __all__ = [
     "UtcDateTime",
@@ -25,6 +26,7 @@ __all__ = [
     "relay_leases_table",
     "relays_table",
     "scheduled_table",
+    "with_schema_hint",
 ]
 
 
@@ -364,11 +366,44 @@ def create_schema(engine: sa.Engine) -> None:
             :func:`~tactical.sqlalchemy.configure_engine`.
 
     Raises:
-        TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine`.
+        TypeError: ``engine`` is not a SQLAlchemy :class:`~sqlalchemy.engine.Engine` (an
+            ``AsyncEngine`` is refused saying how to create the tables through it).
+        ValueError: ``engine`` is of a database other than SQLite and PostgreSQL.
 
     .. versionadded:: 0.1.0
     """
-    from tactical.sqlalchemy._engine import configure_engine
+    from tactical.sqlalchemy._engine import configure_engine, sync_engine
 
+    sync_engine(
+        engine,
+        "create the tables in `async with engine.begin() as connection:` with `await "
+        "connection.run_sync(tactical.sqlalchemy.metadata.create_all)`",
+    )
     configure_engine(engine)
     metadata.create_all(engine, checkfirst=True)
+
+
+_DbError = TypeVar("_DbError", bound=exc.DBAPIError)
+_TABLES = tuple(table.name for table in metadata.sorted_tables)
+_MISSING = ("no such table", "does not exist")  # SQLite; PostgreSQL's "relation ... does not exist"
+SCHEMA_HINT = (
+    "tactical's tables are missing from this database: create them with "
+    "tactical.sqlalchemy.create_schema(engine), or with Alembic over "
+    "tactical.sqlalchemy.metadata"
+)
+
+
+def with_schema_hint(error: _DbError) -> _DbError:
+    """Add a note saying how to create tactical's tables when the error is that one is missing.
+
+    Once: an error that already has the note (from a unit of work inside a consumer, say)
+    is returned as it is.
+    """
+    message = str(error.orig)
+    if (
+        any(m in message for m in _MISSING)
+        and any(t in message for t in _TABLES)
+        and SCHEMA_HINT not in getattr(error, "__notes__", ())
+    ):
+        error.add_note(SCHEMA_HINT)
+    return error

@@ -30,7 +30,6 @@ from tactical.sqlalchemy._engine import (
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._orm import OrmMapper
 from tactical.sqlalchemy._statements import (
-    SUPPORTED_DIALECTS,
     Commit,
     Execute,
     MapperCall,
@@ -75,7 +74,6 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
     ) -> None:
         super().__init__(bus, allow_multiple_aggregates=allow_multiple_aggregates)
         candidate: object = engine
-        name = type(self).__name__
         if self._asynchronous and is_async_engine(candidate):
             sync_engine = candidate.sync_engine
         elif not self._asynchronous and isinstance(candidate, sa.Engine):
@@ -84,12 +82,7 @@ class SqlUnitOfWorkBase(UnitOfWorkCore, Generic[E]):
             raise TypeError(engine_refusal(candidate, asynchronous=self._asynchronous))
         if database_timeout is not None and not database_timeout > 0:
             raise ValueError(f"database_timeout must be positive, got {database_timeout}")
-        configure_engine(sync_engine)
-        if sync_engine.dialect.name not in SUPPORTED_DIALECTS:
-            raise ValueError(
-                f"{name} runs on SQLite and PostgreSQL, "
-                f"not {sync_engine.dialect.name} ({sync_engine.url!r})"
-            )
+        configure_engine(sync_engine)  # refuses a database other than SQLite and PostgreSQL
         self._engine: E = engine
         self._database_timeout = database_timeout
         self._sqlite = sync_engine.dialect.name == "sqlite"

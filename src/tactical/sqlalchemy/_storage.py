@@ -37,7 +37,7 @@ from tactical.sqlalchemy._engine import says_sqlite_locked
 from tactical.sqlalchemy._finders import document_condition, mapper_condition
 from tactical.sqlalchemy._mapper import RelationalMapper
 from tactical.sqlalchemy._orm import OrmMapper, stored_version, write_change
-from tactical.sqlalchemy._schema import aggregates_table, metadata
+from tactical.sqlalchemy._schema import aggregates_table, with_schema_hint
 from tactical.sqlalchemy._statements import (
     COMMIT,
     RESTART_FOR_WRITING,
@@ -116,9 +116,9 @@ class DocumentStorage:
                     f"{aggregate_type.__qualname__} state is not UTF-8 text "
                     f"({_document_row(type_name, key)}): {error.orig}"
                 ) from error
-            raise _busy(_with_schema_hint(error), aggregate_type, aggregate_id) from error
+            raise _busy(with_schema_hint(error), aggregate_type, aggregate_id) from error
         except exc.ProgrammingError as error:
-            _with_schema_hint(error)
+            with_schema_hint(error)
             raise
         if not rows:
             return None
@@ -158,9 +158,9 @@ class DocumentStorage:
         try:
             loaded: object = yield MapperCall(mapper.load, aggregate_id)
         except exc.OperationalError as error:
-            raise _busy(_with_schema_hint(error), aggregate_type, aggregate_id) from error
+            raise _busy(with_schema_hint(error), aggregate_type, aggregate_id) from error
         except exc.ProgrammingError as error:
-            _with_schema_hint(error)
+            with_schema_hint(error)
             raise
         if loaded is None:
             return None
@@ -214,9 +214,9 @@ class DocumentStorage:
             try:
                 aggregates: list[Any] = yield MapperCall(mapper.load_all, models)
             except exc.OperationalError as error:
-                raise _busy(_with_schema_hint(error), query.aggregate_type, "(a query)") from error
+                raise _busy(with_schema_hint(error), query.aggregate_type, "(a query)") from error
             except exc.ProgrammingError as error:
-                _with_schema_hint(error)
+                with_schema_hint(error)
                 raise
             return [aggregate for aggregate in aggregates if aggregate.id not in held]
         id_column = mapper.table.c[mapper.id_column]
@@ -237,9 +237,9 @@ class DocumentStorage:
         try:
             rows: list[Any] = yield Select(statement)
         except exc.OperationalError as error:
-            raise _busy(_with_schema_hint(error), aggregate_type, "(a query)") from error
+            raise _busy(with_schema_hint(error), aggregate_type, "(a query)") from error
         except exc.ProgrammingError as error:
-            _with_schema_hint(error)
+            with_schema_hint(error)
             raise
         return rows
 
@@ -291,7 +291,7 @@ class DocumentStorage:
             ):
                 raise (yield from self._conflict_after_busy(changes, busy_timeout_ms)) from error
             if isinstance(error, exc.DBAPIError):
-                _with_schema_hint(error)
+                with_schema_hint(error)
             raise
 
     def _write_all(
@@ -560,23 +560,6 @@ def _document_row(type_name: str, key: str) -> str:
 
 
 _NOT_UTF8 = "Could not decode to UTF-8"
-
-
-_DbError = TypeVar("_DbError", bound=exc.DBAPIError)
-_TABLES = tuple(table.name for table in metadata.sorted_tables)
-_MISSING = ("no such table", "does not exist")  # SQLite; PostgreSQL's "relation ... does not exist"
-
-
-def _with_schema_hint(error: _DbError) -> _DbError:
-    """Add a note saying how to create tactical's tables when the error is that one is missing."""
-    message = str(error.orig)
-    if any(m in message for m in _MISSING) and any(t in message for t in _TABLES):
-        error.add_note(
-            "tactical's tables are missing from this database: create them with "
-            "tactical.sqlalchemy.create_schema(engine), or with Alembic over "
-            "tactical.sqlalchemy.metadata"
-        )
-    return error
 
 
 def _is_busy(error: exc.OperationalError | sqlite3.OperationalError) -> bool:
