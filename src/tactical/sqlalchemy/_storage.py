@@ -301,9 +301,19 @@ class DocumentStorage:
         now: datetime,
         timer_rows: tuple[list[tuple[Any, ...]], list[tuple[str]]] | None,
     ) -> Flow[Operation, None]:
+        # Documents are written from here, not from a flow a change: each would add a
+        # generator and a frame that every operation of the commit passes through.
+        mappers = self._mappers
         for change in changes:
-            yield from self._write(change, names[id(change)], now)
-        yield from self._write_outbox(changes, names)
+            mapper = mappers.get(change.aggregate_type)
+            if mapper is not None:
+                yield from self._write_mapped(mapper, change)
+            elif (yield self._document_write(change, names[id(change)], now)) != 1:
+                raise (yield from self._stale(change))
+        # Not `yield from` the list: the driver sends each its row count, which a list's
+        # iterator cannot take.
+        for insert in self._outbox_inserts(changes, names):  # noqa: UP028
+            yield insert
         if timer_rows is not None:
             scheduled, cancelled = timer_rows
             if cancelled:
@@ -342,35 +352,29 @@ class DocumentStorage:
             )
         return scheduled, cancelled
 
-    def _write(self, change: Change, name: tuple[str, str], now: datetime) -> Flow[Operation, None]:
-        """Write one aggregate's row (or a mapper's rows) under its version check."""
-        mapper = self._mappers.get(change.aggregate_type)
-        if isinstance(mapper, OrmMapper):
-            yield from self._write_orm(mapper, change)
-            return
-        if mapper is not None:
-            yield from self._write_mapped(mapper, change)
-            return
+    def _document_write(self, change: Change, name: tuple[str, str], now: datetime) -> Execute:
+        """The statement writing one aggregate's document row under its version check.
+
+        It changes one row, or none when the stored version is not the expected one (or,
+        for an insert, when the row exists).
+        """
         type_name, key = name
         statements = self._statements
         if change.kind == "insert":
             state = self._codec.aggregate_to_state(change.aggregate)
-            written = yield statements.insert_document(
-                type_name, key, change.new_version, state, now
-            )
-        elif change.kind == "update":
+            return statements.insert_document(type_name, key, change.new_version, state, now)
+        if change.kind == "update":
             state = self._codec.aggregate_to_state(change.aggregate)
-            written = yield statements.update_document(
+            return statements.update_document(
                 type_name, key, change.expected_version, change.new_version, state, now
             )
-        else:
-            written = yield statements.delete_document(type_name, key, change.expected_version)
-        if written != 1:
-            raise (yield from self._stale(change))
+        return statements.delete_document(type_name, key, change.expected_version)
 
-    def _write_mapped(
-        self, mapper: RelationalMapper[Any, Any], change: Change
-    ) -> Flow[Operation, None]:
+    def _write_mapped(self, mapper: AnyMapper, change: Change) -> Flow[Operation, None]:
+        """Write one aggregate through its mapper under its version check."""
+        if isinstance(mapper, OrmMapper):
+            yield from self._write_orm(mapper, change)
+            return
         aggregate = change.aggregate
         if change.kind == "insert":
             aggregate.version = cast("int", change.new_version)
@@ -412,22 +416,21 @@ class DocumentStorage:
                 raise
             raise stale from error
 
-    def _write_outbox(self, changes: Sequence[Change], names: _Names) -> Flow[Operation, None]:
-        """Insert the outbox rows of every change's events, in recorded order."""
+    def _outbox_inserts(self, changes: Sequence[Change], names: _Names) -> list[Execute]:
+        """The inserts of the outbox rows of every change's events, in recorded order."""
         if len(changes) == 1:  # the common case: one aggregate's events, in recorded order
             only = changes[0]
             if not only.events:
-                return
+                return []
             trace_context = current_trace_context()  # the commit's span: one for every row
             only_name = names[id(only)]
             only_key = partition_key(*only_name)
-            yield self._statements.insert_outbox.many(
+            return self._statements.insert_outbox(
                 [self._outbox_row(only, only_name, e, only_key, trace_context) for e in only.events]
             )
-            return
         owner: dict[int, Change] = {id(e): c for c in changes for e in c.events}
         if not owner:
-            return
+            return []
         rows: list[tuple[Any, ...]] = []
         keys: dict[int, int] = {}  # id(change) -> its aggregate's partition key, hashed once
         trace_context = current_trace_context()
@@ -440,7 +443,7 @@ class DocumentStorage:
             if key is None:
                 key = keys[id(change)] = partition_key(*name)
             rows.append(self._outbox_row(change, name, event, key, trace_context))
-        yield self._statements.insert_outbox.many(rows)
+        return self._statements.insert_outbox(rows)
 
     def _outbox_row(
         self,
