@@ -25,7 +25,7 @@ from tactical._codec import DeserializationError, JsonCodec
 from tactical._codec_values import show
 from tactical._errors import ConcurrencyError
 from tactical._flow import Flow
-from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
+from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_traces_of
 from tactical._partitions import partition_key
 from tactical._query import Query
 from tactical._stored_keys import id_key, stored_key, unstorable_key
@@ -418,22 +418,20 @@ class DocumentStorage:
 
     def _outbox_inserts(self, changes: Sequence[Change], names: _Names) -> list[Execute]:
         """The inserts of the outbox rows of every change's events, in recorded order."""
+        trace_context = current_trace_context()  # the commit's span: one for every row
         if len(changes) == 1:  # the common case: one aggregate's events, in recorded order
             only = changes[0]
             if not only.events:
                 return []
-            trace_context = current_trace_context()  # the commit's span: one for every row
-            only_name = names[id(only)]
-            only_key = partition_key(*only_name)
+            name = names[id(only)]
             return self._statements.insert_outbox(
-                [self._outbox_row(only, only_name, e, only_key, trace_context) for e in only.events]
+                self._outbox_rows(only, name, only.events, partition_key(*name), trace_context)
             )
         owner: dict[int, Change] = {id(e): c for c in changes for e in c.events}
         if not owner:
             return []
         rows: list[tuple[Any, ...]] = []
         keys: dict[int, int] = {}  # id(change) -> its aggregate's partition key, hashed once
-        trace_context = current_trace_context()
         for event in recorded_in_order(c.aggregate for c in changes):
             change = owner.get(id(event))
             if change is None:  # recorded after the snapshot of pending events was taken
@@ -442,34 +440,46 @@ class DocumentStorage:
             key = keys.get(id(change))
             if key is None:
                 key = keys[id(change)] = partition_key(*name)
-            rows.append(self._outbox_row(change, name, event, key, trace_context))
+            rows += self._outbox_rows(change, name, (event,), key, trace_context)
         return self._statements.insert_outbox(rows)
 
-    def _outbox_row(
+    def _outbox_rows(
         self,
         change: Change,
         name: tuple[str, str],
-        event: DomainEvent,
+        events: Sequence[DomainEvent],
         key: int,
         trace_context: str | None,
-    ) -> tuple[Any, ...]:
-        record = self._codec.event_to_record(event)
-        trace = trace_of(event.event_id, recorded_trace(change.aggregate, event))
+    ) -> list[tuple[Any, ...]]:
+        """The outbox rows of ``events``, recorded by ``change``'s aggregate, in that order."""
+        type_name, aggregate_key = name
         version = change.new_version
-        return (  # in OUTBOX_COLUMNS order
-            event.event_id,
-            record.type_name,
-            record.schema_version,
-            name[0],
-            name[1],
-            version if version is not None else cast("int", change.expected_version) + 1,
-            record.payload,
-            event.occurred_at,
-            trace.correlation_id,
-            trace.causation_id,
-            key,
-            trace_context,
-        )
+        if version is None:  # a delete's events: after the version it removes
+            version = cast("int", change.expected_version) + 1
+        recorded = recorded_traces_of(change.aggregate)  # None outside event handlers
+        event_to_record = self._codec.event_to_record
+        rows: list[tuple[Any, ...]] = []
+        for event in events:
+            event_id = event.event_id
+            record = event_to_record(event)
+            trace = trace_of(event_id, recorded.get(event_id) if recorded else None)
+            rows.append(
+                (  # in OUTBOX_COLUMNS order
+                    event_id,
+                    record.type_name,
+                    record.schema_version,
+                    type_name,
+                    aggregate_key,
+                    version,
+                    record.payload,
+                    event.occurred_at,
+                    trace.correlation_id,
+                    trace.causation_id,
+                    key,
+                    trace_context,
+                )
+            )
+        return rows
 
     # -- conflicts ---------------------------------------------------------------------------
 
