@@ -27,7 +27,6 @@ from tactical.outbox import partition_key
 from tactical.sqlalchemy import aggregates_table, outbox_table
 from tactical.sqlalchemy._statements import (
     OUTBOX_COLUMNS,
-    ROWS_PER_STATEMENT,
     Commit,
     Execute,
     Operation,
@@ -112,15 +111,15 @@ class TestPreparedStatementsOnAsyncDrivers:
             stored = (await connection.execute(sa.select(aggregates_table))).one()
         assert tuple(stored) == ("Doc", "1", 2, newer, now)
 
-    @pytest.mark.parametrize("count", [2, ROWS_PER_STATEMENT * 2 + 3])
+    @pytest.mark.parametrize("count", [2, 11])
     async def test_outbox_rows_are_stored_as_core_stores_them(
         self, async_engine: AsyncEngine, count: int
     ) -> None:
         """Outbox rows read back through Core, in order, with UUIDs, JSON, UTC times, keys.
 
         On PostgreSQL two rows are one multi-row statement, and more than a statement
-        takes an executemany of full statements and one statement for the rest; on SQLite
-        they are an executemany.
+        takes (4) an executemany of full statements and one statement for the rest; on
+        SQLite they are an executemany.
         """
         rows = [
             (
@@ -142,8 +141,9 @@ class TestPreparedStatementsOnAsyncDrivers:
         async with async_engine.connect() as connection:
             statements = document_statements(connection.dialect)
             inserts = statements.insert_outbox(rows)
-            one_statement = count <= ROWS_PER_STATEMENT or connection.dialect.name == "sqlite"
-            assert len(inserts) == (1 if one_statement else 2)
+            per_statement = statements.insert_outbox.rows_per_statement
+            assert per_statement == (1 if connection.dialect.name == "sqlite" else 4)
+            assert len(inserts) == (1 if per_statement == 1 or count <= per_statement else 2)
             for insert in inserts:
                 await execute(connection, insert)
             await connection.commit()
