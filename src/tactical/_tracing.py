@@ -113,7 +113,9 @@ class recorded_traces:  # a function to its callers; a class so that entering it
 
 def correlation_of(event_id: UUID) -> UUID:
     """The correlation id of :func:`trace_of` ``(event_id)``, without making a trace."""
-    known = _recorded.get().get(event_id)
+    # Looked up only in a mapping that has traces: hashing a UUID is a Python call.
+    recorded = _recorded.get()
+    known = recorded.get(event_id) if recorded else None
     if known is not None:
         return known.correlation_id
     current = _current.get()
@@ -124,7 +126,8 @@ def trace_of(event_id: UUID, recorded: Trace | None = None) -> Trace:
     """The trace of an event: as recorded, else as known, else the current one, else its own."""
     if recorded is not None:
         return recorded
-    known = _recorded.get().get(event_id)
+    traces = _recorded.get()
+    known = traces.get(event_id) if traces else None  # (see correlation_of)
     if known is not None:
         return known
     current = _current.get()

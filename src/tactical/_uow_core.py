@@ -575,7 +575,8 @@ class UnitOfWorkCore:
         if len(changes) > 1 and not self._allow_multiple_aggregates:
             refused = boundary_violation(changes)
         if refused is None and not self._awaits_handlers:
-            event_types = [type(e) for change in changes for e in change.events]
+            # Each type once (in the order first recorded): its handlers are looked up once.
+            event_types = list({type(e): None for change in changes for e in change.events})
             if event_types:
                 refused = self._async_handlers_refusal(event_types)
         if refused is not None:

@@ -111,10 +111,16 @@ class TestPreparedStatementsOnAsyncDrivers:
             stored = (await connection.execute(sa.select(aggregates_table))).one()
         assert tuple(stored) == ("Doc", "1", 2, newer, now)
 
+    @pytest.mark.parametrize("count", [2, 11])
     async def test_outbox_rows_are_stored_as_core_stores_them(
-        self, async_engine: AsyncEngine
+        self, async_engine: AsyncEngine, count: int
     ) -> None:
-        """Two outbox rows in one executemany read back through Core with UUIDs, JSON, UTC times, keys."""
+        """Outbox rows read back through Core, in order, with UUIDs, JSON, UTC times, keys.
+
+        On PostgreSQL two rows are one multi-row statement, and more than a statement
+        takes (4) an executemany of full statements and one statement for the rest; on
+        SQLite they are an executemany.
+        """
         rows = [
             (
                 uuid4(),
@@ -124,17 +130,22 @@ class TestPreparedStatementsOnAsyncDrivers:
                 "7",
                 version,
                 {"count": version, "text": "é \u2028 \\"},
-                datetime(2026, 1, 2, 3, 4, version, tzinfo=UTC),
+                datetime(2026, 1, 2, 3, 4, version % 60, tzinfo=UTC),
                 uuid4(),
                 None,
                 partition_key("Counter", "7"),
                 None if version == 1 else TRACE_CONTEXT,
             )
-            for version in (1, 2)
+            for version in range(1, count + 1)
         ]
         async with async_engine.connect() as connection:
             statements = document_statements(connection.dialect)
-            await execute(connection, statements.insert_outbox.many(rows))
+            inserts = statements.insert_outbox(rows)
+            per_statement = statements.insert_outbox.rows_per_statement
+            assert per_statement == (1 if connection.dialect.name == "sqlite" else 4)
+            assert len(inserts) == (1 if per_statement == 1 or count <= per_statement else 2)
+            for insert in inserts:
+                await execute(connection, insert)
             await connection.commit()
             stored = (
                 await connection.execute(
@@ -145,7 +156,7 @@ class TestPreparedStatementsOnAsyncDrivers:
             ).all()
             published = (await connection.execute(sa.select(outbox_table.c.published_at))).all()
         assert [tuple(row) for row in stored] == rows
-        assert [tuple(row) for row in published] == [(None,), (None,)]
+        assert [tuple(row) for row in published] == [(None,)] * count
 
 
 class TestStorageFlowsOnAsyncDrivers:

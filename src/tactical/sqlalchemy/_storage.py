@@ -25,7 +25,7 @@ from tactical._codec import DeserializationError, JsonCodec
 from tactical._codec_values import show
 from tactical._errors import ConcurrencyError
 from tactical._flow import Flow
-from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_trace
+from tactical._model import AggregateRoot, DomainEvent, recorded_in_order, recorded_traces_of
 from tactical._partitions import partition_key
 from tactical._query import Query
 from tactical._stored_keys import id_key, stored_key, unstorable_key
@@ -301,9 +301,19 @@ class DocumentStorage:
         now: datetime,
         timer_rows: tuple[list[tuple[Any, ...]], list[tuple[str]]] | None,
     ) -> Flow[Operation, None]:
+        # Documents are written from here, not from a flow a change: each would add a
+        # generator and a frame that every operation of the commit passes through.
+        mappers = self._mappers
         for change in changes:
-            yield from self._write(change, names[id(change)], now)
-        yield from self._write_outbox(changes, names)
+            mapper = mappers.get(change.aggregate_type)
+            if mapper is not None:
+                yield from self._write_mapped(mapper, change)
+            elif (yield self._document_write(change, names[id(change)], now)) != 1:
+                raise (yield from self._stale(change))
+        # Not `yield from` the list: the driver sends each its row count, which a list's
+        # iterator cannot take.
+        for insert in self._outbox_inserts(changes, names):  # noqa: UP028
+            yield insert
         if timer_rows is not None:
             scheduled, cancelled = timer_rows
             if cancelled:
@@ -342,35 +352,29 @@ class DocumentStorage:
             )
         return scheduled, cancelled
 
-    def _write(self, change: Change, name: tuple[str, str], now: datetime) -> Flow[Operation, None]:
-        """Write one aggregate's row (or a mapper's rows) under its version check."""
-        mapper = self._mappers.get(change.aggregate_type)
-        if isinstance(mapper, OrmMapper):
-            yield from self._write_orm(mapper, change)
-            return
-        if mapper is not None:
-            yield from self._write_mapped(mapper, change)
-            return
+    def _document_write(self, change: Change, name: tuple[str, str], now: datetime) -> Execute:
+        """The statement writing one aggregate's document row under its version check.
+
+        It changes one row, or none when the stored version is not the expected one (or,
+        for an insert, when the row exists).
+        """
         type_name, key = name
         statements = self._statements
         if change.kind == "insert":
             state = self._codec.aggregate_to_state(change.aggregate)
-            written = yield statements.insert_document(
-                type_name, key, change.new_version, state, now
-            )
-        elif change.kind == "update":
+            return statements.insert_document(type_name, key, change.new_version, state, now)
+        if change.kind == "update":
             state = self._codec.aggregate_to_state(change.aggregate)
-            written = yield statements.update_document(
+            return statements.update_document(
                 type_name, key, change.expected_version, change.new_version, state, now
             )
-        else:
-            written = yield statements.delete_document(type_name, key, change.expected_version)
-        if written != 1:
-            raise (yield from self._stale(change))
+        return statements.delete_document(type_name, key, change.expected_version)
 
-    def _write_mapped(
-        self, mapper: RelationalMapper[Any, Any], change: Change
-    ) -> Flow[Operation, None]:
+    def _write_mapped(self, mapper: AnyMapper, change: Change) -> Flow[Operation, None]:
+        """Write one aggregate through its mapper under its version check."""
+        if isinstance(mapper, OrmMapper):
+            yield from self._write_orm(mapper, change)
+            return
         aggregate = change.aggregate
         if change.kind == "insert":
             aggregate.version = cast("int", change.new_version)
@@ -412,25 +416,22 @@ class DocumentStorage:
                 raise
             raise stale from error
 
-    def _write_outbox(self, changes: Sequence[Change], names: _Names) -> Flow[Operation, None]:
-        """Insert the outbox rows of every change's events, in recorded order."""
+    def _outbox_inserts(self, changes: Sequence[Change], names: _Names) -> list[Execute]:
+        """The inserts of the outbox rows of every change's events, in recorded order."""
+        trace_context = current_trace_context()  # the commit's span: one for every row
         if len(changes) == 1:  # the common case: one aggregate's events, in recorded order
             only = changes[0]
             if not only.events:
-                return
-            trace_context = current_trace_context()  # the commit's span: one for every row
-            only_name = names[id(only)]
-            only_key = partition_key(*only_name)
-            yield self._statements.insert_outbox.many(
-                [self._outbox_row(only, only_name, e, only_key, trace_context) for e in only.events]
+                return []
+            name = names[id(only)]
+            return self._statements.insert_outbox(
+                self._outbox_rows(only, name, only.events, partition_key(*name), trace_context)
             )
-            return
         owner: dict[int, Change] = {id(e): c for c in changes for e in c.events}
         if not owner:
-            return
+            return []
         rows: list[tuple[Any, ...]] = []
         keys: dict[int, int] = {}  # id(change) -> its aggregate's partition key, hashed once
-        trace_context = current_trace_context()
         for event in recorded_in_order(c.aggregate for c in changes):
             change = owner.get(id(event))
             if change is None:  # recorded after the snapshot of pending events was taken
@@ -439,34 +440,46 @@ class DocumentStorage:
             key = keys.get(id(change))
             if key is None:
                 key = keys[id(change)] = partition_key(*name)
-            rows.append(self._outbox_row(change, name, event, key, trace_context))
-        yield self._statements.insert_outbox.many(rows)
+            rows += self._outbox_rows(change, name, (event,), key, trace_context)
+        return self._statements.insert_outbox(rows)
 
-    def _outbox_row(
+    def _outbox_rows(
         self,
         change: Change,
         name: tuple[str, str],
-        event: DomainEvent,
+        events: Sequence[DomainEvent],
         key: int,
         trace_context: str | None,
-    ) -> tuple[Any, ...]:
-        record = self._codec.event_to_record(event)
-        trace = trace_of(event.event_id, recorded_trace(change.aggregate, event))
+    ) -> list[tuple[Any, ...]]:
+        """The outbox rows of ``events``, recorded by ``change``'s aggregate, in that order."""
+        type_name, aggregate_key = name
         version = change.new_version
-        return (  # in OUTBOX_COLUMNS order
-            event.event_id,
-            record.type_name,
-            record.schema_version,
-            name[0],
-            name[1],
-            version if version is not None else cast("int", change.expected_version) + 1,
-            record.payload,
-            event.occurred_at,
-            trace.correlation_id,
-            trace.causation_id,
-            key,
-            trace_context,
-        )
+        if version is None:  # a delete's events: after the version it removes
+            version = cast("int", change.expected_version) + 1
+        recorded = recorded_traces_of(change.aggregate)  # None outside event handlers
+        event_to_record = self._codec.event_to_record
+        rows: list[tuple[Any, ...]] = []
+        for event in events:
+            event_id = event.event_id
+            record = event_to_record(event)
+            trace = trace_of(event_id, recorded.get(event_id) if recorded else None)
+            rows.append(
+                (  # in OUTBOX_COLUMNS order
+                    event_id,
+                    record.type_name,
+                    record.schema_version,
+                    type_name,
+                    aggregate_key,
+                    version,
+                    record.payload,
+                    event.occurred_at,
+                    trace.correlation_id,
+                    trace.causation_id,
+                    key,
+                    trace_context,
+                )
+            )
+        return rows
 
     # -- conflicts ---------------------------------------------------------------------------
 
