@@ -347,7 +347,6 @@ _INSERT_DOCUMENT: dict[str, Callable[[sa.Table], sqlite.Insert | postgresql.Inse
     "sqlite": sqlite.insert,
     "postgresql": postgresql.insert,
 }
-SUPPORTED_DIALECTS = tuple(_INSERT_DOCUMENT)
 
 _documents: weakref.WeakKeyDictionary[Dialect, DocumentStatements] = weakref.WeakKeyDictionary()
 
