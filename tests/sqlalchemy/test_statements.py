@@ -117,9 +117,7 @@ class TestPreparedStatementsOnAsyncDrivers:
     ) -> None:
         """Outbox rows read back through Core, in order, with UUIDs, JSON, UTC times, keys.
 
-        On PostgreSQL two rows are one multi-row statement, and more than a statement
-        takes (4) an executemany of full statements and one statement for the rest; on
-        SQLite they are an executemany.
+        Several rows are one executemany on every driver.
         """
         rows = [
             (
@@ -140,12 +138,7 @@ class TestPreparedStatementsOnAsyncDrivers:
         ]
         async with async_engine.connect() as connection:
             statements = document_statements(connection.dialect)
-            inserts = statements.insert_outbox(rows)
-            per_statement = statements.insert_outbox.rows_per_statement
-            assert per_statement == (1 if connection.dialect.name == "sqlite" else 4)
-            assert len(inserts) == (1 if per_statement == 1 or count <= per_statement else 2)
-            for insert in inserts:
-                await execute(connection, insert)
+            await execute(connection, statements.insert_outbox.many(rows))
             await connection.commit()
             stored = (
                 await connection.execute(

@@ -424,9 +424,10 @@ class DocumentStorage:
             if not only.events:
                 return []
             name = names[id(only)]
-            return self._statements.insert_outbox(
-                self._outbox_rows(only, name, only.events, partition_key(*name), trace_context)
+            only_rows = self._outbox_rows(
+                only, name, only.events, partition_key(*name), trace_context
             )
+            return [self._statements.insert_outbox.many(only_rows)]
         owner: dict[int, Change] = {id(e): c for c in changes for e in c.events}
         if not owner:
             return []
@@ -441,7 +442,7 @@ class DocumentStorage:
             if key is None:
                 key = keys[id(change)] = partition_key(*name)
             rows += self._outbox_rows(change, name, (event,), key, trace_context)
-        return self._statements.insert_outbox(rows)
+        return [self._statements.insert_outbox.many(rows)]
 
     def _outbox_rows(
         self,
