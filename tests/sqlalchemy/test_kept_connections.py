@@ -85,9 +85,10 @@ class TestKeptConnections:
         assert _stored_names(sqlite_engine) == ["inner", "outer"]
 
     def test_another_thread_uses_its_own_and_closes_it_when_it_ends(
-        self, sqlite_engine: sa.Engine
+        self, sqlite_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A thread's kept connection goes back to the pool when the thread ends."""
+        monkeypatch.setattr(_kept, "HOLD_SECONDS", 600.0)  # not given back meanwhile
         with SqlAlchemyUnitOfWork(sqlite_engine) as uow:
             mine = uow.connection
         theirs = _in_thread(sqlite_engine, "from a thread")
