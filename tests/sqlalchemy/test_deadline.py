@@ -9,7 +9,10 @@ PostgreSQL goes silent (the socket stays open, nothing comes back); the bound be
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from collections.abc import Callable
 from uuid import uuid4
 
@@ -95,3 +98,52 @@ class TestDeadlineOnStatementsTheUnitOfWorkDoesNotIssue:
         with SqlAlchemyUnitOfWork(postgres_engine, mappers=[CounterMapper()]) as direct:
             assert direct.repository(Counter).get(counter.id) is None
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_child_made_by_fork_cuts_round_trips_too(postgres_proxy: TcpProxy) -> None:
+    """Threads do not survive fork(): the child starts a deadline thread of its own.
+
+    Its parent's had started (a guarded block ran), and the child's silent round trip must
+    still be cut (a pre-forking server's workers, multiprocessing's fork).
+    """
+    engine = engine_via(postgres_proxy)
+    with SqlAlchemyUnitOfWork(engine, database_timeout=0.5) as uow:
+        uow.connection.exec_driver_sql("SELECT 1")  # the parent's deadline thread runs
+    connected_r, connected_w = os.pipe()
+    silenced_r, silenced_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 2
+        try:
+            engine.dispose(close=False)  # the parent's connections are not the child's
+            child = SqlAlchemyUnitOfWork(engine, database_timeout=0.5)
+            with child:
+                child.connection.exec_driver_sql("SELECT 1")
+            os.write(connected_w, b"1")
+            os.read(silenced_r, 1)
+            try:
+                with child:
+                    child.connection.exec_driver_sql("SELECT 2").all()
+                code = 1
+            except exc.OperationalError:
+                code = 0
+        finally:
+            os._exit(code)
+    ended = (0, 0)
+    try:
+        assert os.read(connected_r, 1) == b"1"
+        assert postgres_proxy.silence() >= 1
+        os.write(silenced_w, b"1")
+        deadline = time.monotonic() + LIVENESS
+        while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        if ended[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        for fd in (connected_r, connected_w, silenced_r, silenced_w):
+            os.close(fd)
+        engine.dispose()
+    assert ended[0] == pid, "the child's round trip hung on the silent connection"
+    assert os.waitstatus_to_exitcode(ended[1]) == 0

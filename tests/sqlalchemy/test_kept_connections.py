@@ -85,9 +85,10 @@ class TestKeptConnections:
         assert _stored_names(sqlite_engine) == ["inner", "outer"]
 
     def test_another_thread_uses_its_own_and_closes_it_when_it_ends(
-        self, sqlite_engine: sa.Engine
+        self, sqlite_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A thread's kept connection goes back to the pool when the thread ends."""
+        monkeypatch.setattr(_kept, "HOLD_SECONDS", 600.0)  # not given back meanwhile
         with SqlAlchemyUnitOfWork(sqlite_engine) as uow:
             mine = uow.connection
         theirs = _in_thread(sqlite_engine, "from a thread")
@@ -343,4 +344,33 @@ class TestKeptPostgresConnections:
             with engine.connect() as connection:  # would wait 30 s for a kept connection
                 assert _driver(connection).autocommit is False
         finally:
+            engine.dispose()
+
+    def test_a_thread_that_runs_no_other_block_leaves_no_one_waiting_for_its_connection(
+        self,
+    ) -> None:
+        """Its kept connection goes back to the pool HOLD_SECONDS after its checkout anyway.
+
+        Not kept until the thread's next block, nor until it ends: others would wait for the
+        pool (here pool_timeout's TimeoutError) while the connection sat unused.
+        """
+        engine = _postgres(pool_size=2, max_overflow=0, pool_timeout=10)
+        worked, done = threading.Event(), threading.Event()
+
+        def work() -> None:  # a worker thread that handled one request and now waits
+            _saved(engine, "once")
+            worked.set()
+            done.wait(30)
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        try:
+            assert worked.wait(30)
+            # Both of the pool's connections: one is the idle thread's until it goes back.
+            with engine.connect() as first, engine.connect() as second:
+                assert first.exec_driver_sql("SELECT 1").scalar_one() == 1
+                assert second.exec_driver_sql("SELECT 2").scalar_one() == 2
+        finally:
+            done.set()
+            thread.join(30)
             engine.dispose()

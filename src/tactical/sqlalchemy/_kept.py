@@ -15,13 +15,15 @@ it is switched off again before it goes back to the pool, as the pool gave it.
 
 What is kept is bounded: one connection a thread (the last engine's; another engine's
 displaces it, closed), and only while the pool has room to spare (fewer connections checked
-out than its ``pool_size``), so the threads' kept connections never leave other code waiting
-for one. A connection is given back to the pool instead when it is invalidated, was given
-execution options of its own, its driver is still in a transaction (a failed ``COMMIT``
-leaves one) or its engine's pool was replaced (``Engine.dispose()``), and when it was taken
-from the pool more than ``HOLD_SECONDS`` ago, so that the pool's own care (``pool_recycle``,
+out than its ``pool_size``), and for ``HOLD_SECONDS`` after its checkout: then the deadline
+thread (:data:`~tactical.sqlalchemy._watchdog.DEADLINES`) gives it back, also when its
+thread runs no other block (idle, or busy with other work), so that code waiting for the
+pool meanwhile waits a second at most, and the pool's own care (``pool_recycle``,
 ``pool_pre_ping`` and the refresh of connections older than a disconnect) applies to it
-within a second. Nothing is kept for an engine whose pool has checkout, checkin or reset
+within a second. A connection is given back to the pool at once instead when it is
+invalidated, was given execution options of its own, its driver is still in a transaction
+(a failed ``COMMIT`` leaves one) or its engine's pool was replaced (``Engine.dispose()``).
+Nothing is kept for an engine whose pool has checkout, checkin or reset
 listeners: their code expects every block to check a connection out. The slot's connection
 is closed, the ordinary way, when its thread ends; a child process made by ``fork()`` drops
 what its parent kept without using or closing it.
@@ -35,6 +37,7 @@ reached the database; see ``SqlAlchemyUnitOfWork._perform``).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -44,11 +47,12 @@ from typing import Any
 from sqlalchemy.pool import QueuePool
 
 import sqlalchemy as sa
+from tactical.sqlalchemy._watchdog import DEADLINES
 
 __all__ = ["HOLD_SECONDS", "give_back", "keep_connection", "keeps_connections", "take_connection"]
 
 HOLD_SECONDS = 1.0
-"""How long after its checkout a kept connection goes back to the pool at the next block."""
+"""How long after its checkout a kept connection goes back to the pool."""
 
 # (connection, its engine's pool when it was kept, monotonic time of its checkout)
 _Held = tuple[sa.Connection, object, float]
@@ -57,11 +61,12 @@ _Held = tuple[sa.Connection, object, float]
 class _Slot:
     """A thread's kept connection, with the pool it came from."""
 
-    __slots__ = ("__weakref__", "held")
+    __slots__ = ("__weakref__", "give_back_all", "held")
 
     def __init__(self) -> None:
-        # At most one _Held; a list the finalizer shares.
+        # At most one _Held; a list the finalizer and the deadline thread share.
         self.held: list[_Held] = []
+        self.give_back_all = functools.partial(_give_back_all, self.held)
 
 
 class _Local(threading.local):
@@ -101,16 +106,22 @@ def take_connection(engine: sa.Engine) -> tuple[sa.Connection, float, bool]:
     """
     slot = _local.slot
     if slot is not None and slot.held:
-        connection, pool, since = slot.held[0]
-        if connection.engine is engine:
-            slot.held.clear()
-            if (
-                pool is engine.pool
-                and not connection.invalidated
-                and time.monotonic() - since < HOLD_SECONDS
-            ):
-                return connection, since, True
-            give_back(connection, pool)
+        # Its give-back at HOLD_SECONDS runs under the deadlines' lock: once disarmed, what
+        # the slot still holds is this thread's alone.
+        DEADLINES.disarm(slot.give_back_all)
+        if slot.held:
+            connection, pool, since = slot.held[0]
+            if connection.engine is not engine:
+                _hold(slot, since)  # another engine's, for that engine's next block
+            else:
+                slot.held.clear()
+                if (
+                    pool is engine.pool
+                    and not connection.invalidated
+                    and time.monotonic() - since < HOLD_SECONDS
+                ):
+                    return connection, since, True
+                give_back(connection, pool)
     return engine.connect(), time.monotonic(), False
 
 
@@ -139,6 +150,7 @@ def keep_connection(connection: sa.Connection, since: float) -> None:
         or connection.get_execution_options() != engine.get_execution_options()
         or not isinstance(pool, QueuePool)
         or pool.checkedout() >= pool.size()
+        or time.monotonic() - since >= HOLD_SECONDS
     ):
         give_back(connection, pool)
         return
@@ -153,8 +165,11 @@ def keep_connection(connection: sa.Connection, since: float) -> None:
         slot = _local.slot = _Slot()
         # Closes what the slot holds when its thread ends (and at exit, for the main one).
         weakref.finalize(slot, _give_back_all, slot.held)
+    else:
+        DEADLINES.disarm(slot.give_back_all)  # what it holds is this thread's (take_connection)
     displaced = slot.held[:]
     slot.held[:] = [(connection, pool, since)]
+    _hold(slot, since)
     for kept, kept_pool, _ in displaced:
         give_back(kept, kept_pool)
 
@@ -181,9 +196,24 @@ def give_back(connection: sa.Connection, pool: object) -> None:
     connection.close()
 
 
+def _hold(slot: _Slot, since: float) -> None:
+    """Give back what ``slot`` holds HOLD_SECONDS after ``since``, from the deadline thread.
+
+    Also when its thread runs no other block (idle, or busy elsewhere): others may be
+    waiting for the pool meanwhile.
+    """
+    # Keyed by the callback, not the slot: the slot is collected when its thread ends.
+    release = slot.give_back_all
+    DEADLINES.arm(release, since + HOLD_SECONDS - time.monotonic(), release)
+
+
 def _give_back_all(held: list[_Held]) -> None:
-    while held:
-        connection, pool, _ = held.pop()
+    # The deadline thread and the finalizer of a thread that ended may both be at it.
+    while True:
+        try:
+            connection, pool, _ = held.pop()
+        except IndexError:
+            return
         give_back(connection, pool)
 
 

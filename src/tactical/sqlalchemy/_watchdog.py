@@ -104,9 +104,21 @@ class Deadlines:
                 with contextlib.suppress(Exception):
                     expire()
 
+    def start_afresh(self) -> None:
+        """In a child made by ``fork()``: no thread yet (threads do not survive a fork).
+
+        The parent's deadlines are its other threads' (the forking thread is in no round
+        trip); its lock may have been held by its thread at the fork.
+        """
+        self._condition = threading.Condition()
+        self._armed.clear()
+        self._thread = None
+        self._wake_at = 0.0
+
 
 DEADLINES = Deadlines()
-"""The process's deadline thread (started on first use)."""
+"""The process's deadline thread (started on first use, in a forked child too)."""
+os.register_at_fork(after_in_child=DEADLINES.start_afresh)
 
 
 _GUARD = "tactical_deadline"  # the pooled connection's info key of its current guard
